@@ -1,0 +1,135 @@
+//! The GPU context: a device and queue that rollcall either opens itself or
+//! adopts from an inference engine.
+
+use crate::{Error, Result};
+
+/// Optional features rollcall asks for when the adapter has them.
+pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::IMMEDIATES);
+
+/// A device, its queue and what they can do. Cheap to clone (wgpu handles).
+///
+/// ```no_run
+/// let ctx = rollcall::GpuContext::new()?;
+/// println!("{}", ctx.describe());
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct GpuContext {
+    /// The device kernels run on.
+    pub device: wgpu::Device,
+    /// The queue work is submitted to.
+    pub queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+}
+
+impl GpuContext {
+    /// Opens a device on the adapter chosen by `WGPU_BACKEND` (e.g. `vulkan`,
+    /// `metal`, `dx12`) and `WGPU_ADAPTER_NAME` (a case-insensitive substring),
+    /// or the default adapter, with the adapter's own limits and the optional
+    /// features it has (subgroups, f16, timestamps, immediates).
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// Async form of [`GpuContext::new`].
+    pub async fn new_async() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(wanted) if !wanted.is_empty() => {
+                let wanted_lower = wanted.to_lowercase();
+                let adapters = instance.enumerate_adapters(backends).await;
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(
+                            "WGPU_ADAPTER_NAME={wanted:?} matches none of {names:?}"
+                        ))
+                    })?
+            }
+            _ => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::from_env()
+                        .unwrap_or(wgpu::PowerPreference::HighPerformance),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter(format!("backends {backends:?}: {e}")))?,
+        };
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("rollcall"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        Ok(Self {
+            device,
+            queue,
+            info: adapter.get_info(),
+        })
+    }
+
+    /// Adopts a device and queue that an engine already owns; rollcall uses
+    /// only the features and limits that device was created with.
+    ///
+    /// ```no_run
+    /// # fn engine() -> (wgpu::Device, wgpu::Queue) { unimplemented!() }
+    /// let (device, queue) = engine();
+    /// let ctx = rollcall::GpuContext::from_device(device, queue);
+    /// ```
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Self {
+            device,
+            queue,
+            info,
+        }
+    }
+
+    /// The adapter's name, backend and type.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Features the device was opened with.
+    pub fn features(&self) -> wgpu::Features {
+        self.device.features()
+    }
+
+    /// Limits the device was opened with.
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// One line naming the adapter and the optional features it has.
+    pub fn describe(&self) -> String {
+        let f = self.features();
+        let has = |flag: wgpu::Features| if f.contains(flag) { "yes" } else { "no" };
+        let l = self.limits();
+        format!(
+            "{} ({:?}, {:?}, driver {} {}); subgroups: {}, f16: {}, timestamps: {}, immediates: {}; \
+             max storage binding {} MiB, workgroup memory {} KiB",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info,
+            has(wgpu::Features::SUBGROUP),
+            has(wgpu::Features::SHADER_F16),
+            has(wgpu::Features::TIMESTAMP_QUERY),
+            has(wgpu::Features::IMMEDIATES),
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_compute_workgroup_storage_size >> 10,
+        )
+    }
+}

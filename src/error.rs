@@ -1,0 +1,59 @@
+//! The crate's error type: every rejection names the problem, and all input
+//! checks run before any GPU work is recorded.
+
+/// Everything that rollcall can refuse or fail at.
+///
+/// ```
+/// use rollcall::{Error, SamplingParams};
+/// let err = rollcall::sampling::validate_params(&[SamplingParams::new(-1.0)]).unwrap_err();
+/// assert!(matches!(err, Error::InvalidTemperature { row: 0, .. }));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No adapter matched the request (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`).
+    #[error("no GPU adapter found ({0}); on a headless Linux machine install Mesa's lavapipe (`mesa-vulkan-drivers`)")]
+    NoAdapter(String),
+    /// The adapter refused to open a device.
+    #[error("could not open a device on the adapter: {0}")]
+    RequestDevice(String),
+    /// A shader failed to compose (missing include): a bug in the crate.
+    #[error("shader `{name}`: {reason}")]
+    Shader { name: String, reason: String },
+    /// A row's temperature is negative, NaN or infinite.
+    #[error("row {row}: temperature must be finite and >= 0, got {value}")]
+    InvalidTemperature { row: usize, value: f32 },
+    /// A row's top_p is NaN or outside [0, 1].
+    #[error("row {row}: top_p must be in [0, 1], got {value}")]
+    InvalidTopP { row: usize, value: f32 },
+    /// A row's min_p is NaN or outside [0, 1].
+    #[error("row {row}: min_p must be in [0, 1], got {value}")]
+    InvalidMinP { row: usize, value: f32 },
+    /// There must be one parameter set per row.
+    #[error("expected {expected} parameter rows (one per logits row), got {got}")]
+    ParamCountMismatch { expected: usize, got: usize },
+    /// The host logits slice is not `rows * vocab` long.
+    #[error("logits have {got} elements, expected rows x vocab = {expected}")]
+    LogitsLengthMismatch { expected: usize, got: usize },
+    /// The vocabulary must hold at least one token.
+    #[error("vocab must be at least 1")]
+    EmptyVocab,
+    /// A buffer cannot hold what the call needs.
+    #[error("{what} buffer too small: needs {needed} bytes, has {got}")]
+    BufferTooSmall { what: &'static str, needed: u64, got: u64 },
+    /// The logits offset inside the caller's buffer is not 4-byte aligned.
+    #[error("logits offset {0} is not a multiple of 4 bytes")]
+    MisalignedOffset(u64),
+    /// More rows than a batch was created for.
+    #[error("batch holds at most {capacity} rows, got {rows}")]
+    BatchCapacity { capacity: usize, rows: usize },
+    /// One row of logits is larger than the adapter can bind at once.
+    #[error("one row is {row_bytes} bytes but the adapter binds at most {max_binding} bytes")]
+    RowTooLarge { row_bytes: u64, max_binding: u64 },
+    /// Reading results back from the device failed.
+    #[error("GPU readback failed: {0}")]
+    Readback(String),
+}
+
+/// Shorthand for `Result<T, rollcall::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

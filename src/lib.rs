@@ -1,0 +1,33 @@
+//! # rollcall
+//!
+//! Portable GPU compute kernels (wgpu + WGSL) for the test-time side of LLM
+//! inference and reinforcement learning, each with a CPU twin of identical
+//! semantics that every GPU result is tested against.
+//!
+//! - [`sampling`]: batched token sampling from logits (temperature, greedy,
+//!   top-k, top-p, min-p; f32/f16/bf16; per-row seeds, batch invariant).
+//!
+//! ```no_run
+//! use rollcall::{GpuContext, HostLogits, Sampler, SamplingParams};
+//! let ctx = GpuContext::new()?;              // honours WGPU_BACKEND, WGPU_ADAPTER_NAME
+//! let mut sampler = Sampler::new(&ctx)?;     // pipelines built once
+//! let logits = vec![0.0f32; 4 * 32000];
+//! let params = vec![SamplingParams::new(0.7).top_p(0.95).seed(1234); 4];
+//! for row in sampler.sample(HostLogits::F32(&logits), 32000, &params)? {
+//!     println!("{} {}", row.token, row.logprob);
+//! }
+//! # Ok::<(), rollcall::Error>(())
+//! ```
+
+pub mod context;
+pub mod error;
+pub mod philox;
+pub mod sampling;
+pub mod shader;
+
+pub use context::GpuContext;
+pub use error::{Error, Result};
+pub use sampling::{
+    HostLogits, LogitsBinding, LogitsDtype, RowStatus, SampleBatch, SampleResult, Sampler,
+    SamplingParams, NO_TOKEN,
+};

@@ -1,0 +1,395 @@
+//! CPU twin of `shaders/sampling.wgsl`: the same streams, the same Philox
+//! words, the same fixed-point masses and the same f32 operations, so its
+//! tokens match the GPU's except where two candidates are within rounding of
+//! each other ([`RowTrace`] says how close each decision was).
+
+use super::{
+    validate_host_call, GpuRowParams, HostLogits, RowStatus, SampleResult, SamplingParams, GROUP,
+    NO_TOKEN, STREAMS,
+};
+use crate::philox::{exponential_from_bits, philox4x32_10};
+use crate::Result;
+
+const POS_INF_BITS: u32 = 0x7F80_0000;
+const NEG_INF_BITS: u32 = 0xFF80_0000;
+const PURPOSE_STREAM: u32 = 0;
+const PURPOSE_TOKEN: u32 = 1;
+
+/// Samples every row on the CPU with the GPU's semantics.
+///
+/// ```
+/// use rollcall::{sampling::cpu, HostLogits, SamplingParams};
+/// let logits = [0.0f32, 5.0, 1.0];
+/// let out = cpu::sample(HostLogits::F32(&logits), 3, &[SamplingParams::greedy()]).unwrap();
+/// assert_eq!(out[0].token, 1);
+/// ```
+pub fn sample(
+    logits: HostLogits<'_>,
+    vocab: u32,
+    params: &[SamplingParams],
+) -> Result<Vec<SampleResult>> {
+    let gpu_params = validate_host_call(&logits, vocab, params)?;
+    let v = vocab as usize;
+    Ok(gpu_params
+        .iter()
+        .enumerate()
+        .map(|(r, p)| sample_row_traced(logits.slice(r * v, (r + 1) * v), p).result)
+        .collect())
+}
+
+/// How close a row's decisions came to flipping, for comparing devices whose
+/// `exp` and `log` differ in the last place.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowTrace {
+    /// The twin's result.
+    pub result: SampleResult,
+    /// Relative distance of the top-p target from the nearest cumulative mass
+    /// on either side of the threshold (infinite when top-p is off).
+    pub top_p_margin: f32,
+    /// Gap between the best and second-best stream in the stream race.
+    pub stream_gap: f32,
+    /// Gap between the best and second-best token in the chosen stream.
+    pub token_gap: f32,
+}
+
+impl RowTrace {
+    /// Whether another device could, by rounding alone, draw another token.
+    pub fn is_near_tie(&self, tolerance: f32) -> bool {
+        self.top_p_margin < tolerance || self.stream_gap < tolerance || self.token_gap < tolerance
+    }
+}
+
+/// Canonical bits of `z = l * inv_t`: NaN and −inf become −inf, −0 becomes +0.
+pub fn scaled_bits(raw: f32, inv_t: f32) -> u32 {
+    let bits = raw.to_bits();
+    if !is_finite_bits(bits) {
+        return canonical_bits(bits);
+    }
+    canonical_bits((raw * inv_t).to_bits())
+}
+
+fn is_finite_bits(bits: u32) -> bool {
+    bits & 0x7F80_0000 != 0x7F80_0000
+}
+
+fn canonical_bits(bits: u32) -> u32 {
+    if (bits & 0x7FFF_FFFF) > 0x7F80_0000 || bits == NEG_INF_BITS {
+        return NEG_INF_BITS;
+    }
+    if bits == 0x8000_0000 {
+        return 0;
+    }
+    bits
+}
+
+/// Order-preserving u32 key of canonical f32 bits.
+pub fn key_from_bits(bits: u32) -> u32 {
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    }
+}
+
+fn u64_to_f32(x: u64) -> f32 {
+    ((x >> 32) as u32) as f32 * 4_294_967_296.0 + (x as u32) as f32
+}
+
+/// Fixed-point weight `exp(z - max) * 2^32`, saturated, as the shader computes it.
+pub fn fixed_weight(z_bits: u32, row_max: f32) -> u32 {
+    if !is_finite_bits(z_bits) {
+        return 0;
+    }
+    let w = (f32::from_bits(z_bits) - row_max).exp();
+    if w >= 1.0 {
+        u32::MAX
+    } else {
+        (w * 4_294_967_296.0) as u32
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Online {
+    max: f32,
+    mass: f32,
+}
+
+impl Online {
+    fn add(self, z: f32) -> Self {
+        if self.mass == 0.0 {
+            Online { max: z, mass: 1.0 }
+        } else if z > self.max {
+            Online {
+                max: z,
+                mass: self.mass * (self.max - z).exp() + 1.0,
+            }
+        } else {
+            Online {
+                max: self.max,
+                mass: self.mass + (z - self.max).exp(),
+            }
+        }
+    }
+    fn merge(self, other: Self) -> Self {
+        if self.mass == 0.0 {
+            other
+        } else if other.mass == 0.0 {
+            self
+        } else {
+            let m = self.max.max(other.max);
+            Online {
+                max: m,
+                mass: self.mass * (self.max - m).exp() + other.mass * (other.max - m).exp(),
+            }
+        }
+    }
+}
+
+/// The tokens of stream `s`, in the order the stream visits them.
+fn stream_tokens(s: u32, vocab: u32) -> impl Iterator<Item = u32> {
+    (0..)
+        .map(move |n| s + n * STREAMS)
+        .take_while(move |g| g * GROUP < vocab)
+        .flat_map(move |g| (g * GROUP..(g * GROUP + GROUP).min(vocab)).map(move |i| (g, i)))
+        .map(|(_, i)| i)
+}
+
+/// Fixed-tree reduction, the same pairing as the shader's.
+fn tree_reduce<T: Copy>(mut v: Vec<T>, f: impl Fn(T, T) -> T) -> T {
+    let mut stride = v.len() / 2;
+    while stride > 0 {
+        for t in 0..stride {
+            v[t] = f(v[t], v[t + stride]);
+        }
+        stride /= 2;
+    }
+    v[0]
+}
+
+/// Largest key t (among keys ≥ `lo_key`) whose weight W(key ≥ t) reaches the
+/// target, and the relative margin of that decision (mass mode).
+fn select_threshold(
+    keyed: &mut [(u32, u32)],
+    lo_key: u32,
+    reached: impl Fn(u64) -> bool,
+) -> (u32, u64, u64) {
+    keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    let mut cum = 0u64;
+    let mut i = 0;
+    while i < keyed.len() && keyed[i].0 >= lo_key {
+        let key = keyed[i].0;
+        let above = cum;
+        while i < keyed.len() && keyed[i].0 == key {
+            cum += u64::from(keyed[i].1);
+            i += 1;
+        }
+        if reached(cum) {
+            return (key, above, cum);
+        }
+    }
+    (lo_key, cum, cum)
+}
+
+/// Samples one row (its `vocab` logits) and reports how close each decision was.
+pub fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
+    let vocab = row.len() as u32;
+    let inv_t = if p.is_greedy() { 1.0 } else { p.inv_temperature };
+    let z: Vec<u32> = (0..row.len())
+        .map(|i| scaled_bits(row.get_f32(i), inv_t))
+        .collect();
+    let no_valid = RowTrace {
+        result: SampleResult {
+            token: NO_TOKEN,
+            logprob: f32::NEG_INFINITY,
+            kept: 0,
+            status: RowStatus::NoValidToken,
+        },
+        top_p_margin: f32::INFINITY,
+        stream_gap: f32::INFINITY,
+        token_gap: f32::INFINITY,
+    };
+
+    // Pass 1, per stream.
+    let mut stream_state = vec![Online::default(); STREAMS as usize];
+    let mut stream_inf = vec![0u32; STREAMS as usize];
+    let mut stream_finite = vec![0u32; STREAMS as usize];
+    for s in 0..STREAMS {
+        for i in stream_tokens(s, vocab) {
+            let bits = z[i as usize];
+            if bits == POS_INF_BITS {
+                stream_inf[s as usize] += 1;
+            } else if is_finite_bits(bits) {
+                stream_finite[s as usize] += 1;
+                stream_state[s as usize] = stream_state[s as usize].add(f32::from_bits(bits));
+            }
+        }
+    }
+    let row_inf: u32 = stream_inf.iter().sum();
+    let row = tree_reduce(stream_state.clone(), Online::merge);
+    let has_inf = row_inf != 0;
+    if !has_inf && row.mass == 0.0 {
+        return no_valid;
+    }
+    let log_mass = row.mass.ln();
+    let logprob_of = |token: u32| {
+        if has_inf {
+            -(row_inf as f32).ln()
+        } else {
+            (f32::from_bits(z[token as usize]) - row.max) - log_mass
+        }
+    };
+    if p.is_greedy() {
+        let mut best = 0usize;
+        for i in 1..z.len() {
+            if key_from_bits(z[i]) > key_from_bits(z[best]) {
+                best = i;
+            }
+        }
+        return RowTrace {
+            result: SampleResult {
+                token: best as u32,
+                logprob: logprob_of(best as u32),
+                kept: 1,
+                status: RowStatus::Ok,
+            },
+            ..no_valid
+        };
+    }
+
+    // Filters.
+    let use_top_k = p.top_k != 0 && p.top_k < vocab;
+    let use_top_p = p.top_p < 1.0;
+    let use_min_p = p.uses_min_p();
+    let mut threshold = 0u32;
+    let mut top_p_margin = f32::INFINITY;
+    if !has_inf && use_top_k {
+        let mut keyed: Vec<(u32, u32)> = z.iter().map(|&b| (key_from_bits(b), 1)).collect();
+        let k = u64::from(p.top_k);
+        threshold = select_threshold(&mut keyed, 0, |cum| cum >= k).0;
+    }
+    if !has_inf && use_top_p {
+        let mut keyed: Vec<(u32, u32)> = z
+            .iter()
+            .filter(|&&b| key_from_bits(b) >= threshold)
+            .map(|&b| (key_from_bits(b), fixed_weight(b, row.max)))
+            .collect();
+        let total: u64 = keyed.iter().map(|e| u64::from(e.1)).sum();
+        let target = p.top_p * u64_to_f32(total);
+        let (t, above, at) =
+            select_threshold(&mut keyed, threshold, |cum| u64_to_f32(cum) >= target);
+        threshold = t;
+        // A flip needs the target between W(> t) and W(>= t) to move across one
+        // of them; with a zero target (top_p = 0) neither side can move.
+        if target > 0.0 {
+            let at_side = (u64_to_f32(at) - target) / target;
+            let above_side = if above > 0 {
+                (target - u64_to_f32(above)) / target
+            } else {
+                f32::INFINITY
+            };
+            top_p_margin = at_side.min(above_side);
+        }
+    }
+    let is_kept = |bits: u32| -> bool {
+        if has_inf {
+            return bits == POS_INF_BITS;
+        }
+        is_finite_bits(bits)
+            && key_from_bits(bits) >= threshold
+            && (!use_min_p || (f32::from_bits(bits) - row.max) >= p.log_min_p)
+    };
+
+    // Pass 2: kept mass per stream.
+    let filtered = !has_inf && (use_top_k || use_top_p || use_min_p);
+    let mut kept_state = stream_state;
+    let mut kept_count = if has_inf { stream_inf } else { stream_finite };
+    if filtered {
+        for s in 0..STREAMS {
+            let mut state = Online::default();
+            let mut count = 0;
+            for i in stream_tokens(s, vocab) {
+                let bits = z[i as usize];
+                if is_kept(bits) {
+                    count += 1;
+                    state = state.add(f32::from_bits(bits));
+                }
+            }
+            kept_state[s as usize] = state;
+            kept_count[s as usize] = count;
+        }
+    }
+
+    // Stream race.
+    let key = p.seed;
+    let race: Vec<Option<f32>> = (0..STREAMS)
+        .map(|s| {
+            let bits = philox4x32_10([s >> 2, p.step[0], p.step[1], PURPOSE_STREAM], key);
+            let e = exponential_from_bits(bits[(s & 3) as usize]);
+            let (live, weight_log) = if has_inf {
+                let c = kept_count[s as usize];
+                (c != 0, (c as f32).ln())
+            } else {
+                let st = kept_state[s as usize];
+                (st.mass != 0.0, (st.max - row.max) + st.mass.ln())
+            };
+            live.then(|| weight_log - e.ln())
+        })
+        .collect();
+    let (stream, stream_gap) = race_winner(race.iter().enumerate().map(|(s, k)| (s as u32, *k)));
+    let Some(stream) = stream else {
+        return no_valid;
+    };
+    let stream_max = kept_state[stream as usize].max;
+
+    // Token race inside the chosen stream.
+    let token_race = stream_tokens(stream, vocab).map(|i| {
+        let g = i / GROUP;
+        let bits = philox4x32_10([g, p.step[0], p.step[1], PURPOSE_TOKEN], key);
+        let zb = z[i as usize];
+        if !is_kept(zb) {
+            return (i, None);
+        }
+        let mut r = -exponential_from_bits(bits[(i % GROUP) as usize]).ln();
+        if !has_inf {
+            r += f32::from_bits(zb) - stream_max;
+        }
+        (i, Some(r))
+    });
+    let (token, token_gap) = race_winner(token_race);
+    let Some(token) = token else {
+        return no_valid;
+    };
+    RowTrace {
+        result: SampleResult {
+            token,
+            logprob: logprob_of(token),
+            kept: kept_count.iter().sum(),
+            status: RowStatus::Ok,
+        },
+        top_p_margin,
+        stream_gap,
+        token_gap,
+    }
+}
+
+/// Winner of a race (largest key, lowest index among ties) and its gap to the
+/// runner-up.
+fn race_winner(entries: impl Iterator<Item = (u32, Option<f32>)>) -> (Option<u32>, f32) {
+    let mut best: Option<(u32, f32)> = None;
+    let mut second = f32::NEG_INFINITY;
+    for (i, k) in entries {
+        let Some(k) = k else { continue };
+        match best {
+            Some((_, bk)) if k > bk => {
+                second = bk;
+                best = Some((i, k));
+            }
+            Some(_) => second = second.max(k),
+            None => best = Some((i, k)),
+        }
+    }
+    match best {
+        Some((i, k)) => (Some(i), k - second),
+        None => (None, f32::INFINITY),
+    }
+}

@@ -1,0 +1,73 @@
+//! WGSL sources, embedded at compile time, composed by `#include "file"` so
+//! shared code (Philox, float keys, reductions) lives in one file.
+
+use crate::{Error, Result};
+
+/// Every WGSL file in `shaders/`, by name.
+pub const SOURCES: &[(&str, &str)] = &[
+    ("philox.wgsl", include_str!("../shaders/philox.wgsl")),
+    ("keys.wgsl", include_str!("../shaders/keys.wgsl")),
+    ("sampling.wgsl", include_str!("../shaders/sampling.wgsl")),
+];
+
+/// The embedded text of one shader file.
+pub fn source(name: &str) -> Option<&'static str> {
+    SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// One compiled form of a kernel: the composed WGSL and the device features it
+/// needs.
+#[derive(Clone, Debug)]
+pub struct ShaderVariant {
+    /// Label for pipelines and error messages.
+    pub label: String,
+    /// Entry point name.
+    pub entry_point: &'static str,
+    /// Full WGSL text, includes resolved.
+    pub source: String,
+    /// Device features the variant requires.
+    pub features: wgpu::Features,
+}
+
+/// Resolves `#include "name"` lines (each file at most once) after `prelude`.
+///
+/// ```
+/// let wgsl = rollcall::shader::compose("sampling.wgsl", "const LOGITS_DTYPE: u32 = 0u;").unwrap();
+/// assert!(wgsl.contains("fn philox4x32_10"));
+/// ```
+pub fn compose(name: &str, prelude: &str) -> Result<String> {
+    let mut out = String::from(prelude);
+    out.push('\n');
+    let mut seen = Vec::new();
+    append(name, &mut out, &mut seen)?;
+    Ok(out)
+}
+
+fn append(name: &str, out: &mut String, seen: &mut Vec<String>) -> Result<()> {
+    if seen.iter().any(|s| s == name) {
+        return Ok(());
+    }
+    seen.push(name.to_string());
+    let text = source(name).ok_or_else(|| Error::Shader {
+        name: name.to_string(),
+        reason: "no such embedded file".into(),
+    })?;
+    for line in text.lines() {
+        match line.trim().strip_prefix("#include") {
+            Some(rest) => {
+                let inner = rest.trim().trim_matches('"');
+                append(inner, out, seen)?;
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every shader variant the crate can build, for validation without a device.
+pub fn all_variants() -> Result<Vec<ShaderVariant>> {
+    crate::sampling::shader_variants()
+}
