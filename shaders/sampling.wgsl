@@ -12,17 +12,11 @@
 // streams' kept masses, then a token inside it by a race over its tokens, so
 // random numbers are drawn per stream and for one stream's tokens only.
 //
-// `LOGITS_DTYPE` (0 = f32, 1 = f16, 2 = bf16) is prepended by the host.
-
 #include "philox.wgsl"
-#include "keys.wgsl"
+#include "logits.wgsl"
 
 const WG: u32 = 256u;
 const GROUP: u32 = 4u;
-const DTYPE_F32: u32 = 0u;
-const DTYPE_F16: u32 = 1u;
-const DTYPE_BF16: u32 = 2u;
-
 const FLAG_GREEDY: u32 = 1u;
 const FLAG_MIN_P: u32 = 2u;
 const STATUS_OK: u32 = 0u;
@@ -46,13 +40,6 @@ struct RowParams {
     _pad2: u32,
 }
 
-struct ChunkInfo {
-    rows: u32,       // rows in this dispatch
-    vocab: u32,
-    elem_base: u32,  // element offset of row 0 inside the bound logits range
-    row_base: u32,   // index of row 0 in params and outputs
-}
-
 struct RowResult {
     logprob: f32,
     status: u32,
@@ -60,9 +47,7 @@ struct RowResult {
     _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> chunk: ChunkInfo;
-@group(0) @binding(1) var<storage, read> params: array<RowParams>;
-@group(0) @binding(2) var<storage, read> logits: array<u32>;
+@group(0) @binding(2) var<storage, read> params: array<RowParams>;
 @group(0) @binding(3) var<storage, read_write> out_tokens: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out_results: array<RowResult>;
 
@@ -86,19 +71,6 @@ var<workgroup> sel_target: f32;
 var<workgroup> sel_done: u32;
 var<workgroup> sel_result: u32;
 var<workgroup> row_params: RowParams;
-
-fn load_logit(row: u32, i: u32) -> f32 {
-    let e = chunk.elem_base + row * chunk.vocab + i;
-    if LOGITS_DTYPE == DTYPE_F32 {
-        return bitcast<f32>(logits[e]);
-    }
-    let word = logits[e >> 1u];
-    let half_bits = select(word & 0xFFFFu, word >> 16u, (e & 1u) == 1u);
-    if LOGITS_DTYPE == DTYPE_F16 {
-        return bitcast<f32>(f32_bits_from_f16_bits(half_bits));
-    }
-    return bitcast<f32>(half_bits << 16u);
-}
 
 // Canonical bits of the scaled logit z = l * (1 / T).
 fn scaled_bits(row: u32, i: u32, inv_t: f32) -> u32 {

@@ -132,4 +132,27 @@ impl GpuContext {
             l.max_compute_workgroup_storage_size >> 10,
         )
     }
+
+    /// Maps `buffer` (usage `MAP_READ`) and copies out its first `size` bytes,
+    /// waiting for the GPU: the one synchronisation of a host-path call.
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let slice = buffer.slice(..size);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        receiver
+            .recv()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .to_vec();
+        buffer.unmap();
+        Ok(data)
+    }
 }

@@ -40,7 +40,11 @@ pub enum Error {
     EmptyVocab,
     /// A buffer cannot hold what the call needs.
     #[error("{what} buffer too small: needs {needed} bytes, has {got}")]
-    BufferTooSmall { what: &'static str, needed: u64, got: u64 },
+    BufferTooSmall {
+        what: &'static str,
+        needed: u64,
+        got: u64,
+    },
     /// The logits offset inside the caller's buffer is not 4-byte aligned.
     #[error("logits offset {0} is not a multiple of 4 bytes")]
     MisalignedOffset(u64),

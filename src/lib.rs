@@ -6,6 +6,11 @@
 //!
 //! - [`sampling`]: batched token sampling from logits (temperature, greedy,
 //!   top-k, top-p, min-p; f32/f16/bf16; per-row seeds, batch invariant).
+//! - [`reference`]: a kernel that only reads the same logits once, the
+//!   yardstick sampler throughput is reported against.
+//! - [`timing`]: GPU time of an encoded workload (timestamp queries, or wall
+//!   time when the device has none).
+//! - [`synthetic`]: seeded model-like or flat logits for benchmarks.
 //!
 //! ```no_run
 //! use rollcall::{GpuContext, HostLogits, Sampler, SamplingParams};
@@ -21,9 +26,13 @@
 
 pub mod context;
 pub mod error;
+pub mod logits;
 pub mod philox;
+pub mod reference;
 pub mod sampling;
 pub mod shader;
+pub mod synthetic;
+pub mod timing;
 
 pub use context::GpuContext;
 pub use error::{Error, Result};

@@ -7,7 +7,13 @@ use crate::{Error, Result};
 pub const SOURCES: &[(&str, &str)] = &[
     ("philox.wgsl", include_str!("../shaders/philox.wgsl")),
     ("keys.wgsl", include_str!("../shaders/keys.wgsl")),
+    ("logits.wgsl", include_str!("../shaders/logits.wgsl")),
     ("sampling.wgsl", include_str!("../shaders/sampling.wgsl")),
+    (
+        "philox_words.wgsl",
+        include_str!("../shaders/philox_words.wgsl"),
+    ),
+    ("read_once.wgsl", include_str!("../shaders/read_once.wgsl")),
 ];
 
 /// The embedded text of one shader file.
@@ -27,6 +33,29 @@ pub struct ShaderVariant {
     pub source: String,
     /// Device features the variant requires.
     pub features: wgpu::Features,
+}
+
+impl ShaderVariant {
+    /// Builds the variant's compute pipeline (layout `None`: derived from the
+    /// shader).
+    pub fn compute_pipeline(
+        &self,
+        device: &wgpu::Device,
+        layout: Option<&wgpu::PipelineLayout>,
+    ) -> wgpu::ComputePipeline {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&self.label),
+            source: wgpu::ShaderSource::Wgsl(self.source.as_str().into()),
+        });
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&self.label),
+            layout,
+            module: &module,
+            entry_point: Some(self.entry_point),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+    }
 }
 
 /// Resolves `#include "name"` lines (each file at most once) after `prelude`.
@@ -69,5 +98,8 @@ fn append(name: &str, out: &mut String, seen: &mut Vec<String>) -> Result<()> {
 
 /// Every shader variant the crate can build, for validation without a device.
 pub fn all_variants() -> Result<Vec<ShaderVariant>> {
-    crate::sampling::shader_variants()
+    let mut all = crate::sampling::shader_variants()?;
+    all.extend(crate::philox::shader_variants()?);
+    all.extend(crate::reference::shader_variants()?);
+    Ok(all)
 }

@@ -173,7 +173,7 @@ fn select_threshold(
     lo_key: u32,
     reached: impl Fn(u64) -> bool,
 ) -> (u32, u64, u64) {
-    keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    keyed.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
     let mut cum = 0u64;
     let mut i = 0;
     while i < keyed.len() && keyed[i].0 >= lo_key {
@@ -193,7 +193,11 @@ fn select_threshold(
 /// Samples one row (its `vocab` logits) and reports how close each decision was.
 pub fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
     let vocab = row.len() as u32;
-    let inv_t = if p.is_greedy() { 1.0 } else { p.inv_temperature };
+    let inv_t = if p.is_greedy() {
+        1.0
+    } else {
+        p.inv_temperature
+    };
     let z: Vec<u32> = (0..row.len())
         .map(|i| scaled_bits(row.get_f32(i), inv_t))
         .collect();

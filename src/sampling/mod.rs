@@ -52,10 +52,10 @@
 pub mod cpu;
 mod gpu;
 
-pub use gpu::{LogitsBinding, SampleBatch, Sampler};
+pub use gpu::{SampleBatch, Sampler};
 
+pub use crate::logits::{plan_chunks, Chunk, ChunkLimits, HostLogits, LogitsBinding, LogitsDtype};
 use crate::{Error, Result};
-use half::{bf16, f16};
 
 /// Token id reported for rows with no valid token.
 pub const NO_TOKEN: u32 = u32::MAX;
@@ -143,100 +143,6 @@ impl SamplingParams {
     /// Whether this row decodes greedily.
     pub fn is_greedy(&self) -> bool {
         self.temperature < GREEDY_TEMPERATURE
-    }
-}
-
-/// Element type of the logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LogitsDtype {
-    /// 32-bit float.
-    F32,
-    /// IEEE half.
-    F16,
-    /// bfloat16 (the high half of an f32).
-    Bf16,
-}
-
-impl LogitsDtype {
-    /// Bytes per element.
-    pub fn size_bytes(self) -> u64 {
-        match self {
-            LogitsDtype::F32 => 4,
-            LogitsDtype::F16 | LogitsDtype::Bf16 => 2,
-        }
-    }
-    pub(crate) fn index(self) -> usize {
-        match self {
-            LogitsDtype::F32 => 0,
-            LogitsDtype::F16 => 1,
-            LogitsDtype::Bf16 => 2,
-        }
-    }
-    /// All dtypes.
-    pub const ALL: [LogitsDtype; 3] = [LogitsDtype::F32, LogitsDtype::F16, LogitsDtype::Bf16];
-}
-
-/// Host logits, row-major `rows × vocab`.
-///
-/// ```
-/// let data = vec![0.0f32; 8];
-/// let logits = rollcall::HostLogits::F32(&data);
-/// assert_eq!(logits.len(), 8);
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub enum HostLogits<'a> {
-    /// f32 logits.
-    F32(&'a [f32]),
-    /// f16 logits.
-    F16(&'a [f16]),
-    /// bf16 logits.
-    Bf16(&'a [bf16]),
-}
-
-impl HostLogits<'_> {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            HostLogits::F32(s) => s.len(),
-            HostLogits::F16(s) => s.len(),
-            HostLogits::Bf16(s) => s.len(),
-        }
-    }
-    /// Whether there are no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Element type.
-    pub fn dtype(&self) -> LogitsDtype {
-        match self {
-            HostLogits::F32(_) => LogitsDtype::F32,
-            HostLogits::F16(_) => LogitsDtype::F16,
-            HostLogits::Bf16(_) => LogitsDtype::Bf16,
-        }
-    }
-    /// Raw bytes, as they would sit in a GPU buffer.
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            HostLogits::F32(s) => bytemuck::cast_slice(s),
-            HostLogits::F16(s) => bytemuck::cast_slice(s),
-            HostLogits::Bf16(s) => bytemuck::cast_slice(s),
-        }
-    }
-    /// Element `i` as f32 (exact for every dtype).
-    pub fn get_f32(&self, i: usize) -> f32 {
-        match self {
-            HostLogits::F32(s) => s[i],
-            HostLogits::F16(s) => s[i].to_f32(),
-            HostLogits::Bf16(s) => s[i].to_f32(),
-        }
-    }
-    /// Elements `start..end`, as another view.
-    pub fn slice(&self, start: usize, end: usize) -> Self {
-        match self {
-            HostLogits::F32(s) => HostLogits::F32(&s[start..end]),
-            HostLogits::F16(s) => HostLogits::F16(&s[start..end]),
-            HostLogits::Bf16(s) => HostLogits::Bf16(&s[start..end]),
-        }
     }
 }
 
@@ -377,114 +283,5 @@ pub(crate) fn validate_host_call(
 
 /// Every variant of the sampling shader (one per logits dtype).
 pub fn shader_variants() -> Result<Vec<crate::shader::ShaderVariant>> {
-    LogitsDtype::ALL
-        .iter()
-        .map(|&dtype| {
-            let prelude = format!("const LOGITS_DTYPE: u32 = {}u;", dtype.index());
-            Ok(crate::shader::ShaderVariant {
-                label: format!("sampling/{dtype:?}"),
-                entry_point: "sample_rows",
-                source: crate::shader::compose("sampling.wgsl", &prelude)?,
-                features: wgpu::Features::empty(),
-            })
-        })
-        .collect()
-}
-
-/// How a `rows × vocab` logits range is cut into dispatches that each fit the
-/// adapter's binding limit and workgroup-count limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Chunk {
-    /// First row of the chunk.
-    pub row_start: u32,
-    /// Rows in the chunk.
-    pub rows: u32,
-    /// Byte offset of the binding (aligned).
-    pub bind_offset: u64,
-    /// Byte size of the binding (a multiple of 4).
-    pub bind_size: u64,
-    /// Element index of the chunk's first logit inside the binding.
-    pub elem_base: u32,
-}
-
-/// Limits that decide chunking.
-#[derive(Clone, Copy, Debug)]
-pub struct ChunkLimits {
-    /// Largest storage binding, bytes.
-    pub max_binding: u64,
-    /// Storage offset alignment, bytes.
-    pub offset_alignment: u64,
-    /// Largest dispatch in one dimension.
-    pub max_workgroups: u32,
-}
-
-/// Plans the dispatches for logits at `offset` in a buffer of `buffer_size`.
-///
-/// ```
-/// use rollcall::sampling::{plan_chunks, ChunkLimits, LogitsDtype};
-/// let limits = ChunkLimits { max_binding: 1 << 20, offset_alignment: 256, max_workgroups: 65535 };
-/// let chunks = plan_chunks(100, 32000, LogitsDtype::F32, 0, 100 * 32000 * 4, limits).unwrap();
-/// assert!(chunks.len() > 1);
-/// assert_eq!(chunks.iter().map(|c| c.rows).sum::<u32>(), 100);
-/// ```
-pub fn plan_chunks(
-    rows: u32,
-    vocab: u32,
-    dtype: LogitsDtype,
-    offset: u64,
-    buffer_size: u64,
-    limits: ChunkLimits,
-) -> Result<Vec<Chunk>> {
-    if vocab == 0 {
-        return Err(Error::EmptyVocab);
-    }
-    if offset % 4 != 0 {
-        return Err(Error::MisalignedOffset(offset));
-    }
-    let esize = dtype.size_bytes();
-    let row_bytes = u64::from(vocab) * esize;
-    let needed = offset + u64::from(rows) * row_bytes;
-    if buffer_size < needed {
-        return Err(Error::BufferTooSmall {
-            what: "logits",
-            needed,
-            got: buffer_size,
-        });
-    }
-    // Keep element indices inside u32 and leave room for alignment slack.
-    let max_binding = limits.max_binding.min(1 << 31);
-    let slack = limits.offset_alignment + 4;
-    let max_rows = max_binding.saturating_sub(slack) / row_bytes;
-    if max_rows == 0 {
-        return Err(Error::RowTooLarge {
-            row_bytes,
-            max_binding,
-        });
-    }
-    let max_rows = max_rows.min(u64::from(limits.max_workgroups.max(1))) as u32;
-    let mut chunks = Vec::new();
-    let mut row_start = 0u32;
-    while row_start < rows {
-        let n = max_rows.min(rows - row_start);
-        let byte_start = offset + u64::from(row_start) * row_bytes;
-        let bind_offset = byte_start - byte_start % limits.offset_alignment;
-        let byte_end = offset + u64::from(row_start + n) * row_bytes;
-        let bind_size = (byte_end - bind_offset).div_ceil(4) * 4;
-        if bind_offset + bind_size > buffer_size {
-            return Err(Error::BufferTooSmall {
-                what: "logits (rounded up to 4 bytes)",
-                needed: bind_offset + bind_size,
-                got: buffer_size,
-            });
-        }
-        chunks.push(Chunk {
-            row_start,
-            rows: n,
-            bind_offset,
-            bind_size,
-            elem_base: ((byte_start - bind_offset) / esize) as u32,
-        });
-        row_start += n;
-    }
-    Ok(chunks)
+    crate::logits::variants_per_dtype("sampling", "sampling.wgsl", "sample_rows")
 }

@@ -40,3 +40,93 @@ pub fn model_like_logits(rng: &mut ChaCha8Rng, vocab: usize) -> Vec<f32> {
     }
     v
 }
+
+/// An independent statement of the sampling contract in f64, written from the
+/// contract's text (sort, cumulative sums), not from the kernels: the kept set
+/// and the probability of each token. `None` for rows with no valid token.
+pub fn reference_distribution(row: &[f32], p: &rollcall::SamplingParams) -> Option<Vec<f64>> {
+    let inv_t = if p.is_greedy() {
+        1.0f32
+    } else {
+        1.0 / p.temperature
+    };
+    let z: Vec<f64> = row
+        .iter()
+        .map(|&l| {
+            if l.is_nan() {
+                f64::NEG_INFINITY
+            } else if l.is_infinite() {
+                f64::from(l)
+            } else {
+                f64::from(l * inv_t)
+            }
+        })
+        .collect();
+    let n = z.len();
+    let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return None;
+    }
+    if max == f64::INFINITY {
+        let c = z.iter().filter(|&&v| v == f64::INFINITY).count() as f64;
+        return Some(
+            z.iter()
+                .map(|&v| if v == f64::INFINITY { 1.0 / c } else { 0.0 })
+                .collect(),
+        );
+    }
+    if p.is_greedy() {
+        let best = (0..n).find(|&i| z[i] == max).unwrap();
+        return Some((0..n).map(|i| if i == best { 1.0 } else { 0.0 }).collect());
+    }
+    let mut keep = vec![true; n];
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| z[b].partial_cmp(&z[a]).unwrap());
+    if p.top_k != 0 && (p.top_k as usize) < n {
+        let kth = z[order[p.top_k as usize - 1]];
+        for i in 0..n {
+            keep[i] = z[i] >= kth;
+        }
+    }
+    if p.top_p < 1.0 {
+        let mass: Vec<f64> = (0..n)
+            .map(|i| if keep[i] { (z[i] - max).exp() } else { 0.0 })
+            .collect();
+        let total: f64 = mass.iter().sum();
+        let target = f64::from(p.top_p) * total;
+        let mut cum = 0.0;
+        let mut cut = max;
+        let mut j = 0;
+        while j < n {
+            // All tokens tied at this value enter together.
+            let v = z[order[j]];
+            while j < n && z[order[j]] == v {
+                cum += mass[order[j]];
+                j += 1;
+            }
+            cut = v;
+            if cum >= target {
+                break;
+            }
+        }
+        for i in 0..n {
+            keep[i] = keep[i] && z[i] >= cut;
+        }
+    }
+    if p.min_p > 0.0 {
+        for i in 0..n {
+            keep[i] = keep[i] && (z[i] - max).exp() >= f64::from(p.min_p);
+        }
+    }
+    let w: Vec<f64> = (0..n)
+        .map(|i| {
+            if keep[i] && z[i].is_finite() {
+                (z[i] - max).exp()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let total: f64 = w.iter().sum();
+    Some(w.iter().map(|x| x / total).collect())
+}

@@ -1,0 +1,43 @@
+// Reference kernel: reads every logit of every row exactly once and sums the
+// row, so sampler throughput can be reported against a kernel that does
+// nothing but read the same logits.
+//
+// The layout is the sampler's: one workgroup of 256 invocations per row, token
+// i belongs to invocation (i / 4) % 256, and each invocation walks its groups of
+// 4 in increasing order, loading one element at a time exactly as the sampler
+// does. The per-row sum is written out so the reads cannot be optimized away.
+
+#include "logits.wgsl"
+
+const WG: u32 = 256u;
+const GROUP: u32 = 4u;
+
+@group(0) @binding(2) var<storage, read_write> out_sums: array<f32>;
+
+var<workgroup> w_sum: array<f32, WG>;
+
+@compute @workgroup_size(256)
+fn read_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let row = wid.x;
+    let vocab = chunk.vocab;
+    var sum = 0.0;
+    for (var g = t; g * GROUP < vocab; g += WG) {
+        for (var j = 0u; j < GROUP; j++) {
+            let i = g * GROUP + j;
+            if i >= vocab {
+                break;
+            }
+            sum += load_logit(row, i);
+        }
+    }
+    w_sum[t] = sum;
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        workgroupBarrier();
+        if t < stride {
+            w_sum[t] = w_sum[t] + w_sum[t + stride];
+        }
+    }
+    if t == 0u {
+        out_sums[chunk.row_base + row] = w_sum[0];
+    }
+}

@@ -1,0 +1,548 @@
+//! What every kernel over a `rows × vocab` logits matrix shares: dtypes, host
+//! and GPU views of the logits, cutting a batch into dispatches that fit the
+//! adapter's binding limit, the per-dispatch records, and one pipeline per
+//! dtype built once.
+
+use crate::shader::ShaderVariant;
+use crate::{Error, GpuContext, Result};
+use half::{bf16, f16};
+use std::num::NonZeroU64;
+
+/// Dispatch records sit this far apart in their uniform buffer so any one can
+/// be bound (the largest `min_uniform_buffer_offset_alignment` allowed).
+const RECORD_STRIDE: u64 = 256;
+
+/// Default cap on the logits bound per dispatch (and uploaded per submit on
+/// host paths).
+pub const DEFAULT_MAX_CHUNK_BYTES: u64 = 64 << 20;
+
+/// Element type of the logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogitsDtype {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16 (the high half of an f32).
+    Bf16,
+}
+
+impl LogitsDtype {
+    /// Bytes per element.
+    pub fn size_bytes(self) -> u64 {
+        match self {
+            LogitsDtype::F32 => 4,
+            LogitsDtype::F16 | LogitsDtype::Bf16 => 2,
+        }
+    }
+    pub(crate) fn index(self) -> usize {
+        match self {
+            LogitsDtype::F32 => 0,
+            LogitsDtype::F16 => 1,
+            LogitsDtype::Bf16 => 2,
+        }
+    }
+    /// All dtypes.
+    pub const ALL: [LogitsDtype; 3] = [LogitsDtype::F32, LogitsDtype::F16, LogitsDtype::Bf16];
+}
+
+/// Host logits, row-major `rows × vocab`.
+///
+/// ```
+/// let data = vec![0.0f32; 8];
+/// let logits = rollcall::HostLogits::F32(&data);
+/// assert_eq!(logits.len(), 8);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub enum HostLogits<'a> {
+    /// f32 logits.
+    F32(&'a [f32]),
+    /// f16 logits.
+    F16(&'a [f16]),
+    /// bf16 logits.
+    Bf16(&'a [bf16]),
+}
+
+impl HostLogits<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            HostLogits::F32(s) => s.len(),
+            HostLogits::F16(s) => s.len(),
+            HostLogits::Bf16(s) => s.len(),
+        }
+    }
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Element type.
+    pub fn dtype(&self) -> LogitsDtype {
+        match self {
+            HostLogits::F32(_) => LogitsDtype::F32,
+            HostLogits::F16(_) => LogitsDtype::F16,
+            HostLogits::Bf16(_) => LogitsDtype::Bf16,
+        }
+    }
+    /// Raw bytes, as they would sit in a GPU buffer.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            HostLogits::F32(s) => bytemuck::cast_slice(s),
+            HostLogits::F16(s) => bytemuck::cast_slice(s),
+            HostLogits::Bf16(s) => bytemuck::cast_slice(s),
+        }
+    }
+    /// Element `i` as f32 (exact for every dtype).
+    pub fn get_f32(&self, i: usize) -> f32 {
+        match self {
+            HostLogits::F32(s) => s[i],
+            HostLogits::F16(s) => s[i].to_f32(),
+            HostLogits::Bf16(s) => s[i].to_f32(),
+        }
+    }
+    /// Elements `start..end`, as another view.
+    pub fn slice(&self, start: usize, end: usize) -> Self {
+        match self {
+            HostLogits::F32(s) => HostLogits::F32(&s[start..end]),
+            HostLogits::F16(s) => HostLogits::F16(&s[start..end]),
+            HostLogits::Bf16(s) => HostLogits::Bf16(&s[start..end]),
+        }
+    }
+}
+
+/// Logits that already live on the GPU: `rows × vocab` elements of `dtype`
+/// starting at byte `offset` (a multiple of 4) of `buffer` (usage `STORAGE`).
+#[derive(Clone, Copy, Debug)]
+pub struct LogitsBinding<'a> {
+    /// The engine's logits buffer.
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of row 0.
+    pub offset: u64,
+    /// Rows in the batch.
+    pub rows: u32,
+    /// Tokens per row.
+    pub vocab: u32,
+    /// Element type.
+    pub dtype: LogitsDtype,
+}
+
+/// How a `rows × vocab` logits range is cut into dispatches that each fit the
+/// adapter's binding limit and workgroup-count limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// First row of the chunk.
+    pub row_start: u32,
+    /// Rows in the chunk.
+    pub rows: u32,
+    /// Byte offset of the binding (aligned).
+    pub bind_offset: u64,
+    /// Byte size of the binding (a multiple of 4).
+    pub bind_size: u64,
+    /// Element index of the chunk's first logit inside the binding.
+    pub elem_base: u32,
+}
+
+/// Limits that decide chunking.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkLimits {
+    /// Largest storage binding, bytes.
+    pub max_binding: u64,
+    /// Storage offset alignment, bytes.
+    pub offset_alignment: u64,
+    /// Largest dispatch in one dimension.
+    pub max_workgroups: u32,
+}
+
+/// Plans the dispatches for logits at `offset` in a buffer of `buffer_size`.
+///
+/// ```
+/// use rollcall::sampling::{plan_chunks, ChunkLimits, LogitsDtype};
+/// let limits = ChunkLimits { max_binding: 1 << 20, offset_alignment: 256, max_workgroups: 65535 };
+/// let chunks = plan_chunks(100, 32000, LogitsDtype::F32, 0, 100 * 32000 * 4, limits).unwrap();
+/// assert!(chunks.len() > 1);
+/// assert_eq!(chunks.iter().map(|c| c.rows).sum::<u32>(), 100);
+/// ```
+pub fn plan_chunks(
+    rows: u32,
+    vocab: u32,
+    dtype: LogitsDtype,
+    offset: u64,
+    buffer_size: u64,
+    limits: ChunkLimits,
+) -> Result<Vec<Chunk>> {
+    if vocab == 0 {
+        return Err(Error::EmptyVocab);
+    }
+    if offset % 4 != 0 {
+        return Err(Error::MisalignedOffset(offset));
+    }
+    let esize = dtype.size_bytes();
+    let row_bytes = u64::from(vocab) * esize;
+    let needed = offset + u64::from(rows) * row_bytes;
+    if buffer_size < needed {
+        return Err(Error::BufferTooSmall {
+            what: "logits",
+            needed,
+            got: buffer_size,
+        });
+    }
+    // Keep element indices inside u32 and leave room for alignment slack.
+    let max_binding = limits.max_binding.min(1 << 31);
+    let slack = limits.offset_alignment + 4;
+    let max_rows = max_binding.saturating_sub(slack) / row_bytes;
+    if max_rows == 0 {
+        return Err(Error::RowTooLarge {
+            row_bytes,
+            max_binding,
+        });
+    }
+    let max_rows = max_rows.min(u64::from(limits.max_workgroups.max(1))) as u32;
+    let mut chunks = Vec::new();
+    let mut row_start = 0u32;
+    while row_start < rows {
+        let n = max_rows.min(rows - row_start);
+        let byte_start = offset + u64::from(row_start) * row_bytes;
+        let bind_offset = byte_start - byte_start % limits.offset_alignment;
+        let byte_end = offset + u64::from(row_start + n) * row_bytes;
+        let bind_size = (byte_end - bind_offset).div_ceil(4) * 4;
+        if bind_offset + bind_size > buffer_size {
+            return Err(Error::BufferTooSmall {
+                what: "logits (rounded up to 4 bytes)",
+                needed: bind_offset + bind_size,
+                got: buffer_size,
+            });
+        }
+        chunks.push(Chunk {
+            row_start,
+            rows: n,
+            bind_offset,
+            bind_size,
+            elem_base: ((byte_start - bind_offset) / esize) as u32,
+        });
+        row_start += n;
+    }
+    Ok(chunks)
+}
+
+/// What one dispatch reads from `shaders/logits.wgsl`'s `ChunkInfo`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct ChunkInfo {
+    rows: u32,
+    vocab: u32,
+    elem_base: u32,
+    row_base: u32,
+}
+
+/// The uniform buffer of dispatch records, one per chunk, written with
+/// `Queue::write_buffer`: the writes take effect at the next submit, so a
+/// record set serves one encode per submit. Grows only when a batch needs more
+/// chunks than any before it.
+pub struct DispatchRecords {
+    buffer: wgpu::Buffer,
+    slots: u64,
+}
+
+impl DispatchRecords {
+    /// Room for a few chunks.
+    pub fn new(device: &wgpu::Device) -> Self {
+        Self {
+            buffer: Self::buffer(device, 4),
+            slots: 4,
+        }
+    }
+
+    fn buffer(device: &wgpu::Device, slots: u64) -> wgpu::Buffer {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall dispatch records"),
+            size: slots * RECORD_STRIDE,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn write(&mut self, ctx: &GpuContext, chunks: &[Chunk], vocab: u32, row_base: u32) {
+        let needed = chunks.len() as u64;
+        if needed > self.slots {
+            self.slots = needed.next_power_of_two();
+            self.buffer = Self::buffer(&ctx.device, self.slots);
+        }
+        let mut bytes = vec![0u8; chunks.len() * RECORD_STRIDE as usize];
+        for (c, chunk) in chunks.iter().enumerate() {
+            let info = ChunkInfo {
+                rows: chunk.rows,
+                vocab,
+                elem_base: chunk.elem_base,
+                row_base: row_base + chunk.row_start,
+            };
+            let at = c * RECORD_STRIDE as usize;
+            bytes[at..at + 16].copy_from_slice(bytemuck::bytes_of(&info));
+        }
+        if !bytes.is_empty() {
+            ctx.queue.write_buffer(&self.buffer, 0, &bytes);
+        }
+    }
+}
+
+/// One variant of a logits kernel per dtype: `const LOGITS_DTYPE` is prepended.
+pub fn variants_per_dtype(
+    label: &str,
+    file: &str,
+    entry_point: &'static str,
+) -> Result<Vec<ShaderVariant>> {
+    LogitsDtype::ALL
+        .iter()
+        .map(|&dtype| {
+            let prelude = format!("const LOGITS_DTYPE: u32 = {}u;", dtype.index());
+            Ok(ShaderVariant {
+                label: format!("{label}/{dtype:?}"),
+                entry_point,
+                source: crate::shader::compose(file, &prelude)?,
+                features: wgpu::Features::empty(),
+            })
+        })
+        .collect()
+}
+
+/// A kernel over logits, built once: binding 0 is the dispatch record, binding
+/// 1 the logits, bindings 2.. the kernel's own buffers; one workgroup per row.
+pub struct LogitsKernel {
+    ctx: GpuContext,
+    label: &'static str,
+    layout: wgpu::BindGroupLayout,
+    pipelines: Vec<wgpu::ComputePipeline>,
+    max_chunk_bytes: u64,
+}
+
+impl LogitsKernel {
+    /// Builds the layout and one pipeline per variant (in `LogitsDtype::ALL`
+    /// order); `extra` gives the read-only flag of each binding from 2 on.
+    pub fn new(
+        ctx: &GpuContext,
+        label: &'static str,
+        variants: &[ShaderVariant],
+        extra: &[bool],
+    ) -> Self {
+        let device = &ctx.device;
+        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let mut entries = vec![
+            wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: NonZeroU64::new(16),
+                },
+                count: None,
+            },
+            storage(1, true),
+        ];
+        entries.extend(
+            extra
+                .iter()
+                .enumerate()
+                .map(|(i, &read_only)| storage(2 + i as u32, read_only)),
+        );
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipelines = variants
+            .iter()
+            .map(|v| v.compute_pipeline(device, Some(&pipeline_layout)))
+            .collect();
+        Self {
+            ctx: ctx.clone(),
+            label,
+            layout,
+            pipelines,
+            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
+        }
+    }
+
+    /// The context the kernel was built on.
+    pub fn ctx(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Caps the bytes of logits bound per dispatch.
+    pub fn set_max_chunk_bytes(&mut self, bytes: u64) {
+        self.max_chunk_bytes = bytes.max(1);
+    }
+
+    /// The limits `plan_chunks` works with on this device.
+    pub fn chunk_limits(&self) -> ChunkLimits {
+        let limits = self.ctx.limits();
+        ChunkLimits {
+            max_binding: limits
+                .max_storage_buffer_binding_size
+                .min(self.max_chunk_bytes),
+            offset_alignment: u64::from(limits.min_storage_buffer_offset_alignment),
+            max_workgroups: limits.max_compute_workgroups_per_dimension,
+        }
+    }
+
+    /// Plans the chunks of `logits` on this device.
+    pub fn plan(&self, logits: &LogitsBinding<'_>) -> Result<Vec<Chunk>> {
+        plan_chunks(
+            logits.rows,
+            logits.vocab,
+            logits.dtype,
+            logits.offset,
+            logits.buffer.size(),
+            self.chunk_limits(),
+        )
+    }
+
+    /// Records one pass: a dispatch per chunk, whose rows start at
+    /// `row_base + chunk.row_start` in the kernel's own buffers.
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &LogitsBinding<'_>,
+        chunks: &[Chunk],
+        records: &mut DispatchRecords,
+        extra: &[wgpu::BindingResource<'_>],
+        row_base: u32,
+    ) {
+        if chunks.is_empty() {
+            return;
+        }
+        records.write(&self.ctx, chunks, logits.vocab, row_base);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(self.label),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&self.pipelines[logits.dtype.index()]);
+        for (c, chunk) in chunks.iter().enumerate() {
+            let mut entries = vec![
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &records.buffer,
+                        offset: c as u64 * RECORD_STRIDE,
+                        size: NonZeroU64::new(16),
+                    }),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: logits.buffer,
+                        offset: chunk.bind_offset,
+                        size: NonZeroU64::new(chunk.bind_size),
+                    }),
+                },
+            ];
+            entries.extend(extra.iter().enumerate().map(|(i, r)| wgpu::BindGroupEntry {
+                binding: 2 + i as u32,
+                resource: r.clone(),
+            }));
+            let bind_group = self
+                .ctx
+                .device
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(self.label),
+                    layout: &self.layout,
+                    entries: &entries,
+                });
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(chunk.rows, 1, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ChunkLimits = ChunkLimits {
+        max_binding: 4096,
+        offset_alignment: 256,
+        max_workgroups: 65535,
+    };
+
+    #[test]
+    fn chunks_cover_every_row_once_within_limits() {
+        for dtype in LogitsDtype::ALL {
+            for &(rows, vocab, offset) in
+                &[(1u32, 1u32, 0u64), (100, 7, 4), (33, 301, 260), (5, 900, 0)]
+            {
+                let size = offset + u64::from(rows) * u64::from(vocab) * dtype.size_bytes() + 4;
+                let chunks = plan_chunks(rows, vocab, dtype, offset, size, LIMITS).unwrap();
+                let mut next = 0;
+                for c in &chunks {
+                    assert_eq!(c.row_start, next);
+                    next += c.rows;
+                    assert_eq!(c.bind_offset % 256, 0);
+                    assert_eq!(c.bind_size % 4, 0);
+                    assert!(c.bind_size <= LIMITS.max_binding);
+                    assert!(c.bind_offset + c.bind_size <= size);
+                    let first =
+                        offset + u64::from(c.row_start) * u64::from(vocab) * dtype.size_bytes();
+                    assert_eq!(
+                        c.bind_offset + u64::from(c.elem_base) * dtype.size_bytes(),
+                        first
+                    );
+                }
+                assert_eq!(next, rows);
+            }
+        }
+    }
+
+    #[test]
+    fn chunking_errors_name_the_problem() {
+        let f32 = LogitsDtype::F32;
+        assert!(matches!(
+            plan_chunks(1, 0, f32, 0, 64, LIMITS),
+            Err(Error::EmptyVocab)
+        ));
+        assert!(matches!(
+            plan_chunks(1, 4, f32, 2, 64, LIMITS),
+            Err(Error::MisalignedOffset(2))
+        ));
+        assert!(matches!(
+            plan_chunks(2, 10, f32, 0, 79, LIMITS),
+            Err(Error::BufferTooSmall {
+                needed: 80,
+                got: 79,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan_chunks(1, 2000, f32, 0, 8000, LIMITS),
+            Err(Error::RowTooLarge {
+                row_bytes: 8000,
+                ..
+            })
+        ));
+        assert!(plan_chunks(0, 10, f32, 0, 0, LIMITS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn workgroup_limit_splits_rows() {
+        let limits = ChunkLimits {
+            max_workgroups: 3,
+            ..LIMITS
+        };
+        let chunks = plan_chunks(10, 1, LogitsDtype::F32, 0, 40, limits).unwrap();
+        assert_eq!(
+            chunks.iter().map(|c| c.rows).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+    }
+}

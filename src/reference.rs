@@ -1,0 +1,281 @@
+//! The yardstick for sampler throughput: a kernel that only reads the same
+//! logits once, with the sampler's layout and dispatch structure, and sums each
+//! row (one f32 per row, so the reads cannot be optimized away).
+//!
+//! Sampler throughput is reported as a ratio to this kernel on the same adapter
+//! and the same buffer: 1.0 would mean sampling costs no more than reading the
+//! logits once.
+
+use crate::logits::{DispatchRecords, LogitsKernel};
+use crate::shader::ShaderVariant;
+use crate::{Error, GpuContext, HostLogits, LogitsBinding, Result};
+use std::sync::Mutex;
+
+/// Every variant of the read-once shader (one per logits dtype).
+///
+/// ```
+/// let variants = rollcall::reference::shader_variants().unwrap();
+/// assert_eq!(variants.len(), 3);
+/// assert!(variants.iter().all(|v| v.entry_point == "read_rows"));
+/// ```
+pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
+    crate::logits::variants_per_dtype("read_once", "read_once.wgsl", "read_rows")
+}
+
+/// The read-once kernel: one pipeline per logits dtype, built once.
+///
+/// [`ReadOnce::encode`] records, into the caller's encoder, one pass that reads
+/// every logit of a [`LogitsBinding`] once (same workgroup layout, element
+/// order and chunking as [`Sampler::encode`](crate::Sampler::encode)) and
+/// writes each row's sum as an f32 to `out`.
+///
+/// Dispatch records go through `Queue::write_buffer`, so they take effect at
+/// the next submit: encode at most once per submit, like the sampler.
+///
+/// ```no_run
+/// use rollcall::reference::ReadOnce;
+/// use rollcall::{GpuContext, LogitsBinding, LogitsDtype};
+/// let ctx = GpuContext::new()?;
+/// let read_once = ReadOnce::new(&ctx)?;
+/// let (rows, vocab) = (8u32, 32000u32);
+/// let logits = vec![0.25f32; (rows * vocab) as usize];
+/// let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+///     label: None,
+///     size: (logits.len() * 4) as u64,
+///     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+///     mapped_at_creation: false,
+/// });
+/// ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
+/// let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+///     label: None,
+///     size: u64::from(rows) * 4,
+///     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+///     mapped_at_creation: false,
+/// });
+/// let binding = LogitsBinding { buffer: &buffer, offset: 0, rows, vocab, dtype: LogitsDtype::F32 };
+/// let mut encoder = ctx.device.create_command_encoder(&Default::default());
+/// read_once.encode(&mut encoder, &binding, &out)?;
+/// ctx.queue.submit([encoder.finish()]);
+///
+/// // Or from host memory, reading the sums back:
+/// let sums = read_once.sum_rows(rollcall::HostLogits::F32(&logits), vocab)?;
+/// assert_eq!(sums[0], 8000.0);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub struct ReadOnce {
+    kernel: LogitsKernel,
+    records: Mutex<DispatchRecords>,
+}
+
+impl ReadOnce {
+    /// Compiles the read-once pipelines on `ctx`'s device.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        // Binding 2: the per-row sums.
+        let kernel = LogitsKernel::new(ctx, "rollcall read-once", &shader_variants()?, &[false]);
+        Ok(Self {
+            kernel,
+            records: Mutex::new(DispatchRecords::new(&ctx.device)),
+        })
+    }
+
+    /// Caps the bytes of logits bound per dispatch, below the adapter's own
+    /// binding limit. Give it the value passed to
+    /// [`Sampler::with_max_chunk_bytes`](crate::Sampler::with_max_chunk_bytes),
+    /// if any, so both kernels dispatch alike.
+    pub fn with_max_chunk_bytes(mut self, bytes: u64) -> Self {
+        self.kernel.set_max_chunk_bytes(bytes);
+        self
+    }
+
+    /// Records the read of `logits` into `encoder`: row `r`'s sum lands at
+    /// byte `4 * r` of `out` (usage `STORAGE`, at least `4 * rows` bytes).
+    /// Nothing waits on the GPU.
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &LogitsBinding<'_>,
+        out: &wgpu::Buffer,
+    ) -> Result<()> {
+        let chunks = self.kernel.plan(logits)?;
+        let out_needed = u64::from(logits.rows) * 4;
+        if out.size() < out_needed {
+            return Err(Error::BufferTooSmall {
+                what: "read-once output",
+                needed: out_needed,
+                got: out.size(),
+            });
+        }
+        let mut records = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.kernel.encode(
+            encoder,
+            logits,
+            &chunks,
+            &mut records,
+            &[out.as_entire_binding()],
+            0,
+        );
+        Ok(())
+    }
+
+    /// Host convenience: uploads `rows × vocab` logits, runs the kernel and
+    /// reads back one sum per row (waits for the GPU). Meant for checking the
+    /// kernel; time [`ReadOnce::encode`] on a resident buffer instead.
+    pub fn sum_rows(&self, logits: HostLogits<'_>, vocab: u32) -> Result<Vec<f32>> {
+        if vocab == 0 {
+            return Err(Error::EmptyVocab);
+        }
+        if logits.len() % vocab as usize != 0 {
+            return Err(Error::LogitsLengthMismatch {
+                expected: logits.len().div_ceil(vocab as usize) * vocab as usize,
+                got: logits.len(),
+            });
+        }
+        let rows = (logits.len() / vocab as usize) as u32;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let ctx = self.kernel.ctx();
+        let device = &ctx.device;
+        let bytes = logits.bytes();
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().div_ceil(4) * 4, 0);
+        let input = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall read-once input"),
+            size: padded.len() as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&input, 0, &padded);
+        let out_size = u64::from(rows) * 4;
+        let out = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall read-once sums"),
+            size: out_size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall read-once readback"),
+            size: out_size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let binding = LogitsBinding {
+            buffer: &input,
+            offset: 0,
+            rows,
+            vocab,
+            dtype: logits.dtype(),
+        };
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        self.encode(&mut encoder, &binding, &out)?;
+        encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_size);
+        ctx.queue.submit([encoder.finish()]);
+        let data = ctx.read_buffer(&readback, out_size)?;
+        Ok(bytemuck::cast_slice(&data).to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LogitsDtype;
+    use half::{bf16, f16};
+
+    fn ctx() -> Option<GpuContext> {
+        match GpuContext::new() {
+            Ok(ctx) => Some(ctx),
+            Err(e) if std::env::var("ROLLCALL_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+                eprintln!("skipping GPU test: {e}");
+                None
+            }
+            Err(e) => panic!("GPU test needs an adapter: {e}"),
+        }
+    }
+
+    /// The sum in the kernel's order: per invocation over its groups, then the
+    /// fixed tree.
+    fn twin_sums(logits: HostLogits<'_>, vocab: usize) -> Vec<f32> {
+        let rows = logits.len() / vocab;
+        (0..rows)
+            .map(|r| {
+                let mut partial = vec![0.0f32; 256];
+                for i in 0..vocab {
+                    partial[(i / 4) % 256] += logits.get_f32(r * vocab + i);
+                }
+                let mut stride = 128;
+                while stride > 0 {
+                    for t in 0..stride {
+                        partial[t] += partial[t + stride];
+                    }
+                    stride /= 2;
+                }
+                partial[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sums_match_the_twin_for_every_dtype_and_chunking() {
+        let Some(ctx) = ctx() else { return };
+        // Odd vocab: 16-bit rows start mid-word; small chunks force several
+        // dispatch records with unaligned element bases.
+        let (rows, vocab) = (37usize, 1001usize);
+        let values: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i * 7919) % 1000) as f32 / 64.0 - 7.0)
+            .collect();
+        let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+        let brains: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+        for max_chunk in [u64::MAX, 9000] {
+            let read_once = ReadOnce::new(&ctx).unwrap().with_max_chunk_bytes(max_chunk);
+            for logits in [
+                HostLogits::F32(&values),
+                HostLogits::F16(&halves),
+                HostLogits::Bf16(&brains),
+            ] {
+                let got = read_once.sum_rows(logits, vocab as u32).unwrap();
+                let want = twin_sums(logits, vocab);
+                assert_eq!(got.len(), rows);
+                for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-3 * w.abs().max(1.0),
+                        "{:?} chunk {max_chunk} row {r}: {g} vs {w}",
+                        logits.dtype()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_a_small_output_buffer() {
+        let Some(ctx) = ctx() else { return };
+        let read_once = ReadOnce::new(&ctx).unwrap();
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 4 * 64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let binding = LogitsBinding {
+            buffer: &buffer,
+            offset: 0,
+            rows: 2,
+            vocab: 32,
+            dtype: LogitsDtype::F32,
+        };
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        assert!(matches!(
+            read_once.encode(&mut encoder, &binding, &out),
+            Err(Error::BufferTooSmall { .. })
+        ));
+    }
+}

@@ -1,0 +1,523 @@
+//! The GPU sampler against its CPU twin, the contract's reference, and itself
+//! (batch invariance, chunking, engine path). Runs on any adapter; in CI on
+//! lavapipe. Fails (never skips) without an adapter unless ROLLCALL_ALLOW_NO_GPU=1.
+
+mod common;
+
+use half::{bf16, f16};
+use rand::Rng;
+use rollcall::sampling::cpu::{self, RowTrace};
+use rollcall::sampling::validate_params;
+use rollcall::{
+    HostLogits, LogitsBinding, LogitsDtype, RowStatus, SampleBatch, SampleResult, Sampler,
+    SamplingParams, NO_TOKEN,
+};
+use wgpu::util::DeviceExt;
+
+/// Decisions closer than this may go either way between two devices' `exp`/`log`.
+const NEAR_TIE: f32 = 1e-4;
+
+/// Logits with the awkward values the contract names: NaN, ±inf, ties, -0.
+fn awkward_row(rng: &mut rand_chacha::ChaCha8Rng, vocab: usize, kind: u32) -> Vec<f32> {
+    let mut row = common::model_like_logits(rng, vocab);
+    match kind {
+        // Quantised logits: many exact ties, also at top-k/top-p boundaries.
+        0 => row.iter_mut().for_each(|x| *x = (*x * 2.0).round() / 2.0),
+        // NaN and -inf sprinkled in, one -0.
+        1 => {
+            for _ in 0..vocab / 7 + 1 {
+                let i = rng.random_range(0..vocab);
+                row[i] = if rng.random_bool(0.5) {
+                    f32::NAN
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+            row[rng.random_range(0..vocab)] = -0.0;
+        }
+        // +inf tokens: the draw is uniform over them.
+        2 => {
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..vocab);
+                row[i] = f32::INFINITY;
+            }
+        }
+        // Nothing valid.
+        3 => row.iter_mut().enumerate().for_each(|(i, x)| {
+            *x = if i % 2 == 0 {
+                f32::NAN
+            } else {
+                f32::NEG_INFINITY
+            }
+        }),
+        // Huge magnitudes that overflow when divided by a small temperature.
+        4 => {
+            for _ in 0..3 {
+                let i = rng.random_range(0..vocab);
+                row[i] = if rng.random_bool(0.5) {
+                    3.0e38
+                } else {
+                    -3.0e38
+                };
+            }
+        }
+        // Flat: every logit equal (one giant tie).
+        5 => row.iter_mut().for_each(|x| *x = 1.5),
+        // Values that are subnormal in f16 (and exactly representable there).
+        6 => row.iter_mut().step_by(3).for_each(|x| {
+            *x = if rng.random_bool(0.5) {
+                6.0e-8
+            } else {
+                -3.0e-6
+            }
+        }),
+        _ => {}
+    }
+    row
+}
+
+fn random_params(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32) -> SamplingParams {
+    let temperature = [0.0, 1e-6, 0.3, 0.7, 1.0, 1.5][rng.random_range(0..6)];
+    let top_k = [0, 0, 1, 2, 5, 50, vocab, vocab + 3][rng.random_range(0..8)];
+    let top_p = [1.0, 1.0, 0.0, 0.3, 0.9, 0.99][rng.random_range(0..6)];
+    let min_p = [0.0, 0.0, 0.0, 0.05, 0.5, 1.0][rng.random_range(0..6)];
+    SamplingParams {
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        seed: rng.random(),
+        step: rng.random_range(0..1000),
+    }
+}
+
+fn to_dtype(row: &[f32], dtype: LogitsDtype) -> Vec<u16> {
+    match dtype {
+        LogitsDtype::F16 => row.iter().map(|&x| f16::from_f32(x).to_bits()).collect(),
+        LogitsDtype::Bf16 => row.iter().map(|&x| bf16::from_f32(x).to_bits()).collect(),
+        LogitsDtype::F32 => unreachable!(),
+    }
+}
+
+/// Owned logits of any dtype.
+enum Owned {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+}
+
+impl Owned {
+    fn new(values: &[f32], dtype: LogitsDtype) -> Self {
+        match dtype {
+            LogitsDtype::F32 => Owned::F32(values.to_vec()),
+            LogitsDtype::F16 => Owned::F16(
+                to_dtype(values, dtype)
+                    .into_iter()
+                    .map(f16::from_bits)
+                    .collect(),
+            ),
+            LogitsDtype::Bf16 => Owned::Bf16(
+                to_dtype(values, dtype)
+                    .into_iter()
+                    .map(bf16::from_bits)
+                    .collect(),
+            ),
+        }
+    }
+    fn view(&self) -> HostLogits<'_> {
+        match self {
+            Owned::F32(v) => HostLogits::F32(v),
+            Owned::F16(v) => HostLogits::F16(v),
+            Owned::Bf16(v) => HostLogits::Bf16(v),
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    rows: usize,
+    exact: usize,
+    near_ties: usize,
+    disagreements_at_near_ties: usize,
+}
+
+/// Compares one GPU row with the twin; panics on a disagreement the twin's
+/// trace cannot explain.
+fn check_row(gpu: &SampleResult, trace: &RowTrace, context: &str, tally: &mut Tally) {
+    let cpu = &trace.result;
+    tally.rows += 1;
+    let near = trace.is_near_tie(NEAR_TIE);
+    tally.near_ties += usize::from(near);
+    assert_eq!(gpu.status, cpu.status, "{context}: status");
+    if gpu.status == RowStatus::NoValidToken {
+        assert_eq!(gpu.token, NO_TOKEN, "{context}");
+        assert_eq!(gpu.logprob, f32::NEG_INFINITY, "{context}");
+        tally.exact += 1;
+        return;
+    }
+    if trace.top_p_margin >= NEAR_TIE {
+        assert_eq!(
+            gpu.kept, cpu.kept,
+            "{context}: kept set size (trace {trace:?})"
+        );
+    }
+    if gpu.token == cpu.token {
+        let tol = 2e-4 * cpu.logprob.abs().max(1.0);
+        assert!(
+            (gpu.logprob - cpu.logprob).abs() <= tol,
+            "{context}: logprob gpu {} cpu {}",
+            gpu.logprob,
+            cpu.logprob
+        );
+        tally.exact += 1;
+    } else {
+        assert!(
+            near,
+            "{context}: gpu token {} cpu token {} and no near tie ({trace:?}, gpu {gpu:?})",
+            gpu.token, cpu.token
+        );
+        tally.disagreements_at_near_ties += 1;
+    }
+}
+
+fn run_case(
+    sampler: &mut Sampler,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    rows: usize,
+    vocab: usize,
+    dtype: LogitsDtype,
+    tally: &mut Tally,
+) {
+    let mut values = Vec::with_capacity(rows * vocab);
+    let mut params = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let kind = rng.random_range(0..10);
+        values.extend(awkward_row(rng, vocab, kind));
+        params.push(random_params(rng, vocab as u32));
+    }
+    let logits = Owned::new(&values, dtype);
+    let gpu = sampler
+        .sample(logits.view(), vocab as u32, &params)
+        .expect("valid input");
+    assert_eq!(gpu.len(), rows);
+    let gpu_params = validate_params(&params).unwrap();
+    for r in 0..rows {
+        let trace = cpu::sample_row_traced(
+            logits.view().slice(r * vocab, (r + 1) * vocab),
+            &gpu_params[r],
+        );
+        let context = format!(
+            "rows {rows} vocab {vocab} {dtype:?} row {r} params {:?}",
+            params[r]
+        );
+        check_row(&gpu[r], &trace, &context, tally);
+    }
+}
+
+#[test]
+fn gpu_matches_cpu_twin_on_random_shapes() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut sampler = Sampler::new(&ctx).unwrap();
+    let mut rng = common::rng(0x5EED);
+    let mut tally = Tally::default();
+    // Vocab sizes around the stream layout (4 x 256 = 1024 tokens a sweep) and
+    // real ones; rows from 0 up, not multiples of anything.
+    let shapes = [
+        (0, 7),
+        (1, 1),
+        (5, 1),
+        (3, 2),
+        (9, 3),
+        (7, 5),
+        (6, 255),
+        (6, 1023),
+        (6, 1024),
+        (6, 1025),
+        (5, 4097),
+        (4, 32000),
+        (3, 50257),
+    ];
+    for dtype in LogitsDtype::ALL {
+        for &(rows, vocab) in &shapes {
+            run_case(&mut sampler, &mut rng, rows, vocab, dtype, &mut tally);
+        }
+    }
+    eprintln!("{tally:?}");
+    // The comparison must have teeth: near ties are rare.
+    assert!(tally.exact * 10 >= tally.rows * 9, "{tally:?}");
+}
+
+#[test]
+fn largest_vocab_and_largest_batch() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut sampler = Sampler::new(&ctx).unwrap();
+    let mut rng = common::rng(7);
+    let mut tally = Tally::default();
+    run_case(
+        &mut sampler,
+        &mut rng,
+        2,
+        262_144,
+        LogitsDtype::Bf16,
+        &mut tally,
+    );
+    run_case(
+        &mut sampler,
+        &mut rng,
+        1,
+        262_147,
+        LogitsDtype::F32,
+        &mut tally,
+    );
+    run_case(
+        &mut sampler,
+        &mut rng,
+        4096,
+        37,
+        LogitsDtype::F32,
+        &mut tally,
+    );
+    eprintln!("{tally:?}");
+    assert!(tally.exact * 10 >= tally.rows * 9, "{tally:?}");
+}
+
+/// A row's token, log-probability and kept count are bit-identical wherever it
+/// sits, in batches of any size, and however the batch is chunked.
+#[test]
+fn batch_invariance() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut sampler = Sampler::new(&ctx).unwrap();
+    let vocab = 3001usize;
+    let mut rng = common::rng(11);
+    let probes: Vec<(Vec<f32>, SamplingParams)> = (0..6)
+        .map(|i| {
+            let p = match i {
+                0 => SamplingParams::new(1.0),
+                1 => SamplingParams::new(0.8).top_k(40),
+                2 => SamplingParams::new(1.2).top_p(0.9),
+                3 => SamplingParams::new(0.7).top_k(100).top_p(0.95).min_p(0.02),
+                4 => SamplingParams::new(1.0).min_p(0.1),
+                _ => SamplingParams::greedy(),
+            };
+            (
+                common::model_like_logits(&mut rng, vocab),
+                p.seed(rng.random()).step(i as u64 * 17),
+            )
+        })
+        .collect();
+    let alone: Vec<SampleResult> = probes
+        .iter()
+        .map(|(row, p)| {
+            sampler
+                .sample(HostLogits::F32(row), vocab as u32, &[*p])
+                .unwrap()[0]
+        })
+        .collect();
+    let mut chunked = Sampler::new(&ctx)
+        .unwrap()
+        .with_max_chunk_bytes(3 * vocab as u64 * 4 + 1024);
+    for batch in [2usize, 3, 17, 64, 130] {
+        for (k, (row, p)) in probes.iter().enumerate() {
+            let position = rng.random_range(0..batch);
+            let mut values = Vec::new();
+            let mut params = Vec::new();
+            for r in 0..batch {
+                if r == position {
+                    values.extend_from_slice(row);
+                    params.push(*p);
+                } else {
+                    values.extend(common::model_like_logits(&mut rng, vocab));
+                    params.push(random_params(&mut rng, vocab as u32));
+                }
+            }
+            for s in [&mut sampler, &mut chunked] {
+                let out = s
+                    .sample(HostLogits::F32(&values), vocab as u32, &params)
+                    .unwrap();
+                let got = out[position];
+                assert_eq!(
+                    got.token, alone[k].token,
+                    "probe {k} batch {batch} position {position}"
+                );
+                assert_eq!(got.logprob.to_bits(), alone[k].logprob.to_bits());
+                assert_eq!(got.kept, alone[k].kept);
+            }
+        }
+    }
+}
+
+/// Seeds and steps change the draw; the same ones repeat it.
+#[test]
+fn seeds_and_steps_are_honoured() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut sampler = Sampler::new(&ctx).unwrap();
+    let vocab = 64usize;
+    let row = vec![0.0f32; vocab]; // uniform: every token equally likely
+    let params: Vec<SamplingParams> = (0..256)
+        .map(|i| SamplingParams::new(1.0).seed(i / 16).step(i % 16))
+        .collect();
+    let logits: Vec<f32> = row
+        .iter()
+        .cycle()
+        .take(vocab * params.len())
+        .cloned()
+        .collect();
+    let a = sampler
+        .sample(HostLogits::F32(&logits), vocab as u32, &params)
+        .unwrap();
+    let b = sampler
+        .sample(HostLogits::F32(&logits), vocab as u32, &params)
+        .unwrap();
+    assert_eq!(a, b);
+    let distinct: std::collections::HashSet<u32> = a.iter().map(|r| r.token).collect();
+    // 256 uniform draws over 64 tokens hit ~63 distinct tokens; a generator that
+    // ignored seed or step would hit 1.
+    assert!(distinct.len() > 40, "{}", distinct.len());
+}
+
+/// Engine path: logits in the caller's buffer (at an offset, f16 with an odd
+/// vocab so rows start mid-word), recorded into the caller's encoder.
+#[test]
+fn engine_path_matches_host_path() {
+    let Some(ctx) = common::gpu() else { return };
+    let sampler = Sampler::new(&ctx)
+        .unwrap()
+        .with_max_chunk_bytes(4 * 1001 * 2 + 600);
+    let mut host_sampler = Sampler::new(&ctx).unwrap();
+    let (rows, vocab) = (11usize, 1001usize);
+    let mut rng = common::rng(3);
+    let values: Vec<f32> = (0..rows)
+        .flat_map(|_| common::model_like_logits(&mut rng, vocab))
+        .collect();
+    let halves: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
+    let params: Vec<SamplingParams> = (0..rows)
+        .map(|_| random_params(&mut rng, vocab as u32))
+        .collect();
+    let expected = host_sampler
+        .sample(HostLogits::F16(&halves), vocab as u32, &params)
+        .unwrap();
+
+    let offset = 260u64; // not a multiple of the 256-byte binding alignment
+    let mut bytes = vec![0u8; offset as usize];
+    bytes.extend_from_slice(bytemuck::cast_slice(&halves));
+    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    let buffer = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("engine logits"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+    let mut batch = SampleBatch::new(&ctx, 32);
+    batch.set_params(&params).unwrap();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    let binding = LogitsBinding {
+        buffer: &buffer,
+        offset,
+        rows: rows as u32,
+        vocab: vocab as u32,
+        dtype: LogitsDtype::F16,
+    };
+    sampler.encode(&mut encoder, &binding, &mut batch).unwrap();
+    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: rows as u64 * 20,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    encoder.copy_buffer_to_buffer(batch.tokens(), 0, &readback, 0, rows as u64 * 4);
+    encoder.copy_buffer_to_buffer(
+        batch.results(),
+        0,
+        &readback,
+        rows as u64 * 4,
+        rows as u64 * 16,
+    );
+    ctx.queue.submit([encoder.finish()]);
+    let out = ctx.read_buffer(&readback, rows as u64 * 20).unwrap();
+    let tokens: &[u32] = bytemuck::cast_slice(&out[..rows * 4]);
+    let results: &[[u32; 4]] = bytemuck::cast_slice(&out[rows * 4..]);
+    for r in 0..rows {
+        assert_eq!(tokens[r], expected[r].token, "row {r}");
+        assert_eq!(
+            f32::from_bits(results[r][0]).to_bits(),
+            expected[r].logprob.to_bits()
+        );
+        assert_eq!(results[r][2], expected[r].kept);
+    }
+}
+
+#[test]
+fn philox_known_answers_on_gpu() {
+    let Some(ctx) = common::gpu() else { return };
+    let kat: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
+        (
+            [0; 4],
+            [0; 2],
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+        ),
+        (
+            [0xffffffff; 4],
+            [0xffffffff; 2],
+            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+        ),
+        (
+            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+            [0xa4093822, 0x299f31d0],
+            [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+        ),
+    ];
+    let philox = rollcall::philox::PhiloxWords::new(&ctx).unwrap();
+    let inputs: Vec<_> = kat.iter().map(|&(c, k, _)| (c, k)).collect();
+    let words = philox.generate(&inputs).unwrap();
+    for (w, (_, _, expected)) in words.iter().zip(kat) {
+        assert_eq!(*w, expected);
+    }
+    // And random counters agree with the Rust twin word for word.
+    let mut rng = common::rng(99);
+    let inputs: Vec<([u32; 4], [u32; 2])> =
+        (0..1000).map(|_| (rng.random(), rng.random())).collect();
+    let words = philox.generate(&inputs).unwrap();
+    for (w, (c, k)) in words.iter().zip(&inputs) {
+        assert_eq!(*w, rollcall::philox::philox4x32_10(*c, *k));
+    }
+}
+
+/// A device the engine opened itself, adopted as is.
+#[test]
+fn adopted_device_samples_like_an_owned_one() {
+    let Some(owned) = common::gpu() else { return };
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let adopted = rollcall::GpuContext::from_device(device, queue);
+    assert!(
+        adopted.features().is_empty(),
+        "opened with no optional feature"
+    );
+    let mut rng = common::rng(5);
+    let logits = common::model_like_logits(&mut rng, 4 * 5000);
+    let params: Vec<SamplingParams> = (0..4).map(|_| random_params(&mut rng, 5000)).collect();
+    let gpu_params = validate_params(&params).unwrap();
+    let mut tally = Tally::default();
+    for ctx in [&adopted, &owned] {
+        let out = Sampler::new(ctx)
+            .unwrap()
+            .sample(HostLogits::F32(&logits), 5000, &params)
+            .unwrap();
+        for r in 0..4 {
+            let trace = cpu::sample_row_traced(
+                HostLogits::F32(&logits[r * 5000..(r + 1) * 5000]),
+                &gpu_params[r],
+            );
+            check_row(
+                &out[r],
+                &trace,
+                &format!("{} row {r}", ctx.adapter_info().name),
+                &mut tally,
+            );
+        }
+    }
+    assert_eq!(tally.rows, 8);
+}

@@ -1,0 +1,285 @@
+//! Statistical tests: GPU (and CPU twin) draws against the exact filtered
+//! distribution of an independent f64 statement of the contract. Chi-square
+//! goodness of fit with fixed seeds; a test fails when p < 1e-3.
+
+mod common;
+
+use half::{bf16, f16};
+use rand::Rng;
+use rollcall::{sampling::cpu, HostLogits, RowStatus, Sampler, SamplingParams};
+use statrs::distribution::{ChiSquared, ContinuousCDF};
+
+/// A sampler under test: logits and parameters in, one result per row out.
+type SampleFn<'a> = dyn FnMut(&[f32], &[SamplingParams]) -> Vec<rollcall::SampleResult> + 'a;
+
+/// Fail below this p-value.
+const P_THRESHOLD: f64 = 1e-3;
+const VOCAB: usize = 3000;
+
+/// A heavy head of 30 tokens over a low body, with two exact ties in the head.
+fn test_row(seed: u64) -> Vec<f32> {
+    let mut rng = common::rng(seed);
+    let mut row: Vec<f32> = (0..VOCAB)
+        .map(|_| rng.random_range(-7.0f32..-2.0))
+        .collect();
+    for i in 0..30 {
+        row[i * 97 + 5] = rng.random_range(1.0f32..5.0);
+    }
+    row[6 * 97 + 5] = row[3 * 97 + 5];
+    row[9 * 97 + 5] = row[3 * 97 + 5];
+    row
+}
+
+/// Chi-square statistic and p-value of `counts` against `probs`, pooling every
+/// token whose expected count is below 5 into one bin. Panics if a token with
+/// zero probability was drawn.
+fn chi_square(counts: &[u64], probs: &[f64], label: &str) -> (f64, f64, usize) {
+    let n: u64 = counts.iter().sum();
+    let mut stat = 0.0;
+    let mut bins = 0;
+    let (mut pooled_obs, mut pooled_exp) = (0.0, 0.0);
+    for (i, (&c, &p)) in counts.iter().zip(probs).enumerate() {
+        if p == 0.0 {
+            assert_eq!(
+                c, 0,
+                "{label}: token {i} has probability 0 but was drawn {c} times"
+            );
+            continue;
+        }
+        let expected = p * n as f64;
+        if expected < 5.0 {
+            pooled_obs += c as f64;
+            pooled_exp += expected;
+        } else {
+            stat += (c as f64 - expected).powi(2) / expected;
+            bins += 1;
+        }
+    }
+    if pooled_exp > 0.0 {
+        stat += (pooled_obs - pooled_exp).powi(2) / pooled_exp;
+        bins += 1;
+    }
+    if bins < 2 {
+        return (0.0, 1.0, bins);
+    }
+    let p = ChiSquared::new((bins - 1) as f64).unwrap().sf(stat);
+    (stat, p, bins)
+}
+
+struct Mode {
+    name: &'static str,
+    params: SamplingParams,
+    row_seed: u64,
+    edit: fn(&mut Vec<f32>),
+}
+
+fn modes() -> Vec<Mode> {
+    let none: fn(&mut Vec<f32>) = |_| {};
+    vec![
+        Mode {
+            name: "plain T=1",
+            params: SamplingParams::new(1.0),
+            row_seed: 1,
+            edit: none,
+        },
+        Mode {
+            name: "T=0.5",
+            params: SamplingParams::new(0.5),
+            row_seed: 2,
+            edit: none,
+        },
+        Mode {
+            name: "T=2",
+            params: SamplingParams::new(2.0),
+            row_seed: 3,
+            edit: none,
+        },
+        Mode {
+            name: "top-k 10",
+            params: SamplingParams::new(1.0).top_k(10),
+            row_seed: 4,
+            edit: none,
+        },
+        Mode {
+            name: "top-k 7 (tie at boundary)",
+            params: SamplingParams::new(1.0).top_k(7),
+            row_seed: 5,
+            edit: |r| {
+                let mut head: Vec<usize> = (0..30).map(|i| i * 97 + 5).collect();
+                head.sort_by(|&a, &b| r[b].partial_cmp(&r[a]).unwrap());
+                let v = r[head[6]];
+                r[head[7]] = v;
+                r[head[8]] = v;
+            },
+        },
+        Mode {
+            name: "top-p 0.8",
+            params: SamplingParams::new(1.0).top_p(0.8),
+            row_seed: 6,
+            edit: none,
+        },
+        Mode {
+            name: "min-p 0.1",
+            params: SamplingParams::new(1.0).min_p(0.1),
+            row_seed: 7,
+            edit: none,
+        },
+        Mode {
+            name: "top-k 20 + top-p 0.9 + min-p 0.02 at T=0.8",
+            params: SamplingParams::new(0.8).top_k(20).top_p(0.9).min_p(0.02),
+            row_seed: 8,
+            edit: none,
+        },
+        Mode {
+            name: "+inf tokens (uniform over them)",
+            params: SamplingParams::new(1.0).top_k(5),
+            row_seed: 9,
+            edit: |r| {
+                r[10] = f32::INFINITY;
+                r[1500] = f32::INFINITY;
+                r[2999] = f32::INFINITY;
+            },
+        },
+        Mode {
+            name: "NaN and -inf in the head",
+            params: SamplingParams::new(1.0).top_p(0.95),
+            row_seed: 10,
+            edit: |r| {
+                r[5] = f32::NAN;
+                r[102] = f32::NEG_INFINITY;
+            },
+        },
+    ]
+}
+
+fn draw_counts(
+    sample: &mut SampleFn,
+    row: &[f32],
+    params: SamplingParams,
+    draws: usize,
+    expected_kept: usize,
+    label: &str,
+) -> Vec<u64> {
+    let mut counts = vec![0u64; VOCAB];
+    let batch = 2048.min(draws);
+    let logits: Vec<f32> = row.iter().cycle().take(VOCAB * batch).cloned().collect();
+    let mut done = 0;
+    while done < draws {
+        let params: Vec<SamplingParams> = (done..done + batch)
+            .map(|i| params.seed(0xC0FFEE ^ (i as u64 / 8)).step(i as u64 % 8))
+            .collect();
+        for r in sample(&logits, &params) {
+            assert_eq!(r.status, RowStatus::Ok, "{label}");
+            assert_eq!(
+                r.kept as usize, expected_kept,
+                "{label}: kept set differs from the contract's"
+            );
+            counts[r.token as usize] += 1;
+        }
+        done += batch;
+    }
+    counts
+}
+
+fn check_modes(draws: usize, sample: &mut SampleFn, who: &str) {
+    for mode in modes() {
+        let mut row = test_row(mode.row_seed);
+        (mode.edit)(&mut row);
+        let probs = common::reference_distribution(&row, &mode.params).unwrap();
+        let kept = probs.iter().filter(|&&p| p > 0.0).count();
+        let label = format!("{who} {}", mode.name);
+        let counts = draw_counts(sample, &row, mode.params, draws, kept, &label);
+        let (stat, p, bins) = chi_square(&counts, &probs, &label);
+        eprintln!("{label}: kept {kept}, chi2 {stat:.1} over {bins} bins, p = {p:.3}");
+        assert!(
+            p >= P_THRESHOLD,
+            "{label}: chi-square p = {p} < {P_THRESHOLD}"
+        );
+    }
+}
+
+#[test]
+fn gpu_draws_follow_the_filtered_distribution() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut sampler = Sampler::new(&ctx).unwrap();
+    let mut sample = |logits: &[f32], params: &[SamplingParams]| {
+        sampler
+            .sample(HostLogits::F32(logits), VOCAB as u32, params)
+            .unwrap()
+    };
+    check_modes(16384, &mut sample, "gpu");
+}
+
+#[test]
+fn cpu_twin_draws_follow_the_filtered_distribution() {
+    let mut sample = |logits: &[f32], params: &[SamplingParams]| {
+        cpu::sample(HostLogits::F32(logits), VOCAB as u32, params).unwrap()
+    };
+    check_modes(8192, &mut sample, "cpu");
+}
+
+/// Half-precision inputs: the distribution is the one of the rounded logits.
+#[test]
+fn gpu_half_precision_draws_follow_the_distribution() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut sampler = Sampler::new(&ctx).unwrap();
+    let params = SamplingParams::new(0.9).top_p(0.95);
+    for (name, round) in [
+        (
+            "f16",
+            (|x: f32| f16::from_f32(x).to_f32()) as fn(f32) -> f32,
+        ),
+        ("bf16", |x: f32| bf16::from_f32(x).to_f32()),
+    ] {
+        let row: Vec<f32> = test_row(20).into_iter().map(round).collect();
+        let probs = common::reference_distribution(&row, &params).unwrap();
+        let kept = probs.iter().filter(|&&p| p > 0.0).count();
+        let mut sample = |logits: &[f32], ps: &[SamplingParams]| {
+            if name == "f16" {
+                let v: Vec<f16> = logits.iter().map(|&x| f16::from_f32(x)).collect();
+                sampler
+                    .sample(HostLogits::F16(&v), VOCAB as u32, ps)
+                    .unwrap()
+            } else {
+                let v: Vec<bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();
+                sampler
+                    .sample(HostLogits::Bf16(&v), VOCAB as u32, ps)
+                    .unwrap()
+            }
+        };
+        let counts = draw_counts(&mut sample, &row, params, 8192, kept, name);
+        let (stat, p, bins) = chi_square(&counts, &probs, name);
+        eprintln!("gpu {name}: kept {kept}, chi2 {stat:.1} over {bins} bins, p = {p:.3}");
+        assert!(p >= P_THRESHOLD, "{name}: p = {p}");
+    }
+}
+
+/// The chi-square check itself rejects a wrong distribution (so the tests above
+/// can fail): draws from the unfiltered distribution fail the top-k test.
+#[test]
+fn chi_square_rejects_a_wrong_distribution() {
+    let row = test_row(4);
+    let right = common::reference_distribution(&row, &SamplingParams::new(1.0).top_k(10)).unwrap();
+    let wrong = common::reference_distribution(&row, &SamplingParams::new(0.8).top_k(10)).unwrap();
+    let mut sample = |logits: &[f32], params: &[SamplingParams]| {
+        let p: Vec<SamplingParams> = params.iter().map(|p| p.top_k(10).min_p(0.0)).collect();
+        let mut p2 = p.clone();
+        p2.iter_mut().for_each(|x| x.temperature = 0.8);
+        cpu::sample(HostLogits::F32(logits), VOCAB as u32, &p2).unwrap()
+    };
+    let counts = draw_counts(
+        &mut sample,
+        &row,
+        SamplingParams::new(1.0),
+        8192,
+        10,
+        "wrong",
+    );
+    let (_, p_wrong, _) = chi_square(&counts, &right, "wrong");
+    let (_, p_right, _) = chi_square(&counts, &wrong, "right");
+    assert!(
+        p_wrong < P_THRESHOLD,
+        "a temperature of 0.8 passed as 1.0: p = {p_wrong}"
+    );
+    assert!(p_right >= P_THRESHOLD, "p = {p_right}");
+}
