@@ -1,22 +1,29 @@
 // Batched token sampling: one workgroup per row, 256 streams per row.
 //
-// Token i belongs to stream (i / 4) % 256, and every stream visits its tokens
-// in increasing order. That layout is part of the contract: it fixes the draw
-// for a (row, seed, step) on every batch size, position and adapter.
+// Token i belongs to stream (i / 4) % 256 and every stream visits its groups
+// of 4 tokens in increasing order. That layout is part of the contract: it
+// fixes the draw for a (row, seed, step) on every batch size, position and
+// adapter. The draw is exact: a stream is picked by an exponential race over
+// the streams' kept masses, then a token inside it by a race over its kept
+// tokens, so random numbers are drawn per stream and for one stream only.
 //
 // Passes over a row's logits:
-//   greedy, or temperature only:  1 (+ a replay of one stream, 1/256 of the row)
-//   min-p only:                   2
-//   top-k and/or top-p:           2 + up to 4 radix rounds per filter
-// The draw is exact: a stream is picked by an exponential race over the
-// streams' kept masses, then a token inside it by a race over its tokens, so
-// random numbers are drawn per stream and for one stream's tokens only.
+//   greedy, or temperature only: 1 (+ the chosen stream's 1/256 of the row)
+//   filtered (top-k, top-p, min-p): 2 when the kept set's boundary lies among
+//     the tokens gathered into workgroup memory (the usual case: a heavy head),
+//     else 2 + up to 4 radix rounds per filter + 1 (the exact fallback).
+// Both routes compute the same thresholds and the same stream masses, so the
+// token does not depend on which one ran.
 //
+// `CANDIDATES` (workgroup-memory capacity of the gather) is prepended by the
+// host together with `LOGITS_DTYPE`; it changes speed, never results.
+
 #include "philox.wgsl"
 #include "logits.wgsl"
 
 const WG: u32 = 256u;
 const GROUP: u32 = 4u;
+
 const FLAG_GREEDY: u32 = 1u;
 const FLAG_MIN_P: u32 = 2u;
 const STATUS_OK: u32 = 0u;
@@ -24,6 +31,13 @@ const STATUS_NO_VALID_TOKEN: u32 = 1u;
 
 const PURPOSE_STREAM: u32 = 0u;
 const PURPOSE_TOKEN: u32 = 1u;
+
+// Where select_threshold reads its elements from.
+const SOURCE_ROW: u32 = 0u;
+const SOURCE_CANDIDATES: u32 = 1u;
+const SOURCE_STREAM_MAXIMA: u32 = 2u;
+
+const F32_LOWEST: f32 = -3.40282347e38;
 
 struct RowParams {
     inv_temperature: f32,
@@ -40,6 +54,15 @@ struct RowParams {
     _pad2: u32,
 }
 
+// Reduction results, written by invocation 0 and read by all in one
+// uniform load.
+struct Broadcast {
+    f0: f32,
+    f1: f32,
+    u0: u32,
+    u1: u32,
+}
+
 struct RowResult {
     logprob: f32,
     status: u32,
@@ -51,28 +74,35 @@ struct RowResult {
 @group(0) @binding(3) var<storage, read_write> out_tokens: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out_results: array<RowResult>;
 
-// Per-stream state, then tree reductions over it.
-var<workgroup> w_max: array<f32, WG>;
-var<workgroup> w_mass: array<f32, WG>;
-var<workgroup> w_count: array<u32, WG>;   // +inf tokens, or kept tokens
-var<workgroup> w_key: array<u32, WG>;     // greedy: best key
-var<workgroup> w_index: array<u32, WG>;   // greedy: best index; race: winner
-var<workgroup> w_race: array<f32, WG>;
+// Reductions and per-stream values.
+var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_g: array<f32, WG>;
+var<workgroup> red_u: array<u32, WG>;
+var<workgroup> red_v: array<u32, WG>;
+var<workgroup> stream_max_key: array<u32, WG>;
 // Radix-select histograms: one bucket per invocation.
 var<workgroup> h_count: array<atomic<u32>, 256>;
 var<workgroup> h_mass_lo: array<atomic<u32>, 256>;
 var<workgroup> h_mass_hi: array<atomic<u32>, 256>;
 var<workgroup> h_max_key: array<atomic<u32>, 256>;
-// Radix-select state, written by invocation 0.
+// Gathered candidates: (key, token), appended in each stream's visiting order.
+var<workgroup> cand_key: array<u32, CANDIDATES>;
+var<workgroup> cand_index: array<u32, CANDIDATES>;
+var<workgroup> cand_count: atomic<u32>;
+// Scalars written by invocation 0 and read by all.
 var<workgroup> sel_prefix: u32;
 var<workgroup> sel_mask: u32;
 var<workgroup> sel_above: vec2<u32>;
 var<workgroup> sel_target: f32;
 var<workgroup> sel_done: u32;
+var<workgroup> sel_found: u32;
 var<workgroup> sel_result: u32;
+var<workgroup> shared_u32: u32;
+var<workgroup> broadcast: Broadcast;
 var<workgroup> row_params: RowParams;
 
-// Canonical bits of the scaled logit z = l * (1 / T).
+// Canonical bits of the scaled logit z = l * (1 / T): NaN and -inf become -inf,
+// -0 becomes +0.
 fn scaled_bits(row: u32, i: u32, inv_t: f32) -> u32 {
     let raw = bitcast<u32>(load_logit(row, i));
     if !is_finite_bits(raw) {
@@ -116,18 +146,78 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
     return !s.use_min_p || (bitcast<f32>(z_bits) - s.row_max) >= s.log_min_p;
 }
 
-// Largest key t (among keys >= lo_key) whose weight W(key >= t) reaches the
-// target: a count of tokens (top-k), or top_p times the total fixed-point mass
-// (top-p). MSB-first radix select, 8 bits a round, exits early once the
-// boundary bucket's largest key alone reaches the target.
-fn select_threshold(t: u32, row: u32, vocab: u32, inv_t: f32, by_mass: bool, lo_key: u32,
-                    count_target: u32, top_p: f32, row_max: f32) -> u32 {
+// Scaled bits of tokens base..base+3 (raw products: classify by bits); tokens
+// past the row's end read as -inf.
+fn load_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
+    if base + GROUP <= vocab {
+        return bitcast<vec4<u32>>(vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
+                                            load_logit(row, base + 2u), load_logit(row, base + 3u)) * inv_t);
+    }
+    var bits = vec4<u32>(F32_NEG_INF_BITS);
+    for (var j = 0u; base + j < vocab; j++) {
+        bits[j] = bitcast<u32>(load_logit(row, base + j) * inv_t);
+    }
+    return bits;
+}
+
+// Online (max, mass) update with one finite value.
+fn online_add(state: vec2<f32>, z: f32) -> vec2<f32> {
+    if state.y == 0.0 {
+        return vec2<f32>(z, 1.0);
+    }
+    if z > state.x {
+        return vec2<f32>(z, state.y * exp(state.x - z) + 1.0);
+    }
+    return vec2<f32>(state.x, state.y + exp(z - state.x));
+}
+
+// Online (max, mass) update with a group of up to four values (`live` marks
+// the finite ones): one rescale per group, one exp per value.
+fn online_add_group(state: vec2<f32>, z: vec4<f32>, live: vec4<bool>) -> vec2<f32> {
+    let zl = select(vec4<f32>(F32_LOWEST), z, live);
+    let group_max = max(max(zl.x, zl.y), max(zl.z, zl.w));
+    var s = state;
+    if s.y == 0.0 {
+        s = vec2<f32>(group_max, 0.0);
+    } else if group_max > s.x {
+        s = vec2<f32>(group_max, s.y * exp(s.x - group_max));
+    }
+    let e = select(vec4<f32>(0.0), exp(zl - s.x), live);
+    return vec2<f32>(s.x, s.y + ((e.x + e.y) + (e.z + e.w)));
+}
+
+fn histogram_add(key: u32, z_bits: u32, by_mass: bool, prefix: u32, mask: u32, shift: u32, row_max: f32) {
+    if (key & mask) != prefix {
+        return;
+    }
+    let digit = (key >> shift) & 0xFFu;
+    atomicAdd(&h_count[digit], 1u);
+    atomicMax(&h_max_key[digit], key);
+    if by_mass {
+        let w = fixed_weight(z_bits, row_max);
+        let old = atomicAdd(&h_mass_lo[digit], w);
+        if old > 0xFFFFFFFFu - w {
+            atomicAdd(&h_mass_hi[digit], 1u);
+        }
+    }
+}
+
+// Largest key t (among keys >= lo_key of the source) whose weight W(key >= t)
+// reaches the target: a count of tokens (top-k), or a fixed-point mass (top-p:
+// `mass_target`, or top_p times the source's own total when `mass_target` < 0).
+// MSB-first radix select, 8 bits a round, exits early once the boundary
+// bucket's largest key alone reaches the target. Returns (threshold, found).
+fn select_threshold(t: u32, source: u32, row: u32, vocab: u32, inv_t: f32, by_mass: bool,
+                    lo_key: u32, count_target: u32, top_p: f32, mass_target: f32,
+                    row_max: f32, n_candidates: u32) -> vec2<u32> {
     if t == 0u {
         sel_prefix = 0u;
         sel_mask = 0u;
         sel_above = vec2<u32>(0u, 0u);
         sel_done = 0u;
+        sel_found = 0u;
         sel_result = lo_key;
+        sel_target = mass_target;
     }
     for (var round = 0u; round < 4u; round++) {
         atomicStore(&h_count[t], 0u);
@@ -138,32 +228,36 @@ fn select_threshold(t: u32, row: u32, vocab: u32, inv_t: f32, by_mass: bool, lo_
         let shift = 24u - 8u * round;
         let prefix = sel_prefix;
         let mask = sel_mask;
-        for (var g = t; g * GROUP < vocab; g += WG) {
-            for (var j = 0u; j < GROUP; j++) {
-                let i = g * GROUP + j;
-                if i >= vocab {
-                    break;
-                }
-                let z_bits = scaled_bits(row, i, inv_t);
-                let key = key_from_bits(z_bits);
-                if key < lo_key || (key & mask) != prefix {
-                    continue;
-                }
-                let digit = (key >> shift) & 0xFFu;
-                atomicAdd(&h_count[digit], 1u);
-                atomicMax(&h_max_key[digit], key);
-                if by_mass {
-                    let w = fixed_weight(z_bits, row_max);
-                    let old = atomicAdd(&h_mass_lo[digit], w);
-                    if old > 0xFFFFFFFFu - w {
-                        atomicAdd(&h_mass_hi[digit], 1u);
+        if source == SOURCE_ROW {
+            for (var g = t; g * GROUP < vocab; g += WG) {
+                for (var j = 0u; j < GROUP; j++) {
+                    let i = g * GROUP + j;
+                    if i >= vocab {
+                        break;
+                    }
+                    let z_bits = scaled_bits(row, i, inv_t);
+                    let key = key_from_bits(z_bits);
+                    if key >= lo_key {
+                        histogram_add(key, z_bits, by_mass, prefix, mask, shift, row_max);
                     }
                 }
+            }
+        } else if source == SOURCE_CANDIDATES {
+            for (var s = t; s < n_candidates; s += WG) {
+                let key = cand_key[s];
+                if key >= lo_key {
+                    histogram_add(key, bits_from_key(key), by_mass, prefix, mask, shift, row_max);
+                }
+            }
+        } else {
+            let key = stream_max_key[t];
+            if key >= lo_key {
+                histogram_add(key, bits_from_key(key), by_mass, prefix, mask, shift, row_max);
             }
         }
         workgroupBarrier();
         if t == 0u {
-            if by_mass && round == 0u {
+            if by_mass && round == 0u && sel_target < 0.0 {
                 var total = vec2<u32>(0u, 0u);
                 for (var b = 0u; b < 256u; b++) {
                     total = add_u64(total, vec2<u32>(atomicLoad(&h_mass_hi[b]), atomicLoad(&h_mass_lo[b])));
@@ -193,7 +287,7 @@ fn select_threshold(t: u32, row: u32, vocab: u32, inv_t: f32, by_mass: bool, lo_
                 above = cum;
             }
             if boundary == 256u {
-                // Unreachable for valid targets; keep everything rather than nothing.
+                // The source's weight never reaches the target.
                 sel_result = lo_key;
                 sel_done = 1u;
             } else {
@@ -208,9 +302,11 @@ fn select_threshold(t: u32, row: u32, vocab: u32, inv_t: f32, by_mass: bool, lo_
                 }
                 if top_alone {
                     sel_result = max_key;
+                    sel_found = 1u;
                     sel_done = 1u;
                 } else if round == 3u {
                     sel_result = prefix | boundary;
+                    sel_found = 1u;
                     sel_done = 1u;
                 } else {
                     sel_prefix = prefix | (boundary << shift);
@@ -223,73 +319,89 @@ fn select_threshold(t: u32, row: u32, vocab: u32, inv_t: f32, by_mass: bool, lo_
             break;
         }
     }
-    return workgroupUniformLoad(&sel_result);
+    let result = workgroupUniformLoad(&sel_result);
+    return vec2<u32>(result, workgroupUniformLoad(&sel_found));
 }
 
-// Combine stream states (max, mass) pairwise in a fixed tree; returns the row's
-// (max, mass) to every invocation. Streams with no mass carry mass 0.
-fn reduce_max_mass(t: u32) -> vec2<f32> {
+// Combines stream states (max in red_f, mass in red_g) pairwise in a fixed
+// tree and sums red_u alongside; returns (max, mass, sum) to every invocation.
+// Streams with no mass carry mass 0.
+fn reduce_stats(t: u32) -> Broadcast {
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         workgroupBarrier();
         if t < stride {
-            let m1 = w_max[t];
-            let a1 = w_mass[t];
-            let m2 = w_max[t + stride];
-            let a2 = w_mass[t + stride];
+            let m1 = red_f[t];
+            let a1 = red_g[t];
+            let m2 = red_f[t + stride];
+            let a2 = red_g[t + stride];
             if a1 == 0.0 {
-                w_max[t] = m2;
-                w_mass[t] = a2;
+                red_f[t] = m2;
+                red_g[t] = a2;
             } else if a2 != 0.0 {
                 let m = max(m1, m2);
-                w_max[t] = m;
-                w_mass[t] = a1 * exp(m1 - m) + a2 * exp(m2 - m);
+                red_f[t] = m;
+                red_g[t] = a1 * exp(m1 - m) + a2 * exp(m2 - m);
             }
+            red_u[t] = red_u[t] + red_u[t + stride];
         }
     }
-    let row_max = workgroupUniformLoad(&w_max[0]);
-    return vec2<f32>(row_max, workgroupUniformLoad(&w_mass[0]));
+    if t == 0u {
+        broadcast = Broadcast(red_f[0], red_g[0], red_u[0], 0u);
+    }
+    return workgroupUniformLoad(&broadcast);
 }
 
-fn reduce_sum_u32(t: u32) -> u32 {
+// Arg-max over (race key in red_f, index in red_u): NO_INDEX never wins, ties
+// go to the lower index; sums red_v alongside. Returns (winner, sum).
+fn reduce_race(t: u32) -> vec2<u32> {
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         workgroupBarrier();
         if t < stride {
-            w_count[t] = w_count[t] + w_count[t + stride];
-        }
-    }
-    return workgroupUniformLoad(&w_count[0]);
-}
-
-// Arg-max over (w_race, w_index) pairs; an index of NO_INDEX never wins, ties go
-// to the lower index.
-fn reduce_race(t: u32) -> u32 {
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if t < stride {
-            let i2 = w_index[t + stride];
+            let i2 = red_u[t + stride];
             if i2 != NO_INDEX {
-                let i1 = w_index[t];
-                let k1 = w_race[t];
-                let k2 = w_race[t + stride];
+                let i1 = red_u[t];
+                let k1 = red_f[t];
+                let k2 = red_f[t + stride];
                 if i1 == NO_INDEX || k2 > k1 || (k2 == k1 && i2 < i1) {
-                    w_race[t] = k2;
-                    w_index[t] = i2;
+                    red_f[t] = k2;
+                    red_u[t] = i2;
                 }
             }
+            red_v[t] = red_v[t] + red_v[t + stride];
         }
     }
-    return workgroupUniformLoad(&w_index[0]);
+    if t == 0u {
+        broadcast = Broadcast(red_f[0], 0.0, red_u[0], red_v[0]);
+    }
+    let b = workgroupUniformLoad(&broadcast);
+    return vec2<u32>(b.u0, b.u1);
 }
 
-// Online (max, mass) update with one finite value.
-fn online_add(state: vec2<f32>, z: f32) -> vec2<f32> {
-    if state.y == 0.0 {
-        return vec2<f32>(z, 1.0);
+// Arg-max over (red_u key, red_v index) pairs, ties to the lower index.
+fn reduce_argmax_key(t: u32) -> vec2<u32> {
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        workgroupBarrier();
+        if t < stride {
+            let k2 = red_u[t + stride];
+            let i2 = red_v[t + stride];
+            if k2 > red_u[t] || (k2 == red_u[t] && i2 < red_v[t]) {
+                red_u[t] = k2;
+                red_v[t] = i2;
+            }
+        }
     }
-    if z > state.x {
-        return vec2<f32>(z, state.y * exp(state.x - z) + 1.0);
+    if t == 0u {
+        broadcast = Broadcast(0.0, 0.0, red_u[0], red_v[0]);
     }
-    return vec2<f32>(state.x, state.y + exp(z - state.x));
+    let b = workgroupUniformLoad(&broadcast);
+    return vec2<u32>(b.u0, b.u1);
+}
+
+fn write_no_valid(t: u32, out_index: u32) {
+    if t == 0u {
+        out_tokens[out_index] = NO_INDEX;
+        out_results[out_index] = RowResult(bitcast<f32>(F32_NEG_INF_BITS), STATUS_NO_VALID_TOKEN, 0u, 0u);
+    }
 }
 
 @compute @workgroup_size(256)
@@ -297,6 +409,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let row = wid.x;
     if t == 0u {
         row_params = params[chunk.row_base + row];
+        atomicStore(&cand_count, 0u);
     }
     let p = workgroupUniformLoad(&row_params);
     let vocab = chunk.vocab;
@@ -304,76 +417,98 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let inv_t = select(p.inv_temperature, 1.0, greedy);
     let out_index = chunk.row_base + row;
 
-    // Pass 1: per-stream online max and mass of finite tokens, +inf count, and
-    // the arg-max key (lowest index among ties).
+    // Pass 1: per-stream online max and mass of finite tokens, counts of +inf
+    // and finite tokens; for greedy rows also the arg-max key (its own loop:
+    // the key work would slow the sampling loop down).
     var state = vec2<f32>(0.0, 0.0);
     var inf_count = 0u;
     var finite_count = 0u;
     var best_key = 0u;
     var best_index = NO_INDEX;
-    for (var g = t; g * GROUP < vocab; g += WG) {
-        for (var j = 0u; j < GROUP; j++) {
-            let i = g * GROUP + j;
-            if i >= vocab {
-                break;
+    var first_inf = NO_INDEX;
+    if greedy {
+        // Float comparisons in token order keep the lowest index among ties
+        // (and -0 ties +0); +inf tokens are tracked apart.
+        var best_value = F32_LOWEST;
+        for (var g = t; g * GROUP < vocab; g += WG) {
+            let base = g * GROUP;
+            let group = load_group(row, base, vocab, inv_t);
+            let finite = (group & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
+            let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(group), finite);
+            if all(finite) {
+                finite_count += GROUP;
+                state = online_add_group(state, z, finite);
+            } else {
+                let ones = vec4<u32>(1u);
+                let pos_inf = group == vec4<u32>(F32_POS_INF_BITS);
+                inf_count += dot(select(vec4<u32>(0u), ones, pos_inf), ones);
+                finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
+                if any(finite) {
+                    state = online_add_group(state, z, finite);
+                }
+                for (var j = 0u; j < GROUP; j++) {
+                    if pos_inf[j] && first_inf == NO_INDEX {
+                        first_inf = base + j;
+                    }
+                }
             }
-            let z_bits = scaled_bits(row, i, inv_t);
-            let key = key_from_bits(z_bits);
-            if key > best_key {
-                best_key = key;
-                best_index = i;
+            for (var j = 0u; j < GROUP; j++) {
+                if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
+                    best_value = z[j];
+                    best_index = base + j;
+                }
             }
-            if z_bits == F32_POS_INF_BITS {
-                inf_count += 1u;
-            } else if is_finite_bits(z_bits) {
-                finite_count += 1u;
-                state = online_add(state, bitcast<f32>(z_bits));
+        }
+        best_key = select(key_from_bits(canonical_bits(bitcast<u32>(best_value))), 0u, best_index == NO_INDEX);
+        if first_inf != NO_INDEX {
+            best_key = KEY_POS_INF;
+            best_index = first_inf;
+        }
+    } else {
+        // Kept inline: a helper taking `&state` made this loop 30% slower on
+        // lavapipe.
+        for (var g = t; g * GROUP < vocab; g += WG) {
+            let bits = load_group(row, g * GROUP, vocab, inv_t);
+            let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
+            if all(finite) {
+                finite_count += GROUP;
+                state = online_add_group(state, bitcast<vec4<f32>>(bits), finite);
+            } else {
+                let ones = vec4<u32>(1u);
+                inf_count += dot(select(vec4<u32>(0u), ones, bits == vec4<u32>(F32_POS_INF_BITS)), ones);
+                if any(finite) {
+                    finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
+                    state = online_add_group(state, bitcast<vec4<f32>>(bits), finite);
+                }
             }
         }
     }
     let stream_state = state;
-    let stream_inf = inf_count;
-    w_max[t] = state.x;
-    w_mass[t] = state.y;
-    w_count[t] = inf_count;
-    w_key[t] = best_key;
-    w_index[t] = best_index;
-
-    // Greedy winner: larger key, then lower index.
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if t < stride {
-            let k2 = w_key[t + stride];
-            let i2 = w_index[t + stride];
-            if k2 > w_key[t] || (k2 == w_key[t] && i2 < w_index[t]) {
-                w_key[t] = k2;
-                w_index[t] = i2;
-            }
-        }
-    }
-    workgroupBarrier();
-    let argmax_key = w_key[0];
-    let argmax_index = w_index[0];
-    let row_inf = reduce_sum_u32(t);
-    let row_stats = reduce_max_mass(t);
-    let row_max = row_stats.x;
-    let log_mass = log(row_stats.y);
+    red_f[t] = state.x;
+    red_g[t] = state.y;
+    red_u[t] = inf_count;
+    let row_stats = reduce_stats(t);
+    let row_max = row_stats.f0;
+    let row_mass = row_stats.f1;
+    let row_inf = row_stats.u0;
+    let log_mass = log(row_mass);
     let has_inf = row_inf != 0u;
-
-    if !has_inf && row_stats.y == 0.0 {
-        if t == 0u {
-            out_tokens[out_index] = NO_INDEX;
-            out_results[out_index] = RowResult(bitcast<f32>(F32_NEG_INF_BITS), STATUS_NO_VALID_TOKEN, 0u, 0u);
-        }
+    if !has_inf && row_mass == 0.0 {
+        write_no_valid(t, out_index);
         return;
     }
+
     if greedy {
+        workgroupBarrier();
+        red_u[t] = best_key;
+        red_v[t] = best_index;
+        let best = reduce_argmax_key(t);
         if t == 0u {
             var logprob = -log(f32(row_inf));
             if !has_inf {
-                logprob = (bitcast<f32>(bits_from_key(argmax_key)) - row_max) - log_mass;
+                logprob = (bitcast<f32>(bits_from_key(best.x)) - row_max) - log_mass;
             }
-            out_tokens[out_index] = argmax_index;
+            out_tokens[out_index] = best.y;
             out_results[out_index] = RowResult(logprob, STATUS_OK, 1u, 0u);
         }
         return;
@@ -383,41 +518,160 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var s = RowState(row_max, has_inf, 0u, (p.flags & FLAG_MIN_P) != 0u, p.log_min_p);
     let use_top_k = p.top_k != 0u && p.top_k < vocab;
     let use_top_p = p.top_p < 1.0;
+    let filtered = !has_inf && (use_top_k || use_top_p || s.use_min_p);
     var kept_state = stream_state;
-    var kept_count = finite_count;
-    if has_inf {
-        kept_count = inf_count;
-    } else if use_top_k || use_top_p || s.use_min_p {
-        var threshold = 0u;
+    var kept_count = select(finite_count, inf_count, has_inf);
+    var from_candidates = false;
+    var n_candidates = 0u;
+    if filtered {
+        // A lower bound for the gather from the streams' maxima: the k-th
+        // largest of them (k tokens at least are >= it), or for top-p the
+        // largest maximum whose maxima above carry the target mass.
+        let stream_key = select(0u, key_from_bits(canonical_bits(bitcast<u32>(stream_state.x))), stream_state.y != 0.0);
+        stream_max_key[t] = stream_key;
+        // top-p's target mass: top_p times the row's mass from pass 1 (in
+        // fixed-point units), or over the top-k set when top-k is on.
+        let row_mass_target = (p.top_p * row_mass) * 4294967296.0;
+        var gather_from = 0u;
+        var bound_found = true;
         if use_top_k {
-            threshold = select_threshold(t, row, vocab, inv_t, false, 0u, p.top_k, 1.0, row_max);
+            let k_bound = select_threshold(t, SOURCE_STREAM_MAXIMA, row, vocab, inv_t, false, 1u,
+                                           p.top_k, 1.0, -1.0, row_max, 0u);
+            gather_from = k_bound.x;
+            bound_found = k_bound.y != 0u;
+        } else if use_top_p {
+            let p_bound = select_threshold(t, SOURCE_STREAM_MAXIMA, row, vocab, inv_t, true, 1u,
+                                           0u, p.top_p, row_mass_target, row_max, 0u);
+            gather_from = p_bound.x;
+            bound_found = p_bound.y != 0u;
         }
-        if use_top_p {
-            threshold = select_threshold(t, row, vocab, inv_t, true, threshold, 0u, p.top_p, row_max);
+        // Pass 2 over the streams whose maximum reaches the bound (for min-p
+        // alone: the kept tokens), each stream read by one invocation in its
+        // visiting order, so a stream's candidates sit in token order. Active
+        // streams go to the first invocations: whole subgroups stay idle.
+        let gather_min_p = s.use_min_p && !use_top_k && !use_top_p;
+        let stream_active = stream_key >= gather_from && stream_key != 0u
+            && (!gather_min_p || (stream_state.x - row_max) >= s.log_min_p);
+        workgroupBarrier();
+        red_u[t] = select(0u, 1u, stream_active);
+        workgroupBarrier();
+        if t == 0u {
+            var n = 0u;
+            for (var k = 0u; k < WG; k++) {
+                if red_u[k] != 0u {
+                    red_v[n] = k;
+                    n += 1u;
+                }
+            }
+            shared_u32 = n;
+        }
+        let n_active = workgroupUniformLoad(&shared_u32);
+        if bound_found && t < n_active {
+            let stream = red_v[t];
+            for (var g = stream; g * GROUP < vocab; g += WG) {
+                for (var j = 0u; j < GROUP; j++) {
+                    let i = g * GROUP + j;
+                    if i >= vocab {
+                        break;
+                    }
+                    let z_bits = scaled_bits(row, i, inv_t);
+                    if !is_finite_bits(z_bits) {
+                        continue;
+                    }
+                    let key = key_from_bits(z_bits);
+                    if key >= gather_from && (!gather_min_p || (bitcast<f32>(z_bits) - row_max) >= s.log_min_p) {
+                        let slot = atomicAdd(&cand_count, 1u);
+                        if slot < CANDIDATES {
+                            cand_key[slot] = key;
+                            cand_index[slot] = i;
+                        }
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+        if t == 0u {
+            shared_u32 = atomicLoad(&cand_count);
+        }
+        let gathered = workgroupUniformLoad(&shared_u32);
+        from_candidates = bound_found && gathered <= CANDIDATES && (!use_top_k || gathered >= p.top_k);
+        n_candidates = select(0u, gathered, from_candidates);
+
+        var threshold = 0u;
+        if from_candidates {
+            if use_top_k {
+                threshold = select_threshold(t, SOURCE_CANDIDATES, row, vocab, inv_t, false, 0u,
+                                             p.top_k, 1.0, -1.0, row_max, n_candidates).x;
+            }
+            if use_top_p {
+                let mass_target = select(row_mass_target, -1.0, use_top_k);
+                let p_sel = select_threshold(t, SOURCE_CANDIDATES, row, vocab, inv_t, true, threshold,
+                                             0u, p.top_p, mass_target, row_max, n_candidates);
+                threshold = p_sel.x;
+                // The boundary lies below the gathered tokens: take the exact route.
+                from_candidates = p_sel.y != 0u;
+            }
+        }
+        if !from_candidates {
+            threshold = 0u;
+            if use_top_k {
+                threshold = select_threshold(t, SOURCE_ROW, row, vocab, inv_t, false, 0u,
+                                             p.top_k, 1.0, -1.0, row_max, 0u).x;
+            }
+            if use_top_p {
+                let mass_target = select(row_mass_target, -1.0, use_top_k);
+                threshold = select_threshold(t, SOURCE_ROW, row, vocab, inv_t, true, threshold,
+                                             0u, p.top_p, mass_target, row_max, 0u).x;
+            }
         }
         s.threshold_key = threshold;
-        // Pass 2: per-stream kept mass.
+
+        // Per-stream kept mass, token by token in each stream's visiting order.
         kept_state = vec2<f32>(0.0, 0.0);
         kept_count = 0u;
-        for (var g = t; g * GROUP < vocab; g += WG) {
-            for (var j = 0u; j < GROUP; j++) {
-                let i = g * GROUP + j;
-                if i >= vocab {
-                    break;
+        if from_candidates {
+            // A stream's candidates sit in the order it appended them.
+            for (var c = 0u; c < n_candidates; c++) {
+                let i = cand_index[c];
+                if ((i >> 2u) & (WG - 1u)) != t {
+                    continue;
                 }
-                let z_bits = scaled_bits(row, i, inv_t);
+                let z_bits = bits_from_key(cand_key[c]);
                 if is_kept(z_bits, s) {
                     kept_count += 1u;
                     kept_state = online_add(kept_state, bitcast<f32>(z_bits));
                 }
             }
+        } else {
+            for (var g = t; g * GROUP < vocab; g += WG) {
+                for (var j = 0u; j < GROUP; j++) {
+                    let i = g * GROUP + j;
+                    if i >= vocab {
+                        break;
+                    }
+                    let z_bits = scaled_bits(row, i, inv_t);
+                    if is_kept(z_bits, s) {
+                        kept_count += 1u;
+                        kept_state = online_add(kept_state, bitcast<f32>(z_bits));
+                    }
+                }
+            }
         }
     }
 
-    // Race between streams: weight = kept mass (or +inf count), one exponential each.
-    let stream_bits = philox4x32_10(vec4<u32>(t >> 2u, p.step_lo, p.step_hi, PURPOSE_STREAM),
-                                    vec2<u32>(p.seed_lo, p.seed_hi));
-    let stream_e = exponential_from_bits(stream_bits[t & 3u]);
+    // Race between streams: weight = kept mass (or +inf count), one exponential
+    // each; a Philox call serves four streams.
+    workgroupBarrier();
+    if t < WG / 4u {
+        let words = philox4x32_10(vec4<u32>(t, p.step_lo, p.step_hi, PURPOSE_STREAM),
+                                  vec2<u32>(p.seed_lo, p.seed_hi));
+        red_v[4u * t] = words.x;
+        red_v[4u * t + 1u] = words.y;
+        red_v[4u * t + 2u] = words.z;
+        red_v[4u * t + 3u] = words.w;
+    }
+    workgroupBarrier();
+    let stream_e = exponential_from_bits(red_v[t]);
     var stream_weight_log = 0.0;
     var stream_live = false;
     if has_inf {
@@ -428,52 +682,69 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         stream_weight_log = (kept_state.x - row_max) + log(kept_state.y);
     }
     workgroupBarrier();
-    w_count[t] = kept_count;
-    w_race[t] = stream_weight_log - log(stream_e);
-    w_index[t] = select(NO_INDEX, t, stream_live);
-    w_max[t] = kept_state.x;
-    let total_kept = reduce_sum_u32(t);
-    let stream = reduce_race(t);
+    red_f[t] = stream_weight_log - log(stream_e);
+    red_u[t] = select(NO_INDEX, t, stream_live);
+    red_v[t] = kept_count;
+    red_g[t] = kept_state.x;
+    let race_result = reduce_race(t);
+    let stream = race_result.x;
+    let total_kept = race_result.y;
     if stream == NO_INDEX {
         // Unreachable: the row's maximum survives every filter.
-        if t == 0u {
-            out_tokens[out_index] = NO_INDEX;
-            out_results[out_index] = RowResult(bitcast<f32>(F32_NEG_INF_BITS), STATUS_NO_VALID_TOKEN, 0u, 0u);
-        }
+        write_no_valid(t, out_index);
         return;
     }
-    let stream_max = workgroupUniformLoad(&w_max[stream]);
+    let stream_max = workgroupUniformLoad(&red_g[stream]);
 
-    // Replay the chosen stream: group g = stream + 256 * n holds tokens 4g..4g+3.
+    // Race between the chosen stream's kept tokens.
     var best_race = 0.0;
     var best_token = NO_INDEX;
-    for (var n = t; (stream + n * WG) * GROUP < vocab; n += WG) {
-        let g = stream + n * WG;
-        let token_bits = philox4x32_10(vec4<u32>(g, p.step_lo, p.step_hi, PURPOSE_TOKEN),
-                                       vec2<u32>(p.seed_lo, p.seed_hi));
-        for (var j = 0u; j < GROUP; j++) {
-            let i = g * GROUP + j;
-            if i >= vocab {
-                break;
-            }
-            let z_bits = scaled_bits(row, i, inv_t);
-            if !is_kept(z_bits, s) {
+    if from_candidates {
+        for (var c = t; c < n_candidates; c += WG) {
+            let i = cand_index[c];
+            let z_bits = bits_from_key(cand_key[c]);
+            if ((i >> 2u) & (WG - 1u)) != stream || !is_kept(z_bits, s) {
                 continue;
             }
-            var race = -log(exponential_from_bits(token_bits[j]));
-            if !has_inf {
-                race += bitcast<f32>(z_bits) - stream_max;
-            }
-            if best_token == NO_INDEX || race > best_race {
+            let words = philox4x32_10(vec4<u32>(i >> 2u, p.step_lo, p.step_hi, PURPOSE_TOKEN),
+                                      vec2<u32>(p.seed_lo, p.seed_hi));
+            let race = -log(exponential_from_bits(words[i & 3u])) + (bitcast<f32>(z_bits) - stream_max);
+            if best_token == NO_INDEX || race > best_race || (race == best_race && i < best_token) {
                 best_race = race;
                 best_token = i;
             }
         }
+    } else {
+        // Replay: group g = stream + 256 n holds tokens 4g..4g+3.
+        for (var n = t; (stream + n * WG) * GROUP < vocab; n += WG) {
+            let g = stream + n * WG;
+            let words = philox4x32_10(vec4<u32>(g, p.step_lo, p.step_hi, PURPOSE_TOKEN),
+                                      vec2<u32>(p.seed_lo, p.seed_hi));
+            for (var j = 0u; j < GROUP; j++) {
+                let i = g * GROUP + j;
+                if i >= vocab {
+                    break;
+                }
+                let z_bits = scaled_bits(row, i, inv_t);
+                if !is_kept(z_bits, s) {
+                    continue;
+                }
+                var race = -log(exponential_from_bits(words[j]));
+                if !has_inf {
+                    race += bitcast<f32>(z_bits) - stream_max;
+                }
+                if best_token == NO_INDEX || race > best_race {
+                    best_race = race;
+                    best_token = i;
+                }
+            }
+        }
     }
     workgroupBarrier();
-    w_race[t] = best_race;
-    w_index[t] = best_token;
-    let token = reduce_race(t);
+    red_f[t] = best_race;
+    red_u[t] = best_token;
+    red_v[t] = 0u;
+    let token = reduce_race(t).x;
 
     if t == 0u && token != NO_INDEX {
         var logprob = -log(f32(row_inf));

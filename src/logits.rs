@@ -284,16 +284,18 @@ impl DispatchRecords {
     }
 }
 
-/// One variant of a logits kernel per dtype: `const LOGITS_DTYPE` is prepended.
+/// One variant of a logits kernel per dtype: `const LOGITS_DTYPE` is prepended
+/// after `prelude`.
 pub fn variants_per_dtype(
     label: &str,
     file: &str,
     entry_point: &'static str,
+    prelude: &str,
 ) -> Result<Vec<ShaderVariant>> {
     LogitsDtype::ALL
         .iter()
         .map(|&dtype| {
-            let prelude = format!("const LOGITS_DTYPE: u32 = {}u;", dtype.index());
+            let prelude = format!("{prelude}\nconst LOGITS_DTYPE: u32 = {}u;", dtype.index());
             Ok(ShaderVariant {
                 label: format!("{label}/{dtype:?}"),
                 entry_point,

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 /// assert!(variants.iter().all(|v| v.entry_point == "read_rows"));
 /// ```
 pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
-    crate::logits::variants_per_dtype("read_once", "read_once.wgsl", "read_rows")
+    crate::logits::variants_per_dtype("read_once", "read_once.wgsl", "read_rows", "")
 }
 
 /// The read-once kernel: one pipeline per logits dtype, built once.

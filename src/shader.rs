@@ -98,7 +98,9 @@ fn append(name: &str, out: &mut String, seen: &mut Vec<String>) -> Result<()> {
 
 /// Every shader variant the crate can build, for validation without a device.
 pub fn all_variants() -> Result<Vec<ShaderVariant>> {
-    let mut all = crate::sampling::shader_variants()?;
+    let (fewest, most) = crate::sampling::CANDIDATE_RANGE;
+    let mut all = crate::sampling::shader_variants(fewest)?;
+    all.extend(crate::sampling::shader_variants(most)?);
     all.extend(crate::philox::shader_variants()?);
     all.extend(crate::reference::shader_variants()?);
     Ok(all)

@@ -130,6 +130,30 @@ impl Online {
             }
         }
     }
+    /// One group of up to four values (`None` for non-finite ones): one
+    /// rescale per group, then the values' weights summed pairwise, as the
+    /// shader's `online_add_group` does.
+    fn add_group(self, z: [Option<f32>; 4]) -> Self {
+        let group_max = z.iter().flatten().fold(f32::MIN, |m, &v| m.max(v));
+        let mut s = self;
+        if s.mass == 0.0 {
+            s = Online {
+                max: group_max,
+                mass: 0.0,
+            };
+        } else if group_max > s.max {
+            s = Online {
+                max: group_max,
+                mass: s.mass * (s.max - group_max).exp(),
+            };
+        }
+        let e = z.map(|v| v.map_or(0.0, |v| (v - s.max).exp()));
+        Online {
+            max: s.max,
+            mass: s.mass + ((e[0] + e[1]) + (e[2] + e[3])),
+        }
+    }
+
     fn merge(self, other: Self) -> Self {
         if self.mass == 0.0 {
             other
@@ -217,15 +241,22 @@ pub fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
     let mut stream_state = vec![Online::default(); STREAMS as usize];
     let mut stream_inf = vec![0u32; STREAMS as usize];
     let mut stream_finite = vec![0u32; STREAMS as usize];
-    for s in 0..STREAMS {
-        for i in stream_tokens(s, vocab) {
-            let bits = z[i as usize];
-            if bits == POS_INF_BITS {
-                stream_inf[s as usize] += 1;
-            } else if is_finite_bits(bits) {
-                stream_finite[s as usize] += 1;
-                stream_state[s as usize] = stream_state[s as usize].add(f32::from_bits(bits));
+    for g in 0..vocab.div_ceil(GROUP) {
+        let s = (g % STREAMS) as usize;
+        let mut group = [None; 4];
+        for (j, slot) in group.iter_mut().enumerate() {
+            let i = (g * GROUP) as usize + j;
+            if let Some(&bits) = z.get(i) {
+                if bits == POS_INF_BITS {
+                    stream_inf[s] += 1;
+                } else if is_finite_bits(bits) {
+                    stream_finite[s] += 1;
+                    *slot = Some(f32::from_bits(bits));
+                }
             }
+        }
+        if group.iter().any(Option::is_some) {
+            stream_state[s] = stream_state[s].add_group(group);
         }
     }
     let row_inf: u32 = stream_inf.iter().sum();
@@ -277,8 +308,14 @@ pub fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
             .filter(|&&b| key_from_bits(b) >= threshold)
             .map(|&b| (key_from_bits(b), fixed_weight(b, row.max)))
             .collect();
-        let total: u64 = keyed.iter().map(|e| u64::from(e.1)).sum();
-        let target = p.top_p * u64_to_f32(total);
+        // Over the top-k set: its exact fixed-point mass; otherwise the row's
+        // mass from pass 1, in fixed-point units.
+        let target = if use_top_k {
+            let total: u64 = keyed.iter().map(|e| u64::from(e.1)).sum();
+            p.top_p * u64_to_f32(total)
+        } else {
+            (p.top_p * row.mass) * 4_294_967_296.0
+        };
         let (t, above, at) =
             select_threshold(&mut keyed, threshold, |cum| u64_to_f32(cum) >= target);
         threshold = t;

@@ -2,8 +2,9 @@
 //! (record into the caller's encoder) and the host path (slices in, `Vec` out).
 
 use super::{
-    plan_chunks, shader_variants, validate_host_call, validate_params, ChunkLimits, GpuRowParams,
-    HostLogits, LogitsBinding, RowStatus, SampleResult, SamplingParams,
+    candidate_capacity, plan_chunks, shader_variants, validate_host_call, validate_params,
+    ChunkLimits, GpuRowParams, HostLogits, LogitsBinding, RowStatus, SampleResult, SamplingParams,
+    CANDIDATE_RANGE,
 };
 use crate::logits::{DispatchRecords, LogitsKernel};
 use crate::{Error, GpuContext, Result};
@@ -143,11 +144,21 @@ struct HostBuffers {
 impl Sampler {
     /// Compiles the sampling pipelines on `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let candidates = candidate_capacity(ctx.limits().max_compute_workgroup_storage_size);
+        Self::with_candidate_capacity(ctx, candidates)
+    }
+
+    /// Like [`Sampler::new`] with an explicit number of tokens gathered into
+    /// workgroup memory per row (clamped to [`CANDIDATE_RANGE`](super::CANDIDATE_RANGE)).
+    /// It changes speed, never results: for tuning, and for tests that drive
+    /// the gathered and the streaming routes over the same rows.
+    pub fn with_candidate_capacity(ctx: &GpuContext, candidates: u32) -> Result<Self> {
+        let candidates = candidates.clamp(CANDIDATE_RANGE.0, CANDIDATE_RANGE.1);
         // Bindings 2..4: params (read), tokens, results.
         let kernel = LogitsKernel::new(
             ctx,
             "rollcall sampling",
-            &shader_variants()?,
+            &shader_variants(candidates)?,
             &[true, false, false],
         );
         Ok(Self { kernel, host: None })

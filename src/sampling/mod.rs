@@ -14,7 +14,9 @@
 //!    `top_p == 1` is off, `top_p == 0` keeps only the most probable token(s).
 //!    Masses are `exp(z − max)` in 64-bit fixed point with resolution 2^−32 of
 //!    the top token's weight, summed exactly, so the kept set does not depend
-//!    on summation order.
+//!    on summation order. The target is `top_p` times the total: over the
+//!    top-k set, its exact fixed-point mass; with top-k off, the row's
+//!    `Σ exp(z − max)` as the first pass sums it in f32.
 //! 5. min-p drops tokens with `z − max < ln(min_p)` (probability below
 //!    `min_p × p_max`); `min_p == 0` is off.
 //! 6. One token is drawn with probability ∝ `exp(z)` over the kept set. When
@@ -281,7 +283,31 @@ pub(crate) fn validate_host_call(
     validate_params(params)
 }
 
-/// Every variant of the sampling shader (one per logits dtype).
-pub fn shader_variants() -> Result<Vec<crate::shader::ShaderVariant>> {
-    crate::logits::variants_per_dtype("sampling", "sampling.wgsl", "sample_rows")
+/// Fewest and most tokens the sampler gathers into workgroup memory per row.
+pub const CANDIDATE_RANGE: (u32, u32) = (64, 1024);
+
+/// Workgroup memory the sampling kernel uses besides its candidates, bytes.
+const FIXED_WORKGROUP_BYTES: u32 = 9600;
+
+/// How many candidates fit the device's workgroup memory (a multiple of 64).
+/// It changes the sampler's speed, never its results.
+pub fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
+    let fit = max_workgroup_bytes.saturating_sub(FIXED_WORKGROUP_BYTES) / 8 / 64 * 64;
+    fit.clamp(256, CANDIDATE_RANGE.1)
+}
+
+/// The sampling shader, one variant per logits dtype, gathering at most
+/// `candidates` tokens per row.
+///
+/// ```
+/// let variants = rollcall::sampling::shader_variants(512).unwrap();
+/// assert_eq!(variants.len(), 3);
+/// ```
+pub fn shader_variants(candidates: u32) -> Result<Vec<crate::shader::ShaderVariant>> {
+    crate::logits::variants_per_dtype(
+        "sampling",
+        "sampling.wgsl",
+        "sample_rows",
+        &format!("const CANDIDATES: u32 = {candidates}u;"),
+    )
 }
