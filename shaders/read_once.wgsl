@@ -4,8 +4,8 @@
 //
 // The layout is the sampler's: one workgroup of 256 invocations per row, token
 // i belongs to invocation (i / 4) % 256, and each invocation walks its groups of
-// 4 in increasing order, loading one element at a time exactly as the sampler
-// does. The per-row sum is written out so the reads cannot be optimized away.
+// 4 in increasing order, loading a group of four at a time as the sampler's
+// first pass does. The per-row sum is written out so the reads cannot be optimized away.
 
 #include "logits.wgsl"
 
@@ -20,17 +20,13 @@ var<workgroup> w_sum: array<f32, WG>;
 fn read_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let row = wid.x;
     let vocab = chunk.vocab;
-    var sum = 0.0;
+    // Four independent sums, so the loop is bound by loads, not by the
+    // latency of one chain of additions.
+    var sum = vec4<f32>(0.0);
     for (var g = t; g * GROUP < vocab; g += WG) {
-        for (var j = 0u; j < GROUP; j++) {
-            let i = g * GROUP + j;
-            if i >= vocab {
-                break;
-            }
-            sum += load_logit(row, i);
-        }
+        sum += load_group(row, g * GROUP, vocab, 0.0);
     }
-    w_sum[t] = sum;
+    w_sum[t] = (sum.x + sum.y) + (sum.z + sum.w);
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         workgroupBarrier();
         if t < stride {

@@ -9,9 +9,10 @@
 //
 // Passes over a row's logits:
 //   greedy, or temperature only: 1 (+ the chosen stream's 1/256 of the row)
-//   filtered (top-k, top-p, min-p): 2 when the kept set's boundary lies among
-//     the tokens gathered into workgroup memory (the usual case: a heavy head),
-//     else 2 + up to 4 radix rounds per filter + 1 (the exact fallback).
+//   filtered (top-k, top-p, min-p): 1, plus the streams whose maximum reaches
+//     a bound on the kept set's boundary, when that boundary lies among the
+//     tokens gathered into workgroup memory (the usual case: a heavy head);
+//     else 2 + up to 4 radix rounds per filter over the row (exact fallback).
 // Both routes compute the same thresholds and the same stream masses, so the
 // token does not depend on which one ran.
 //
@@ -148,16 +149,8 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
 
 // Scaled bits of tokens base..base+3 (raw products: classify by bits); tokens
 // past the row's end read as -inf.
-fn load_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
-    if base + GROUP <= vocab {
-        return bitcast<vec4<u32>>(vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
-                                            load_logit(row, base + 2u), load_logit(row, base + 3u)) * inv_t);
-    }
-    var bits = vec4<u32>(F32_NEG_INF_BITS);
-    for (var j = 0u; base + j < vocab; j++) {
-        bits[j] = bitcast<u32>(load_logit(row, base + j) * inv_t);
-    }
-    return bits;
+fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
+    return bitcast<vec4<u32>>(load_group(row, base, vocab, bitcast<f32>(F32_NEG_INF_BITS)) * inv_t);
 }
 
 // Online (max, mass) update with one finite value.
@@ -432,7 +425,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         var best_value = F32_LOWEST;
         for (var g = t; g * GROUP < vocab; g += WG) {
             let base = g * GROUP;
-            let group = load_group(row, base, vocab, inv_t);
+            let group = load_scaled_group(row, base, vocab, inv_t);
             let finite = (group & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
             let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(group), finite);
             if all(finite) {
@@ -468,7 +461,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         // Kept inline: a helper taking `&state` made this loop 30% slower on
         // lavapipe.
         for (var g = t; g * GROUP < vocab; g += WG) {
-            let bits = load_group(row, g * GROUP, vocab, inv_t);
+            let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
             let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
             if all(finite) {
                 finite_count += GROUP;

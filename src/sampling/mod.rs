@@ -39,17 +39,24 @@
 //! per token.
 //!
 //! # Passes over the logits (per row)
-//! | mode | passes |
+//! | mode | passes over the row |
 //! | --- | --- |
 //! | greedy | 1 |
-//! | temperature only | 1, plus 1/256 of the row (the chosen stream's replay) |
-//! | min-p | 2 (+1/256) |
-//! | top-k | 2 + 1 to 4 radix rounds (+1/256) |
-//! | top-p | 2 + 1 to 4 radix rounds (+1/256) |
-//! | top-k and top-p | 2 + 2 to 8 radix rounds (+1/256) |
+//! | temperature only | 1, plus the chosen stream's 1/256 of the row |
+//! | filtered, boundary gathered (the usual case) | 1, plus the streams whose maximum reaches a bound (a small fraction for a heavy head) |
+//! | filtered, exact fallback | 2, plus 1 to 4 radix rounds per filter, plus 1/256 |
 //!
-//! Radix rounds select on 8-bit digits of order-preserving u32 keys and stop
-//! early when the boundary bucket's largest key settles the threshold.
+//! Filtered rows (top-k, top-p, min-p) bound the kept set's boundary from the
+//! 256 streams' maxima (the k-th largest maximum for top-k; for top-p the
+//! largest maximum whose maxima above carry the target mass; `max + ln min_p`
+//! for min-p), gather the tokens at or above the bound into workgroup memory
+//! (reading only the streams whose maximum reaches it), and select the exact
+//! thresholds there. When the gather overflows or the boundary lies below it
+//! (a flat row), the kernel falls back to radix select over the whole row on
+//! order-preserving u32 keys. Both routes compute the same thresholds and the
+//! same per-stream masses, so the token never depends on the route (a test
+//! drives both over the same rows). One CPU–GPU round trip per host call; none
+//! on the engine path.
 
 pub mod cpu;
 mod gpu;
