@@ -2,6 +2,9 @@
 //! adopts from an inference engine.
 
 use crate::{Error, Result};
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Optional features rollcall asks for when the adapter has them.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
@@ -23,6 +26,19 @@ pub struct GpuContext {
     /// The queue work is submitted to.
     pub queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    cache: PipelineCache,
+}
+
+/// Pipelines built on this context, by key: built once, shared by every
+/// kernel object and every clone of the context.
+#[derive(Clone, Default)]
+struct PipelineCache(Arc<Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>>);
+
+impl std::fmt::Debug for PipelineCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |m| m.len());
+        write!(f, "PipelineCache({n} entries)")
+    }
 }
 
 impl GpuContext {
@@ -76,6 +92,7 @@ impl GpuContext {
             device,
             queue,
             info: adapter.get_info(),
+            cache: PipelineCache::default(),
         })
     }
 
@@ -93,6 +110,7 @@ impl GpuContext {
             device,
             queue,
             info,
+            cache: PipelineCache::default(),
         }
     }
 
@@ -154,5 +172,39 @@ impl GpuContext {
             .to_vec();
         buffer.unmap();
         Ok(data)
+    }
+
+    /// How many kernels have pipelines built on this context (each is built
+    /// once, however many kernel objects use it).
+    ///
+    /// ```no_run
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let _a = rollcall::Sampler::new(&ctx)?;
+    /// let _b = rollcall::Sampler::new(&ctx)?;
+    /// assert_eq!(ctx.built_kernels(), 1);
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn built_kernels(&self) -> usize {
+        self.cache.0.lock().map_or(0, |m| m.len())
+    }
+
+    /// The value built under `key` on this context, building it on first use.
+    /// Kernels keep their pipelines here, so they compile once per context.
+    pub(crate) fn cached<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<T>> {
+        let mut map = self
+            .cache
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = map.get(key).and_then(|v| v.clone().downcast::<T>().ok()) {
+            return Ok(found);
+        }
+        let built = Arc::new(build()?);
+        map.insert(key.to_string(), built.clone());
+        Ok(built)
     }
 }

@@ -311,20 +311,42 @@ pub fn variants_per_dtype(
 pub struct LogitsKernel {
     ctx: GpuContext,
     label: &'static str,
-    layout: wgpu::BindGroupLayout,
-    pipelines: Vec<wgpu::ComputePipeline>,
+    built: std::sync::Arc<Pipelines>,
     max_chunk_bytes: u64,
 }
 
+/// The layout and the per-dtype pipelines, shared through the context's cache.
+struct Pipelines {
+    layout: wgpu::BindGroupLayout,
+    pipelines: Vec<wgpu::ComputePipeline>,
+}
+
 impl LogitsKernel {
-    /// Builds the layout and one pipeline per variant (in `LogitsDtype::ALL`
-    /// order); `extra` gives the read-only flag of each binding from 2 on.
+    /// The layout and one pipeline per variant (in `LogitsDtype::ALL` order),
+    /// built once per context under `key` and shared by every kernel object
+    /// made with the same key; `extra` gives the read-only flag of each binding
+    /// from 2 on.
     pub fn new(
         ctx: &GpuContext,
         label: &'static str,
-        variants: &[ShaderVariant],
+        key: &str,
+        variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
         extra: &[bool],
-    ) -> Self {
+    ) -> Result<Self> {
+        let built = ctx.cached(key, || {
+            Ok(Pipelines::build(ctx, label, &variants()?, extra))
+        })?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            label,
+            built,
+            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
+        })
+    }
+}
+
+impl Pipelines {
+    fn build(ctx: &GpuContext, label: &str, variants: &[ShaderVariant], extra: &[bool]) -> Self {
         let device = &ctx.device;
         let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
             binding,
@@ -368,15 +390,11 @@ impl LogitsKernel {
             .iter()
             .map(|v| v.compute_pipeline(device, Some(&pipeline_layout)))
             .collect();
-        Self {
-            ctx: ctx.clone(),
-            label,
-            layout,
-            pipelines,
-            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
-        }
+        Self { layout, pipelines }
     }
+}
 
+impl LogitsKernel {
     /// The context the kernel was built on.
     pub fn ctx(&self) -> &GpuContext {
         &self.ctx
@@ -430,7 +448,7 @@ impl LogitsKernel {
             label: Some(self.label),
             timestamp_writes: None,
         });
-        pass.set_pipeline(&self.pipelines[logits.dtype.index()]);
+        pass.set_pipeline(&self.built.pipelines[logits.dtype.index()]);
         for (c, chunk) in chunks.iter().enumerate() {
             let mut entries = vec![
                 wgpu::BindGroupEntry {
@@ -459,7 +477,7 @@ impl LogitsKernel {
                 .device
                 .create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(self.label),
-                    layout: &self.layout,
+                    layout: &self.built.layout,
                     entries: &entries,
                 });
             pass.set_bind_group(0, &bind_group, &[]);

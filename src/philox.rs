@@ -68,7 +68,7 @@ pub fn split_u64(x: u64) -> [u32; 2] {
 /// ```
 pub struct PhiloxWords {
     ctx: crate::GpuContext,
-    pipeline: wgpu::ComputePipeline,
+    pipeline: std::sync::Arc<wgpu::ComputePipeline>,
 }
 
 #[repr(C)]
@@ -82,7 +82,9 @@ struct PhiloxInput {
 impl PhiloxWords {
     /// Builds the pipeline.
     pub fn new(ctx: &crate::GpuContext) -> crate::Result<Self> {
-        let pipeline = shader_variants()?[0].compute_pipeline(&ctx.device, None);
+        let pipeline = ctx.cached("philox_words", || {
+            Ok(shader_variants()?[0].compute_pipeline(&ctx.device, None))
+        })?;
         Ok(Self {
             ctx: ctx.clone(),
             pipeline,

@@ -71,7 +71,13 @@ impl ReadOnce {
     /// Compiles the read-once pipelines on `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         // Binding 2: the per-row sums.
-        let kernel = LogitsKernel::new(ctx, "rollcall read-once", &shader_variants()?, &[false]);
+        let kernel = LogitsKernel::new(
+            ctx,
+            "rollcall read-once",
+            "read_once",
+            shader_variants,
+            &[false],
+        )?;
         Ok(Self {
             kernel,
             records: Mutex::new(DispatchRecords::new(&ctx.device)),

@@ -563,3 +563,23 @@ fn gathered_and_streaming_routes_agree() {
     // gather, and some keep fewer.
     assert!(a.iter().any(|r| r.kept > 64) && a.iter().any(|r| r.kept < 64));
 }
+
+/// Pipelines compile once per context: more samplers (or clones of the
+/// context) reuse them.
+#[test]
+fn pipelines_are_built_once_per_context() {
+    let Some(ctx) = common::gpu() else { return };
+    let fresh = rollcall::GpuContext::from_device(ctx.device.clone(), ctx.queue.clone());
+    assert_eq!(fresh.built_kernels(), 0);
+    let _a = Sampler::new(&fresh).unwrap();
+    assert_eq!(fresh.built_kernels(), 1);
+    let _b = Sampler::new(&fresh.clone()).unwrap();
+    let _c = Sampler::new(&fresh).unwrap();
+    assert_eq!(fresh.built_kernels(), 1);
+    let _d = Sampler::with_candidate_capacity(&fresh, 64).unwrap();
+    assert_eq!(
+        fresh.built_kernels(),
+        2,
+        "another capacity is another kernel"
+    );
+}

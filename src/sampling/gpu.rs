@@ -158,9 +158,10 @@ impl Sampler {
         let kernel = LogitsKernel::new(
             ctx,
             "rollcall sampling",
-            &shader_variants(candidates)?,
+            &format!("sampling/{candidates}"),
+            || shader_variants(candidates),
             &[true, false, false],
-        );
+        )?;
         Ok(Self { kernel, host: None })
     }
 
