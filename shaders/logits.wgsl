@@ -33,16 +33,3 @@ fn load_logit(row: u32, i: u32) -> f32 {
     return bitcast<f32>(half_bits << 16u);
 }
 
-// Logits base..base+3 of dispatch row `row`; positions past the row's end
-// read as `fill`.
-fn load_group(row: u32, base: u32, vocab: u32, fill: f32) -> vec4<f32> {
-    if base + 4u <= vocab {
-        return vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
-                         load_logit(row, base + 2u), load_logit(row, base + 3u));
-    }
-    var group = vec4<f32>(fill);
-    for (var j = 0u; base + j < vocab; j++) {
-        group[j] = load_logit(row, base + j);
-    }
-    return group;
-}

@@ -148,9 +148,19 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
 }
 
 // Scaled bits of tokens base..base+3 (raw products: classify by bits); tokens
-// past the row's end read as -inf.
+// past the row's end read as -inf. The full group is loaded and scaled in one
+// expression: a variant scaling a shared load helper's result ran measurably slower
+// on lavapipe.
 fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
-    return bitcast<vec4<u32>>(load_group(row, base, vocab, bitcast<f32>(F32_NEG_INF_BITS)) * inv_t);
+    if base + GROUP <= vocab {
+        return bitcast<vec4<u32>>(vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
+                                            load_logit(row, base + 2u), load_logit(row, base + 3u)) * inv_t);
+    }
+    var bits = vec4<u32>(F32_NEG_INF_BITS);
+    for (var j = 0u; base + j < vocab; j++) {
+        bits[j] = bitcast<u32>(load_logit(row, base + j) * inv_t);
+    }
+    return bits;
 }
 
 // Online (max, mass) update with one finite value.
