@@ -24,6 +24,7 @@
 //! # Ok::<(), rollcall::Error>(())
 //! ```
 
+pub mod compact;
 pub mod context;
 pub mod error;
 pub mod logits;

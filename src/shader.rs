@@ -14,6 +14,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../shaders/philox_words.wgsl"),
     ),
     ("read_once.wgsl", include_str!("../shaders/read_once.wgsl")),
+    ("compact.wgsl", include_str!("../shaders/compact.wgsl")),
 ];
 
 /// The embedded text of one shader file.
@@ -103,5 +104,6 @@ pub fn all_variants() -> Result<Vec<ShaderVariant>> {
     all.extend(crate::sampling::shader_variants(most)?);
     all.extend(crate::philox::shader_variants()?);
     all.extend(crate::reference::shader_variants()?);
+    all.extend(crate::compact::shader_variants()?);
     Ok(all)
 }

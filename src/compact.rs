@@ -1,0 +1,315 @@
+//! Stream compaction on the GPU: the indices whose flag is set, in order, and
+//! their count. The voting scheduler uses it to launch only live prompts.
+//!
+//! Reduce-then-scan in three dispatches (count per block of 1024 flags, one
+//! workgroup scans the block counts, scatter), so no workgroup waits on
+//! another: portable to adapters without forward-progress guarantees. Each
+//! flag is read twice (count and scatter); each kept index written once.
+
+use crate::shader::ShaderVariant;
+use crate::{Error, GpuContext, Result};
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+/// Flags handled by one workgroup.
+pub const BLOCK: u32 = 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct CompactParams {
+    n: u32,
+    blocks: u32,
+    blocks_x: u32,
+    pad: u32,
+}
+
+/// CPU twin: the indices `i` with `keep[i] != 0`, in increasing order.
+///
+/// ```
+/// assert_eq!(rollcall::compact::compact_cpu(&[0, 3, 0, 1]), vec![1, 3]);
+/// ```
+pub fn compact_cpu(keep: &[u32]) -> Vec<u32> {
+    keep.iter()
+        .enumerate()
+        .filter(|(_, &k)| k != 0)
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// The shader's three entry points.
+pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
+    ["count_blocks", "scan_blocks", "scatter"]
+        .into_iter()
+        .map(|entry_point| {
+            Ok(ShaderVariant {
+                label: format!("compact/{entry_point}"),
+                entry_point,
+                source: crate::shader::compose("compact.wgsl", "")?,
+                features: wgpu::Features::empty(),
+            })
+        })
+        .collect()
+}
+
+struct Pipelines {
+    layout: wgpu::BindGroupLayout,
+    count: wgpu::ComputePipeline,
+    scan: wgpu::ComputePipeline,
+    scatter: wgpu::ComputePipeline,
+}
+
+/// Scratch space for one compaction of up to `capacity` flags: the block
+/// offsets and the dispatch parameters. Its parameter write takes effect at
+/// the next submit: encode it at most once per submit.
+pub struct CompactScratch {
+    params: wgpu::Buffer,
+    block_offsets: wgpu::Buffer,
+    capacity: u32,
+}
+
+impl CompactScratch {
+    /// Scratch for up to `capacity` flags.
+    pub fn new(ctx: &GpuContext, capacity: u32) -> Self {
+        let blocks = capacity.div_ceil(BLOCK).max(1);
+        Self {
+            params: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("rollcall compact params"),
+                size: 16,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            block_offsets: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("rollcall compact block offsets"),
+                size: u64::from(blocks) * 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
+            capacity,
+        }
+    }
+}
+
+/// The compaction kernels, built once per context.
+///
+/// ```no_run
+/// let ctx = rollcall::GpuContext::new()?;
+/// let compactor = rollcall::compact::Compactor::new(&ctx)?;
+/// assert_eq!(compactor.compact(&[1, 0, 0, 7])?, vec![0, 3]);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub struct Compactor {
+    ctx: GpuContext,
+    built: Arc<Pipelines>,
+    grid_width: u32,
+}
+
+impl Compactor {
+    /// Builds (or reuses) the pipelines on `ctx`.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let built = ctx.cached("compact", || {
+            let variants = shader_variants()?;
+            let device = &ctx.device;
+            let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            };
+            let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("rollcall compact"),
+                entries: &[
+                    entry(0, wgpu::BufferBindingType::Uniform),
+                    entry(1, storage(true)),
+                    entry(2, storage(false)),
+                    entry(3, storage(false)),
+                    entry(4, storage(false)),
+                ],
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("rollcall compact"),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let build = |v: &ShaderVariant| v.compute_pipeline(device, Some(&pipeline_layout));
+            Ok(Pipelines {
+                count: build(&variants[0]),
+                scan: build(&variants[1]),
+                scatter: build(&variants[2]),
+                layout,
+            })
+        })?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            built,
+            grid_width: ctx.limits().max_compute_workgroups_per_dimension.max(1),
+        })
+    }
+
+    /// Caps the workgroups along x, so that large inputs use a 2-D grid (the
+    /// adapter's own cap, 65 535 by default, is otherwise reached only past
+    /// 67 million flags): for tests and for adapters with smaller limits.
+    pub fn with_grid_width(mut self, width: u32) -> Self {
+        self.grid_width = width.clamp(1, self.grid_width);
+        self
+    }
+
+    /// Records the compaction of the first `n` flags of `keep` (one `u32` per
+    /// flag, nonzero = kept): the kept indices, in order, go to the start of
+    /// `out_indices`, their count to the first word of `out_count`. Nothing is
+    /// read back.
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        keep: &wgpu::Buffer,
+        n: u32,
+        scratch: &CompactScratch,
+        out_indices: &wgpu::Buffer,
+        out_count: &wgpu::Buffer,
+    ) -> Result<()> {
+        let bytes = u64::from(n) * 4;
+        let check = |what, buffer: &wgpu::Buffer, needed: u64| {
+            if buffer.size() < needed {
+                Err(Error::BufferTooSmall {
+                    what,
+                    needed,
+                    got: buffer.size(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        check("compaction flags", keep, bytes.max(4))?;
+        check("compacted indices", out_indices, bytes.max(4))?;
+        check("compacted count", out_count, 4)?;
+        if n > scratch.capacity {
+            return Err(Error::BatchCapacity {
+                capacity: scratch.capacity as usize,
+                rows: n as usize,
+            });
+        }
+        let max_binding = self.ctx.limits().max_storage_buffer_binding_size;
+        if bytes > max_binding {
+            return Err(Error::BufferTooSmall {
+                what: "storage binding limit (compaction flags)",
+                needed: bytes,
+                got: max_binding,
+            });
+        }
+        let blocks = n.div_ceil(BLOCK);
+        let blocks_x = blocks.clamp(1, self.grid_width);
+        let params = CompactParams {
+            n,
+            blocks,
+            blocks_x,
+            pad: 0,
+        };
+        self.ctx
+            .queue
+            .write_buffer(&scratch.params, 0, bytemuck::bytes_of(&params));
+        // Zero-sized bindings are not allowed: bind at least one word.
+        fn at_least_word(buffer: &wgpu::Buffer, size: u64) -> wgpu::BindingResource<'_> {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset: 0,
+                size: NonZeroU64::new(size.max(4)),
+            })
+        }
+        let bind_group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("rollcall compact"),
+                layout: &self.built.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: scratch.params.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: at_least_word(keep, bytes),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: scratch.block_offsets.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: at_least_word(out_indices, bytes),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 4,
+                        resource: out_count.as_entire_binding(),
+                    },
+                ],
+            });
+        let grid = (blocks_x, blocks.div_ceil(blocks_x), 1);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("rollcall compact"),
+            timestamp_writes: None,
+        });
+        pass.set_bind_group(0, &bind_group, &[]);
+        if blocks > 0 {
+            pass.set_pipeline(&self.built.count);
+            pass.dispatch_workgroups(grid.0, grid.1, grid.2);
+        }
+        pass.set_pipeline(&self.built.scan);
+        pass.dispatch_workgroups(1, 1, 1);
+        if blocks > 0 {
+            pass.set_pipeline(&self.built.scatter);
+            pass.dispatch_workgroups(grid.0, grid.1, grid.2);
+        }
+        Ok(())
+    }
+
+    /// Host path: uploads the flags, compacts, and reads back the kept indices.
+    pub fn compact(&self, keep: &[u32]) -> Result<Vec<u32>> {
+        use wgpu::util::DeviceExt;
+        let n = u32::try_from(keep.len()).map_err(|_| Error::BatchCapacity {
+            capacity: u32::MAX as usize,
+            rows: keep.len(),
+        })?;
+        let device = &self.ctx.device;
+        let bytes = (u64::from(n) * 4).max(4);
+        let flags = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("rollcall compact flags"),
+            contents: if keep.is_empty() {
+                &[0u8; 4]
+            } else {
+                bytemuck::cast_slice(keep)
+            },
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let storage = |label, size| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
+        let indices = storage("rollcall compacted indices", bytes);
+        let count = storage("rollcall compacted count", 4);
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall compact readback"),
+            size: bytes + 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let scratch = CompactScratch::new(&self.ctx, n);
+        let mut encoder = device.create_command_encoder(&Default::default());
+        self.encode(&mut encoder, &flags, n, &scratch, &indices, &count)?;
+        encoder.copy_buffer_to_buffer(&count, 0, &readback, 0, 4);
+        encoder.copy_buffer_to_buffer(&indices, 0, &readback, 4, bytes);
+        self.ctx.queue.submit([encoder.finish()]);
+        let data = self.ctx.read_buffer(&readback, bytes + 4)?;
+        let words: &[u32] = bytemuck::cast_slice(&data);
+        let kept = (words[0] as usize).min(keep.len());
+        Ok(words[1..1 + kept].to_vec())
+    }
+}

@@ -1,0 +1,138 @@
+//! GPU compaction against its CPU twin: nothing lost, nothing duplicated,
+//! order kept, from 0 to 10 million flags. Fails without an adapter unless
+//! ROLLCALL_ALLOW_NO_GPU=1.
+
+mod common;
+
+use rand::Rng;
+use rollcall::compact::{compact_cpu, CompactScratch, Compactor};
+
+fn flags(n: usize, density: f64, seed: u64) -> Vec<u32> {
+    let mut rng = common::rng(seed);
+    (0..n)
+        .map(|_| {
+            if rng.random_bool(density) {
+                rng.random_range(1..u32::MAX)
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn compaction_matches_the_twin_on_awkward_sizes() {
+    let Some(ctx) = common::gpu() else { return };
+    let compactor = Compactor::new(&ctx).unwrap();
+    for (k, &n) in [
+        0usize, 1, 2, 3, 255, 256, 257, 1023, 1024, 1025, 4095, 4097, 100_003,
+    ]
+    .iter()
+    .enumerate()
+    {
+        for (d, &density) in [0.0, 1.0, 0.5, 0.01].iter().enumerate() {
+            let keep = flags(n, density, (k * 10 + d) as u64);
+            assert_eq!(
+                compactor.compact(&keep).unwrap(),
+                compact_cpu(&keep),
+                "n {n} density {density}"
+            );
+        }
+    }
+}
+
+#[test]
+fn compaction_of_ten_million_flags() {
+    let Some(ctx) = common::gpu() else { return };
+    let compactor = Compactor::new(&ctx).unwrap();
+    let keep = flags(10_000_000, 0.3, 99);
+    let got = compactor.compact(&keep).unwrap();
+    let want = compact_cpu(&keep);
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "ten million flags: first difference at {:?}",
+        got.iter().zip(&want).position(|(a, b)| a != b)
+    );
+}
+
+/// A narrow grid forces the 2-D dispatch the adapter would use past 67
+/// million flags.
+#[test]
+fn compaction_on_a_two_dimensional_grid() {
+    let Some(ctx) = common::gpu() else { return };
+    let compactor = Compactor::new(&ctx).unwrap().with_grid_width(7);
+    for n in [7 * 1024, 7 * 1024 + 1, 50_000, 333_333] {
+        let keep = flags(n, 0.4, n as u64);
+        assert_eq!(
+            compactor.compact(&keep).unwrap(),
+            compact_cpu(&keep),
+            "n {n}"
+        );
+    }
+}
+
+#[test]
+fn compaction_rejects_small_buffers() {
+    let Some(ctx) = common::gpu() else { return };
+    let compactor = Compactor::new(&ctx).unwrap();
+    let buffer = |size| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    };
+    let scratch = CompactScratch::new(&ctx, 100);
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    let err = compactor.encode(
+        &mut encoder,
+        &buffer(40),
+        100,
+        &scratch,
+        &buffer(400),
+        &buffer(4),
+    );
+    assert!(
+        matches!(
+            err,
+            Err(rollcall::Error::BufferTooSmall {
+                needed: 400,
+                got: 40,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let err = compactor.encode(
+        &mut encoder,
+        &buffer(400),
+        100,
+        &scratch,
+        &buffer(396),
+        &buffer(4),
+    );
+    assert!(
+        matches!(err, Err(rollcall::Error::BufferTooSmall { .. })),
+        "{err:?}"
+    );
+    let err = compactor.encode(
+        &mut encoder,
+        &buffer(800),
+        200,
+        &scratch,
+        &buffer(800),
+        &buffer(4),
+    );
+    assert!(
+        matches!(
+            err,
+            Err(rollcall::Error::BatchCapacity {
+                capacity: 100,
+                rows: 200
+            })
+        ),
+        "{err:?}"
+    );
+}
