@@ -54,6 +54,16 @@ pub enum Error {
     /// One row of logits is larger than the adapter can bind at once.
     #[error("one row is {row_bytes} bytes but the adapter binds at most {max_binding} bytes")]
     RowTooLarge { row_bytes: u64, max_binding: u64 },
+    /// A round's segment names a prompt out of range or twice, or votes past
+    /// the round's answers.
+    #[error("vote segment {segment}: {reason}")]
+    InvalidSegment { segment: usize, reason: String },
+    /// Token counts must match the round's answers one for one.
+    #[error("round has {answers} answers but {tokens} token counts")]
+    TokensLengthMismatch { answers: usize, tokens: usize },
+    /// Vote tables hold 1 to 256 distinct answers per prompt.
+    #[error("vote table capacity must be 1 to 256, got {0}")]
+    InvalidCapacity(u32),
     /// Reading results back from the device failed.
     #[error("GPU readback failed: {0}")]
     Readback(String),

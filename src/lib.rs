@@ -34,6 +34,7 @@ pub mod sampling;
 pub mod shader;
 pub mod synthetic;
 pub mod timing;
+pub mod voting;
 
 pub use context::GpuContext;
 pub use error::{Error, Result};

@@ -15,6 +15,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("read_once.wgsl", include_str!("../shaders/read_once.wgsl")),
     ("compact.wgsl", include_str!("../shaders/compact.wgsl")),
+    ("voting.wgsl", include_str!("../shaders/voting.wgsl")),
 ];
 
 /// The embedded text of one shader file.
@@ -105,5 +106,9 @@ pub fn all_variants() -> Result<Vec<ShaderVariant>> {
     all.extend(crate::philox::shader_variants()?);
     all.extend(crate::reference::shader_variants()?);
     all.extend(crate::compact::shader_variants()?);
+    all.extend(crate::voting::shader_variants(1)?);
+    all.extend(crate::voting::shader_variants(
+        crate::voting::DEFAULT_CAPACITY,
+    )?);
     Ok(all)
 }

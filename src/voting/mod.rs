@@ -1,0 +1,349 @@
+//! Adaptive majority voting (OptPO and its peers): per-prompt vote tables on
+//! the GPU, with a CPU twin.
+//!
+//! This module holds the vote-counting kernel: each round's answers arrive as
+//! one ragged batch (one segment of votes per prompt) and are folded into
+//! per-prompt tables of up to `capacity` distinct answers in first-seen order.
+//! Answers past the capacity are counted in [`PromptVotes::overflow`]: they
+//! count as votes (against the leader), never as a consensus. Ties between
+//! answers go to the one seen first (the lower table slot).
+
+use crate::{Error, GpuContext, Result};
+use std::sync::Arc;
+
+/// Default distinct answers kept per prompt.
+pub const DEFAULT_CAPACITY: u32 = 16;
+
+/// A prompt's running totals, as the shader stores them (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PromptVotes {
+    /// Votes so far.
+    pub total: u32,
+    /// Table slots in use.
+    pub distinct: u32,
+    /// Votes for answers that found no slot.
+    pub overflow: u32,
+    /// Answer of the newest run of equal consecutive votes.
+    pub run_answer: u32,
+    /// Length of that run.
+    pub run_length: u32,
+    /// Tokens spent, low word.
+    pub tokens_lo: u32,
+    /// Tokens spent, high word.
+    pub tokens_hi: u32,
+    /// Padding.
+    pub pad: u32,
+}
+
+impl PromptVotes {
+    /// Tokens spent on this prompt.
+    pub fn tokens(&self) -> u64 {
+        u64::from(self.tokens_lo) | (u64::from(self.tokens_hi) << 32)
+    }
+}
+
+/// One prompt's votes in a round: `count` answers starting at `start`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Segment {
+    /// Prompt index.
+    pub prompt: u32,
+    /// First vote of the segment in the round's answers.
+    pub start: u32,
+    /// Votes in the segment.
+    pub count: u32,
+    /// Padding.
+    pub pad: u32,
+}
+
+/// A round of votes: segments over `answers` (and optionally the tokens each
+/// rollout spent).
+#[derive(Clone, Copy, Debug)]
+pub struct RoundVotes<'a> {
+    /// One segment per prompt that voted this round; no prompt twice.
+    pub segments: &'a [Segment],
+    /// Answer ids (hashed by the engine).
+    pub answers: &'a [u32],
+    /// Tokens per rollout, if the engine reports them.
+    pub tokens: Option<&'a [u32]>,
+}
+
+impl RoundVotes<'_> {
+    /// Checks the round against `prompts` tables before any GPU work.
+    pub fn validate(&self, prompts: u32) -> Result<()> {
+        if let Some(t) = self.tokens {
+            if t.len() != self.answers.len() {
+                return Err(Error::TokensLengthMismatch {
+                    answers: self.answers.len(),
+                    tokens: t.len(),
+                });
+            }
+        }
+        let mut seen = vec![false; prompts as usize];
+        for (i, s) in self.segments.iter().enumerate() {
+            let end = u64::from(s.start) + u64::from(s.count);
+            if s.prompt >= prompts || end > self.answers.len() as u64 || seen[s.prompt as usize] {
+                return Err(Error::InvalidSegment {
+                    segment: i,
+                    reason: if s.prompt >= prompts {
+                        format!("prompt {} of {prompts}", s.prompt)
+                    } else if seen[s.prompt as usize] {
+                        format!("prompt {} appears twice in one round", s.prompt)
+                    } else {
+                        format!(
+                            "votes {}..{end} past the {} answers",
+                            s.start,
+                            self.answers.len()
+                        )
+                    },
+                });
+            }
+            seen[s.prompt as usize] = true;
+        }
+        Ok(())
+    }
+}
+
+/// CPU twin of the vote tables.
+///
+/// ```
+/// use rollcall::voting::{CpuVoteTables, RoundVotes, Segment};
+/// let mut tables = CpuVoteTables::new(2, 4);
+/// let segments = [Segment { prompt: 1, start: 0, count: 3, pad: 0 }];
+/// tables.count(&RoundVotes { segments: &segments, answers: &[7, 9, 7], tokens: None }).unwrap();
+/// assert_eq!(tables.table(1), &[[7, 2], [9, 1]]);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuVoteTables {
+    capacity: u32,
+    votes: Vec<PromptVotes>,
+    tables: Vec<[u32; 2]>,
+}
+
+impl CpuVoteTables {
+    /// Empty tables for `prompts` prompts of `capacity` answers each.
+    pub fn new(prompts: u32, capacity: u32) -> Self {
+        Self {
+            capacity,
+            votes: vec![PromptVotes::default(); prompts as usize],
+            tables: vec![[0, 0]; prompts as usize * capacity as usize],
+        }
+    }
+
+    /// Folds a round of votes in, as the shader does.
+    pub fn count(&mut self, round: &RoundVotes<'_>) -> Result<()> {
+        round.validate(self.votes.len() as u32)?;
+        let cap = self.capacity as usize;
+        for s in round.segments {
+            let state = &mut self.votes[s.prompt as usize];
+            let table = &mut self.tables[s.prompt as usize * cap..][..cap];
+            for v in s.start..s.start + s.count {
+                let answer = round.answers[v as usize];
+                let used = state.distinct as usize;
+                match table[..used].iter().position(|e| e[0] == answer) {
+                    Some(k) => table[k][1] += 1,
+                    None if used < cap => {
+                        table[used] = [answer, 1];
+                        state.distinct += 1;
+                    }
+                    None => state.overflow += 1,
+                }
+                if state.total != 0 && answer == state.run_answer {
+                    state.run_length += 1;
+                } else {
+                    state.run_answer = answer;
+                    state.run_length = 1;
+                }
+                state.total += 1;
+                if let Some(tokens) = round.tokens {
+                    let t = u64::from(tokens[v as usize]) + state.tokens();
+                    state.tokens_lo = t as u32;
+                    state.tokens_hi = (t >> 32) as u32;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A prompt's totals.
+    pub fn votes(&self, prompt: u32) -> &PromptVotes {
+        &self.votes[prompt as usize]
+    }
+
+    /// A prompt's table in first-seen order: `[answer, votes]`.
+    pub fn table(&self, prompt: u32) -> &[[u32; 2]] {
+        let cap = self.capacity as usize;
+        let used = self.votes[prompt as usize].distinct as usize;
+        &self.tables[prompt as usize * cap..][..used]
+    }
+}
+
+/// The shader variant for `capacity` answers per prompt.
+pub fn shader_variants(capacity: u32) -> Result<Vec<crate::shader::ShaderVariant>> {
+    Ok(vec![crate::shader::ShaderVariant {
+        label: format!("voting/count/{capacity}"),
+        entry_point: "count_votes",
+        source: crate::shader::compose(
+            "voting.wgsl",
+            &format!("const CAPACITY: u32 = {capacity}u;"),
+        )?,
+        features: wgpu::Features::empty(),
+    }])
+}
+
+/// Vote tables resident on the GPU for `prompts` prompts, and the counting
+/// kernel (built once per context and capacity).
+///
+/// ```no_run
+/// use rollcall::voting::{GpuVoteTables, RoundVotes, Segment};
+/// let ctx = rollcall::GpuContext::new()?;
+/// let mut tables = GpuVoteTables::new(&ctx, 1000, 16)?;
+/// let segments = [Segment { prompt: 3, start: 0, count: 2, pad: 0 }];
+/// tables.count(&RoundVotes { segments: &segments, answers: &[5, 5], tokens: None })?;
+/// let (votes, table) = tables.read()?;
+/// assert_eq!(votes[3].total, 2);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub struct GpuVoteTables {
+    ctx: GpuContext,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    capacity: u32,
+    prompts: u32,
+    votes: wgpu::Buffer,
+    tables: wgpu::Buffer,
+    params: wgpu::Buffer,
+}
+
+impl GpuVoteTables {
+    /// Zeroed tables for `prompts` prompts of `capacity` (1 to 256) answers.
+    pub fn new(ctx: &GpuContext, prompts: u32, capacity: u32) -> Result<Self> {
+        if !(1..=256).contains(&capacity) {
+            return Err(Error::InvalidCapacity(capacity));
+        }
+        let pipeline = ctx.cached(&format!("voting/count/{capacity}"), || {
+            Ok(shader_variants(capacity)?[0].compute_pipeline(&ctx.device, None))
+        })?;
+        let storage = |label, size: u64| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        Ok(Self {
+            votes: storage("rollcall prompt votes", u64::from(prompts) * 32),
+            tables: storage(
+                "rollcall vote tables",
+                u64::from(prompts) * u64::from(capacity) * 8,
+            ),
+            params: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("rollcall count params"),
+                size: 16,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            ctx: ctx.clone(),
+            pipeline,
+            capacity,
+            prompts,
+        })
+    }
+
+    /// Per-prompt totals (32 bytes each, [`PromptVotes`]).
+    pub fn votes_buffer(&self) -> &wgpu::Buffer {
+        &self.votes
+    }
+
+    /// Tables: `capacity` pairs `(answer, votes)` of u32 per prompt.
+    pub fn tables_buffer(&self) -> &wgpu::Buffer {
+        &self.tables
+    }
+
+    /// Uploads a round's votes and folds them in (one submit, no wait).
+    pub fn count(&mut self, round: &RoundVotes<'_>) -> Result<()> {
+        use wgpu::util::DeviceExt;
+        round.validate(self.prompts)?;
+        if round.segments.is_empty() {
+            return Ok(());
+        }
+        let device = &self.ctx.device;
+        let init = |label, bytes: &[u8]| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: if bytes.is_empty() { &[0u8; 4] } else { bytes },
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let segments = init(
+            "rollcall round segments",
+            bytemuck::cast_slice(round.segments),
+        );
+        let answers = init(
+            "rollcall round answers",
+            bytemuck::cast_slice(round.answers),
+        );
+        let tokens = init(
+            "rollcall round tokens",
+            bytemuck::cast_slice(round.tokens.unwrap_or(&[])),
+        );
+        let n = round.segments.len() as u32;
+        let params = [n, u32::from(round.tokens.is_some()), 0, 0];
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(&params));
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("rollcall count votes"),
+            layout: &self.pipeline.get_bind_group_layout(0),
+            entries: &[
+                (0, self.params.as_entire_binding()),
+                (1, segments.as_entire_binding()),
+                (2, answers.as_entire_binding()),
+                (3, tokens.as_entire_binding()),
+                (4, self.votes.as_entire_binding()),
+                (5, self.tables.as_entire_binding()),
+            ]
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
+        });
+        let groups = n.div_ceil(64);
+        let max_x = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
+        }
+        self.ctx.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    /// Reads totals and tables back (waits for the GPU).
+    pub fn read(&self) -> Result<(Vec<PromptVotes>, Vec<[u32; 2]>)> {
+        let device = &self.ctx.device;
+        let vbytes = u64::from(self.prompts) * 32;
+        let tbytes = u64::from(self.prompts) * u64::from(self.capacity) * 8;
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall votes readback"),
+            size: (vbytes + tbytes).max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.votes, 0, &readback, 0, vbytes);
+        encoder.copy_buffer_to_buffer(&self.tables, 0, &readback, vbytes, tbytes);
+        self.ctx.queue.submit([encoder.finish()]);
+        let data = self.ctx.read_buffer(&readback, (vbytes + tbytes).max(4))?;
+        let votes = bytemuck::cast_slice(&data[..vbytes as usize]).to_vec();
+        let tables =
+            bytemuck::cast_slice(&data[vbytes as usize..(vbytes + tbytes) as usize]).to_vec();
+        Ok((votes, tables))
+    }
+}
