@@ -347,3 +347,5 @@ impl GpuVoteTables {
         Ok((votes, tables))
     }
 }
+
+pub mod posterior;

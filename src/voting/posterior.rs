@@ -1,0 +1,272 @@
+//! Posterior and test statistics for the stopping rules, in f32 with the same
+//! operations as `shaders/voting_rules.wgsl` (the CPU twin of its math).
+
+/// ln(2π) / 2.
+const HALF_LN_TWO_PI: f32 = 0.918_938_5;
+const LN_2: f32 = std::f32::consts::LN_2;
+
+/// `ln(1 + u)` accurate for small `u` (the classic correction: exact when
+/// `1 + u` rounds to 1).
+pub fn ln_1p(u: f32) -> f32 {
+    let w = 1.0 + u;
+    if w == 1.0 {
+        return u;
+    }
+    w.ln() * u / (w - 1.0)
+}
+
+/// Stirling remainder `lnΓ(x) − [(x − ½) ln x − x + ½ ln 2π]` for x ≥ 8.
+fn stirling_tail(x: f32) -> f32 {
+    let inv = 1.0 / x;
+    let inv2 = inv * inv;
+    inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 * (1.0 / 1260.0 - inv2 * (1.0 / 1680.0))))
+}
+
+/// `lnΓ(x)` for x > 0: shifted up to x ≥ 8, then Stirling's series.
+pub fn ln_gamma(x: f32) -> f32 {
+    let mut y = x;
+    let mut shift = 0.0;
+    while y < 8.0 {
+        shift += y.ln();
+        y += 1.0;
+    }
+    (y - 0.5) * y.ln() - y + HALF_LN_TWO_PI + stirling_tail(y) - shift
+}
+
+/// `ln[(½)^(a+b) / B(a, b)]`, the log of the prefactor of `I_½(a, b)`,
+/// without the cancellation of large lnΓ terms when a and b are large.
+pub fn ln_half_prefactor(a: f32, b: f32) -> f32 {
+    let s = a + b;
+    if a >= 8.0 && b >= 8.0 {
+        // Stirling on all three Γs; the large terms cancel analytically.
+        let da = (a - b) / s;
+        return -(a - 0.5) * ln_1p(da) - (b - 0.5) * ln_1p(-da) + 0.5 * s.ln()
+            - LN_2
+            - HALF_LN_TWO_PI
+            - stirling_tail(a)
+            - stirling_tail(b)
+            + stirling_tail(s);
+    }
+    // One argument is small: lnB = lnΓ(small) − [lnΓ(large + small) − lnΓ(large)].
+    let (small, large) = if a < b { (a, b) } else { (b, a) };
+    -s * LN_2 - ln_gamma(small) + ln_gamma_ratio(large, small)
+}
+
+/// `lnΓ(x + a) − lnΓ(x)` for a ≥ 0, stable when x is large and a small.
+pub fn ln_gamma_ratio(x: f32, a: f32) -> f32 {
+    if x < 8.0 || a >= 8.0 {
+        return ln_gamma(x + a) - ln_gamma(x);
+    }
+    // Whole steps by logs, then the fractional step by its asymptotic series.
+    let whole = a.floor();
+    let frac = a - whole;
+    let mut sum = 0.0;
+    let mut k = 0.0;
+    while k < whole {
+        sum += (x + k).ln();
+        k += 1.0;
+    }
+    let y = x + whole;
+    if frac == 0.0 {
+        return sum;
+    }
+    // lnΓ(y + f) − lnΓ(y) = f ln y + [f(f−1)/2]/y + ... (y ≥ 8).
+    let inv = 1.0 / y;
+    let f = frac;
+    let series = f * (f - 1.0) * 0.5 * inv - f * (f - 1.0) * (2.0 * f - 1.0) / 12.0 * inv * inv
+        + f * f * (f - 1.0) * (f - 1.0) / 12.0 * inv * inv * inv;
+    sum + f * y.ln() + series
+}
+
+/// Continued fraction of the regularised incomplete beta (modified Lentz).
+fn beta_continued_fraction(a: f32, b: f32, x: f32) -> f32 {
+    const TINY: f32 = 1e-30;
+    let mut c = 1.0f32;
+    let mut d = 1.0 - (a + b) * x / (a + 1.0);
+    if d.abs() < TINY {
+        d = TINY;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    let mut m = 1.0f32;
+    while m < 400.0 {
+        let m2 = 2.0 * m;
+        let even = m * (b - m) * x / ((a + m2 - 1.0) * (a + m2));
+        d = 1.0 + even * d;
+        if d.abs() < TINY {
+            d = TINY;
+        }
+        c = 1.0 + even / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        d = 1.0 / d;
+        h *= d * c;
+        let odd = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0));
+        d = 1.0 + odd * d;
+        if d.abs() < TINY {
+            d = TINY;
+        }
+        c = 1.0 + odd / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        d = 1.0 / d;
+        let step = d * c;
+        h *= step;
+        if (step - 1.0).abs() < 1e-7 {
+            break;
+        }
+        m += 1.0;
+    }
+    h
+}
+
+/// `I_½(a, b)`, the regularised incomplete beta at one half.
+pub fn incomplete_beta_half(a: f32, b: f32) -> f32 {
+    // The fraction converges fast for x < (a + 1) / (a + b + 2), at x = ½ when
+    // a > b; else use I_x(a, b) = 1 − I_{1−x}(b, a).
+    if a > b {
+        (ln_half_prefactor(a, b).exp() * beta_continued_fraction(a, b, 0.5) / a).min(1.0)
+    } else {
+        1.0 - (ln_half_prefactor(b, a).exp() * beta_continued_fraction(b, a, 0.5) / b).min(1.0)
+    }
+}
+
+/// Posterior probability that the leader's share beats the runner-up's,
+/// `P(p_L > p_S)`, under a symmetric `Beta(prior, prior)` prior:
+/// `1 − I_½(v_L + prior, v_S + prior)`. With the uniform prior (1) and whole
+/// counts it is the binomial sum `2^−n' Σ_{k ≤ v_L} C(n', k)`, n' = v_L + v_S + 1,
+/// summed in log space.
+///
+/// ```
+/// use rollcall::voting::posterior::beta_leader_probability;
+/// assert!((beta_leader_probability(4, 0, 1.0) - 0.96875).abs() < 1e-6);
+/// assert!((beta_leader_probability(3, 0, 1.0) - 0.9375).abs() < 1e-6);
+/// ```
+pub fn beta_leader_probability(leader: u32, runner_up: u32, prior: f32) -> f32 {
+    if prior == 1.0 {
+        // The tail Σ_{j ≤ v_S} C(n', j) / 2^n' is the runner-up's side: terms by
+        // their ratios in linear space, rescaled by 2^-64 whenever they grow
+        // large, so nothing overflows and no large logarithm loses digits.
+        let n = (leader + runner_up + 1) as f32;
+        let mut term = 1.0f32;
+        let mut tail = 1.0f32;
+        let mut scale = -n; // the sum is tail * 2^scale
+        let mut j = 0u32;
+        while j < runner_up {
+            let jf = j as f32;
+            term *= (n - jf) / (jf + 1.0);
+            tail += term;
+            if tail > 1.8446744e19 {
+                term *= 5.421_010_9e-20;
+                tail *= 5.421_010_9e-20;
+                scale += 64.0;
+            }
+            j += 1;
+        }
+        return 1.0 - tail * scale.exp2();
+    }
+    1.0 - incomplete_beta_half(leader as f32 + prior, runner_up as f32 + prior)
+}
+
+/// Regularised lower incomplete gamma `P(a, x)` (series below a + 1, else the
+/// continued fraction of the upper tail).
+pub fn gamma_p(a: f32, x: f32) -> f32 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    // ln(x^a e^-x / Γ(a)); for large a through Stirling, so that a ln x and
+    // lnΓ(a) do not cancel in f32.
+    let log_front = if a >= 8.0 {
+        let u = (x - a) / a;
+        a * (ln_1p(u) - u) + 0.5 * a.ln() - HALF_LN_TWO_PI - stirling_tail(a)
+    } else {
+        a * x.ln() - x - ln_gamma(a)
+    };
+    if x < a + 1.0 {
+        let mut term = 1.0 / a;
+        let mut sum = term;
+        let mut k = 1.0f32;
+        while k < 500.0 {
+            term *= x / (a + k);
+            sum += term;
+            if term < sum * 1e-8 {
+                break;
+            }
+            k += 1.0;
+        }
+        return (sum * log_front.exp()).min(1.0);
+    }
+    // Upper tail Q by the Lentz continued fraction.
+    const TINY: f32 = 1e-30;
+    let mut b = x + 1.0 - a;
+    let mut c = 1.0 / TINY;
+    let mut d = 1.0 / b;
+    let mut h = d;
+    let mut i = 1.0f32;
+    while i < 500.0 {
+        let an = -i * (i - a);
+        b += 2.0;
+        d = an * d + b;
+        if d.abs() < TINY {
+            d = TINY;
+        }
+        c = b + an / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        d = 1.0 / d;
+        let step = d * c;
+        h *= step;
+        if (step - 1.0).abs() < 1e-7 {
+            break;
+        }
+        i += 1.0;
+    }
+    (1.0 - log_front.exp() * h).max(0.0)
+}
+
+/// Nodes of the Dirichlet integral's Simpson rule.
+pub const DIRICHLET_NODES: u32 = 256;
+
+/// Probability that the leader is the mode of `Dirichlet(alphas)`:
+/// `P(G_L > max_{j≠L} G_j)` with `G_j ~ Gamma(alpha_j)`, as the 1-D integral
+/// `∫ g_{α_L}(x) Π_{j≠L} P(α_j, x) dx` by Simpson's rule on 256 intervals over
+/// the bulk of `g_{α_L}` (mean ± 12 standard deviations, clipped at 0).
+///
+/// ```
+/// use rollcall::voting::posterior::dirichlet_mode_probability;
+/// // Counts [7, 2, 1, 1, 1, 1, 1] with a uniform prior (+1 each).
+/// let p = dirichlet_mode_probability(&[8.0, 3.0, 2.0, 2.0, 2.0, 2.0, 2.0], 0);
+/// assert!((p - 0.882).abs() < 0.001, "{p}");
+/// ```
+pub fn dirichlet_mode_probability(alphas: &[f32], leader: usize) -> f32 {
+    let a = alphas[leader];
+    let lo = (a - 12.0 * a.sqrt()).max(0.0);
+    let hi = a + 12.0 * a.sqrt() + 12.0;
+    let h = (hi - lo) / DIRICHLET_NODES as f32;
+    let ln_norm = ln_gamma(a);
+    let mut sum = 0.0f32;
+    for i in 0..=DIRICHLET_NODES {
+        let x = lo + i as f32 * h;
+        if x <= 0.0 {
+            continue;
+        }
+        let mut f = ((a - 1.0) * x.ln() - x - ln_norm).exp();
+        for (j, &aj) in alphas.iter().enumerate() {
+            if j != leader {
+                f *= gamma_p(aj, x);
+            }
+        }
+        let weight = if i == 0 || i == DIRICHLET_NODES {
+            1.0
+        } else if i % 2 == 1 {
+            4.0
+        } else {
+            2.0
+        };
+        sum += weight * f;
+    }
+    (sum * h / 3.0).min(1.0)
+}
