@@ -4,6 +4,8 @@
 /// ln(2π) / 2.
 const HALF_LN_TWO_PI: f32 = 0.918_938_5;
 const LN_2: f32 = std::f32::consts::LN_2;
+/// 2^64, exactly representable.
+const TWO_POW_64: f32 = 18_446_744_073_709_551_616.0;
 
 /// `ln(1 + u)` accurate for small `u` (the classic correction: exact when
 /// `1 + u` rounds to 1).
@@ -158,9 +160,9 @@ pub fn beta_leader_probability(leader: u32, runner_up: u32, prior: f32) -> f32 {
             let jf = j as f32;
             term *= (n - jf) / (jf + 1.0);
             tail += term;
-            if tail > 1.8446744e19 {
-                term *= 5.421_010_9e-20;
-                tail *= 5.421_010_9e-20;
+            if tail > TWO_POW_64 {
+                term /= TWO_POW_64;
+                tail /= TWO_POW_64;
                 scale += 64.0;
             }
             j += 1;
