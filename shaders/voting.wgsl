@@ -6,6 +6,8 @@
 // segment of the round applies its new votes in order, so tables, ties and
 // overflow are deterministic. `CAPACITY` is prepended by the host.
 
+#include "posterior.wgsl"
+
 struct PromptVotes {
     total: u32,       // votes so far
     distinct: u32,    // table slots in use
@@ -82,4 +84,202 @@ fn count_votes(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgr
         }
     }
     prompt_votes[seg.prompt] = state;
+}
+
+// ---- Stopping rules -------------------------------------------------------
+// The same rules and f32 operations as src/voting/rules.rs (the CPU twin).
+
+struct Rule {
+    kind: u32,       // 0 fixed, 1 Beta, 2 Dirichlet, 3 OptPO, 4 ConSol SPRT,
+                     // 5 ESC window, 6 majority, 7 entropy
+    min_votes: u32,
+    max_votes: u32,
+    count: u32,      // Dirichlet top, ESC window, OptPO hypotheses
+    c: vec4<f32>,    // rule constants
+}
+
+struct DecideParams {
+    rule: Rule,
+    prompts: u32,    // entries of `decide_list`
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct Decision {
+    stopped: u32,
+    consensus: u32,  // answer id, 0xFFFFFFFF without votes
+    confidence: f32,
+    votes: u32,
+}
+
+@group(0) @binding(10) var<uniform> decide_params: DecideParams;
+@group(0) @binding(11) var<storage, read> decide_list: array<u32>;
+@group(0) @binding(12) var<storage, read> decide_votes: array<PromptVotes>;
+@group(0) @binding(13) var<storage, read> decide_tables: array<vec2<u32>>;
+@group(0) @binding(14) var<storage, read_write> decisions: array<Decision>;
+@group(0) @binding(15) var<storage, read_write> keep_active: array<u32>;
+
+const DIRICHLET_NODES: u32 = 256u;
+
+// P(the leader is the mode) under Dirichlet(alphas[0..k]), leader at 0.
+fn dirichlet_mode_probability(alphas: ptr<function, array<f32, CAPACITY>>, k: u32) -> f32 {
+    let a = (*alphas)[0];
+    let lo = max(a - 12.0 * sqrt(a), 0.0);
+    let hi = a + 12.0 * sqrt(a) + 12.0;
+    let h = (hi - lo) / f32(DIRICHLET_NODES);
+    let ln_norm = ln_gamma(a);
+    var sum = 0.0;
+    for (var i = 0u; i <= DIRICHLET_NODES; i++) {
+        let x = lo + f32(i) * h;
+        if x <= 0.0 {
+            continue;
+        }
+        var f = exp((a - 1.0) * log(x) - x - ln_norm);
+        for (var j = 1u; j < k; j++) {
+            f *= gamma_p((*alphas)[j], x);
+        }
+        var weight = 2.0;
+        if i == 0u || i == DIRICHLET_NODES {
+            weight = 1.0;
+        } else if (i & 1u) == 1u {
+            weight = 4.0;
+        }
+        sum += weight * f;
+    }
+    return min(sum * h / 3.0, 1.0);
+}
+
+@compute @workgroup_size(64)
+fn decide(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let position = id.x + id.y * groups.x * 64u;
+    if position >= decide_params.prompts {
+        return;
+    }
+    let rule = decide_params.rule;
+    let prompt = decide_list[position];
+    let votes = decide_votes[prompt];
+    let base = prompt * CAPACITY;
+    let distinct = votes.distinct;
+    let n = votes.total;
+    // Leader (ties to the lower slot) and runner-up.
+    var leader = 0u;
+    for (var k = 1u; k < distinct; k++) {
+        if decide_tables[base + k].y > decide_tables[base + leader].y {
+            leader = k;
+        }
+    }
+    var vl = 0u;
+    if distinct > 0u {
+        vl = decide_tables[base + leader].y;
+    }
+    var vs = 0u;
+    for (var k = 0u; k < distinct; k++) {
+        if k != leader {
+            vs = max(vs, decide_tables[base + k].y);
+        }
+    }
+    var share = 0.0;
+    if n != 0u {
+        share = f32(vl) / f32(n);
+    }
+    var met = false;
+    var confidence = share;
+    switch rule.kind {
+        case 1u: {
+            confidence = beta_leader_probability(vl, vs, rule.c.y);
+            met = confidence >= rule.c.x;
+        }
+        case 2u: {
+            if distinct < 3u {
+                confidence = beta_leader_probability(vl, vs, rule.c.y);
+            } else {
+                // The `top` most voted answers, leader first (ties by slot):
+                // repeated selection of the next largest.
+                var keep = distinct;
+                if rule.count != 0u {
+                    keep = min(distinct, rule.count);
+                }
+                var alphas: array<f32, CAPACITY>;
+                var taken: array<bool, CAPACITY>;
+                for (var r = 0u; r < keep; r++) {
+                    var best = CAPACITY;
+                    for (var k = 0u; k < distinct; k++) {
+                        if !taken[k] && (best == CAPACITY || decide_tables[base + k].y > decide_tables[base + best].y) {
+                            best = k;
+                        }
+                    }
+                    taken[best] = true;
+                    alphas[r] = f32(decide_tables[base + best].y) + rule.c.y;
+                }
+                confidence = dirichlet_mode_probability(&alphas, keep);
+            }
+            met = confidence >= rule.c.x;
+        }
+        case 3u: {
+            var m = f32(max(distinct, 2u));
+            if rule.count != 0u {
+                m = f32(max(rule.count, distinct));
+            }
+            let p0 = rule.c.x;
+            let q = (1.0 - p0) / (m - 1.0);
+            let beta = log(p0 / q);
+            var denom = 0.0;
+            for (var k = 0u; k < distinct; k++) {
+                denom += exp(beta * (f32(decide_tables[base + k].y) - f32(vl)));
+            }
+            denom += (m - f32(distinct)) * exp(-beta * f32(vl));
+            confidence = 1.0 / denom;
+            met = confidence >= 1.0 - rule.c.y || f32(vl - vs) * beta >= rule.c.z;
+        }
+        case 4u: {
+            let log_lr = f32(vl) * rule.c.x + f32(vs) * rule.c.y;
+            met = log_lr >= rule.c.z || log_lr <= rule.c.w;
+            confidence = 1.0 / (1.0 + exp(-log_lr));
+        }
+        case 5u: {
+            let w = rule.count;
+            met = n >= w && n % w == 0u && votes.run_length >= w;
+        }
+        case 6u: {
+            met = n >= 2u && share >= rule.c.x;
+        }
+        case 7u: {
+            var total = 0.0;
+            for (var k = 0u; k < distinct; k++) {
+                total += f32(decide_tables[base + k].y);
+            }
+            var pseudo = 0.0;
+            if distinct == 1u {
+                pseudo = 1.0;
+            }
+            var h = 0.0;
+            for (var k = 0u; k < distinct; k++) {
+                let p = f32(decide_tables[base + k].y) / (total + pseudo);
+                h -= p * log2(p);
+            }
+            var norm = 1.0;
+            if distinct <= 1u {
+                let p = 1.0 / (total + 1.0);
+                h -= p * log2(p);
+            } else {
+                norm = log2(f32(distinct));
+            }
+            var normalized = 1.0;
+            if total != 0.0 {
+                normalized = h / norm;
+            }
+            met = n >= 2u && normalized <= rule.c.x;
+            confidence = 1.0 - normalized;
+        }
+        default: {}
+    }
+    confidence = clamp(confidence, 0.0, 1.0);
+    let stopped = n >= rule.max_votes || (n >= rule.min_votes && n > 0u && met);
+    var consensus = 0xFFFFFFFFu;
+    if distinct > 0u {
+        consensus = decide_tables[base + leader].x;
+    }
+    decisions[prompt] = Decision(select(0u, 1u, stopped), consensus, confidence, n);
+    keep_active[position] = select(1u, 0u, stopped);
 }

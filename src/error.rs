@@ -61,6 +61,9 @@ pub enum Error {
     /// Token counts must match the round's answers one for one.
     #[error("round has {answers} answers but {tokens} token counts")]
     TokensLengthMismatch { answers: usize, tokens: usize },
+    /// A stopping rule's parameters are out of range.
+    #[error("invalid stopping rule: {0}")]
+    InvalidRule(String),
     /// Vote tables hold 1 to 256 distinct answers per prompt.
     #[error("vote table capacity must be 1 to 256, got {0}")]
     InvalidCapacity(u32),

@@ -15,6 +15,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("read_once.wgsl", include_str!("../shaders/read_once.wgsl")),
     ("compact.wgsl", include_str!("../shaders/compact.wgsl")),
+    ("posterior.wgsl", include_str!("../shaders/posterior.wgsl")),
     ("voting.wgsl", include_str!("../shaders/voting.wgsl")),
 ];
 

@@ -179,17 +179,36 @@ impl CpuVoteTables {
     }
 }
 
-/// The shader variant for `capacity` answers per prompt.
+/// The voting shader's entry points (counting, then the rules) for
+/// `capacity` answers per prompt.
 pub fn shader_variants(capacity: u32) -> Result<Vec<crate::shader::ShaderVariant>> {
-    Ok(vec![crate::shader::ShaderVariant {
-        label: format!("voting/count/{capacity}"),
-        entry_point: "count_votes",
-        source: crate::shader::compose(
-            "voting.wgsl",
-            &format!("const CAPACITY: u32 = {capacity}u;"),
-        )?,
-        features: wgpu::Features::empty(),
-    }])
+    let source = crate::shader::compose(
+        "voting.wgsl",
+        &format!("const CAPACITY: u32 = {capacity}u;"),
+    )?;
+    Ok(["count_votes", "decide"]
+        .into_iter()
+        .map(|entry_point| crate::shader::ShaderVariant {
+            label: format!("voting/{entry_point}/{capacity}"),
+            entry_point,
+            source: source.clone(),
+            features: wgpu::Features::empty(),
+        })
+        .collect())
+}
+
+/// A decision as the GPU writes it (16 bytes per prompt).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GpuDecision {
+    /// 1 when the prompt stops.
+    pub stopped: u32,
+    /// The consensus answer id (`u32::MAX` without votes).
+    pub consensus: u32,
+    /// The rule's confidence.
+    pub confidence: f32,
+    /// Votes used.
+    pub votes: u32,
 }
 
 /// Vote tables resident on the GPU for `prompts` prompts, and the counting
@@ -207,7 +226,7 @@ pub fn shader_variants(capacity: u32) -> Result<Vec<crate::shader::ShaderVariant
 /// ```
 pub struct GpuVoteTables {
     ctx: GpuContext,
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipelines: Arc<[wgpu::ComputePipeline; 2]>,
     capacity: u32,
     prompts: u32,
     votes: wgpu::Buffer,
@@ -221,8 +240,12 @@ impl GpuVoteTables {
         if !(1..=256).contains(&capacity) {
             return Err(Error::InvalidCapacity(capacity));
         }
-        let pipeline = ctx.cached(&format!("voting/count/{capacity}"), || {
-            Ok(shader_variants(capacity)?[0].compute_pipeline(&ctx.device, None))
+        let pipelines = ctx.cached(&format!("voting/{capacity}"), || {
+            let variants = shader_variants(capacity)?;
+            Ok([
+                variants[0].compute_pipeline(&ctx.device, None),
+                variants[1].compute_pipeline(&ctx.device, None),
+            ])
         })?;
         let storage = |label, size: u64| {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -247,7 +270,7 @@ impl GpuVoteTables {
                 mapped_at_creation: false,
             }),
             ctx: ctx.clone(),
-            pipeline,
+            pipelines,
             capacity,
             prompts,
         })
@@ -297,7 +320,7 @@ impl GpuVoteTables {
             .write_buffer(&self.params, 0, bytemuck::cast_slice(&params));
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("rollcall count votes"),
-            layout: &self.pipeline.get_bind_group_layout(0),
+            layout: &self.pipelines[0].get_bind_group_layout(0),
             entries: &[
                 (0, self.params.as_entire_binding()),
                 (1, segments.as_entire_binding()),
@@ -317,12 +340,88 @@ impl GpuVoteTables {
         let mut encoder = device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipeline);
+            pass.set_pipeline(&self.pipelines[0]);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
         }
         self.ctx.queue.submit([encoder.finish()]);
         Ok(())
+    }
+
+    /// Runs `rule` over the prompts in `list` and reads back their decisions
+    /// and keep flags (1 = still active), in list order (waits for the GPU).
+    pub fn decide(&self, rule: &rules::RuleConfig, list: &[u32]) -> Result<(Vec<GpuDecision>, Vec<u32>)> {
+        use wgpu::util::DeviceExt;
+        let gpu_rule = rule.to_gpu()?;
+        if let Some(&bad) = list.iter().find(|&&p| p >= self.prompts) {
+            return Err(Error::InvalidSegment {
+                segment: 0,
+                reason: format!("prompt {bad} of {}", self.prompts),
+            });
+        }
+        if list.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let device = &self.ctx.device;
+        let n = list.len() as u32;
+        let mut params = [0u8; 48];
+        params[..32].copy_from_slice(bytemuck::bytes_of(&gpu_rule));
+        params[32..36].copy_from_slice(&n.to_le_bytes());
+        let init = |label, contents: &[u8], usage| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage,
+            })
+        };
+        let params = init("rollcall decide params", &params, wgpu::BufferUsages::UNIFORM);
+        let list_buffer = init("rollcall decide list", bytemuck::cast_slice(list), wgpu::BufferUsages::STORAGE);
+        let out = |label, size| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
+        let decisions = out("rollcall decisions", u64::from(self.prompts).max(1) * 16);
+        let keep = out("rollcall keep flags", u64::from(n) * 4);
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("rollcall decide"),
+            layout: &self.pipelines[1].get_bind_group_layout(0),
+            entries: &[
+                (10, params.as_entire_binding()),
+                (11, list_buffer.as_entire_binding()),
+                (12, self.votes.as_entire_binding()),
+                (13, self.tables.as_entire_binding()),
+                (14, decisions.as_entire_binding()),
+                (15, keep.as_entire_binding()),
+            ]
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
+        });
+        let groups = n.div_ceil(64);
+        let max_x = self.ctx.limits().max_compute_workgroups_per_dimension.max(1);
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall decide readback"),
+            size: u64::from(self.prompts) * 16 + u64::from(n) * 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipelines[1]);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
+        }
+        let dbytes = u64::from(self.prompts) * 16;
+        encoder.copy_buffer_to_buffer(&decisions, 0, &readback, 0, dbytes);
+        encoder.copy_buffer_to_buffer(&keep, 0, &readback, dbytes, u64::from(n) * 4);
+        self.ctx.queue.submit([encoder.finish()]);
+        let data = self.ctx.read_buffer(&readback, dbytes + u64::from(n) * 4)?;
+        let all: &[GpuDecision] = bytemuck::cast_slice(&data[..dbytes as usize]);
+        let keep = bytemuck::cast_slice(&data[dbytes as usize..]).to_vec();
+        Ok((list.iter().map(|&p| all[p as usize]).collect(), keep))
     }
 
     /// Reads totals and tables back (waits for the GPU).
@@ -349,3 +448,4 @@ impl GpuVoteTables {
 }
 
 pub mod posterior;
+pub mod rules;

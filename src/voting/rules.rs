@@ -1,0 +1,295 @@
+//! Stopping rules: when a prompt's votes show a confident consensus. One
+//! family with one interface, so that rules can be compared on the same data.
+//! The GPU kernel `decide` in `shaders/voting.wgsl` evaluates the same rules
+//! with the same f32 operations; [`decide`] here is its CPU twin.
+
+use super::posterior::{beta_leader_probability, dirichlet_mode_probability};
+use super::PromptVotes;
+use crate::{Error, Result};
+
+/// A stopping rule (v_L = leader's votes, v_S = runner-up's, n = all votes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StopRule {
+    /// Stop only at the maximum budget (TTRL's fixed budget).
+    FixedBudget,
+    /// Adaptive-Consistency's default and ConSol's "Bayesian" rule:
+    /// `P(p_L > p_S) = 1 − I_½(v_L + prior, v_S + prior) ≥ threshold`
+    /// (prior 1: uniform; 0.5: Jeffreys). AC uses threshold 0.95, prior 1.
+    Beta { threshold: f32, prior: f32 },
+    /// "The leader is the mode" under `Dirichlet(v + prior)` over the `top`
+    /// most voted answers (0: all kept answers), by the 1-D integral; with
+    /// fewer than three answers it is the Beta rule (as Adaptive-Consistency
+    /// does). AC: threshold 0.95, prior 1, top 5.
+    Dirichlet { threshold: f32, prior: f32, top: u32 },
+    /// OptPO's sequential ratio test, as reconstructed from its public
+    /// description (the paper's code is unreleased): one hypothesis per
+    /// answer, likelihood `p0^{v_j} Π q^{v_c}` with `q = (1 − p0)/(m − 1)`;
+    /// stop when the leader's posterior (a softmax of `β v`, `β = ln(p0/q)`)
+    /// reaches `1 − delta`, or when `(v_L − v_S) β ≥ ln((1 − beta)/alpha)`.
+    /// `hypotheses` is m (0: the number of answers seen, at least 2).
+    OptPo { p0: f32, hypotheses: u32, delta: f32, alpha: f32, beta: f32 },
+    /// ConSol's SPRT on leader against runner-up votes: `log LR = v_L ln(p1/p0)
+    /// + v_S ln((1 − p1)/(1 − p0))`, stop when it leaves
+    /// `(ln(beta/(1 − alpha)), ln((1 − beta)/alpha))`. ConSol's defaults
+    /// (p0 0.5, p1 0.5001, alpha 0.05, beta 0.949976) amount to
+    /// `v_L − v_S ≥ 3`.
+    ConsolSprt { p0: f64, p1: f64, alpha: f64, beta: f64 },
+    /// ESC: in windows of `window` votes, stop when every vote of the newest
+    /// window agrees (checked when n is a multiple of the window).
+    EscWindow { window: u32 },
+    /// Adaptive-Consistency's majority rule: `v_L / n ≥ share` (n ≥ 2).
+    Majority { share: f32 },
+    /// Adaptive-Consistency's entropy rule: the entropy of the answer counts,
+    /// normalised by log2 of the number of answers (a pseudo-count of 1 is
+    /// added to a unanimous prompt), at most `max_normalized` (n ≥ 2).
+    Entropy { max_normalized: f32 },
+}
+
+impl StopRule {
+    /// ConSol's SPRT with its defaults.
+    pub const CONSOL_SPRT: StopRule = StopRule::ConsolSprt {
+        p0: 0.5,
+        p1: 0.5001,
+        alpha: 0.05,
+        beta: 1.0 - 0.05 - 0.000024,
+    };
+}
+
+/// A rule with the budgets every prompt is held to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RuleConfig {
+    /// The rule.
+    pub rule: StopRule,
+    /// Votes before the rule may stop a prompt.
+    pub min_votes: u32,
+    /// Votes at which a prompt stops whatever the rule says.
+    pub max_votes: u32,
+}
+
+/// A prompt's state after a round.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decision {
+    /// Whether the prompt stops.
+    pub stopped: bool,
+    /// The consensus answer (the leader; ties to the answer seen first).
+    pub consensus: u32,
+    /// Its table slot.
+    pub slot: u32,
+    /// The rule's confidence in the leader, in [0, 1].
+    pub confidence: f32,
+    /// Votes used.
+    pub votes: u32,
+}
+
+/// What the shader reads: the rule as numbers (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GpuRule {
+    /// Rule kind (the order of [`StopRule`]'s variants).
+    pub kind: u32,
+    /// Minimum votes.
+    pub min_votes: u32,
+    /// Maximum votes.
+    pub max_votes: u32,
+    /// `top`, `window` or `hypotheses`.
+    pub count: u32,
+    /// Rule constants.
+    pub c: [f32; 4],
+}
+
+impl RuleConfig {
+    /// Checks the parameters and converts them to the shader's form.
+    pub fn to_gpu(&self) -> Result<GpuRule> {
+        let bad = |what: &str| Err(Error::InvalidRule(what.to_string()));
+        if self.max_votes == 0 || self.min_votes > self.max_votes {
+            return bad("need 0 < max_votes and min_votes <= max_votes");
+        }
+        let unit = |x: f32| (0.0..=1.0).contains(&x);
+        let (kind, count, c) = match self.rule {
+            StopRule::FixedBudget => (0, 0, [0.0; 4]),
+            StopRule::Beta { threshold, prior } => {
+                if !unit(threshold) || !(prior > 0.0 && prior.is_finite()) {
+                    return bad("Beta needs threshold in [0, 1] and prior > 0");
+                }
+                (1, 0, [threshold, prior, 0.0, 0.0])
+            }
+            StopRule::Dirichlet { threshold, prior, top } => {
+                if !unit(threshold) || !(prior > 0.0 && prior.is_finite()) || top == 1 {
+                    return bad("Dirichlet needs threshold in [0, 1], prior > 0, top != 1");
+                }
+                (2, top, [threshold, prior, 0.0, 0.0])
+            }
+            StopRule::OptPo { p0, hypotheses, delta, alpha, beta } => {
+                if !(p0 > 0.0 && p0 < 1.0) || !unit(delta) || !(alpha > 0.0 && alpha < 1.0) || !(0.0..1.0).contains(&beta) || hypotheses == 1 {
+                    return bad("OptPo needs p0, alpha in (0, 1), delta in [0, 1], beta in [0, 1), hypotheses != 1");
+                }
+                let bound = (((1.0 - beta) / alpha) as f64).ln() as f32;
+                (3, hypotheses, [p0, delta, bound, 0.0])
+            }
+            StopRule::ConsolSprt { p0, p1, alpha, beta } => {
+                let open = |x: f64| x > 0.0 && x < 1.0;
+                if !(open(p0) && open(p1) && open(alpha) && open(beta)) {
+                    return bad("ConsolSprt needs p0, p1, alpha, beta in (0, 1)");
+                }
+                // Logs in f64 on the host: ln(1.0002) has few f32 digits otherwise.
+                (
+                    4,
+                    0,
+                    [
+                        (p1 / p0).ln() as f32,
+                        ((1.0 - p1) / (1.0 - p0)).ln() as f32,
+                        ((1.0 - beta) / alpha).ln() as f32,
+                        (beta / (1.0 - alpha)).ln() as f32,
+                    ],
+                )
+            }
+            StopRule::EscWindow { window } => {
+                if window == 0 {
+                    return bad("EscWindow needs window > 0");
+                }
+                (5, window, [0.0; 4])
+            }
+            StopRule::Majority { share } => {
+                if !unit(share) {
+                    return bad("Majority needs share in [0, 1]");
+                }
+                (6, 0, [share, 0.0, 0.0, 0.0])
+            }
+            StopRule::Entropy { max_normalized } => {
+                if !unit(max_normalized) {
+                    return bad("Entropy needs max_normalized in [0, 1]");
+                }
+                (7, 0, [max_normalized, 0.0, 0.0, 0.0])
+            }
+        };
+        Ok(GpuRule {
+            kind,
+            min_votes: self.min_votes,
+            max_votes: self.max_votes,
+            count,
+            c,
+        })
+    }
+}
+
+/// Leader and runner-up slots and votes (ties to the lower slot).
+fn leaders(table: &[[u32; 2]]) -> (usize, u32, u32) {
+    let mut leader = 0usize;
+    for (k, e) in table.iter().enumerate() {
+        if e[1] > table[leader][1] {
+            leader = k;
+        }
+    }
+    let leader_votes = table.get(leader).map_or(0, |e| e[1]);
+    let runner_up = table
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != leader)
+        .map(|(_, e)| e[1])
+        .max()
+        .unwrap_or(0);
+    (leader, leader_votes, runner_up)
+}
+
+/// Whether the rule is met and its confidence, for `table` (first-seen order).
+pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -> (bool, f32) {
+    let n = votes.total;
+    let (_, vl, vs) = leaders(table);
+    let share = if n == 0 { 0.0 } else { vl as f32 / n as f32 };
+    let (met, confidence) = match rule.kind {
+        1 => {
+            let p = beta_leader_probability(vl, vs, rule.c[1]);
+            (p >= rule.c[0], p)
+        }
+        2 => {
+            let distinct = table.len();
+            if distinct < 3 {
+                let p = beta_leader_probability(vl, vs, rule.c[1]);
+                return (p >= rule.c[0], p);
+            }
+            // The `top` most voted answers, leader first (ties by slot).
+            let mut order: Vec<usize> = (0..distinct).collect();
+            order.sort_by(|&a, &b| table[b][1].cmp(&table[a][1]).then(a.cmp(&b)));
+            let keep = if rule.count == 0 { distinct } else { distinct.min(rule.count as usize) };
+            let alphas: Vec<f32> = order[..keep].iter().map(|&k| table[k][1] as f32 + rule.c[1]).collect();
+            let p = dirichlet_mode_probability(&alphas, 0);
+            (p >= rule.c[0], p)
+        }
+        3 => {
+            let seen = table.len() as u32;
+            let m = if rule.count == 0 { seen.max(2) } else { rule.count.max(seen) } as f32;
+            let p0 = rule.c[0];
+            let q = (1.0 - p0) / (m - 1.0);
+            let beta = (p0 / q).ln();
+            // Leader posterior: 1 / Σ_j exp(β (v_j − v_L)), unseen answers at 0 votes.
+            let mut denom = 0.0f32;
+            for e in table {
+                denom += (beta * (e[1] as f32 - vl as f32)).exp();
+            }
+            denom += (m - seen as f32) * (-beta * vl as f32).exp();
+            let posterior = 1.0 / denom;
+            let met = posterior >= 1.0 - rule.c[1] || (vl - vs) as f32 * beta >= rule.c[2];
+            (met, posterior)
+        }
+        4 => {
+            let log_lr = vl as f32 * rule.c[0] + vs as f32 * rule.c[1];
+            let met = log_lr >= rule.c[2] || log_lr <= rule.c[3];
+            (met, 1.0 / (1.0 + (-log_lr).exp()))
+        }
+        5 => {
+            let w = rule.count;
+            let met = n >= w && n % w == 0 && votes.run_length >= w;
+            (met, share)
+        }
+        6 => (n >= 2 && share >= rule.c[0], share),
+        7 => {
+            let distinct = table.len();
+            let mut total = 0.0f32;
+            for e in table {
+                total += e[1] as f32;
+            }
+            let mut h = 0.0f32;
+            for e in table {
+                let p = e[1] as f32 / (total + if distinct == 1 { 1.0 } else { 0.0 });
+                h -= p * p.log2();
+            }
+            let norm = if distinct <= 1 {
+                let p = 1.0 / (total + 1.0);
+                h -= p * p.log2();
+                1.0
+            } else {
+                (distinct as f32).log2()
+            };
+            let normalized = if total == 0.0 { 1.0 } else { h / norm };
+            (n >= 2 && normalized <= rule.c[0], 1.0 - normalized)
+        }
+        _ => (false, share),
+    };
+    (met, confidence.clamp(0.0, 1.0))
+}
+
+/// The decision for one prompt: stop at the maximum budget, or once past the
+/// minimum when the rule is met.
+///
+/// ```
+/// use rollcall::voting::rules::{decide, RuleConfig, StopRule};
+/// use rollcall::voting::PromptVotes;
+/// let config = RuleConfig { rule: StopRule::CONSOL_SPRT, min_votes: 1, max_votes: 40 };
+/// let votes = PromptVotes { total: 4, distinct: 2, ..Default::default() };
+/// let d = decide(&config.to_gpu().unwrap(), &votes, &[[11, 3], [12, 1]]);
+/// assert!(!d.stopped); // margin 2
+/// let votes = PromptVotes { total: 3, distinct: 1, ..Default::default() };
+/// assert!(decide(&config.to_gpu().unwrap(), &votes, &[[11, 3]]).stopped); // margin 3
+/// ```
+pub fn decide(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -> Decision {
+    let (leader, _, _) = leaders(table);
+    let (met, confidence) = rule_statistic(rule, votes, table);
+    let n = votes.total;
+    Decision {
+        stopped: n >= rule.max_votes || (n >= rule.min_votes && n > 0 && met),
+        consensus: table.get(leader).map_or(u32::MAX, |e| e[0]),
+        slot: if table.is_empty() { u32::MAX } else { leader as u32 },
+        confidence,
+        votes: n,
+    }
+}
