@@ -147,10 +147,12 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
     return !s.use_min_p || (bitcast<f32>(z_bits) - s.row_max) >= s.log_min_p;
 }
 
-// Scaled bits of tokens base..base+3 (raw products: classify by bits); tokens
-// past the row's end read as -inf. The full group is loaded and scaled in one
-// expression: a variant scaling a shared load helper's result ran measurably slower
-// on lavapipe.
+// Scaled bits of tokens base..base+3, classified afterwards by their bits;
+// tokens past the row's end read as -inf. inv_t is a positive normal number
+// (the host clamps it), so an IEEE product keeps inf and NaN non-finite.
+// Masking non-finite logits out before the multiply (safer where a driver
+// assumes no inf/NaN) cost 10-20% on lavapipe, and a variant on a shared load
+// helper ran slower too, so the loads are written out here.
 fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
     if base + GROUP <= vocab {
         return bitcast<vec4<u32>>(vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),

@@ -173,7 +173,7 @@ pub fn plan_chunks(
     if vocab == 0 {
         return Err(Error::EmptyVocab);
     }
-    if offset % 4 != 0 {
+    if !offset.is_multiple_of(4) {
         return Err(Error::MisalignedOffset(offset));
     }
     let esize = dtype.size_bytes();

@@ -133,7 +133,7 @@ impl ReadOnce {
         if vocab == 0 {
             return Err(Error::EmptyVocab);
         }
-        if logits.len() % vocab as usize != 0 {
+        if !logits.len().is_multiple_of(vocab as usize) {
             return Err(Error::LogitsLengthMismatch {
                 expected: logits.len().div_ceil(vocab as usize) * vocab as usize,
                 got: logits.len(),

@@ -70,11 +70,23 @@ struct Mode {
     name: &'static str,
     params: SamplingParams,
     row_seed: u64,
-    edit: fn(&mut Vec<f32>),
+    edit: fn(&mut [f32]),
+}
+
+/// Moves the heavy head into stream 1 (tokens 4 + 1024 m + j): the draw is
+/// then decided by the race inside one stream, not between streams.
+fn head_in_one_stream(r: &mut [f32]) {
+    let head: Vec<f32> = (0..30).map(|i| r[i * 97 + 5]).collect();
+    for i in 0..30 {
+        r[i * 97 + 5] = -5.0;
+    }
+    for (k, v) in head.iter().take(12).enumerate() {
+        r[4 + 1024 * (k / 4) + k % 4] = *v;
+    }
 }
 
 fn modes() -> Vec<Mode> {
-    let none: fn(&mut Vec<f32>) = |_| {};
+    let none: fn(&mut [f32]) = |_| {};
     vec![
         Mode {
             name: "plain T=1",
@@ -149,6 +161,24 @@ fn modes() -> Vec<Mode> {
                 r[102] = f32::NEG_INFINITY;
             },
         },
+        Mode {
+            name: "head inside one stream, T=1",
+            params: SamplingParams::new(1.0),
+            row_seed: 11,
+            edit: head_in_one_stream,
+        },
+        Mode {
+            name: "head inside one stream, top-k 8",
+            params: SamplingParams::new(1.0).top_k(8),
+            row_seed: 12,
+            edit: head_in_one_stream,
+        },
+        Mode {
+            name: "head inside one stream, top-p 0.9",
+            params: SamplingParams::new(1.0).top_p(0.9),
+            row_seed: 13,
+            edit: head_in_one_stream,
+        },
     ]
 }
 
@@ -216,6 +246,20 @@ fn cpu_twin_draws_follow_the_filtered_distribution() {
         cpu::sample(HostLogits::F32(logits), VOCAB as u32, params).unwrap()
     };
     check_modes(8192, &mut sample, "cpu");
+}
+
+/// The exact fallback route (a sampler that can gather only 64 tokens) draws
+/// from the same distributions.
+#[test]
+fn gpu_fallback_route_draws_follow_the_filtered_distribution() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut sampler = Sampler::with_candidate_capacity(&ctx, 64).unwrap();
+    let mut sample = |logits: &[f32], params: &[SamplingParams]| {
+        sampler
+            .sample(HostLogits::F32(logits), VOCAB as u32, params)
+            .unwrap()
+    };
+    check_modes(8192, &mut sample, "gpu fallback");
 }
 
 /// Half-precision inputs: the distribution is the one of the rounded logits.

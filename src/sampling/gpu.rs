@@ -3,7 +3,7 @@
 
 use super::{
     candidate_capacity, plan_chunks, shader_variants, validate_host_call, validate_params,
-    ChunkLimits, GpuRowParams, HostLogits, LogitsBinding, RowStatus, SampleResult, SamplingParams,
+    GpuRowParams, HostLogits, LogitsBinding, RowStatus, SampleResult, SamplingParams,
     CANDIDATE_RANGE,
 };
 use crate::logits::{DispatchRecords, LogitsKernel};
@@ -153,7 +153,8 @@ impl Sampler {
     /// It changes speed, never results: for tuning, and for tests that drive
     /// the gathered and the streaming routes over the same rows.
     pub fn with_candidate_capacity(ctx: &GpuContext, candidates: u32) -> Result<Self> {
-        let candidates = candidates.clamp(CANDIDATE_RANGE.0, CANDIDATE_RANGE.1);
+        let fits = candidate_capacity(ctx.limits().max_compute_workgroup_storage_size);
+        let candidates = candidates.clamp(CANDIDATE_RANGE.0, fits.max(CANDIDATE_RANGE.0));
         // Bindings 2..4: params (read), tokens, results.
         let kernel = LogitsKernel::new(
             ctx,
@@ -229,10 +230,7 @@ impl Sampler {
             dtype,
             0,
             (u64::from(rows) * row_bytes).div_ceil(4) * 4,
-            ChunkLimits {
-                offset_alignment: 4,
-                ..self.kernel.chunk_limits()
-            },
+            self.kernel.chunk_limits(),
         )?;
         let upload_bytes = host_chunks
             .iter()

@@ -16,7 +16,9 @@
 //!    the top token's weight, summed exactly, so the kept set does not depend
 //!    on summation order. The target is `top_p` times the total: over the
 //!    top-k set, its exact fixed-point mass; with top-k off, the row's
-//!    `Σ exp(z − max)` as the first pass sums it in f32.
+//!    `Σ exp(z − max)` as the first pass sums it in f32. Tokens lighter than
+//!    2^−32 of the top token weigh zero here, so a `top_p` within their share
+//!    of 1 (at most vocab × 2^−32) keeps the whole row.
 //! 5. min-p drops tokens with `z − max < ln(min_p)` (probability below
 //!    `min_p × p_max`); `min_p == 0` is off.
 //! 6. One token is drawn with probability ∝ `exp(z)` over the kept set. When
@@ -252,7 +254,13 @@ pub fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowParams>> {
                 flags |= FLAG_MIN_P;
             }
             Ok(GpuRowParams {
-                inv_temperature: if greedy { 1.0 } else { 1.0 / p.temperature },
+                // Clamped to a normal number: a subnormal 1/T would be flushed
+                // to zero on GPUs that flush denormals.
+                inv_temperature: if greedy {
+                    1.0
+                } else {
+                    (1.0 / p.temperature).max(f32::MIN_POSITIVE)
+                },
                 top_k: p.top_k,
                 top_p: p.top_p,
                 log_min_p: if p.min_p > 0.0 { p.min_p.ln() } else { 0.0 },
@@ -276,7 +284,7 @@ pub(crate) fn validate_host_call(
     }
     let expected = params.len() * vocab as usize;
     if logits.len() != expected {
-        if logits.len() % vocab as usize == 0 {
+        if logits.len().is_multiple_of(vocab as usize) {
             return Err(Error::ParamCountMismatch {
                 expected: logits.len() / vocab as usize,
                 got: params.len(),

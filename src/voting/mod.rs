@@ -350,7 +350,11 @@ impl GpuVoteTables {
 
     /// Runs `rule` over the prompts in `list` and reads back their decisions
     /// and keep flags (1 = still active), in list order (waits for the GPU).
-    pub fn decide(&self, rule: &rules::RuleConfig, list: &[u32]) -> Result<(Vec<GpuDecision>, Vec<u32>)> {
+    pub fn decide(
+        &self,
+        rule: &rules::RuleConfig,
+        list: &[u32],
+    ) -> Result<(Vec<GpuDecision>, Vec<u32>)> {
         use wgpu::util::DeviceExt;
         let gpu_rule = rule.to_gpu()?;
         if let Some(&bad) = list.iter().find(|&&p| p >= self.prompts) {
@@ -374,8 +378,16 @@ impl GpuVoteTables {
                 usage,
             })
         };
-        let params = init("rollcall decide params", &params, wgpu::BufferUsages::UNIFORM);
-        let list_buffer = init("rollcall decide list", bytemuck::cast_slice(list), wgpu::BufferUsages::STORAGE);
+        let params = init(
+            "rollcall decide params",
+            &params,
+            wgpu::BufferUsages::UNIFORM,
+        );
+        let list_buffer = init(
+            "rollcall decide list",
+            bytemuck::cast_slice(list),
+            wgpu::BufferUsages::STORAGE,
+        );
         let out = |label, size| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -400,7 +412,11 @@ impl GpuVoteTables {
             .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
         });
         let groups = n.div_ceil(64);
-        let max_x = self.ctx.limits().max_compute_workgroups_per_dimension.max(1);
+        let max_x = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("rollcall decide readback"),
             size: u64::from(self.prompts) * 16 + u64::from(n) * 4,

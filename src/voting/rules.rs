@@ -20,20 +20,35 @@ pub enum StopRule {
     /// most voted answers (0: all kept answers), by the 1-D integral; with
     /// fewer than three answers it is the Beta rule (as Adaptive-Consistency
     /// does). AC: threshold 0.95, prior 1, top 5.
-    Dirichlet { threshold: f32, prior: f32, top: u32 },
+    Dirichlet {
+        threshold: f32,
+        prior: f32,
+        top: u32,
+    },
     /// OptPO's sequential ratio test, as reconstructed from its public
     /// description (the paper's code is unreleased): one hypothesis per
     /// answer, likelihood `p0^{v_j} Π q^{v_c}` with `q = (1 − p0)/(m − 1)`;
     /// stop when the leader's posterior (a softmax of `β v`, `β = ln(p0/q)`)
     /// reaches `1 − delta`, or when `(v_L − v_S) β ≥ ln((1 − beta)/alpha)`.
     /// `hypotheses` is m (0: the number of answers seen, at least 2).
-    OptPo { p0: f32, hypotheses: u32, delta: f32, alpha: f32, beta: f32 },
+    OptPo {
+        p0: f32,
+        hypotheses: u32,
+        delta: f32,
+        alpha: f32,
+        beta: f32,
+    },
     /// ConSol's SPRT on leader against runner-up votes: `log LR = v_L ln(p1/p0)
     /// + v_S ln((1 − p1)/(1 − p0))`, stop when it leaves
     /// `(ln(beta/(1 − alpha)), ln((1 − beta)/alpha))`. ConSol's defaults
     /// (p0 0.5, p1 0.5001, alpha 0.05, beta 0.949976) amount to
     /// `v_L − v_S ≥ 3`.
-    ConsolSprt { p0: f64, p1: f64, alpha: f64, beta: f64 },
+    ConsolSprt {
+        p0: f64,
+        p1: f64,
+        alpha: f64,
+        beta: f64,
+    },
     /// ESC: in windows of `window` votes, stop when every vote of the newest
     /// window agrees (checked when n is a multiple of the window).
     EscWindow { window: u32 },
@@ -108,25 +123,43 @@ impl RuleConfig {
         let (kind, count, c) = match self.rule {
             StopRule::FixedBudget => (0, 0, [0.0; 4]),
             StopRule::Beta { threshold, prior } => {
-                if !unit(threshold) || !(prior > 0.0 && prior.is_finite()) {
+                if !(unit(threshold) && prior > 0.0 && prior.is_finite()) {
                     return bad("Beta needs threshold in [0, 1] and prior > 0");
                 }
                 (1, 0, [threshold, prior, 0.0, 0.0])
             }
-            StopRule::Dirichlet { threshold, prior, top } => {
-                if !unit(threshold) || !(prior > 0.0 && prior.is_finite()) || top == 1 {
+            StopRule::Dirichlet {
+                threshold,
+                prior,
+                top,
+            } => {
+                if !(unit(threshold) && prior > 0.0 && prior.is_finite()) || top == 1 {
                     return bad("Dirichlet needs threshold in [0, 1], prior > 0, top != 1");
                 }
                 (2, top, [threshold, prior, 0.0, 0.0])
             }
-            StopRule::OptPo { p0, hypotheses, delta, alpha, beta } => {
-                if !(p0 > 0.0 && p0 < 1.0) || !unit(delta) || !(alpha > 0.0 && alpha < 1.0) || !(0.0..1.0).contains(&beta) || hypotheses == 1 {
+            StopRule::OptPo {
+                p0,
+                hypotheses,
+                delta,
+                alpha,
+                beta,
+            } => {
+                let open = |x: f32| x > 0.0 && x < 1.0;
+                if !(open(p0) && unit(delta) && open(alpha) && (0.0..1.0).contains(&beta))
+                    || hypotheses == 1
+                {
                     return bad("OptPo needs p0, alpha in (0, 1), delta in [0, 1], beta in [0, 1), hypotheses != 1");
                 }
                 let bound = (((1.0 - beta) / alpha) as f64).ln() as f32;
                 (3, hypotheses, [p0, delta, bound, 0.0])
             }
-            StopRule::ConsolSprt { p0, p1, alpha, beta } => {
+            StopRule::ConsolSprt {
+                p0,
+                p1,
+                alpha,
+                beta,
+            } => {
                 let open = |x: f64| x > 0.0 && x < 1.0;
                 if !(open(p0) && open(p1) && open(alpha) && open(beta)) {
                     return bad("ConsolSprt needs p0, p1, alpha, beta in (0, 1)");
@@ -210,14 +243,25 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
             // The `top` most voted answers, leader first (ties by slot).
             let mut order: Vec<usize> = (0..distinct).collect();
             order.sort_by(|&a, &b| table[b][1].cmp(&table[a][1]).then(a.cmp(&b)));
-            let keep = if rule.count == 0 { distinct } else { distinct.min(rule.count as usize) };
-            let alphas: Vec<f32> = order[..keep].iter().map(|&k| table[k][1] as f32 + rule.c[1]).collect();
+            let keep = if rule.count == 0 {
+                distinct
+            } else {
+                distinct.min(rule.count as usize)
+            };
+            let alphas: Vec<f32> = order[..keep]
+                .iter()
+                .map(|&k| table[k][1] as f32 + rule.c[1])
+                .collect();
             let p = dirichlet_mode_probability(&alphas, 0);
             (p >= rule.c[0], p)
         }
         3 => {
             let seen = table.len() as u32;
-            let m = if rule.count == 0 { seen.max(2) } else { rule.count.max(seen) } as f32;
+            let m = if rule.count == 0 {
+                seen.max(2)
+            } else {
+                rule.count.max(seen)
+            } as f32;
             let p0 = rule.c[0];
             let q = (1.0 - p0) / (m - 1.0);
             let beta = (p0 / q).ln();
@@ -238,7 +282,7 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
         }
         5 => {
             let w = rule.count;
-            let met = n >= w && n % w == 0 && votes.run_length >= w;
+            let met = n >= w && n.is_multiple_of(w) && votes.run_length >= w;
             (met, share)
         }
         6 => (n >= 2 && share >= rule.c[0], share),
@@ -288,7 +332,11 @@ pub fn decide(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -> Decisi
     Decision {
         stopped: n >= rule.max_votes || (n >= rule.min_votes && n > 0 && met),
         consensus: table.get(leader).map_or(u32::MAX, |e| e[0]),
-        slot: if table.is_empty() { u32::MAX } else { leader as u32 },
+        slot: if table.is_empty() {
+            u32::MAX
+        } else {
+            leader as u32
+        },
         confidence,
         votes: n,
     }
