@@ -1,0 +1,388 @@
+//! Stopping rules: GPU against CPU twin on random vote tables, and each rule
+//! against the anchors' published behaviour.
+
+mod common;
+
+use rand::Rng;
+use rollcall::voting::rules::{decide, RuleConfig, StopRule};
+use rollcall::voting::{CpuVoteTables, GpuVoteTables, PromptVotes, RoundVotes, Segment};
+use rollcall::Error;
+
+fn all_rules() -> Vec<StopRule> {
+    vec![
+        StopRule::FixedBudget,
+        StopRule::Beta {
+            threshold: 0.95,
+            prior: 1.0,
+        },
+        StopRule::Beta {
+            threshold: 0.9,
+            prior: 0.5,
+        },
+        StopRule::Dirichlet {
+            threshold: 0.95,
+            prior: 1.0,
+            top: 5,
+        },
+        StopRule::Dirichlet {
+            threshold: 0.9,
+            prior: 0.5,
+            top: 0,
+        },
+        StopRule::OptPo {
+            p0: 0.6,
+            hypotheses: 0,
+            delta: 0.05,
+            alpha: 0.05,
+            beta: 0.05,
+        },
+        StopRule::OptPo {
+            p0: 0.5,
+            hypotheses: 8,
+            delta: 0.01,
+            alpha: 0.01,
+            beta: 0.1,
+        },
+        StopRule::CONSOL_SPRT,
+        StopRule::EscWindow { window: 5 },
+        StopRule::Majority { share: 0.8 },
+        StopRule::Entropy {
+            max_normalized: 0.75,
+        },
+    ]
+}
+
+fn table_of(counts: &[u32]) -> (PromptVotes, Vec<[u32; 2]>) {
+    let total = counts.iter().sum();
+    let votes = PromptVotes {
+        total,
+        distinct: counts.len() as u32,
+        ..Default::default()
+    };
+    (
+        votes,
+        counts
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| [100 + k as u32, c])
+            .collect(),
+    )
+}
+
+fn stops(rule: StopRule, counts: &[u32]) -> bool {
+    let config = RuleConfig {
+        rule,
+        min_votes: 1,
+        max_votes: 1000,
+    };
+    let (votes, table) = table_of(counts);
+    decide(&config.to_gpu().unwrap(), &votes, &table).stopped
+}
+
+#[test]
+fn gpu_decisions_match_the_twin() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut rng = common::rng(5);
+    let prompts = 600u32;
+    let capacity = 8u32;
+    let mut gpu = GpuVoteTables::new(&ctx, prompts, capacity).unwrap();
+    let mut cpu = CpuVoteTables::new(prompts, capacity);
+    // Prompts from decisive to split, over several rounds.
+    for _ in 0..4 {
+        let mut segments = Vec::new();
+        let mut answers = Vec::new();
+        for p in 0..prompts {
+            let count = rng.random_range(0..12);
+            let spread = 1 + p % 9;
+            segments.push(Segment {
+                prompt: p,
+                start: answers.len() as u32,
+                count,
+                pad: 0,
+            });
+            for _ in 0..count {
+                let a = rng.random_range(0..spread).min(rng.random_range(0..spread));
+                answers.push(a);
+            }
+        }
+        let round = RoundVotes {
+            segments: &segments,
+            answers: &answers,
+            tokens: None,
+        };
+        gpu.count(&round).unwrap();
+        cpu.count(&round).unwrap();
+    }
+    let list: Vec<u32> = (0..prompts).rev().collect();
+    let mut near = 0;
+    for rule in all_rules() {
+        for (min_votes, max_votes) in [(1, 40), (8, 24)] {
+            let config = RuleConfig {
+                rule,
+                min_votes,
+                max_votes,
+            };
+            let gpu_rule = config.to_gpu().unwrap();
+            let (decisions, keep) = gpu.decide(&config, &list).unwrap();
+            for (i, &p) in list.iter().enumerate() {
+                let twin = decide(&gpu_rule, cpu.votes(p), cpu.table(p));
+                let got = decisions[i];
+                assert_eq!(got.votes, twin.votes);
+                assert_eq!(got.consensus, twin.consensus, "{rule:?} prompt {p}");
+                assert!(
+                    (got.confidence - twin.confidence).abs() < 1e-4,
+                    "{rule:?} prompt {p}: {} vs {}",
+                    got.confidence,
+                    twin.confidence
+                );
+                assert_eq!(
+                    keep[i],
+                    u32::from(got.stopped == 0),
+                    "keep flag of prompt {p}"
+                );
+                if (got.stopped != 0) != twin.stopped {
+                    // Only a confidence within rounding of the threshold may flip.
+                    let threshold = gpu_rule.c[0];
+                    assert!(
+                        (twin.confidence - threshold).abs() < 1e-4,
+                        "{rule:?} prompt {p}: {got:?} vs {twin:?}"
+                    );
+                    near += 1;
+                }
+            }
+        }
+    }
+    assert!(near < 5, "{near} near-threshold flips");
+}
+
+/// ConSol's SPRT with its defaults is "stop when v_L − v_S ≥ 3" (within its
+/// 256-vote budget, and away from the exact-tie boundary past 1264 votes).
+#[test]
+fn consol_sprt_defaults_are_a_margin_of_three() {
+    for leader in 0..=256u32 {
+        for runner_up in 0..=leader.min(256 - leader) {
+            let margin = leader - runner_up >= 3;
+            assert_eq!(
+                stops(StopRule::CONSOL_SPRT, &[leader, runner_up]),
+                margin,
+                "{leader} vs {runner_up}"
+            );
+        }
+    }
+}
+
+#[test]
+fn adaptive_consistency_rules_behave_as_published() {
+    let beta = StopRule::Beta {
+        threshold: 0.95,
+        prior: 1.0,
+    };
+    assert!(
+        !stops(beta, &[3]) && stops(beta, &[4]),
+        "Beta stops at four unanimous votes"
+    );
+    assert!(
+        !stops(beta, &[4, 1]) && stops(beta, &[6, 1]),
+        "needs a margin of 5 with one dissent"
+    );
+    let entropy = StopRule::Entropy {
+        max_normalized: 0.75,
+    };
+    assert!(!stops(entropy, &[1]) && !stops(entropy, &[3]) && stops(entropy, &[4]));
+    let majority = StopRule::Majority { share: 0.8 };
+    assert!(
+        !stops(majority, &[1])
+            && stops(majority, &[2])
+            && !stops(majority, &[3, 1])
+            && stops(majority, &[4, 1])
+    );
+    // Dirichlet falls back to Beta below three answers, and keeps the top 5.
+    let dirichlet = StopRule::Dirichlet {
+        threshold: 0.95,
+        prior: 1.0,
+        top: 5,
+    };
+    assert_eq!(stops(dirichlet, &[4]), stops(beta, &[4]));
+    assert_eq!(stops(dirichlet, &[6, 1]), stops(beta, &[6, 1]));
+    // Spread-out dissent makes Beta over-confident; Dirichlet is not.
+    let spread = [7, 2, 1, 1, 1, 1, 1];
+    let dirichlet_all = StopRule::Dirichlet {
+        threshold: 0.9,
+        prior: 1.0,
+        top: 0,
+    };
+    let beta_90 = StopRule::Beta {
+        threshold: 0.9,
+        prior: 1.0,
+    };
+    assert!(stops(beta_90, &spread) && !stops(dirichlet_all, &spread));
+}
+
+#[test]
+fn esc_checks_whole_windows_only() {
+    let esc = StopRule::EscWindow { window: 5 };
+    let config = RuleConfig {
+        rule: esc,
+        min_votes: 1,
+        max_votes: 40,
+    }
+    .to_gpu()
+    .unwrap();
+    let mut tables = CpuVoteTables::new(1, 8);
+    let mut fed = Vec::new();
+    let mut stopped_at = None;
+    for (n, a) in [1u32, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2].into_iter().enumerate() {
+        fed.push(a);
+        let seg = [Segment {
+            prompt: 0,
+            start: fed.len() as u32 - 1,
+            count: 1,
+            pad: 0,
+        }];
+        tables
+            .count(&RoundVotes {
+                segments: &seg,
+                answers: &fed,
+                tokens: None,
+            })
+            .unwrap();
+        if stopped_at.is_none() && decide(&config, tables.votes(0), tables.table(0)).stopped {
+            stopped_at = Some(n + 1);
+        }
+    }
+    // Window 1..5 holds a 1; window 6..10 is unanimous.
+    assert_eq!(stopped_at, Some(10));
+}
+
+#[test]
+fn budgets_bound_every_rule() {
+    for rule in all_rules() {
+        let config = RuleConfig {
+            rule,
+            min_votes: 6,
+            max_votes: 9,
+        }
+        .to_gpu()
+        .unwrap();
+        for counts in [vec![5u32], vec![9], vec![3, 3, 3], vec![7, 1]] {
+            let (votes, table) = table_of(&counts);
+            let d = decide(&config, &votes, &table);
+            if votes.total >= 9 {
+                assert!(d.stopped, "{rule:?} {counts:?} at the maximum");
+            }
+            if votes.total < 6 {
+                assert!(!d.stopped, "{rule:?} {counts:?} below the minimum");
+            }
+            assert_eq!(d.consensus, 100, "ties and leads go to the first answer");
+        }
+    }
+}
+
+#[test]
+fn bad_rules_are_rejected() {
+    let bad = [
+        RuleConfig {
+            rule: StopRule::FixedBudget,
+            min_votes: 5,
+            max_votes: 4,
+        },
+        RuleConfig {
+            rule: StopRule::FixedBudget,
+            min_votes: 0,
+            max_votes: 0,
+        },
+        RuleConfig {
+            rule: StopRule::Beta {
+                threshold: 1.5,
+                prior: 1.0,
+            },
+            min_votes: 1,
+            max_votes: 4,
+        },
+        RuleConfig {
+            rule: StopRule::Beta {
+                threshold: 0.9,
+                prior: 0.0,
+            },
+            min_votes: 1,
+            max_votes: 4,
+        },
+        RuleConfig {
+            rule: StopRule::Dirichlet {
+                threshold: f32::NAN,
+                prior: 1.0,
+                top: 5,
+            },
+            min_votes: 1,
+            max_votes: 4,
+        },
+        RuleConfig {
+            rule: StopRule::OptPo {
+                p0: 1.0,
+                hypotheses: 0,
+                delta: 0.1,
+                alpha: 0.1,
+                beta: 0.1,
+            },
+            min_votes: 1,
+            max_votes: 4,
+        },
+        RuleConfig {
+            rule: StopRule::ConsolSprt {
+                p0: 0.5,
+                p1: 0.5,
+                alpha: 0.0,
+                beta: 0.9,
+            },
+            min_votes: 1,
+            max_votes: 4,
+        },
+        RuleConfig {
+            rule: StopRule::EscWindow { window: 0 },
+            min_votes: 1,
+            max_votes: 4,
+        },
+        RuleConfig {
+            rule: StopRule::Majority { share: -0.1 },
+            min_votes: 1,
+            max_votes: 4,
+        },
+    ];
+    for config in bad {
+        assert!(
+            matches!(config.to_gpu(), Err(Error::InvalidRule(_))),
+            "{config:?}"
+        );
+    }
+}
+
+/// OptPO's leader posterior is a softmax of β v over the hypotheses.
+#[test]
+fn optpo_posterior_is_a_softmax() {
+    let (p0, m) = (0.6f64, 5.0f64);
+    let rule = StopRule::OptPo {
+        p0: p0 as f32,
+        hypotheses: m as u32,
+        delta: 0.0,
+        alpha: 1e-9,
+        beta: 0.0,
+    };
+    let config = RuleConfig {
+        rule,
+        min_votes: 1,
+        max_votes: 100,
+    }
+    .to_gpu()
+    .unwrap();
+    let counts = [6u32, 3, 1];
+    let (votes, table) = table_of(&counts);
+    let beta = (p0 / ((1.0 - p0) / (m - 1.0))).ln();
+    let z: f64 = counts
+        .iter()
+        .map(|&c| (beta * f64::from(c)).exp())
+        .sum::<f64>()
+        + (m - 3.0);
+    let want = (beta * 6.0).exp() / z;
+    let got = f64::from(decide(&config, &votes, &table).confidence);
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+}
