@@ -283,3 +283,56 @@ fn decide(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups)
     decisions[prompt] = Decision(select(0u, 1u, stopped), consensus, confidence, n);
     keep_active[position] = select(1u, 0u, stopped);
 }
+
+// ---- Rewards for the kept rollouts -----------------------------------------
+// TTRL's majority reward (1 when a rollout's answer is its prompt's consensus)
+// and GRPO's group-normalised advantages, (r − mean) / (std + eps) with the
+// unbiased standard deviation of the prompt's group (0 for a group of one).
+// One invocation per prompt segment.
+
+struct RewardParams {
+    segments: u32,
+    eps: f32,
+    majority: u32,   // 1: rewards from answers and consensus; 0: given rewards
+    _pad: u32,
+}
+
+@group(0) @binding(20) var<uniform> reward_params: RewardParams;
+@group(0) @binding(21) var<storage, read> reward_segments: array<Segment>;
+@group(0) @binding(22) var<storage, read> reward_answers: array<u32>;
+@group(0) @binding(23) var<storage, read> reward_consensus: array<Decision>;
+@group(0) @binding(24) var<storage, read_write> rewards: array<f32>;
+@group(0) @binding(25) var<storage, read_write> advantages: array<f32>;
+
+@compute @workgroup_size(64)
+fn rewards_and_advantages(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let s = id.x + id.y * groups.x * 64u;
+    if s >= reward_params.segments {
+        return;
+    }
+    let seg = reward_segments[s];
+    if reward_params.majority != 0u {
+        let consensus = reward_consensus[seg.prompt].consensus;
+        for (var i = seg.start; i < seg.start + seg.count; i++) {
+            rewards[i] = select(0.0, 1.0, reward_answers[i] == consensus);
+        }
+    }
+    var sum = 0.0;
+    for (var i = seg.start; i < seg.start + seg.count; i++) {
+        sum += rewards[i];
+    }
+    let n = f32(seg.count);
+    let mean = sum / max(n, 1.0);
+    var squares = 0.0;
+    for (var i = seg.start; i < seg.start + seg.count; i++) {
+        let d = rewards[i] - mean;
+        squares += d * d;
+    }
+    var deviation = 0.0;
+    if seg.count > 1u {
+        deviation = sqrt(squares / (n - 1.0));
+    }
+    for (var i = seg.start; i < seg.start + seg.count; i++) {
+        advantages[i] = (rewards[i] - mean) / (deviation + reward_params.eps);
+    }
+}

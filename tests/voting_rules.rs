@@ -386,3 +386,55 @@ fn optpo_posterior_is_a_softmax() {
     let got = f64::from(decide(&config, &votes, &table).confidence);
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
 }
+
+/// TTRL rewards and GRPO advantages: GPU against twin on ragged groups.
+#[test]
+fn rewards_and_advantages_match_the_twin() {
+    use rollcall::voting::rewards::{group_advantages, majority_rewards};
+    let Some(ctx) = common::gpu() else { return };
+    let mut rng = common::rng(8);
+    let prompts = 300u32;
+    let tables = GpuVoteTables::new(&ctx, prompts, 4).unwrap();
+    let mut segments = Vec::new();
+    let mut answers = Vec::new();
+    for p in 0..prompts {
+        let count = rng.random_range(0..20);
+        segments.push(Segment {
+            prompt: p,
+            start: answers.len() as u32,
+            count,
+            pad: 0,
+        });
+        for _ in 0..count {
+            answers.push(rng.random_range(0..3u32));
+        }
+    }
+    let consensus: Vec<u32> = (0..prompts).map(|p| p % 3).collect();
+    let (rewards, advantages) = tables
+        .rewards(&segments, &answers, Some(&consensus), None, 1e-4)
+        .unwrap();
+    let want_rewards = majority_rewards(&segments, &answers, &consensus);
+    let want_adv = group_advantages(&segments, &want_rewards, 1e-4);
+    assert_eq!(rewards, want_rewards);
+    for (g, w) in advantages.iter().zip(&want_adv) {
+        assert!((g - w).abs() < 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+    }
+    // Groups of one, and unanimous groups, get advantage 0; each group's
+    // advantages sum to 0.
+    for s in &segments {
+        let adv = &advantages[s.start as usize..(s.start + s.count) as usize];
+        assert!(adv.iter().sum::<f32>().abs() < 1e-3);
+    }
+    // Given rewards instead of majority votes.
+    let given: Vec<f32> = (0..answers.len())
+        .map(|_| rng.random_range(-1.0f32..2.0))
+        .collect();
+    let (r, a) = tables
+        .rewards(&segments, &answers, None, Some(&given), 1e-4)
+        .unwrap();
+    assert_eq!(r, given);
+    let want = group_advantages(&segments, &given, 1e-4);
+    for (g, w) in a.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+    }
+}

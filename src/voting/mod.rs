@@ -186,7 +186,7 @@ pub fn shader_variants(capacity: u32) -> Result<Vec<crate::shader::ShaderVariant
         "voting.wgsl",
         &format!("const CAPACITY: u32 = {capacity}u;"),
     )?;
-    Ok(["count_votes", "decide"]
+    Ok(["count_votes", "decide", "rewards_and_advantages"]
         .into_iter()
         .map(|entry_point| crate::shader::ShaderVariant {
             label: format!("voting/{entry_point}/{capacity}"),
@@ -226,7 +226,7 @@ pub struct GpuDecision {
 /// ```
 pub struct GpuVoteTables {
     ctx: GpuContext,
-    pipelines: Arc<[wgpu::ComputePipeline; 2]>,
+    pipelines: Arc<[wgpu::ComputePipeline; 3]>,
     capacity: u32,
     prompts: u32,
     votes: wgpu::Buffer,
@@ -245,6 +245,7 @@ impl GpuVoteTables {
             Ok([
                 variants[0].compute_pipeline(&ctx.device, None),
                 variants[1].compute_pipeline(&ctx.device, None),
+                variants[2].compute_pipeline(&ctx.device, None),
             ])
         })?;
         let storage = |label, size: u64| {
@@ -440,6 +441,144 @@ impl GpuVoteTables {
         Ok((list.iter().map(|&p| all[p as usize]).collect(), keep))
     }
 
+    /// Rewards and GRPO advantages on the GPU for rollouts grouped in
+    /// `segments`: with `consensus` (one answer id per prompt), TTRL's majority
+    /// rewards from `answers`; without, `given` rewards (one per rollout).
+    /// Waits for the GPU and returns `(rewards, advantages)`.
+    pub fn rewards(
+        &self,
+        segments: &[Segment],
+        answers: &[u32],
+        consensus: Option<&[u32]>,
+        given: Option<&[f32]>,
+        eps: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        use wgpu::util::DeviceExt;
+        let n = answers.len().max(given.map_or(0, <[f32]>::len));
+        let round = RoundVotes {
+            segments,
+            answers: if consensus.is_some() { answers } else { &[] },
+            tokens: None,
+        };
+        if consensus.is_some() {
+            round.validate(self.prompts)?;
+        } else {
+            let stand_in = vec![0u32; n];
+            RoundVotes {
+                segments,
+                answers: &stand_in,
+                tokens: None,
+            }
+            .validate(self.prompts)?;
+        }
+        if let Some(c) = consensus {
+            if c.len() != self.prompts as usize {
+                return Err(Error::ParamCountMismatch {
+                    expected: self.prompts as usize,
+                    got: c.len(),
+                });
+            }
+        }
+        if segments.is_empty() || n == 0 {
+            return Ok((vec![0.0; n], vec![0.0; n]));
+        }
+        let device = &self.ctx.device;
+        let init = |label, contents: &[u8], usage| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage,
+            })
+        };
+        let storage = wgpu::BufferUsages::STORAGE;
+        let mut params = [0u8; 16];
+        params[..4].copy_from_slice(&(segments.len() as u32).to_le_bytes());
+        params[4..8].copy_from_slice(&eps.to_le_bytes());
+        params[8..12].copy_from_slice(&u32::from(consensus.is_some()).to_le_bytes());
+        let params = init(
+            "rollcall reward params",
+            &params,
+            wgpu::BufferUsages::UNIFORM,
+        );
+        let segs = init(
+            "rollcall reward segments",
+            bytemuck::cast_slice(segments),
+            storage,
+        );
+        let answers_buffer = init(
+            "rollcall reward answers",
+            bytemuck::cast_slice(if answers.is_empty() {
+                &[0u32][..]
+            } else {
+                answers
+            }),
+            storage,
+        );
+        let decisions: Vec<GpuDecision> = consensus
+            .unwrap_or(&[0])
+            .iter()
+            .map(|&c| GpuDecision {
+                consensus: c,
+                ..Default::default()
+            })
+            .collect();
+        let decisions = init(
+            "rollcall reward consensus",
+            bytemuck::cast_slice(&decisions),
+            storage,
+        );
+        let start: Vec<f32> = given.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
+        let rewards = init(
+            "rollcall rewards",
+            bytemuck::cast_slice(&start),
+            storage | wgpu::BufferUsages::COPY_SRC,
+        );
+        let advantages = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall advantages"),
+            size: n as u64 * 4,
+            usage: storage | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("rollcall rewards"),
+            layout: &self.pipelines[2].get_bind_group_layout(0),
+            entries: &[
+                (20, params.as_entire_binding()),
+                (21, segs.as_entire_binding()),
+                (22, answers_buffer.as_entire_binding()),
+                (23, decisions.as_entire_binding()),
+                (24, rewards.as_entire_binding()),
+                (25, advantages.as_entire_binding()),
+            ]
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
+        });
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall rewards readback"),
+            size: n as u64 * 8,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let groups = (segments.len() as u32).div_ceil(64);
+        let max_x = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipelines[2]);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
+        }
+        encoder.copy_buffer_to_buffer(&rewards, 0, &readback, 0, n as u64 * 4);
+        encoder.copy_buffer_to_buffer(&advantages, 0, &readback, n as u64 * 4, n as u64 * 4);
+        self.ctx.queue.submit([encoder.finish()]);
+        let data = self.ctx.read_buffer(&readback, n as u64 * 8)?;
+        let all: &[f32] = bytemuck::cast_slice(&data);
+        Ok((all[..n].to_vec(), all[n..].to_vec()))
+    }
+
     /// Reads totals and tables back (waits for the GPU).
     pub fn read(&self) -> Result<(Vec<PromptVotes>, Vec<[u32; 2]>)> {
         let device = &self.ctx.device;
@@ -464,4 +603,5 @@ impl GpuVoteTables {
 }
 
 pub mod posterior;
+pub mod rewards;
 pub mod rules;
