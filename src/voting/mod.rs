@@ -289,6 +289,20 @@ impl GpuVoteTables {
 
     /// Uploads a round's votes and folds them in (one submit, no wait).
     pub fn count(&mut self, round: &RoundVotes<'_>) -> Result<()> {
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        self.encode_count(&mut encoder, round)?;
+        self.ctx.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    /// Records the folding of a round's votes into `encoder` (the round's
+    /// votes are uploaded to fresh buffers; its parameters take effect at the
+    /// next submit, so record one count per submit).
+    pub fn encode_count(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        round: &RoundVotes<'_>,
+    ) -> Result<()> {
         use wgpu::util::DeviceExt;
         round.validate(self.prompts)?;
         if round.segments.is_empty() {
@@ -338,15 +352,65 @@ impl GpuVoteTables {
             .limits()
             .max_compute_workgroups_per_dimension
             .max(1);
-        let mut encoder = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipelines[0]);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
-        }
-        self.ctx.queue.submit([encoder.finish()]);
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&self.pipelines[0]);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
         Ok(())
+    }
+
+    /// Records the rules over the first `n` prompts of `list`: decisions to
+    /// `decisions` (16 bytes per prompt, by prompt index), keep flags (1 =
+    /// still active) to `keep` by list position. `params` holds the
+    /// [`rules::GpuRule`] followed by `n` (48 bytes, uniform).
+    pub fn encode_decide(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        params: &wgpu::Buffer,
+        list: &wgpu::Buffer,
+        n: u32,
+        decisions: &wgpu::Buffer,
+        keep: &wgpu::Buffer,
+    ) {
+        if n == 0 {
+            return;
+        }
+        let bind_group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("rollcall decide"),
+                layout: &self.pipelines[1].get_bind_group_layout(0),
+                entries: &[
+                    (10, params.as_entire_binding()),
+                    (11, list.as_entire_binding()),
+                    (12, self.votes.as_entire_binding()),
+                    (13, self.tables.as_entire_binding()),
+                    (14, decisions.as_entire_binding()),
+                    (15, keep.as_entire_binding()),
+                ]
+                .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
+            });
+        let groups = n.div_ceil(64);
+        let max_x = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&self.pipelines[1]);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
+    }
+
+    /// Prompts the tables hold.
+    pub fn prompts(&self) -> u32 {
+        self.prompts
+    }
+
+    /// The context the tables live on.
+    pub fn ctx(&self) -> &GpuContext {
+        &self.ctx
     }
 
     /// Runs `rule` over the prompts in `list` and reads back their decisions
@@ -605,3 +669,4 @@ impl GpuVoteTables {
 pub mod posterior;
 pub mod rewards;
 pub mod rules;
+pub mod scheduler;

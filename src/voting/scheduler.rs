@@ -1,0 +1,446 @@
+//! The round scheduler: which prompts get how many more rollouts, the engine
+//! generates them, and counting, the stopping rule and compaction run on the
+//! GPU. Per round: one submit and one small readback (the compacted list of
+//! live prompts and its length). Memory is proportional to the prompts and
+//! the rollouts in flight.
+
+use super::rules::{GpuRule, RuleConfig};
+use super::{GpuDecision, GpuVoteTables, RoundVotes, Segment};
+use crate::compact::{CompactScratch, Compactor};
+use crate::{Error, GpuContext, Result};
+
+/// One generated rollout: its answer id (hashed by the engine) and the tokens
+/// it spent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// Answer id.
+    pub answer: u32,
+    /// Tokens spent.
+    pub tokens: u32,
+}
+
+/// What an engine implements: generate `counts[i]` more rollouts for prompt
+/// `prompts[i]`, returned concatenated in request order.
+pub trait RolloutEngine {
+    /// Generates the round's rollouts.
+    fn generate(&mut self, prompts: &[u32], counts: &[u32]) -> Result<Vec<Rollout>>;
+}
+
+/// How many rollouts a live prompt gets next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// A fixed number per round (the first round gives at least the rule's
+    /// minimum).
+    Chunk(u32),
+}
+
+/// A prompt's outcome.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PromptOutcome {
+    /// The consensus answer id (`u32::MAX` if the prompt got no votes).
+    pub consensus: u32,
+    /// The rule's confidence.
+    pub confidence: f32,
+    /// Rollouts used.
+    pub rollouts: u32,
+    /// Round in which it stopped (1-based).
+    pub stopped_in_round: u32,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// Per prompt.
+    pub prompts: Vec<PromptOutcome>,
+    /// Per rollout, grouped by prompt in generation order.
+    pub rollouts: Vec<(u32, Rollout)>,
+    /// TTRL reward per rollout (same order).
+    pub rewards: Vec<f32>,
+    /// GRPO advantage per rollout (same order).
+    pub advantages: Vec<f32>,
+    /// Rounds run.
+    pub rounds: u32,
+}
+
+/// The scheduler for one batch of prompts.
+///
+/// ```no_run
+/// use rollcall::voting::rules::{RuleConfig, StopRule};
+/// use rollcall::voting::scheduler::{Allocation, Rollout, RolloutEngine, Scheduler};
+/// struct Echo;
+/// impl RolloutEngine for Echo {
+///     fn generate(&mut self, prompts: &[u32], counts: &[u32]) -> rollcall::Result<Vec<Rollout>> {
+///         Ok(prompts.iter().zip(counts).flat_map(|(&p, &c)| (0..c).map(move |_| Rollout { answer: p % 3, tokens: 10 })).collect())
+///     }
+/// }
+/// let ctx = rollcall::GpuContext::new()?;
+/// let config = RuleConfig { rule: StopRule::CONSOL_SPRT, min_votes: 1, max_votes: 40 };
+/// let mut scheduler = Scheduler::new(&ctx, 100, 16, config, Allocation::Chunk(1))?;
+/// let outcome = scheduler.run(&mut Echo)?;
+/// assert!(outcome.prompts.iter().all(|p| p.rollouts == 3));
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub struct Scheduler {
+    ctx: GpuContext,
+    tables: GpuVoteTables,
+    compactor: Compactor,
+    scratch: CompactScratch,
+    rule: GpuRule,
+    config: RuleConfig,
+    allocation: Allocation,
+    prompts: u32,
+    params: wgpu::Buffer,
+    list: wgpu::Buffer,
+    decisions: wgpu::Buffer,
+    keep: wgpu::Buffer,
+    compacted: wgpu::Buffer,
+    count: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+impl Scheduler {
+    /// A scheduler for `prompts` prompts with vote tables of `capacity`.
+    pub fn new(
+        ctx: &GpuContext,
+        prompts: u32,
+        capacity: u32,
+        config: RuleConfig,
+        allocation: Allocation,
+    ) -> Result<Self> {
+        let rule = config.to_gpu()?;
+        let Allocation::Chunk(chunk) = allocation;
+        if chunk == 0 {
+            return Err(Error::InvalidRule(
+                "Allocation::Chunk needs at least 1".into(),
+            ));
+        }
+        let words = u64::from(prompts).max(1) * 4;
+        let buffer = |label, size, usage| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        use wgpu::BufferUsages as U;
+        Ok(Self {
+            tables: GpuVoteTables::new(ctx, prompts, capacity)?,
+            compactor: Compactor::new(ctx)?,
+            scratch: CompactScratch::new(ctx, prompts),
+            params: buffer("rollcall scheduler rule", 48, U::UNIFORM | U::COPY_DST),
+            list: buffer("rollcall live prompts", words, U::STORAGE | U::COPY_DST),
+            decisions: buffer("rollcall decisions", words * 4, U::STORAGE | U::COPY_SRC),
+            keep: buffer("rollcall keep flags", words, U::STORAGE),
+            compacted: buffer(
+                "rollcall compacted positions",
+                words,
+                U::STORAGE | U::COPY_SRC,
+            ),
+            count: buffer("rollcall live count", 4, U::STORAGE | U::COPY_SRC),
+            readback: buffer(
+                "rollcall scheduler readback",
+                words * 4 + 4,
+                U::MAP_READ | U::COPY_DST,
+            ),
+            ctx: ctx.clone(),
+            rule,
+            config,
+            allocation,
+            prompts,
+        })
+    }
+
+    /// Runs rounds until every prompt has stopped.
+    pub fn run(&mut self, engine: &mut dyn RolloutEngine) -> Result<Outcome> {
+        let Allocation::Chunk(chunk) = self.allocation;
+        let mut live: Vec<u32> = (0..self.prompts).collect();
+        let mut used = vec![0u32; self.prompts as usize];
+        let mut stopped_in = vec![0u32; self.prompts as usize];
+        let mut history: Vec<(u32, Rollout)> = Vec::new();
+        let mut rounds = 0u32;
+        while !live.is_empty() {
+            rounds += 1;
+            let counts: Vec<u32> = live
+                .iter()
+                .map(|&p| {
+                    let want = if used[p as usize] == 0 {
+                        chunk.max(self.config.min_votes)
+                    } else {
+                        chunk
+                    };
+                    want.min(self.config.max_votes - used[p as usize])
+                })
+                .collect();
+            let rollouts = engine.generate(&live, &counts)?;
+            let expected: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+            if rollouts.len() as u64 != expected {
+                return Err(Error::InvalidSegment {
+                    segment: 0,
+                    reason: format!(
+                        "engine returned {} rollouts for {expected} requested",
+                        rollouts.len()
+                    ),
+                });
+            }
+            let mut segments = Vec::with_capacity(live.len());
+            let mut start = 0u32;
+            for (&p, &c) in live.iter().zip(&counts) {
+                segments.push(Segment {
+                    prompt: p,
+                    start,
+                    count: c,
+                    pad: 0,
+                });
+                for r in &rollouts[start as usize..(start + c) as usize] {
+                    history.push((p, *r));
+                }
+                start += c;
+                used[p as usize] += c;
+            }
+            let answers: Vec<u32> = rollouts.iter().map(|r| r.answer).collect();
+            let tokens: Vec<u32> = rollouts.iter().map(|r| r.tokens).collect();
+            let n = live.len() as u32;
+            let mut params = [0u8; 48];
+            params[..32].copy_from_slice(bytemuck::bytes_of(&self.rule));
+            params[32..36].copy_from_slice(&n.to_le_bytes());
+            self.ctx.queue.write_buffer(&self.params, 0, &params);
+            self.ctx
+                .queue
+                .write_buffer(&self.list, 0, bytemuck::cast_slice(&live));
+
+            // One submit: count, decide, compact, copy the live list out.
+            let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+            self.tables.encode_count(
+                &mut encoder,
+                &RoundVotes {
+                    segments: &segments,
+                    answers: &answers,
+                    tokens: Some(&tokens),
+                },
+            )?;
+            self.tables.encode_decide(
+                &mut encoder,
+                &self.params,
+                &self.list,
+                n,
+                &self.decisions,
+                &self.keep,
+            );
+            self.compactor.encode(
+                &mut encoder,
+                &self.keep,
+                n,
+                &self.scratch,
+                &self.compacted,
+                &self.count,
+            )?;
+            encoder.copy_buffer_to_buffer(&self.count, 0, &self.readback, 0, 4);
+            encoder.copy_buffer_to_buffer(&self.compacted, 0, &self.readback, 4, u64::from(n) * 4);
+            self.ctx.queue.submit([encoder.finish()]);
+            // One small readback: the count and the live positions.
+            let data = self.ctx.read_buffer(&self.readback, 4 + u64::from(n) * 4)?;
+            let words: &[u32] = bytemuck::cast_slice(&data);
+            let still = (words[0] as usize).min(live.len());
+            let next: Vec<u32> = words[1..1 + still]
+                .iter()
+                .map(|&i| live[i as usize])
+                .collect();
+            let mut alive = vec![false; self.prompts as usize];
+            for &p in &next {
+                alive[p as usize] = true;
+            }
+            for &p in &live {
+                if !alive[p as usize] {
+                    stopped_in[p as usize] = rounds;
+                }
+            }
+            live = next;
+        }
+
+        // The end: decisions of every prompt, rewards and advantages.
+        let total = u64::from(self.prompts) * 16;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.decisions, 0, &self.readback, 0, total.max(4));
+        self.ctx.queue.submit([encoder.finish()]);
+        let data = self.ctx.read_buffer(&self.readback, total.max(4))?;
+        let decisions: &[GpuDecision] = bytemuck::cast_slice(&data[..total as usize]);
+        let prompts: Vec<PromptOutcome> = decisions
+            .iter()
+            .enumerate()
+            .map(|(p, d)| PromptOutcome {
+                consensus: d.consensus,
+                confidence: d.confidence,
+                rollouts: used[p],
+                stopped_in_round: stopped_in[p],
+            })
+            .collect();
+        history.sort_by_key(|&(p, _)| p);
+        let mut segments = Vec::new();
+        let mut start = 0u32;
+        for (p, &u) in used.iter().enumerate() {
+            segments.push(Segment {
+                prompt: p as u32,
+                start,
+                count: u,
+                pad: 0,
+            });
+            start += u;
+        }
+        let answers: Vec<u32> = history.iter().map(|(_, r)| r.answer).collect();
+        let consensus: Vec<u32> = prompts.iter().map(|p| p.consensus).collect();
+        let (rewards, advantages) =
+            self.tables
+                .rewards(&segments, &answers, Some(&consensus), None, 1e-4)?;
+        Ok(Outcome {
+            prompts,
+            rollouts: history,
+            rewards,
+            advantages,
+            rounds,
+        })
+    }
+}
+
+/// CPU twin of [`Scheduler::run`]: the same rounds with the twin's tables,
+/// rules and rewards.
+pub fn run_cpu(
+    prompts: u32,
+    capacity: u32,
+    config: RuleConfig,
+    allocation: Allocation,
+    engine: &mut dyn RolloutEngine,
+) -> Result<Outcome> {
+    use super::rewards::{group_advantages, majority_rewards};
+    use super::rules::decide;
+    use super::CpuVoteTables;
+    let rule = config.to_gpu()?;
+    let Allocation::Chunk(chunk) = allocation;
+    if chunk == 0 {
+        return Err(Error::InvalidRule(
+            "Allocation::Chunk needs at least 1".into(),
+        ));
+    }
+    let mut tables = CpuVoteTables::new(prompts, capacity);
+    let mut live: Vec<u32> = (0..prompts).collect();
+    let mut used = vec![0u32; prompts as usize];
+    let mut outcome = vec![
+        PromptOutcome {
+            consensus: u32::MAX,
+            confidence: 0.0,
+            rollouts: 0,
+            stopped_in_round: 0
+        };
+        prompts as usize
+    ];
+    let mut history = Vec::new();
+    let mut rounds = 0;
+    while !live.is_empty() {
+        rounds += 1;
+        let counts: Vec<u32> = live
+            .iter()
+            .map(|&p| {
+                let want = if used[p as usize] == 0 {
+                    chunk.max(config.min_votes)
+                } else {
+                    chunk
+                };
+                want.min(config.max_votes - used[p as usize])
+            })
+            .collect();
+        let rollouts = engine.generate(&live, &counts)?;
+        let mut segments = Vec::new();
+        let mut start = 0u32;
+        for (&p, &c) in live.iter().zip(&counts) {
+            segments.push(Segment {
+                prompt: p,
+                start,
+                count: c,
+                pad: 0,
+            });
+            for r in &rollouts[start as usize..(start + c) as usize] {
+                history.push((p, *r));
+            }
+            start += c;
+            used[p as usize] += c;
+        }
+        let answers: Vec<u32> = rollouts.iter().map(|r| r.answer).collect();
+        let tokens: Vec<u32> = rollouts.iter().map(|r| r.tokens).collect();
+        tables.count(&RoundVotes {
+            segments: &segments,
+            answers: &answers,
+            tokens: Some(&tokens),
+        })?;
+        let mut next = Vec::new();
+        for &p in &live {
+            let d = decide(&rule, tables.votes(p), tables.table(p));
+            outcome[p as usize] = PromptOutcome {
+                consensus: d.consensus,
+                confidence: d.confidence,
+                rollouts: used[p as usize],
+                stopped_in_round: if d.stopped { rounds } else { 0 },
+            };
+            if !d.stopped {
+                next.push(p);
+            }
+        }
+        live = next;
+    }
+    history.sort_by_key(|&(p, _)| p);
+    let mut segments = Vec::new();
+    let mut start = 0u32;
+    for (p, &u) in used.iter().enumerate() {
+        segments.push(Segment {
+            prompt: p as u32,
+            start,
+            count: u,
+            pad: 0,
+        });
+        start += u;
+    }
+    let answers: Vec<u32> = history.iter().map(|(_, r)| r.answer).collect();
+    let consensus: Vec<u32> = outcome.iter().map(|p| p.consensus).collect();
+    let rewards = majority_rewards(&segments, &answers, &consensus);
+    let advantages = group_advantages(&segments, &rewards, 1e-4);
+    Ok(Outcome {
+        prompts: outcome,
+        rollouts: history,
+        rewards,
+        advantages,
+        rounds,
+    })
+}
+
+/// An engine that replays recorded answers: prompt `p` reveals `answers[p]`
+/// in order (after a seeded shuffle, if the caller shuffled them).
+pub struct ReplayEngine {
+    answers: Vec<Vec<u32>>,
+    next: Vec<usize>,
+}
+
+impl ReplayEngine {
+    /// Replays `answers[p]` for prompt p.
+    pub fn new(answers: Vec<Vec<u32>>) -> Self {
+        let next = vec![0; answers.len()];
+        Self { answers, next }
+    }
+}
+
+impl RolloutEngine for ReplayEngine {
+    fn generate(&mut self, prompts: &[u32], counts: &[u32]) -> Result<Vec<Rollout>> {
+        let mut out = Vec::new();
+        for (&p, &c) in prompts.iter().zip(counts) {
+            let list = &self.answers[p as usize];
+            for _ in 0..c {
+                let i = self.next[p as usize];
+                let answer = *list.get(i).ok_or_else(|| Error::InvalidSegment {
+                    segment: p as usize,
+                    reason: format!("prompt {p} has only {} recorded answers", list.len()),
+                })?;
+                out.push(Rollout { answer, tokens: 0 });
+                self.next[p as usize] += 1;
+            }
+        }
+        Ok(out)
+    }
+}
