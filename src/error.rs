@@ -61,6 +61,9 @@ pub enum Error {
     /// Token counts must match the round's answers one for one.
     #[error("round has {answers} answers but {tokens} token counts")]
     TokensLengthMismatch { answers: usize, tokens: usize },
+    /// Input data (a vote file) is malformed.
+    #[error("data: {0}")]
+    Data(String),
     /// A stopping rule's parameters are out of range.
     #[error("invalid stopping rule: {0}")]
     InvalidRule(String),

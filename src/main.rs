@@ -41,6 +41,39 @@ enum Command {
     /// Sample a synthetic batch, check every row against the CPU twin, and time
     /// the sampler against a kernel that only reads the same logits once.
     Sample(SampleArgs),
+    /// Replay recorded votes (or a synthetic workload) through the voting
+    /// scheduler and print accuracy and mean samples per stopping rule.
+    Vote(VoteArgs),
+}
+
+#[derive(clap::Args)]
+struct VoteArgs {
+    /// Vote files (JSON: {"questions": [{"truth", "answers": [...]}]}); none
+    /// runs the embedded synthetic workload.
+    #[arg(long = "file")]
+    files: Vec<std::path::PathBuf>,
+    /// Comma-separated rules: fixed, esc5, ac-beta, consol-sprt, dirichlet,
+    /// optpo, majority, entropy.
+    #[arg(
+        long,
+        default_value = "fixed,esc5,ac-beta,consol-sprt,dirichlet,optpo,majority,entropy"
+    )]
+    rules: String,
+    /// Seeded shuffles per file.
+    #[arg(long, default_value_t = 20)]
+    shuffles: u32,
+    /// Maximum votes per question.
+    #[arg(long, default_value_t = 40)]
+    max_votes: u32,
+    /// Questions in the synthetic workload.
+    #[arg(long, default_value_t = 500)]
+    synthetic_questions: usize,
+    /// Run the CPU twin instead of the GPU kernels.
+    #[arg(long)]
+    cpu: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +217,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Info => info(),
         Command::Sample(args) => sample(&args),
+        Command::Vote(args) => vote(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -507,4 +541,79 @@ fn cli_name<T: ValueEnum>(value: T) -> String {
         .to_possible_value()
         .map(|v| v.get_name().to_string())
         .unwrap_or_default()
+}
+
+fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
+    use rollcall::voting::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
+    let mut sets = Vec::new();
+    if args.files.is_empty() {
+        sets.push((
+            "synthetic".to_string(),
+            synthetic_workload(args.synthetic_questions, 40, 7),
+        ));
+    }
+    for path in &args.files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| rollcall::Error::Data(format!("{}: {e}", path.display())))?;
+        let name = path
+            .file_stem()
+            .map_or("votes".into(), |s| s.to_string_lossy().into_owned());
+        sets.push((name, parse_vote_file(&text)?));
+    }
+    let rules: Vec<&str> = args
+        .rules
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let mut configs = Vec::new();
+    for name in &rules {
+        let config = preset(name, args.max_votes)
+            .ok_or_else(|| rollcall::Error::InvalidRule(format!("unknown rule {name:?}")))?;
+        configs.push((*name, config));
+    }
+    let ctx = if args.cpu {
+        None
+    } else {
+        Some(GpuContext::new()?)
+    };
+    let backend = match &ctx {
+        Some(ctx) => Backend::Gpu(ctx),
+        None => Backend::Cpu,
+    };
+    let mut results = Vec::new();
+    for (set, problems) in &sets {
+        for (name, config) in &configs {
+            let score = replay(problems, *config, args.shuffles, &backend, |done, total| {
+                eprint!("\r{set} {name}: shuffle {done}/{total}   ");
+            })?;
+            eprintln!();
+            results.push(serde_json::json!({
+                "set": set, "questions": problems.len(), "rule": name,
+                "accuracy": score.accuracy, "mean_samples": score.mean_samples,
+            }));
+        }
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "backend": if args.cpu { "cpu twin".to_string() } else { ctx.as_ref().map(|c| c.describe()).unwrap_or_default() },
+            "shuffles": args.shuffles, "max_votes": args.max_votes, "results": results,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{:<28} {:<12} {:>9} {:>13}",
+            "set", "rule", "accuracy", "mean samples"
+        );
+        for r in &results {
+            println!(
+                "{:<28} {:<12} {:>9.3} {:>13.2}",
+                r["set"].as_str().unwrap_or(""),
+                r["rule"].as_str().unwrap_or(""),
+                r["accuracy"].as_f64().unwrap_or(0.0),
+                r["mean_samples"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -79,3 +79,29 @@ fn gpu_scheduler_matches_its_twin() {
         }
     }
 }
+
+/// A scheduler runs batch after batch: each run starts from empty tables.
+#[test]
+fn a_scheduler_can_run_again() {
+    let Some(ctx) = common::gpu() else { return };
+    let config = RuleConfig {
+        rule: StopRule::EscWindow { window: 5 },
+        min_votes: 1,
+        max_votes: 40,
+    };
+    let mut scheduler = Scheduler::new(&ctx, 50, 16, config, Allocation::Chunk(1)).unwrap();
+    for seed in 0..3 {
+        let data = recorded(50, 40, seed);
+        let gpu = scheduler.run(&mut ReplayEngine::new(data.clone())).unwrap();
+        let cpu = run_cpu(
+            50,
+            16,
+            config,
+            Allocation::Chunk(1),
+            &mut ReplayEngine::new(data),
+        )
+        .unwrap();
+        assert_eq!(gpu.rollouts, cpu.rollouts, "run {seed}");
+        assert_eq!(gpu.rewards, cpu.rewards);
+    }
+}

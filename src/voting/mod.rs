@@ -403,6 +403,12 @@ impl GpuVoteTables {
         pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
     }
 
+    /// Records the zeroing of every table (a fresh batch).
+    pub fn encode_reset(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.clear_buffer(&self.votes, 0, None);
+        encoder.clear_buffer(&self.tables, 0, None);
+    }
+
     /// Prompts the tables hold.
     pub fn prompts(&self) -> u32 {
         self.prompts
@@ -667,6 +673,7 @@ impl GpuVoteTables {
 }
 
 pub mod posterior;
+pub mod replay;
 pub mod rewards;
 pub mod rules;
 pub mod scheduler;

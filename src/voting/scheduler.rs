@@ -209,8 +209,12 @@ impl Scheduler {
                 .queue
                 .write_buffer(&self.list, 0, bytemuck::cast_slice(&live));
 
-            // One submit: count, decide, compact, copy the live list out.
+            // One submit: count, decide, compact, copy the live list out (the
+            // first round also clears the tables of any earlier run).
             let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+            if rounds == 1 {
+                self.tables.encode_reset(&mut encoder);
+            }
             self.tables.encode_count(
                 &mut encoder,
                 &RoundVotes {

@@ -1,0 +1,246 @@
+//! Replaying recorded votes under the evaluation protocol of ESC and the
+//! voting note: for each question, shuffle its recorded answers with a seeded
+//! generator, reveal them in that order (one per round), stop by the rule,
+//! take the majority of what was revealed (ties to the answer seen first), and
+//! score it against the truth; average accuracy and samples over shuffles.
+
+use super::rules::{RuleConfig, StopRule};
+use super::scheduler::{run_cpu, Allocation, ReplayEngine, Scheduler};
+use crate::{Error, GpuContext, Result};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One question: its true answer and its recorded answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// The true answer.
+    pub truth: String,
+    /// Recorded answers, in recorded order.
+    pub answers: Vec<String>,
+}
+
+fn as_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Parses a vote file: `{"source", "model", "questions": [{"truth",
+/// "answers": [...], "token_usage": [...]?}]}`.
+///
+/// ```
+/// let text = r#"{"source": "s", "model": "m", "questions": [{"truth": "3", "answers": ["3", 4]}]}"#;
+/// let problems = rollcall::voting::replay::parse_vote_file(text).unwrap();
+/// assert_eq!(problems[0].answers, vec!["3".to_string(), "4".to_string()]);
+/// ```
+pub fn parse_vote_file(text: &str) -> Result<Vec<Problem>> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::Data(format!("not JSON: {e}")))?;
+    let questions = value
+        .get("questions")
+        .and_then(|q| q.as_array())
+        .ok_or_else(|| Error::Data("no \"questions\" array".into()))?;
+    questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let truth = q
+                .get("truth")
+                .ok_or_else(|| Error::Data(format!("question {i}: no truth")))?;
+            let answers = q
+                .get("answers")
+                .and_then(|a| a.as_array())
+                .ok_or_else(|| Error::Data(format!("question {i}: no answers array")))?;
+            Ok(Problem {
+                truth: as_text(truth),
+                answers: answers.iter().map(as_text).collect(),
+            })
+        })
+        .collect()
+}
+
+/// A synthetic workload shaped like the shared vote data: 40 answers per
+/// question; most questions decisive (the truth holds 80–100% of the votes),
+/// some contested (30–60%, with a strong wrong answer), a few hard ones where
+/// the truth is a minority; wrong answers follow a Zipf-like spread.
+///
+/// ```
+/// let problems = rollcall::voting::replay::synthetic_workload(100, 40, 1);
+/// assert_eq!(problems.len(), 100);
+/// assert!(problems.iter().all(|p| p.answers.len() == 40));
+/// ```
+pub fn synthetic_workload(questions: usize, answers: usize, seed: u64) -> Vec<Problem> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..questions)
+        .map(|q| {
+            let kind: f64 = rng.random();
+            let p_truth: f64 = if kind < 0.7 {
+                rng.random_range(0.8..1.0)
+            } else if kind < 0.9 {
+                rng.random_range(0.3..0.6)
+            } else {
+                rng.random_range(0.05..0.3)
+            };
+            let truth = format!("q{q}-truth");
+            let answers = (0..answers)
+                .map(|_| {
+                    if rng.random_bool(p_truth) {
+                        truth.clone()
+                    } else {
+                        // Zipf-like: wrong answer k with weight 1/k.
+                        let u: f64 = rng.random();
+                        let k = (8.0f64.powf(u)) as u32;
+                        format!("q{q}-wrong{k}")
+                    }
+                })
+                .collect();
+            Problem { truth, answers }
+        })
+        .collect()
+}
+
+/// The rules the replay command knows by name, with budgets 1 to 40.
+pub const PRESETS: &[&str] = &[
+    "fixed",
+    "esc5",
+    "ac-beta",
+    "consol-sprt",
+    "dirichlet",
+    "optpo",
+    "majority",
+    "entropy",
+];
+
+/// A named rule with budgets 1 to `max_votes`.
+///
+/// ```
+/// assert!(rollcall::voting::replay::preset("ac-beta", 40).is_some());
+/// ```
+pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
+    let rule = match name {
+        "fixed" => StopRule::FixedBudget,
+        "esc5" => StopRule::EscWindow { window: 5 },
+        "ac-beta" => StopRule::Beta {
+            threshold: 0.95,
+            prior: 1.0,
+        },
+        "consol-sprt" => StopRule::CONSOL_SPRT,
+        "dirichlet" => StopRule::Dirichlet {
+            threshold: 0.95,
+            prior: 1.0,
+            top: 5,
+        },
+        "optpo" => StopRule::OptPo {
+            p0: 0.6,
+            hypotheses: 0,
+            delta: 0.05,
+            alpha: 0.05,
+            beta: 0.05,
+        },
+        "majority" => StopRule::Majority { share: 0.8 },
+        "entropy" => StopRule::Entropy {
+            max_normalized: 0.75,
+        },
+        _ => return None,
+    };
+    Some(RuleConfig {
+        rule,
+        min_votes: 1,
+        max_votes,
+    })
+}
+
+/// Where the replay runs.
+pub enum Backend<'a> {
+    /// The GPU scheduler and kernels.
+    Gpu(&'a GpuContext),
+    /// The CPU twin.
+    Cpu,
+}
+
+/// Accuracy and mean samples of one rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplayScore {
+    /// Share of questions whose majority of revealed answers is the truth.
+    pub accuracy: f64,
+    /// Mean answers revealed per question.
+    pub mean_samples: f64,
+}
+
+/// Replays `problems` under `config` for `shuffles` seeded shuffles (seeds
+/// 0..shuffles), calling `progress(done, shuffles)` after each.
+pub fn replay(
+    problems: &[Problem],
+    config: RuleConfig,
+    shuffles: u32,
+    backend: &Backend<'_>,
+    mut progress: impl FnMut(u32, u32),
+) -> Result<ReplayScore> {
+    let budget = problems.iter().map(|p| p.answers.len()).min().unwrap_or(0) as u32;
+    if problems.is_empty() || budget == 0 {
+        return Err(Error::Data("no questions with answers".into()));
+    }
+    let config = RuleConfig {
+        max_votes: config.max_votes.min(budget),
+        min_votes: config.min_votes.min(budget),
+        ..config
+    };
+    // Answer ids: index of the first occurrence in the recorded list.
+    let ids: Vec<Vec<u32>> = problems
+        .iter()
+        .map(|p| {
+            p.answers
+                .iter()
+                .map(|a| p.answers.iter().position(|b| b == a).unwrap_or(0) as u32)
+                .collect()
+        })
+        .collect();
+    let mut correct = 0u64;
+    let mut samples = 0u64;
+    let mut scheduler = match backend {
+        Backend::Gpu(ctx) => Some(Scheduler::new(
+            ctx,
+            problems.len() as u32,
+            64,
+            config,
+            Allocation::Chunk(1),
+        )?),
+        Backend::Cpu => None,
+    };
+    for s in 0..shuffles {
+        let shuffled: Vec<Vec<u32>> = ids
+            .iter()
+            .enumerate()
+            .map(|(q, list)| {
+                let mut rng = ChaCha8Rng::seed_from_u64((u64::from(s) << 32) | q as u64);
+                let mut v = list.clone();
+                v.shuffle(&mut rng);
+                v
+            })
+            .collect();
+        let mut engine = ReplayEngine::new(shuffled);
+        let outcome = match scheduler.as_mut() {
+            Some(scheduler) => scheduler.run(&mut engine)?,
+            None => run_cpu(
+                problems.len() as u32,
+                64,
+                config,
+                Allocation::Chunk(1),
+                &mut engine,
+            )?,
+        };
+        for (q, p) in outcome.prompts.iter().enumerate() {
+            samples += u64::from(p.rollouts);
+            let answer = problems[q].answers.get(p.consensus as usize);
+            correct += u64::from(answer == Some(&problems[q].truth));
+        }
+        progress(s + 1, shuffles);
+    }
+    let n = f64::from(shuffles) * problems.len() as f64;
+    Ok(ReplayScore {
+        accuracy: correct as f64 / n,
+        mean_samples: samples as f64 / n,
+    })
+}
