@@ -6,6 +6,9 @@
 //!
 //! - [`sampling`]: batched token sampling from logits (temperature, greedy,
 //!   top-k, top-p, min-p; f32/f16/bf16; per-row seeds, batch invariant).
+//! - [`voting`]: adaptive majority voting (vote tables, stopping rules,
+//!   rewards, the round scheduler, replay of recorded votes) and
+//!   [`compact`]: stream compaction of live prompts.
 //! - [`reference`]: a kernel that only reads the same logits once, the
 //!   yardstick sampler throughput is reported against.
 //! - [`timing`]: GPU time of an encoded workload (timestamp queries, or wall
