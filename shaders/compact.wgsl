@@ -1,5 +1,5 @@
 // Stream compaction: the indices i (in increasing order) with keep[i] != 0,
-// and their count. Reduce-then-scan in three dispatches, so no workgroup ever
+// their count, and optionally the values[i] that go with them. Reduce-then-scan in three dispatches, so no workgroup ever
 // waits on another (no forward-progress assumption; portable to Metal, WebGPU
 // and lavapipe):
 //   count_blocks: each workgroup counts its block of 1024 flags;
@@ -14,7 +14,7 @@ struct CompactParams {
     n: u32,          // flags
     blocks: u32,     // ceil(n / BLOCK)
     blocks_x: u32,   // workgroups along x (the grid is 2-D beyond 65535 blocks)
-    _pad: u32,
+    with_values: u32, // 1: also compact `values` into `out_values`
 }
 
 @group(0) @binding(0) var<uniform> cp: CompactParams;
@@ -22,6 +22,8 @@ struct CompactParams {
 @group(0) @binding(2) var<storage, read_write> block_offsets: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out_indices: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out_count: array<u32>;
+@group(0) @binding(5) var<storage, read> values: array<u32>;
+@group(0) @binding(6) var<storage, read_write> out_values: array<u32>;
 
 var<workgroup> scan: array<u32, WG>;
 
@@ -106,6 +108,9 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         let i = first + j;
         if i < cp.n && keep[i] != 0u {
             out_indices[at] = i;
+            if cp.with_values != 0u {
+                out_values[at] = values[i];
+            }
             at += 1u;
         }
     }

@@ -101,7 +101,7 @@ struct Rule {
 struct DecideParams {
     rule: Rule,
     prompts: u32,    // entries of `decide_list`
-    _pad0: u32,
+    want_fewest: u32, // 1: write the fewest votes that could pass to `next_votes`
     _pad1: u32,
     _pad2: u32,
 }
@@ -119,6 +119,7 @@ struct Decision {
 @group(0) @binding(13) var<storage, read> decide_tables: array<vec2<u32>>;
 @group(0) @binding(14) var<storage, read_write> decisions: array<Decision>;
 @group(0) @binding(15) var<storage, read_write> keep_active: array<u32>;
+@group(0) @binding(16) var<storage, read_write> next_votes: array<u32>;
 
 const DIRICHLET_NODES: u32 = 256u;
 
@@ -150,6 +151,114 @@ fn dirichlet_mode_probability(alphas: ptr<function, array<f32, CAPACITY>>, k: u3
     return min(sum * h / 3.0, 1.0);
 }
 
+// The rule on a prompt's table, as if `bonus` more votes had gone to the
+// leader (0 for the votes as they are): (met, confidence).
+fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32, vs: u32,
+            run_length: u32, bonus: u32) -> vec2<f32> {
+    let n = n0 + bonus;
+    let vl = vl0 + bonus;
+    var share = 0.0;
+    if n != 0u {
+        share = f32(vl) / f32(n);
+    }
+    var met = false;
+    var confidence = share;
+    switch rule.kind {
+        case 1u: {
+            confidence = beta_leader_probability(vl, vs, rule.c.y);
+            met = confidence >= rule.c.x;
+        }
+        case 2u: {
+            if distinct < 3u {
+                confidence = beta_leader_probability(vl, vs, rule.c.y);
+            } else {
+                // The `top` most voted answers, leader first (ties by slot):
+                // repeated selection of the next largest.
+                var keep = distinct;
+                if rule.count != 0u {
+                    keep = min(distinct, rule.count);
+                }
+                var alphas: array<f32, CAPACITY>;
+                var taken: array<bool, CAPACITY>;
+                for (var r = 0u; r < keep; r++) {
+                    var best = CAPACITY;
+                    var best_votes = 0u;
+                    for (var k = 0u; k < distinct; k++) {
+                        let votes_k = decide_tables[base + k].y + select(0u, bonus, k == leader);
+                        if !taken[k] && (best == CAPACITY || votes_k > best_votes) {
+                            best = k;
+                            best_votes = votes_k;
+                        }
+                    }
+                    taken[best] = true;
+                    alphas[r] = f32(best_votes) + rule.c.y;
+                }
+                confidence = dirichlet_mode_probability(&alphas, keep);
+            }
+            met = confidence >= rule.c.x;
+        }
+        case 3u: {
+            var m = f32(max(distinct, 2u));
+            if rule.count != 0u {
+                m = f32(max(rule.count, distinct));
+            }
+            let p0 = rule.c.x;
+            let q = (1.0 - p0) / (m - 1.0);
+            let beta = log(p0 / q);
+            var denom = 0.0;
+            for (var k = 0u; k < distinct; k++) {
+                let votes_k = decide_tables[base + k].y + select(0u, bonus, k == leader);
+                denom += exp(beta * (f32(votes_k) - f32(vl)));
+            }
+            denom += (m - f32(distinct)) * exp(-beta * f32(vl));
+            confidence = 1.0 / denom;
+            met = confidence >= 1.0 - rule.c.y || f32(vl - vs) * beta >= rule.c.z;
+        }
+        case 4u: {
+            let log_lr = f32(vl) * rule.c.x + f32(vs) * rule.c.y;
+            met = log_lr >= rule.c.z || log_lr <= rule.c.w;
+            confidence = 1.0 / (1.0 + exp(-log_lr));
+        }
+        case 5u: {
+            let w = rule.count;
+            met = n >= w && n % w == 0u && run_length >= w;
+        }
+        case 6u: {
+            met = n >= 2u && share >= rule.c.x;
+        }
+        case 7u: {
+            var total = 0.0;
+            for (var k = 0u; k < distinct; k++) {
+                total += f32(decide_tables[base + k].y + select(0u, bonus, k == leader));
+            }
+            var pseudo = 0.0;
+            if distinct == 1u {
+                pseudo = 1.0;
+            }
+            var h = 0.0;
+            for (var k = 0u; k < distinct; k++) {
+                let p = f32(decide_tables[base + k].y + select(0u, bonus, k == leader)) / (total + pseudo);
+                h -= p * log2(p);
+            }
+            var norm = 1.0;
+            if distinct <= 1u {
+                let p = 1.0 / (total + 1.0);
+                h -= p * log2(p);
+            } else {
+                norm = log2(f32(distinct));
+            }
+            var normalized = 1.0;
+            if total != 0.0 {
+                normalized = h / norm;
+            }
+            met = n >= 2u && normalized <= rule.c.x;
+            confidence = 1.0 - normalized;
+        }
+        default: {}
+    }
+    return vec2<f32>(select(0.0, 1.0, met), clamp(confidence, 0.0, 1.0));
+}
+
 @compute @workgroup_size(64)
 fn decide(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let position = id.x + id.y * groups.x * 64u;
@@ -179,109 +288,32 @@ fn decide(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups)
             vs = max(vs, decide_tables[base + k].y);
         }
     }
-    var share = 0.0;
-    if n != 0u {
-        share = f32(vl) / f32(n);
-    }
-    var met = false;
-    var confidence = share;
-    switch rule.kind {
-        case 1u: {
-            confidence = beta_leader_probability(vl, vs, rule.c.y);
-            met = confidence >= rule.c.x;
-        }
-        case 2u: {
-            if distinct < 3u {
-                confidence = beta_leader_probability(vl, vs, rule.c.y);
-            } else {
-                // The `top` most voted answers, leader first (ties by slot):
-                // repeated selection of the next largest.
-                var keep = distinct;
-                if rule.count != 0u {
-                    keep = min(distinct, rule.count);
-                }
-                var alphas: array<f32, CAPACITY>;
-                var taken: array<bool, CAPACITY>;
-                for (var r = 0u; r < keep; r++) {
-                    var best = CAPACITY;
-                    for (var k = 0u; k < distinct; k++) {
-                        if !taken[k] && (best == CAPACITY || decide_tables[base + k].y > decide_tables[base + best].y) {
-                            best = k;
-                        }
-                    }
-                    taken[best] = true;
-                    alphas[r] = f32(decide_tables[base + best].y) + rule.c.y;
-                }
-                confidence = dirichlet_mode_probability(&alphas, keep);
-            }
-            met = confidence >= rule.c.x;
-        }
-        case 3u: {
-            var m = f32(max(distinct, 2u));
-            if rule.count != 0u {
-                m = f32(max(rule.count, distinct));
-            }
-            let p0 = rule.c.x;
-            let q = (1.0 - p0) / (m - 1.0);
-            let beta = log(p0 / q);
-            var denom = 0.0;
-            for (var k = 0u; k < distinct; k++) {
-                denom += exp(beta * (f32(decide_tables[base + k].y) - f32(vl)));
-            }
-            denom += (m - f32(distinct)) * exp(-beta * f32(vl));
-            confidence = 1.0 / denom;
-            met = confidence >= 1.0 - rule.c.y || f32(vl - vs) * beta >= rule.c.z;
-        }
-        case 4u: {
-            let log_lr = f32(vl) * rule.c.x + f32(vs) * rule.c.y;
-            met = log_lr >= rule.c.z || log_lr <= rule.c.w;
-            confidence = 1.0 / (1.0 + exp(-log_lr));
-        }
-        case 5u: {
-            let w = rule.count;
-            met = n >= w && n % w == 0u && votes.run_length >= w;
-        }
-        case 6u: {
-            met = n >= 2u && share >= rule.c.x;
-        }
-        case 7u: {
-            var total = 0.0;
-            for (var k = 0u; k < distinct; k++) {
-                total += f32(decide_tables[base + k].y);
-            }
-            var pseudo = 0.0;
-            if distinct == 1u {
-                pseudo = 1.0;
-            }
-            var h = 0.0;
-            for (var k = 0u; k < distinct; k++) {
-                let p = f32(decide_tables[base + k].y) / (total + pseudo);
-                h -= p * log2(p);
-            }
-            var norm = 1.0;
-            if distinct <= 1u {
-                let p = 1.0 / (total + 1.0);
-                h -= p * log2(p);
-            } else {
-                norm = log2(f32(distinct));
-            }
-            var normalized = 1.0;
-            if total != 0.0 {
-                normalized = h / norm;
-            }
-            met = n >= 2u && normalized <= rule.c.x;
-            confidence = 1.0 - normalized;
-        }
-        default: {}
-    }
-    confidence = clamp(confidence, 0.0, 1.0);
-    let stopped = n >= rule.max_votes || (n >= rule.min_votes && n > 0u && met);
+    let now = evaluate(rule, base, distinct, leader, n, vl, vs, votes.run_length, 0u);
+    let stopped = n >= rule.max_votes || (n >= rule.min_votes && n > 0u && now.x != 0.0);
     var consensus = 0xFFFFFFFFu;
     if distinct > 0u {
         consensus = decide_tables[base + leader].x;
     }
-    decisions[prompt] = Decision(select(0u, 1u, stopped), consensus, confidence, n);
+    decisions[prompt] = Decision(select(0u, 1u, stopped), consensus, now.y, n);
     keep_active[position] = select(1u, 0u, stopped);
+    // ConSol's allocation: the fewest more votes that would stop the prompt
+    // if they all went to the leader (the rest of the budget if none would).
+    if decide_params.want_fewest != 0u && !stopped {
+        let room = rule.max_votes - n;
+        var fewest = room;
+        var leader_run = 0u;
+        if distinct > 0u && votes.run_answer == consensus {
+            leader_run = votes.run_length;
+        }
+        for (var t = 1u; t < room; t++) {
+            if n + t >= rule.min_votes
+                && evaluate(rule, base, distinct, leader, n, vl, vs, leader_run + t, t).x != 0.0 {
+                fewest = t;
+                break;
+            }
+        }
+        next_votes[position] = max(fewest, 1u);
+    }
 }
 
 // ---- Rewards for the kept rollouts -----------------------------------------

@@ -20,7 +20,7 @@ struct CompactParams {
     n: u32,
     blocks: u32,
     blocks_x: u32,
-    pad: u32,
+    with_values: u32,
 }
 
 /// CPU twin: the indices `i` with `keep[i] != 0`, in increasing order.
@@ -64,6 +64,8 @@ struct Pipelines {
 pub struct CompactScratch {
     params: wgpu::Buffer,
     block_offsets: wgpu::Buffer,
+    /// Bound as the value output when no values are compacted.
+    spare: wgpu::Buffer,
     capacity: u32,
 }
 
@@ -81,6 +83,12 @@ impl CompactScratch {
             block_offsets: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("rollcall compact block offsets"),
                 size: u64::from(blocks) * 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
+            spare: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("rollcall compact spare"),
+                size: 4,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             }),
@@ -128,6 +136,8 @@ impl Compactor {
                     entry(2, storage(false)),
                     entry(3, storage(false)),
                     entry(4, storage(false)),
+                    entry(5, storage(true)),
+                    entry(6, storage(false)),
                 ],
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -171,6 +181,22 @@ impl Compactor {
         out_indices: &wgpu::Buffer,
         out_count: &wgpu::Buffer,
     ) -> Result<()> {
+        self.encode_with_values(encoder, keep, n, scratch, out_indices, out_count, None)
+    }
+
+    /// Like [`Compactor::encode`], and also moves `values[i]` (one `u32` per
+    /// flag) of every kept `i` to `out_values`, in the same order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_with_values(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        keep: &wgpu::Buffer,
+        n: u32,
+        scratch: &CompactScratch,
+        out_indices: &wgpu::Buffer,
+        out_count: &wgpu::Buffer,
+        values: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+    ) -> Result<()> {
         let bytes = u64::from(n) * 4;
         let check = |what, buffer: &wgpu::Buffer, needed: u64| {
             if buffer.size() < needed {
@@ -186,6 +212,10 @@ impl Compactor {
         check("compaction flags", keep, bytes.max(4))?;
         check("compacted indices", out_indices, bytes.max(4))?;
         check("compacted count", out_count, 4)?;
+        if let Some((values, out_values)) = values {
+            check("compaction values", values, bytes.max(4))?;
+            check("compacted values", out_values, bytes.max(4))?;
+        }
         if n > scratch.capacity {
             return Err(Error::BatchCapacity {
                 capacity: scratch.capacity as usize,
@@ -206,7 +236,7 @@ impl Compactor {
             n,
             blocks,
             blocks_x,
-            pad: 0,
+            with_values: u32::from(values.is_some()),
         };
         self.ctx
             .queue
@@ -245,6 +275,17 @@ impl Compactor {
                     wgpu::BindGroupEntry {
                         binding: 4,
                         resource: out_count.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 5,
+                        resource: at_least_word(values.map_or(keep, |v| v.0), bytes),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 6,
+                        resource: match values {
+                            Some((_, out_values)) => at_least_word(out_values, bytes),
+                            None => scratch.spare.as_entire_binding(),
+                        },
                     },
                 ],
             });

@@ -68,6 +68,10 @@ struct VoteArgs {
     /// Questions in the synthetic workload.
     #[arg(long, default_value_t = 500)]
     synthetic_questions: usize,
+    /// Rollouts per round: `one` (reveal one answer per round, the evaluation
+    /// protocol) or `fewest` (ConSol's: the fewest that could pass the rule).
+    #[arg(long, default_value = "one")]
+    allocation: String,
     /// Run the CPU twin instead of the GPU kernels.
     #[arg(long)]
     cpu: bool,
@@ -560,6 +564,15 @@ fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
             .map_or("votes".into(), |s| s.to_string_lossy().into_owned());
         sets.push((name, parse_vote_file(&text)?));
     }
+    let allocation = match args.allocation.as_str() {
+        "one" => rollcall::voting::scheduler::Allocation::Chunk(1),
+        "fewest" => rollcall::voting::scheduler::Allocation::FewestToPass { first: 1 },
+        other => {
+            return Err(rollcall::Error::InvalidRule(format!(
+                "unknown allocation {other:?} (one, fewest)"
+            )))
+        }
+    };
     let rules: Vec<&str> = args
         .rules
         .split(',')
@@ -584,9 +597,16 @@ fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
     let mut results = Vec::new();
     for (set, problems) in &sets {
         for (name, config) in &configs {
-            let score = replay(problems, *config, args.shuffles, &backend, |done, total| {
-                eprint!("\r{set} {name}: shuffle {done}/{total}   ");
-            })?;
+            let score = replay(
+                problems,
+                *config,
+                allocation,
+                args.shuffles,
+                &backend,
+                |done, total| {
+                    eprint!("\r{set} {name}: shuffle {done}/{total}   ");
+                },
+            )?;
             eprintln!();
             results.push(serde_json::json!({
                 "set": set, "questions": problems.len(), "rule": name,

@@ -5,6 +5,7 @@
 mod common;
 
 use rollcall::voting::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
+use rollcall::voting::scheduler::Allocation;
 
 #[test]
 fn synthetic_replay_gpu_matches_cpu() {
@@ -21,8 +22,24 @@ fn synthetic_replay_gpu_matches_cpu() {
         "dirichlet",
     ] {
         let config = preset(name, 40).unwrap();
-        let gpu = replay(&problems, config, 2, &Backend::Gpu(&ctx), |_, _| {}).unwrap();
-        let cpu = replay(&problems, config, 2, &Backend::Cpu, |_, _| {}).unwrap();
+        let gpu = replay(
+            &problems,
+            config,
+            Allocation::Chunk(1),
+            2,
+            &Backend::Gpu(&ctx),
+            |_, _| {},
+        )
+        .unwrap();
+        let cpu = replay(
+            &problems,
+            config,
+            Allocation::Chunk(1),
+            2,
+            &Backend::Cpu,
+            |_, _| {},
+        )
+        .unwrap();
         assert_eq!(gpu.mean_samples, cpu.mean_samples, "{name}");
         assert!((gpu.accuracy - cpu.accuracy).abs() < 1e-9, "{name}");
         if name == "fixed" {
@@ -71,6 +88,7 @@ fn full_budget_accuracy_matches_the_published_figures() {
         let score = replay(
             &problems,
             preset("fixed", 40).unwrap(),
+            Allocation::Chunk(1),
             20,
             &Backend::Cpu,
             |_, _| {},

@@ -123,7 +123,8 @@ fn gpu_decisions_match_the_twin() {
                 max_votes,
             };
             let gpu_rule = config.to_gpu().unwrap();
-            let (decisions, keep) = gpu.decide(&config, &list).unwrap();
+            let readback = gpu.decide(&config, &list).unwrap();
+            let (decisions, keep) = (&readback.decisions, &readback.keep);
             for (i, &p) in list.iter().enumerate() {
                 let twin = decide(&gpu_rule, cpu.votes(p), cpu.table(p));
                 let got = decisions[i];

@@ -32,26 +32,24 @@ fn gpu_scheduler_matches_its_twin() {
         StopRule::EscWindow { window: 5 },
         StopRule::FixedBudget,
     ] {
-        for chunk in [1u32, 3] {
+        for allocation in [
+            Allocation::Chunk(1),
+            Allocation::Chunk(3),
+            Allocation::FewestToPass { first: 2 },
+        ] {
             let config = RuleConfig {
                 rule,
                 min_votes: 2,
                 max_votes: 40,
             };
-            let mut scheduler = Scheduler::new(
-                &ctx,
-                data.len() as u32,
-                16,
-                config,
-                Allocation::Chunk(chunk),
-            )
-            .unwrap();
+            let mut scheduler =
+                Scheduler::new(&ctx, data.len() as u32, 16, config, allocation).unwrap();
             let gpu = scheduler.run(&mut ReplayEngine::new(data.clone())).unwrap();
             let cpu = run_cpu(
                 data.len() as u32,
                 16,
                 config,
-                Allocation::Chunk(chunk),
+                allocation,
                 &mut ReplayEngine::new(data.clone()),
             )
             .unwrap();

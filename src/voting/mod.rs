@@ -197,6 +197,17 @@ pub fn shader_variants(capacity: u32) -> Result<Vec<crate::shader::ShaderVariant
         .collect())
 }
 
+/// What [`GpuVoteTables::decide`] reads back, in list order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DecideReadback {
+    /// Decisions.
+    pub decisions: Vec<GpuDecision>,
+    /// 1 for prompts still active.
+    pub keep: Vec<u32>,
+    /// For live prompts, the fewest more votes that could stop them.
+    pub next: Vec<u32>,
+}
+
 /// A decision as the GPU writes it (16 bytes per prompt).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -361,8 +372,11 @@ impl GpuVoteTables {
 
     /// Records the rules over the first `n` prompts of `list`: decisions to
     /// `decisions` (16 bytes per prompt, by prompt index), keep flags (1 =
-    /// still active) to `keep` by list position. `params` holds the
-    /// [`rules::GpuRule`] followed by `n` (48 bytes, uniform).
+    /// still active) to `keep` and, when asked, the fewest votes that could
+    /// stop each live prompt to `next`, both by list position. `params` holds
+    /// the [`rules::GpuRule`], then `n` and the ask (1 or 0) (48 bytes,
+    /// uniform).
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_decide(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -371,6 +385,7 @@ impl GpuVoteTables {
         n: u32,
         decisions: &wgpu::Buffer,
         keep: &wgpu::Buffer,
+        next: &wgpu::Buffer,
     ) {
         if n == 0 {
             return;
@@ -388,6 +403,7 @@ impl GpuVoteTables {
                     (13, self.tables.as_entire_binding()),
                     (14, decisions.as_entire_binding()),
                     (15, keep.as_entire_binding()),
+                    (16, next.as_entire_binding()),
                 ]
                 .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
             });
@@ -419,13 +435,10 @@ impl GpuVoteTables {
         &self.ctx
     }
 
-    /// Runs `rule` over the prompts in `list` and reads back their decisions
-    /// and keep flags (1 = still active), in list order (waits for the GPU).
-    pub fn decide(
-        &self,
-        rule: &rules::RuleConfig,
-        list: &[u32],
-    ) -> Result<(Vec<GpuDecision>, Vec<u32>)> {
+    /// Runs `rule` over the prompts in `list` and reads back, in list order,
+    /// their decisions, keep flags (1 = still active) and the fewest more
+    /// votes that could stop each live prompt (waits for the GPU).
+    pub fn decide(&self, rule: &rules::RuleConfig, list: &[u32]) -> Result<DecideReadback> {
         use wgpu::util::DeviceExt;
         let gpu_rule = rule.to_gpu()?;
         if let Some(&bad) = list.iter().find(|&&p| p >= self.prompts) {
@@ -435,13 +448,14 @@ impl GpuVoteTables {
             });
         }
         if list.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(DecideReadback::default());
         }
         let device = &self.ctx.device;
         let n = list.len() as u32;
         let mut params = [0u8; 48];
         params[..32].copy_from_slice(bytemuck::bytes_of(&gpu_rule));
         params[32..36].copy_from_slice(&n.to_le_bytes());
+        params[36..40].copy_from_slice(&1u32.to_le_bytes());
         let init = |label, contents: &[u8], usage| {
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
@@ -467,48 +481,39 @@ impl GpuVoteTables {
                 mapped_at_creation: false,
             })
         };
-        let decisions = out("rollcall decisions", u64::from(self.prompts).max(1) * 16);
-        let keep = out("rollcall keep flags", u64::from(n) * 4);
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("rollcall decide"),
-            layout: &self.pipelines[1].get_bind_group_layout(0),
-            entries: &[
-                (10, params.as_entire_binding()),
-                (11, list_buffer.as_entire_binding()),
-                (12, self.votes.as_entire_binding()),
-                (13, self.tables.as_entire_binding()),
-                (14, decisions.as_entire_binding()),
-                (15, keep.as_entire_binding()),
-            ]
-            .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
-        });
-        let groups = n.div_ceil(64);
-        let max_x = self
-            .ctx
-            .limits()
-            .max_compute_workgroups_per_dimension
-            .max(1);
+        let dbytes = u64::from(self.prompts) * 16;
+        let lbytes = u64::from(n) * 4;
+        let decisions = out("rollcall decisions", dbytes.max(16));
+        let keep = out("rollcall keep flags", lbytes);
+        let next = out("rollcall next votes", lbytes);
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("rollcall decide readback"),
-            size: u64::from(self.prompts) * 16 + u64::from(n) * 4,
+            size: dbytes + 2 * lbytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut encoder = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipelines[1]);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
-        }
-        let dbytes = u64::from(self.prompts) * 16;
+        self.encode_decide(
+            &mut encoder,
+            &params,
+            &list_buffer,
+            n,
+            &decisions,
+            &keep,
+            &next,
+        );
         encoder.copy_buffer_to_buffer(&decisions, 0, &readback, 0, dbytes);
-        encoder.copy_buffer_to_buffer(&keep, 0, &readback, dbytes, u64::from(n) * 4);
+        encoder.copy_buffer_to_buffer(&keep, 0, &readback, dbytes, lbytes);
+        encoder.copy_buffer_to_buffer(&next, 0, &readback, dbytes + lbytes, lbytes);
         self.ctx.queue.submit([encoder.finish()]);
-        let data = self.ctx.read_buffer(&readback, dbytes + u64::from(n) * 4)?;
+        let data = self.ctx.read_buffer(&readback, dbytes + 2 * lbytes)?;
         let all: &[GpuDecision] = bytemuck::cast_slice(&data[..dbytes as usize]);
-        let keep = bytemuck::cast_slice(&data[dbytes as usize..]).to_vec();
-        Ok((list.iter().map(|&p| all[p as usize]).collect(), keep))
+        let words: &[u32] = bytemuck::cast_slice(&data[dbytes as usize..]);
+        Ok(DecideReadback {
+            decisions: list.iter().map(|&p| all[p as usize]).collect(),
+            keep: words[..n as usize].to_vec(),
+            next: words[n as usize..].to_vec(),
+        })
     }
 
     /// Rewards and GRPO advantages on the GPU for rollouts grouped in

@@ -169,11 +169,13 @@ pub struct ReplayScore {
     pub mean_samples: f64,
 }
 
-/// Replays `problems` under `config` for `shuffles` seeded shuffles (seeds
-/// 0..shuffles), calling `progress(done, shuffles)` after each.
+/// Replays `problems` under `config` and `allocation` (the protocol reveals
+/// one answer per round: `Allocation::Chunk(1)`) for `shuffles` seeded
+/// shuffles (seeds 0..shuffles), calling `progress(done, shuffles)` after each.
 pub fn replay(
     problems: &[Problem],
     config: RuleConfig,
+    allocation: Allocation,
     shuffles: u32,
     backend: &Backend<'_>,
     mut progress: impl FnMut(u32, u32),
@@ -205,7 +207,7 @@ pub fn replay(
             problems.len() as u32,
             64,
             config,
-            Allocation::Chunk(1),
+            allocation,
         )?),
         Backend::Cpu => None,
     };
@@ -223,13 +225,7 @@ pub fn replay(
         let mut engine = ReplayEngine::new(shuffled);
         let outcome = match scheduler.as_mut() {
             Some(scheduler) => scheduler.run(&mut engine)?,
-            None => run_cpu(
-                problems.len() as u32,
-                64,
-                config,
-                Allocation::Chunk(1),
-                &mut engine,
-            )?,
+            None => run_cpu(problems.len() as u32, 64, config, allocation, &mut engine)?,
         };
         for (q, p) in outcome.prompts.iter().enumerate() {
             samples += u64::from(p.rollouts);

@@ -94,6 +94,9 @@ pub struct Decision {
     pub confidence: f32,
     /// Votes used.
     pub votes: u32,
+    /// For a live prompt, the fewest more votes that would stop it if they all
+    /// went to the leader (ConSol's allocation); 0 once stopped.
+    pub next: u32,
 }
 
 /// What the shader reads: the rule as numbers (32 bytes).
@@ -329,9 +332,37 @@ pub fn decide(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -> Decisi
     let (leader, _, _) = leaders(table);
     let (met, confidence) = rule_statistic(rule, votes, table);
     let n = votes.total;
+    let stopped = n >= rule.max_votes || (n >= rule.min_votes && n > 0 && met);
+    let consensus = table.get(leader).map_or(u32::MAX, |e| e[0]);
+    let next = if stopped {
+        0
+    } else {
+        // As if t more votes went to the leader.
+        let room = rule.max_votes - n;
+        let leader_run = if !table.is_empty() && votes.run_answer == consensus {
+            votes.run_length
+        } else {
+            0
+        };
+        let mut hypothetical = table.to_vec();
+        let fewest = (1..room)
+            .find(|&t| {
+                if let Some(e) = hypothetical.get_mut(leader) {
+                    e[1] = table[leader][1] + t;
+                }
+                let v = PromptVotes {
+                    total: n + t,
+                    run_length: leader_run + t,
+                    ..*votes
+                };
+                n + t >= rule.min_votes && rule_statistic(rule, &v, &hypothetical).0
+            })
+            .unwrap_or(room);
+        fewest.max(1)
+    };
     Decision {
-        stopped: n >= rule.max_votes || (n >= rule.min_votes && n > 0 && met),
-        consensus: table.get(leader).map_or(u32::MAX, |e| e[0]),
+        stopped,
+        consensus,
         slot: if table.is_empty() {
             u32::MAX
         } else {
@@ -339,5 +370,6 @@ pub fn decide(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -> Decisi
         },
         confidence,
         votes: n,
+        next,
     }
 }

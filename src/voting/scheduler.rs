@@ -32,6 +32,23 @@ pub enum Allocation {
     /// A fixed number per round (the first round gives at least the rule's
     /// minimum).
     Chunk(u32),
+    /// ConSol's: the fewest more rollouts that would stop the prompt if they
+    /// all agreed with its leader (computed on the GPU by the rule itself),
+    /// capped by the budget; the first round gives `first` (at least the
+    /// rule's minimum).
+    FewestToPass {
+        /// Rollouts in the first round.
+        first: u32,
+    },
+}
+
+impl Allocation {
+    fn first(self) -> u32 {
+        match self {
+            Allocation::Chunk(c) => c,
+            Allocation::FewestToPass { first } => first,
+        }
+    }
 }
 
 /// A prompt's outcome.
@@ -93,6 +110,8 @@ pub struct Scheduler {
     list: wgpu::Buffer,
     decisions: wgpu::Buffer,
     keep: wgpu::Buffer,
+    next: wgpu::Buffer,
+    compacted_next: wgpu::Buffer,
     compacted: wgpu::Buffer,
     count: wgpu::Buffer,
     readback: wgpu::Buffer,
@@ -108,10 +127,9 @@ impl Scheduler {
         allocation: Allocation,
     ) -> Result<Self> {
         let rule = config.to_gpu()?;
-        let Allocation::Chunk(chunk) = allocation;
-        if chunk == 0 {
+        if allocation.first() == 0 {
             return Err(Error::InvalidRule(
-                "Allocation::Chunk needs at least 1".into(),
+                "an allocation needs at least 1 rollout".into(),
             ));
         }
         let words = u64::from(prompts).max(1) * 4;
@@ -132,6 +150,12 @@ impl Scheduler {
             list: buffer("rollcall live prompts", words, U::STORAGE | U::COPY_DST),
             decisions: buffer("rollcall decisions", words * 4, U::STORAGE | U::COPY_SRC),
             keep: buffer("rollcall keep flags", words, U::STORAGE),
+            next: buffer("rollcall next rollouts", words, U::STORAGE),
+            compacted_next: buffer(
+                "rollcall compacted next rollouts",
+                words,
+                U::STORAGE | U::COPY_SRC,
+            ),
             compacted: buffer(
                 "rollcall compacted positions",
                 words,
@@ -140,7 +164,7 @@ impl Scheduler {
             count: buffer("rollcall live count", 4, U::STORAGE | U::COPY_SRC),
             readback: buffer(
                 "rollcall scheduler readback",
-                words * 4 + 4,
+                words * 4 + 8,
                 U::MAP_READ | U::COPY_DST,
             ),
             ctx: ctx.clone(),
@@ -153,8 +177,10 @@ impl Scheduler {
 
     /// Runs rounds until every prompt has stopped.
     pub fn run(&mut self, engine: &mut dyn RolloutEngine) -> Result<Outcome> {
-        let Allocation::Chunk(chunk) = self.allocation;
+        let fewest = matches!(self.allocation, Allocation::FewestToPass { .. });
+        let first = self.allocation.first().max(self.config.min_votes);
         let mut live: Vec<u32> = (0..self.prompts).collect();
+        let mut wants: Vec<u32> = vec![first; live.len()];
         let mut used = vec![0u32; self.prompts as usize];
         let mut stopped_in = vec![0u32; self.prompts as usize];
         let mut history: Vec<(u32, Rollout)> = Vec::new();
@@ -163,14 +189,8 @@ impl Scheduler {
             rounds += 1;
             let counts: Vec<u32> = live
                 .iter()
-                .map(|&p| {
-                    let want = if used[p as usize] == 0 {
-                        chunk.max(self.config.min_votes)
-                    } else {
-                        chunk
-                    };
-                    want.min(self.config.max_votes - used[p as usize])
-                })
+                .zip(&wants)
+                .map(|(&p, &want)| want.min(self.config.max_votes - used[p as usize]))
                 .collect();
             let rollouts = engine.generate(&live, &counts)?;
             let expected: u64 = counts.iter().map(|&c| u64::from(c)).sum();
@@ -204,6 +224,7 @@ impl Scheduler {
             let mut params = [0u8; 48];
             params[..32].copy_from_slice(bytemuck::bytes_of(&self.rule));
             params[32..36].copy_from_slice(&n.to_le_bytes());
+            params[36..40].copy_from_slice(&u32::from(fewest).to_le_bytes());
             self.ctx.queue.write_buffer(&self.params, 0, &params);
             self.ctx
                 .queue
@@ -230,26 +251,45 @@ impl Scheduler {
                 n,
                 &self.decisions,
                 &self.keep,
+                &self.next,
             );
-            self.compactor.encode(
+            let values = fewest.then_some((&self.next, &self.compacted_next));
+            self.compactor.encode_with_values(
                 &mut encoder,
                 &self.keep,
                 n,
                 &self.scratch,
                 &self.compacted,
                 &self.count,
+                values,
             )?;
+            let live_bytes = u64::from(n) * 4;
             encoder.copy_buffer_to_buffer(&self.count, 0, &self.readback, 0, 4);
-            encoder.copy_buffer_to_buffer(&self.compacted, 0, &self.readback, 4, u64::from(n) * 4);
+            encoder.copy_buffer_to_buffer(&self.compacted, 0, &self.readback, 4, live_bytes);
+            if fewest {
+                encoder.copy_buffer_to_buffer(
+                    &self.compacted_next,
+                    0,
+                    &self.readback,
+                    4 + live_bytes,
+                    live_bytes,
+                );
+            }
             self.ctx.queue.submit([encoder.finish()]);
-            // One small readback: the count and the live positions.
-            let data = self.ctx.read_buffer(&self.readback, 4 + u64::from(n) * 4)?;
+            // One small readback: the count, the live positions (and, for
+            // ConSol's allocation, what each live prompt gets next).
+            let data = self.ctx.read_buffer(&self.readback, 4 + 2 * live_bytes)?;
             let words: &[u32] = bytemuck::cast_slice(&data);
             let still = (words[0] as usize).min(live.len());
             let next: Vec<u32> = words[1..1 + still]
                 .iter()
                 .map(|&i| live[i as usize])
                 .collect();
+            wants = if fewest {
+                words[1 + n as usize..1 + n as usize + still].to_vec()
+            } else {
+                vec![self.allocation.first(); still]
+            };
             let mut alive = vec![false; self.prompts as usize];
             for &p in &next {
                 alive[p as usize] = true;
@@ -319,14 +359,15 @@ pub fn run_cpu(
     use super::rules::decide;
     use super::CpuVoteTables;
     let rule = config.to_gpu()?;
-    let Allocation::Chunk(chunk) = allocation;
-    if chunk == 0 {
+    if allocation.first() == 0 {
         return Err(Error::InvalidRule(
-            "Allocation::Chunk needs at least 1".into(),
+            "an allocation needs at least 1 rollout".into(),
         ));
     }
+    let fewest = matches!(allocation, Allocation::FewestToPass { .. });
     let mut tables = CpuVoteTables::new(prompts, capacity);
     let mut live: Vec<u32> = (0..prompts).collect();
+    let mut wants = vec![allocation.first().max(config.min_votes); live.len()];
     let mut used = vec![0u32; prompts as usize];
     let mut outcome = vec![
         PromptOutcome {
@@ -343,14 +384,8 @@ pub fn run_cpu(
         rounds += 1;
         let counts: Vec<u32> = live
             .iter()
-            .map(|&p| {
-                let want = if used[p as usize] == 0 {
-                    chunk.max(config.min_votes)
-                } else {
-                    chunk
-                };
-                want.min(config.max_votes - used[p as usize])
-            })
+            .zip(&wants)
+            .map(|(&p, &want)| want.min(config.max_votes - used[p as usize]))
             .collect();
         let rollouts = engine.generate(&live, &counts)?;
         let mut segments = Vec::new();
@@ -376,6 +411,7 @@ pub fn run_cpu(
             tokens: Some(&tokens),
         })?;
         let mut next = Vec::new();
+        let mut next_wants = Vec::new();
         for &p in &live {
             let d = decide(&rule, tables.votes(p), tables.table(p));
             outcome[p as usize] = PromptOutcome {
@@ -386,9 +422,11 @@ pub fn run_cpu(
             };
             if !d.stopped {
                 next.push(p);
+                next_wants.push(if fewest { d.next } else { allocation.first() });
             }
         }
         live = next;
+        wants = next_wants;
     }
     history.sort_by_key(|&(p, _)| p);
     let mut segments = Vec::new();
