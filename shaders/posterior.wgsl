@@ -170,3 +170,46 @@ fn gamma_p(a: f32, x: f32) -> f32 {
     }
     return max(1.0 - exp(log_front) * h, 0.0);
 }
+
+// erf: series below 1/2, else Abramowitz-Stegun 7.1.26.
+fn erf_approx(x: f32) -> f32 {
+    let ax = abs(x);
+    if ax < 0.5 {
+        let x2 = x * x;
+        return x * 1.1283792
+            * (1.0 - x2 * (1.0 / 3.0 - x2 * (0.1 - x2 * (1.0 / 42.0 - x2 * (1.0 / 216.0 - x2 / 1320.0)))));
+    }
+    let t = 1.0 / (1.0 + 0.3275911 * ax);
+    let poly = t * (0.2548296 + t * (-0.28449674 + t * (1.4214137 + t * (-1.4531521 + t * 1.0614054))));
+    let y = 1.0 - poly * exp(-ax * ax);
+    return select(y, -y, x < 0.0);
+}
+
+const MSPRT_NORMAL_PRIOR: f32 = 1.0e4;
+
+// ConSol's mixture SPRT log likelihood ratio (see src/voting/posterior.rs).
+fn msprt_log_ratio(leader: u32, runner_up: u32, prior: f32) -> f32 {
+    let a = prior;
+    var ratio = 0.0;
+    for (var k = 0u; k < leader; k++) {
+        ratio += ln_1p(f32(k) / a);
+    }
+    for (var k = 0u; k < runner_up; k++) {
+        ratio += ln_1p(f32(k) / a);
+    }
+    for (var k = 0u; k < leader + runner_up; k++) {
+        ratio -= ln_1p(f32(k) / (2.0 * a));
+    }
+    let big_a = f32(leader) + a;
+    let big_b = f32(runner_up) + a;
+    var tail_term: f32;
+    if a >= MSPRT_NORMAL_PRIOR {
+        let s = big_a + big_b;
+        let mu_minus_half = (f32(leader) - f32(runner_up)) / (2.0 * s);
+        let sigma = sqrt(big_a * big_b / (s * s * (s + 1.0)));
+        tail_term = ln_1p(erf_approx(mu_minus_half / sigma * 0.70710677));
+    } else {
+        tail_term = log(2.0 * incomplete_beta_half(big_b, big_a));
+    }
+    return ratio + tail_term;
+}

@@ -91,7 +91,7 @@ fn count_votes(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgr
 
 struct Rule {
     kind: u32,       // 0 fixed, 1 Beta, 2 Dirichlet, 3 OptPO, 4 ConSol SPRT,
-                     // 5 ESC window, 6 majority, 7 entropy
+                     // 5 ESC window, 6 majority, 7 entropy, 8 ConSol mixture SPRT
     min_votes: u32,
     max_votes: u32,
     count: u32,      // Dirichlet top, ESC window, OptPO hypotheses
@@ -225,6 +225,11 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
         }
         case 6u: {
             met = n >= 2u && share >= rule.c.x;
+        }
+        case 8u: {
+            let log_lr = msprt_log_ratio(vl, vs, rule.c.x);
+            met = log_lr >= rule.c.z || log_lr <= rule.c.w;
+            confidence = 1.0 / (1.0 + exp(-log_lr));
         }
         case 7u: {
             var total = 0.0;

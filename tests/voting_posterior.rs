@@ -93,3 +93,37 @@ fn dirichlet_integral_matches_monte_carlo() {
         );
     }
 }
+
+#[test]
+fn erf_matches_statrs() {
+    for i in -400..=400 {
+        let x = i as f32 * 0.01;
+        let got = f64::from(erf(x));
+        let want = statrs::function::erf::erf(f64::from(x));
+        assert!(
+            (got - want).abs() < 2e-7 + 1e-6 * want.abs(),
+            "x {x}: {got} vs {want}"
+        );
+    }
+}
+
+/// The mixture SPRT's log ratio for moderate priors against f64 statrs.
+#[test]
+fn msprt_log_ratio_matches_statrs() {
+    use statrs::function::beta::ln_beta;
+    for &a in &[1.0f64, 10.0, 200.0, 5000.0] {
+        for leader in 0..60u32 {
+            for runner_up in 0..=leader.min(30) {
+                let (f, s) = (f64::from(leader), f64::from(runner_up));
+                let want = ln_beta(f + a, s + a) - ln_beta(a, a)
+                    + (f + s) * std::f64::consts::LN_2
+                    + (2.0 * (1.0 - beta_reg(f + a, s + a, 0.5))).ln();
+                let got = f64::from(msprt_log_ratio(leader, runner_up, a as f32));
+                assert!(
+                    (got - want).abs() < 5e-5 * want.abs().max(1.0),
+                    "a {a} {leader}:{runner_up}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}

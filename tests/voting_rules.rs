@@ -44,6 +44,12 @@ fn all_rules() -> Vec<StopRule> {
             beta: 0.1,
         },
         StopRule::CONSOL_SPRT,
+        StopRule::CONSOL_MSPRT,
+        StopRule::ConsolMsprt {
+            prior: 20.0,
+            alpha: 0.05,
+            beta: 0.2,
+        },
         StopRule::EscWindow { window: 5 },
         StopRule::Majority { share: 0.8 },
         StopRule::Entropy {
@@ -438,4 +444,26 @@ fn rewards_and_advantages_match_the_twin() {
     for (g, w) in a.iter().zip(&want) {
         assert!((g - w).abs() < 1e-5 * w.abs().max(1.0), "{g} vs {w}");
     }
+}
+
+/// ConSol's mixture SPRT with its defaults: a margin of 3 (checked for up to
+/// 126 runner-up votes, as ConSol's analysis), and an exact tie stops only
+/// from 254 votes on.
+#[test]
+fn consol_msprt_defaults() {
+    for runner_up in 0..=126u32 {
+        for margin in 0..=6u32 {
+            let leader = runner_up + margin;
+            if leader + runner_up > 256 || margin == 0 {
+                continue;
+            }
+            assert_eq!(
+                stops(StopRule::CONSOL_MSPRT, &[leader, runner_up]),
+                margin >= 3,
+                "{leader} vs {runner_up}"
+            );
+        }
+    }
+    assert!(!stops(StopRule::CONSOL_MSPRT, &[126, 126]));
+    assert!(stops(StopRule::CONSOL_MSPRT, &[127, 127]));
 }

@@ -272,3 +272,69 @@ pub fn dirichlet_mode_probability(alphas: &[f32], leader: usize) -> f32 {
     }
     (sum * h / 3.0).min(1.0)
 }
+
+/// `erf(x)`: its series below ½ (relative error under 3e-8), else
+/// Abramowitz–Stegun 7.1.26 (absolute error under 1.5e-7).
+pub fn erf(x: f32) -> f32 {
+    let ax = x.abs();
+    if ax < 0.5 {
+        let x2 = x * x;
+        return x
+            * 1.128_379_2
+            * (1.0
+                - x2 * (1.0 / 3.0
+                    - x2 * (0.1 - x2 * (1.0 / 42.0 - x2 * (1.0 / 216.0 - x2 / 1320.0)))));
+    }
+    let t = 1.0 / (1.0 + 0.327_591_1 * ax);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * (-ax * ax).exp();
+    if x < 0.0 {
+        -y
+    } else {
+        y
+    }
+}
+
+/// Priors at least this large use the normal approximation of the Beta tail.
+pub const MSPRT_NORMAL_PRIOR: f32 = 1.0e4;
+
+/// ConSol's mixture SPRT: the log likelihood ratio of "the leader's share
+/// among the top two is ~ Beta(prior, prior) truncated to (½, 1)" against
+/// "it is ½", for `leader` ≥ `runner_up` votes:
+/// `ln[B(v_L + a, v_S + a) / B(a, a)] + (v_L + v_S) ln 2 + ln[2 (1 − I_½(v_L + a, v_S + a))]`.
+/// The Beta ratio is a sum of `ln(1 + k/a)` terms (no cancellation at
+/// a = 10^6); the tail uses the continued fraction, or for priors of 10^4 and
+/// more its normal approximation.
+pub fn msprt_log_ratio(leader: u32, runner_up: u32, prior: f32) -> f32 {
+    let a = prior;
+    let mut ratio = 0.0f32;
+    let mut k = 0u32;
+    while k < leader {
+        ratio += ln_1p(k as f32 / a);
+        k += 1;
+    }
+    k = 0;
+    while k < runner_up {
+        ratio += ln_1p(k as f32 / a);
+        k += 1;
+    }
+    k = 0;
+    while k < leader + runner_up {
+        ratio -= ln_1p(k as f32 / (2.0 * a));
+        k += 1;
+    }
+    let big_a = leader as f32 + a;
+    let big_b = runner_up as f32 + a;
+    let tail_term = if a >= MSPRT_NORMAL_PRIOR {
+        // P(X > ½) = Φ(z), z = (μ − ½)/σ; ln 2Φ(z) = ln(1 + erf(z/√2)).
+        let s = big_a + big_b;
+        let mu_minus_half = (leader as f32 - runner_up as f32) / (2.0 * s);
+        let sigma = (big_a * big_b / (s * s * (s + 1.0))).sqrt();
+        ln_1p(erf(mu_minus_half / sigma * std::f32::consts::FRAC_1_SQRT_2))
+    } else {
+        (2.0 * incomplete_beta_half(big_b, big_a)).ln()
+    };
+    ratio + tail_term
+}

@@ -107,6 +107,7 @@ pub const PRESETS: &[&str] = &[
     "esc5",
     "ac-beta",
     "consol-sprt",
+    "consol-msprt",
     "dirichlet",
     "optpo",
     "majority",
@@ -127,6 +128,7 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
             prior: 1.0,
         },
         "consol-sprt" => StopRule::CONSOL_SPRT,
+        "consol-msprt" => StopRule::CONSOL_MSPRT,
         "dirichlet" => StopRule::Dirichlet {
             threshold: 0.95,
             prior: 1.0,

@@ -3,7 +3,7 @@
 //! The GPU kernel `decide` in `shaders/voting.wgsl` evaluates the same rules
 //! with the same f32 operations; [`decide`] here is its CPU twin.
 
-use super::posterior::{beta_leader_probability, dirichlet_mode_probability};
+use super::posterior::{beta_leader_probability, dirichlet_mode_probability, msprt_log_ratio};
 use super::PromptVotes;
 use crate::{Error, Result};
 
@@ -54,6 +54,13 @@ pub enum StopRule {
     EscWindow { window: u32 },
     /// Adaptive-Consistency's majority rule: `v_L / n ≥ share` (n ≥ 2).
     Majority { share: f32 },
+    /// ConSol's mixture SPRT: the leader's share among the top two is
+    /// `Beta(prior, prior)` truncated to (½, 1) against ½ (see
+    /// [`msprt_log_ratio`](super::posterior::msprt_log_ratio)); same boundaries
+    /// as the SPRT. ConSol's defaults (prior 10^6, alpha 0.05, beta
+    /// 1 − 0.05 − 0.00006) stop at a margin of 3, and on an exact tie past 254
+    /// votes.
+    ConsolMsprt { prior: f32, alpha: f64, beta: f64 },
     /// Adaptive-Consistency's entropy rule: the entropy of the answer counts,
     /// normalised by log2 of the number of answers (a pseudo-count of 1 is
     /// added to a unanimous prompt), at most `max_normalized` (n ≥ 2).
@@ -61,6 +68,12 @@ pub enum StopRule {
 }
 
 impl StopRule {
+    /// ConSol's mixture SPRT with its defaults.
+    pub const CONSOL_MSPRT: StopRule = StopRule::ConsolMsprt {
+        prior: 1.0e6,
+        alpha: 0.05,
+        beta: 1.0 - 0.05 - 0.00006,
+    };
     /// ConSol's SPRT with its defaults.
     pub const CONSOL_SPRT: StopRule = StopRule::ConsolSprt {
         p0: 0.5,
@@ -103,7 +116,8 @@ pub struct Decision {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GpuRule {
-    /// Rule kind (the order of [`StopRule`]'s variants).
+    /// Rule kind: 0 fixed, 1 Beta, 2 Dirichlet, 3 OptPO, 4 ConSol SPRT,
+    /// 5 ESC, 6 majority, 7 entropy, 8 ConSol mixture SPRT.
     pub kind: u32,
     /// Minimum votes.
     pub min_votes: u32,
@@ -190,6 +204,22 @@ impl RuleConfig {
                     return bad("Majority needs share in [0, 1]");
                 }
                 (6, 0, [share, 0.0, 0.0, 0.0])
+            }
+            StopRule::ConsolMsprt { prior, alpha, beta } => {
+                let open = |x: f64| x > 0.0 && x < 1.0;
+                if !(prior > 0.0 && prior.is_finite() && open(alpha) && open(beta)) {
+                    return bad("ConsolMsprt needs prior > 0 and alpha, beta in (0, 1)");
+                }
+                (
+                    8,
+                    0,
+                    [
+                        prior,
+                        0.0,
+                        ((1.0 - beta) / alpha).ln() as f32,
+                        (beta / (1.0 - alpha)).ln() as f32,
+                    ],
+                )
             }
             StopRule::Entropy { max_normalized } => {
                 if !unit(max_normalized) {
@@ -309,6 +339,11 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
             };
             let normalized = if total == 0.0 { 1.0 } else { h / norm };
             (n >= 2 && normalized <= rule.c[0], 1.0 - normalized)
+        }
+        8 => {
+            let log_lr = msprt_log_ratio(vl, vs, rule.c[0]);
+            let met = log_lr >= rule.c[2] || log_lr <= rule.c[3];
+            (met, 1.0 / (1.0 + (-log_lr).exp()))
         }
         _ => (false, share),
     };
