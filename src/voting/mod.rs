@@ -243,6 +243,47 @@ pub struct GpuVoteTables {
     votes: wgpu::Buffer,
     tables: wgpu::Buffer,
     params: wgpu::Buffer,
+    /// Round uploads, grown when a round is larger than any before it.
+    round_segments: GrowBuffer,
+    round_answers: GrowBuffer,
+    round_tokens: GrowBuffer,
+}
+
+/// A storage buffer written with `Queue::write_buffer`, reallocated only when
+/// a write needs more room than any before it.
+struct GrowBuffer {
+    label: &'static str,
+    buffer: wgpu::Buffer,
+}
+
+impl GrowBuffer {
+    fn new(device: &wgpu::Device, label: &'static str) -> Self {
+        Self {
+            label,
+            buffer: Self::allocate(device, label, 256),
+        }
+    }
+
+    fn allocate(device: &wgpu::Device, label: &str, size: u64) -> wgpu::Buffer {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Writes `bytes` (a multiple of 4) at offset 0.
+    fn write(&mut self, ctx: &GpuContext, bytes: &[u8]) -> &wgpu::Buffer {
+        let needed = (bytes.len() as u64).max(4);
+        if needed > self.buffer.size() {
+            self.buffer = Self::allocate(&ctx.device, self.label, needed.next_power_of_two());
+        }
+        if !bytes.is_empty() {
+            ctx.queue.write_buffer(&self.buffer, 0, bytes);
+        }
+        &self.buffer
+    }
 }
 
 impl GpuVoteTables {
@@ -281,6 +322,9 @@ impl GpuVoteTables {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
+            round_segments: GrowBuffer::new(&ctx.device, "rollcall round segments"),
+            round_answers: GrowBuffer::new(&ctx.device, "rollcall round answers"),
+            round_tokens: GrowBuffer::new(&ctx.device, "rollcall round tokens"),
             ctx: ctx.clone(),
             pipelines,
             capacity,
@@ -314,31 +358,21 @@ impl GpuVoteTables {
         encoder: &mut wgpu::CommandEncoder,
         round: &RoundVotes<'_>,
     ) -> Result<()> {
-        use wgpu::util::DeviceExt;
         round.validate(self.prompts)?;
         if round.segments.is_empty() {
             return Ok(());
         }
-        let device = &self.ctx.device;
-        let init = |label, bytes: &[u8]| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: if bytes.is_empty() { &[0u8; 4] } else { bytes },
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
-        let segments = init(
-            "rollcall round segments",
-            bytemuck::cast_slice(round.segments),
-        );
-        let answers = init(
-            "rollcall round answers",
-            bytemuck::cast_slice(round.answers),
-        );
-        let tokens = init(
-            "rollcall round tokens",
-            bytemuck::cast_slice(round.tokens.unwrap_or(&[])),
-        );
+        let ctx = &self.ctx;
+        let segments = self
+            .round_segments
+            .write(ctx, bytemuck::cast_slice(round.segments));
+        let answers = self
+            .round_answers
+            .write(ctx, bytemuck::cast_slice(round.answers));
+        let tokens = self
+            .round_tokens
+            .write(ctx, bytemuck::cast_slice(round.tokens.unwrap_or(&[])));
+        let device = &ctx.device;
         let n = round.segments.len() as u32;
         let params = [n, u32::from(round.tokens.is_some()), 0, 0];
         self.ctx
