@@ -213,3 +213,27 @@ fn msprt_log_ratio(leader: u32, runner_up: u32, prior: f32) -> f32 {
     }
     return ratio + tail_term;
 }
+
+// Risk that the runner-up ends strictly ahead after `remaining` more votes
+// between the two (see src/voting/posterior.rs).
+fn overtake_risk(leader: u32, runner_up: u32, remaining: u32, prior: f32) -> f32 {
+    let limit = i32(remaining) - (i32(leader) - i32(runner_up));
+    if limit <= 0 {
+        return 0.0;
+    }
+    let a = f32(leader) + prior;
+    let b = f32(runner_up) + prior;
+    let r = f32(remaining);
+    var log_p0 = 0.0;
+    for (var j = 0u; j < remaining; j++) {
+        log_p0 += ln_1p(-a / (a + b + f32(j)));
+    }
+    var pmf = exp(log_p0);
+    var risk = 0.0;
+    for (var k = 0u; 2 * i32(k) < limit && k <= remaining; k++) {
+        risk += pmf;
+        let kf = f32(k);
+        pmf *= (r - kf) / (kf + 1.0) * (kf + a) / (r - kf - 1.0 + b);
+    }
+    return min(risk, 1.0);
+}

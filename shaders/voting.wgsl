@@ -91,7 +91,8 @@ fn count_votes(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgr
 
 struct Rule {
     kind: u32,       // 0 fixed, 1 Beta, 2 Dirichlet, 3 OptPO, 4 ConSol SPRT,
-                     // 5 ESC window, 6 majority, 7 entropy, 8 ConSol mixture SPRT
+                     // 5 ESC window, 6 majority, 7 entropy, 8 ConSol mixture SPRT,
+                     // 9 predictive
     min_votes: u32,
     max_votes: u32,
     count: u32,      // Dirichlet top, ESC window, OptPO hypotheses
@@ -225,6 +226,15 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
         }
         case 6u: {
             met = n >= 2u && share >= rule.c.x;
+        }
+        case 9u: {
+            var remaining = 0u;
+            if n != 0u && n < rule.max_votes {
+                remaining = u32(floor(f32(rule.max_votes - n) * f32(vl + vs) / f32(n) + 0.5));
+            }
+            let risk = overtake_risk(vl, vs, remaining, rule.c.y);
+            met = n > 0u && risk <= rule.c.x;
+            confidence = 1.0 - risk;
         }
         case 8u: {
             let log_lr = msprt_log_ratio(vl, vs, rule.c.x);

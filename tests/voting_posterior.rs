@@ -127,3 +127,33 @@ fn msprt_log_ratio_matches_statrs() {
         }
     }
 }
+
+/// The overtake risk against a direct f64 Beta-Binomial sum.
+#[test]
+fn overtake_risk_matches_a_direct_sum() {
+    use statrs::function::beta::ln_beta;
+    use statrs::function::factorial::ln_binomial;
+    for &prior in &[0.3f64, 1.0, 2.0] {
+        for leader in 0..25u32 {
+            for runner_up in 0..=leader {
+                for remaining in [0u32, 1, 5, 17, 38] {
+                    let (a, b) = (f64::from(leader) + prior, f64::from(runner_up) + prior);
+                    let want: f64 = (0..=remaining)
+                        .filter(|&k| i64::from(runner_up + remaining - k) > i64::from(leader + k))
+                        .map(|k| {
+                            (ln_binomial(u64::from(remaining), u64::from(k))
+                                + ln_beta(f64::from(k) + a, f64::from(remaining - k) + b)
+                                - ln_beta(a, b))
+                            .exp()
+                        })
+                        .sum();
+                    let got = f64::from(overtake_risk(leader, runner_up, remaining, prior as f32));
+                    assert!(
+                        (got - want).abs() < 2e-6,
+                        "{leader}:{runner_up} +{remaining} prior {prior}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

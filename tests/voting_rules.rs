@@ -51,6 +51,14 @@ fn all_rules() -> Vec<StopRule> {
             beta: 0.2,
         },
         StopRule::EscWindow { window: 5 },
+        StopRule::Predictive {
+            prior: 0.3,
+            delta: 0.01,
+        },
+        StopRule::Predictive {
+            prior: 1.0,
+            delta: 0.05,
+        },
         StopRule::Majority { share: 0.8 },
         StopRule::Entropy {
             max_normalized: 0.75,

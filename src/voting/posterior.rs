@@ -338,3 +338,45 @@ pub fn msprt_log_ratio(leader: u32, runner_up: u32, prior: f32) -> f32 {
     };
     ratio + tail_term
 }
+
+/// Risk that the runner-up overtakes the leader by the budget: the next
+/// `remaining` votes between the two split Beta-Binomially with a symmetric
+/// `Beta(prior, prior)` prior updated by the counts, and the runner-up must
+/// end strictly ahead (a final tie stays with the leader). Summed from the
+/// pmf's ratio recurrence, in linear space, so it needs no lnΓ differences.
+///
+/// ```
+/// use rollcall::voting::posterior::overtake_risk;
+/// assert_eq!(overtake_risk(5, 0, 4, 1.0), 0.0); // 4 more votes cannot overturn 5-0
+/// assert!(overtake_risk(3, 2, 20, 1.0) > 0.2);
+/// ```
+pub fn overtake_risk(leader: u32, runner_up: u32, remaining: u32, prior: f32) -> f32 {
+    // The runner-up overtakes with k leader votes of `remaining` when
+    // runner_up + remaining − k > leader + k.
+    let lead = leader as i64 - runner_up as i64;
+    let limit = remaining as i64 - lead; // overtakes iff 2k < limit
+    if limit <= 0 {
+        return 0.0;
+    }
+    let a = leader as f32 + prior;
+    let b = runner_up as f32 + prior;
+    let r = remaining as f32;
+    // pmf(0) = Π_{j<R} (b + j) / (a + b + j).
+    let mut log_p0 = 0.0f32;
+    let mut j = 0u32;
+    while j < remaining {
+        let jf = j as f32;
+        log_p0 += ln_1p(-a / (a + b + jf));
+        j += 1;
+    }
+    let mut pmf = log_p0.exp();
+    let mut risk = 0.0f32;
+    let mut k = 0u32;
+    while 2 * (k as i64) < limit && k <= remaining {
+        risk += pmf;
+        let kf = k as f32;
+        pmf *= (r - kf) / (kf + 1.0) * (kf + a) / (r - kf - 1.0 + b);
+        k += 1;
+    }
+    risk.min(1.0)
+}

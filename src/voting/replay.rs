@@ -112,6 +112,7 @@ pub const PRESETS: &[&str] = &[
     "optpo",
     "majority",
     "entropy",
+    "predictive",
 ];
 
 /// A named rule with budgets 1 to `max_votes`.
@@ -144,6 +145,10 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
         "majority" => StopRule::Majority { share: 0.8 },
         "entropy" => StopRule::Entropy {
             max_normalized: 0.75,
+        },
+        "predictive" => StopRule::Predictive {
+            prior: 0.3,
+            delta: 0.01,
         },
         _ => return None,
     };

@@ -3,7 +3,9 @@
 //! The GPU kernel `decide` in `shaders/voting.wgsl` evaluates the same rules
 //! with the same f32 operations; [`decide`] here is its CPU twin.
 
-use super::posterior::{beta_leader_probability, dirichlet_mode_probability, msprt_log_ratio};
+use super::posterior::{
+    beta_leader_probability, dirichlet_mode_probability, msprt_log_ratio, overtake_risk,
+};
 use super::PromptVotes;
 use crate::{Error, Result};
 
@@ -61,6 +63,13 @@ pub enum StopRule {
     /// 1 − 0.05 − 0.00006) stop at a margin of 3, and on an exact tie past 254
     /// votes.
     ConsolMsprt { prior: f32, alpha: f64, beta: f64 },
+    /// Posterior predictive: stop when the risk that the runner-up ends ahead
+    /// at the maximum budget is at most `delta`, with the leader-vs-runner-up
+    /// split of the remaining votes Beta-Binomial under a `Beta(prior, prior)`
+    /// prior updated by the counts ([`overtake_risk`](super::posterior::overtake_risk));
+    /// the remaining votes between the two are the budget left times their
+    /// share of the votes so far. Ours, not an anchor's.
+    Predictive { prior: f32, delta: f32 },
     /// Adaptive-Consistency's entropy rule: the entropy of the answer counts,
     /// normalised by log2 of the number of answers (a pseudo-count of 1 is
     /// added to a unanimous prompt), at most `max_normalized` (n ≥ 2).
@@ -117,7 +126,7 @@ pub struct Decision {
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GpuRule {
     /// Rule kind: 0 fixed, 1 Beta, 2 Dirichlet, 3 OptPO, 4 ConSol SPRT,
-    /// 5 ESC, 6 majority, 7 entropy, 8 ConSol mixture SPRT.
+    /// 5 ESC, 6 majority, 7 entropy, 8 ConSol mixture SPRT, 9 predictive.
     pub kind: u32,
     /// Minimum votes.
     pub min_votes: u32,
@@ -220,6 +229,12 @@ impl RuleConfig {
                         (beta / (1.0 - alpha)).ln() as f32,
                     ],
                 )
+            }
+            StopRule::Predictive { prior, delta } => {
+                if !(prior > 0.0 && prior.is_finite() && unit(delta)) {
+                    return bad("Predictive needs prior > 0 and delta in [0, 1]");
+                }
+                (9, 0, [delta, prior, 0.0, 0.0])
             }
             StopRule::Entropy { max_normalized } => {
                 if !unit(max_normalized) {
@@ -339,6 +354,15 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
             };
             let normalized = if total == 0.0 { 1.0 } else { h / norm };
             (n >= 2 && normalized <= rule.c[0], 1.0 - normalized)
+        }
+        9 => {
+            let remaining = if n == 0 || n >= rule.max_votes {
+                0
+            } else {
+                ((rule.max_votes - n) as f32 * (vl + vs) as f32 / n as f32 + 0.5).floor() as u32
+            };
+            let risk = overtake_risk(vl, vs, remaining, rule.c[1]);
+            (n > 0 && risk <= rule.c[0], 1.0 - risk)
         }
         8 => {
             let log_lr = msprt_log_ratio(vl, vs, rule.c[0]);
