@@ -627,7 +627,7 @@ fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
         );
         for r in &results {
             println!(
-                "{:<28} {:<12} {:>9.3} {:>13.2}",
+                "{:<28} {:<22} {:>9.3} {:>13.2}",
                 r["set"].as_str().unwrap_or(""),
                 r["rule"].as_str().unwrap_or(""),
                 r["accuracy"].as_f64().unwrap_or(0.0),

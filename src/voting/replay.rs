@@ -115,25 +115,46 @@ pub const PRESETS: &[&str] = &[
     "predictive",
 ];
 
-/// A named rule with budgets 1 to `max_votes`.
+/// A named rule with budgets 1 to `max_votes`. Names may carry parameters
+/// after colons: `beta:THRESHOLD[:PRIOR]`, `predictive:PRIOR:DELTA`,
+/// `esc:WINDOW`, `majority:SHARE`, `entropy:MAX`, `dirichlet:THRESHOLD[:TOP]`,
+/// `margin-cap:CAP` (ConSol's SPRT with the maximum budget lowered to CAP).
 ///
 /// ```
-/// assert!(rollcall::voting::replay::preset("ac-beta", 40).is_some());
+/// use rollcall::voting::replay::preset;
+/// assert!(preset("ac-beta", 40).is_some());
+/// assert!(preset("predictive:0.5:0.02", 40).is_some());
+/// assert!(preset("beta:2", 40).is_none());
 /// ```
 pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
-    let rule = match name {
+    let mut parts = name.split(':');
+    let head = parts.next()?;
+    let args: Vec<f32> = parts
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    let arg = |i: usize, default: f32| args.get(i).copied().unwrap_or(default);
+    let mut max = max_votes;
+    let rule = match head {
         "fixed" => StopRule::FixedBudget,
         "esc5" => StopRule::EscWindow { window: 5 },
-        "ac-beta" => StopRule::Beta {
-            threshold: 0.95,
-            prior: 1.0,
+        "esc" => StopRule::EscWindow {
+            window: arg(0, 5.0) as u32,
+        },
+        "ac-beta" | "beta" => StopRule::Beta {
+            threshold: arg(0, 0.95),
+            prior: arg(1, 1.0),
         },
         "consol-sprt" => StopRule::CONSOL_SPRT,
+        "margin-cap" => {
+            max = max_votes.min(arg(0, 16.0) as u32);
+            StopRule::CONSOL_SPRT
+        }
         "consol-msprt" => StopRule::CONSOL_MSPRT,
         "dirichlet" => StopRule::Dirichlet {
-            threshold: 0.95,
+            threshold: arg(0, 0.95),
             prior: 1.0,
-            top: 5,
+            top: arg(1, 5.0) as u32,
         },
         "optpo" => StopRule::OptPo {
             p0: 0.6,
@@ -142,21 +163,22 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
             alpha: 0.05,
             beta: 0.05,
         },
-        "majority" => StopRule::Majority { share: 0.8 },
+        "majority" => StopRule::Majority { share: arg(0, 0.8) },
         "entropy" => StopRule::Entropy {
-            max_normalized: 0.75,
+            max_normalized: arg(0, 0.75),
         },
         "predictive" => StopRule::Predictive {
-            prior: 0.3,
-            delta: 0.01,
+            prior: arg(0, 0.3),
+            delta: arg(1, 0.01),
         },
         _ => return None,
     };
-    Some(RuleConfig {
+    let config = RuleConfig {
         rule,
         min_votes: 1,
-        max_votes,
-    })
+        max_votes: max,
+    };
+    config.to_gpu().ok().map(|_| config)
 }
 
 /// Where the replay runs.
