@@ -622,7 +622,7 @@ fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
         println!("{out}");
     } else {
         println!(
-            "{:<28} {:<12} {:>9} {:>13}",
+            "{:<28} {:<22} {:>9} {:>13}",
             "set", "rule", "accuracy", "mean samples"
         );
         for r in &results {
