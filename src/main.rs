@@ -65,6 +65,9 @@ struct VoteArgs {
     /// Maximum votes per question.
     #[arg(long, default_value_t = 40)]
     max_votes: u32,
+    /// Minimum votes before a rule may stop a question.
+    #[arg(long, default_value_t = 1)]
+    min_votes: u32,
     /// Questions in the synthetic workload.
     #[arg(long, default_value_t = 500)]
     synthetic_questions: usize,
@@ -581,8 +584,9 @@ fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
         .collect();
     let mut configs = Vec::new();
     for name in &rules {
-        let config = preset(name, args.max_votes)
+        let mut config = preset(name, args.max_votes)
             .ok_or_else(|| rollcall::Error::InvalidRule(format!("unknown rule {name:?}")))?;
+        config.min_votes = args.min_votes.min(config.max_votes);
         configs.push((*name, config));
     }
     let ctx = if args.cpu {
