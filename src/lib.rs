@@ -9,7 +9,7 @@
 //! - [`voting`]: adaptive majority voting (vote tables, stopping rules,
 //!   rewards, the round scheduler, replay of recorded votes) and
 //!   [`compact`]: stream compaction of live prompts.
-//! - [`reference`]: a kernel that only reads the same logits once, the
+//! - [`reference`](mod@reference): a kernel that only reads the same logits once, the
 //!   yardstick sampler throughput is reported against.
 //! - [`timing`]: GPU time of an encoded workload (timestamp queries, or wall
 //!   time when the device has none).

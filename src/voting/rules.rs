@@ -58,7 +58,7 @@ pub enum StopRule {
     Majority { share: f32 },
     /// ConSol's mixture SPRT: the leader's share among the top two is
     /// `Beta(prior, prior)` truncated to (½, 1) against ½ (see
-    /// [`msprt_log_ratio`](super::posterior::msprt_log_ratio)); same boundaries
+    /// [`msprt_log_ratio`]); same boundaries
     /// as the SPRT. ConSol's defaults (prior 10^6, alpha 0.05, beta
     /// 1 − 0.05 − 0.00006) stop at a margin of 3, and on an exact tie past 254
     /// votes.
@@ -66,7 +66,7 @@ pub enum StopRule {
     /// Posterior predictive: stop when the risk that the runner-up ends ahead
     /// at the maximum budget is at most `delta`, with the leader-vs-runner-up
     /// split of the remaining votes Beta-Binomial under a `Beta(prior, prior)`
-    /// prior updated by the counts ([`overtake_risk`](super::posterior::overtake_risk));
+    /// prior updated by the counts ([`overtake_risk`]);
     /// the remaining votes between the two are the budget left times their
     /// share of the votes so far. Ours, not an anchor's.
     Predictive { prior: f32, delta: f32 },
