@@ -213,7 +213,7 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
             }
             denom += (m - f32(distinct)) * exp(-beta * f32(vl));
             confidence = 1.0 / denom;
-            met = confidence >= 1.0 - rule.c.y || f32(vl - vs) * beta >= rule.c.z;
+            met = beta > 0.0 && (confidence >= 1.0 - rule.c.y || f32(vl - vs) * beta >= rule.c.z);
         }
         case 4u: {
             let log_lr = f32(vl) * rule.c.x + f32(vs) * rule.c.y;
@@ -221,8 +221,10 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
             confidence = 1.0 / (1.0 + exp(-log_lr));
         }
         case 5u: {
+            // The newest complete window (ending at the last multiple of w)
+            // and every vote after it agree.
             let w = rule.count;
-            met = n >= w && n % w == 0u && run_length >= w;
+            met = n >= w && run_length >= w + n % w;
         }
         case 6u: {
             met = n >= 2u && share >= rule.c.x;
@@ -334,7 +336,8 @@ fn decide(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups)
 // ---- Rewards for the kept rollouts -----------------------------------------
 // TTRL's majority reward (1 when a rollout's answer is its prompt's consensus)
 // and GRPO's group-normalised advantages, (r − mean) / (std + eps) with the
-// unbiased standard deviation of the prompt's group (0 for a group of one).
+// unbiased standard deviation of the prompt's group (0 when all its rewards
+// are equal).
 // One invocation per prompt segment.
 
 struct RewardParams {
@@ -379,7 +382,18 @@ fn rewards_and_advantages(@builtin(global_invocation_id) id: vec3<u32>, @builtin
     if seg.count > 1u {
         deviation = sqrt(squares / (n - 1.0));
     }
+    // One reward value in the group: no signal, advantage 0.
+    var lo = 0.0;
+    var hi = 0.0;
     for (var i = seg.start; i < seg.start + seg.count; i++) {
-        advantages[i] = (rewards[i] - mean) / (deviation + reward_params.eps);
+        if i == seg.start || rewards[i] < lo {
+            lo = rewards[i];
+        }
+        if i == seg.start || rewards[i] > hi {
+            hi = rewards[i];
+        }
+    }
+    for (var i = seg.start; i < seg.start + seg.count; i++) {
+        advantages[i] = select((rewards[i] - mean) / (deviation + reward_params.eps), 0.0, lo == hi);
     }
 }

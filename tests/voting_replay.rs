@@ -53,7 +53,18 @@ fn synthetic_replay_gpu_matches_cpu() {
     }
 }
 
+/// The vote data: `ROLLCALL_VOTE_DATA` if set (then it must be there), else
+/// `../shared/data` beside the checkout (skipped, with a message, if absent).
 fn shared_data(name: &str) -> Option<String> {
+    if let Ok(dir) = std::env::var("ROLLCALL_VOTE_DATA") {
+        let path = std::path::Path::new(&dir).join(name);
+        return Some(std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "ROLLCALL_VOTE_DATA is set but {} cannot be read: {e}",
+                path.display()
+            )
+        }));
+    }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/data")
         .join(name);

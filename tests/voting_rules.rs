@@ -156,7 +156,13 @@ fn gpu_decisions_match_the_twin() {
                     "keep flag of prompt {p}"
                 );
                 if (got.stopped != 0) != twin.stopped {
-                    // Only a confidence within rounding of the threshold may flip.
+                    // Only a probability within rounding of its threshold may
+                    // flip (Beta and Dirichlet compare a probability with c[0]);
+                    // every other rule must agree exactly.
+                    assert!(
+                        matches!(gpu_rule.kind, 1 | 2),
+                        "{rule:?} prompt {p}: {got:?} vs {twin:?}"
+                    );
                     let threshold = gpu_rule.c[0];
                     assert!(
                         (twin.confidence - threshold).abs() < 1e-4,
@@ -269,6 +275,92 @@ fn esc_checks_whole_windows_only() {
     assert_eq!(stopped_at, Some(10));
 }
 
+/// With several votes a round, ESC stops once the newest complete window and
+/// every vote after it agree (not only at multiples of the window).
+#[test]
+fn esc_with_rounds_of_three() {
+    let esc = StopRule::EscWindow { window: 5 };
+    let config = RuleConfig {
+        rule: esc,
+        min_votes: 1,
+        max_votes: 40,
+    }
+    .to_gpu()
+    .unwrap();
+    let mut tables = CpuVoteTables::new(1, 8);
+    let answers = [7u32; 12];
+    for n in [3u32, 6] {
+        let seg = [Segment {
+            prompt: 0,
+            start: n - 3,
+            count: 3,
+            pad: 0,
+        }];
+        tables
+            .count(&RoundVotes {
+                segments: &seg,
+                answers: &answers,
+                tokens: None,
+            })
+            .unwrap();
+        let d = decide(&config, tables.votes(0), tables.table(0));
+        assert_eq!(d.stopped, n == 6, "after {n} votes");
+    }
+}
+
+/// Rewards reject ambiguous or malformed input before GPU work.
+#[test]
+fn bad_reward_calls_are_rejected() {
+    let Some(ctx) = common::gpu() else { return };
+    let tables = GpuVoteTables::new(&ctx, 2, 4).unwrap();
+    let seg = |prompt, start, count| Segment {
+        prompt,
+        start,
+        count,
+        pad: 0,
+    };
+    let answers = [1u32, 2, 3, 4];
+    let given = [1.0f32, 0.0, 1.0, 0.5];
+    // Neither or both reward sources.
+    assert!(tables
+        .rewards(&[seg(0, 0, 4)], &answers, None, None, 1e-4)
+        .is_err());
+    assert!(tables
+        .rewards(&[seg(0, 0, 4)], &answers, Some(&[1, 2]), Some(&given), 1e-4)
+        .is_err());
+    // Segments past the rewards, overlapping, or a bad eps.
+    assert!(tables
+        .rewards(&[seg(0, 0, 4)], &answers, None, Some(&given[..2]), 1e-4)
+        .is_err());
+    assert!(tables
+        .rewards(
+            &[seg(0, 0, 3), seg(1, 2, 2)],
+            &answers,
+            None,
+            Some(&given),
+            1e-4
+        )
+        .is_err());
+    assert!(tables
+        .rewards(&[seg(0, 0, 4)], &answers, None, Some(&given), -1.0)
+        .is_err());
+    assert!(tables
+        .rewards(&[seg(0, 0, 4)], &answers, Some(&[1]), None, 1e-4)
+        .is_err());
+    // And a good call still works.
+    let (r, a) = tables
+        .rewards(
+            &[seg(0, 0, 2), seg(1, 2, 2)],
+            &answers,
+            None,
+            Some(&given),
+            0.0,
+        )
+        .unwrap();
+    assert_eq!(r, given);
+    assert!(a.iter().all(|x| x.is_finite()));
+}
+
 #[test]
 fn budgets_bound_every_rule() {
     for rule in all_rules() {
@@ -362,6 +454,17 @@ fn bad_rules_are_rejected() {
             min_votes: 1,
             max_votes: 4,
         },
+        RuleConfig {
+            rule: StopRule::OptPo {
+                p0: 0.1,
+                hypotheses: 8,
+                delta: 0.1,
+                alpha: 0.1,
+                beta: 0.1,
+            },
+            min_votes: 1,
+            max_votes: 4,
+        },
     ];
     for config in bad {
         assert!(
@@ -436,10 +539,23 @@ fn rewards_and_advantages_match_the_twin() {
     }
     // Groups of one, and unanimous groups, get advantage 0; each group's
     // advantages sum to 0.
+    let mut flat_groups = 0;
     for s in &segments {
-        let adv = &advantages[s.start as usize..(s.start + s.count) as usize];
+        let range = s.start as usize..(s.start + s.count) as usize;
+        let adv = &advantages[range.clone()];
         assert!(adv.iter().sum::<f32>().abs() < 1e-3);
+        if rewards[range.clone()]
+            .iter()
+            .all(|&r| r == rewards[range.start])
+        {
+            assert!(
+                adv.iter().all(|&a| a == 0.0),
+                "a flat group has advantage 0"
+            );
+            flat_groups += 1;
+        }
     }
+    assert!(flat_groups > 0);
     // Given rewards instead of majority votes.
     let given: Vec<f32> = (0..answers.len())
         .map(|_| rng.random_range(-1.0f32..2.0))

@@ -103,3 +103,32 @@ fn a_scheduler_can_run_again() {
         assert_eq!(gpu.rewards, cpu.rewards);
     }
 }
+
+/// An engine that returns the wrong number of rollouts is an error for the
+/// scheduler and its twin alike.
+#[test]
+fn a_misbehaving_engine_is_an_error() {
+    use rollcall::voting::scheduler::{Rollout, RolloutEngine};
+    struct Off(i64);
+    impl RolloutEngine for Off {
+        fn generate(&mut self, _prompts: &[u32], counts: &[u32]) -> rollcall::Result<Vec<Rollout>> {
+            let n = counts.iter().sum::<u32>() as i64 + self.0;
+            Ok(vec![Rollout::default(); n.max(0) as usize])
+        }
+    }
+    let config = RuleConfig {
+        rule: StopRule::CONSOL_SPRT,
+        min_votes: 1,
+        max_votes: 10,
+    };
+    for off in [-1i64, 5] {
+        assert!(
+            run_cpu(8, 4, config, Allocation::Chunk(2), &mut Off(off)).is_err(),
+            "twin, {off}"
+        );
+        if let Some(ctx) = common::gpu() {
+            let mut scheduler = Scheduler::new(&ctx, 8, 4, config, Allocation::Chunk(2)).unwrap();
+            assert!(scheduler.run(&mut Off(off)).is_err(), "gpu, {off}");
+        }
+    }
+}

@@ -563,30 +563,46 @@ impl GpuVoteTables {
         eps: f32,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         use wgpu::util::DeviceExt;
-        let n = answers.len().max(given.map_or(0, <[f32]>::len));
-        let round = RoundVotes {
-            segments,
-            answers: if consensus.is_some() { answers } else { &[] },
-            tokens: None,
+        // Exactly one source of rewards; segments in range and disjoint.
+        let n = match (consensus, given) {
+            (Some(c), None) => {
+                if c.len() != self.prompts as usize {
+                    return Err(Error::ParamCountMismatch {
+                        expected: self.prompts as usize,
+                        got: c.len(),
+                    });
+                }
+                answers.len()
+            }
+            (None, Some(g)) => g.len(),
+            _ => {
+                return Err(Error::InvalidRule(
+                    "rewards need either the consensus answers or given rewards".into(),
+                ))
+            }
         };
-        if consensus.is_some() {
-            round.validate(self.prompts)?;
-        } else {
-            let stand_in = vec![0u32; n];
-            RoundVotes {
-                segments,
-                answers: &stand_in,
-                tokens: None,
-            }
-            .validate(self.prompts)?;
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(Error::InvalidRule(format!(
+                "eps must be finite and >= 0, got {eps}"
+            )));
         }
-        if let Some(c) = consensus {
-            if c.len() != self.prompts as usize {
-                return Err(Error::ParamCountMismatch {
-                    expected: self.prompts as usize,
-                    got: c.len(),
-                });
-            }
+        let stand_in = vec![0u32; n];
+        RoundVotes {
+            segments,
+            answers: &stand_in,
+            tokens: None,
+        }
+        .validate(self.prompts)?;
+        let mut spans: Vec<(u32, u32)> = segments
+            .iter()
+            .map(|s| (s.start, s.start + s.count))
+            .collect();
+        spans.sort_unstable();
+        if let Some(i) = spans.windows(2).position(|w| w[0].1 > w[1].0) {
+            return Err(Error::InvalidSegment {
+                segment: i,
+                reason: "reward segments overlap".into(),
+            });
         }
         if segments.is_empty() || n == 0 {
             return Ok((vec![0.0; n], vec![0.0; n]));

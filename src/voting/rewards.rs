@@ -1,7 +1,8 @@
 //! Rewards for the kept rollouts, CPU twin of `rewards_and_advantages` in
 //! `shaders/voting.wgsl`: TTRL's majority reward and GRPO's group-normalised
 //! advantages, `(r − mean) / (std + eps)` with the unbiased standard deviation
-//! of each prompt's group (0 for a group of one, so its advantage is 0).
+//! of each prompt's group; a group whose rewards are all equal (a group of
+//! one included) gets advantage 0.
 
 use super::Segment;
 
@@ -54,8 +55,20 @@ pub fn group_advantages(segments: &[Segment], rewards: &[f32], eps: f32) -> Vec<
         } else {
             0.0
         };
+        // A group with one reward value carries no signal: advantage 0 (its
+        // f32 mean may differ from the value in the last place).
+        let mut lo = f32::INFINITY;
+        let mut hi = f32::NEG_INFINITY;
+        for &r in &rewards[range.clone()] {
+            lo = lo.min(r);
+            hi = hi.max(r);
+        }
         for i in range {
-            advantages[i] = (rewards[i] - mean) / (std + eps);
+            advantages[i] = if lo == hi {
+                0.0
+            } else {
+                (rewards[i] - mean) / (std + eps)
+            };
         }
     }
     advantages

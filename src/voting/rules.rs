@@ -32,7 +32,9 @@ pub enum StopRule {
     /// answer, likelihood `p0^{v_j} Π q^{v_c}` with `q = (1 − p0)/(m − 1)`;
     /// stop when the leader's posterior (a softmax of `β v`, `β = ln(p0/q)`)
     /// reaches `1 − delta`, or when `(v_L − v_S) β ≥ ln((1 − beta)/alpha)`.
-    /// `hypotheses` is m (0: the number of answers seen, at least 2).
+    /// `hypotheses` is m (0: the number of answers seen, at least 2); p0 must
+    /// exceed 1/m (else β ≤ 0 and the test never stops). Votes in the table's
+    /// overflow bucket are not counted as a hypothesis.
     OptPo {
         p0: f32,
         hypotheses: u32,
@@ -52,7 +54,8 @@ pub enum StopRule {
         beta: f64,
     },
     /// ESC: in windows of `window` votes, stop when every vote of the newest
-    /// window agrees (checked when n is a multiple of the window).
+    /// complete window agrees (and, when a round brings several votes, every
+    /// vote since).
     EscWindow { window: u32 },
     /// Adaptive-Consistency's majority rule: `v_L / n ≥ share` (n ≥ 2).
     Majority { share: f32 },
@@ -176,6 +179,9 @@ impl RuleConfig {
                     || hypotheses == 1
                 {
                     return bad("OptPo needs p0, alpha in (0, 1), delta in [0, 1], beta in [0, 1), hypotheses != 1");
+                }
+                if hypotheses >= 2 && p0 * hypotheses as f32 <= 1.0 {
+                    return bad("OptPo needs p0 above 1/hypotheses (else the test never stops)");
                 }
                 let bound = (((1.0 - beta) / alpha) as f64).ln() as f32;
                 (3, hypotheses, [p0, delta, bound, 0.0])
@@ -320,7 +326,8 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
             }
             denom += (m - seen as f32) * (-beta * vl as f32).exp();
             let posterior = 1.0 / denom;
-            let met = posterior >= 1.0 - rule.c[1] || (vl - vs) as f32 * beta >= rule.c[2];
+            let met = beta > 0.0
+                && (posterior >= 1.0 - rule.c[1] || (vl - vs) as f32 * beta >= rule.c[2]);
             (met, posterior)
         }
         4 => {
@@ -329,8 +336,10 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
             (met, 1.0 / (1.0 + (-log_lr).exp()))
         }
         5 => {
+            // The newest complete window (ending at the last multiple of w)
+            // and every vote after it agree.
             let w = rule.count;
-            let met = n >= w && n.is_multiple_of(w) && votes.run_length >= w;
+            let met = n >= w && votes.run_length >= w + n % w;
             (met, share)
         }
         6 => (n >= 2 && share >= rule.c[0], share),

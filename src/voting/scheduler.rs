@@ -193,16 +193,7 @@ impl Scheduler {
                 .map(|(&p, &want)| want.min(self.config.max_votes - used[p as usize]))
                 .collect();
             let rollouts = engine.generate(&live, &counts)?;
-            let expected: u64 = counts.iter().map(|&c| u64::from(c)).sum();
-            if rollouts.len() as u64 != expected {
-                return Err(Error::InvalidSegment {
-                    segment: 0,
-                    reason: format!(
-                        "engine returned {} rollouts for {expected} requested",
-                        rollouts.len()
-                    ),
-                });
-            }
+            check_round_size(&rollouts, &counts)?;
             let mut segments = Vec::with_capacity(live.len());
             let mut start = 0u32;
             for (&p, &c) in live.iter().zip(&counts) {
@@ -346,6 +337,21 @@ impl Scheduler {
     }
 }
 
+/// The engine must return exactly the rollouts it was asked for.
+fn check_round_size(rollouts: &[Rollout], counts: &[u32]) -> Result<()> {
+    let expected: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if rollouts.len() as u64 != expected {
+        return Err(Error::InvalidSegment {
+            segment: 0,
+            reason: format!(
+                "engine returned {} rollouts for {expected} requested",
+                rollouts.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// CPU twin of [`Scheduler::run`]: the same rounds with the twin's tables,
 /// rules and rewards.
 pub fn run_cpu(
@@ -388,6 +394,7 @@ pub fn run_cpu(
             .map(|(&p, &want)| want.min(config.max_votes - used[p as usize]))
             .collect();
         let rollouts = engine.generate(&live, &counts)?;
+        check_round_size(&rollouts, &counts)?;
         let mut segments = Vec::new();
         let mut start = 0u32;
         for (&p, &c) in live.iter().zip(&counts) {
