@@ -391,16 +391,7 @@ impl GpuVoteTables {
             ]
             .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
         });
-        let groups = n.div_ceil(64);
-        let max_x = self
-            .ctx
-            .limits()
-            .max_compute_workgroups_per_dimension
-            .max(1);
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&self.pipelines[0]);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
+        self.dispatch(encoder, 0, &bind_group, n);
         Ok(())
     }
 
@@ -441,22 +432,34 @@ impl GpuVoteTables {
                 ]
                 .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
             });
-        let groups = n.div_ceil(64);
-        let max_x = self
-            .ctx
-            .limits()
-            .max_compute_workgroups_per_dimension
-            .max(1);
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&self.pipelines[1]);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
+        self.dispatch(encoder, 1, &bind_group, n);
     }
 
     /// Records the zeroing of every table (a fresh batch).
     pub fn encode_reset(&self, encoder: &mut wgpu::CommandEncoder) {
         encoder.clear_buffer(&self.votes, 0, None);
         encoder.clear_buffer(&self.tables, 0, None);
+    }
+
+    /// Records one pass of pipeline `pipeline` over `items` invocations (64 a
+    /// workgroup, a 2-D grid past the adapter's per-dimension limit).
+    fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipeline: usize,
+        bind_group: &wgpu::BindGroup,
+        items: u32,
+    ) {
+        let groups = items.div_ceil(64);
+        let max_x = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&self.pipelines[pipeline]);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
     }
 
     /// Prompts the tables hold.
@@ -683,19 +686,8 @@ impl GpuVoteTables {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let groups = (segments.len() as u32).div_ceil(64);
-        let max_x = self
-            .ctx
-            .limits()
-            .max_compute_workgroups_per_dimension
-            .max(1);
         let mut encoder = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipelines[2]);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
-        }
+        self.dispatch(&mut encoder, 2, &bind_group, segments.len() as u32);
         encoder.copy_buffer_to_buffer(&rewards, 0, &readback, 0, n as u64 * 4);
         encoder.copy_buffer_to_buffer(&advantages, 0, &readback, n as u64 * 4, n as u64 * 4);
         self.ctx.queue.submit([encoder.finish()]);

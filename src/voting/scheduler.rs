@@ -187,30 +187,14 @@ impl Scheduler {
         let mut rounds = 0u32;
         while !live.is_empty() {
             rounds += 1;
-            let counts: Vec<u32> = live
-                .iter()
-                .zip(&wants)
-                .map(|(&p, &want)| want.min(self.config.max_votes - used[p as usize]))
-                .collect();
-            let rollouts = engine.generate(&live, &counts)?;
-            check_round_size(&rollouts, &counts)?;
-            let mut segments = Vec::with_capacity(live.len());
-            let mut start = 0u32;
-            for (&p, &c) in live.iter().zip(&counts) {
-                segments.push(Segment {
-                    prompt: p,
-                    start,
-                    count: c,
-                    pad: 0,
-                });
-                for r in &rollouts[start as usize..(start + c) as usize] {
-                    history.push((p, *r));
-                }
-                start += c;
-                used[p as usize] += c;
-            }
-            let answers: Vec<u32> = rollouts.iter().map(|r| r.answer).collect();
-            let tokens: Vec<u32> = rollouts.iter().map(|r| r.tokens).collect();
+            let round = request_round(
+                engine,
+                &live,
+                &wants,
+                self.config.max_votes,
+                &mut used,
+                &mut history,
+            )?;
             let n = live.len() as u32;
             let mut params = [0u8; 48];
             params[..32].copy_from_slice(bytemuck::bytes_of(&self.rule));
@@ -230,9 +214,9 @@ impl Scheduler {
             self.tables.encode_count(
                 &mut encoder,
                 &RoundVotes {
-                    segments: &segments,
-                    answers: &answers,
-                    tokens: Some(&tokens),
+                    segments: &round.segments,
+                    answers: &round.answers,
+                    tokens: Some(&round.tokens),
                 },
             )?;
             self.tables.encode_decide(
@@ -310,19 +294,7 @@ impl Scheduler {
                 stopped_in_round: stopped_in[p],
             })
             .collect();
-        history.sort_by_key(|&(p, _)| p);
-        let mut segments = Vec::new();
-        let mut start = 0u32;
-        for (p, &u) in used.iter().enumerate() {
-            segments.push(Segment {
-                prompt: p as u32,
-                start,
-                count: u,
-                pad: 0,
-            });
-            start += u;
-        }
-        let answers: Vec<u32> = history.iter().map(|(_, r)| r.answer).collect();
+        let (segments, answers) = group_by_prompt(&mut history, &used);
         let consensus: Vec<u32> = prompts.iter().map(|p| p.consensus).collect();
         let (rewards, advantages) =
             self.tables
@@ -335,6 +307,69 @@ impl Scheduler {
             rounds,
         })
     }
+}
+
+/// One round of requests: how many rollouts each live prompt gets, the
+/// engine's answers, and the bookkeeping the scheduler and its twin share.
+struct Round {
+    segments: Vec<Segment>,
+    answers: Vec<u32>,
+    tokens: Vec<u32>,
+}
+
+fn request_round(
+    engine: &mut dyn RolloutEngine,
+    live: &[u32],
+    wants: &[u32],
+    max_votes: u32,
+    used: &mut [u32],
+    history: &mut Vec<(u32, Rollout)>,
+) -> Result<Round> {
+    let counts: Vec<u32> = live
+        .iter()
+        .zip(wants)
+        .map(|(&p, &want)| want.min(max_votes - used[p as usize]))
+        .collect();
+    let rollouts = engine.generate(live, &counts)?;
+    check_round_size(&rollouts, &counts)?;
+    let mut segments = Vec::with_capacity(live.len());
+    let mut start = 0u32;
+    for (&p, &c) in live.iter().zip(&counts) {
+        segments.push(Segment {
+            prompt: p,
+            start,
+            count: c,
+            pad: 0,
+        });
+        for r in &rollouts[start as usize..(start + c) as usize] {
+            history.push((p, *r));
+        }
+        start += c;
+        used[p as usize] += c;
+    }
+    Ok(Round {
+        segments,
+        answers: rollouts.iter().map(|r| r.answer).collect(),
+        tokens: rollouts.iter().map(|r| r.tokens).collect(),
+    })
+}
+
+/// Orders the rollouts by prompt (generation order kept within a prompt) and
+/// returns one segment per prompt over them, with their answers.
+fn group_by_prompt(history: &mut [(u32, Rollout)], used: &[u32]) -> (Vec<Segment>, Vec<u32>) {
+    history.sort_by_key(|&(p, _)| p);
+    let mut segments = Vec::with_capacity(used.len());
+    let mut start = 0u32;
+    for (p, &u) in used.iter().enumerate() {
+        segments.push(Segment {
+            prompt: p as u32,
+            start,
+            count: u,
+            pad: 0,
+        });
+        start += u;
+    }
+    (segments, history.iter().map(|(_, r)| r.answer).collect())
 }
 
 /// The engine must return exactly the rollouts it was asked for.
@@ -388,34 +423,18 @@ pub fn run_cpu(
     let mut rounds = 0;
     while !live.is_empty() {
         rounds += 1;
-        let counts: Vec<u32> = live
-            .iter()
-            .zip(&wants)
-            .map(|(&p, &want)| want.min(config.max_votes - used[p as usize]))
-            .collect();
-        let rollouts = engine.generate(&live, &counts)?;
-        check_round_size(&rollouts, &counts)?;
-        let mut segments = Vec::new();
-        let mut start = 0u32;
-        for (&p, &c) in live.iter().zip(&counts) {
-            segments.push(Segment {
-                prompt: p,
-                start,
-                count: c,
-                pad: 0,
-            });
-            for r in &rollouts[start as usize..(start + c) as usize] {
-                history.push((p, *r));
-            }
-            start += c;
-            used[p as usize] += c;
-        }
-        let answers: Vec<u32> = rollouts.iter().map(|r| r.answer).collect();
-        let tokens: Vec<u32> = rollouts.iter().map(|r| r.tokens).collect();
+        let round = request_round(
+            engine,
+            &live,
+            &wants,
+            config.max_votes,
+            &mut used,
+            &mut history,
+        )?;
         tables.count(&RoundVotes {
-            segments: &segments,
-            answers: &answers,
-            tokens: Some(&tokens),
+            segments: &round.segments,
+            answers: &round.answers,
+            tokens: Some(&round.tokens),
         })?;
         let mut next = Vec::new();
         let mut next_wants = Vec::new();
@@ -435,19 +454,7 @@ pub fn run_cpu(
         live = next;
         wants = next_wants;
     }
-    history.sort_by_key(|&(p, _)| p);
-    let mut segments = Vec::new();
-    let mut start = 0u32;
-    for (p, &u) in used.iter().enumerate() {
-        segments.push(Segment {
-            prompt: p as u32,
-            start,
-            count: u,
-            pad: 0,
-        });
-        start += u;
-    }
-    let answers: Vec<u32> = history.iter().map(|(_, r)| r.answer).collect();
+    let (segments, answers) = group_by_prompt(&mut history, &used);
     let consensus: Vec<u32> = outcome.iter().map(|p| p.consensus).collect();
     let rewards = majority_rewards(&segments, &answers, &consensus);
     let advantages = group_advantages(&segments, &rewards, 1e-4);
