@@ -33,10 +33,6 @@ const STATUS_NO_VALID_TOKEN: u32 = 1u;
 const PURPOSE_STREAM: u32 = 0u;
 const PURPOSE_TOKEN: u32 = 1u;
 
-// Where select_threshold reads its elements from.
-const SOURCE_ROW: u32 = 0u;
-const SOURCE_CANDIDATES: u32 = 1u;
-const SOURCE_STREAM_MAXIMA: u32 = 2u;
 
 const F32_LOWEST: f32 = -3.40282347e38;
 
@@ -90,6 +86,9 @@ var<workgroup> h_max_key: array<atomic<u32>, 256>;
 var<workgroup> cand_key: array<u32, CANDIDATES>;
 var<workgroup> cand_index: array<u32, CANDIDATES>;
 var<workgroup> cand_count: atomic<u32>;
+// The candidates ranked by key, descending, with their fixed-point weights.
+var<workgroup> sorted_key: array<u32, CANDIDATES>;
+var<workgroup> sorted_weight: array<u32, CANDIDATES>;
 // Scalars written by invocation 0 and read by all.
 var<workgroup> sel_prefix: u32;
 var<workgroup> sel_mask: u32;
@@ -207,14 +206,15 @@ fn histogram_add(key: u32, z_bits: u32, by_mass: bool, prefix: u32, mask: u32, s
     }
 }
 
-// Largest key t (among keys >= lo_key of the source) whose weight W(key >= t)
+// Largest key t (among keys >= lo_key of the row's tokens, or with `from_row`
+// false of the streams' maxima) whose weight W(key >= t)
 // reaches the target: a count of tokens (top-k), or a fixed-point mass (top-p:
 // `mass_target`, or top_p times the source's own total when `mass_target` < 0).
 // MSB-first radix select, 8 bits a round, exits early once the boundary
 // bucket's largest key alone reaches the target. Returns (threshold, found).
-fn select_threshold(t: u32, source: u32, row: u32, vocab: u32, inv_t: f32, by_mass: bool,
+fn select_threshold(t: u32, from_row: bool, row: u32, vocab: u32, inv_t: f32, by_mass: bool,
                     lo_key: u32, count_target: u32, top_p: f32, mass_target: f32,
-                    row_max: f32, n_candidates: u32) -> vec2<u32> {
+                    row_max: f32) -> vec2<u32> {
     if t == 0u {
         sel_prefix = 0u;
         sel_mask = 0u;
@@ -233,7 +233,7 @@ fn select_threshold(t: u32, source: u32, row: u32, vocab: u32, inv_t: f32, by_ma
         let shift = 24u - 8u * round;
         let prefix = sel_prefix;
         let mask = sel_mask;
-        if source == SOURCE_ROW {
+        if from_row {
             for (var g = t; g * GROUP < vocab; g += WG) {
                 for (var j = 0u; j < GROUP; j++) {
                     let i = g * GROUP + j;
@@ -245,13 +245,6 @@ fn select_threshold(t: u32, source: u32, row: u32, vocab: u32, inv_t: f32, by_ma
                     if key >= lo_key {
                         histogram_add(key, z_bits, by_mass, prefix, mask, shift, row_max);
                     }
-                }
-            }
-        } else if source == SOURCE_CANDIDATES {
-            for (var s = t; s < n_candidates; s += WG) {
-                let key = cand_key[s];
-                if key >= lo_key {
-                    histogram_add(key, bits_from_key(key), by_mass, prefix, mask, shift, row_max);
                 }
             }
         } else {
@@ -323,6 +316,72 @@ fn select_threshold(t: u32, source: u32, row: u32, vocab: u32, inv_t: f32, by_ma
         if workgroupUniformLoad(&sel_done) != 0u {
             break;
         }
+    }
+    let result = workgroupUniformLoad(&sel_result);
+    return vec2<u32>(result, workgroupUniformLoad(&sel_found));
+}
+
+// Thresholds among the `n` gathered candidates (which hold every token at or
+// above the bound): each invocation ranks its candidates by key (descending,
+// ties by slot), then one scan down the ranking finds the k-th largest key and
+// the largest key whose mass at or above it reaches the top-p target (over the
+// top-k set when top-k is on, else `row_mass_target`). The same thresholds as
+// radix selection over the candidates, without rounds. Returns
+// (threshold, found); found is 0 when the top-p boundary lies below them.
+fn select_among_candidates(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: bool, top_p: f32,
+                           row_mass_target: f32, row_max: f32) -> vec2<u32> {
+    workgroupBarrier();
+    for (var c = t; c < n; c += WG) {
+        let key = cand_key[c];
+        var rank = 0u;
+        for (var j = 0u; j < n; j++) {
+            let other = cand_key[j];
+            if other > key || (other == key && j < c) {
+                rank += 1u;
+            }
+        }
+        sorted_key[rank] = key;
+        sorted_weight[rank] = fixed_weight(bits_from_key(key), row_max);
+    }
+    workgroupBarrier();
+    if t == 0u {
+        var threshold = 0u;
+        var found = 1u;
+        var domain = n;
+        if use_top_k {
+            // k <= n: the gather held at least k tokens.
+            threshold = sorted_key[k - 1u];
+            domain = k;
+            while domain < n && sorted_key[domain] == threshold {
+                domain += 1u;
+            }
+        }
+        if use_top_p {
+            var mass_target = row_mass_target;
+            if use_top_k {
+                var total = vec2<u32>(0u, 0u);
+                for (var i = 0u; i < domain; i++) {
+                    total = add_u64(total, vec2<u32>(0u, sorted_weight[i]));
+                }
+                mass_target = top_p * u64_to_f32(total);
+            }
+            var cum = vec2<u32>(0u, 0u);
+            found = 0u;
+            for (var i = 0u; i < domain; i++) {
+                cum = add_u64(cum, vec2<u32>(0u, sorted_weight[i]));
+                // Equal keys count together: test at the end of their run.
+                if i + 1u < domain && sorted_key[i + 1u] == sorted_key[i] {
+                    continue;
+                }
+                if u64_to_f32(cum) >= mass_target {
+                    threshold = sorted_key[i];
+                    found = 1u;
+                    break;
+                }
+            }
+        }
+        sel_result = threshold;
+        sel_found = found;
     }
     let result = workgroupUniformLoad(&sel_result);
     return vec2<u32>(result, workgroupUniformLoad(&sel_found));
@@ -540,13 +599,13 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         var gather_from = 0u;
         var bound_found = true;
         if use_top_k {
-            let k_bound = select_threshold(t, SOURCE_STREAM_MAXIMA, row, vocab, inv_t, false, 1u,
-                                           p.top_k, 1.0, -1.0, row_max, 0u);
+            let k_bound = select_threshold(t, false, row, vocab, inv_t, false, 1u,
+                                           p.top_k, 1.0, -1.0, row_max);
             gather_from = k_bound.x;
             bound_found = k_bound.y != 0u;
         } else if use_top_p {
-            let p_bound = select_threshold(t, SOURCE_STREAM_MAXIMA, row, vocab, inv_t, true, 1u,
-                                           0u, p.top_p, row_mass_target, row_max, 0u);
+            let p_bound = select_threshold(t, false, row, vocab, inv_t, true, 1u,
+                                           0u, p.top_p, row_mass_target, row_max);
             gather_from = p_bound.x;
             bound_found = p_bound.y != 0u;
         }
@@ -603,30 +662,23 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         n_candidates = select(0u, gathered, from_candidates);
 
         var threshold = 0u;
-        if from_candidates {
-            if use_top_k {
-                threshold = select_threshold(t, SOURCE_CANDIDATES, row, vocab, inv_t, false, 0u,
-                                             p.top_k, 1.0, -1.0, row_max, n_candidates).x;
-            }
-            if use_top_p {
-                let mass_target = select(row_mass_target, -1.0, use_top_k);
-                let p_sel = select_threshold(t, SOURCE_CANDIDATES, row, vocab, inv_t, true, threshold,
-                                             0u, p.top_p, mass_target, row_max, n_candidates);
-                threshold = p_sel.x;
-                // The boundary lies below the gathered tokens: take the exact route.
-                from_candidates = p_sel.y != 0u;
-            }
+        if from_candidates && (use_top_k || use_top_p) {
+            let selected = select_among_candidates(t, n_candidates, use_top_k, p.top_k, use_top_p,
+                                                   p.top_p, row_mass_target, row_max);
+            threshold = selected.x;
+            // The top-p boundary lies below the gathered tokens: take the exact route.
+            from_candidates = selected.y != 0u;
         }
         if !from_candidates {
             threshold = 0u;
             if use_top_k {
-                threshold = select_threshold(t, SOURCE_ROW, row, vocab, inv_t, false, 0u,
-                                             p.top_k, 1.0, -1.0, row_max, 0u).x;
+                threshold = select_threshold(t, true, row, vocab, inv_t, false, 0u,
+                                             p.top_k, 1.0, -1.0, row_max).x;
             }
             if use_top_p {
                 let mass_target = select(row_mass_target, -1.0, use_top_k);
-                threshold = select_threshold(t, SOURCE_ROW, row, vocab, inv_t, true, threshold,
-                                             0u, p.top_p, mass_target, row_max, 0u).x;
+                threshold = select_threshold(t, true, row, vocab, inv_t, true, threshold,
+                                             0u, p.top_p, mass_target, row_max).x;
             }
         }
         s.threshold_key = threshold;

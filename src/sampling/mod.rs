@@ -304,10 +304,11 @@ pub const CANDIDATE_RANGE: (u32, u32) = (64, 1024);
 /// Workgroup memory the sampling kernel uses besides its candidates, bytes.
 const FIXED_WORKGROUP_BYTES: u32 = 9600;
 
-/// How many candidates fit the device's workgroup memory (a multiple of 64).
-/// It changes the sampler's speed, never its results.
+/// How many candidates fit the device's workgroup memory (a multiple of 64;
+/// each takes 16 bytes: key, token, and its ranked key and weight). It
+/// changes the sampler's speed, never its results.
 pub fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
-    let fit = max_workgroup_bytes.saturating_sub(FIXED_WORKGROUP_BYTES) / 8 / 64 * 64;
+    let fit = max_workgroup_bytes.saturating_sub(FIXED_WORKGROUP_BYTES) / 16 / 64 * 64;
     fit.clamp(256, CANDIDATE_RANGE.1)
 }
 
