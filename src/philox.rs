@@ -51,6 +51,26 @@ pub fn exponential_from_bits(x: u32) -> f32 {
     -(1.0 - v).ln()
 }
 
+/// Random123 known-answer vectors for philox4x32_10 (`kat_vectors`):
+/// (counter, key, output words).
+pub const KNOWN_ANSWERS: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
+    (
+        [0; 4],
+        [0; 2],
+        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+    ),
+    (
+        [0xffffffff; 4],
+        [0xffffffff; 2],
+        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+    ),
+    (
+        [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+        [0xa4093822, 0x299f31d0],
+        [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+    ),
+];
+
 /// Splits a u64 into (low, high) u32 words, the order the shaders use.
 pub fn split_u64(x: u64) -> [u32; 2] {
     [x as u32, (x >> 32) as u32]
@@ -166,28 +186,9 @@ pub fn shader_variants() -> crate::Result<Vec<crate::shader::ShaderVariant>> {
 mod tests {
     use super::*;
 
-    /// Random123 `kat_vectors` for philox4x32_10.
-    pub const KAT: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
-        (
-            [0; 4],
-            [0; 2],
-            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
-        ),
-        (
-            [0xffffffff; 4],
-            [0xffffffff; 2],
-            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
-        ),
-        (
-            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-            [0xa4093822, 0x299f31d0],
-            [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
-        ),
-    ];
-
     #[test]
     fn known_answer_vectors() {
-        for (counter, key, expected) in KAT {
+        for (counter, key, expected) in KNOWN_ANSWERS {
             assert_eq!(philox4x32_10(counter, key), expected);
         }
     }
