@@ -489,10 +489,7 @@ impl GpuVoteTables {
         }
         let device = &self.ctx.device;
         let n = list.len() as u32;
-        let mut params = [0u8; 48];
-        params[..32].copy_from_slice(bytemuck::bytes_of(&gpu_rule));
-        params[32..36].copy_from_slice(&n.to_le_bytes());
-        params[36..40].copy_from_slice(&1u32.to_le_bytes());
+        let params = gpu_rule.decide_params(n, true);
         let init = |label, contents: &[u8], usage| {
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),

@@ -80,14 +80,22 @@ pub fn ln_gamma_ratio(x: f32, a: f32) -> f32 {
     sum + f * y.ln() + series
 }
 
+/// Lentz's guard against a zero denominator (the shader's `clamp_tiny`).
+const TINY: f32 = 1e-30;
+
+fn clamp_tiny(v: f32) -> f32 {
+    if v.abs() < TINY {
+        TINY
+    } else {
+        v
+    }
+}
+
 /// Continued fraction of the regularised incomplete beta (modified Lentz).
 fn beta_continued_fraction(a: f32, b: f32, x: f32) -> f32 {
-    const TINY: f32 = 1e-30;
     let mut c = 1.0f32;
     let mut d = 1.0 - (a + b) * x / (a + 1.0);
-    if d.abs() < TINY {
-        d = TINY;
-    }
+    d = clamp_tiny(d);
     d = 1.0 / d;
     let mut h = d;
     let mut m = 1.0f32;
@@ -95,24 +103,16 @@ fn beta_continued_fraction(a: f32, b: f32, x: f32) -> f32 {
         let m2 = 2.0 * m;
         let even = m * (b - m) * x / ((a + m2 - 1.0) * (a + m2));
         d = 1.0 + even * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
+        d = clamp_tiny(d);
         c = 1.0 + even / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
+        c = clamp_tiny(c);
         d = 1.0 / d;
         h *= d * c;
         let odd = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0));
         d = 1.0 + odd * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
+        d = clamp_tiny(d);
         c = 1.0 + odd / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
+        c = clamp_tiny(c);
         d = 1.0 / d;
         let step = d * c;
         h *= step;
@@ -201,7 +201,6 @@ pub fn gamma_p(a: f32, x: f32) -> f32 {
         return (sum * log_front.exp()).min(1.0);
     }
     // Upper tail Q by the Lentz continued fraction.
-    const TINY: f32 = 1e-30;
     let mut b = x + 1.0 - a;
     let mut c = 1.0 / TINY;
     let mut d = 1.0 / b;
@@ -211,13 +210,9 @@ pub fn gamma_p(a: f32, x: f32) -> f32 {
         let an = -i * (i - a);
         b += 2.0;
         d = an * d + b;
-        if d.abs() < TINY {
-            d = TINY;
-        }
+        d = clamp_tiny(d);
         c = b + an / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
+        c = clamp_tiny(c);
         d = 1.0 / d;
         let step = d * c;
         h *= step;

@@ -141,6 +141,18 @@ pub struct GpuRule {
     pub c: [f32; 4],
 }
 
+impl GpuRule {
+    /// The `decide` kernel's uniform (48 bytes): the rule, then the number of
+    /// listed prompts and whether to compute the fewest votes that could pass.
+    pub fn decide_params(&self, prompts: u32, want_fewest: bool) -> [u8; 48] {
+        let mut params = [0u8; 48];
+        params[..32].copy_from_slice(bytemuck::bytes_of(self));
+        params[32..36].copy_from_slice(&prompts.to_le_bytes());
+        params[36..40].copy_from_slice(&u32::from(want_fewest).to_le_bytes());
+        params
+    }
+}
+
 impl RuleConfig {
     /// Checks the parameters and converts them to the shader's form.
     pub fn to_gpu(&self) -> Result<GpuRule> {

@@ -196,10 +196,7 @@ impl Scheduler {
                 &mut history,
             )?;
             let n = live.len() as u32;
-            let mut params = [0u8; 48];
-            params[..32].copy_from_slice(bytemuck::bytes_of(&self.rule));
-            params[32..36].copy_from_slice(&n.to_le_bytes());
-            params[36..40].copy_from_slice(&u32::from(fewest).to_le_bytes());
+            let params = self.rule.decide_params(n, fewest);
             self.ctx.queue.write_buffer(&self.params, 0, &params);
             self.ctx
                 .queue
