@@ -70,6 +70,12 @@ pub enum Error {
     /// Vote tables hold 1 to 256 distinct answers per prompt.
     #[error("vote table capacity must be 1 to 256, got {0}")]
     InvalidCapacity(u32),
+    /// A tail estimator's parameters are out of range.
+    #[error("invalid estimator: {0}")]
+    InvalidEstimator(String),
+    /// A reward is NaN (or infinite where an estimator needs finite rewards).
+    #[error("reward {index} is {value}: rewards must be numbers (and finite for estimators)")]
+    NonFiniteReward { index: usize, value: f32 },
     /// Reading results back from the device failed.
     #[error("GPU readback failed: {0}")]
     Readback(String),

@@ -9,6 +9,9 @@
 //! - [`voting`]: adaptive majority voting (vote tables, stopping rules,
 //!   rewards, the round scheduler, replay of recorded votes) and
 //!   [`compact`]: stream compaction of live prompts.
+//! - [`tail`]: best-of-N tail statistics (segmented sort and top-k, the
+//!   exact expected max of N, pass@k, TEA, Prefix-TEA, a generalised Pareto
+//!   tail, GRPO's baseline).
 //! - [`reference`](mod@reference): a kernel that only reads the same logits once, the
 //!   yardstick sampler throughput is reported against.
 //! - [`timing`]: GPU time of an encoded workload (timestamp queries, or wall
@@ -36,6 +39,7 @@ pub mod reference;
 pub mod sampling;
 pub mod shader;
 pub mod synthetic;
+pub mod tail;
 pub mod timing;
 pub mod voting;
 

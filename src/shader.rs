@@ -17,6 +17,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("compact.wgsl", include_str!("../shaders/compact.wgsl")),
     ("posterior.wgsl", include_str!("../shaders/posterior.wgsl")),
     ("voting.wgsl", include_str!("../shaders/voting.wgsl")),
+    ("tail.wgsl", include_str!("../shaders/tail.wgsl")),
 ];
 
 /// The embedded text of one shader file.
@@ -111,5 +112,6 @@ pub fn all_variants() -> Result<Vec<ShaderVariant>> {
     all.extend(crate::voting::shader_variants(
         crate::voting::DEFAULT_CAPACITY,
     )?);
+    all.extend(crate::tail::shader_variants()?);
     Ok(all)
 }

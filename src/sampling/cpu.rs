@@ -72,7 +72,8 @@ fn is_finite_bits(bits: u32) -> bool {
     bits & 0x7F80_0000 != 0x7F80_0000
 }
 
-fn canonical_bits(bits: u32) -> u32 {
+/// Canonical bits (twin of `keys.wgsl`): NaN and −inf become −inf, −0 becomes +0.
+pub fn canonical_bits(bits: u32) -> u32 {
     if (bits & 0x7FFF_FFFF) > 0x7F80_0000 || bits == NEG_INF_BITS {
         return NEG_INF_BITS;
     }

@@ -1,0 +1,836 @@
+//! Best-of-N tail statistics over ragged segments of rollout rewards (one
+//! segment per prompt): segmented sort, top-k and ranks, and the estimators
+//! that turn a prompt's m rewards into its best-of-N value and per-rollout
+//! advantages. Kernels in `shaders/tail.wgsl`; the CPU twin is [`cpu`].
+//!
+//! Segments are given as offsets: segment `s` holds the rewards
+//! `offsets[s]..offsets[s + 1]`, in sampling order.
+//!
+//! Order: descending, ties broken by original index (the earlier rollout
+//! ranks first), so exactly k rollouts are in a top-k. `-0.0` ties with
+//! `+0.0`. NaN ranks with `-inf` in the order kernel; the host calls reject
+//! NaN rewards ([`Error::NonFiniteReward`]) and the estimators need finite
+//! rewards.
+//!
+//! | estimator | assumes | value | advantages |
+//! | --- | --- | --- | --- |
+//! | [`Estimator::ExpectedMax`] (PKPO) | m ≥ N, nothing else | unbiased E[max of N] | PKPO's per-rollout weights, equal rewards share credit |
+//! | [`Estimator::PassAtK`] | 0/1 rewards | unbiased pass@k | pass@k training advantages |
+//! | [`Estimator::Tea`] | Gaussian upper tail above the α quantile | μ̂ + c̃_N σ̂ of the top ⌈αm⌉ | TEA's, zero below the threshold |
+//! | [`Estimator::PrefixTea`] | as TEA | prefix fits combined to cancel the 1/m bias | the same combination of the prefix fits' advantages |
+//! | [`Estimator::Gpd`] | generalised Pareto tail (any shape ξ in [−1, ½]) | PWM fit, expected max of N | jackknife influence of each tail rollout |
+//! | [`Estimator::Grpo`] | none (not best-of-N) | group mean | (r − mean) / (std + eps) |
+
+pub mod cpu;
+
+use crate::shader::ShaderVariant;
+use crate::{Error, GpuContext, Result};
+use std::sync::Arc;
+
+/// Longest segment the order kernel accepts (it compares every pair of a
+/// segment's rewards: m² work per segment).
+pub const MAX_SEGMENT: u32 = 16_384;
+/// Widest top-k row.
+pub const MAX_TOP_K: u32 = MAX_SEGMENT;
+/// Most prefixes Prefix-TEA combines.
+pub const MAX_PREFIXES: u32 = 8;
+/// k of the order pass for a full sort.
+const FULL_SORT: u32 = u32::MAX;
+/// Index that pads the top-k rows of segments shorter than k.
+pub const NO_INDEX: u32 = u32::MAX;
+
+/// Euler–Mascheroni constant γ.
+pub const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+
+/// A per-prompt estimator of the best-of-N value and its advantages.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Estimator {
+    /// Exact when the segment has m ≥ n rollouts: the unbiased expected max
+    /// of n draws, `Σ_{i≥n} C(i−1, n−1)/C(m, n) · R_(i)`, and PKPO's
+    /// per-rollout weights (arXiv 2505.15201). Subtract your own baseline
+    /// (for example the segment mean of the weights) before a policy update.
+    ExpectedMax {
+        /// N of best-of-N.
+        n: u32,
+    },
+    /// pass@k from 0/1 rewards (`reward >= threshold` counts as correct):
+    /// `1 − C(m−c, k)/C(m, k)`, and the pass@k-training advantages
+    /// (correct: `(1 − ρ)/σ`; wrong: `(1 − ρ − C(m−c−1, k−1)/C(m−1, k−1))/σ`,
+    /// `σ = √(ρ(1−ρ))`; all 0 when ρ is 0 or 1).
+    PassAtK {
+        /// k of pass@k.
+        k: u32,
+        /// Rewards at or above it are correct.
+        threshold: f32,
+    },
+    /// TEA's Gaussian tail (arXiv 2605.10716, reconstructed in the notes):
+    /// from the top `k = ⌈α m⌉` rewards (k ≥ 2), `V = μ̂ + c̃_N σ̂` and
+    /// `A_i = (1/α)·1{R_i ≥ r̂}·[(R_i − r̂) + c̃_N((R_i − μ̂)² − (r̂ − μ̂)²)/(2σ̂)]`.
+    /// σ̂ is the unbiased deviation of the top k; a flat tail (σ̂ ≤ 10⁻⁶|μ̂|)
+    /// gives `V = μ̂` and only the linear term.
+    Tea {
+        /// N of best-of-N.
+        n: u32,
+        /// Tail level α in (0, 1).
+        alpha: f32,
+    },
+    /// Prefix-TEA: TEA fitted on the prefixes `n_j = ⌈j m / J⌉` (sampling
+    /// order, j = 1..J) whose tail holds at least two rollouts, combined with
+    /// the minimum-norm weights w (`Σ w_j = 1`, `Σ w_j / n_j = 0`) that cancel
+    /// the 1/m bias term (a generalised jackknife); advantages combine the
+    /// same way. Fewer than two usable prefixes: plain TEA, status
+    /// [`SegmentStatus::Fallback`].
+    PrefixTea {
+        /// N of best-of-N.
+        n: u32,
+        /// Tail level α in (0, 1).
+        alpha: f32,
+        /// Prefixes J, 2 to [`MAX_PREFIXES`].
+        prefixes: u32,
+    },
+    /// Generalised Pareto tail fitted by probability-weighted moments
+    /// (Hosking & Wallis 1987) to the exceedances of the top `k = ⌈α m⌉`
+    /// over the (k+1)-th largest reward u (needs m ≥ k + 2), shape clamped to
+    /// [−1, ½]; `V = u + (σ/ξ)[(Nζ)^ξ Γ(1−ξ) − 1]` with ζ = k/m (the ξ → 0
+    /// limit `u + σ(ln Nζ + γ)`). Advantages: the jackknife influence
+    /// `(m−1)(V₋below − V₋i)` of each rollout in the tail or at the threshold
+    /// (rollouts below it all share the same influence: 0).
+    Gpd {
+        /// N of best-of-N.
+        n: u32,
+        /// Tail level α in (0, 1).
+        alpha: f32,
+    },
+    /// GRPO's baseline for comparison: value = group mean, advantages
+    /// `(r − mean)/(std + eps)` (unbiased std; flat groups get 0), the same
+    /// as [`crate::voting::rewards::group_advantages`].
+    Grpo {
+        /// Added to the deviation.
+        eps: f32,
+    },
+}
+
+impl Estimator {
+    /// Short name, as the command line spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Estimator::ExpectedMax { .. } => "exact",
+            Estimator::PassAtK { .. } => "pass@k",
+            Estimator::Tea { .. } => "tea",
+            Estimator::PrefixTea { .. } => "prefix-tea",
+            Estimator::Gpd { .. } => "gpd",
+            Estimator::Grpo { .. } => "grpo",
+        }
+    }
+
+    /// Checks the parameters.
+    ///
+    /// ```
+    /// use rollcall::tail::Estimator;
+    /// assert!(Estimator::Tea { n: 128, alpha: 0.25 }.validate().is_ok());
+    /// assert!(Estimator::Tea { n: 128, alpha: 1.5 }.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidEstimator(msg));
+        let check_n = |n: u32| {
+            if n == 0 {
+                bad("N must be at least 1".into())
+            } else {
+                Ok(())
+            }
+        };
+        let check_alpha = |alpha: f32| {
+            if alpha > 0.0 && alpha < 1.0 {
+                Ok(())
+            } else {
+                bad(format!("tail level alpha must be in (0, 1), got {alpha}"))
+            }
+        };
+        match *self {
+            Estimator::ExpectedMax { n } => check_n(n),
+            Estimator::PassAtK { k, threshold } => {
+                if k == 0 {
+                    bad("k of pass@k must be at least 1".into())
+                } else if !threshold.is_finite() {
+                    bad(format!("pass@k threshold must be finite, got {threshold}"))
+                } else {
+                    Ok(())
+                }
+            }
+            Estimator::Tea { n, alpha } | Estimator::Gpd { n, alpha } => {
+                check_n(n)?;
+                check_alpha(alpha)
+            }
+            Estimator::PrefixTea { n, alpha, prefixes } => {
+                check_n(n)?;
+                check_alpha(alpha)?;
+                if (2..=MAX_PREFIXES).contains(&prefixes) {
+                    Ok(())
+                } else {
+                    bad(format!(
+                        "Prefix-TEA needs 2 to {MAX_PREFIXES} prefixes, got {prefixes}"
+                    ))
+                }
+            }
+            Estimator::Grpo { eps } => {
+                if eps.is_finite() && eps >= 0.0 {
+                    Ok(())
+                } else {
+                    bad(format!("eps must be finite and >= 0, got {eps}"))
+                }
+            }
+        }
+    }
+
+    /// The kernel's uniform for `segments` segments (c̃_N computed here).
+    fn gpu_params(&self, segments: u32, groups_x: u32) -> Result<EstimateParams> {
+        self.validate()?;
+        let mut p = EstimateParams {
+            segments,
+            groups_x,
+            ..Default::default()
+        };
+        match *self {
+            Estimator::ExpectedMax { n } => {
+                p.kind = 0;
+                p.n = n;
+            }
+            Estimator::PassAtK { k, threshold } => {
+                p.kind = 1;
+                p.n = k;
+                p.threshold = threshold;
+            }
+            Estimator::Tea { n, alpha } | Estimator::PrefixTea { n, alpha, .. } => {
+                p.kind = if matches!(self, Estimator::Tea { .. }) {
+                    2
+                } else {
+                    3
+                };
+                p.n = n;
+                p.alpha = alpha;
+                p.c_tilde = GaussianTail::new(n, f64::from(alpha))?.c_tilde as f32;
+                if let Estimator::PrefixTea { prefixes, .. } = *self {
+                    p.prefixes = prefixes;
+                }
+            }
+            Estimator::Gpd { n, alpha } => {
+                p.kind = 4;
+                p.n = n;
+                p.alpha = alpha;
+            }
+            Estimator::Grpo { eps } => {
+                p.kind = 5;
+                p.threshold = eps;
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// The Gaussian tail's constants for best-of-N at tail level α (see
+/// `tail.md`): `c_N = E[max of N standard normals]`, `z = Φ⁻¹(1 − α)`,
+/// `λ = φ(z)/α`, `κ = √(1 + zλ − λ²)`, `c̃_N = (c_N − λ)/κ`.
+///
+/// ```
+/// let g = rollcall::tail::GaussianTail::new(128, 0.25).unwrap();
+/// assert!((g.c_n - 2.5946).abs() < 1e-3 && (g.c_tilde - 2.692).abs() < 1e-3);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GaussianTail {
+    /// E[max of N standard normals].
+    pub c_n: f64,
+    /// Φ⁻¹(1 − α).
+    pub z: f64,
+    /// Tail mean of a standard normal above z: φ(z)/α.
+    pub lambda: f64,
+    /// Tail deviation of a standard normal above z.
+    pub kappa: f64,
+    /// (c_N − λ)/κ.
+    pub c_tilde: f64,
+}
+
+impl GaussianTail {
+    /// Computes the constants (no tables).
+    pub fn new(n: u32, alpha: f64) -> Result<Self> {
+        if n == 0 || !(alpha > 0.0 && alpha < 1.0) {
+            return Err(Error::InvalidEstimator(format!(
+                "Gaussian tail needs N >= 1 and alpha in (0, 1), got N = {n}, alpha = {alpha}"
+            )));
+        }
+        use statrs::distribution::{ContinuousCDF, Normal};
+        let z = Normal::standard().inverse_cdf(1.0 - alpha);
+        let lambda = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt() / alpha;
+        let kappa = (1.0 + z * lambda - lambda * lambda).sqrt();
+        let c_n = expected_max_std_normal(n);
+        Ok(Self {
+            c_n,
+            z,
+            lambda,
+            kappa,
+            c_tilde: (c_n - lambda) / kappa,
+        })
+    }
+}
+
+/// `E[max of n standard normals]` = ∫ x n φ(x) Φ(x)^(n−1) dx, by Simpson's
+/// rule on [−12, 12] (step 10⁻³) with Φ^(n−1) taken in log space.
+///
+/// ```
+/// let c = rollcall::tail::expected_max_std_normal(512);
+/// assert!((c - 3.0444).abs() < 1e-3);
+/// ```
+pub fn expected_max_std_normal(n: u32) -> f64 {
+    use statrs::function::erf::erfc;
+    let n = f64::from(n.max(1));
+    let sqrt2 = std::f64::consts::SQRT_2;
+    let norm = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+    let f = |x: f64| {
+        // ln Φ(x) without cancellation in either tail.
+        let ln_cdf = if x < 0.0 {
+            (0.5 * erfc(-x / sqrt2)).ln()
+        } else {
+            (-0.5 * erfc(x / sqrt2)).ln_1p()
+        };
+        x * n * norm * (-0.5 * x * x).exp() * ((n - 1.0) * ln_cdf).exp()
+    };
+    let (lo, hi, steps) = (-12.0f64, 12.0f64, 24_000usize);
+    let h = (hi - lo) / steps as f64;
+    let mut sum = f(lo) + f(hi);
+    for i in 1..steps {
+        sum += f(lo + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    sum * h / 3.0
+}
+
+/// Checks segment offsets against `len` rewards: monotone, starting at 0,
+/// ending at `len`, no segment longer than [`MAX_SEGMENT`].
+///
+/// ```
+/// assert!(rollcall::tail::validate_offsets(&[0, 2, 2, 5], 5).is_ok());
+/// assert!(rollcall::tail::validate_offsets(&[0, 3, 2], 3).is_err());
+/// ```
+pub fn validate_offsets(offsets: &[u32], len: usize) -> Result<()> {
+    let bad = |segment: usize, reason: String| Err(Error::InvalidSegment { segment, reason });
+    if offsets.is_empty() {
+        return bad(0, "offsets need at least one entry (0)".into());
+    }
+    if offsets[0] != 0 {
+        return bad(0, format!("offsets must start at 0, got {}", offsets[0]));
+    }
+    for (s, w) in offsets.windows(2).enumerate() {
+        if w[1] < w[0] {
+            return bad(s, format!("offsets decrease: {} then {}", w[0], w[1]));
+        }
+        if w[1] - w[0] > MAX_SEGMENT {
+            return bad(
+                s,
+                format!(
+                    "{} rewards, more than the {MAX_SEGMENT} a segment may hold",
+                    w[1] - w[0]
+                ),
+            );
+        }
+    }
+    let last = *offsets.last().unwrap_or(&0) as usize;
+    if last != len {
+        return bad(
+            offsets.len() - 1,
+            format!("offsets end at {last} but there are {len} rewards"),
+        );
+    }
+    Ok(())
+}
+
+fn reject_nan(rewards: &[f32], finite: bool) -> Result<()> {
+    match rewards
+        .iter()
+        .position(|r| r.is_nan() || (finite && r.is_infinite()))
+    {
+        Some(index) => Err(Error::NonFiniteReward {
+            index,
+            value: rewards[index],
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A segmented sort: per segment, rewards in descending order with their
+/// original (in-segment) index, and each reward's rank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ordered {
+    /// `ranks[i]`: position of reward `i` in its segment's descending order
+    /// (0 = best).
+    pub ranks: Vec<u32>,
+    /// Rewards of each segment in descending order, at the segment's offsets.
+    pub sorted_values: Vec<f32>,
+    /// In-segment index of each sorted reward (its sampling position).
+    pub sorted_index: Vec<u32>,
+}
+
+/// Top-k rows: `k` entries per segment, best first; segments shorter than k
+/// are padded with `-inf` and [`NO_INDEX`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopK {
+    /// Row width.
+    pub k: u32,
+    /// `segments × k` rewards.
+    pub values: Vec<f32>,
+    /// `segments × k` in-segment indices.
+    pub indices: Vec<u32>,
+    /// Rank of every reward (as in [`Ordered::ranks`]).
+    pub ranks: Vec<u32>,
+}
+
+/// How a segment's estimate came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SegmentStatus {
+    /// A value and advantages.
+    Ok,
+    /// No rollouts: value NaN.
+    Empty,
+    /// Too few rollouts for the estimator (m < N for the exact estimator,
+    /// m < k for pass@k, a tail of fewer than two, m < k + 2 for the GPD):
+    /// value NaN, advantages 0.
+    TooFew,
+    /// The tail (or group) is flat: the value is its level, the advantages
+    /// carry no spread term.
+    Flat,
+    /// Prefix-TEA had fewer than two usable prefixes and used plain TEA.
+    Fallback,
+}
+
+impl SegmentStatus {
+    fn from_code(code: u32) -> Self {
+        match code {
+            0 => SegmentStatus::Ok,
+            1 => SegmentStatus::Empty,
+            2 => SegmentStatus::TooFew,
+            3 => SegmentStatus::Flat,
+            _ => SegmentStatus::Fallback,
+        }
+    }
+
+    /// The kernel's code.
+    pub fn code(self) -> u32 {
+        match self {
+            SegmentStatus::Ok => 0,
+            SegmentStatus::Empty => 1,
+            SegmentStatus::TooFew => 2,
+            SegmentStatus::Flat => 3,
+            SegmentStatus::Fallback => 4,
+        }
+    }
+}
+
+/// Per-segment values and per-rollout advantages (in the rewards' order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimates {
+    /// One value per segment (NaN when empty or too few).
+    pub values: Vec<f32>,
+    /// One status per segment.
+    pub status: Vec<SegmentStatus>,
+    /// One advantage per reward.
+    pub advantages: Vec<f32>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct OrderParams {
+    segments: u32,
+    k: u32,
+    groups_x: u32,
+    pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct EstimateParams {
+    segments: u32,
+    kind: u32,
+    n: u32,
+    prefixes: u32,
+    alpha: f32,
+    c_tilde: f32,
+    threshold: f32,
+    groups_x: u32,
+}
+
+/// The shader's two entry points.
+pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
+    ["order_segments", "estimate"]
+        .into_iter()
+        .map(|entry_point| {
+            Ok(ShaderVariant {
+                label: format!("tail/{entry_point}"),
+                entry_point,
+                source: crate::shader::compose("tail.wgsl", "")?,
+                features: wgpu::Features::empty(),
+            })
+        })
+        .collect()
+}
+
+struct Pipelines {
+    order: wgpu::ComputePipeline,
+    estimate: wgpu::ComputePipeline,
+}
+
+/// Device buffers, grown (never shrunk) to the largest call so far.
+struct Buffers {
+    rollouts: u64,
+    segments: u64,
+    rewards: wgpu::Buffer,
+    offsets: wgpu::Buffer,
+    ranks: wgpu::Buffer,
+    sorted_values: wgpu::Buffer,
+    sorted_index: wgpu::Buffer,
+    values: wgpu::Buffer,
+    status: wgpu::Buffer,
+    advantages: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    order_bind: wgpu::BindGroup,
+    estimate_bind: wgpu::BindGroup,
+}
+
+/// The tail-statistics kernels on one context: segmented sort, top-k, and
+/// the estimators. Pipelines are built once per context; buffers grow to the
+/// largest batch and are reused.
+///
+/// ```no_run
+/// use rollcall::tail::{Estimator, TailStats};
+/// let ctx = rollcall::GpuContext::new()?;
+/// let mut tail = TailStats::new(&ctx)?;
+/// let rewards = [0.1f32, 0.9, 0.4, 0.7, 0.2, 0.3];
+/// let offsets = [0u32, 3, 6]; // two prompts, three rollouts each
+/// let est = tail.estimate(&rewards, &offsets, Estimator::ExpectedMax { n: 2 })?;
+/// println!("{:?} {:?}", est.values, est.advantages);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub struct TailStats {
+    ctx: GpuContext,
+    pipelines: Arc<Pipelines>,
+    order_params: wgpu::Buffer,
+    estimate_params: wgpu::Buffer,
+    buffers: Option<Buffers>,
+    grid_width: u32,
+}
+
+impl TailStats {
+    /// Builds (or reuses) the pipelines on `ctx`.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let pipelines = ctx.cached("tail", || {
+            let variants = shader_variants()?;
+            Ok(Pipelines {
+                order: variants[0].compute_pipeline(&ctx.device, None),
+                estimate: variants[1].compute_pipeline(&ctx.device, None),
+            })
+        })?;
+        let uniform = |label| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 32,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        Ok(Self {
+            ctx: ctx.clone(),
+            pipelines,
+            order_params: uniform("rollcall tail order params"),
+            estimate_params: uniform("rollcall tail estimate params"),
+            buffers: None,
+            grid_width: ctx.limits().max_compute_workgroups_per_dimension.max(1),
+        })
+    }
+
+    /// Caps the workgroups along x so that more segments use a 2-D grid (for
+    /// tests and adapters with small limits).
+    pub fn with_grid_width(mut self, width: u32) -> Self {
+        self.grid_width = width.clamp(1, self.grid_width);
+        self
+    }
+
+    /// Segmented sort of `rewards` (NaN rejected; ±inf allowed).
+    ///
+    /// ```no_run
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let mut tail = rollcall::tail::TailStats::new(&ctx)?;
+    /// let sorted = tail.order(&[1.0, 3.0, 3.0, 2.0], &[0, 4])?;
+    /// assert_eq!(sorted.sorted_index, vec![1, 2, 3, 0]);
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn order(&mut self, rewards: &[f32], offsets: &[u32]) -> Result<Ordered> {
+        validate_offsets(offsets, rewards.len())?;
+        reject_nan(rewards, false)?;
+        let n = rewards.len() as u64;
+        let (ranks, values, index) = self.run_order(rewards, offsets, FULL_SORT, n)?;
+        Ok(Ordered {
+            ranks,
+            sorted_values: values,
+            sorted_index: index,
+        })
+    }
+
+    /// The best `k` rewards of each segment (NaN rejected; ±inf allowed).
+    ///
+    /// ```no_run
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let mut tail = rollcall::tail::TailStats::new(&ctx)?;
+    /// let top = tail.top_k(&[1.0, 3.0, 2.0, 5.0], &[0, 3, 4], 2)?;
+    /// assert_eq!(top.indices, vec![1, 2, 0, rollcall::tail::NO_INDEX]);
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn top_k(&mut self, rewards: &[f32], offsets: &[u32], k: u32) -> Result<TopK> {
+        validate_offsets(offsets, rewards.len())?;
+        reject_nan(rewards, false)?;
+        if k == 0 || k > MAX_TOP_K {
+            return Err(Error::InvalidEstimator(format!(
+                "top-k needs 1 <= k <= {MAX_TOP_K}, got {k}"
+            )));
+        }
+        let rows = (offsets.len() as u64 - 1) * u64::from(k);
+        let (ranks, values, indices) = self.run_order(rewards, offsets, k, rows)?;
+        Ok(TopK {
+            k,
+            values,
+            indices,
+            ranks,
+        })
+    }
+
+    /// Each segment's value and every rollout's advantage under `estimator`
+    /// (rewards must be finite). One submit and one readback.
+    pub fn estimate(
+        &mut self,
+        rewards: &[f32],
+        offsets: &[u32],
+        estimator: Estimator,
+    ) -> Result<Estimates> {
+        validate_offsets(offsets, rewards.len())?;
+        reject_nan(rewards, true)?;
+        let segments = offsets.len() as u64 - 1;
+        let n = rewards.len() as u64;
+        let groups = (segments as u32).div_ceil(64);
+        let groups_x = groups.clamp(1, self.grid_width);
+        let params = estimator.gpu_params(segments as u32, groups_x)?;
+        self.prepare(rewards, offsets, n, FULL_SORT)?;
+        self.ctx
+            .queue
+            .write_buffer(&self.estimate_params, 0, bytemuck::bytes_of(&params));
+        let b = self.buffers.as_ref().expect("prepared");
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.record_order(&mut pass, segments as u32);
+            if groups > 0 {
+                pass.set_pipeline(&self.pipelines.estimate);
+                pass.set_bind_group(0, &b.estimate_bind, &[]);
+                pass.dispatch_workgroups(groups_x, groups.div_ceil(groups_x), 1);
+            }
+        }
+        let (sv, sn) = (segments * 4, n * 4);
+        encoder.copy_buffer_to_buffer(&b.values, 0, &b.readback, 0, sv);
+        encoder.copy_buffer_to_buffer(&b.status, 0, &b.readback, sv, sv);
+        encoder.copy_buffer_to_buffer(&b.advantages, 0, &b.readback, 2 * sv, sn);
+        self.ctx.queue.submit([encoder.finish()]);
+        let total = 2 * sv + sn;
+        if total == 0 {
+            return Ok(Estimates {
+                values: vec![],
+                status: vec![],
+                advantages: vec![],
+            });
+        }
+        let data = self.ctx.read_buffer(&b.readback, total)?;
+        let words: &[u32] = bytemuck::cast_slice(&data);
+        let s = segments as usize;
+        Ok(Estimates {
+            values: words[..s].iter().map(|&w| f32::from_bits(w)).collect(),
+            status: words[s..2 * s]
+                .iter()
+                .map(|&c| SegmentStatus::from_code(c))
+                .collect(),
+            advantages: words[2 * s..].iter().map(|&w| f32::from_bits(w)).collect(),
+        })
+    }
+
+    fn record_order(&self, pass: &mut wgpu::ComputePass<'_>, segments: u32) {
+        if segments == 0 {
+            return;
+        }
+        let b = self.buffers.as_ref().expect("prepared");
+        let groups_x = segments.clamp(1, self.grid_width);
+        pass.set_pipeline(&self.pipelines.order);
+        pass.set_bind_group(0, &b.order_bind, &[]);
+        pass.dispatch_workgroups(groups_x, segments.div_ceil(groups_x), 1);
+    }
+
+    /// Uploads rewards and offsets, sizes the buffers, writes the order
+    /// pass's parameters.
+    fn prepare(&mut self, rewards: &[f32], offsets: &[u32], out_rows: u64, k: u32) -> Result<()> {
+        let segments = offsets.len() as u64 - 1;
+        let n = rewards.len() as u64;
+        let max_binding = self.ctx.limits().max_storage_buffer_binding_size;
+        for (what, bytes) in [
+            ("rewards", n * 4),
+            ("top-k rows", out_rows * 4),
+            ("segment offsets", (segments + 1) * 4),
+        ] {
+            if bytes > max_binding {
+                return Err(Error::BufferTooSmall {
+                    what,
+                    needed: bytes,
+                    got: max_binding,
+                });
+            }
+        }
+        let rollouts = n.max(out_rows).max(1);
+        let need_segments = segments.max(1);
+        let fits = self
+            .buffers
+            .as_ref()
+            .is_some_and(|b| b.rollouts >= rollouts && b.segments >= need_segments);
+        if !fits {
+            let (old_r, old_s) = self
+                .buffers
+                .as_ref()
+                .map_or((0, 0), |b| (b.rollouts, b.segments));
+            self.buffers = Some(self.create_buffers(
+                rollouts.max(old_r).next_power_of_two(),
+                need_segments.max(old_s).next_power_of_two(),
+            ));
+        }
+        let b = self.buffers.as_ref().expect("just created");
+        let queue = &self.ctx.queue;
+        if n > 0 {
+            queue.write_buffer(&b.rewards, 0, bytemuck::cast_slice(rewards));
+        }
+        queue.write_buffer(&b.offsets, 0, bytemuck::cast_slice(offsets));
+        let params = OrderParams {
+            segments: segments as u32,
+            k,
+            groups_x: (segments as u32).clamp(1, self.grid_width),
+            pad: 0,
+        };
+        queue.write_buffer(&self.order_params, 0, bytemuck::bytes_of(&params));
+        Ok(())
+    }
+
+    fn run_order(
+        &mut self,
+        rewards: &[f32],
+        offsets: &[u32],
+        k: u32,
+        out_rows: u64,
+    ) -> Result<(Vec<u32>, Vec<f32>, Vec<u32>)> {
+        self.prepare(rewards, offsets, out_rows, k)?;
+        let segments = offsets.len() as u32 - 1;
+        let b = self.buffers.as_ref().expect("prepared");
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.record_order(&mut pass, segments);
+        }
+        let n = rewards.len() as u64 * 4;
+        let rows = out_rows * 4;
+        encoder.copy_buffer_to_buffer(&b.ranks, 0, &b.readback, 0, n);
+        encoder.copy_buffer_to_buffer(&b.sorted_values, 0, &b.readback, n, rows);
+        encoder.copy_buffer_to_buffer(&b.sorted_index, 0, &b.readback, n + rows, rows);
+        self.ctx.queue.submit([encoder.finish()]);
+        if n + 2 * rows == 0 {
+            return Ok((vec![], vec![], vec![]));
+        }
+        let data = self.ctx.read_buffer(&b.readback, n + 2 * rows)?;
+        let words: &[u32] = bytemuck::cast_slice(&data);
+        let (n, rows) = ((n / 4) as usize, (rows / 4) as usize);
+        Ok((
+            words[..n].to_vec(),
+            words[n..n + rows]
+                .iter()
+                .map(|&w| f32::from_bits(w))
+                .collect(),
+            words[n + rows..].to_vec(),
+        ))
+    }
+
+    fn create_buffers(&self, rollouts: u64, segments: u64) -> Buffers {
+        let device = &self.ctx.device;
+        let storage = wgpu::BufferUsages::STORAGE;
+        let make = |label, words: u64, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: words * 4,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let input = storage | wgpu::BufferUsages::COPY_DST;
+        let output = storage | wgpu::BufferUsages::COPY_SRC;
+        let rewards = make("rollcall tail rewards", rollouts, input);
+        let offsets = make("rollcall tail offsets", segments + 1, input);
+        let ranks = make("rollcall tail ranks", rollouts, output);
+        let sorted_values = make("rollcall tail sorted values", rollouts, output);
+        let sorted_index = make("rollcall tail sorted index", rollouts, output);
+        let values = make("rollcall tail values", segments, output);
+        let status = make("rollcall tail status", segments, output);
+        let advantages = make("rollcall tail advantages", rollouts, output);
+        let readback = make(
+            "rollcall tail readback",
+            (3 * rollouts).max(2 * segments + rollouts),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let bind = |pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]| {
+            let entries: Vec<wgpu::BindGroupEntry> = entries
+                .iter()
+                .map(|&(binding, buffer)| wgpu::BindGroupEntry {
+                    binding,
+                    resource: buffer.as_entire_binding(),
+                })
+                .collect();
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("rollcall tail"),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        };
+        let order_bind = bind(
+            &self.pipelines.order,
+            &[
+                (0, &self.order_params),
+                (1, &rewards),
+                (2, &offsets),
+                (3, &ranks),
+                (4, &sorted_values),
+                (5, &sorted_index),
+            ],
+        );
+        let estimate_bind = bind(
+            &self.pipelines.estimate,
+            &[
+                (10, &self.estimate_params),
+                (11, &rewards),
+                (12, &offsets),
+                (13, &sorted_values),
+                (14, &sorted_index),
+                (15, &values),
+                (16, &status),
+                (17, &advantages),
+            ],
+        );
+        Buffers {
+            rollouts,
+            segments,
+            rewards,
+            offsets,
+            ranks,
+            sorted_values,
+            sorted_index,
+            values,
+            status,
+            advantages,
+            readback,
+            order_bind,
+            estimate_bind,
+        }
+    }
+}
