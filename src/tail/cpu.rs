@@ -160,6 +160,8 @@ fn ln_gamma_one_minus_over(xi: f32) -> f32 {
     if xi.abs() > 0.25 {
         return ln_gamma(1.0 - xi) / xi;
     }
+    // ζ(2)..ζ(12), spelled as in the shader.
+    #[allow(clippy::excessive_precision)]
     const ZETA: [f32; 11] = [
         1.644_934_1,
         1.202_056_9,
@@ -390,7 +392,7 @@ impl Segment<'_> {
                 let prefixes = self.p.prefixes;
                 let mut sizes: Vec<u32> = Vec::with_capacity(prefixes as usize);
                 for j in 1..=prefixes {
-                    let n = (j * m + prefixes - 1) / prefixes;
+                    let n = (j * m).div_ceil(prefixes);
                     if tail_count(self.p.alpha, n) >= 2 && sizes.last() != Some(&n) {
                         sizes.push(n);
                     }
