@@ -22,6 +22,7 @@
 //! | [`Estimator::Grpo`] | none (not best-of-N) | group mean | (r − mean) / (std + eps) |
 
 pub mod cpu;
+pub mod study;
 
 use crate::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
