@@ -347,7 +347,7 @@ impl Compactor {
         self.encode(&mut encoder, &flags, n, &scratch, &indices, &count)?;
         encoder.copy_buffer_to_buffer(&count, 0, &readback, 0, 4);
         encoder.copy_buffer_to_buffer(&indices, 0, &readback, 4, bytes);
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let data = self.ctx.read_buffer(&readback, bytes + 4)?;
         let words: &[u32] = bytemuck::cast_slice(&data);
         let kept = (words[0] as usize).min(keep.len());

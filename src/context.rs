@@ -27,6 +27,35 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     cache: PipelineCache,
+    syncs: Arc<SyncCounters>,
+}
+
+/// Submits and blocking readbacks made through a context (and its clones).
+#[derive(Debug, Default)]
+struct SyncCounters {
+    submits: std::sync::atomic::AtomicU64,
+    readbacks: std::sync::atomic::AtomicU64,
+}
+
+/// How many times rollcall submitted work and waited for a readback on a
+/// context: what "one submit and one small readback per round" is checked
+/// against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Queue submissions.
+    pub submits: u64,
+    /// Blocking waits for mapped results (each a CPU–GPU round trip).
+    pub readbacks: u64,
+}
+
+impl std::ops::Sub for SyncCounts {
+    type Output = SyncCounts;
+    fn sub(self, earlier: SyncCounts) -> SyncCounts {
+        SyncCounts {
+            submits: self.submits - earlier.submits,
+            readbacks: self.readbacks - earlier.readbacks,
+        }
+    }
 }
 
 /// Pipelines built on this context, by key: built once, shared by every
@@ -93,6 +122,7 @@ impl GpuContext {
             queue,
             info: adapter.get_info(),
             cache: PipelineCache::default(),
+            syncs: Arc::default(),
         })
     }
 
@@ -111,6 +141,33 @@ impl GpuContext {
             queue,
             info,
             cache: PipelineCache::default(),
+            syncs: Arc::default(),
+        }
+    }
+
+    /// Submits `commands` to the queue (counted in [`GpuContext::sync_counts`]).
+    pub fn submit(&self, commands: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+        self.syncs
+            .submits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queue.submit([commands])
+    }
+
+    /// Submits and blocking readbacks rollcall has made on this context so
+    /// far (all clones share the counts).
+    ///
+    /// ```no_run
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let before = ctx.sync_counts();
+    /// // ... record work into an encoder with an engine path: no change ...
+    /// assert_eq!((ctx.sync_counts() - before).submits, 0);
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn sync_counts(&self) -> SyncCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        SyncCounts {
+            submits: self.syncs.submits.load(Relaxed),
+            readbacks: self.syncs.readbacks.load(Relaxed),
         }
     }
 
@@ -154,6 +211,9 @@ impl GpuContext {
     /// Maps `buffer` (usage `MAP_READ`) and copies out its first `size` bytes,
     /// waiting for the GPU: the one synchronisation of a host-path call.
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        self.syncs
+            .readbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slice = buffer.slice(..size);
         let (sender, receiver) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -43,7 +43,7 @@ pub mod tail;
 pub mod timing;
 pub mod voting;
 
-pub use context::GpuContext;
+pub use context::{GpuContext, SyncCounts};
 pub use error::{Error, Result};
 pub use sampling::{
     HostLogits, LogitsBinding, LogitsDtype, RowStatus, SampleBatch, SampleResult, Sampler,

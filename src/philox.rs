@@ -166,7 +166,7 @@ impl PhiloxWords {
             pass.dispatch_workgroups((inputs.len() as u32).div_ceil(64), 1, 1);
         }
         encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, size);
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let bytes = self.ctx.read_buffer(&readback, size)?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }

@@ -55,7 +55,7 @@ pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
 /// let binding = LogitsBinding { buffer: &buffer, offset: 0, rows, vocab, dtype: LogitsDtype::F32 };
 /// let mut encoder = ctx.device.create_command_encoder(&Default::default());
 /// read_once.encode(&mut encoder, &binding, &out)?;
-/// ctx.queue.submit([encoder.finish()]);
+/// ctx.submit(encoder.finish());
 ///
 /// // Or from host memory, reading the sums back:
 /// let sums = read_once.sum_rows(rollcall::HostLogits::F32(&logits), vocab)?;
@@ -178,7 +178,7 @@ impl ReadOnce {
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
         self.encode(&mut encoder, &binding, &out)?;
         encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_size);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit(encoder.finish());
         let data = ctx.read_buffer(&readback, out_size)?;
         Ok(bytemuck::cast_slice(&data).to_vec())
     }

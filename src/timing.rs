@@ -192,7 +192,7 @@ impl GpuTimer {
         encoder.resolve_query_set(&stamps.query_set, 0..2, &stamps.resolve, 0);
         encoder.copy_buffer_to_buffer(&stamps.resolve, 0, &stamps.readback, 0, 16);
         let started = Instant::now();
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let bytes = self.ctx.read_buffer(&stamps.readback, 16)?;
         let wall = started.elapsed();
         let ticks: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
@@ -216,7 +216,7 @@ impl GpuTimer {
         // Drain earlier work so only this workload is timed.
         wait()?;
         let started = Instant::now();
-        self.ctx.queue.submit([commands]);
+        self.ctx.submit(commands);
         wait()?;
         Ok(started.elapsed())
     }

@@ -187,7 +187,7 @@ impl Sampler {
     /// let mut encoder = ctx.device.create_command_encoder(&Default::default());
     /// let logits = LogitsBinding { buffer: &logits_buffer, offset: 0, rows: 8, vocab: 32000, dtype: LogitsDtype::Bf16 };
     /// sampler.encode(&mut encoder, &logits, &mut batch)?;
-    /// ctx.queue.submit([encoder.finish()]);
+    /// ctx.submit(encoder.finish());
     /// # Ok::<(), rollcall::Error>(())
     /// ```
     pub fn encode(
@@ -264,7 +264,7 @@ impl Sampler {
                 &device_chunks,
                 chunk.row_start,
             );
-            ctx.queue.submit([encoder.finish()]);
+            ctx.submit(encoder.finish());
         }
         self.read_results(rows)
     }
@@ -315,7 +315,7 @@ impl Sampler {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&host.batch.tokens, 0, &host.readback, 0, n * 4);
         encoder.copy_buffer_to_buffer(&host.batch.results, 0, &host.readback, n * 4, n * 16);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit(encoder.finish());
         let bytes = ctx.read_buffer(&host.readback, n * 20)?;
         let tokens: &[u32] = bytemuck::cast_slice(&bytes[..(n * 4) as usize]);
         let results: &[GpuRowResult] = bytemuck::cast_slice(&bytes[(n * 4) as usize..]);

@@ -633,7 +633,7 @@ impl TailStats {
         encoder.copy_buffer_to_buffer(&b.values, 0, &b.readback, 0, sv);
         encoder.copy_buffer_to_buffer(&b.status, 0, &b.readback, sv, sv);
         encoder.copy_buffer_to_buffer(&b.advantages, 0, &b.readback, 2 * sv, sn);
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let total = 2 * sv + sn;
         if total == 0 {
             return Ok(Estimates {
@@ -737,7 +737,7 @@ impl TailStats {
         encoder.copy_buffer_to_buffer(&b.ranks, 0, &b.readback, 0, n);
         encoder.copy_buffer_to_buffer(&b.sorted_values, 0, &b.readback, n, rows);
         encoder.copy_buffer_to_buffer(&b.sorted_index, 0, &b.readback, n + rows, rows);
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         if n + 2 * rows == 0 {
             return Ok((vec![], vec![], vec![]));
         }

@@ -346,7 +346,7 @@ impl GpuVoteTables {
     pub fn count(&mut self, round: &RoundVotes<'_>) -> Result<()> {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         self.encode_count(&mut encoder, round)?;
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         Ok(())
     }
 
@@ -539,7 +539,7 @@ impl GpuVoteTables {
         encoder.copy_buffer_to_buffer(&decisions, 0, &readback, 0, dbytes);
         encoder.copy_buffer_to_buffer(&keep, 0, &readback, dbytes, lbytes);
         encoder.copy_buffer_to_buffer(&next, 0, &readback, dbytes + lbytes, lbytes);
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let data = self.ctx.read_buffer(&readback, dbytes + 2 * lbytes)?;
         let all: &[GpuDecision] = bytemuck::cast_slice(&data[..dbytes as usize]);
         let words: &[u32] = bytemuck::cast_slice(&data[dbytes as usize..]);
@@ -687,7 +687,7 @@ impl GpuVoteTables {
         self.dispatch(&mut encoder, 2, &bind_group, segments.len() as u32);
         encoder.copy_buffer_to_buffer(&rewards, 0, &readback, 0, n as u64 * 4);
         encoder.copy_buffer_to_buffer(&advantages, 0, &readback, n as u64 * 4, n as u64 * 4);
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let data = self.ctx.read_buffer(&readback, n as u64 * 8)?;
         let all: &[f32] = bytemuck::cast_slice(&data);
         Ok((all[..n].to_vec(), all[n..].to_vec()))
@@ -707,7 +707,7 @@ impl GpuVoteTables {
         let mut encoder = device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.votes, 0, &readback, 0, vbytes);
         encoder.copy_buffer_to_buffer(&self.tables, 0, &readback, vbytes, tbytes);
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let data = self.ctx.read_buffer(&readback, (vbytes + tbytes).max(4))?;
         let votes = bytemuck::cast_slice(&data[..vbytes as usize]).to_vec();
         let tables =

@@ -247,7 +247,7 @@ impl Scheduler {
                     live_bytes,
                 );
             }
-            self.ctx.queue.submit([encoder.finish()]);
+            self.ctx.submit(encoder.finish());
             // One small readback: the count, the live positions (and, for
             // ConSol's allocation, what each live prompt gets next).
             let data = self.ctx.read_buffer(&self.readback, 4 + 2 * live_bytes)?;
@@ -278,7 +278,7 @@ impl Scheduler {
         let total = u64::from(self.prompts) * 16;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.decisions, 0, &self.readback, 0, total.max(4));
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let data = self.ctx.read_buffer(&self.readback, total.max(4))?;
         let decisions: &[GpuDecision] = bytemuck::cast_slice(&data[..total as usize]);
         let prompts: Vec<PromptOutcome> = decisions
