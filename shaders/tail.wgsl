@@ -1,10 +1,14 @@
 // Best-of-N tail statistics over ragged segments (one per prompt).
 //
-// `order_segments`: one workgroup per segment ranks every reward against the
-// whole segment (descending, ties by original index), then scatters it to its
-// sorted position (or into a k-wide top-k row). Ranking by counting is exact
-// and needs no forward progress between workgroups; it costs m² comparisons
-// per segment, read through workgroup tiles.
+// Order: every reward is ranked against its whole segment (descending, ties
+// by original index) and scattered to its sorted position (or into a k-wide
+// top-k row). Ranking by counting is exact and needs no forward progress
+// between workgroups; it costs m² comparisons per segment.
+// `rank_elements`: one invocation per reward of a segment of at most
+// SMALL_SEGMENT rewards (the usual RL group), reading the segment directly.
+// `order_segments`: one workgroup per larger segment (listed by the host),
+// read through workgroup tiles. `pad_top_k`: fills the top-k rows of short
+// segments.
 //
 // `estimate`: one invocation per segment walks the sorted segment once or a
 // few times and writes the segment's value, status and per-rollout
@@ -20,11 +24,19 @@ const ORDER_TILE: u32 = 1024u;
 // k of the order pass that asks for the full sort.
 const FULL_SORT: u32 = 0xFFFFFFFFu;
 
+// Segments up to this size are ranked by `rank_elements`.
+const SMALL_SEGMENT: u32 = 1024u;
+
 struct OrderParams {
     segments: u32,
     k: u32,
+    // Workgroups along x of the 2-D grids (per large segment; per 256 rewards).
     groups_x: u32,
-    pad: u32,
+    rollouts: u32,
+    element_groups_x: u32,
+    large_segments: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> order_params: OrderParams;
@@ -33,6 +45,7 @@ struct OrderParams {
 @group(0) @binding(3) var<storage, read_write> ranks: array<u32>;
 @group(0) @binding(4) var<storage, read_write> sorted_values: array<f32>;
 @group(0) @binding(5) var<storage, read_write> sorted_index: array<u32>;
+@group(0) @binding(6) var<storage, read> large_list: array<u32>;
 
 var<workgroup> tile_keys: array<u32, ORDER_TILE>;
 var<workgroup> segment_span: vec2<u32>;
@@ -42,15 +55,90 @@ fn reward_key(x: f32) -> u32 {
     return key_from_bits(canonical_bits(bitcast<u32>(x)));
 }
 
+// Writes reward `i` (in-segment index) of segment `s` at its rank.
+fn place(s: u32, start: u32, i: u32, rank: u32) {
+    let k = order_params.k;
+    ranks[start + i] = rank;
+    if k == FULL_SORT {
+        sorted_values[start + rank] = order_rewards[start + i];
+        sorted_index[start + rank] = i;
+    } else if rank < k {
+        sorted_values[s * k + rank] = order_rewards[start + i];
+        sorted_index[s * k + rank] = i;
+    }
+}
+
+// The segment holding reward `i`: the last s with offsets[s] <= i (empty
+// segments share their offset with the next one).
+fn segment_of(i: u32) -> u32 {
+    var lo = 0u;
+    var hi = order_params.segments;
+    while hi - lo > 1u {
+        let mid = (lo + hi) / 2u;
+        if order_offsets[mid] <= i {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+@compute @workgroup_size(256)
+fn rank_elements(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let at = (wg.x + wg.y * order_params.element_groups_x) * 256u + lid;
+    if at >= order_params.rollouts {
+        return;
+    }
+    let s = segment_of(at);
+    let start = order_offsets[s];
+    let m = order_offsets[s + 1u] - start;
+    if m > SMALL_SEGMENT {
+        return;
+    }
+    let i = at - start;
+    let key = reward_key(order_rewards[at]);
+    var rank = 0u;
+    for (var j = 0u; j < m; j++) {
+        let other = reward_key(order_rewards[start + j]);
+        rank += select(0u, 1u, other > key || (other == key && j < i));
+    }
+    place(s, start, i, rank);
+}
+
+// One invocation per top-k slot: slots past a segment's end get -inf and
+// NO_INDEX.
+@compute @workgroup_size(256)
+fn pad_top_k(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let k = order_params.k;
+    let slot = (wg.x + wg.y * order_params.element_groups_x) * 256u + lid;
+    if k == FULL_SORT || slot >= order_params.segments * k {
+        return;
+    }
+    let s = slot / k;
+    let j = slot % k;
+    if j >= order_offsets[s + 1u] - order_offsets[s] {
+        sorted_values[slot] = bitcast<f32>(F32_NEG_INF_BITS);
+        sorted_index[slot] = NO_INDEX;
+    }
+}
+
 @compute @workgroup_size(256)
 fn order_segments(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let s = wg.x + wg.y * order_params.groups_x;
-    if s >= order_params.segments {
+    let listed = wg.x + wg.y * order_params.groups_x;
+    if listed >= order_params.large_segments {
         return;
     }
+    let s = large_list[listed];
     if lid == 0u {
         let start = order_offsets[s];
         segment_span = vec2<u32>(start, order_offsets[s + 1u] - start);
@@ -58,7 +146,6 @@ fn order_segments(
     let span = workgroupUniformLoad(&segment_span);
     let start = span.x;
     let m = span.y;
-    let k = order_params.k;
     for (var base = 0u; base < m; base += ORDER_THREADS * ORDER_PER_THREAD) {
         var my_key: array<u32, ORDER_PER_THREAD>;
         var my_rank: array<u32, ORDER_PER_THREAD>;
@@ -99,22 +186,7 @@ fn order_segments(
             if i >= m {
                 break;
             }
-            let rank = my_rank[t];
-            ranks[start + i] = rank;
-            if k == FULL_SORT {
-                sorted_values[start + rank] = order_rewards[start + i];
-                sorted_index[start + rank] = i;
-            } else if rank < k {
-                sorted_values[s * k + rank] = order_rewards[start + i];
-                sorted_index[s * k + rank] = i;
-            }
-        }
-    }
-    // Top-k rows of short segments are padded: -inf, NO_INDEX.
-    if k != FULL_SORT {
-        for (var j = m + lid; j < k; j += ORDER_THREADS) {
-            sorted_values[s * k + j] = bitcast<f32>(F32_NEG_INF_BITS);
-            sorted_index[s * k + j] = NO_INDEX;
+            place(s, start, i, my_rank[t]);
         }
     }
 }
@@ -139,7 +211,6 @@ const MAX_PREFIXES: u32 = 8u;
 // A tail whose deviation is at most this share of its mean's size is flat.
 const FLAT_TAIL: f32 = 1e-6;
 const EULER_GAMMA: f32 = 0.5772157;
-const GPD_XI_MIN: f32 = -1.0;
 const GPD_XI_MAX: f32 = 0.5;
 
 struct EstimateParams {
@@ -283,41 +354,88 @@ fn sorted_without(start: u32, d: u32, skip: u32) -> f32 {
     return est_sorted[start + d + select(0u, 1u, d >= skip)];
 }
 
-// Generalised Pareto fit by probability-weighted moments (Hosking & Wallis
-// 1987) to the k exceedances over the (k+1)-th largest reward, with position
-// `skip` removed (none when skip >= m), and the expected best of N from it
-// with exceedance rate k / total.
-fn gpd_best_of_n(start: u32, k: u32, skip: u32, total: u32) -> f32 {
-    let u = sorted_without(start, k, skip);
-    var a0 = 0.0;
-    var a1 = 0.0;
+// Probability-weighted moments (Hosking & Wallis 1987) of the k exceedances
+// over u, the (k+1)-th largest reward, with sorted position `skip` removed
+// (none when skip >= m).
+struct GpdMoments {
+    u: f32,
+    a0: f32,
+    a1: f32,
+}
+
+fn gpd_moments(start: u32, k: u32, skip: u32) -> GpdMoments {
+    var mo: GpdMoments;
+    mo.u = sorted_without(start, k, skip);
+    mo.a0 = 0.0;
+    mo.a1 = 0.0;
     for (var d = 0u; d < k; d++) {
-        let y = sorted_without(start, d, skip) - u;
-        a0 += y;
+        let y = sorted_without(start, d, skip) - mo.u;
+        mo.a0 += y;
         // Descending position d has plotting position (k − d − 0.35) / k.
-        a1 += (f32(d) + 0.35) / f32(k) * y;
+        mo.a1 += (f32(d) + 0.35) / f32(k) * y;
     }
-    a0 = a0 / f32(k);
-    a1 = a1 / f32(k);
-    if a0 <= 0.0 {
-        return u;
+    mo.a0 = mo.a0 / f32(k);
+    mo.a1 = mo.a1 / f32(k);
+    return mo;
+}
+
+// [(Nζ)^ξ Γ(1−ξ) − 1] / ξ = (L + g) · exprel(ξ (L + g)), L = ln Nζ,
+// g = lnΓ(1−ξ)/ξ: no division by ξ, and the ξ → 0 limit L + γ is exact.
+fn gpd_h(xi: f32, log_n_zeta: f32) -> f32 {
+    let spread = log_n_zeta + ln_gamma_one_minus_over(xi);
+    return spread * exprel(xi * spread);
+}
+
+struct GpdFit {
+    xi: f32,
+    sigma: f32,
+    value: f32,
+    // No clamp, cap or degenerate case: differences may be linearised.
+    linear: bool,
+}
+
+// The fit and the expected best of N, u + σ H(ξ), with exceedance rate
+// ζ = exp(log_n_zeta) / N; `top` is the largest reward of the tail.
+fn gpd_fit(mo: GpdMoments, log_n_zeta: f32, top: f32) -> GpdFit {
+    var fit: GpdFit;
+    fit.linear = false;
+    fit.xi = 0.0;
+    fit.sigma = 0.0;
+    if mo.a0 <= 0.0 {
+        fit.value = mo.u;
+        return fit;
     }
-    let denom = a0 - 2.0 * a1;
-    var xi = GPD_XI_MAX;
-    var sigma = 0.0;
-    if denom > 0.0 {
-        xi = 2.0 - a0 / denom;
-        sigma = 2.0 * a0 * a1 / denom;
+    let denom = mo.a0 - 2.0 * mo.a1;
+    if denom <= 0.0 {
+        // ξ → −∞ (reached only by rounding): all the mass at the top.
+        fit.value = top;
+        return fit;
     }
-    if xi < GPD_XI_MIN || xi > GPD_XI_MAX || denom <= 0.0 {
-        xi = clamp(xi, GPD_XI_MIN, GPD_XI_MAX);
-        // The mean exceedance of a GPD is σ / (1 − ξ).
-        sigma = a0 * (1.0 - xi);
+    fit.xi = 2.0 - mo.a0 / denom;
+    fit.sigma = 2.0 * mo.a0 * mo.a1 / denom;
+    if fit.xi > GPD_XI_MAX {
+        // Heavier than PWM can fit: keep the mean exceedance σ / (1 − ξ).
+        fit.xi = GPD_XI_MAX;
+        fit.sigma = mo.a0 * (1.0 - fit.xi);
+        fit.value = mo.u + fit.sigma * gpd_h(fit.xi, log_n_zeta);
+        return fit;
     }
-    // (σ/ξ)[(Nζ)^ξ Γ(1−ξ) − 1] = σ (L + g) · exprel(ξ (L + g)), L = ln Nζ,
-    // g = lnΓ(1−ξ)/ξ: no division by ξ, and the ξ → 0 limit σ(L + γ) is exact.
-    let spread = log(f32(est.n) * f32(k) / f32(total)) + ln_gamma_one_minus_over(xi);
-    return u + sigma * spread * exprel(xi * spread);
+    if fit.xi <= -1.0 {
+        // A density that rises to its endpoint (a spike of equal top
+        // rewards): the best of N is the endpoint u + σ/|ξ|, at most the
+        // largest reward seen.
+        fit.value = min(mo.u - fit.sigma / fit.xi, top);
+        return fit;
+    }
+    let value = mo.u + fit.sigma * gpd_h(fit.xi, log_n_zeta);
+    if fit.xi < 0.0 && value >= mo.u - fit.sigma / fit.xi {
+        // The asymptotic formula past the endpoint: the endpoint.
+        fit.value = mo.u - fit.sigma / fit.xi;
+        return fit;
+    }
+    fit.value = value;
+    fit.linear = true;
+    return fit;
 }
 
 fn pass_at_k(m: u32, c: u32, k: u32) -> f32 {
@@ -499,17 +617,54 @@ fn estimate(
                 status = STATUS_TOO_FEW;
                 break;
             }
-            value = gpd_best_of_n(start, k, m, m);
-            if sorted_without(start, 0u, m) == sorted_without(start, k, m) {
+            let top = est_sorted[start];
+            let base = gpd_moments(start, k, m);
+            value = gpd_fit(base, log(f32(est.n) * f32(k) / f32(m)), top).value;
+            if top == est_sorted[start + k - 1u] {
                 status = STATUS_FLAT;
             }
-            // Jackknife influence (m − 1)(V₋below − V₋j) of each tail rollout,
-            // measured from the removal of a rollout below the tail (which all
-            // share, so they get 0).
-            let below = gpd_best_of_n(start, k, m, m - 1u);
-            for (var j = 0u; j <= k; j++) {
-                let without = gpd_best_of_n(start, k, j, m - 1u);
-                advantages[start + est_index[start + j]] = f32(m - 1u) * (below - without);
+            // Jackknife influence (m − 1)(V₋below − V₋j) of each rollout in the
+            // tail or at the threshold, measured from the removal of a rollout
+            // below it (which they all share, so they get 0). Both values
+            // differ in their last bits only, so the differences of the
+            // moments are formed directly and V's difference is linearised
+            // (exact to second order) where the fit is linear.
+            let log_n_zeta = log(f32(est.n) * f32(k) / f32(m - 1u));
+            let fit_b = gpd_fit(base, log_n_zeta, top);
+            let du = est_sorted[start + k + 1u] - est_sorted[start + k];
+            let weights = f32(k) * (f32(k) - 1.0) * 0.5 + 0.35 * f32(k);
+            var suffix = 0.0;
+            for (var step = 0u; step <= k; step++) {
+                let j = k - step;
+                if j < k {
+                    suffix += (f32(j) + 0.35) * (est_sorted[start + j + 1u] - est_sorted[start + j]);
+                }
+                let da0 = ((est_sorted[start + k] - est_sorted[start + j]) - f32(k) * du) / f32(k);
+                let da1 = (suffix - du * weights) / (f32(k) * f32(k));
+                var mo: GpdMoments;
+                mo.u = base.u + du;
+                mo.a0 = base.a0 + da0;
+                mo.a1 = base.a1 + da1;
+                let top_j = est_sorted[start + select(0u, 1u, j == 0u)];
+                let fit_j = gpd_fit(mo, log_n_zeta, top_j);
+                var dv = fit_j.value - fit_b.value;
+                if fit_b.linear && fit_j.linear {
+                    let d_b = base.a0 - 2.0 * base.a1;
+                    let dd = da0 - 2.0 * da1;
+                    let d_j = d_b + dd;
+                    let dsigma = 2.0 * (d_b * (base.a0 * da1 + base.a1 * da0 + da0 * da1) - base.a0 * base.a1 * dd) / (d_j * d_b);
+                    let dxi = -(da0 * d_b - base.a0 * dd) / (d_j * d_b);
+                    let h_j = gpd_h(fit_j.xi, log_n_zeta);
+                    // H's difference: directly when ξ moves far, else its slope
+                    // at the midpoint (exact to O(Δξ³), free of cancellation).
+                    var dh = h_j - gpd_h(fit_b.xi, log_n_zeta);
+                    if abs(dxi) < 0.01 {
+                        let mid = fit_b.xi + 0.5 * dxi;
+                        dh = (gpd_h(mid + 0.001, log_n_zeta) - gpd_h(mid - 0.001, log_n_zeta)) / 0.002 * dxi;
+                    }
+                    dv = du + dsigma * h_j + fit_b.sigma * dh;
+                }
+                advantages[start + est_index[start + j]] = -f32(m - 1u) * dv;
             }
         }
         case EST_GRPO: {

@@ -1,7 +1,7 @@
 //! Stream compaction on the GPU: the indices whose flag is set, in order, and
 //! their count. The voting scheduler uses it to launch only live prompts.
 //!
-//! Reduce-then-scan in three dispatches (count per block of 1024 flags, one
+//! Reduce-then-scan in three dispatches (count per block of 8192 flags, one
 //! workgroup scans the block counts, scatter), so no workgroup waits on
 //! another: portable to adapters without forward-progress guarantees. Each
 //! flag is read twice (count and scatter); each kept index written once.
@@ -12,7 +12,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 
 /// Flags handled by one workgroup.
-pub const BLOCK: u32 = 1024;
+pub const BLOCK: u32 = 8192;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]

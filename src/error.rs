@@ -54,9 +54,10 @@ pub enum Error {
     /// One row of logits is larger than the adapter can bind at once.
     #[error("one row is {row_bytes} bytes but the adapter binds at most {max_binding} bytes")]
     RowTooLarge { row_bytes: u64, max_binding: u64 },
-    /// A round's segment names a prompt out of range or twice, or votes past
-    /// the round's answers.
-    #[error("vote segment {segment}: {reason}")]
+    /// A segment is malformed: a round's vote segment naming a prompt out of
+    /// range or twice, or past the round's answers; or reward offsets that
+    /// decrease, overrun, or hold more than a segment may.
+    #[error("segment {segment}: {reason}")]
     InvalidSegment { segment: usize, reason: String },
     /// Token counts must match the round's answers one for one.
     #[error("round has {answers} answers but {tokens} token counts")]

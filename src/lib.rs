@@ -30,6 +30,7 @@
 //! # Ok::<(), rollcall::Error>(())
 //! ```
 
+pub mod bench;
 pub mod compact;
 pub mod context;
 pub mod error;

@@ -48,6 +48,32 @@ enum Command {
     /// best-of-N estimator's bias and spread against the true E[max of N]
     /// (optionally as an SVG chart against m).
     Tail(TailArgs),
+    /// Time every kernel family over a grid of sizes on this adapter, against
+    /// a kernel that only reads the same bytes once, and the CPU twin.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Families, comma-separated: sampling, voting, compact, tail.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sampling,voting,compact,tail"
+    )]
+    families: Vec<String>,
+    /// Timed runs per kernel (interleaved with the read-once reference).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// A small grid that runs in seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Skip the CPU twin timings.
+    #[arg(long)]
+    no_cpu: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -280,6 +306,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample(&args),
         Command::Vote(args) => vote(&args),
         Command::Tail(args) => tail(&args),
+        Command::Bench(args) => bench(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -731,6 +758,21 @@ fn tail(args: &TailArgs) -> rollcall::Result<ExitCode> {
     for e in &estimators {
         e.validate()?;
     }
+    if let Some(&m) = args
+        .m
+        .iter()
+        .find(|&&m| m == 0 || m > rollcall::tail::MAX_SEGMENT)
+    {
+        return Err(rollcall::Error::InvalidEstimator(format!(
+            "--m {m}: rollouts per prompt must be 1 to {}",
+            rollcall::tail::MAX_SEGMENT
+        )));
+    }
+    if args.m.is_empty() || args.prompts == 0 {
+        return Err(rollcall::Error::InvalidEstimator(
+            "--m and --prompts must not be empty or 0".into(),
+        ));
+    }
     let ctx;
     let mut kernels;
     let (backend, device) = if args.cpu {
@@ -865,4 +907,51 @@ fn write_tail_svg(
     }
     root.present()?;
     Ok(())
+}
+
+fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
+    use rollcall::bench::{run, BenchOptions};
+    let ctx = GpuContext::new()?;
+    let options = BenchOptions {
+        iters: args.iters.max(1),
+        quick: args.quick,
+        families: args.families.iter().map(|f| f.trim().to_string()).collect(),
+        cpu_twin: !args.no_cpu,
+    };
+    let rows = run(&ctx, &options, |what| eprint!("\r{what:<60}"))?;
+    eprint!("\r{:<60}\r", "");
+    if args.json {
+        let out = serde_json::json!({
+            "adapter": ctx.describe(),
+            "iters": options.iters,
+            "rows": rows,
+        });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", ctx.describe());
+    println!(
+        "times: median of {} runs ({}); ratio = read-once time of the same bytes / kernel time",
+        options.iters,
+        rows.first().map_or("-", |r| r.timing_source.as_str())
+    );
+    println!(
+        "{:<9} {:<46} {:<26} {:>10} {:>10} {:>8} {:>10} {:>7} {:>10}",
+        "family", "kernel", "size", "time ms", "MB moved", "GB/s", "read ms", "ratio", "cpu ms"
+    );
+    for r in &rows {
+        println!(
+            "{:<9} {:<46} {:<26} {:>10.3} {:>10.2} {:>8.2} {:>10.3} {:>7.2} {:>10}",
+            r.family,
+            r.kernel,
+            r.size,
+            r.median_ms,
+            (r.bytes_read + r.bytes_written) as f64 / 1e6,
+            r.gb_per_s,
+            r.read_once_ms,
+            r.ratio_to_read_once,
+            r.cpu_twin_ms.map_or("-".to_string(), |t| format!("{t:.1}"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,7 @@ fn compaction_matches_the_twin_on_awkward_sizes() {
     let Some(ctx) = common::gpu() else { return };
     let compactor = Compactor::new(&ctx).unwrap();
     for (k, &n) in [
-        0usize, 1, 2, 3, 255, 256, 257, 1023, 1024, 1025, 4095, 4097, 100_003,
+        0usize, 1, 2, 3, 255, 256, 257, 1023, 1024, 1025, 4095, 4097, 8191, 8192, 8193, 100_003,
     ]
     .iter()
     .enumerate()
@@ -62,7 +62,8 @@ fn compaction_of_ten_million_flags() {
 fn compaction_on_a_two_dimensional_grid() {
     let Some(ctx) = common::gpu() else { return };
     let compactor = Compactor::new(&ctx).unwrap().with_grid_width(7);
-    for n in [7 * 1024, 7 * 1024 + 1, 50_000, 333_333] {
+    let block = rollcall::compact::BLOCK as usize;
+    for n in [7 * block, 7 * block + 1, 50 * block + 3, 333_333] {
         let keep = flags(n, 0.4, n as u64);
         assert_eq!(
             compactor.compact(&keep).unwrap(),

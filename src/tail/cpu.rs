@@ -13,7 +13,6 @@ use crate::{Error, Result};
 
 const FLAT_TAIL: f32 = 1e-6;
 const EULER_GAMMA: f32 = 0.577_215_7;
-const GPD_XI_MIN: f32 = -1.0;
 const GPD_XI_MAX: f32 = 0.5;
 
 /// The order key of a reward: NaN with −inf, −0 with +0.
@@ -182,6 +181,64 @@ fn ln_gamma_one_minus_over(xi: f32) -> f32 {
     series * xi + EULER_GAMMA
 }
 
+#[derive(Clone, Copy)]
+struct GpdMoments {
+    u: f32,
+    a0: f32,
+    a1: f32,
+}
+
+#[derive(Clone, Copy)]
+struct GpdFit {
+    xi: f32,
+    sigma: f32,
+    value: f32,
+    linear: bool,
+}
+
+fn gpd_h(xi: f32, log_n_zeta: f32) -> f32 {
+    let spread = log_n_zeta + ln_gamma_one_minus_over(xi);
+    spread * exprel(xi * spread)
+}
+
+/// Twin of the shader's `gpd_fit`.
+fn gpd_fit(mo: GpdMoments, log_n_zeta: f32, top: f32) -> GpdFit {
+    let mut fit = GpdFit {
+        xi: 0.0,
+        sigma: 0.0,
+        value: mo.u,
+        linear: false,
+    };
+    if mo.a0 <= 0.0 {
+        return fit;
+    }
+    let denom = mo.a0 - 2.0 * mo.a1;
+    if denom <= 0.0 {
+        fit.value = top;
+        return fit;
+    }
+    fit.xi = 2.0 - mo.a0 / denom;
+    fit.sigma = 2.0 * mo.a0 * mo.a1 / denom;
+    if fit.xi > GPD_XI_MAX {
+        fit.xi = GPD_XI_MAX;
+        fit.sigma = mo.a0 * (1.0 - fit.xi);
+        fit.value = mo.u + fit.sigma * gpd_h(fit.xi, log_n_zeta);
+        return fit;
+    }
+    if fit.xi <= -1.0 {
+        fit.value = (mo.u - fit.sigma / fit.xi).min(top);
+        return fit;
+    }
+    let value = mo.u + fit.sigma * gpd_h(fit.xi, log_n_zeta);
+    if fit.xi < 0.0 && value >= mo.u - fit.sigma / fit.xi {
+        fit.value = mo.u - fit.sigma / fit.xi;
+        return fit;
+    }
+    fit.value = value;
+    fit.linear = true;
+    fit
+}
+
 struct Segment<'a> {
     rewards: &'a [f32],
     sorted: &'a [f32],
@@ -268,7 +325,7 @@ impl Segment<'_> {
         self.sorted[(d + u32::from(d >= skip)) as usize]
     }
 
-    fn gpd_best_of_n(&self, k: u32, skip: u32, total: u32) -> f32 {
+    fn gpd_moments(&self, k: u32, skip: u32) -> GpdMoments {
         let u = self.sorted_without(k, skip);
         let mut a0 = 0.0f32;
         let mut a1 = 0.0f32;
@@ -277,24 +334,11 @@ impl Segment<'_> {
             a0 += y;
             a1 += (d as f32 + 0.35) / k as f32 * y;
         }
-        a0 /= k as f32;
-        a1 /= k as f32;
-        if a0 <= 0.0 {
-            return u;
+        GpdMoments {
+            u,
+            a0: a0 / k as f32,
+            a1: a1 / k as f32,
         }
-        let denom = a0 - 2.0 * a1;
-        let mut xi = GPD_XI_MAX;
-        let mut sigma = 0.0f32;
-        if denom > 0.0 {
-            xi = 2.0 - a0 / denom;
-            sigma = 2.0 * a0 * a1 / denom;
-        }
-        if !(GPD_XI_MIN..=GPD_XI_MAX).contains(&xi) || denom <= 0.0 {
-            xi = xi.clamp(GPD_XI_MIN, GPD_XI_MAX);
-            sigma = a0 * (1.0 - xi);
-        }
-        let spread = (self.p.n as f32 * k as f32 / total as f32).ln() + ln_gamma_one_minus_over(xi);
-        u + sigma * spread * exprel(xi * spread)
     }
 
     /// The segment's value and status; writes its advantages into `adv`
@@ -436,16 +480,55 @@ impl Segment<'_> {
                 if k < 2 || m < k + 2 {
                     return too_few;
                 }
-                let value = self.gpd_best_of_n(k, m, m);
-                let status = if self.sorted_without(0, m) == self.sorted_without(k, m) {
+                let sorted = self.sorted;
+                let (ku, top) = (k as usize, sorted[0]);
+                let base = self.gpd_moments(k, m);
+                let n = self.p.n as f32;
+                let value = gpd_fit(base, (n * k as f32 / m as f32).ln(), top).value;
+                let status = if top == sorted[ku - 1] {
                     SegmentStatus::Flat
                 } else {
                     SegmentStatus::Ok
                 };
-                let below = self.gpd_best_of_n(k, m, m - 1);
-                for j in 0..=k {
-                    let without = self.gpd_best_of_n(k, j, m - 1);
-                    adv[self.index[j as usize] as usize] = (m - 1) as f32 * (below - without);
+                let log_n_zeta = (n * k as f32 / (m - 1) as f32).ln();
+                let fit_b = gpd_fit(base, log_n_zeta, top);
+                let du = sorted[ku + 1] - sorted[ku];
+                let weights = k as f32 * (k as f32 - 1.0) * 0.5 + 0.35 * k as f32;
+                let mut suffix = 0.0f32;
+                for j in (0..=ku).rev() {
+                    if j < ku {
+                        suffix += (j as f32 + 0.35) * (sorted[j + 1] - sorted[j]);
+                    }
+                    let da0 = ((sorted[ku] - sorted[j]) - k as f32 * du) / k as f32;
+                    let da1 = (suffix - du * weights) / (k as f32 * k as f32);
+                    let mo = GpdMoments {
+                        u: base.u + du,
+                        a0: base.a0 + da0,
+                        a1: base.a1 + da1,
+                    };
+                    let top_j = sorted[usize::from(j == 0)];
+                    let fit_j = gpd_fit(mo, log_n_zeta, top_j);
+                    let mut dv = fit_j.value - fit_b.value;
+                    if fit_b.linear && fit_j.linear {
+                        let d_b = base.a0 - 2.0 * base.a1;
+                        let dd = da0 - 2.0 * da1;
+                        let d_j = d_b + dd;
+                        let dsigma = 2.0
+                            * (d_b * (base.a0 * da1 + base.a1 * da0 + da0 * da1)
+                                - base.a0 * base.a1 * dd)
+                            / (d_j * d_b);
+                        let dxi = -(da0 * d_b - base.a0 * dd) / (d_j * d_b);
+                        let h_j = gpd_h(fit_j.xi, log_n_zeta);
+                        let mut dh = h_j - gpd_h(fit_b.xi, log_n_zeta);
+                        if dxi.abs() < 0.01 {
+                            let mid = fit_b.xi + 0.5 * dxi;
+                            dh = (gpd_h(mid + 0.001, log_n_zeta) - gpd_h(mid - 0.001, log_n_zeta))
+                                / 0.002
+                                * dxi;
+                        }
+                        dv = du + dsigma * h_j + fit_b.sigma * dh;
+                    }
+                    adv[self.index[j] as usize] = -((m - 1) as f32) * dv;
                 }
                 (value, status)
             }

@@ -262,6 +262,11 @@ impl GaussianTail {
         let z = Normal::standard().inverse_cdf(1.0 - alpha);
         let lambda = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt() / alpha;
         let kappa = (1.0 + z * lambda - lambda * lambda).sqrt();
+        if !(kappa.is_finite() && kappa > 0.0) {
+            return Err(Error::InvalidEstimator(format!(
+                "alpha {alpha} is too small for the Gaussian tail's constants in f64"
+            )));
+        }
         let c_n = expected_max_std_normal(n);
         Ok(Self {
             c_n,
@@ -440,8 +445,15 @@ struct OrderParams {
     segments: u32,
     k: u32,
     groups_x: u32,
-    pad: u32,
+    rollouts: u32,
+    element_groups_x: u32,
+    large_segments: u32,
+    pad: [u32; 2],
 }
+
+/// Segments longer than this are ranked by a workgroup each (tiles in
+/// workgroup memory); shorter ones by one invocation per reward.
+pub const SMALL_SEGMENT: u32 = 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -456,9 +468,9 @@ struct EstimateParams {
     groups_x: u32,
 }
 
-/// The shader's two entry points.
+/// The shader's entry points.
 pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
-    ["order_segments", "estimate"]
+    ["rank_elements", "order_segments", "pad_top_k", "estimate"]
         .into_iter()
         .map(|entry_point| {
             Ok(ShaderVariant {
@@ -472,7 +484,9 @@ pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
 }
 
 struct Pipelines {
+    rank_elements: wgpu::ComputePipeline,
     order: wgpu::ComputePipeline,
+    pad: wgpu::ComputePipeline,
     estimate: wgpu::ComputePipeline,
 }
 
@@ -489,7 +503,10 @@ struct Buffers {
     status: wgpu::Buffer,
     advantages: wgpu::Buffer,
     readback: wgpu::Buffer,
+    large: wgpu::Buffer,
+    element_bind: wgpu::BindGroup,
     order_bind: wgpu::BindGroup,
+    pad_bind: wgpu::BindGroup,
     estimate_bind: wgpu::BindGroup,
 }
 
@@ -514,6 +531,10 @@ pub struct TailStats {
     estimate_params: wgpu::Buffer,
     buffers: Option<Buffers>,
     grid_width: u32,
+    /// Segments and rewards of the last upload.
+    loaded: (u64, u64),
+    /// The order pass's parameters as last written.
+    order_shape: OrderParams,
 }
 
 impl TailStats {
@@ -522,8 +543,10 @@ impl TailStats {
         let pipelines = ctx.cached("tail", || {
             let variants = shader_variants()?;
             Ok(Pipelines {
-                order: variants[0].compute_pipeline(&ctx.device, None),
-                estimate: variants[1].compute_pipeline(&ctx.device, None),
+                rank_elements: variants[0].compute_pipeline(&ctx.device, None),
+                order: variants[1].compute_pipeline(&ctx.device, None),
+                pad: variants[2].compute_pipeline(&ctx.device, None),
+                estimate: variants[3].compute_pipeline(&ctx.device, None),
             })
         })?;
         let uniform = |label| {
@@ -540,15 +563,30 @@ impl TailStats {
             order_params: uniform("rollcall tail order params"),
             estimate_params: uniform("rollcall tail estimate params"),
             buffers: None,
+            loaded: (0, 0),
+            order_shape: OrderParams::default(),
             grid_width: ctx.limits().max_compute_workgroups_per_dimension.max(1),
         })
     }
 
     /// Caps the workgroups along x so that more segments use a 2-D grid (for
-    /// tests and adapters with small limits).
+    /// tests and adapters with small limits; the grid still never exceeds
+    /// the adapter's limit along y).
     pub fn with_grid_width(mut self, width: u32) -> Self {
         self.grid_width = width.clamp(1, self.grid_width);
         self
+    }
+
+    /// Workgroups along x for `groups` workgroups in all.
+    fn width(&self, groups: u32) -> u32 {
+        let max_dim = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        groups
+            .clamp(1, self.grid_width)
+            .max(groups.div_ceil(max_dim))
     }
 
     /// Segmented sort of `rewards` (NaN rejected; ±inf allowed).
@@ -607,28 +645,11 @@ impl TailStats {
         offsets: &[u32],
         estimator: Estimator,
     ) -> Result<Estimates> {
-        validate_offsets(offsets, rewards.len())?;
-        reject_nan(rewards, true)?;
-        let segments = offsets.len() as u64 - 1;
-        let n = rewards.len() as u64;
-        let groups = (segments as u32).div_ceil(64);
-        let groups_x = groups.clamp(1, self.grid_width);
-        let params = estimator.gpu_params(segments as u32, groups_x)?;
-        self.prepare(rewards, offsets, n, FULL_SORT)?;
-        self.ctx
-            .queue
-            .write_buffer(&self.estimate_params, 0, bytemuck::bytes_of(&params));
-        let b = self.buffers.as_ref().expect("prepared");
+        self.upload(rewards, offsets)?;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.record_order(&mut pass, segments as u32);
-            if groups > 0 {
-                pass.set_pipeline(&self.pipelines.estimate);
-                pass.set_bind_group(0, &b.estimate_bind, &[]);
-                pass.dispatch_workgroups(groups_x, groups.div_ceil(groups_x), 1);
-            }
-        }
+        self.encode_estimate(&mut encoder, estimator)?;
+        let (segments, n) = self.loaded;
+        let b = self.buffers.as_ref().expect("uploaded");
         let (sv, sn) = (segments * 4, n * 4);
         encoder.copy_buffer_to_buffer(&b.values, 0, &b.readback, 0, sv);
         encoder.copy_buffer_to_buffer(&b.status, 0, &b.readback, sv, sv);
@@ -655,15 +676,87 @@ impl TailStats {
         })
     }
 
-    fn record_order(&self, pass: &mut wgpu::ComputePass<'_>, segments: u32) {
-        if segments == 0 {
-            return;
+    /// Uploads a batch of finite rewards for [`TailStats::encode_estimate`]
+    /// (checked here, before any GPU work).
+    pub fn upload(&mut self, rewards: &[f32], offsets: &[u32]) -> Result<()> {
+        validate_offsets(offsets, rewards.len())?;
+        reject_nan(rewards, true)?;
+        self.prepare(rewards, offsets, rewards.len() as u64, FULL_SORT)?;
+        self.loaded = (offsets.len() as u64 - 1, rewards.len() as u64);
+        Ok(())
+    }
+
+    /// Records the sort and `estimator` over the last uploaded batch into
+    /// `encoder`; results stay on the device ([`TailStats::values_buffer`],
+    /// [`TailStats::advantages_buffer`]). The estimator's parameters are
+    /// written with `queue.write_buffer`: record one estimate per submit.
+    pub fn encode_estimate(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        estimator: Estimator,
+    ) -> Result<()> {
+        let segments = self.loaded.0 as u32;
+        let groups = segments.div_ceil(64);
+        let groups_x = self.width(groups);
+        let params = estimator.gpu_params(segments, groups_x)?;
+        let Some(b) = self.buffers.as_ref() else {
+            return Ok(());
+        };
+        self.ctx
+            .queue
+            .write_buffer(&self.estimate_params, 0, bytemuck::bytes_of(&params));
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        self.record_order(&mut pass);
+        if groups > 0 {
+            pass.set_pipeline(&self.pipelines.estimate);
+            pass.set_bind_group(0, &b.estimate_bind, &[]);
+            pass.dispatch_workgroups(groups_x, groups.div_ceil(groups_x), 1);
         }
-        let b = self.buffers.as_ref().expect("prepared");
-        let groups_x = segments.clamp(1, self.grid_width);
-        pass.set_pipeline(&self.pipelines.order);
-        pass.set_bind_group(0, &b.order_bind, &[]);
-        pass.dispatch_workgroups(groups_x, segments.div_ceil(groups_x), 1);
+        Ok(())
+    }
+
+    /// One f32 value per segment of the last estimate.
+    pub fn values_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.buffers.as_ref().map(|b| &b.values)
+    }
+
+    /// One f32 advantage per reward of the last estimate.
+    pub fn advantages_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.buffers.as_ref().map(|b| &b.advantages)
+    }
+
+    fn record_order(&self, pass: &mut wgpu::ComputePass<'_>) {
+        let Some(b) = self.buffers.as_ref() else {
+            return;
+        };
+        let p = &self.order_shape;
+        let grid = |groups: u32| {
+            let x = self.width(groups);
+            (x, groups.div_ceil(x))
+        };
+        // Both per-item kernels index with `element_groups_x` workgroups along x.
+        let items = |count: u32| {
+            let x = p.element_groups_x.max(1);
+            (x, count.div_ceil(256).div_ceil(x))
+        };
+        if p.rollouts > 0 {
+            let (x, y) = items(p.rollouts);
+            pass.set_pipeline(&self.pipelines.rank_elements);
+            pass.set_bind_group(0, &b.element_bind, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        if p.large_segments > 0 {
+            let (x, y) = grid(p.large_segments);
+            pass.set_pipeline(&self.pipelines.order);
+            pass.set_bind_group(0, &b.order_bind, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        if p.k != FULL_SORT && p.segments > 0 {
+            let (x, y) = items(p.segments * p.k);
+            pass.set_pipeline(&self.pipelines.pad);
+            pass.set_bind_group(0, &b.pad_bind, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
     }
 
     /// Uploads rewards and offsets, sizes the buffers, writes the order
@@ -707,13 +800,32 @@ impl TailStats {
             queue.write_buffer(&b.rewards, 0, bytemuck::cast_slice(rewards));
         }
         queue.write_buffer(&b.offsets, 0, bytemuck::cast_slice(offsets));
+        let large: Vec<u32> = offsets
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w[1] - w[0] > SMALL_SEGMENT)
+            .map(|(s, _)| s as u32)
+            .collect();
+        if !large.is_empty() {
+            queue.write_buffer(&b.large, 0, bytemuck::cast_slice(&large));
+        }
+        let width = |groups: u32| self.width(groups);
+        let element_groups = (n as u32).div_ceil(256).max(if k == FULL_SORT {
+            0
+        } else {
+            (out_rows as u32).div_ceil(256)
+        });
         let params = OrderParams {
             segments: segments as u32,
             k,
-            groups_x: (segments as u32).clamp(1, self.grid_width),
-            pad: 0,
+            groups_x: width(large.len() as u32),
+            rollouts: n as u32,
+            element_groups_x: width(element_groups),
+            large_segments: large.len() as u32,
+            pad: [0; 2],
         };
         queue.write_buffer(&self.order_params, 0, bytemuck::bytes_of(&params));
+        self.order_shape = params;
         Ok(())
     }
 
@@ -725,12 +837,11 @@ impl TailStats {
         out_rows: u64,
     ) -> Result<(Vec<u32>, Vec<f32>, Vec<u32>)> {
         self.prepare(rewards, offsets, out_rows, k)?;
-        let segments = offsets.len() as u32 - 1;
         let b = self.buffers.as_ref().expect("prepared");
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.record_order(&mut pass, segments);
+            self.record_order(&mut pass);
         }
         let n = rewards.len() as u64 * 4;
         let rows = out_rows * 4;
@@ -775,6 +886,7 @@ impl TailStats {
         let values = make("rollcall tail values", segments, output);
         let status = make("rollcall tail status", segments, output);
         let advantages = make("rollcall tail advantages", rollouts, output);
+        let large = make("rollcall tail large segments", segments, input);
         let readback = make(
             "rollcall tail readback",
             (3 * rollouts).max(2 * segments + rollouts),
@@ -794,13 +906,22 @@ impl TailStats {
                 entries: &entries,
             })
         };
-        let order_bind = bind(
-            &self.pipelines.order,
+        let order_entries = [
+            (0, &self.order_params),
+            (1, &rewards),
+            (2, &offsets),
+            (3, &ranks),
+            (4, &sorted_values),
+            (5, &sorted_index),
+            (6, &large),
+        ];
+        let element_bind = bind(&self.pipelines.rank_elements, &order_entries[..6]);
+        let order_bind = bind(&self.pipelines.order, &order_entries);
+        let pad_bind = bind(
+            &self.pipelines.pad,
             &[
                 (0, &self.order_params),
-                (1, &rewards),
                 (2, &offsets),
-                (3, &ranks),
                 (4, &sorted_values),
                 (5, &sorted_index),
             ],
@@ -830,7 +951,10 @@ impl TailStats {
             status,
             advantages,
             readback,
+            large,
+            element_bind,
             order_bind,
+            pad_bind,
             estimate_bind,
         }
     }

@@ -175,6 +175,74 @@ impl Scheduler {
         })
     }
 
+    /// Records one round's GPU work into `encoder`: count `round`'s votes,
+    /// run the rule over the `live` prompts, compact the survivors, and copy
+    /// the live count, the surviving positions in `live` (and, with ConSol's
+    /// allocation, their next allocations) into the readback buffer
+    /// ([`Scheduler::run`] submits it and reads back `4 + 8 × live` bytes).
+    /// `reset` first clears the tables (a new batch). The live list and rule
+    /// parameters are written with `queue.write_buffer`, so record one round
+    /// per submit.
+    pub fn encode_round(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        round: &RoundVotes<'_>,
+        live: &[u32],
+        reset: bool,
+    ) -> Result<()> {
+        let fewest = matches!(self.allocation, Allocation::FewestToPass { .. });
+        let n = live.len() as u32;
+        if n > self.prompts {
+            return Err(Error::BatchCapacity {
+                capacity: self.prompts as usize,
+                rows: live.len(),
+            });
+        }
+        let params = self.rule.decide_params(n, fewest);
+        self.ctx.queue.write_buffer(&self.params, 0, &params);
+        self.ctx
+            .queue
+            .write_buffer(&self.list, 0, bytemuck::cast_slice(live));
+        if reset {
+            self.tables.encode_reset(encoder);
+        }
+        self.tables.encode_count(encoder, round)?;
+        self.tables.encode_decide(
+            encoder,
+            &self.params,
+            &self.list,
+            n,
+            &self.decisions,
+            &self.keep,
+            &self.next,
+        );
+        let values = fewest.then_some((&self.next, &self.compacted_next));
+        self.compactor.encode_with_values(
+            encoder,
+            &self.keep,
+            n,
+            &self.scratch,
+            &self.compacted,
+            &self.count,
+            values,
+        )?;
+        let live_bytes = u64::from(n) * 4;
+        encoder.copy_buffer_to_buffer(&self.count, 0, &self.readback, 0, 4);
+        if live_bytes > 0 {
+            encoder.copy_buffer_to_buffer(&self.compacted, 0, &self.readback, 4, live_bytes);
+        }
+        if fewest && live_bytes > 0 {
+            encoder.copy_buffer_to_buffer(
+                &self.compacted_next,
+                0,
+                &self.readback,
+                4 + live_bytes,
+                live_bytes,
+            );
+        }
+        Ok(())
+    }
+
     /// Runs rounds until every prompt has stopped.
     pub fn run(&mut self, engine: &mut dyn RolloutEngine) -> Result<Outcome> {
         let fewest = matches!(self.allocation, Allocation::FewestToPass { .. });
@@ -196,57 +264,18 @@ impl Scheduler {
                 &mut history,
             )?;
             let n = live.len() as u32;
-            let params = self.rule.decide_params(n, fewest);
-            self.ctx.queue.write_buffer(&self.params, 0, &params);
-            self.ctx
-                .queue
-                .write_buffer(&self.list, 0, bytemuck::cast_slice(&live));
-
-            // One submit: count, decide, compact, copy the live list out (the
-            // first round also clears the tables of any earlier run).
             let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-            if rounds == 1 {
-                self.tables.encode_reset(&mut encoder);
-            }
-            self.tables.encode_count(
+            self.encode_round(
                 &mut encoder,
                 &RoundVotes {
                     segments: &round.segments,
                     answers: &round.answers,
                     tokens: Some(&round.tokens),
                 },
-            )?;
-            self.tables.encode_decide(
-                &mut encoder,
-                &self.params,
-                &self.list,
-                n,
-                &self.decisions,
-                &self.keep,
-                &self.next,
-            );
-            let values = fewest.then_some((&self.next, &self.compacted_next));
-            self.compactor.encode_with_values(
-                &mut encoder,
-                &self.keep,
-                n,
-                &self.scratch,
-                &self.compacted,
-                &self.count,
-                values,
+                &live,
+                rounds == 1,
             )?;
             let live_bytes = u64::from(n) * 4;
-            encoder.copy_buffer_to_buffer(&self.count, 0, &self.readback, 0, 4);
-            encoder.copy_buffer_to_buffer(&self.compacted, 0, &self.readback, 4, live_bytes);
-            if fewest {
-                encoder.copy_buffer_to_buffer(
-                    &self.compacted_next,
-                    0,
-                    &self.readback,
-                    4 + live_bytes,
-                    live_bytes,
-                );
-            }
             self.ctx.submit(encoder.finish());
             // One small readback: the count, the live positions (and, for
             // ConSol's allocation, what each live prompt gets next).

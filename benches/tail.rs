@@ -1,0 +1,68 @@
+//! Segmented sort plus one estimator per segment, GPU (rewards resident, one
+//! submit and a wait per iteration) and CPU twin, at 4096 prompts × 64
+//! rollouts and 64 prompts × 4096 rollouts (`cargo bench --bench tail`).
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rollcall::tail::{cpu, Estimator, TailStats};
+use rollcall::GpuContext;
+use std::hint::black_box;
+use std::time::Duration;
+
+fn bench_tail(c: &mut Criterion) {
+    let ctx = GpuContext::new().expect("a GPU adapter");
+    let estimators = [
+        Estimator::ExpectedMax { n: 8 },
+        Estimator::Tea {
+            n: 128,
+            alpha: 0.25,
+        },
+        Estimator::Gpd {
+            n: 128,
+            alpha: 0.25,
+        },
+    ];
+    for (segments, m) in [(4096u32, 64u32), (64, 4096)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let rewards: Vec<f32> = (0..segments * m).map(|_| rng.random::<f32>()).collect();
+        let offsets: Vec<u32> = (0..=segments).map(|s| s * m).collect();
+        let mut tail = TailStats::new(&ctx).expect("tail pipelines");
+        tail.upload(&rewards, &offsets).expect("valid batch");
+        let mut group = c.benchmark_group(format!("tail/{segments}x{m}"));
+        group.throughput(Throughput::Bytes(u64::from(segments * m) * 4));
+        group.sampling_mode(SamplingMode::Flat);
+        for est in estimators {
+            group.bench_function(format!("gpu/{}", est.name()), |b| {
+                b.iter(|| {
+                    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                    tail.encode_estimate(&mut encoder, est)
+                        .expect("estimate encodes");
+                    ctx.submit(encoder.finish());
+                    ctx.device
+                        .poll(wgpu::PollType::wait_indefinitely())
+                        .expect("the device finishes its work");
+                })
+            });
+            group.bench_function(format!("cpu-twin/{}", est.name()), |b| {
+                b.iter(|| black_box(cpu::estimate(&rewards, &offsets, est).expect("valid")))
+            });
+        }
+        group.finish();
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_tail
+}
+criterion_main!(benches);

@@ -1,0 +1,146 @@
+//! One voting round (count 4 votes per prompt, the Beta rule, compaction of
+//! the live prompts, the small readback) through `Scheduler::encode_round`,
+//! GPU and CPU twin, at 10 000 and 100 000 prompts; and compaction alone at
+//! 1 and 10 million flags. Small enough to run in about a minute on a
+//! CPU-only machine (`cargo bench --bench voting`).
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rollcall::compact::{compact_cpu, CompactScratch, Compactor};
+use rollcall::voting::rules::{decide, RuleConfig, StopRule};
+use rollcall::voting::scheduler::{Allocation, Scheduler};
+use rollcall::voting::{CpuVoteTables, RoundVotes, Segment};
+use rollcall::GpuContext;
+use std::hint::black_box;
+use std::time::Duration;
+use wgpu::util::DeviceExt;
+
+fn wait(ctx: &GpuContext) {
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("the device finishes its work");
+}
+
+fn round(prompts: u32) -> (Vec<Segment>, Vec<u32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let segments = (0..prompts)
+        .map(|p| Segment {
+            prompt: p,
+            start: 4 * p,
+            count: 4,
+            pad: 0,
+        })
+        .collect();
+    let answers = (0..4 * prompts)
+        .map(|_| {
+            if rng.random_bool(0.7) {
+                0
+            } else {
+                rng.random_range(1..6)
+            }
+        })
+        .collect();
+    (segments, answers)
+}
+
+fn bench_voting(c: &mut Criterion) {
+    let ctx = GpuContext::new().expect("a GPU adapter");
+    let config = RuleConfig {
+        rule: StopRule::Beta {
+            threshold: 0.95,
+            prior: 1.0,
+        },
+        min_votes: 1,
+        max_votes: 64,
+    };
+    let rule = config.to_gpu().expect("valid rule");
+    for prompts in [10_000u32, 100_000] {
+        let (segments, answers) = round(prompts);
+        let votes = RoundVotes {
+            segments: &segments,
+            answers: &answers,
+            tokens: None,
+        };
+        let live: Vec<u32> = (0..prompts).collect();
+        let mut scheduler =
+            Scheduler::new(&ctx, prompts, 16, config, Allocation::Chunk(4)).expect("scheduler");
+        let mut group = c.benchmark_group(format!("voting-round/{prompts}"));
+        group.throughput(Throughput::Elements(u64::from(prompts)));
+        group.sampling_mode(SamplingMode::Flat);
+        group.bench_function("gpu", |b| {
+            b.iter(|| {
+                let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                scheduler
+                    .encode_round(&mut encoder, &votes, &live, true)
+                    .expect("round encodes");
+                ctx.submit(encoder.finish());
+                wait(&ctx);
+            })
+        });
+        group.bench_function("cpu-twin", |b| {
+            b.iter(|| {
+                let mut tables = CpuVoteTables::new(prompts, 16);
+                tables.count(&votes).expect("valid round");
+                let keep: Vec<u32> = (0..prompts)
+                    .map(|p| u32::from(!decide(&rule, tables.votes(p), tables.table(p)).stopped))
+                    .collect();
+                black_box(compact_cpu(&keep))
+            })
+        });
+        group.finish();
+    }
+
+    let compactor = Compactor::new(&ctx).expect("compaction pipelines");
+    for n in [1_000_000u32, 10_000_000] {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let keep: Vec<u32> = (0..n).map(|_| u32::from(rng.random_bool(0.5))).collect();
+        let flags = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("bench flags"),
+                contents: bytemuck::cast_slice(&keep),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let storage = |size| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bench compaction output"),
+                size,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let (out, count) = (storage(u64::from(n) * 4), storage(4));
+        let scratch = CompactScratch::new(&ctx, n);
+        let mut group = c.benchmark_group(format!("compact/{n}"));
+        group.throughput(Throughput::Bytes(u64::from(n) * 4));
+        group.sampling_mode(SamplingMode::Flat);
+        group.bench_function("gpu", |b| {
+            b.iter(|| {
+                let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                compactor
+                    .encode(&mut encoder, &flags, n, &scratch, &out, &count)
+                    .expect("compaction encodes");
+                ctx.submit(encoder.finish());
+                wait(&ctx);
+            })
+        });
+        group.bench_function("cpu-twin", |b| b.iter(|| black_box(compact_cpu(&keep))));
+        group.finish();
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_voting
+}
+criterion_main!(benches);

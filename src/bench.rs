@@ -1,0 +1,542 @@
+//! The portable benchmark behind `rollcall bench`: every kernel family on the
+//! chosen adapter over a grid of sizes, each timed against a kernel that only
+//! reads the same number of bytes once, interleaved in the same run, plus the
+//! CPU twin's time on the same input.
+//!
+//! Bytes are what the job must move at the least: its inputs read once and
+//! its outputs written once (intermediate passes are the kernel's own cost and
+//! show up in the ratio). Ratio = read-once time of those bytes / kernel time:
+//! 1.0 means the kernel runs at the speed of a plain read.
+
+use crate::compact::{compact_cpu, CompactScratch, Compactor};
+use crate::reference::ReadOnce;
+use crate::sampling::cpu as sampling_cpu;
+use crate::synthetic::{self, LogitsShape};
+use crate::tail::{cpu as tail_cpu, Estimator, TailStats};
+use crate::timing::{GpuTimer, Timing};
+use crate::voting::rules::{decide, RuleConfig, StopRule};
+use crate::voting::scheduler::{Allocation, Scheduler};
+use crate::voting::{CpuVoteTables, RoundVotes, Segment};
+use crate::{
+    Error, GpuContext, LogitsBinding, LogitsDtype, Result, SampleBatch, Sampler, SamplingParams,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Timed runs per kernel (after one warm-up), interleaved with the
+    /// reference.
+    pub iters: usize,
+    /// A small grid (seconds, for smoke tests) instead of the full one.
+    pub quick: bool,
+    /// Families to run: any of `sampling`, `voting`, `compact`, `tail`.
+    pub families: Vec<String>,
+    /// Also time the CPU twin.
+    pub cpu_twin: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            iters: 10,
+            quick: false,
+            families: ["sampling", "voting", "compact", "tail"]
+                .map(String::from)
+                .to_vec(),
+            cpu_twin: true,
+        }
+    }
+}
+
+/// One kernel at one size.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchRow {
+    /// Kernel family.
+    pub family: String,
+    /// Kernel and its settings.
+    pub kernel: String,
+    /// Problem size.
+    pub size: String,
+    /// `gpu timestamps` or `wall clock`.
+    pub timing_source: String,
+    /// Median kernel time, milliseconds.
+    pub median_ms: f64,
+    /// Fastest kernel time, milliseconds.
+    pub min_ms: f64,
+    /// Bytes the job must read.
+    pub bytes_read: u64,
+    /// Bytes the job must write.
+    pub bytes_written: u64,
+    /// (read + written) / median time, GB/s.
+    pub gb_per_s: f64,
+    /// Median time of the read-once kernel over the same number of bytes.
+    pub read_once_ms: f64,
+    /// Read-once bandwidth, GB/s.
+    pub read_once_gb_per_s: f64,
+    /// read_once_ms / median_ms.
+    pub ratio_to_read_once: f64,
+    /// CPU twin on the same input (one run), milliseconds.
+    pub cpu_twin_ms: Option<f64>,
+}
+
+/// A read-once reference over `bytes` of f32 words, shaped as rows of 128 Ki
+/// words (512 KiB, like a row of logits: the read-once kernel gives each row
+/// a workgroup, so much shorter rows would time its per-row overhead).
+struct Reference {
+    buffer: wgpu::Buffer,
+    sums: wgpu::Buffer,
+    rows: u32,
+}
+
+const REFERENCE_ROW: u32 = 131_072;
+
+impl Reference {
+    fn new(ctx: &GpuContext, bytes: u64) -> Self {
+        let words = bytes.div_ceil(4).max(1);
+        let rows = words.div_ceil(u64::from(REFERENCE_ROW)) as u32;
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall bench reference"),
+            size: u64::from(rows) * u64::from(REFERENCE_ROW) * 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let sums = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall bench reference sums"),
+            size: u64::from(rows) * 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Self { buffer, sums, rows }
+    }
+
+    fn encode(&self, read_once: &ReadOnce, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        read_once.encode(
+            encoder,
+            &LogitsBinding {
+                buffer: &self.buffer,
+                offset: 0,
+                rows: self.rows,
+                vocab: REFERENCE_ROW,
+                dtype: LogitsDtype::F32,
+            },
+            &self.sums,
+        )
+    }
+}
+
+/// Times `kernel` and `reference` alternately (one warm-up each first).
+fn interleaved(
+    ctx: &GpuContext,
+    iters: usize,
+    mut kernel: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+    mut reference: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+) -> Result<(Timing, Timing)> {
+    let mut timer = GpuTimer::new(ctx);
+    timer.measure(&mut kernel)?;
+    timer.measure(&mut reference)?;
+    let mut a = Vec::with_capacity(iters);
+    let mut b = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        a.push(timer.measure(&mut kernel)?);
+        b.push(timer.measure(&mut reference)?);
+    }
+    let source = timer.source();
+    Ok((
+        Timing::from_samples(a, source),
+        Timing::from_samples(b, source),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    family: &str,
+    kernel: String,
+    size: String,
+    timing: &Timing,
+    reference: &Timing,
+    bytes_read: u64,
+    bytes_written: u64,
+    cpu: Option<Duration>,
+) -> BenchRow {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let moved = (bytes_read + bytes_written) as f64;
+    let gbps = |d: Duration| moved / d.as_secs_f64().max(1e-12) / 1e9;
+    BenchRow {
+        family: family.into(),
+        kernel,
+        size,
+        timing_source: timing.source.to_string(),
+        median_ms: ms(timing.median),
+        min_ms: ms(timing.min),
+        bytes_read,
+        bytes_written,
+        gb_per_s: gbps(timing.median),
+        read_once_ms: ms(reference.median),
+        read_once_gb_per_s: gbps(reference.median),
+        ratio_to_read_once: reference.median.as_secs_f64() / timing.median.as_secs_f64().max(1e-12),
+        cpu_twin_ms: cpu.map(ms),
+    }
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+/// Runs the benchmark grid, calling `progress` before each kernel.
+///
+/// ```no_run
+/// let ctx = rollcall::GpuContext::new()?;
+/// let options = rollcall::bench::BenchOptions { quick: true, ..Default::default() };
+/// for row in rollcall::bench::run(&ctx, &options, |_| {})? {
+///     println!("{} {} {}: {:.2}x read-once", row.family, row.kernel, row.size, row.ratio_to_read_once);
+/// }
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub fn run(
+    ctx: &GpuContext,
+    options: &BenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<BenchRow>> {
+    for f in &options.families {
+        if !["sampling", "voting", "compact", "tail"].contains(&f.as_str()) {
+            return Err(Error::Data(format!(
+                "unknown bench family `{f}` (sampling, voting, compact, tail)"
+            )));
+        }
+    }
+    let wants = |f: &str| options.families.iter().any(|x| x == f);
+    let read_once = ReadOnce::new(ctx)?;
+    let mut rows = Vec::new();
+    if wants("sampling") {
+        bench_sampling(ctx, options, &read_once, &mut rows, &mut progress)?;
+    }
+    if wants("voting") {
+        bench_voting(ctx, options, &read_once, &mut rows, &mut progress)?;
+    }
+    if wants("compact") {
+        bench_compact(ctx, options, &read_once, &mut rows, &mut progress)?;
+    }
+    if wants("tail") {
+        bench_tail(ctx, options, &read_once, &mut rows, &mut progress)?;
+    }
+    Ok(rows)
+}
+
+fn bench_sampling(
+    ctx: &GpuContext,
+    options: &BenchOptions,
+    read_once: &ReadOnce,
+    rows: &mut Vec<BenchRow>,
+    progress: &mut impl FnMut(&str),
+) -> Result<()> {
+    let sampler = Sampler::new(ctx)?;
+    let sizes: &[(u32, u32, LogitsShape)] = if options.quick {
+        &[(8, 32_000, LogitsShape::Model)]
+    } else {
+        &[
+            (1, 128_256, LogitsShape::Model),
+            (64, 128_256, LogitsShape::Model),
+            (256, 128_256, LogitsShape::Model),
+            (256, 128_256, LogitsShape::Flat),
+            (256, 32_000, LogitsShape::Model),
+        ]
+    };
+    let modes: [(&str, SamplingParams); 3] = [
+        ("plain T=1", SamplingParams::new(1.0)),
+        (
+            "top-k 50 + top-p 0.9",
+            SamplingParams::new(1.0).top_k(50).top_p(0.9),
+        ),
+        ("greedy", SamplingParams::greedy()),
+    ];
+    for &(batch, vocab, shape) in sizes {
+        let logits = synthetic::logits(batch as usize, vocab as usize, shape, 7);
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall bench logits"),
+            size: logits.len() as u64 * 4,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue
+            .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
+        let sums = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall bench row sums"),
+            size: u64::from(batch) * 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let binding = LogitsBinding {
+            buffer: &buffer,
+            offset: 0,
+            rows: batch,
+            vocab,
+            dtype: LogitsDtype::F32,
+        };
+        let shape_name = match shape {
+            LogitsShape::Model => "model-like",
+            LogitsShape::Flat => "flat",
+        };
+        for (name, base) in &modes {
+            if matches!(shape, LogitsShape::Flat) && *name == "greedy" {
+                continue;
+            }
+            progress(&format!("sampling {name} {batch}x{vocab} {shape_name}"));
+            let params: Vec<SamplingParams> = (0..u64::from(batch)).map(|r| base.seed(r)).collect();
+            let mut out = SampleBatch::new(ctx, batch);
+            out.set_params(&params)?;
+            let (kernel, reference) = interleaved(
+                ctx,
+                options.iters,
+                |e| sampler.encode(e, &binding, &mut out),
+                |e| read_once.encode(e, &binding, &sums),
+            )?;
+            let cpu = if options.cpu_twin {
+                let (out, t) =
+                    timed(|| sampling_cpu::sample(crate::HostLogits::F32(&logits), vocab, &params));
+                out?;
+                Some(t)
+            } else {
+                None
+            };
+            rows.push(row(
+                "sampling",
+                format!("{name}, f32"),
+                format!("{batch} x {vocab} {shape_name}"),
+                &kernel,
+                &reference,
+                u64::from(batch) * u64::from(vocab) * 4,
+                u64::from(batch) * 20,
+                cpu,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A round of 4 votes per prompt over a few answers (most prompts agree).
+fn voting_round(prompts: u32, seed: u64) -> (Vec<Segment>, Vec<u32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let per = 4u32;
+    let segments = (0..prompts)
+        .map(|p| Segment {
+            prompt: p,
+            start: p * per,
+            count: per,
+            pad: 0,
+        })
+        .collect();
+    let answers = (0..prompts * per)
+        .map(|_| {
+            if rng.random_bool(0.7) {
+                0
+            } else {
+                rng.random_range(1..6)
+            }
+        })
+        .collect();
+    (segments, answers)
+}
+
+fn bench_voting(
+    ctx: &GpuContext,
+    options: &BenchOptions,
+    read_once: &ReadOnce,
+    rows: &mut Vec<BenchRow>,
+    progress: &mut impl FnMut(&str),
+) -> Result<()> {
+    let sizes: &[u32] = if options.quick {
+        &[10_000]
+    } else {
+        &[10_000, 100_000, 1_000_000]
+    };
+    let capacity = 16;
+    let config = RuleConfig {
+        rule: StopRule::Beta {
+            threshold: 0.95,
+            prior: 1.0,
+        },
+        min_votes: 1,
+        max_votes: 64,
+    };
+    for &prompts in sizes {
+        progress(&format!("voting round {prompts} prompts"));
+        let (segments, answers) = voting_round(prompts, 3);
+        let live: Vec<u32> = (0..prompts).collect();
+        let mut scheduler = Scheduler::new(ctx, prompts, capacity, config, Allocation::Chunk(4))?;
+        let round = RoundVotes {
+            segments: &segments,
+            answers: &answers,
+            tokens: None,
+        };
+        let votes = answers.len() as u64;
+        let p = u64::from(prompts);
+        // Count: segments (16 B) and answers (4 B) read, per-prompt totals
+        // (32 B) and 2 table entries (8 B) read and written. Rule: list (4 B),
+        // totals and 2 entries read, decision (16 B) and flag (4 B) written.
+        // Compaction: flags read, positions written.
+        let bytes_read = 16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p;
+        let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p;
+        let reference = Reference::new(ctx, bytes_read + bytes_written);
+        let (kernel, reference_timing) = interleaved(
+            ctx,
+            options.iters,
+            |e| scheduler.encode_round(e, &round, &live, false),
+            |e| reference.encode(read_once, e),
+        )?;
+        let cpu = options.cpu_twin.then(|| {
+            let rule = config.to_gpu().expect("valid rule");
+            timed(|| {
+                let mut tables = CpuVoteTables::new(prompts, capacity);
+                tables.count(&round).expect("valid round");
+                let keep: Vec<u32> = (0..prompts)
+                    .map(|p| u32::from(!decide(&rule, tables.votes(p), tables.table(p)).stopped))
+                    .collect();
+                std::hint::black_box(compact_cpu(&keep));
+            })
+            .1
+        });
+        rows.push(row(
+            "voting",
+            "round: count 4 votes, Beta 0.95 rule, compaction".into(),
+            format!("{prompts} prompts"),
+            &kernel,
+            &reference_timing,
+            bytes_read,
+            bytes_written,
+            cpu,
+        ));
+    }
+    Ok(())
+}
+
+fn bench_compact(
+    ctx: &GpuContext,
+    options: &BenchOptions,
+    read_once: &ReadOnce,
+    rows: &mut Vec<BenchRow>,
+    progress: &mut impl FnMut(&str),
+) -> Result<()> {
+    use wgpu::util::DeviceExt;
+    let sizes: &[u32] = if options.quick {
+        &[100_000]
+    } else {
+        &[1_000_000, 10_000_000]
+    };
+    let compactor = Compactor::new(ctx)?;
+    for &n in sizes {
+        progress(&format!("compaction {n} flags"));
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let keep: Vec<u32> = (0..n).map(|_| u32::from(rng.random_bool(0.5))).collect();
+        let kept = keep.iter().filter(|&&k| k != 0).count() as u64;
+        let flags = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("rollcall bench flags"),
+                contents: bytemuck::cast_slice(&keep),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall bench compacted"),
+            size: u64::from(n) * 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let count = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall bench count"),
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let scratch = CompactScratch::new(ctx, n);
+        let bytes_read = u64::from(n) * 4;
+        let bytes_written = kept * 4 + 4;
+        let reference = Reference::new(ctx, bytes_read + bytes_written);
+        let (kernel, reference_timing) = interleaved(
+            ctx,
+            options.iters,
+            |e| compactor.encode(e, &flags, n, &scratch, &out, &count),
+            |e| reference.encode(read_once, e),
+        )?;
+        let cpu = options
+            .cpu_twin
+            .then(|| timed(|| std::hint::black_box(compact_cpu(&keep))).1);
+        rows.push(row(
+            "compact",
+            "stream compaction, half kept".into(),
+            format!("{n} flags"),
+            &kernel,
+            &reference_timing,
+            bytes_read,
+            bytes_written,
+            cpu,
+        ));
+    }
+    Ok(())
+}
+
+fn bench_tail(
+    ctx: &GpuContext,
+    options: &BenchOptions,
+    read_once: &ReadOnce,
+    rows: &mut Vec<BenchRow>,
+    progress: &mut impl FnMut(&str),
+) -> Result<()> {
+    let sizes: &[(u32, u32)] = if options.quick {
+        &[(256, 64)]
+    } else {
+        &[(16_384, 16), (4_096, 64), (1_024, 256), (64, 4_096)]
+    };
+    let estimators = [
+        Estimator::ExpectedMax { n: 8 },
+        Estimator::Tea {
+            n: 128,
+            alpha: 0.25,
+        },
+        Estimator::Gpd {
+            n: 128,
+            alpha: 0.25,
+        },
+    ];
+    for &(segments, m) in sizes {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let rewards: Vec<f32> = (0..segments * m).map(|_| rng.random::<f32>()).collect();
+        let offsets: Vec<u32> = (0..=segments).map(|s| s * m).collect();
+        let n = u64::from(segments) * u64::from(m);
+        let s = u64::from(segments);
+        for est in estimators {
+            progress(&format!("tail {} {segments}x{m}", est.name()));
+            let mut tail = TailStats::new(ctx)?;
+            tail.upload(&rewards, &offsets)?;
+            // Rewards and offsets in; one value and status per segment and
+            // one advantage per rollout out.
+            let bytes_read = 4 * n + 4 * (s + 1);
+            let bytes_written = 4 * n + 8 * s;
+            let reference = Reference::new(ctx, bytes_read + bytes_written);
+            let (kernel, reference_timing) = interleaved(
+                ctx,
+                options.iters,
+                |e| tail.encode_estimate(e, est),
+                |e| reference.encode(read_once, e),
+            )?;
+            let cpu = options.cpu_twin.then(|| {
+                timed(|| std::hint::black_box(tail_cpu::estimate(&rewards, &offsets, est))).1
+            });
+            rows.push(row(
+                "tail",
+                format!("sort + {}", est.name()),
+                format!("{segments} x {m}"),
+                &kernel,
+                &reference_timing,
+                bytes_read,
+                bytes_written,
+                cpu,
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! `rollcall bench --quick` runs every family and reports coherent rows (no
+//! timing is asserted: speed is measured, not tested).
+
+mod common;
+
+#[test]
+fn bench_command_covers_every_family() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["bench", "--quick", "--iters", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    for family in ["sampling", "voting", "compact", "tail"] {
+        assert!(
+            rows.iter().any(|r| r["family"] == family),
+            "{family} missing"
+        );
+    }
+    for r in rows {
+        let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
+        assert!(num("median_ms") > 0.0 && num("read_once_ms") > 0.0, "{r}");
+        assert!(
+            num("bytes_read") > 0.0 && num("ratio_to_read_once") > 0.0,
+            "{r}"
+        );
+        assert!(num("cpu_twin_ms") >= 0.0, "{r}");
+        let moved = num("bytes_read") + num("bytes_written");
+        let gbps = moved / (num("median_ms") * 1e-3) / 1e9;
+        assert!(
+            (gbps - num("gb_per_s")).abs() <= 1e-6 * gbps.max(1.0),
+            "{r}"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["bench", "--quick", "--families", "sorting"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown bench family"));
+}
