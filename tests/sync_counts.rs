@@ -11,8 +11,18 @@ use rollcall::voting::scheduler::{Allocation, ReplayEngine, Scheduler};
 use rollcall::{LogitsBinding, LogitsDtype, SampleBatch, Sampler, SamplingParams};
 use wgpu::util::DeviceExt;
 
+/// The counts are per context and the tests share one: run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn sampler_engine_path_never_submits_or_waits() {
+    let _serial = serial();
     let Some(ctx) = common::gpu() else { return };
     let (rows, vocab) = (8u32, 5000u32);
     let mut rng = common::rng(5);
@@ -68,6 +78,7 @@ fn sampler_engine_path_never_submits_or_waits() {
 
 #[test]
 fn a_scheduler_round_is_one_submit_and_one_readback() {
+    let _serial = serial();
     let Some(ctx) = common::gpu() else { return };
     let mut rng = common::rng(6);
     let data: Vec<Vec<u32>> = (0..300)
@@ -97,6 +108,7 @@ fn a_scheduler_round_is_one_submit_and_one_readback() {
 
 #[test]
 fn tail_host_calls_are_one_round_trip() {
+    let _serial = serial();
     let Some(ctx) = common::gpu() else { return };
     let mut tail = TailStats::new(&ctx).unwrap();
     let rewards: Vec<f32> = (0..640).map(|i| ((i * 7919) % 113) as f32).collect();
