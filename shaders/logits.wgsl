@@ -13,6 +13,10 @@ struct ChunkInfo {
     vocab: u32,
     elem_base: u32,  // element offset of row 0 inside the bound logits range
     row_base: u32,   // index of row 0 in the kernel's per-row buffers
+    tiles: u32,      // per-stream partials per row written by a split pass (0: none)
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> chunk: ChunkInfo;

@@ -17,13 +17,20 @@
 // token does not depend on which one ran.
 //
 // `CANDIDATES` (workgroup-memory capacity of the gather) is prepended by the
-// host together with `LOGITS_DTYPE`; it changes speed, never results.
+// host together with `LOGITS_DTYPE`; it changes speed, never results. So is
+// `TILE_GROUPS`, which fixes the results (see below).
 
 #include "philox.wgsl"
 #include "logits.wgsl"
 
 const WG: u32 = 256u;
 const GROUP: u32 = 4u;
+// A stream accumulates its groups tile by tile (TILE_GROUPS of its groups,
+// TILE_TOKENS of the row's tokens) and folds the tiles' states in order, so a
+// split pass that computes the tiles in separate workgroups gives the same
+// bits, and the token does not depend on the split.
+// TILE_GROUPS is prepended by the host (`sampling::TILE_GROUPS`).
+const TILE_TOKENS: u32 = TILE_GROUPS * WG * GROUP;
 
 const FLAG_GREEDY: u32 = 1u;
 const FLAG_MIN_P: u32 = 2u;
@@ -70,6 +77,22 @@ struct RowResult {
 @group(0) @binding(2) var<storage, read> params: array<RowParams>;
 @group(0) @binding(3) var<storage, read_write> out_tokens: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out_results: array<RowResult>;
+
+// One stream's pass-1 state over one tile of a row.
+struct StreamPartial {
+    max: f32,
+    mass: f32,
+    inf_count: u32,
+    finite_count: u32,
+    best_key: u32,
+    best_index: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+// Written by `stream_partials`, read by `sample_rows` when chunk.tiles != 0:
+// (row * tiles + tile) * WG + stream.
+@group(0) @binding(5) var<storage, read_write> partials: array<StreamPartial>;
 
 // Reductions and per-stream values.
 var<workgroup> red_f: array<f32, WG>;
@@ -173,6 +196,19 @@ fn online_add(state: vec2<f32>, z: f32) -> vec2<f32> {
         return vec2<f32>(z, state.y * exp(state.x - z) + 1.0);
     }
     return vec2<f32>(state.x, state.y + exp(z - state.x));
+}
+
+// Two (max, mass) states combined (the later one second), as the row
+// reduction does.
+fn merge_state(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    if a.y == 0.0 {
+        return b;
+    }
+    if b.y == 0.0 {
+        return a;
+    }
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }
 
 // Online (max, mass) update with a group of up to four values (`live` marks
@@ -468,33 +504,45 @@ fn write_no_valid(t: u32, out_index: u32) {
     }
 }
 
-@compute @workgroup_size(256)
-fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let row = wid.x;
-    if t == 0u {
-        row_params = params[chunk.row_base + row];
-        atomicStore(&cand_count, 0u);
-    }
-    let p = workgroupUniformLoad(&row_params);
-    let vocab = chunk.vocab;
-    let greedy = (p.flags & FLAG_GREEDY) != 0u;
-    let inv_t = select(p.inv_temperature, 1.0, greedy);
-    let out_index = chunk.row_base + row;
+fn empty_partial() -> StreamPartial {
+    return StreamPartial(0.0, 0.0, 0u, 0u, 0u, NO_INDEX, 0u, 0u);
+}
 
-    // Pass 1: per-stream online max and mass of finite tokens, counts of +inf
-    // and finite tokens; for greedy rows also the arg-max key (its own loop:
-    // the key work would slow the sampling loop down).
+// `part` (a later tile) folded into `acc`: states merged, counts summed, the
+// larger key kept (the earlier token on ties).
+fn fold_partial(acc: StreamPartial, part: StreamPartial) -> StreamPartial {
+    var out = acc;
+    let state = merge_state(vec2<f32>(acc.max, acc.mass), vec2<f32>(part.max, part.mass));
+    out.max = state.x;
+    out.mass = state.y;
+    out.inf_count += part.inf_count;
+    out.finite_count += part.finite_count;
+    if part.best_index != NO_INDEX && (acc.best_index == NO_INDEX || part.best_key > acc.best_key) {
+        out.best_key = part.best_key;
+        out.best_index = part.best_index;
+    }
+    return out;
+}
+
+// Pass 1 over one tile of a stream: its groups first, first + WG, ... (up to
+// TILE_GROUPS of them): online max and mass of the finite tokens, counts of
+// +inf and finite tokens, and for greedy rows the arg-max key (its own loop:
+// the key work would slow the sampling loop down). Returned by value: a
+// helper updating state through a pointer made this loop 30% slower on
+// lavapipe.
+fn tile_pass(row: u32, first: u32, vocab: u32, inv_t: f32, greedy: bool) -> StreamPartial {
     var state = vec2<f32>(0.0, 0.0);
     var inf_count = 0u;
     var finite_count = 0u;
     var best_key = 0u;
     var best_index = NO_INDEX;
-    var first_inf = NO_INDEX;
+    let end = first + WG * TILE_GROUPS;
     if greedy {
         // Float comparisons in token order keep the lowest index among ties
         // (and -0 ties +0); +inf tokens are tracked apart.
         var best_value = F32_LOWEST;
-        for (var g = t; g * GROUP < vocab; g += WG) {
+        var first_inf = NO_INDEX;
+        for (var g = first; g < end && g * GROUP < vocab; g += WG) {
             let base = g * GROUP;
             let group = load_scaled_group(row, base, vocab, inv_t);
             let finite = (group & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
@@ -529,9 +577,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             best_index = first_inf;
         }
     } else {
-        // Kept inline: a helper taking `&state` made this loop 30% slower on
-        // lavapipe.
-        for (var g = t; g * GROUP < vocab; g += WG) {
+        for (var g = first; g < end && g * GROUP < vocab; g += WG) {
             let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
             let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
             if all(finite) {
@@ -547,6 +593,53 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             }
         }
     }
+    return StreamPartial(state.x, state.y, inf_count, finite_count, best_key, best_index, 0u, 0u);
+}
+
+// The split pass: workgroup (row, tile) writes every stream's state over that
+// tile; `sample_rows` then folds the tiles instead of reading the row.
+@compute @workgroup_size(256)
+fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let row = wid.x;
+    let tile = wid.y;
+    let p = params[chunk.row_base + row];
+    let greedy = (p.flags & FLAG_GREEDY) != 0u;
+    let inv_t = select(p.inv_temperature, 1.0, greedy);
+    let first = tile * WG * TILE_GROUPS + t;
+    partials[((chunk.row_base + row) * chunk.tiles + tile) * WG + t] =
+        tile_pass(row, first, chunk.vocab, inv_t, greedy);
+}
+
+@compute @workgroup_size(256)
+fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let row = wid.x;
+    if t == 0u {
+        row_params = params[chunk.row_base + row];
+        atomicStore(&cand_count, 0u);
+    }
+    let p = workgroupUniformLoad(&row_params);
+    let vocab = chunk.vocab;
+    let greedy = (p.flags & FLAG_GREEDY) != 0u;
+    let inv_t = select(p.inv_temperature, 1.0, greedy);
+    let out_index = chunk.row_base + row;
+
+    // Pass 1, tile by tile (see `tile_pass`), or folded from a split pass.
+    var acc = empty_partial();
+    if chunk.tiles != 0u {
+        // A split pass left each tile's state: fold them in order.
+        for (var tile = 0u; tile < chunk.tiles; tile++) {
+            acc = fold_partial(acc, partials[(out_index * chunk.tiles + tile) * WG + t]);
+        }
+    } else {
+        for (var first = t; first * GROUP < vocab; first += WG * TILE_GROUPS) {
+            acc = fold_partial(acc, tile_pass(row, first, vocab, inv_t, greedy));
+        }
+    }
+    let state = vec2<f32>(acc.max, acc.mass);
+    let inf_count = acc.inf_count;
+    let finite_count = acc.finite_count;
+    let best_key = acc.best_key;
+    let best_index = acc.best_index;
     let stream_state = state;
     red_f[t] = state.x;
     red_g[t] = state.y;

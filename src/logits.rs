@@ -232,7 +232,13 @@ struct ChunkInfo {
     vocab: u32,
     elem_base: u32,
     row_base: u32,
+    /// Tiles per row whose per-stream partials a split pass wrote (0: none).
+    tiles: u32,
+    pad: [u32; 3],
 }
+
+/// Bytes of a dispatch record the shaders read.
+const RECORD_BYTES: u64 = std::mem::size_of::<ChunkInfo>() as u64;
 
 /// The uniform buffer of dispatch records, one per chunk, written with
 /// `Queue::write_buffer`: the writes take effect at the next submit, so a
@@ -261,7 +267,7 @@ impl DispatchRecords {
         })
     }
 
-    fn write(&mut self, ctx: &GpuContext, chunks: &[Chunk], vocab: u32, row_base: u32) {
+    fn write(&mut self, ctx: &GpuContext, chunks: &[Chunk], vocab: u32, row_base: u32, tiles: u32) {
         let needed = chunks.len() as u64;
         if needed > self.slots {
             self.slots = needed.next_power_of_two();
@@ -274,9 +280,11 @@ impl DispatchRecords {
                 vocab,
                 elem_base: chunk.elem_base,
                 row_base: row_base + chunk.row_start,
+                tiles,
+                pad: [0; 3],
             };
             let at = c * RECORD_STRIDE as usize;
-            bytes[at..at + 16].copy_from_slice(bytemuck::bytes_of(&info));
+            bytes[at..at + RECORD_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&info));
         }
         if !bytes.is_empty() {
             ctx.queue.write_buffer(&self.buffer, 0, &bytes);
@@ -365,7 +373,7 @@ impl Pipelines {
                 ty: wgpu::BindingType::Buffer {
                     ty: wgpu::BufferBindingType::Uniform,
                     has_dynamic_offset: false,
-                    min_binding_size: NonZeroU64::new(16),
+                    min_binding_size: NonZeroU64::new(RECORD_BYTES),
                 },
                 count: None,
             },
@@ -440,10 +448,28 @@ impl LogitsKernel {
         extra: &[wgpu::BindingResource<'_>],
         row_base: u32,
     ) {
+        self.encode_tiled(encoder, logits, chunks, records, extra, row_base, 0, 1);
+    }
+
+    /// Like [`LogitsKernel::encode`], with `tiles` in every record (the
+    /// partials per row a split pass writes or reads) and `grid_y`
+    /// workgroups along y per row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_tiled(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &LogitsBinding<'_>,
+        chunks: &[Chunk],
+        records: &mut DispatchRecords,
+        extra: &[wgpu::BindingResource<'_>],
+        row_base: u32,
+        tiles: u32,
+        grid_y: u32,
+    ) {
         if chunks.is_empty() {
             return;
         }
-        records.write(&self.ctx, chunks, logits.vocab, row_base);
+        records.write(&self.ctx, chunks, logits.vocab, row_base, tiles);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(self.label),
             timestamp_writes: None,
@@ -456,7 +482,7 @@ impl LogitsKernel {
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: &records.buffer,
                         offset: c as u64 * RECORD_STRIDE,
-                        size: NonZeroU64::new(16),
+                        size: NonZeroU64::new(RECORD_BYTES),
                     }),
                 },
                 wgpu::BindGroupEntry {
@@ -481,7 +507,7 @@ impl LogitsKernel {
                     entries: &entries,
                 });
             pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(chunk.rows, 1, 1);
+            pass.dispatch_workgroups(chunk.rows, grid_y.max(1), 1);
         }
     }
 }

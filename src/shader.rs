@@ -103,8 +103,9 @@ fn append(name: &str, out: &mut String, seen: &mut Vec<String>) -> Result<()> {
 /// Every shader variant the crate can build, for validation without a device.
 pub fn all_variants() -> Result<Vec<ShaderVariant>> {
     let (fewest, most) = crate::sampling::CANDIDATE_RANGE;
-    let mut all = crate::sampling::shader_variants(fewest)?;
-    all.extend(crate::sampling::shader_variants(most)?);
+    let mut all = crate::sampling::shader_variants(fewest, "sample_rows")?;
+    all.extend(crate::sampling::shader_variants(most, "sample_rows")?);
+    all.extend(crate::sampling::shader_variants(most, "stream_partials")?);
     all.extend(crate::philox::shader_variants()?);
     all.extend(crate::reference::shader_variants()?);
     all.extend(crate::compact::shader_variants()?);

@@ -555,15 +555,75 @@ fn pipelines_are_built_once_per_context() {
     let Some(ctx) = common::gpu() else { return };
     let fresh = rollcall::GpuContext::from_device(ctx.device.clone(), ctx.queue.clone());
     assert_eq!(fresh.built_kernels(), 0);
+    // A sampler is two kernels: the row pass and the split pass.
     let _a = Sampler::new(&fresh).unwrap();
-    assert_eq!(fresh.built_kernels(), 1);
+    assert_eq!(fresh.built_kernels(), 2);
     let _b = Sampler::new(&fresh.clone()).unwrap();
     let _c = Sampler::new(&fresh).unwrap();
-    assert_eq!(fresh.built_kernels(), 1);
+    assert_eq!(fresh.built_kernels(), 2);
     let _d = Sampler::with_candidate_capacity(&fresh, 64).unwrap();
     assert_eq!(
         fresh.built_kernels(),
-        2,
-        "another capacity is another kernel"
+        4,
+        "another capacity is another pair of kernels"
     );
+}
+
+/// The split pass (a row's first pass spread over one workgroup per tile)
+/// gives the same bits as one workgroup per row, and both match the twin:
+/// the token does not depend on the split.
+#[test]
+fn split_rows_give_the_same_bits() {
+    use rollcall::sampling::{SplitRows, TILE_TOKENS};
+    let Some(ctx) = common::gpu() else { return };
+    let mut split = Sampler::new(&ctx)
+        .unwrap()
+        .with_split_rows(SplitRows::Always);
+    let mut whole = Sampler::new(&ctx)
+        .unwrap()
+        .with_split_rows(SplitRows::Never);
+    let mut rng = common::rng(77);
+    let mut tally = Tally::default();
+    let t = TILE_TOKENS as usize;
+    for (rows, vocab, dtype) in [
+        (3, 1000, LogitsDtype::F32),
+        (4, t, LogitsDtype::F32),
+        (4, t + 1, LogitsDtype::Bf16),
+        (5, 3 * t - 7, LogitsDtype::F16),
+        (40, 50_257, LogitsDtype::F32),
+        (2, 128_256, LogitsDtype::F32),
+        (1, 262_147, LogitsDtype::Bf16),
+    ] {
+        let mut values = Vec::with_capacity(rows * vocab);
+        let mut params = Vec::with_capacity(rows);
+        for r in 0..rows {
+            let kind = rng.random_range(0..10);
+            values.extend(awkward_row(&mut rng, vocab, kind));
+            params.push(if r % 5 == 0 {
+                SamplingParams::greedy()
+            } else {
+                random_params(&mut rng, vocab as u32)
+            });
+        }
+        let logits = Owned::new(&values, dtype);
+        let a = split.sample(logits.view(), vocab as u32, &params).unwrap();
+        let b = whole.sample(logits.view(), vocab as u32, &params).unwrap();
+        let gpu_params = validate_params(&params).unwrap();
+        for r in 0..rows {
+            let context = format!(
+                "rows {rows} vocab {vocab} {dtype:?} row {r} {:?}",
+                params[r]
+            );
+            assert_eq!(a[r].token, b[r].token, "{context}");
+            assert_eq!(a[r].kept, b[r].kept, "{context}");
+            assert_eq!(a[r].status, b[r].status, "{context}");
+            assert_eq!(a[r].logprob.to_bits(), b[r].logprob.to_bits(), "{context}");
+            let trace = cpu::sample_row_traced(
+                logits.view().slice(r * vocab, (r + 1) * vocab),
+                &gpu_params[r],
+            );
+            check_row(&a[r], &trace, &context, &mut tally);
+        }
+    }
+    assert!(tally.exact * 10 >= tally.rows * 9, "{tally:?}");
 }

@@ -5,7 +5,7 @@
 
 use super::{
     validate_host_call, GpuRowParams, HostLogits, RowStatus, SampleResult, SamplingParams, GROUP,
-    NO_TOKEN, STREAMS,
+    NO_TOKEN, STREAMS, TILE_GROUPS,
 };
 use crate::philox::{exponential_from_bits, philox4x32_10};
 use crate::Result;
@@ -238,26 +238,36 @@ pub fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
         token_gap: f32::INFINITY,
     };
 
-    // Pass 1, per stream.
+    // Pass 1, per stream, tile by tile: each tile's state from the stream's
+    // groups in it, then the tiles folded in order (what the shader does in
+    // one workgroup or across a split pass).
     let mut stream_state = vec![Online::default(); STREAMS as usize];
     let mut stream_inf = vec![0u32; STREAMS as usize];
     let mut stream_finite = vec![0u32; STREAMS as usize];
-    for g in 0..vocab.div_ceil(GROUP) {
-        let s = (g % STREAMS) as usize;
-        let mut group = [None; 4];
-        for (j, slot) in group.iter_mut().enumerate() {
-            let i = (g * GROUP) as usize + j;
-            if let Some(&bits) = z.get(i) {
-                if bits == POS_INF_BITS {
-                    stream_inf[s] += 1;
-                } else if is_finite_bits(bits) {
-                    stream_finite[s] += 1;
-                    *slot = Some(f32::from_bits(bits));
+    let groups = vocab.div_ceil(GROUP);
+    let tile_groups = TILE_GROUPS * STREAMS;
+    for tile_start in (0..groups).step_by(tile_groups as usize) {
+        let mut tile_state = vec![Online::default(); STREAMS as usize];
+        for g in tile_start..groups.min(tile_start + tile_groups) {
+            let s = (g % STREAMS) as usize;
+            let mut group = [None; 4];
+            for (j, slot) in group.iter_mut().enumerate() {
+                let i = (g * GROUP) as usize + j;
+                if let Some(&bits) = z.get(i) {
+                    if bits == POS_INF_BITS {
+                        stream_inf[s] += 1;
+                    } else if is_finite_bits(bits) {
+                        stream_finite[s] += 1;
+                        *slot = Some(f32::from_bits(bits));
+                    }
                 }
             }
+            if group.iter().any(Option::is_some) {
+                tile_state[s] = tile_state[s].add_group(group);
+            }
         }
-        if group.iter().any(Option::is_some) {
-            stream_state[s] = stream_state[s].add_group(group);
+        for (state, tile) in stream_state.iter_mut().zip(tile_state) {
+            *state = state.merge(tile);
         }
     }
     let row_inf: u32 = stream_inf.iter().sum();

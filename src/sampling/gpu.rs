@@ -4,7 +4,7 @@
 use super::{
     candidate_capacity, plan_chunks, shader_variants, validate_host_call, validate_params,
     GpuRowParams, HostLogits, LogitsBinding, RowStatus, SampleResult, SamplingParams,
-    CANDIDATE_RANGE,
+    CANDIDATE_RANGE, TILE_TOKENS,
 };
 use crate::logits::{DispatchRecords, LogitsKernel};
 use crate::{Error, GpuContext, Result};
@@ -28,7 +28,10 @@ struct GpuRowResult {
 /// Parameter and dispatch writes go through `Queue::write_buffer`, so they
 /// take effect at the next submit: encode one batch at most once per submit.
 pub struct SampleBatch {
+    device: wgpu::Device,
     queue: wgpu::Queue,
+    /// Per-stream pass-1 states of a split pass; grown on demand.
+    partials: wgpu::Buffer,
     params: wgpu::Buffer,
     tokens: wgpu::Buffer,
     results: wgpu::Buffer,
@@ -57,7 +60,9 @@ impl SampleBatch {
             })
         };
         Self {
+            device: ctx.device.clone(),
             queue: ctx.queue.clone(),
+            partials: partials_buffer(&ctx.device, PARTIAL_BYTES),
             params: storage(
                 "rollcall sampling params",
                 std::mem::size_of::<GpuRowParams>() as u64,
@@ -117,6 +122,37 @@ impl SampleBatch {
     }
 }
 
+/// Bytes of one stream's state over one tile (`StreamPartial` in the shader).
+const PARTIAL_BYTES: u64 = 32;
+
+fn partials_buffer(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("rollcall sampling partials"),
+        size,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// When the sampler splits a row's first pass across workgroups (one per
+/// tile of [`TILE_TOKENS`](super::TILE_TOKENS) tokens) before drawing. The
+/// token, its log-probability and the kept count are the same bits either
+/// way: only the speed changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SplitRows {
+    /// Split when a batch has fewer than 32 rows and rows span 2 tiles or
+    /// more (too few workgroups to fill a GPU otherwise).
+    #[default]
+    Auto,
+    /// Never split.
+    Never,
+    /// Always split (for tests and tuning).
+    Always,
+}
+
+/// Batches below this many rows are split under [`SplitRows::Auto`].
+pub const SPLIT_BELOW_ROWS: u32 = 32;
+
 /// The sampler: one compute pipeline per logits dtype, built once.
 ///
 /// ```no_run
@@ -131,6 +167,8 @@ impl SampleBatch {
 /// ```
 pub struct Sampler {
     kernel: LogitsKernel,
+    partials: LogitsKernel,
+    split: SplitRows,
     host: Option<HostBuffers>,
 }
 
@@ -155,21 +193,41 @@ impl Sampler {
     pub fn with_candidate_capacity(ctx: &GpuContext, candidates: u32) -> Result<Self> {
         let fits = candidate_capacity(ctx.limits().max_compute_workgroup_storage_size);
         let candidates = candidates.clamp(CANDIDATE_RANGE.0, fits.max(CANDIDATE_RANGE.0));
-        // Bindings 2..4: params (read), tokens, results.
+        // Bindings 2..5: params (read), tokens, results, split partials.
+        let extras = [true, false, false, false];
         let kernel = LogitsKernel::new(
             ctx,
             "rollcall sampling",
             &format!("sampling/{candidates}"),
-            || shader_variants(candidates),
-            &[true, false, false],
+            || shader_variants(candidates, "sample_rows"),
+            &extras,
         )?;
-        Ok(Self { kernel, host: None })
+        let partials = LogitsKernel::new(
+            ctx,
+            "rollcall sampling partials",
+            &format!("sampling-partials/{candidates}"),
+            || shader_variants(candidates, "stream_partials"),
+            &extras,
+        )?;
+        Ok(Self {
+            kernel,
+            partials,
+            split: SplitRows::Auto,
+            host: None,
+        })
+    }
+
+    /// When to split rows across workgroups ([`SplitRows::Auto`] by default).
+    pub fn with_split_rows(mut self, split: SplitRows) -> Self {
+        self.split = split;
+        self
     }
 
     /// Caps the bytes of logits bound per dispatch (and uploaded per submit
     /// on the host path), below the adapter's own binding limit.
     pub fn with_max_chunk_bytes(mut self, bytes: u64) -> Self {
         self.kernel.set_max_chunk_bytes(bytes);
+        self.partials.set_max_chunk_bytes(bytes);
         self
     }
 
@@ -203,7 +261,7 @@ impl Sampler {
             });
         }
         let chunks = self.kernel.plan(logits)?;
-        encode_batch(&self.kernel, encoder, logits, batch, &chunks, 0);
+        self.encode_batch(encoder, logits, batch, &chunks, 0, logits.rows);
         Ok(())
     }
 
@@ -238,9 +296,8 @@ impl Sampler {
             .max()
             .unwrap_or(4);
         self.ensure_host_buffers(rows, upload_bytes);
-        let kernel = &self.kernel;
-        let ctx = kernel.ctx();
-        let host = self.host.as_mut().expect("host buffers were just ensured");
+        let ctx = self.kernel.ctx().clone();
+        let mut host = self.host.take().expect("host buffers were just ensured");
         host.batch.set_gpu_params(&gpu_params)?;
         let bytes = logits.bytes();
         for chunk in &host_chunks {
@@ -254,19 +311,91 @@ impl Sampler {
                 vocab,
                 dtype,
             };
-            let device_chunks = kernel.plan(&binding)?;
+            let device_chunks = match self.kernel.plan(&binding) {
+                Ok(chunks) => chunks,
+                Err(e) => {
+                    self.host = Some(host);
+                    return Err(e);
+                }
+            };
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            encode_batch(
-                kernel,
+            self.encode_batch(
                 &mut encoder,
                 &binding,
                 &mut host.batch,
                 &device_chunks,
                 chunk.row_start,
+                rows,
             );
             ctx.submit(encoder.finish());
         }
+        self.host = Some(host);
         self.read_results(rows)
+    }
+
+    /// Records the sampling of `chunks` (rows from `row_base` in `batch`'s
+    /// buffers; `batch_rows` in the whole batch, which decides the split).
+    fn encode_batch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &LogitsBinding<'_>,
+        batch: &mut SampleBatch,
+        chunks: &[super::Chunk],
+        row_base: u32,
+        batch_rows: u32,
+    ) {
+        let tiles = logits.vocab.div_ceil(TILE_TOKENS);
+        let mut split = match self.split {
+            SplitRows::Never => false,
+            SplitRows::Always => true,
+            SplitRows::Auto => batch_rows < SPLIT_BELOW_ROWS && tiles >= 2,
+        };
+        if split {
+            // Every row of the batch keeps its tiles' states: grow to fit, or
+            // (past the binding limit) sample without splitting: same bits.
+            let needed = u64::from(row_base + logits.rows)
+                * u64::from(tiles)
+                * u64::from(super::STREAMS)
+                * PARTIAL_BYTES;
+            let limit = self.kernel.ctx().limits().max_storage_buffer_binding_size;
+            if needed > limit {
+                split = false;
+            } else if batch.partials.size() < needed {
+                batch.partials = partials_buffer(
+                    &batch.device,
+                    needed.max(batch.partials.size() * 2).min(limit),
+                );
+            }
+        }
+        let extra = [
+            batch.params.as_entire_binding(),
+            batch.tokens.as_entire_binding(),
+            batch.results.as_entire_binding(),
+            batch.partials.as_entire_binding(),
+        ];
+        let tiles = if split { tiles } else { 0 };
+        if split {
+            self.partials.encode_tiled(
+                encoder,
+                logits,
+                chunks,
+                &mut batch.records,
+                &extra,
+                row_base,
+                tiles,
+                tiles,
+            );
+        }
+        self.kernel.encode_tiled(
+            encoder,
+            logits,
+            chunks,
+            &mut batch.records,
+            &extra,
+            row_base,
+            tiles,
+            1,
+        );
     }
 
     fn ensure_host_buffers(&mut self, rows: u32, upload_bytes: u64) {
@@ -334,29 +463,6 @@ impl Sampler {
             })
             .collect())
     }
-}
-
-fn encode_batch(
-    kernel: &LogitsKernel,
-    encoder: &mut wgpu::CommandEncoder,
-    logits: &LogitsBinding<'_>,
-    batch: &mut SampleBatch,
-    chunks: &[super::Chunk],
-    row_base: u32,
-) {
-    let extra = [
-        batch.params.as_entire_binding(),
-        batch.tokens.as_entire_binding(),
-        batch.results.as_entire_binding(),
-    ];
-    kernel.encode(
-        encoder,
-        logits,
-        chunks,
-        &mut batch.records,
-        &extra,
-        row_base,
-    );
 }
 
 /// `write_buffer` needs a multiple of 4 bytes: the tail goes in a padded word.

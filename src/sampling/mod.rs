@@ -63,7 +63,7 @@
 pub mod cpu;
 mod gpu;
 
-pub use gpu::{SampleBatch, Sampler};
+pub use gpu::{SampleBatch, Sampler, SplitRows, SPLIT_BELOW_ROWS};
 
 pub use crate::logits::{plan_chunks, Chunk, ChunkLimits, HostLogits, LogitsBinding, LogitsDtype};
 use crate::{Error, Result};
@@ -79,6 +79,13 @@ pub const STREAMS: u32 = 256;
 
 /// Consecutive tokens a stream visits at a time.
 pub const GROUP: u32 = 4;
+/// Groups of one stream in a tile: a stream's state is accumulated tile by
+/// tile (TILE_GROUPS × STREAMS × GROUP = 16 384 tokens) and the tiles folded
+/// in order, which is what lets a split pass compute tiles in parallel
+/// without changing a bit.
+pub const TILE_GROUPS: u32 = 16;
+/// Tokens of a row in one tile.
+pub const TILE_TOKENS: u32 = TILE_GROUPS * STREAMS * GROUP;
 
 /// Sampling parameters of one row.
 ///
@@ -312,18 +319,24 @@ pub fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
     fit.clamp(256, CANDIDATE_RANGE.1)
 }
 
-/// The sampling shader, one variant per logits dtype, gathering at most
+/// The sampling shader's `entry_point` (`sample_rows`, or the split pass
+/// `stream_partials`), one variant per logits dtype, gathering at most
 /// `candidates` tokens per row.
 ///
 /// ```
-/// let variants = rollcall::sampling::shader_variants(512).unwrap();
+/// let variants = rollcall::sampling::shader_variants(512, "sample_rows").unwrap();
 /// assert_eq!(variants.len(), 3);
 /// ```
-pub fn shader_variants(candidates: u32) -> Result<Vec<crate::shader::ShaderVariant>> {
+pub fn shader_variants(
+    candidates: u32,
+    entry_point: &'static str,
+) -> Result<Vec<crate::shader::ShaderVariant>> {
     crate::logits::variants_per_dtype(
-        "sampling",
+        &format!("sampling/{entry_point}"),
         "sampling.wgsl",
-        "sample_rows",
-        &format!("const CANDIDATES: u32 = {candidates}u;"),
+        entry_point,
+        &format!(
+            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;"
+        ),
     )
 }
