@@ -235,6 +235,9 @@ fn bench_sampling(
     progress: &mut impl FnMut(&str),
 ) -> Result<()> {
     let sampler = Sampler::new(ctx)?;
+    // Batch 1 is split across workgroups by default; this one never splits,
+    // to show what the split buys.
+    let unsplit = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Never);
     let sizes: &[(u32, u32, LogitsShape)] = if options.quick {
         &[(8, 32_000, LogitsShape::Model)]
     } else {
@@ -281,10 +284,15 @@ fn bench_sampling(
             LogitsShape::Model => "model-like",
             LogitsShape::Flat => "flat",
         };
-        for (name, base) in &modes {
-            if matches!(shape, LogitsShape::Flat) && *name == "greedy" {
-                continue;
-            }
+        let mut runs: Vec<(String, SamplingParams, &Sampler)> = modes
+            .iter()
+            .filter(|(name, _)| !(matches!(shape, LogitsShape::Flat) && *name == "greedy"))
+            .map(|(name, p)| (name.to_string(), *p, &sampler))
+            .collect();
+        if batch < crate::sampling::SPLIT_BELOW_ROWS {
+            runs.push(("plain T=1, not split".into(), modes[0].1, &unsplit));
+        }
+        for (name, base, sampler) in &runs {
             progress(&format!("sampling {name} {batch}x{vocab} {shape_name}"));
             let params: Vec<SamplingParams> = (0..u64::from(batch)).map(|r| base.seed(r)).collect();
             let mut out = SampleBatch::new(ctx, batch);
