@@ -6,9 +6,12 @@
 // between workgroups; it costs m² comparisons per segment.
 // `rank_elements`: one invocation per reward of a segment of at most
 // SMALL_SEGMENT rewards (the usual RL group), reading the segment directly.
-// `order_segments`: one workgroup per larger segment (listed by the host),
-// read through workgroup tiles. `pad_top_k`: fills the top-k rows of short
-// segments.
+// Larger segments: `sort_chunks` sorts each chunk of SORT_CHUNK rewards in
+// workgroup memory (bitonic, the chunks listed by the host), then
+// `merge_ranks` gives every reward its rank: its position in its chunk plus,
+// for every other chunk of its segment, how many of that chunk's rewards
+// precede it (a binary search): m log m work. `pad_top_k`: fills the top-k
+// rows of short segments.
 //
 // `estimate`: one invocation per segment walks the sorted segment once or a
 // few times and writes the segment's value, status and per-rollout
@@ -19,13 +22,13 @@
 #include "posterior.wgsl"
 
 const ORDER_THREADS: u32 = 256u;
-const ORDER_PER_THREAD: u32 = 8u;
-const ORDER_TILE: u32 = 1024u;
+// Rewards a `sort_chunks` workgroup sorts (8 KiB of workgroup memory).
+const SORT_CHUNK: u32 = 1024u;
 // k of the order pass that asks for the full sort.
 const FULL_SORT: u32 = 0xFFFFFFFFu;
 
-// Segments up to this size are ranked by `rank_elements`.
-const SMALL_SEGMENT: u32 = 1024u;
+// SMALL_SEGMENT (segments up to it are ranked by `rank_elements`) is
+// prepended by the host (`tail::SMALL_SEGMENT`).
 
 struct OrderParams {
     segments: u32,
@@ -45,10 +48,15 @@ struct OrderParams {
 @group(0) @binding(3) var<storage, read_write> ranks: array<u32>;
 @group(0) @binding(4) var<storage, read_write> sorted_values: array<f32>;
 @group(0) @binding(5) var<storage, read_write> sorted_index: array<u32>;
-@group(0) @binding(6) var<storage, read> large_list: array<u32>;
+// (segment, chunk) pairs of the segments longer than SMALL_SEGMENT.
+@group(0) @binding(6) var<storage, read> chunk_list: array<vec2<u32>>;
+// Chunk-sorted keys and in-segment indices, at the rewards' positions.
+@group(0) @binding(7) var<storage, read_write> chunk_keys: array<u32>;
+@group(0) @binding(8) var<storage, read_write> chunk_index: array<u32>;
 
-var<workgroup> tile_keys: array<u32, ORDER_TILE>;
-var<workgroup> segment_span: vec2<u32>;
+var<workgroup> sort_key: array<u32, SORT_CHUNK>;
+var<workgroup> sort_index: array<u32, SORT_CHUNK>;
+var<workgroup> chunk_span: vec4<u32>;
 
 // NaN ranks with -inf (below every finite reward); -0 ties with +0.
 fn reward_key(x: f32) -> u32 {
@@ -129,8 +137,14 @@ fn pad_top_k(
     }
 }
 
+// Whether (key a, index ia) comes before (key b, index ib): larger keys
+// first, equal keys by original index.
+fn precedes(a: u32, ia: u32, b: u32, ib: u32) -> bool {
+    return a > b || (a == b && ia < ib);
+}
+
 @compute @workgroup_size(256)
-fn order_segments(
+fn sort_chunks(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
@@ -138,57 +152,104 @@ fn order_segments(
     if listed >= order_params.large_segments {
         return;
     }
-    let s = large_list[listed];
     if lid == 0u {
-        let start = order_offsets[s];
-        segment_span = vec2<u32>(start, order_offsets[s + 1u] - start);
+        let entry = chunk_list[listed];
+        let start = order_offsets[entry.x];
+        let m = order_offsets[entry.x + 1u] - start;
+        let first = entry.y * SORT_CHUNK;
+        let len = min(SORT_CHUNK, m - first);
+        // The bitonic network's size: the next power of two.
+        var size = 2u;
+        while size < len {
+            size <<= 1u;
+        }
+        chunk_span = vec4<u32>(start, first, len, size);
     }
-    let span = workgroupUniformLoad(&segment_span);
+    let span = workgroupUniformLoad(&chunk_span);
     let start = span.x;
-    let m = span.y;
-    for (var base = 0u; base < m; base += ORDER_THREADS * ORDER_PER_THREAD) {
-        var my_key: array<u32, ORDER_PER_THREAD>;
-        var my_rank: array<u32, ORDER_PER_THREAD>;
-        for (var t = 0u; t < ORDER_PER_THREAD; t++) {
-            let i = base + lid + t * ORDER_THREADS;
-            my_rank[t] = 0u;
-            my_key[t] = 0u;
-            if i < m {
-                my_key[t] = reward_key(order_rewards[start + i]);
-            }
-        }
-        for (var tile = 0u; tile < m; tile += ORDER_TILE) {
-            workgroupBarrier();
-            for (var j = lid; j < ORDER_TILE; j += ORDER_THREADS) {
-                if tile + j < m {
-                    tile_keys[j] = reward_key(order_rewards[start + tile + j]);
-                }
-            }
-            workgroupBarrier();
-            let len = min(ORDER_TILE, m - tile);
-            for (var t = 0u; t < ORDER_PER_THREAD; t++) {
-                let i = base + lid + t * ORDER_THREADS;
-                if i >= m {
-                    break;
-                }
-                let key = my_key[t];
-                var above = 0u;
-                for (var j = 0u; j < len; j++) {
-                    let other = tile_keys[j];
-                    // Larger keys rank first; equal keys by original index.
-                    above += select(0u, 1u, other > key || (other == key && tile + j < i));
-                }
-                my_rank[t] += above;
-            }
-        }
-        for (var t = 0u; t < ORDER_PER_THREAD; t++) {
-            let i = base + lid + t * ORDER_THREADS;
-            if i >= m {
-                break;
-            }
-            place(s, start, i, my_rank[t]);
+    let first = span.y;
+    let len = span.z;
+    let size = span.w;
+    for (var j = lid; j < size; j += ORDER_THREADS) {
+        if j < len {
+            sort_key[j] = reward_key(order_rewards[start + first + j]);
+            sort_index[j] = first + j;
+        } else {
+            // Padding sorts last: key 0 is below every reward's key.
+            sort_key[j] = 0u;
+            sort_index[j] = NO_INDEX;
         }
     }
+    for (var k = 2u; k <= size; k <<= 1u) {
+        for (var j = k >> 1u; j > 0u; j >>= 1u) {
+            workgroupBarrier();
+            for (var i = lid; i < size; i += ORDER_THREADS) {
+                let partner = i ^ j;
+                if partner > i {
+                    let forward = (i & k) == 0u;
+                    let a = sort_key[i];
+                    let ia = sort_index[i];
+                    let b = sort_key[partner];
+                    let ib = sort_index[partner];
+                    // Forward runs in rank order, the others reversed.
+                    if precedes(b, ib, a, ia) == forward {
+                        sort_key[i] = b;
+                        sort_index[i] = ib;
+                        sort_key[partner] = a;
+                        sort_index[partner] = ia;
+                    }
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    for (var j = lid; j < len; j += ORDER_THREADS) {
+        chunk_keys[start + first + j] = sort_key[j];
+        chunk_index[start + first + j] = sort_index[j];
+    }
+}
+
+// One invocation per chunk-sorted position of a large segment.
+@compute @workgroup_size(256)
+fn merge_ranks(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let at = (wg.x + wg.y * order_params.element_groups_x) * 256u + lid;
+    if at >= order_params.rollouts {
+        return;
+    }
+    let s = segment_of(at);
+    let start = order_offsets[s];
+    let m = order_offsets[s + 1u] - start;
+    if m <= SMALL_SEGMENT {
+        return;
+    }
+    let position = at - start;
+    let own = position / SORT_CHUNK;
+    let key = chunk_keys[at];
+    let index = chunk_index[at];
+    var rank = position - own * SORT_CHUNK;
+    let chunks = (m + SORT_CHUNK - 1u) / SORT_CHUNK;
+    for (var c = 0u; c < chunks; c++) {
+        if c == own {
+            continue;
+        }
+        // How many of chunk c's rewards precede this one.
+        let base = start + c * SORT_CHUNK;
+        var lo = 0u;
+        var hi = min(SORT_CHUNK, m - c * SORT_CHUNK);
+        while lo < hi {
+            let mid = (lo + hi) / 2u;
+            if precedes(chunk_keys[base + mid], chunk_index[base + mid], key, index) {
+                lo = mid + 1u;
+            } else {
+                hi = mid;
+            }
+        }
+        rank += lo;
+    }
+    place(s, start, index, rank);
 }
 
 // ---------------------------------------------------------------------------

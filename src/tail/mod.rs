@@ -451,9 +451,12 @@ struct OrderParams {
     pad: [u32; 2],
 }
 
-/// Segments longer than this are ranked by a workgroup each (tiles in
-/// workgroup memory); shorter ones by one invocation per reward.
+/// Segments up to this long are ranked by one invocation per reward (m
+/// comparisons each); longer ones are sorted in chunks of 1024 in workgroup
+/// memory and merged by binary search.
 pub const SMALL_SEGMENT: u32 = 1024;
+/// Rewards one workgroup sorts in the large-segment path.
+const SORT_CHUNK: u32 = 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -470,22 +473,32 @@ struct EstimateParams {
 
 /// The shader's entry points.
 pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
-    ["rank_elements", "order_segments", "pad_top_k", "estimate"]
-        .into_iter()
-        .map(|entry_point| {
-            Ok(ShaderVariant {
-                label: format!("tail/{entry_point}"),
-                entry_point,
-                source: crate::shader::compose("tail.wgsl", "")?,
-                features: wgpu::Features::empty(),
-            })
+    [
+        "rank_elements",
+        "sort_chunks",
+        "merge_ranks",
+        "pad_top_k",
+        "estimate",
+    ]
+    .into_iter()
+    .map(|entry_point| {
+        Ok(ShaderVariant {
+            label: format!("tail/{entry_point}"),
+            entry_point,
+            source: crate::shader::compose(
+                "tail.wgsl",
+                &format!("const SMALL_SEGMENT: u32 = {SMALL_SEGMENT}u;"),
+            )?,
+            features: wgpu::Features::empty(),
         })
-        .collect()
+    })
+    .collect()
 }
 
 struct Pipelines {
     rank_elements: wgpu::ComputePipeline,
-    order: wgpu::ComputePipeline,
+    sort_chunks: wgpu::ComputePipeline,
+    merge_ranks: wgpu::ComputePipeline,
     pad: wgpu::ComputePipeline,
     estimate: wgpu::ComputePipeline,
 }
@@ -503,9 +516,10 @@ struct Buffers {
     status: wgpu::Buffer,
     advantages: wgpu::Buffer,
     readback: wgpu::Buffer,
-    large: wgpu::Buffer,
+    chunk_list: wgpu::Buffer,
     element_bind: wgpu::BindGroup,
-    order_bind: wgpu::BindGroup,
+    sort_bind: wgpu::BindGroup,
+    merge_bind: wgpu::BindGroup,
     pad_bind: wgpu::BindGroup,
     estimate_bind: wgpu::BindGroup,
 }
@@ -542,11 +556,13 @@ impl TailStats {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         let pipelines = ctx.cached("tail", || {
             let variants = shader_variants()?;
+            let build = |i: usize| variants[i].compute_pipeline(&ctx.device, None);
             Ok(Pipelines {
-                rank_elements: variants[0].compute_pipeline(&ctx.device, None),
-                order: variants[1].compute_pipeline(&ctx.device, None),
-                pad: variants[2].compute_pipeline(&ctx.device, None),
-                estimate: variants[3].compute_pipeline(&ctx.device, None),
+                rank_elements: build(0),
+                sort_chunks: build(1),
+                merge_ranks: build(2),
+                pad: build(3),
+                estimate: build(4),
             })
         })?;
         let uniform = |label| {
@@ -747,8 +763,12 @@ impl TailStats {
         }
         if p.large_segments > 0 {
             let (x, y) = grid(p.large_segments);
-            pass.set_pipeline(&self.pipelines.order);
-            pass.set_bind_group(0, &b.order_bind, &[]);
+            pass.set_pipeline(&self.pipelines.sort_chunks);
+            pass.set_bind_group(0, &b.sort_bind, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+            let (x, y) = items(p.rollouts);
+            pass.set_pipeline(&self.pipelines.merge_ranks);
+            pass.set_bind_group(0, &b.merge_bind, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
         if p.k != FULL_SORT && p.segments > 0 {
@@ -800,14 +820,15 @@ impl TailStats {
             queue.write_buffer(&b.rewards, 0, bytemuck::cast_slice(rewards));
         }
         queue.write_buffer(&b.offsets, 0, bytemuck::cast_slice(offsets));
-        let large: Vec<u32> = offsets
+        // (segment, chunk) of every chunk of the segments sorted in chunks.
+        let large: Vec<[u32; 2]> = offsets
             .windows(2)
             .enumerate()
             .filter(|(_, w)| w[1] - w[0] > SMALL_SEGMENT)
-            .map(|(s, _)| s as u32)
+            .flat_map(|(s, w)| (0..(w[1] - w[0]).div_ceil(SORT_CHUNK)).map(move |c| [s as u32, c]))
             .collect();
         if !large.is_empty() {
-            queue.write_buffer(&b.large, 0, bytemuck::cast_slice(&large));
+            queue.write_buffer(&b.chunk_list, 0, bytemuck::cast_slice(&large));
         }
         let width = |groups: u32| self.width(groups);
         let element_groups = (n as u32).div_ceil(256).max(if k == FULL_SORT {
@@ -886,7 +907,14 @@ impl TailStats {
         let values = make("rollcall tail values", segments, output);
         let status = make("rollcall tail status", segments, output);
         let advantages = make("rollcall tail advantages", rollouts, output);
-        let large = make("rollcall tail large segments", segments, input);
+        // At most one partial chunk per segment beyond the full ones.
+        let chunk_list = make(
+            "rollcall tail chunk list",
+            2 * (rollouts / u64::from(SORT_CHUNK) + segments + 1),
+            input,
+        );
+        let chunk_keys = make("rollcall tail chunk keys", rollouts, storage);
+        let chunk_index = make("rollcall tail chunk index", rollouts, storage);
         let readback = make(
             "rollcall tail readback",
             (3 * rollouts).max(2 * segments + rollouts),
@@ -906,17 +934,41 @@ impl TailStats {
                 entries: &entries,
             })
         };
-        let order_entries = [
-            (0, &self.order_params),
-            (1, &rewards),
-            (2, &offsets),
-            (3, &ranks),
-            (4, &sorted_values),
-            (5, &sorted_index),
-            (6, &large),
-        ];
-        let element_bind = bind(&self.pipelines.rank_elements, &order_entries[..6]);
-        let order_bind = bind(&self.pipelines.order, &order_entries);
+        let element_bind = bind(
+            &self.pipelines.rank_elements,
+            &[
+                (0, &self.order_params),
+                (1, &rewards),
+                (2, &offsets),
+                (3, &ranks),
+                (4, &sorted_values),
+                (5, &sorted_index),
+            ],
+        );
+        let sort_bind = bind(
+            &self.pipelines.sort_chunks,
+            &[
+                (0, &self.order_params),
+                (1, &rewards),
+                (2, &offsets),
+                (6, &chunk_list),
+                (7, &chunk_keys),
+                (8, &chunk_index),
+            ],
+        );
+        let merge_bind = bind(
+            &self.pipelines.merge_ranks,
+            &[
+                (0, &self.order_params),
+                (1, &rewards),
+                (2, &offsets),
+                (3, &ranks),
+                (4, &sorted_values),
+                (5, &sorted_index),
+                (7, &chunk_keys),
+                (8, &chunk_index),
+            ],
+        );
         let pad_bind = bind(
             &self.pipelines.pad,
             &[
@@ -951,9 +1003,10 @@ impl TailStats {
             status,
             advantages,
             readback,
-            large,
+            chunk_list,
             element_bind,
-            order_bind,
+            sort_bind,
+            merge_bind,
             pad_bind,
             estimate_bind,
         }
