@@ -28,8 +28,8 @@ use crate::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
 use std::sync::Arc;
 
-/// Longest segment the order kernel accepts (it compares every pair of a
-/// segment's rewards: m² work per segment).
+/// Longest segment (16 chunks of the chunked sort: each reward's rank takes
+/// a binary search in every other chunk of its segment).
 pub const MAX_SEGMENT: u32 = 16_384;
 /// Widest top-k row.
 pub const MAX_TOP_K: u32 = MAX_SEGMENT;
