@@ -74,21 +74,27 @@ pub struct BenchRow {
     pub gb_per_s: f64,
     /// Median time of the read-once kernel over the same number of bytes.
     pub read_once_ms: f64,
-    /// Read-once bandwidth, GB/s.
+    /// Read-once bandwidth, GB/s (over the bytes it read: the kernel's, to
+    /// within a word per row).
     pub read_once_gb_per_s: f64,
-    /// read_once_ms / median_ms.
+    /// Time the read-once kernel takes for the kernel's bytes (at its
+    /// measured bandwidth) / median_ms.
     pub ratio_to_read_once: f64,
     /// CPU twin on the same input (one run), milliseconds.
     pub cpu_twin_ms: Option<f64>,
 }
 
-/// A read-once reference over `bytes` of f32 words, shaped as rows of 128 Ki
-/// words (512 KiB, like a row of logits: the read-once kernel gives each row
-/// a workgroup, so much shorter rows would time its per-row overhead).
+/// A read-once reference over `bytes` (rounded up to whole words, and to
+/// fewer than one word per row more), shaped as rows of up to 128 Ki words
+/// (512 KiB, like a row of logits: the read-once kernel gives each row a
+/// workgroup, so much shorter rows would time its per-row overhead).
 struct Reference {
     buffer: wgpu::Buffer,
     sums: wgpu::Buffer,
     rows: u32,
+    row_words: u32,
+    /// Bytes it actually reads.
+    bytes: u64,
 }
 
 const REFERENCE_ROW: u32 = 131_072;
@@ -97,9 +103,10 @@ impl Reference {
     fn new(ctx: &GpuContext, bytes: u64) -> Self {
         let words = bytes.div_ceil(4).max(1);
         let rows = words.div_ceil(u64::from(REFERENCE_ROW)) as u32;
+        let row_words = words.div_ceil(u64::from(rows)) as u32;
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("rollcall bench reference"),
-            size: u64::from(rows) * u64::from(REFERENCE_ROW) * 4,
+            size: u64::from(rows) * u64::from(row_words) * 4,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
@@ -109,7 +116,13 @@ impl Reference {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        Self { buffer, sums, rows }
+        Self {
+            buffer,
+            sums,
+            rows,
+            row_words,
+            bytes: u64::from(rows) * u64::from(row_words) * 4,
+        }
     }
 
     fn encode(&self, read_once: &ReadOnce, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
@@ -119,7 +132,7 @@ impl Reference {
                 buffer: &self.buffer,
                 offset: 0,
                 rows: self.rows,
-                vocab: REFERENCE_ROW,
+                vocab: self.row_words,
                 dtype: LogitsDtype::F32,
             },
             &self.sums,
@@ -127,19 +140,29 @@ impl Reference {
     }
 }
 
-/// Times `kernel` and `reference` alternately (one warm-up each first).
+/// Times `kernel` and `reference` alternately (one warm-up each first);
+/// `setup` runs, untimed and waited for, before every run of `kernel`.
 fn interleaved(
     ctx: &GpuContext,
     iters: usize,
+    mut setup: impl FnMut(&mut wgpu::CommandEncoder),
     mut kernel: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
     mut reference: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
 ) -> Result<(Timing, Timing)> {
     let mut timer = GpuTimer::new(ctx);
+    let mut prepare = || -> Result<()> {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        setup(&mut encoder);
+        ctx.submit(encoder.finish());
+        ctx.wait()
+    };
+    prepare()?;
     timer.measure(&mut kernel)?;
     timer.measure(&mut reference)?;
-    let mut a = Vec::with_capacity(iters);
-    let mut b = Vec::with_capacity(iters);
+    let mut a = Vec::new();
+    let mut b = Vec::new();
     for _ in 0..iters.max(1) {
+        prepare()?;
         a.push(timer.measure(&mut kernel)?);
         b.push(timer.measure(&mut reference)?);
     }
@@ -150,6 +173,8 @@ fn interleaved(
     ))
 }
 
+/// One row; the reference read `reference_bytes`, and its time is scaled to
+/// the bytes the kernel moves for the ratio.
 #[allow(clippy::too_many_arguments)]
 fn row(
     family: &str,
@@ -157,6 +182,7 @@ fn row(
     size: String,
     timing: &Timing,
     reference: &Timing,
+    reference_bytes: u64,
     bytes_read: u64,
     bytes_written: u64,
     cpu: Option<Duration>,
@@ -164,6 +190,8 @@ fn row(
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let moved = (bytes_read + bytes_written) as f64;
     let gbps = |d: Duration| moved / d.as_secs_f64().max(1e-12) / 1e9;
+    let reference_secs = reference.median.as_secs_f64().max(1e-12);
+    let reference_gbps = reference_bytes as f64 / reference_secs / 1e9;
     BenchRow {
         family: family.into(),
         kernel,
@@ -175,8 +203,9 @@ fn row(
         bytes_written,
         gb_per_s: gbps(timing.median),
         read_once_ms: ms(reference.median),
-        read_once_gb_per_s: gbps(reference.median),
-        ratio_to_read_once: reference.median.as_secs_f64() / timing.median.as_secs_f64().max(1e-12),
+        read_once_gb_per_s: reference_gbps,
+        // Read-once time of the kernel's own byte count / kernel time.
+        ratio_to_read_once: moved / (reference_gbps * 1e9) / timing.median.as_secs_f64().max(1e-12),
         cpu_twin_ms: cpu.map(ms),
     }
 }
@@ -208,6 +237,12 @@ pub fn run(
                 "unknown bench family `{f}` (sampling, voting, compact, tail)"
             )));
         }
+    }
+    if !(1..=10_000).contains(&options.iters) {
+        return Err(Error::Data(format!(
+            "bench iterations must be 1 to 10000, got {}",
+            options.iters
+        )));
     }
     let wants = |f: &str| options.families.iter().any(|x| x == f);
     let read_once = ReadOnce::new(ctx)?;
@@ -300,6 +335,7 @@ fn bench_sampling(
             let (kernel, reference) = interleaved(
                 ctx,
                 options.iters,
+                |_| {},
                 |e| sampler.encode(e, &binding, &mut out),
                 |e| read_once.encode(e, &binding, &sums),
             )?;
@@ -317,6 +353,7 @@ fn bench_sampling(
                 format!("{batch} x {vocab} {shape_name}"),
                 &kernel,
                 &reference,
+                u64::from(batch) * u64::from(vocab) * 4,
                 u64::from(batch) * u64::from(vocab) * 4,
                 u64::from(batch) * 20,
                 cpu,
@@ -375,7 +412,13 @@ fn bench_voting(
         progress(&format!("voting round {prompts} prompts"));
         let (segments, answers) = voting_round(prompts, 3);
         let live: Vec<u32> = (0..prompts).collect();
-        let mut scheduler = Scheduler::new(ctx, prompts, capacity, config, Allocation::Chunk(4))?;
+        let scheduler = std::cell::RefCell::new(Scheduler::new(
+            ctx,
+            prompts,
+            capacity,
+            config,
+            Allocation::Chunk(4),
+        )?);
         let round = RoundVotes {
             segments: &segments,
             answers: &answers,
@@ -390,10 +433,12 @@ fn bench_voting(
         let bytes_read = 16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p;
         let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p;
         let reference = Reference::new(ctx, bytes_read + bytes_written);
+        // Each timed round starts from empty tables (cleared untimed).
         let (kernel, reference_timing) = interleaved(
             ctx,
             options.iters,
-            |e| scheduler.encode_round(e, &round, &live, false),
+            |e| scheduler.borrow().encode_reset(e),
+            |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
             |e| reference.encode(read_once, e),
         )?;
         let cpu = options.cpu_twin.then(|| {
@@ -414,6 +459,7 @@ fn bench_voting(
             format!("{prompts} prompts"),
             &kernel,
             &reference_timing,
+            reference.bytes,
             bytes_read,
             bytes_written,
             cpu,
@@ -467,6 +513,7 @@ fn bench_compact(
         let (kernel, reference_timing) = interleaved(
             ctx,
             options.iters,
+            |_| {},
             |e| compactor.encode(e, &flags, n, &scratch, &out, &count),
             |e| reference.encode(read_once, e),
         )?;
@@ -479,6 +526,7 @@ fn bench_compact(
             format!("{n} flags"),
             &kernel,
             &reference_timing,
+            reference.bytes,
             bytes_read,
             bytes_written,
             cpu,
@@ -528,6 +576,7 @@ fn bench_tail(
             let (kernel, reference_timing) = interleaved(
                 ctx,
                 options.iters,
+                |_| {},
                 |e| tail.encode_estimate(e, est),
                 |e| reference.encode(read_once, e),
             )?;
@@ -540,6 +589,7 @@ fn bench_tail(
                 format!("{segments} x {m}"),
                 &kernel,
                 &reference_timing,
+                reference.bytes,
                 bytes_read,
                 bytes_written,
                 cpu,

@@ -44,7 +44,8 @@ struct SyncCounters {
 pub struct SyncCounts {
     /// Queue submissions.
     pub submits: u64,
-    /// Blocking waits for mapped results (each a CPU–GPU round trip).
+    /// Blocking waits: mapped results and [`GpuContext::wait`] (each a CPU–GPU
+    /// round trip).
     pub readbacks: u64,
 }
 
@@ -151,6 +152,18 @@ impl GpuContext {
             .submits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.queue.submit([commands])
+    }
+
+    /// Blocks until the device has finished all submitted work (counted as a
+    /// readback: it is a CPU–GPU round trip).
+    pub fn wait(&self) -> Result<()> {
+        self.syncs
+            .readbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Readback(e.to_string()))
     }
 
     /// Submits and blocking readbacks rollcall has made on this context so

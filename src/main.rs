@@ -63,8 +63,8 @@ struct BenchArgs {
     )]
     families: Vec<String>,
     /// Timed runs per kernel (interleaved with the read-once reference).
-    #[arg(long, default_value_t = 10)]
-    iters: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    iters: u32,
     /// A small grid that runs in seconds.
     #[arg(long)]
     quick: bool,
@@ -564,7 +564,7 @@ fn engine_vs_host(
         .device
         .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
     encoder.copy_buffer_to_buffer(batch.tokens(), 0, &readback, 0, size);
-    ctx.queue.submit([encoder.finish()]);
+    ctx.submit(encoder.finish());
     let bytes = ctx.read_buffer(&readback, size)?;
     let tokens: &[u32] = bytemuck::cast_slice(&bytes);
     Ok(host
@@ -913,7 +913,7 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
     use rollcall::bench::{run, BenchOptions};
     let ctx = GpuContext::new()?;
     let options = BenchOptions {
-        iters: args.iters.max(1),
+        iters: args.iters as usize,
         quick: args.quick,
         families: args.families.iter().map(|f| f.trim().to_string()).collect(),
         cpu_twin: !args.no_cpu,

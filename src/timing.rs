@@ -7,7 +7,7 @@
 //! kernels that open their own passes (like the sampler's) are timed as they
 //! are.
 
-use crate::{Error, GpuContext, Result};
+use crate::{GpuContext, Result};
 use std::time::{Duration, Instant};
 
 /// How a [`Timing`] was measured.
@@ -207,17 +207,11 @@ impl GpuTimer {
 
     fn wall_time(&self, encoder: wgpu::CommandEncoder) -> Result<Duration> {
         let commands = encoder.finish();
-        let wait = || {
-            self.ctx
-                .device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Readback(e.to_string()))
-        };
         // Drain earlier work so only this workload is timed.
-        wait()?;
+        self.ctx.wait()?;
         let started = Instant::now();
         self.ctx.submit(commands);
-        wait()?;
+        self.ctx.wait()?;
         Ok(started.elapsed())
     }
 }

@@ -243,6 +243,12 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Records the clearing of every prompt's vote table (a new batch; what
+    /// `encode_round` does first when asked to reset).
+    pub fn encode_reset(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.tables.encode_reset(encoder);
+    }
+
     /// Runs rounds until every prompt has stopped.
     pub fn run(&mut self, engine: &mut dyn RolloutEngine) -> Result<Outcome> {
         let fewest = matches!(self.allocation, Allocation::FewestToPass { .. });
