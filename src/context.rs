@@ -156,6 +156,15 @@ impl GpuContext {
 
     /// Blocks until the device has finished all submitted work (counted as a
     /// readback: it is a CPU–GPU round trip).
+    ///
+    /// ```no_run
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let encoder = ctx.device.create_command_encoder(&Default::default());
+    /// ctx.submit(encoder.finish());
+    /// ctx.wait()?;
+    /// assert_eq!(ctx.sync_counts().readbacks, 1);
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
     pub fn wait(&self) -> Result<()> {
         self.syncs
             .readbacks

@@ -220,6 +220,19 @@ impl Sampler {
     }
 
     /// When to split rows across workgroups ([`SplitRows::Auto`] by default).
+    ///
+    /// ```no_run
+    /// use rollcall::{sampling::SplitRows, GpuContext, HostLogits, Sampler, SamplingParams};
+    /// let ctx = GpuContext::new()?;
+    /// let mut split = Sampler::new(&ctx)?.with_split_rows(SplitRows::Always);
+    /// let mut whole = Sampler::new(&ctx)?.with_split_rows(SplitRows::Never);
+    /// let logits = vec![0.25f32; 100_000];
+    /// let params = [SamplingParams::new(1.0).seed(3)];
+    /// let a = split.sample(HostLogits::F32(&logits), 100_000, &params)?;
+    /// let b = whole.sample(HostLogits::F32(&logits), 100_000, &params)?;
+    /// assert_eq!(a[0].token, b[0].token); // the split never changes the draw
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
     pub fn with_split_rows(mut self, split: SplitRows) -> Self {
         self.split = split;
         self

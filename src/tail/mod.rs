@@ -706,6 +706,17 @@ impl TailStats {
     /// `encoder`; results stay on the device ([`TailStats::values_buffer`],
     /// [`TailStats::advantages_buffer`]). The estimator's parameters are
     /// written with `queue.write_buffer`: record one estimate per submit.
+    ///
+    /// ```no_run
+    /// use rollcall::tail::{Estimator, TailStats};
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let mut tail = TailStats::new(&ctx)?;
+    /// tail.upload(&[0.2, 0.9, 0.4, 0.7], &[0, 4])?;
+    /// let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    /// tail.encode_estimate(&mut encoder, Estimator::Tea { n: 64, alpha: 0.5 })?;
+    /// ctx.submit(encoder.finish()); // advantages stay in tail.advantages_buffer()
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
     pub fn encode_estimate(
         &self,
         encoder: &mut wgpu::CommandEncoder,

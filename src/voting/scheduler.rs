@@ -183,6 +183,23 @@ impl Scheduler {
     /// `reset` first clears the tables (a new batch). The live list and rule
     /// parameters are written with `queue.write_buffer`, so record one round
     /// per submit.
+    ///
+    /// ```no_run
+    /// use rollcall::voting::{rules::{RuleConfig, StopRule}, scheduler::{Allocation, Scheduler}};
+    /// use rollcall::voting::{RoundVotes, Segment};
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let config = RuleConfig { rule: StopRule::CONSOL_SPRT, min_votes: 1, max_votes: 40 };
+    /// let mut scheduler = Scheduler::new(&ctx, 2, 16, config, Allocation::Chunk(2))?;
+    /// let segments = [
+    ///     Segment { prompt: 0, start: 0, count: 2, pad: 0 },
+    ///     Segment { prompt: 1, start: 2, count: 2, pad: 0 },
+    /// ];
+    /// let round = RoundVotes { segments: &segments, answers: &[5, 5, 1, 2], tokens: None };
+    /// let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    /// scheduler.encode_round(&mut encoder, &round, &[0, 1], true)?;
+    /// ctx.submit(encoder.finish());
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
     pub fn encode_round(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
