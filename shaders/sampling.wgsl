@@ -565,10 +565,12 @@ fn tile_pass(row: u32, first: u32, vocab: u32, inv_t: f32, greedy: bool) -> Stre
                     }
                 }
             }
-            for (var j = 0u; j < GROUP; j++) {
-                if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
-                    best_value = z[j];
-                    best_index = base + j;
+            if best_index == NO_INDEX || max(max(z.x, z.y), max(z.z, z.w)) > best_value {
+                for (var j = 0u; j < GROUP; j++) {
+                    if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
+                        best_value = z[j];
+                        best_index = base + j;
+                    }
                 }
             }
         }
@@ -670,10 +672,14 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                     }
                 }
             }
-            for (var j = 0u; j < GROUP; j++) {
-                if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
-                    best_value = z[j];
-                    best_index = base + j;
+            // Most groups cannot beat the running best: test their maximum
+            // first (same result: strict >, first index within the group).
+            if best_index == NO_INDEX || max(max(z.x, z.y), max(z.z, z.w)) > best_value {
+                for (var j = 0u; j < GROUP; j++) {
+                    if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
+                        best_value = z[j];
+                        best_index = base + j;
+                    }
                 }
             }
         }
