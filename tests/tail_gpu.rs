@@ -545,4 +545,14 @@ fn tail_command_prints_json_and_writes_svg() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown reward family"));
+    for m in ["0", "20000"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["tail", "--cpu", "--m", m, "--svg"])
+            .arg(&svg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--m {m}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("rollouts per prompt"));
+        assert!(!svg.exists(), "no chart for bad input");
+    }
 }
