@@ -117,29 +117,20 @@ impl Compactor {
         let built = ctx.cached("compact", || {
             let variants = shader_variants()?;
             let device = &ctx.device;
-            let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty,
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            };
-            let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("rollcall compact"),
-                entries: &[
-                    entry(0, wgpu::BufferBindingType::Uniform),
-                    entry(1, storage(true)),
-                    entry(2, storage(false)),
-                    entry(3, storage(false)),
-                    entry(4, storage(false)),
-                    entry(5, storage(true)),
-                    entry(6, storage(false)),
+            let (read, write) = (Some(true), Some(false));
+            let layout = crate::shader::buffer_layout(
+                device,
+                "rollcall compact",
+                &[
+                    (0, None),
+                    (1, read),
+                    (2, write),
+                    (3, write),
+                    (4, write),
+                    (5, read),
+                    (6, write),
                 ],
-            });
+            );
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some("rollcall compact"),
                 bind_group_layouts: &[Some(&layout)],

@@ -100,6 +100,35 @@ fn append(name: &str, out: &mut String, seen: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// A bind group layout of buffers: (binding, kind) with kind `None` for a
+/// uniform, else `Some(read_only)` for storage.
+pub(crate) fn buffer_layout(
+    device: &wgpu::Device,
+    label: &str,
+    bindings: &[(u32, Option<bool>)],
+) -> wgpu::BindGroupLayout {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+        .iter()
+        .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match kind {
+                    None => wgpu::BufferBindingType::Uniform,
+                    Some(read_only) => wgpu::BufferBindingType::Storage { read_only },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &entries,
+    })
+}
+
 /// Every shader variant the crate can build, for validation without a device.
 pub fn all_variants() -> Result<Vec<ShaderVariant>> {
     let (fewest, most) = crate::sampling::CANDIDATE_RANGE;

@@ -495,7 +495,11 @@ pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
     .collect()
 }
 
+/// The order kernels share one explicit layout (bindings 0-8), so one bind
+/// group serves all four; the estimator has its own (10-17).
 struct Pipelines {
+    order_layout: wgpu::BindGroupLayout,
+    estimate_layout: wgpu::BindGroupLayout,
     rank_elements: wgpu::ComputePipeline,
     sort_chunks: wgpu::ComputePipeline,
     merge_ranks: wgpu::ComputePipeline,
@@ -517,10 +521,7 @@ struct Buffers {
     advantages: wgpu::Buffer,
     readback: wgpu::Buffer,
     chunk_list: wgpu::Buffer,
-    element_bind: wgpu::BindGroup,
-    sort_bind: wgpu::BindGroup,
-    merge_bind: wgpu::BindGroup,
-    pad_bind: wgpu::BindGroup,
+    order_bind: wgpu::BindGroup,
     estimate_bind: wgpu::BindGroup,
 }
 
@@ -556,13 +557,54 @@ impl TailStats {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         let pipelines = ctx.cached("tail", || {
             let variants = shader_variants()?;
-            let build = |i: usize| variants[i].compute_pipeline(&ctx.device, None);
+            let device = &ctx.device;
+            let (read, write) = (Some(true), Some(false));
+            let order_layout = crate::shader::buffer_layout(
+                device,
+                "rollcall tail order",
+                &[
+                    (0, None),
+                    (1, read),
+                    (2, read),
+                    (3, write),
+                    (4, write),
+                    (5, write),
+                    (6, read),
+                    (7, write),
+                    (8, write),
+                ],
+            );
+            let estimate_layout = crate::shader::buffer_layout(
+                device,
+                "rollcall tail estimate",
+                &[
+                    (10, None),
+                    (11, read),
+                    (12, read),
+                    (13, read),
+                    (14, read),
+                    (15, write),
+                    (16, write),
+                    (17, write),
+                ],
+            );
+            let build = |i: usize, layout: &wgpu::BindGroupLayout| {
+                let pipeline_layout =
+                    device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some("rollcall tail"),
+                        bind_group_layouts: &[Some(layout)],
+                        immediate_size: 0,
+                    });
+                variants[i].compute_pipeline(device, Some(&pipeline_layout))
+            };
             Ok(Pipelines {
-                rank_elements: build(0),
-                sort_chunks: build(1),
-                merge_ranks: build(2),
-                pad: build(3),
-                estimate: build(4),
+                rank_elements: build(0, &order_layout),
+                sort_chunks: build(1, &order_layout),
+                merge_ranks: build(2, &order_layout),
+                pad: build(3, &order_layout),
+                estimate: build(4, &estimate_layout),
+                order_layout,
+                estimate_layout,
             })
         })?;
         let uniform = |label| {
@@ -769,23 +811,23 @@ impl TailStats {
         if p.rollouts > 0 {
             let (x, y) = items(p.rollouts);
             pass.set_pipeline(&self.pipelines.rank_elements);
-            pass.set_bind_group(0, &b.element_bind, &[]);
+            pass.set_bind_group(0, &b.order_bind, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
         if p.large_segments > 0 {
             let (x, y) = grid(p.large_segments);
             pass.set_pipeline(&self.pipelines.sort_chunks);
-            pass.set_bind_group(0, &b.sort_bind, &[]);
+            pass.set_bind_group(0, &b.order_bind, &[]);
             pass.dispatch_workgroups(x, y, 1);
             let (x, y) = items(p.rollouts);
             pass.set_pipeline(&self.pipelines.merge_ranks);
-            pass.set_bind_group(0, &b.merge_bind, &[]);
+            pass.set_bind_group(0, &b.order_bind, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
         if p.k != FULL_SORT && p.segments > 0 {
             let (x, y) = items(p.segments * p.k);
             pass.set_pipeline(&self.pipelines.pad);
-            pass.set_bind_group(0, &b.pad_bind, &[]);
+            pass.set_bind_group(0, &b.order_bind, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
     }
@@ -931,7 +973,7 @@ impl TailStats {
             (3 * rollouts).max(2 * segments + rollouts),
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
-        let bind = |pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]| {
+        let bind = |layout: &wgpu::BindGroupLayout, entries: &[(u32, &wgpu::Buffer)]| {
             let entries: Vec<wgpu::BindGroupEntry> = entries
                 .iter()
                 .map(|&(binding, buffer)| wgpu::BindGroupEntry {
@@ -941,12 +983,12 @@ impl TailStats {
                 .collect();
             device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("rollcall tail"),
-                layout: &pipeline.get_bind_group_layout(0),
+                layout,
                 entries: &entries,
             })
         };
-        let element_bind = bind(
-            &self.pipelines.rank_elements,
+        let order_bind = bind(
+            &self.pipelines.order_layout,
             &[
                 (0, &self.order_params),
                 (1, &rewards),
@@ -954,43 +996,13 @@ impl TailStats {
                 (3, &ranks),
                 (4, &sorted_values),
                 (5, &sorted_index),
-            ],
-        );
-        let sort_bind = bind(
-            &self.pipelines.sort_chunks,
-            &[
-                (0, &self.order_params),
-                (1, &rewards),
-                (2, &offsets),
                 (6, &chunk_list),
                 (7, &chunk_keys),
                 (8, &chunk_index),
             ],
         );
-        let merge_bind = bind(
-            &self.pipelines.merge_ranks,
-            &[
-                (0, &self.order_params),
-                (1, &rewards),
-                (2, &offsets),
-                (3, &ranks),
-                (4, &sorted_values),
-                (5, &sorted_index),
-                (7, &chunk_keys),
-                (8, &chunk_index),
-            ],
-        );
-        let pad_bind = bind(
-            &self.pipelines.pad,
-            &[
-                (0, &self.order_params),
-                (2, &offsets),
-                (4, &sorted_values),
-                (5, &sorted_index),
-            ],
-        );
         let estimate_bind = bind(
-            &self.pipelines.estimate,
+            &self.pipelines.estimate_layout,
             &[
                 (10, &self.estimate_params),
                 (11, &rewards),
@@ -1015,10 +1027,7 @@ impl TailStats {
             advantages,
             readback,
             chunk_list,
-            element_bind,
-            sort_bind,
-            merge_bind,
-            pad_bind,
+            order_bind,
             estimate_bind,
         }
     }
