@@ -524,78 +524,109 @@ fn fold_partial(acc: StreamPartial, part: StreamPartial) -> StreamPartial {
     return out;
 }
 
-// Pass 1 over one tile of a stream: its groups first, first + WG, ... (up to
-// TILE_GROUPS of them): online max and mass of the finite tokens, counts of
-// +inf and finite tokens, and for greedy rows the arg-max key (its own loop:
-// the key work would slow the sampling loop down). Returned by value: a
-// helper updating state through a pointer made this loop 30% slower on
-// lavapipe.
-fn tile_pass(row: u32, first: u32, vocab: u32, inv_t: f32, greedy: bool) -> StreamPartial {
+// Pass 1 over a stream's groups first, first + WG, ... below `last` (a whole
+// row, or one tile for the split pass): online max and mass of the finite
+// tokens, folded at every tile boundary, counts of +inf and finite tokens,
+// and for greedy rows the arg-max key. One flat loop per mode: nested tile
+// loops, or a call per tile, ran 8-20% slower on lavapipe. `sample_rows`
+// calls the mode's function directly (through this dispatcher the sampling
+// loop ran ~25% slower there); the split pass goes through it.
+fn stream_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, greedy: bool) -> StreamPartial {
+    if greedy {
+        return greedy_pass(row, first, last, vocab);
+    }
+    return sampling_pass(row, first, last, vocab, inv_t);
+}
+
+fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> StreamPartial {
     var state = vec2<f32>(0.0, 0.0);
+    var local = vec2<f32>(0.0, 0.0);
     var inf_count = 0u;
     var finite_count = 0u;
+    var tile_end = first + WG * TILE_GROUPS;
+    for (var g = first; g < last; g += WG) {
+        if g >= tile_end {
+            state = merge_state(state, local);
+            local = vec2<f32>(0.0, 0.0);
+            tile_end += WG * TILE_GROUPS;
+        }
+        let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
+        let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
+        if all(finite) {
+            finite_count += GROUP;
+            local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
+        } else {
+            let ones = vec4<u32>(1u);
+            inf_count += dot(select(vec4<u32>(0u), ones, bits == vec4<u32>(F32_POS_INF_BITS)), ones);
+            if any(finite) {
+                finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
+                local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
+            }
+        }
+    }
+    state = merge_state(state, local);
+    return StreamPartial(state.x, state.y, inf_count, finite_count, 0u, NO_INDEX, 0u, 0u);
+}
+
+// `stream_pass` for greedy rows (read with 1/T = 1): also the arg-max key.
+fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
+    let inv_t = 1.0;
+    var state = vec2<f32>(0.0, 0.0);
+    var local = vec2<f32>(0.0, 0.0);
+    var inf_count = 0u;
+    var finite_count = 0u;
+    var tile_end = first + WG * TILE_GROUPS;
     var best_key = 0u;
     var best_index = NO_INDEX;
-    // One bound for the loops: the tile's end or the row's last group.
-    let end = min(first + WG * TILE_GROUPS, (vocab + GROUP - 1u) / GROUP);
-    if greedy {
-        // Float comparisons in token order keep the lowest index among ties
-        // (and -0 ties +0); +inf tokens are tracked apart.
-        var best_value = F32_LOWEST;
-        var first_inf = NO_INDEX;
-        for (var g = first; g < end; g += WG) {
-            let base = g * GROUP;
-            let group = load_scaled_group(row, base, vocab, inv_t);
-            let finite = (group & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
-            let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(group), finite);
-            if all(finite) {
-                finite_count += GROUP;
-                state = online_add_group(state, z, finite);
-            } else {
-                let ones = vec4<u32>(1u);
-                let pos_inf = group == vec4<u32>(F32_POS_INF_BITS);
-                inf_count += dot(select(vec4<u32>(0u), ones, pos_inf), ones);
-                finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
-                if any(finite) {
-                    state = online_add_group(state, z, finite);
-                }
-                for (var j = 0u; j < GROUP; j++) {
-                    if pos_inf[j] && first_inf == NO_INDEX {
-                        first_inf = base + j;
-                    }
-                }
+    // Float comparisons in token order keep the lowest index among ties
+    // (and -0 ties +0); +inf tokens are tracked apart. The arg-max needs
+    // no tiles (it is exact in any order).
+    var best_value = F32_LOWEST;
+    var first_inf = NO_INDEX;
+    for (var g = first; g < last; g += WG) {
+        if g >= tile_end {
+            state = merge_state(state, local);
+            local = vec2<f32>(0.0, 0.0);
+            tile_end += WG * TILE_GROUPS;
+        }
+        let base = g * GROUP;
+        let group = load_scaled_group(row, base, vocab, inv_t);
+        let finite = (group & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
+        let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(group), finite);
+        if all(finite) {
+            finite_count += GROUP;
+            local = online_add_group(local, z, finite);
+        } else {
+            let ones = vec4<u32>(1u);
+            let pos_inf = group == vec4<u32>(F32_POS_INF_BITS);
+            inf_count += dot(select(vec4<u32>(0u), ones, pos_inf), ones);
+            finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
+            if any(finite) {
+                local = online_add_group(local, z, finite);
             }
-            if best_index == NO_INDEX || max(max(z.x, z.y), max(z.z, z.w)) > best_value {
-                for (var j = 0u; j < GROUP; j++) {
-                    if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
-                        best_value = z[j];
-                        best_index = base + j;
-                    }
+            for (var j = 0u; j < GROUP; j++) {
+                if pos_inf[j] && first_inf == NO_INDEX {
+                    first_inf = base + j;
                 }
             }
         }
-        best_key = select(key_from_bits(canonical_bits(bitcast<u32>(best_value))), 0u, best_index == NO_INDEX);
-        if first_inf != NO_INDEX {
-            best_key = KEY_POS_INF;
-            best_index = first_inf;
-        }
-    } else {
-        for (var g = first; g < end; g += WG) {
-            let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
-            let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
-            if all(finite) {
-                finite_count += GROUP;
-                state = online_add_group(state, bitcast<vec4<f32>>(bits), finite);
-            } else {
-                let ones = vec4<u32>(1u);
-                inf_count += dot(select(vec4<u32>(0u), ones, bits == vec4<u32>(F32_POS_INF_BITS)), ones);
-                if any(finite) {
-                    finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
-                    state = online_add_group(state, bitcast<vec4<f32>>(bits), finite);
+        // Most groups cannot beat the running best: test their maximum
+        // first (same result: strict >, first index within the group).
+        if best_index == NO_INDEX || max(max(z.x, z.y), max(z.z, z.w)) > best_value {
+            for (var j = 0u; j < GROUP; j++) {
+                if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
+                    best_value = z[j];
+                    best_index = base + j;
                 }
             }
         }
     }
+    best_key = select(key_from_bits(canonical_bits(bitcast<u32>(best_value))), 0u, best_index == NO_INDEX);
+    if first_inf != NO_INDEX {
+        best_key = KEY_POS_INF;
+        best_index = first_inf;
+    }
+    state = merge_state(state, local);
     return StreamPartial(state.x, state.y, inf_count, finite_count, best_key, best_index, 0u, 0u);
 }
 
@@ -609,8 +640,9 @@ fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
     let inv_t = select(p.inv_temperature, 1.0, greedy);
     let first = tile * WG * TILE_GROUPS + t;
+    let groups = (chunk.vocab + GROUP - 1u) / GROUP;
     partials[((chunk.row_base + row) * chunk.tiles + tile) * WG + t] =
-        tile_pass(row, first, chunk.vocab, inv_t, greedy);
+        stream_pass(row, first, min(first + WG * TILE_GROUPS, groups), chunk.vocab, inv_t, greedy);
 }
 
 @compute @workgroup_size(256)
@@ -626,7 +658,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let inv_t = select(p.inv_temperature, 1.0, greedy);
     let out_index = chunk.row_base + row;
 
-    // Pass 1, tile by tile (see `tile_pass`), or folded from a split pass.
+    // Pass 1, tile by tile (see `stream_pass`), or folded from a split pass.
     var acc = empty_partial();
     if chunk.tiles != 0u {
         // A split pass left each tile's state: fold them in order.
@@ -634,94 +666,9 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             acc = fold_partial(acc, partials[(out_index * chunk.tiles + tile) * WG + t]);
         }
     } else if greedy {
-        // `tile_pass`'s greedy loop, flat (see below); the arg-max needs no
-        // tiles (it is exact in any order).
-        let groups = (vocab + GROUP - 1u) / GROUP;
-        var state = vec2<f32>(0.0, 0.0);
-        var local = vec2<f32>(0.0, 0.0);
-        var inf_count = 0u;
-        var finite_count = 0u;
-        var best_value = F32_LOWEST;
-        var best_index = NO_INDEX;
-        var first_inf = NO_INDEX;
-        var tile_end = t + WG * TILE_GROUPS;
-        for (var g = t; g < groups; g += WG) {
-            if g >= tile_end {
-                state = merge_state(state, local);
-                local = vec2<f32>(0.0, 0.0);
-                tile_end += WG * TILE_GROUPS;
-            }
-            let base = g * GROUP;
-            let group = load_scaled_group(row, base, vocab, inv_t);
-            let finite = (group & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
-            let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(group), finite);
-            if all(finite) {
-                finite_count += GROUP;
-                local = online_add_group(local, z, finite);
-            } else {
-                let ones = vec4<u32>(1u);
-                let pos_inf = group == vec4<u32>(F32_POS_INF_BITS);
-                inf_count += dot(select(vec4<u32>(0u), ones, pos_inf), ones);
-                finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
-                if any(finite) {
-                    local = online_add_group(local, z, finite);
-                }
-                for (var j = 0u; j < GROUP; j++) {
-                    if pos_inf[j] && first_inf == NO_INDEX {
-                        first_inf = base + j;
-                    }
-                }
-            }
-            // Most groups cannot beat the running best: test their maximum
-            // first (same result: strict >, first index within the group).
-            if best_index == NO_INDEX || max(max(z.x, z.y), max(z.z, z.w)) > best_value {
-                for (var j = 0u; j < GROUP; j++) {
-                    if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
-                        best_value = z[j];
-                        best_index = base + j;
-                    }
-                }
-            }
-        }
-        state = merge_state(state, local);
-        var best_key = select(key_from_bits(canonical_bits(bitcast<u32>(best_value))), 0u, best_index == NO_INDEX);
-        if first_inf != NO_INDEX {
-            best_key = KEY_POS_INF;
-            best_index = first_inf;
-        }
-        acc = StreamPartial(state.x, state.y, inf_count, finite_count, best_key, best_index, 0u, 0u);
+        acc = greedy_pass(row, t, (vocab + GROUP - 1u) / GROUP, vocab);
     } else {
-        // `tile_pass`'s sampling loop as one flat loop that folds at each
-        // tile boundary: nested loops or the call ran 8-20% slower on
-        // lavapipe. Same operations in the same order.
-        let groups = (vocab + GROUP - 1u) / GROUP;
-        var state = vec2<f32>(0.0, 0.0);
-        var local = vec2<f32>(0.0, 0.0);
-        var inf_count = 0u;
-        var finite_count = 0u;
-        var tile_end = t + WG * TILE_GROUPS;
-        for (var g = t; g < groups; g += WG) {
-            if g >= tile_end {
-                state = merge_state(state, local);
-                local = vec2<f32>(0.0, 0.0);
-                tile_end += WG * TILE_GROUPS;
-            }
-            let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
-            let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
-            if all(finite) {
-                finite_count += GROUP;
-                local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
-            } else {
-                let ones = vec4<u32>(1u);
-                inf_count += dot(select(vec4<u32>(0u), ones, bits == vec4<u32>(F32_POS_INF_BITS)), ones);
-                if any(finite) {
-                    finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
-                    local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
-                }
-            }
-        }
-        state = merge_state(state, local);
-        acc = StreamPartial(state.x, state.y, inf_count, finite_count, 0u, NO_INDEX, 0u, 0u);
+        acc = sampling_pass(row, t, (vocab + GROUP - 1u) / GROUP, vocab, inv_t);
     }
     let state = vec2<f32>(acc.max, acc.mass);
     let inf_count = acc.inf_count;
