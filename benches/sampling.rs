@@ -13,6 +13,8 @@
 // These play an engine that submits on its own queue, uncounted.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use half::bf16;
 use rollcall::reference::ReadOnce;
@@ -22,7 +24,6 @@ use rollcall::{
     SamplingParams,
 };
 use std::hint::black_box;
-use std::time::Duration;
 
 const BATCHES: [u32; 3] = [1, 64, 256];
 const VOCABS: [u32; 2] = [32000, 128256];
@@ -40,12 +41,6 @@ fn modes() -> [(&'static str, SamplingParams); 2] {
 
 fn params(rows: u32, base: SamplingParams) -> Vec<SamplingParams> {
     (0..u64::from(rows)).map(|r| base.seed(r)).collect()
-}
-
-fn wait(ctx: &GpuContext) {
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .expect("the device finishes its work");
 }
 
 fn bench_sampling(c: &mut Criterion) {
@@ -81,7 +76,7 @@ fn bench_sampling(c: &mut Criterion) {
                 });
                 ctx.queue.write_buffer(&buffer, 0, &padded);
                 drop(padded);
-                wait(&ctx);
+                ctx.wait().expect("the device finishes its work");
                 let binding = LogitsBinding {
                     buffer: &buffer,
                     offset: 0,
@@ -101,7 +96,7 @@ fn bench_sampling(c: &mut Criterion) {
                             .encode(&mut encoder, &binding, &sums)
                             .expect("read-once encodes");
                         ctx.queue.submit([encoder.finish()]);
-                        wait(&ctx);
+                        ctx.wait().expect("the device finishes its work");
                     })
                 });
                 for (mode, base) in modes() {
@@ -115,7 +110,7 @@ fn bench_sampling(c: &mut Criterion) {
                                 .encode(&mut encoder, &binding, &mut batch)
                                 .expect("sampler encodes");
                             ctx.queue.submit([encoder.finish()]);
-                            wait(&ctx);
+                            ctx.wait().expect("the device finishes its work");
                         })
                     });
                     group.bench_function(format!("cpu-twin/{mode}"), |b| {
@@ -128,17 +123,9 @@ fn bench_sampling(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .configure_from_args()
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_sampling
 }
 criterion_main!(benches);

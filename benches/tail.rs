@@ -2,13 +2,14 @@
 //! submit and a wait per iteration) and CPU twin, at 4096 prompts × 64
 //! rollouts and 64 prompts × 4096 rollouts (`cargo bench --bench tail`).
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rollcall::tail::{cpu, Estimator, TailStats};
 use rollcall::GpuContext;
 use std::hint::black_box;
-use std::time::Duration;
 
 fn bench_tail(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter");
@@ -39,9 +40,7 @@ fn bench_tail(c: &mut Criterion) {
                     tail.encode_estimate(&mut encoder, est)
                         .expect("estimate encodes");
                     ctx.submit(encoder.finish());
-                    ctx.device
-                        .poll(wgpu::PollType::wait_indefinitely())
-                        .expect("the device finishes its work");
+                    ctx.wait().expect("the device finishes its work");
                 })
             });
             group.bench_function(format!("cpu-twin/{}", est.name()), |b| {
@@ -52,17 +51,9 @@ fn bench_tail(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .configure_from_args()
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_tail
 }
 criterion_main!(benches);

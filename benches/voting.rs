@@ -4,45 +4,18 @@
 //! 1 and 10 million flags. Small enough to run in about a minute on a
 //! CPU-only machine (`cargo bench --bench voting`).
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rollcall::compact::{compact_cpu, CompactScratch, Compactor};
 use rollcall::voting::rules::{decide, RuleConfig, StopRule};
 use rollcall::voting::scheduler::{Allocation, Scheduler};
-use rollcall::voting::{CpuVoteTables, RoundVotes, Segment};
+use rollcall::voting::{CpuVoteTables, RoundVotes};
 use rollcall::GpuContext;
 use std::hint::black_box;
-use std::time::Duration;
 use wgpu::util::DeviceExt;
-
-fn wait(ctx: &GpuContext) {
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .expect("the device finishes its work");
-}
-
-fn round(prompts: u32) -> (Vec<Segment>, Vec<u32>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let segments = (0..prompts)
-        .map(|p| Segment {
-            prompt: p,
-            start: 4 * p,
-            count: 4,
-            pad: 0,
-        })
-        .collect();
-    let answers = (0..4 * prompts)
-        .map(|_| {
-            if rng.random_bool(0.7) {
-                0
-            } else {
-                rng.random_range(1..6)
-            }
-        })
-        .collect();
-    (segments, answers)
-}
 
 fn bench_voting(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter");
@@ -56,7 +29,7 @@ fn bench_voting(c: &mut Criterion) {
     };
     let rule = config.to_gpu().expect("valid rule");
     for prompts in [10_000u32, 100_000] {
-        let (segments, answers) = round(prompts);
+        let (segments, answers) = rollcall::bench::voting_round(prompts, 3);
         let votes = RoundVotes {
             segments: &segments,
             answers: &answers,
@@ -75,7 +48,7 @@ fn bench_voting(c: &mut Criterion) {
                     .encode_round(&mut encoder, &votes, &live, true)
                     .expect("round encodes");
                 ctx.submit(encoder.finish());
-                wait(&ctx);
+                ctx.wait().expect("the device finishes its work");
             })
         });
         group.bench_function("cpu-twin", |b| {
@@ -122,7 +95,7 @@ fn bench_voting(c: &mut Criterion) {
                     .encode(&mut encoder, &flags, n, &scratch, &out, &count)
                     .expect("compaction encodes");
                 ctx.submit(encoder.finish());
-                wait(&ctx);
+                ctx.wait().expect("the device finishes its work");
             })
         });
         group.bench_function("cpu-twin", |b| b.iter(|| black_box(compact_cpu(&keep))));
@@ -130,17 +103,9 @@ fn bench_voting(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .configure_from_args()
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_voting
 }
 criterion_main!(benches);

@@ -104,18 +104,12 @@ impl Reference {
         let words = bytes.div_ceil(4).max(1);
         let rows = words.div_ceil(u64::from(REFERENCE_ROW)) as u32;
         let row_words = words.div_ceil(u64::from(rows)) as u32;
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall bench reference"),
-            size: u64::from(rows) * u64::from(row_words) * 4,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let sums = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall bench reference sums"),
-            size: u64::from(rows) * 4,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let buffer = storage_buffer(
+            ctx,
+            "rollcall bench reference",
+            u64::from(rows) * u64::from(row_words) * 4,
+        );
+        let sums = storage_buffer(ctx, "rollcall bench reference sums", u64::from(rows) * 4);
         Self {
             buffer,
             sums,
@@ -245,126 +239,51 @@ pub fn run(
         )));
     }
     let wants = |f: &str| options.families.iter().any(|x| x == f);
-    let read_once = ReadOnce::new(ctx)?;
-    let mut rows = Vec::new();
+    let mut grid = Grid {
+        ctx,
+        options,
+        read_once: ReadOnce::new(ctx)?,
+        rows: Vec::new(),
+        progress: &mut progress,
+    };
     if wants("sampling") {
-        bench_sampling(ctx, options, &read_once, &mut rows, &mut progress)?;
+        grid.sampling()?;
     }
     if wants("voting") {
-        bench_voting(ctx, options, &read_once, &mut rows, &mut progress)?;
+        grid.voting()?;
     }
     if wants("compact") {
-        bench_compact(ctx, options, &read_once, &mut rows, &mut progress)?;
+        grid.compact()?;
     }
     if wants("tail") {
-        bench_tail(ctx, options, &read_once, &mut rows, &mut progress)?;
+        grid.tail()?;
     }
-    Ok(rows)
+    Ok(grid.rows)
 }
 
-fn bench_sampling(
-    ctx: &GpuContext,
-    options: &BenchOptions,
-    read_once: &ReadOnce,
-    rows: &mut Vec<BenchRow>,
-    progress: &mut impl FnMut(&str),
-) -> Result<()> {
-    let sampler = Sampler::new(ctx)?;
-    // Small batches split rows across workgroups on GPUs (not on CPU
-    // adapters); time both ways.
-    let split = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Always);
-    let sizes: &[(u32, u32, LogitsShape)] = if options.quick {
-        &[(8, 32_000, LogitsShape::Model)]
-    } else {
-        &[
-            (1, 128_256, LogitsShape::Model),
-            (64, 128_256, LogitsShape::Model),
-            (256, 128_256, LogitsShape::Model),
-            (256, 128_256, LogitsShape::Flat),
-            (256, 32_000, LogitsShape::Model),
-        ]
-    };
-    let modes: [(&str, SamplingParams); 3] = [
-        ("plain T=1", SamplingParams::new(1.0)),
-        (
-            "top-k 50 + top-p 0.9",
-            SamplingParams::new(1.0).top_k(50).top_p(0.9),
-        ),
-        ("greedy", SamplingParams::greedy()),
-    ];
-    for &(batch, vocab, shape) in sizes {
-        let logits = synthetic::logits(batch as usize, vocab as usize, shape, 7);
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall bench logits"),
-            size: logits.len() as u64 * 4,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        ctx.queue
-            .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
-        let sums = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall bench row sums"),
-            size: u64::from(batch) * 4,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let binding = LogitsBinding {
-            buffer: &buffer,
-            offset: 0,
-            rows: batch,
-            vocab,
-            dtype: LogitsDtype::F32,
-        };
-        let shape_name = match shape {
-            LogitsShape::Model => "model-like",
-            LogitsShape::Flat => "flat",
-        };
-        let mut runs: Vec<(String, SamplingParams, &Sampler)> = modes
-            .iter()
-            .filter(|(name, _)| !(matches!(shape, LogitsShape::Flat) && *name == "greedy"))
-            .map(|(name, p)| (name.to_string(), *p, &sampler))
-            .collect();
-        if batch < crate::sampling::SPLIT_BELOW_ROWS {
-            runs.push(("plain T=1, rows split".into(), modes[0].1, &split));
-        }
-        for (name, base, sampler) in &runs {
-            progress(&format!("sampling {name} {batch}x{vocab} {shape_name}"));
-            let params: Vec<SamplingParams> = (0..u64::from(batch)).map(|r| base.seed(r)).collect();
-            let mut out = SampleBatch::new(ctx, batch);
-            out.set_params(&params)?;
-            let (kernel, reference) = interleaved(
-                ctx,
-                options.iters,
-                |_| {},
-                |e| sampler.encode(e, &binding, &mut out),
-                |e| read_once.encode(e, &binding, &sums),
-            )?;
-            let cpu = if options.cpu_twin {
-                let (out, t) =
-                    timed(|| sampling_cpu::sample(crate::HostLogits::F32(&logits), vocab, &params));
-                out?;
-                Some(t)
-            } else {
-                None
-            };
-            rows.push(row(
-                "sampling",
-                format!("{name}, f32"),
-                format!("{batch} x {vocab} {shape_name}"),
-                &kernel,
-                &reference,
-                u64::from(batch) * u64::from(vocab) * 4,
-                u64::from(batch) * u64::from(vocab) * 4,
-                u64::from(batch) * 20,
-                cpu,
-            ));
-        }
-    }
-    Ok(())
+/// What every family's benchmark shares: the adapter, the options, the
+/// yardstick, and the rows measured so far.
+struct Grid<'a> {
+    ctx: &'a GpuContext,
+    options: &'a BenchOptions,
+    read_once: ReadOnce,
+    rows: Vec<BenchRow>,
+    progress: &'a mut dyn FnMut(&str),
 }
 
-/// A round of 4 votes per prompt over a few answers (most prompts agree).
-fn voting_round(prompts: u32, seed: u64) -> (Vec<Segment>, Vec<u32>) {
+/// A device-only storage buffer of `bytes` (at least one word).
+fn storage_buffer(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(4),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// A round of 4 votes per prompt over a few answers (most prompts agree):
+/// the voting benchmarks' workload.
+pub fn voting_round(prompts: u32, seed: u64) -> (Vec<Segment>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let per = 4u32;
     let segments = (0..prompts)
@@ -387,206 +306,166 @@ fn voting_round(prompts: u32, seed: u64) -> (Vec<Segment>, Vec<u32>) {
     (segments, answers)
 }
 
-fn bench_voting(
-    ctx: &GpuContext,
-    options: &BenchOptions,
-    read_once: &ReadOnce,
-    rows: &mut Vec<BenchRow>,
-    progress: &mut impl FnMut(&str),
-) -> Result<()> {
-    let sizes: &[u32] = if options.quick {
-        &[10_000]
-    } else {
-        &[10_000, 100_000, 1_000_000]
-    };
-    let capacity = 16;
-    let config = RuleConfig {
-        rule: StopRule::Beta {
-            threshold: 0.95,
-            prior: 1.0,
-        },
-        min_votes: 1,
-        max_votes: 64,
-    };
-    for &prompts in sizes {
-        progress(&format!("voting round {prompts} prompts"));
-        let (segments, answers) = voting_round(prompts, 3);
-        let live: Vec<u32> = (0..prompts).collect();
-        let scheduler = std::cell::RefCell::new(Scheduler::new(
-            ctx,
-            prompts,
-            capacity,
-            config,
-            Allocation::Chunk(4),
-        )?);
-        let round = RoundVotes {
-            segments: &segments,
-            answers: &answers,
-            tokens: None,
+impl Grid<'_> {
+    fn sampling(&mut self) -> Result<()> {
+        let (ctx, options) = (self.ctx, self.options);
+        let read_once = &self.read_once;
+        let (rows, progress) = (&mut self.rows, &mut self.progress);
+        let sampler = Sampler::new(ctx)?;
+        // Small batches split rows across workgroups on GPUs (not on CPU
+        // adapters); time both ways.
+        let split = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Always);
+        let sizes: &[(u32, u32, LogitsShape)] = if options.quick {
+            &[(8, 32_000, LogitsShape::Model)]
+        } else {
+            &[
+                (1, 128_256, LogitsShape::Model),
+                (64, 128_256, LogitsShape::Model),
+                (256, 128_256, LogitsShape::Model),
+                (256, 128_256, LogitsShape::Flat),
+                (256, 32_000, LogitsShape::Model),
+            ]
         };
-        let votes = answers.len() as u64;
-        let p = u64::from(prompts);
-        // Count: segments (16 B) and answers (4 B) read, per-prompt totals
-        // (32 B) and 2 table entries (8 B) read and written. Rule: list (4 B),
-        // totals and 2 entries read, decision (16 B) and flag (4 B) written.
-        // Compaction: flags read, positions written.
-        let bytes_read = 16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p;
-        let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p;
-        let reference = Reference::new(ctx, bytes_read + bytes_written);
-        // Each timed round starts from empty tables (cleared untimed).
-        let (kernel, reference_timing) = interleaved(
-            ctx,
-            options.iters,
-            |e| scheduler.borrow().encode_reset(e),
-            |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
-            |e| reference.encode(read_once, e),
-        )?;
-        let cpu = options.cpu_twin.then(|| {
-            let rule = config.to_gpu().expect("valid rule");
-            timed(|| {
-                let mut tables = CpuVoteTables::new(prompts, capacity);
-                tables.count(&round).expect("valid round");
-                let keep: Vec<u32> = (0..prompts)
-                    .map(|p| u32::from(!decide(&rule, tables.votes(p), tables.table(p)).stopped))
-                    .collect();
-                std::hint::black_box(compact_cpu(&keep));
-            })
-            .1
-        });
-        rows.push(row(
-            "voting",
-            "round: count 4 votes, Beta 0.95 rule, compaction".into(),
-            format!("{prompts} prompts"),
-            &kernel,
-            &reference_timing,
-            reference.bytes,
-            bytes_read,
-            bytes_written,
-            cpu,
-        ));
+        let modes: [(&str, SamplingParams); 3] = [
+            ("plain T=1", SamplingParams::new(1.0)),
+            (
+                "top-k 50 + top-p 0.9",
+                SamplingParams::new(1.0).top_k(50).top_p(0.9),
+            ),
+            ("greedy", SamplingParams::greedy()),
+        ];
+        for &(batch, vocab, shape) in sizes {
+            let logits = synthetic::logits(batch as usize, vocab as usize, shape, 7);
+            let buffer = storage_buffer(ctx, "rollcall bench logits", logits.len() as u64 * 4);
+            ctx.queue
+                .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
+            let sums = storage_buffer(ctx, "rollcall bench row sums", u64::from(batch) * 4);
+            let binding = LogitsBinding {
+                buffer: &buffer,
+                offset: 0,
+                rows: batch,
+                vocab,
+                dtype: LogitsDtype::F32,
+            };
+            let shape_name = match shape {
+                LogitsShape::Model => "model-like",
+                LogitsShape::Flat => "flat",
+            };
+            let mut runs: Vec<(String, SamplingParams, &Sampler)> = modes
+                .iter()
+                .filter(|(name, _)| !(matches!(shape, LogitsShape::Flat) && *name == "greedy"))
+                .map(|(name, p)| (name.to_string(), *p, &sampler))
+                .collect();
+            if batch < crate::sampling::SPLIT_BELOW_ROWS {
+                runs.push(("plain T=1, rows split".into(), modes[0].1, &split));
+            }
+            for (name, base, sampler) in &runs {
+                progress(&format!("sampling {name} {batch}x{vocab} {shape_name}"));
+                let params: Vec<SamplingParams> =
+                    (0..u64::from(batch)).map(|r| base.seed(r)).collect();
+                let mut out = SampleBatch::new(ctx, batch);
+                out.set_params(&params)?;
+                let (kernel, reference) = interleaved(
+                    ctx,
+                    options.iters,
+                    |_| {},
+                    |e| sampler.encode(e, &binding, &mut out),
+                    |e| read_once.encode(e, &binding, &sums),
+                )?;
+                let cpu = if options.cpu_twin {
+                    let (out, t) = timed(|| {
+                        sampling_cpu::sample(crate::HostLogits::F32(&logits), vocab, &params)
+                    });
+                    out?;
+                    Some(t)
+                } else {
+                    None
+                };
+                rows.push(row(
+                    "sampling",
+                    format!("{name}, f32"),
+                    format!("{batch} x {vocab} {shape_name}"),
+                    &kernel,
+                    &reference,
+                    u64::from(batch) * u64::from(vocab) * 4,
+                    u64::from(batch) * u64::from(vocab) * 4,
+                    u64::from(batch) * 20,
+                    cpu,
+                ));
+            }
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-fn bench_compact(
-    ctx: &GpuContext,
-    options: &BenchOptions,
-    read_once: &ReadOnce,
-    rows: &mut Vec<BenchRow>,
-    progress: &mut impl FnMut(&str),
-) -> Result<()> {
-    use wgpu::util::DeviceExt;
-    let sizes: &[u32] = if options.quick {
-        &[100_000]
-    } else {
-        &[1_000_000, 10_000_000]
-    };
-    let compactor = Compactor::new(ctx)?;
-    for &n in sizes {
-        progress(&format!("compaction {n} flags"));
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let keep: Vec<u32> = (0..n).map(|_| u32::from(rng.random_bool(0.5))).collect();
-        let kept = keep.iter().filter(|&&k| k != 0).count() as u64;
-        let flags = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("rollcall bench flags"),
-                contents: bytemuck::cast_slice(&keep),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
-        let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall bench compacted"),
-            size: u64::from(n) * 4,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let count = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall bench count"),
-            size: 4,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let scratch = CompactScratch::new(ctx, n);
-        let bytes_read = u64::from(n) * 4;
-        let bytes_written = kept * 4 + 4;
-        let reference = Reference::new(ctx, bytes_read + bytes_written);
-        let (kernel, reference_timing) = interleaved(
-            ctx,
-            options.iters,
-            |_| {},
-            |e| compactor.encode(e, &flags, n, &scratch, &out, &count),
-            |e| reference.encode(read_once, e),
-        )?;
-        let cpu = options
-            .cpu_twin
-            .then(|| timed(|| std::hint::black_box(compact_cpu(&keep))).1);
-        rows.push(row(
-            "compact",
-            "stream compaction, half kept".into(),
-            format!("{n} flags"),
-            &kernel,
-            &reference_timing,
-            reference.bytes,
-            bytes_read,
-            bytes_written,
-            cpu,
-        ));
-    }
-    Ok(())
-}
-
-fn bench_tail(
-    ctx: &GpuContext,
-    options: &BenchOptions,
-    read_once: &ReadOnce,
-    rows: &mut Vec<BenchRow>,
-    progress: &mut impl FnMut(&str),
-) -> Result<()> {
-    let sizes: &[(u32, u32)] = if options.quick {
-        &[(256, 64)]
-    } else {
-        &[(16_384, 16), (4_096, 64), (1_024, 256), (64, 4_096)]
-    };
-    let estimators = [
-        Estimator::ExpectedMax { n: 8 },
-        Estimator::Tea {
-            n: 128,
-            alpha: 0.25,
-        },
-        Estimator::Gpd {
-            n: 128,
-            alpha: 0.25,
-        },
-    ];
-    for &(segments, m) in sizes {
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let rewards: Vec<f32> = (0..segments * m).map(|_| rng.random::<f32>()).collect();
-        let offsets: Vec<u32> = (0..=segments).map(|s| s * m).collect();
-        let n = u64::from(segments) * u64::from(m);
-        let s = u64::from(segments);
-        for est in estimators {
-            progress(&format!("tail {} {segments}x{m}", est.name()));
-            let mut tail = TailStats::new(ctx)?;
-            tail.upload(&rewards, &offsets)?;
-            // Rewards and offsets in; one value and status per segment and
-            // one advantage per rollout out.
-            let bytes_read = 4 * n + 4 * (s + 1);
-            let bytes_written = 4 * n + 8 * s;
+    fn voting(&mut self) -> Result<()> {
+        let (ctx, options) = (self.ctx, self.options);
+        let read_once = &self.read_once;
+        let (rows, progress) = (&mut self.rows, &mut self.progress);
+        let sizes: &[u32] = if options.quick {
+            &[10_000]
+        } else {
+            &[10_000, 100_000, 1_000_000]
+        };
+        let capacity = 16;
+        let config = RuleConfig {
+            rule: StopRule::Beta {
+                threshold: 0.95,
+                prior: 1.0,
+            },
+            min_votes: 1,
+            max_votes: 64,
+        };
+        for &prompts in sizes {
+            progress(&format!("voting round {prompts} prompts"));
+            let (segments, answers) = voting_round(prompts, 3);
+            let live: Vec<u32> = (0..prompts).collect();
+            let scheduler = std::cell::RefCell::new(Scheduler::new(
+                ctx,
+                prompts,
+                capacity,
+                config,
+                Allocation::Chunk(4),
+            )?);
+            let round = RoundVotes {
+                segments: &segments,
+                answers: &answers,
+                tokens: None,
+            };
+            let votes = answers.len() as u64;
+            let p = u64::from(prompts);
+            // Count: segments (16 B) and answers (4 B) read, per-prompt totals
+            // (32 B) and 2 table entries (8 B) read and written. Rule: list (4 B),
+            // totals and 2 entries read, decision (16 B) and flag (4 B) written.
+            // Compaction: flags read, positions written.
+            let bytes_read = 16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p;
+            let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p;
             let reference = Reference::new(ctx, bytes_read + bytes_written);
+            // Each timed round starts from empty tables (cleared untimed).
             let (kernel, reference_timing) = interleaved(
                 ctx,
                 options.iters,
-                |_| {},
-                |e| tail.encode_estimate(e, est),
+                |e| scheduler.borrow().encode_reset(e),
+                |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
                 |e| reference.encode(read_once, e),
             )?;
             let cpu = options.cpu_twin.then(|| {
-                timed(|| std::hint::black_box(tail_cpu::estimate(&rewards, &offsets, est))).1
+                let rule = config.to_gpu().expect("valid rule");
+                timed(|| {
+                    let mut tables = CpuVoteTables::new(prompts, capacity);
+                    tables.count(&round).expect("valid round");
+                    let keep: Vec<u32> = (0..prompts)
+                        .map(|p| {
+                            u32::from(!decide(&rule, tables.votes(p), tables.table(p)).stopped)
+                        })
+                        .collect();
+                    std::hint::black_box(compact_cpu(&keep));
+                })
+                .1
             });
             rows.push(row(
-                "tail",
-                format!("sort + {}", est.name()),
-                format!("{segments} x {m}"),
+                "voting",
+                "round: count 4 votes, Beta 0.95 rule, compaction".into(),
+                format!("{prompts} prompts"),
                 &kernel,
                 &reference_timing,
                 reference.bytes,
@@ -595,6 +474,121 @@ fn bench_tail(
                 cpu,
             ));
         }
+        Ok(())
     }
-    Ok(())
+
+    fn compact(&mut self) -> Result<()> {
+        let (ctx, options) = (self.ctx, self.options);
+        let read_once = &self.read_once;
+        let (rows, progress) = (&mut self.rows, &mut self.progress);
+        use wgpu::util::DeviceExt;
+        let sizes: &[u32] = if options.quick {
+            &[100_000]
+        } else {
+            &[1_000_000, 10_000_000]
+        };
+        let compactor = Compactor::new(ctx)?;
+        for &n in sizes {
+            progress(&format!("compaction {n} flags"));
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let keep: Vec<u32> = (0..n).map(|_| u32::from(rng.random_bool(0.5))).collect();
+            let kept = keep.iter().filter(|&&k| k != 0).count() as u64;
+            let flags = ctx
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("rollcall bench flags"),
+                    contents: bytemuck::cast_slice(&keep),
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
+            let out = storage_buffer(ctx, "rollcall bench compacted", u64::from(n) * 4);
+            let count = storage_buffer(ctx, "rollcall bench count", 4);
+            let scratch = CompactScratch::new(ctx, n);
+            let bytes_read = u64::from(n) * 4;
+            let bytes_written = kept * 4 + 4;
+            let reference = Reference::new(ctx, bytes_read + bytes_written);
+            let (kernel, reference_timing) = interleaved(
+                ctx,
+                options.iters,
+                |_| {},
+                |e| compactor.encode(e, &flags, n, &scratch, &out, &count),
+                |e| reference.encode(read_once, e),
+            )?;
+            let cpu = options
+                .cpu_twin
+                .then(|| timed(|| std::hint::black_box(compact_cpu(&keep))).1);
+            rows.push(row(
+                "compact",
+                "stream compaction, half kept".into(),
+                format!("{n} flags"),
+                &kernel,
+                &reference_timing,
+                reference.bytes,
+                bytes_read,
+                bytes_written,
+                cpu,
+            ));
+        }
+        Ok(())
+    }
+
+    fn tail(&mut self) -> Result<()> {
+        let (ctx, options) = (self.ctx, self.options);
+        let read_once = &self.read_once;
+        let (rows, progress) = (&mut self.rows, &mut self.progress);
+        let sizes: &[(u32, u32)] = if options.quick {
+            &[(256, 64)]
+        } else {
+            &[(16_384, 16), (4_096, 64), (1_024, 256), (64, 4_096)]
+        };
+        let estimators = [
+            Estimator::ExpectedMax { n: 8 },
+            Estimator::Tea {
+                n: 128,
+                alpha: 0.25,
+            },
+            Estimator::Gpd {
+                n: 128,
+                alpha: 0.25,
+            },
+        ];
+        for &(segments, m) in sizes {
+            let mut rng = ChaCha8Rng::seed_from_u64(9);
+            let rewards: Vec<f32> = (0..segments * m).map(|_| rng.random::<f32>()).collect();
+            let offsets: Vec<u32> = (0..=segments).map(|s| s * m).collect();
+            let n = u64::from(segments) * u64::from(m);
+            let s = u64::from(segments);
+            for est in estimators {
+                progress(&format!("tail {} {segments}x{m}", est.name()));
+                let mut tail = TailStats::new(ctx)?;
+                tail.upload(&rewards, &offsets)?;
+                // Rewards and offsets in; one value and status per segment and
+                // one advantage per rollout out.
+                let bytes_read = 4 * n + 4 * (s + 1);
+                let bytes_written = 4 * n + 8 * s;
+                let reference = Reference::new(ctx, bytes_read + bytes_written);
+                let (kernel, reference_timing) = interleaved(
+                    ctx,
+                    options.iters,
+                    |_| {},
+                    |e| tail.encode_estimate(e, est),
+                    |e| reference.encode(read_once, e),
+                )?;
+                let cpu = options.cpu_twin.then(|| {
+                    timed(|| std::hint::black_box(tail_cpu::estimate(&rewards, &offsets, est))).1
+                });
+                rows.push(row(
+                    "tail",
+                    format!("sort + {}", est.name()),
+                    format!("{segments} x {m}"),
+                    &kernel,
+                    &reference_timing,
+                    reference.bytes,
+                    bytes_read,
+                    bytes_written,
+                    cpu,
+                ));
+            }
+        }
+        Ok(())
+    }
 }
