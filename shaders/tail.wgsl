@@ -22,8 +22,8 @@
 #include "posterior.wgsl"
 
 const ORDER_THREADS: u32 = 256u;
-// Rewards a `sort_chunks` workgroup sorts (8 KiB of workgroup memory).
-const SORT_CHUNK: u32 = 1024u;
+// SORT_CHUNK (rewards a `sort_chunks` workgroup sorts: 8 KiB of workgroup
+// memory) is prepended by the host with SMALL_SEGMENT.
 // k of the order pass that asks for the full sort.
 const FULL_SORT: u32 = 0xFFFFFFFFu;
 

@@ -487,6 +487,17 @@ fn bad_input_is_refused_before_gpu_work() {
         tail.top_k(&[1.0], &[0, 1], 0),
         Err(Error::InvalidEstimator(_))
     ));
+    // The engine path estimates only an uploaded batch: order and top_k
+    // replace it.
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    tail.upload(&[1.0, 2.0], &[0, 2]).unwrap();
+    tail.top_k(&[1.0, f32::INFINITY], &[0, 2], 1).unwrap();
+    assert!(matches!(
+        tail.encode_estimate(&mut encoder, est),
+        Err(Error::InvalidEstimator(_))
+    ));
+    tail.upload(&[1.0, 2.0], &[0, 2]).unwrap();
+    assert!(tail.encode_estimate(&mut encoder, est).is_ok());
     // The empty batch is fine.
     let empty = tail.estimate(&[], &[0], est).unwrap();
     assert!(empty.values.is_empty() && empty.advantages.is_empty());

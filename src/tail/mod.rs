@@ -487,7 +487,9 @@ pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
             entry_point,
             source: crate::shader::compose(
                 "tail.wgsl",
-                &format!("const SMALL_SEGMENT: u32 = {SMALL_SEGMENT}u;"),
+                &format!(
+                    "const SMALL_SEGMENT: u32 = {SMALL_SEGMENT}u;\nconst SORT_CHUNK: u32 = {SORT_CHUNK}u;"
+                ),
             )?,
             features: wgpu::Features::empty(),
         })
@@ -546,8 +548,10 @@ pub struct TailStats {
     estimate_params: wgpu::Buffer,
     buffers: Option<Buffers>,
     grid_width: u32,
-    /// Segments and rewards of the last upload.
-    loaded: (u64, u64),
+    /// Whether the buffers hold an uploaded batch (finite rewards, full-sort
+    /// parameters) that `encode_estimate` may use; `order` and `top_k`
+    /// replace it.
+    uploaded: bool,
     /// The order pass's parameters as last written.
     order_shape: OrderParams,
 }
@@ -621,7 +625,7 @@ impl TailStats {
             order_params: uniform("rollcall tail order params"),
             estimate_params: uniform("rollcall tail estimate params"),
             buffers: None,
-            loaded: (0, 0),
+            uploaded: false,
             order_shape: OrderParams::default(),
             grid_width: ctx.limits().max_compute_workgroups_per_dimension.max(1),
         })
@@ -706,7 +710,10 @@ impl TailStats {
         self.upload(rewards, offsets)?;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         self.encode_estimate(&mut encoder, estimator)?;
-        let (segments, n) = self.loaded;
+        let (segments, n) = (
+            u64::from(self.order_shape.segments),
+            u64::from(self.order_shape.rollouts),
+        );
         let b = self.buffers.as_ref().expect("uploaded");
         let (sv, sn) = (segments * 4, n * 4);
         encoder.copy_buffer_to_buffer(&b.values, 0, &b.readback, 0, sv);
@@ -740,12 +747,13 @@ impl TailStats {
         validate_offsets(offsets, rewards.len())?;
         reject_nan(rewards, true)?;
         self.prepare(rewards, offsets, rewards.len() as u64, FULL_SORT)?;
-        self.loaded = (offsets.len() as u64 - 1, rewards.len() as u64);
+        self.uploaded = true;
         Ok(())
     }
 
-    /// Records the sort and `estimator` over the last uploaded batch into
-    /// `encoder`; results stay on the device ([`TailStats::values_buffer`],
+    /// Records the sort and `estimator` over the batch of the last
+    /// [`TailStats::upload`] into `encoder` (an error if `order` or `top_k`
+    /// ran since: they replace the batch); results stay on the device ([`TailStats::values_buffer`],
     /// [`TailStats::advantages_buffer`]). The estimator's parameters are
     /// written with `queue.write_buffer`: record one estimate per submit.
     ///
@@ -764,13 +772,19 @@ impl TailStats {
         encoder: &mut wgpu::CommandEncoder,
         estimator: Estimator,
     ) -> Result<()> {
-        let segments = self.loaded.0 as u32;
+        if !self.uploaded {
+            return Err(Error::InvalidEstimator(
+                "no uploaded batch: call upload (order and top_k replace it)".into(),
+            ));
+        }
+        let segments = self.order_shape.segments;
         let groups = segments.div_ceil(64);
         let groups_x = self.width(groups);
         let params = estimator.gpu_params(segments, groups_x)?;
-        let Some(b) = self.buffers.as_ref() else {
-            return Ok(());
-        };
+        let b = self
+            .buffers
+            .as_ref()
+            .expect("an upload creates the buffers");
         self.ctx
             .queue
             .write_buffer(&self.estimate_params, 0, bytemuck::bytes_of(&params));
@@ -911,6 +925,7 @@ impl TailStats {
         out_rows: u64,
     ) -> Result<(Vec<u32>, Vec<f32>, Vec<u32>)> {
         self.prepare(rewards, offsets, out_rows, k)?;
+        self.uploaded = false;
         let b = self.buffers.as_ref().expect("prepared");
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
