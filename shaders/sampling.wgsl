@@ -211,20 +211,19 @@ fn merge_state(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }
 
-// Online (max, mass) update with a group of up to four values (`live` marks
-// the finite ones): one rescale per group, one exp per value.
+// Online (max, mass) update with a group of four values (`live` marks the
+// finite ones), without branches: lavapipe runs both sides of a divergent
+// `if` under a mask, so a branchy update cost the rescale and the group's
+// exps twice (54 vs 47 ms at 256 x 128 256). An empty state carries max
+// F32_LOWEST and mass 0; the rescale factor is then irrelevant (0 * it).
 fn online_add_group(state: vec2<f32>, z: vec4<f32>, live: vec4<bool>) -> vec2<f32> {
     let zl = select(vec4<f32>(F32_LOWEST), z, live);
-    let group_max = max(max(zl.x, zl.y), max(zl.z, zl.w));
-    var s = state;
-    if s.y == 0.0 {
-        s = vec2<f32>(group_max, 0.0);
-    } else if group_max > s.x {
-        s = vec2<f32>(group_max, s.y * exp(s.x - group_max));
-    }
-    let e = select(vec4<f32>(0.0), exp(zl - s.x), live);
-    return vec2<f32>(s.x, s.y + ((e.x + e.y) + (e.z + e.w)));
+    let m = max(state.x, max(max(zl.x, zl.y), max(zl.z, zl.w)));
+    let e = select(vec4<f32>(0.0), exp(zl - m), live);
+    return vec2<f32>(m, state.y * exp(state.x - m) + ((e.x + e.y) + (e.z + e.w)));
 }
+
+const EMPTY_STATE: vec2<f32> = vec2<f32>(F32_LOWEST, 0.0);
 
 fn histogram_add(key: u32, z_bits: u32, by_mass: bool, prefix: u32, mask: u32, shift: u32, row_max: f32) {
     if (key & mask) != prefix {
@@ -423,75 +422,122 @@ fn select_among_candidates(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: b
     return vec2<u32>(result, workgroupUniformLoad(&sel_found));
 }
 
-// Combines stream states (max in red_f, mass in red_g) pairwise in a fixed
-// tree and sums red_u alongside; returns (max, mass, sum) to every invocation.
-// Streams with no mass carry mass 0.
+// The reductions over the workgroup's 256 values fold in two levels: the
+// first FOLD invocations each fold FOLD consecutive values in order, then
+// invocation 0 folds those FOLD results in order (3 barriers; a pairwise
+// tree took 9, and its steps ran masked on every invocation on lavapipe:
+// 5 ms of 48 at 256 x 128 256). Every reduction ends in a barrier after its
+// last read of red_*, so callers may write red_* again right after one.
+const FOLD: u32 = 16u;
+
+// Row (max, mass) of the stream states (max in red_f, mass in red_g) and the
+// sum of red_u, to every invocation.
 fn reduce_stats(t: u32) -> Broadcast {
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if t < stride {
-            let m1 = red_f[t];
-            let a1 = red_g[t];
-            let m2 = red_f[t + stride];
-            let a2 = red_g[t + stride];
-            if a1 == 0.0 {
-                red_f[t] = m2;
-                red_g[t] = a2;
-            } else if a2 != 0.0 {
-                let m = max(m1, m2);
-                red_f[t] = m;
-                red_g[t] = a1 * exp(m1 - m) + a2 * exp(m2 - m);
-            }
-            red_u[t] = red_u[t] + red_u[t + stride];
+    workgroupBarrier();
+    if t < FOLD {
+        var acc = vec2<f32>(red_f[t * FOLD], red_g[t * FOLD]);
+        var sum = red_u[t * FOLD];
+        for (var j = t * FOLD + 1u; j < (t + 1u) * FOLD; j++) {
+            acc = merge_state(acc, vec2<f32>(red_f[j], red_g[j]));
+            sum += red_u[j];
         }
+        red_f[t * FOLD] = acc.x;
+        red_g[t * FOLD] = acc.y;
+        red_u[t * FOLD] = sum;
     }
+    workgroupBarrier();
     if t == 0u {
-        broadcast = Broadcast(red_f[0], red_g[0], red_u[0], 0u);
+        var acc = vec2<f32>(red_f[0], red_g[0]);
+        var sum = red_u[0];
+        for (var j = FOLD; j < WG; j += FOLD) {
+            acc = merge_state(acc, vec2<f32>(red_f[j], red_g[j]));
+            sum += red_u[j];
+        }
+        broadcast = Broadcast(acc.x, acc.y, sum, 0u);
     }
     return workgroupUniformLoad(&broadcast);
 }
 
-// Arg-max over (race key in red_f, index in red_u): NO_INDEX never wins, ties
-// go to the lower index; sums red_v alongside. Returns (winner, sum).
-fn reduce_race(t: u32) -> vec2<u32> {
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if t < stride {
-            let i2 = red_u[t + stride];
-            if i2 != NO_INDEX {
-                let i1 = red_u[t];
-                let k1 = red_f[t];
-                let k2 = red_f[t + stride];
-                if i1 == NO_INDEX || k2 > k1 || (k2 == k1 && i2 < i1) {
-                    red_f[t] = k2;
-                    red_u[t] = i2;
-                }
+// Whether entry (k2, i2) beats (k1, i1) in a race: NO_INDEX never wins, ties
+// go to the lower index (so the fold order does not matter).
+fn race_beats(k2: f32, i2: u32, k1: f32, i1: u32) -> bool {
+    return i2 != NO_INDEX && (i1 == NO_INDEX || k2 > k1 || (k2 == k1 && i2 < i1));
+}
+
+struct RaceResult {
+    winner: u32,
+    // Sum of red_v.
+    sum: u32,
+    // red_g of the winner (0 when there is none).
+    winner_g: f32,
+}
+
+// Arg-max over (race key in red_f, index in red_u); sums red_v alongside.
+fn reduce_race(t: u32) -> RaceResult {
+    workgroupBarrier();
+    if t < FOLD {
+        var k = red_f[t * FOLD];
+        var i = red_u[t * FOLD];
+        var sum = red_v[t * FOLD];
+        for (var j = t * FOLD + 1u; j < (t + 1u) * FOLD; j++) {
+            if race_beats(red_f[j], red_u[j], k, i) {
+                k = red_f[j];
+                i = red_u[j];
             }
-            red_v[t] = red_v[t] + red_v[t + stride];
+            sum += red_v[j];
         }
+        red_f[t * FOLD] = k;
+        red_u[t * FOLD] = i;
+        red_v[t * FOLD] = sum;
     }
+    workgroupBarrier();
     if t == 0u {
-        broadcast = Broadcast(red_f[0], 0.0, red_u[0], red_v[0]);
+        var k = red_f[0];
+        var i = red_u[0];
+        var sum = red_v[0];
+        for (var j = FOLD; j < WG; j += FOLD) {
+            if race_beats(red_f[j], red_u[j], k, i) {
+                k = red_f[j];
+                i = red_u[j];
+            }
+            sum += red_v[j];
+        }
+        var g = 0.0;
+        if i != NO_INDEX {
+            g = red_g[i];
+        }
+        broadcast = Broadcast(g, 0.0, i, sum);
     }
     let b = workgroupUniformLoad(&broadcast);
-    return vec2<u32>(b.u0, b.u1);
+    return RaceResult(b.u0, b.u1, b.f0);
 }
 
 // Arg-max over (red_u key, red_v index) pairs, ties to the lower index.
 fn reduce_argmax_key(t: u32) -> vec2<u32> {
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if t < stride {
-            let k2 = red_u[t + stride];
-            let i2 = red_v[t + stride];
-            if k2 > red_u[t] || (k2 == red_u[t] && i2 < red_v[t]) {
-                red_u[t] = k2;
-                red_v[t] = i2;
+    workgroupBarrier();
+    if t < FOLD {
+        var k = red_u[t * FOLD];
+        var i = red_v[t * FOLD];
+        for (var j = t * FOLD + 1u; j < (t + 1u) * FOLD; j++) {
+            if red_u[j] > k || (red_u[j] == k && red_v[j] < i) {
+                k = red_u[j];
+                i = red_v[j];
             }
         }
+        red_u[t * FOLD] = k;
+        red_v[t * FOLD] = i;
     }
+    workgroupBarrier();
     if t == 0u {
-        broadcast = Broadcast(0.0, 0.0, red_u[0], red_v[0]);
+        var k = red_u[0];
+        var i = red_v[0];
+        for (var j = FOLD; j < WG; j += FOLD) {
+            if red_u[j] > k || (red_u[j] == k && red_v[j] < i) {
+                k = red_u[j];
+                i = red_v[j];
+            }
+        }
+        broadcast = Broadcast(0.0, 0.0, k, i);
     }
     let b = workgroupUniformLoad(&broadcast);
     return vec2<u32>(b.u0, b.u1);
@@ -538,96 +584,101 @@ fn stream_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, greedy: 
     return sampling_pass(row, first, last, vocab, inv_t);
 }
 
+// The group update is `online_add_group` written out (through the call the
+// plain row ran ~4% slower on lavapipe: 45 vs 43 ms at 256 x 128 256).
 fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> StreamPartial {
-    var state = vec2<f32>(0.0, 0.0);
-    var local = vec2<f32>(0.0, 0.0);
-    var inf_count = 0u;
-    var finite_count = 0u;
+    var state = EMPTY_STATE;
+    var lmax = F32_LOWEST;
+    var lsum = 0.0;
+    var nonfinite = vec4<u32>(0u);
     var tile_end = first + WG * TILE_GROUPS;
     for (var g = first; g < last; g += WG) {
         if g >= tile_end {
-            state = merge_state(state, local);
-            local = vec2<f32>(0.0, 0.0);
+            state = merge_state(state, vec2<f32>(lmax, lsum));
+            lmax = F32_LOWEST;
+            lsum = 0.0;
             tile_end += WG * TILE_GROUPS;
         }
         let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
         let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
-        if all(finite) {
-            finite_count += GROUP;
-            local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
-        } else {
-            let ones = vec4<u32>(1u);
-            inf_count += dot(select(vec4<u32>(0u), ones, bits == vec4<u32>(F32_POS_INF_BITS)), ones);
-            if any(finite) {
-                finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
-                local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
+        nonfinite += vec4<u32>(!finite);
+        let zl = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(bits), finite);
+        let m = max(lmax, max(max(zl.x, zl.y), max(zl.z, zl.w)));
+        let e = select(vec4<f32>(0.0), exp(zl - m), finite);
+        lsum = lsum * exp(lmax - m) + ((e.x + e.y) + (e.z + e.w));
+        lmax = m;
+    }
+    state = merge_state(state, vec2<f32>(lmax, lsum));
+    let counts = stream_counts(row, first, last, vocab, inv_t, nonfinite);
+    return StreamPartial(state.x, state.y, counts.x, counts.y, 0u, NO_INDEX, 0u, 0u);
+}
+
+// (+inf count, finite count, first +inf token or NO_INDEX) of a stream's
+// groups first, first + WG, ... below `last`, given its count of non-finite
+// tokens per lane (tokens past the vocabulary load as -inf and count there).
+// Only a stream that met a non-finite token reads its groups again, so the
+// first pass carries one add per token instead of two counts.
+fn stream_counts(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, nonfinite: vec4<u32>) -> vec3<u32> {
+    let groups = select(0u, (last - first + WG - 1u) / WG, last > first);
+    let nonfinite_total = (nonfinite.x + nonfinite.y) + (nonfinite.z + nonfinite.w);
+    var inf_count = 0u;
+    var first_inf = NO_INDEX;
+    if nonfinite_total != 0u {
+        for (var g = first; g < last; g += WG) {
+            let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
+            for (var j = 0u; j < GROUP; j++) {
+                if bits[j] == F32_POS_INF_BITS {
+                    inf_count += 1u;
+                    if first_inf == NO_INDEX {
+                        first_inf = g * GROUP + j;
+                    }
+                }
             }
         }
     }
-    state = merge_state(state, local);
-    return StreamPartial(state.x, state.y, inf_count, finite_count, 0u, NO_INDEX, 0u, 0u);
+    return vec3<u32>(inf_count, groups * GROUP - nonfinite_total, first_inf);
 }
 
-// `stream_pass` for greedy rows (read with 1/T = 1): also the arg-max key.
+// `stream_pass` for greedy rows (read with 1/T = 1): also the arg-max, kept
+// as a float compared in token order (the lowest index among ties, -0 tying
+// +0), with +inf tokens found apart. Branch-free like `sampling_pass`; the
+// arg-max needs no tiles (it is exact in any order).
 fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
-    let inv_t = 1.0;
-    var state = vec2<f32>(0.0, 0.0);
-    var local = vec2<f32>(0.0, 0.0);
-    var inf_count = 0u;
-    var finite_count = 0u;
+    var state = EMPTY_STATE;
+    var local = EMPTY_STATE;
+    var nonfinite = vec4<u32>(0u);
     var tile_end = first + WG * TILE_GROUPS;
-    var best_key = 0u;
-    var best_index = NO_INDEX;
-    // Float comparisons in token order keep the lowest index among ties
-    // (and -0 ties +0); +inf tokens are tracked apart. The arg-max needs
-    // no tiles (it is exact in any order).
     var best_value = F32_LOWEST;
-    var first_inf = NO_INDEX;
+    var best_index = NO_INDEX;
     for (var g = first; g < last; g += WG) {
         if g >= tile_end {
             state = merge_state(state, local);
-            local = vec2<f32>(0.0, 0.0);
+            local = EMPTY_STATE;
             tile_end += WG * TILE_GROUPS;
         }
         let base = g * GROUP;
-        let group = load_scaled_group(row, base, vocab, inv_t);
-        let finite = (group & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
-        let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(group), finite);
-        if all(finite) {
-            finite_count += GROUP;
-            local = online_add_group(local, z, finite);
-        } else {
-            let ones = vec4<u32>(1u);
-            let pos_inf = group == vec4<u32>(F32_POS_INF_BITS);
-            inf_count += dot(select(vec4<u32>(0u), ones, pos_inf), ones);
-            finite_count += dot(select(vec4<u32>(0u), ones, finite), ones);
-            if any(finite) {
-                local = online_add_group(local, z, finite);
-            }
-            for (var j = 0u; j < GROUP; j++) {
-                if pos_inf[j] && first_inf == NO_INDEX {
-                    first_inf = base + j;
-                }
-            }
-        }
-        // Most groups cannot beat the running best: test their maximum
-        // first (same result: strict >, first index within the group).
-        if best_index == NO_INDEX || max(max(z.x, z.y), max(z.z, z.w)) > best_value {
-            for (var j = 0u; j < GROUP; j++) {
-                if finite[j] && (best_index == NO_INDEX || z[j] > best_value) {
-                    best_value = z[j];
-                    best_index = base + j;
-                }
-            }
-        }
-    }
-    best_key = select(key_from_bits(canonical_bits(bitcast<u32>(best_value))), 0u, best_index == NO_INDEX);
-    if first_inf != NO_INDEX {
-        best_key = KEY_POS_INF;
-        best_index = first_inf;
+        let bits = load_scaled_group(row, base, vocab, 1.0);
+        let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
+        nonfinite += vec4<u32>(!finite);
+        local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
+        // The group's best finite value and its first position.
+        let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(bits), finite);
+        let group_best = max(max(z.x, z.y), max(z.z, z.w));
+        let at = select(select(select(3u, 2u, finite.z && z.z == group_best),
+                               1u, finite.y && z.y == group_best),
+                        0u, finite.x && z.x == group_best);
+        let better = any(finite) && (best_index == NO_INDEX || group_best > best_value);
+        best_value = select(best_value, group_best, better);
+        best_index = select(best_index, base + at, better);
     }
     state = merge_state(state, local);
-    return StreamPartial(state.x, state.y, inf_count, finite_count, best_key, best_index, 0u, 0u);
+    let counts = stream_counts(row, first, last, vocab, 1.0, nonfinite);
+    var best_key = select(key_from_bits(canonical_bits(bitcast<u32>(best_value))), 0u, best_index == NO_INDEX);
+    if counts.z != NO_INDEX {
+        best_key = KEY_POS_INF;
+        best_index = counts.z;
+    }
+    return StreamPartial(state.x, state.y, counts.x, counts.y, best_key, best_index, 0u, 0u);
 }
 
 // The split pass: workgroup (row, tile) writes every stream's state over that
@@ -691,7 +742,6 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 
     if greedy {
-        workgroupBarrier();
         red_u[t] = best_key;
         red_v[t] = best_index;
         let best = reduce_argmax_key(t);
@@ -744,7 +794,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         let gather_min_p = s.use_min_p && !use_top_k && !use_top_p;
         let stream_active = stream_key >= gather_from && stream_key != 0u
             && (!gather_min_p || (stream_state.x - row_max) >= s.log_min_p);
-        workgroupBarrier();
+        // (select_threshold and reduce_stats end in a barrier.)
         red_u[t] = select(0u, 1u, stream_active);
         workgroupBarrier();
         if t == 0u {
@@ -845,18 +895,11 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 
     // Race between streams: weight = kept mass (or +inf count), one exponential
-    // each; a Philox call serves four streams.
-    workgroupBarrier();
-    if t < WG / 4u {
-        let words = philox4x32_10(vec4<u32>(t, p.step_lo, p.step_hi, PURPOSE_STREAM),
-                                  vec2<u32>(p.seed_lo, p.seed_hi));
-        red_v[4u * t] = words.x;
-        red_v[4u * t + 1u] = words.y;
-        red_v[4u * t + 2u] = words.z;
-        red_v[4u * t + 3u] = words.w;
-    }
-    workgroupBarrier();
-    let stream_e = exponential_from_bits(red_v[t]);
+    // each; a Philox call serves four streams (each invocation computes its
+    // block's call: cheaper than sharing it through workgroup memory).
+    let stream_words = philox4x32_10(vec4<u32>(t / 4u, p.step_lo, p.step_hi, PURPOSE_STREAM),
+                                     vec2<u32>(p.seed_lo, p.seed_hi));
+    let stream_e = exponential_from_bits(stream_words[t & 3u]);
     var stream_weight_log = 0.0;
     var stream_live = false;
     if has_inf {
@@ -866,20 +909,20 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         stream_live = kept_state.y != 0.0;
         stream_weight_log = (kept_state.x - row_max) + log(kept_state.y);
     }
-    workgroupBarrier();
+    // Every route here passed a barrier after its last read of red_*.
     red_f[t] = stream_weight_log - log(stream_e);
     red_u[t] = select(NO_INDEX, t, stream_live);
     red_v[t] = kept_count;
     red_g[t] = kept_state.x;
     let race_result = reduce_race(t);
-    let stream = race_result.x;
-    let total_kept = race_result.y;
+    let stream = race_result.winner;
+    let total_kept = race_result.sum;
     if stream == NO_INDEX {
         // Unreachable: the row's maximum survives every filter.
         write_no_valid(t, out_index);
         return;
     }
-    let stream_max = workgroupUniformLoad(&red_g[stream]);
+    let stream_max = race_result.winner_g;
 
     // Race between the chosen stream's kept tokens.
     var best_race = 0.0;
@@ -925,11 +968,10 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             }
         }
     }
-    workgroupBarrier();
     red_f[t] = best_race;
     red_u[t] = best_token;
     red_v[t] = 0u;
-    let token = reduce_race(t).x;
+    let token = reduce_race(t).winner;
 
     if t == 0u && token != NO_INDEX {
         var logprob = -log(f32(row_inf));

@@ -131,27 +131,17 @@ impl Online {
             }
         }
     }
-    /// One group of up to four values (`None` for non-finite ones): one
-    /// rescale per group, then the values' weights summed pairwise, as the
-    /// shader's `online_add_group` does.
+    /// One group of up to four values (`None` for non-finite ones), as the
+    /// shader's branch-free `online_add_group` does: the new maximum over the
+    /// state's and the group's, one rescale, the values' weights summed
+    /// pairwise. An empty state counts as maximum `f32::MIN`.
     fn add_group(self, z: [Option<f32>; 4]) -> Self {
-        let group_max = z.iter().flatten().fold(f32::MIN, |m, &v| m.max(v));
-        let mut s = self;
-        if s.mass == 0.0 {
-            s = Online {
-                max: group_max,
-                mass: 0.0,
-            };
-        } else if group_max > s.max {
-            s = Online {
-                max: group_max,
-                mass: s.mass * (s.max - group_max).exp(),
-            };
-        }
-        let e = z.map(|v| v.map_or(0.0, |v| (v - s.max).exp()));
+        let prev_max = if self.mass == 0.0 { f32::MIN } else { self.max };
+        let m = z.iter().flatten().fold(prev_max, |m, &v| m.max(v));
+        let e = z.map(|v| v.map_or(0.0, |v| (v - m).exp()));
         Online {
-            max: s.max,
-            mass: s.mass + ((e[0] + e[1]) + (e[2] + e[3])),
+            max: m,
+            mass: self.mass * (prev_max - m).exp() + ((e[0] + e[1]) + (e[2] + e[3])),
         }
     }
 
@@ -179,16 +169,17 @@ fn stream_tokens(s: u32, vocab: u32) -> impl Iterator<Item = u32> {
         .map(|(_, i)| i)
 }
 
-/// Fixed-tree reduction, the same pairing as the shader's.
-fn tree_reduce<T: Copy>(mut v: Vec<T>, f: impl Fn(T, T) -> T) -> T {
-    let mut stride = v.len() / 2;
-    while stride > 0 {
-        for t in 0..stride {
-            v[t] = f(v[t], v[t + stride]);
-        }
-        stride /= 2;
-    }
-    v[0]
+/// Values per first-level fold of the shader's workgroup reductions.
+const FOLD: usize = 16;
+
+/// The shader's two-level reduction: each run of `FOLD` values folded in
+/// order, then the runs' results folded in order.
+fn fold_reduce<T: Copy>(v: &[T], f: impl Fn(T, T) -> T) -> T {
+    let runs: Vec<T> = v
+        .chunks(FOLD)
+        .map(|run| run[1..].iter().fold(run[0], |a, &b| f(a, b)))
+        .collect();
+    runs[1..].iter().fold(runs[0], |a, &b| f(a, b))
 }
 
 /// Largest key t (among keys ≥ `lo_key`) whose weight W(key ≥ t) reaches the
@@ -271,7 +262,7 @@ pub fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
         }
     }
     let row_inf: u32 = stream_inf.iter().sum();
-    let row = tree_reduce(stream_state.clone(), Online::merge);
+    let row = fold_reduce(&stream_state, Online::merge);
     let has_inf = row_inf != 0;
     if !has_inf && row.mass == 0.0 {
         return no_valid;
