@@ -2,6 +2,11 @@
 // row, so sampler throughput can be reported against a kernel that does
 // nothing but read the same logits.
 //
+// With `EXP_PER_LOGIT` (prepended by the host) it sums exp(logit - 64)
+// instead: the least arithmetic an exact sampler that reports the token's
+// log-probability must add (the normaliser needs an exp per token), so its
+// ratio to the plain read is the ceiling for such a sampler on the adapter.
+//
 // The layout is the sampler's: one workgroup of 256 invocations per row, token
 // i belongs to invocation (i / 4) % 256, and each invocation walks its groups of
 // 4 in increasing order, loading a group of four at a time as the sampler's
@@ -11,6 +16,7 @@
 
 const WG: u32 = 256u;
 const GROUP: u32 = 4u;
+const EXP_SHIFT: f32 = 64.0;
 
 @group(0) @binding(2) var<storage, read_write> out_sums: array<f32>;
 
@@ -28,12 +34,20 @@ fn read_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     for (var g = t; g * GROUP < vocab; g += WG) {
         let base = g * GROUP;
         if base + GROUP <= vocab {
-            sum += vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
-                             load_logit(row, base + 2u), load_logit(row, base + 3u));
+            let v = vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
+                              load_logit(row, base + 2u), load_logit(row, base + 3u));
+            if EXP_PER_LOGIT {
+                sum += exp(v - EXP_SHIFT);
+            } else {
+                sum += v;
+            }
         } else {
             var tail = vec4<f32>(0.0);
             for (var j = 0u; base + j < vocab; j++) {
                 tail[j] = load_logit(row, base + j);
+                if EXP_PER_LOGIT {
+                    tail[j] = exp(tail[j] - EXP_SHIFT);
+                }
             }
             sum += tail;
         }

@@ -315,6 +315,7 @@ impl Grid<'_> {
         // Small batches split rows across workgroups on GPUs (not on CPU
         // adapters); time both ways.
         let split = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Always);
+        let with_exp = ReadOnce::with_exp_per_logit(ctx)?;
         let sizes: &[(u32, u32, LogitsShape)] = if options.quick {
             &[(8, 32_000, LogitsShape::Model)]
         } else {
@@ -359,6 +360,29 @@ impl Grid<'_> {
             if batch < crate::sampling::SPLIT_BELOW_ROWS {
                 runs.push(("plain T=1, rows split".into(), modes[0].1, &split));
             }
+            // The ceiling for an exact sampler that reports log-probabilities:
+            // the same read with one exp per logit.
+            progress(&format!(
+                "sampling read-once + exp {batch}x{vocab} {shape_name}"
+            ));
+            let (kernel, reference) = interleaved(
+                ctx,
+                options.iters,
+                |_| {},
+                |e| with_exp.encode(e, &binding, &sums),
+                |e| read_once.encode(e, &binding, &sums),
+            )?;
+            rows.push(row(
+                "sampling",
+                "read-once + exp per logit (ceiling), f32".into(),
+                format!("{batch} x {vocab} {shape_name}"),
+                &kernel,
+                &reference,
+                u64::from(batch) * u64::from(vocab) * 4,
+                u64::from(batch) * u64::from(vocab) * 4,
+                u64::from(batch) * 4,
+                None,
+            ));
             for (name, base, sampler) in &runs {
                 progress(&format!("sampling {name} {batch}x{vocab} {shape_name}"));
                 let params: Vec<SamplingParams> =

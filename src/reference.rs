@@ -19,7 +19,28 @@ use std::sync::Mutex;
 /// assert!(variants.iter().all(|v| v.entry_point == "read_rows"));
 /// ```
 pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
-    crate::logits::variants_per_dtype("read_once", "read_once.wgsl", "read_rows", "")
+    crate::logits::variants_per_dtype(
+        "read_once",
+        "read_once.wgsl",
+        "read_rows",
+        "const EXP_PER_LOGIT: bool = false;",
+    )
+}
+
+/// Every variant of the read-once shader that also takes one `exp` per logit
+/// (see [`ReadOnce::with_exp_per_logit`]).
+///
+/// ```
+/// let variants = rollcall::reference::exp_shader_variants().unwrap();
+/// assert_eq!(variants.len(), 3);
+/// ```
+pub fn exp_shader_variants() -> Result<Vec<ShaderVariant>> {
+    crate::logits::variants_per_dtype(
+        "read_once_exp",
+        "read_once.wgsl",
+        "read_rows",
+        "const EXP_PER_LOGIT: bool = true;",
+    )
 }
 
 /// The read-once kernel: one pipeline per logits dtype, built once.
@@ -76,6 +97,34 @@ impl ReadOnce {
             "rollcall read-once",
             "read_once",
             shader_variants,
+            &[false],
+        )?;
+        Ok(Self {
+            kernel,
+            records: Mutex::new(DispatchRecords::new(&ctx.device)),
+        })
+    }
+
+    /// The same kernel summing `exp(logit - 64)` instead of the logits: one
+    /// read plus one `exp` per logit, the least an exact sampler that reports
+    /// log-probabilities must do. Its ratio to [`ReadOnce::new`]'s time is the
+    /// ceiling for such a sampler's ratio on the adapter (`rollcall bench`
+    /// prints it beside the sampler).
+    ///
+    /// ```no_run
+    /// use rollcall::reference::ReadOnce;
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let with_exp = ReadOnce::with_exp_per_logit(&ctx)?;
+    /// let sums = with_exp.sum_rows(rollcall::HostLogits::F32(&[64.0, 64.0]), 2)?;
+    /// assert_eq!(sums[0], 2.0);
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn with_exp_per_logit(ctx: &GpuContext) -> Result<Self> {
+        let kernel = LogitsKernel::new(
+            ctx,
+            "rollcall read-once with exp",
+            "read_once_exp",
+            exp_shader_variants,
             &[false],
         )?;
         Ok(Self {
@@ -203,13 +252,13 @@ mod tests {
 
     /// The sum in the kernel's order: per invocation over its groups, then the
     /// fixed tree.
-    fn twin_sums(logits: HostLogits<'_>, vocab: usize) -> Vec<f32> {
+    fn twin_sums(logits: HostLogits<'_>, vocab: usize, term: impl Fn(f32) -> f32) -> Vec<f32> {
         let rows = logits.len() / vocab;
         (0..rows)
             .map(|r| {
                 let mut partial = vec![0.0f32; 256];
                 for i in 0..vocab {
-                    partial[(i / 4) % 256] += logits.get_f32(r * vocab + i);
+                    partial[(i / 4) % 256] += term(logits.get_f32(r * vocab + i));
                 }
                 let mut stride = 128;
                 while stride > 0 {
@@ -242,7 +291,7 @@ mod tests {
                 HostLogits::Bf16(&brains),
             ] {
                 let got = read_once.sum_rows(logits, vocab as u32).unwrap();
-                let want = twin_sums(logits, vocab);
+                let want = twin_sums(logits, vocab, |v| v);
                 assert_eq!(got.len(), rows);
                 for (r, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
@@ -251,6 +300,28 @@ mod tests {
                         logits.dtype()
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn exp_variant_sums_exp_of_every_logit() {
+        let Some(ctx) = ctx() else { return };
+        let (rows, vocab) = (5usize, 1029usize);
+        let values: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i * 7919) % 1000) as f32 / 64.0 + 50.0)
+            .collect();
+        let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+        let with_exp = ReadOnce::with_exp_per_logit(&ctx).unwrap();
+        for logits in [HostLogits::F32(&values), HostLogits::F16(&halves)] {
+            let got = with_exp.sum_rows(logits, vocab as u32).unwrap();
+            let want = twin_sums(logits, vocab, |v| (v - 64.0).exp());
+            for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 * w,
+                    "{:?} row {r}: {g} vs {w}",
+                    logits.dtype()
+                );
             }
         }
     }
