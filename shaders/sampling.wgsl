@@ -220,6 +220,9 @@ fn online_add_group(state: vec2<f32>, z: vec4<f32>, live: vec4<bool>) -> vec2<f3
     let zl = select(vec4<f32>(F32_LOWEST), z, live);
     let m = max(state.x, max(max(zl.x, zl.y), max(zl.z, zl.w)));
     let e = select(vec4<f32>(0.0), exp(zl - m), live);
+    // When the maximum did not rise this multiplies by exp(0), exactly 1 on
+    // every adapter we know (and in the twin); Vulkan would allow a few ulps.
+    // Selecting 1.0 instead cost lavapipe a quarter of the plain pass.
     return vec2<f32>(m, state.y * exp(state.x - m) + ((e.x + e.y) + (e.z + e.w)));
 }
 
@@ -468,8 +471,6 @@ struct RaceResult {
     winner: u32,
     // Sum of red_v.
     sum: u32,
-    // red_g of the winner (0 when there is none).
-    winner_g: f32,
 }
 
 // Arg-max over (race key in red_f, index in red_u); sums red_v alongside.
@@ -502,14 +503,10 @@ fn reduce_race(t: u32) -> RaceResult {
             }
             sum += red_v[j];
         }
-        var g = 0.0;
-        if i != NO_INDEX {
-            g = red_g[i];
-        }
-        broadcast = Broadcast(g, 0.0, i, sum);
+        broadcast = Broadcast(0.0, 0.0, i, sum);
     }
     let b = workgroupUniformLoad(&broadcast);
-    return RaceResult(b.u0, b.u1, b.f0);
+    return RaceResult(b.u0, b.u1);
 }
 
 // Arg-max over (red_u key, red_v index) pairs, ties to the lower index.
@@ -551,7 +548,7 @@ fn write_no_valid(t: u32, out_index: u32) {
 }
 
 fn empty_partial() -> StreamPartial {
-    return StreamPartial(0.0, 0.0, 0u, 0u, 0u, NO_INDEX, 0u, 0u);
+    return StreamPartial(F32_LOWEST, 0.0, 0u, 0u, 0u, NO_INDEX, 0u, 0u);
 }
 
 // `part` (a later tile) folded into `acc`: states merged, counts summed, the
@@ -591,6 +588,7 @@ fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Str
     var lmax = F32_LOWEST;
     var lsum = 0.0;
     var nonfinite = vec4<u32>(0u);
+    var top_bits = vec4<i32>(-2147483647 - 1);
     var tile_end = first + WG * TILE_GROUPS;
     for (var g = first; g < last; g += WG) {
         if g >= tile_end {
@@ -602,6 +600,7 @@ fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Str
         let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
         let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
         nonfinite += vec4<u32>(!finite);
+        top_bits = max(top_bits, bitcast<vec4<i32>>(bits));
         let zl = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(bits), finite);
         let m = max(lmax, max(max(zl.x, zl.y), max(zl.z, zl.w)));
         let e = select(vec4<f32>(0.0), exp(zl - m), finite);
@@ -609,21 +608,25 @@ fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Str
         lmax = m;
     }
     state = merge_state(state, vec2<f32>(lmax, lsum));
-    let counts = stream_counts(row, first, last, vocab, inv_t, nonfinite);
+    let counts = stream_counts(row, first, last, vocab, inv_t, nonfinite, top_bits);
     return StreamPartial(state.x, state.y, counts.x, counts.y, 0u, NO_INDEX, 0u, 0u);
 }
 
 // (+inf count, finite count, first +inf token or NO_INDEX) of a stream's
 // groups first, first + WG, ... below `last`, given its count of non-finite
-// tokens per lane (tokens past the vocabulary load as -inf and count there).
-// Only a stream that met a non-finite token reads its groups again, so the
-// first pass carries one add per token instead of two counts.
-fn stream_counts(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, nonfinite: vec4<u32>) -> vec3<u32> {
+// tokens per lane (tokens past the vocabulary load as -inf and count there)
+// and the largest bits it met read as i32 (only +inf and +NaN reach
+// 0x7F800000 that way: -inf and masked tokens do not). Only a stream that
+// met +inf or +NaN reads its groups again, so rows masked with -inf cost
+// one read (measured: 1/64 of the tokens masked, 0.58 of a read against
+// 0.52 when any non-finite token sent its stream back).
+fn stream_counts(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, nonfinite: vec4<u32>,
+                 top_bits: vec4<i32>) -> vec3<u32> {
     let groups = select(0u, (last - first + WG - 1u) / WG, last > first);
     let nonfinite_total = (nonfinite.x + nonfinite.y) + (nonfinite.z + nonfinite.w);
     var inf_count = 0u;
     var first_inf = NO_INDEX;
-    if nonfinite_total != 0u {
+    if any(top_bits >= vec4<i32>(0x7F800000)) {
         for (var g = first; g < last; g += WG) {
             let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
             for (var j = 0u; j < GROUP; j++) {
@@ -647,6 +650,7 @@ fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
     var state = EMPTY_STATE;
     var local = EMPTY_STATE;
     var nonfinite = vec4<u32>(0u);
+    var top_bits = vec4<i32>(-2147483647 - 1);
     var tile_end = first + WG * TILE_GROUPS;
     var best_value = F32_LOWEST;
     var best_index = NO_INDEX;
@@ -660,6 +664,7 @@ fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
         let bits = load_scaled_group(row, base, vocab, 1.0);
         let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
         nonfinite += vec4<u32>(!finite);
+        top_bits = max(top_bits, bitcast<vec4<i32>>(bits));
         local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
         // The group's best finite value and its first position.
         let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(bits), finite);
@@ -672,7 +677,7 @@ fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
         best_index = select(best_index, base + at, better);
     }
     state = merge_state(state, local);
-    let counts = stream_counts(row, first, last, vocab, 1.0, nonfinite);
+    let counts = stream_counts(row, first, last, vocab, 1.0, nonfinite, top_bits);
     var best_key = select(key_from_bits(canonical_bits(bitcast<u32>(best_value))), 0u, best_index == NO_INDEX);
     if counts.z != NO_INDEX {
         best_key = KEY_POS_INF;
@@ -922,7 +927,8 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         write_no_valid(t, out_index);
         return;
     }
-    let stream_max = race_result.winner_g;
+    // Written before the race's first barrier and never since.
+    let stream_max = red_g[stream];
 
     // Race between the chosen stream's kept tokens.
     var best_race = 0.0;

@@ -336,7 +336,7 @@ impl Grid<'_> {
             ("greedy", SamplingParams::greedy()),
         ];
         for &(batch, vocab, shape) in sizes {
-            let logits = synthetic::logits(batch as usize, vocab as usize, shape, 7);
+            let mut logits = synthetic::logits(batch as usize, vocab as usize, shape, 7);
             let buffer = storage_buffer(ctx, "rollcall bench logits", logits.len() as u64 * 4);
             ctx.queue
                 .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
@@ -359,6 +359,16 @@ impl Grid<'_> {
                 .collect();
             if batch < crate::sampling::SPLIT_BELOW_ROWS {
                 runs.push(("plain T=1, rows split".into(), modes[0].1, &split));
+            }
+            // Masked rows (banned tokens, grammar masks, padded vocabularies
+            // set to -inf) must not cost a second read: time them after the
+            // clean ones, one token in 64 masked (every stream meets one).
+            if batch >= 64 && matches!(shape, LogitsShape::Model) && vocab == 128_256 {
+                runs.push((
+                    "plain T=1, 1/64 masked to -inf".into(),
+                    modes[0].1,
+                    &sampler,
+                ));
             }
             // The ceiling for an exact sampler that reports log-probabilities:
             // the same read with one exp per logit.
@@ -384,6 +394,15 @@ impl Grid<'_> {
                 None,
             ));
             for (name, base, sampler) in &runs {
+                if name.contains("masked") {
+                    for (i, x) in logits.iter_mut().enumerate() {
+                        if i % 64 == 0 {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                    ctx.queue
+                        .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
+                }
                 progress(&format!("sampling {name} {batch}x{vocab} {shape_name}"));
                 let params: Vec<SamplingParams> =
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
