@@ -20,7 +20,7 @@ fn rows_for(vocab: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Vec<f32>> {
         vec![vocab / 2, vocab - 1],
         vec![1, 3],
         vec![2, 1],
-        vec![3, 1024 + 0],
+        vec![3, 1024],
         vec![1024 + 5, 5, 1024 * 2 + 1],
         vec![t + 7, 2 * t + 3, 7],
         vec![t - 1, t, t + 1],
