@@ -8,7 +8,8 @@
 // tokens, so random numbers are drawn per stream and for one stream only.
 //
 // Passes over a row's logits:
-//   greedy, or temperature only: 1 (+ the chosen stream's 1/256 of the row)
+//   greedy, or temperature only: 1 (+ the chosen stream's 1/256 of the row,
+//     + the streams that hold a +inf or +NaN logit, read again to count them)
 //   filtered (top-k, top-p, min-p): 1, plus the streams whose maximum reaches
 //     a bound on the kept set's boundary, when that boundary lies among the
 //     tokens gathered into workgroup memory (the usual case: a heavy head);
