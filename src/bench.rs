@@ -261,6 +261,67 @@ pub fn run(
     Ok(grid.rows)
 }
 
+/// The batch-1 target in one place: batch 1's time over batch 64's time per
+/// row, plain sampling at vocab 128 256, unsplit, with rows split, and for the
+/// read-once kernel over the same logits (what one dispatch of one row costs
+/// the adapter anyway). `None` where the grid lacks a row (`--quick`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct BatchOneRatios {
+    /// Unsplit batch 1 / batch-64 per-row time.
+    pub unsplit: Option<f64>,
+    /// `SplitRows::Always` batch 1 / unsplit batch-64 per-row time.
+    pub split: Option<f64>,
+    /// The read-once kernel's batch 1 / batch-64 per-row time.
+    pub read_once: Option<f64>,
+}
+
+/// [`BatchOneRatios`] from the rows of [`run`].
+///
+/// ```
+/// use rollcall::bench::{batch_one_ratios, BenchRow};
+/// let row = |kernel: &str, size: &str, ms: f64, read_ms: f64| BenchRow {
+///     family: "sampling".into(),
+///     kernel: kernel.into(),
+///     size: size.into(),
+///     timing_source: "wall clock".into(),
+///     median_ms: ms,
+///     min_ms: ms,
+///     bytes_read: 0,
+///     bytes_written: 0,
+///     gb_per_s: 0.0,
+///     read_once_ms: read_ms,
+///     read_once_gb_per_s: 0.0,
+///     ratio_to_read_once: 0.0,
+///     cpu_twin_ms: None,
+/// };
+/// let rows = [
+///     row("plain T=1, f32", "1 x 128256 model-like", 0.4, 0.2),
+///     row("plain T=1, rows split, f32", "1 x 128256 model-like", 0.3, 0.2),
+///     row("plain T=1, f32", "64 x 128256 model-like", 12.8, 6.4),
+/// ];
+/// let r = batch_one_ratios(&rows);
+/// let close = |x: Option<f64>, want: f64| (x.unwrap() - want).abs() < 1e-12;
+/// assert!(close(r.unsplit, 2.0) && close(r.split, 1.5) && close(r.read_once, 2.0));
+/// ```
+pub fn batch_one_ratios(rows: &[BenchRow]) -> BatchOneRatios {
+    let find = |kernel: &str, batch: u32| {
+        let size = format!("{batch} x 128256 model-like");
+        rows.iter()
+            .find(|r| r.family == "sampling" && r.kernel == kernel && r.size == size)
+    };
+    let Some(batch_64) = find("plain T=1, f32", 64) else {
+        return BatchOneRatios::default();
+    };
+    let per_row = batch_64.median_ms / 64.0;
+    let read_per_row = batch_64.read_once_ms / 64.0;
+    let unsplit = find("plain T=1, f32", 1);
+    BatchOneRatios {
+        unsplit: unsplit.map(|r| r.median_ms / per_row),
+        split: find("plain T=1, rows split, f32", 1).map(|r| r.median_ms / per_row),
+        read_once: unsplit.map(|r| r.read_once_ms / read_per_row),
+    }
+}
+
 /// What every family's benchmark shares: the adapter, the options, the
 /// yardstick, and the rows measured so far.
 struct Grid<'a> {

@@ -920,11 +920,13 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
     };
     let rows = run(&ctx, &options, |what| eprint!("\r{what:<60}"))?;
     eprint!("\r{:<60}\r", "");
+    let batch_one = rollcall::bench::batch_one_ratios(&rows);
     if args.json {
         let out = serde_json::json!({
             "adapter": ctx.describe(),
             "iters": options.iters,
             "rows": rows,
+            "batch_one_over_batch_64_per_row": batch_one,
         });
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
@@ -951,6 +953,14 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
             r.read_once_ms,
             r.ratio_to_read_once,
             r.cpu_twin_ms.map_or("-".to_string(), |t| format!("{t:.1}"))
+        );
+    }
+    if let (Some(unsplit), Some(split), Some(read_once)) =
+        (batch_one.unsplit, batch_one.split, batch_one.read_once)
+    {
+        println!(
+            "batch 1 / batch-64 per-row time, plain 128256: {unsplit:.2}x unsplit, \
+             {split:.2}x rows split (read-once kernel: {read_once:.2}x)"
         );
     }
     Ok(ExitCode::SUCCESS)
