@@ -6,8 +6,8 @@
 mod common;
 use rand::Rng;
 use rollcall::sampling::cpu;
-use rollcall::sampling::{validate_params, SplitRows, TILE_TOKENS};
-use rollcall::{HostLogits, RowStatus, Sampler, SamplingParams};
+use rollcall::sampling::{validate_params, TILE_TOKENS};
+use rollcall::{HostLogits, RowStatus, SamplingParams};
 
 fn rows_for(vocab: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Vec<f32>> {
     let t = TILE_TOKENS as usize;
@@ -87,12 +87,7 @@ fn rows_for(vocab: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Vec<f32>> {
 #[test]
 fn adversarial_rows_split_unsplit_and_twin_agree() {
     let Some(ctx) = common::gpu() else { return };
-    let mut split = Sampler::new(&ctx)
-        .unwrap()
-        .with_split_rows(SplitRows::Always);
-    let mut whole = Sampler::new(&ctx)
-        .unwrap()
-        .with_split_rows(SplitRows::Never);
+    let (mut split, mut whole) = common::split_and_whole(&ctx);
     let mut rng = common::rng(0xBAD);
     let t = TILE_TOKENS as usize;
     let mut vocabs: Vec<usize> = (1..=9).collect();

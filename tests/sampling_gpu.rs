@@ -576,14 +576,9 @@ fn pipelines_are_built_once_per_context() {
 /// the token does not depend on the split.
 #[test]
 fn split_rows_give_the_same_bits() {
-    use rollcall::sampling::{SplitRows, TILE_TOKENS};
+    use rollcall::sampling::TILE_TOKENS;
     let Some(ctx) = common::gpu() else { return };
-    let mut split = Sampler::new(&ctx)
-        .unwrap()
-        .with_split_rows(SplitRows::Always);
-    let mut whole = Sampler::new(&ctx)
-        .unwrap()
-        .with_split_rows(SplitRows::Never);
+    let (mut split, mut whole) = common::split_and_whole(&ctx);
     let mut rng = common::rng(77);
     let mut tally = Tally::default();
     let t = TILE_TOKENS as usize;

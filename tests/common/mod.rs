@@ -25,6 +25,19 @@ pub fn gpu() -> Option<rollcall::GpuContext> {
     }
 }
 
+/// Two samplers on `ctx`: one that splits every row across workgroups and
+/// one that never does (their results must agree bit for bit).
+pub fn split_and_whole(ctx: &rollcall::GpuContext) -> (rollcall::Sampler, rollcall::Sampler) {
+    use rollcall::sampling::SplitRows;
+    let split = rollcall::Sampler::new(ctx)
+        .unwrap()
+        .with_split_rows(SplitRows::Always);
+    let whole = rollcall::Sampler::new(ctx)
+        .unwrap()
+        .with_split_rows(SplitRows::Never);
+    (split, whole)
+}
+
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
