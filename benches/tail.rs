@@ -5,35 +5,20 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rollcall::tail::{cpu, Estimator, TailStats};
+use rollcall::tail::{cpu, TailStats};
 use rollcall::GpuContext;
 use std::hint::black_box;
 
 fn bench_tail(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter");
-    let estimators = [
-        Estimator::ExpectedMax { n: 8 },
-        Estimator::Tea {
-            n: 128,
-            alpha: 0.25,
-        },
-        Estimator::Gpd {
-            n: 128,
-            alpha: 0.25,
-        },
-    ];
     for (segments, m) in [(4096u32, 64u32), (64, 4096)] {
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let rewards: Vec<f32> = (0..segments * m).map(|_| rng.random::<f32>()).collect();
-        let offsets: Vec<u32> = (0..=segments).map(|s| s * m).collect();
+        let (rewards, offsets) = rollcall::bench::tail_batch(segments, m);
         let mut tail = TailStats::new(&ctx).expect("tail pipelines");
         tail.upload(&rewards, &offsets).expect("valid batch");
         let mut group = c.benchmark_group(format!("tail/{segments}x{m}"));
         group.throughput(Throughput::Bytes(u64::from(segments * m) * 4));
         group.sampling_mode(SamplingMode::Flat);
-        for est in estimators {
+        for est in rollcall::bench::TAIL_ESTIMATORS {
             group.bench_function(format!("gpu/{}", est.name()), |b| {
                 b.iter(|| {
                     let mut encoder = ctx.device.create_command_encoder(&Default::default());

@@ -10,24 +10,15 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rollcall::compact::{compact_cpu, CompactScratch, Compactor};
-use rollcall::voting::rules::{decide, RuleConfig, StopRule};
 use rollcall::voting::scheduler::{Allocation, Scheduler};
-use rollcall::voting::{CpuVoteTables, RoundVotes};
+use rollcall::voting::RoundVotes;
 use rollcall::GpuContext;
 use std::hint::black_box;
 use wgpu::util::DeviceExt;
 
 fn bench_voting(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter");
-    let config = RuleConfig {
-        rule: StopRule::Beta {
-            threshold: 0.95,
-            prior: 1.0,
-        },
-        min_votes: 1,
-        max_votes: 64,
-    };
-    let rule = config.to_gpu().expect("valid rule");
+    let config = rollcall::bench::voting_rule();
     for prompts in [10_000u32, 100_000] {
         let (segments, answers) = rollcall::bench::voting_round(prompts, 3);
         let votes = RoundVotes {
@@ -53,12 +44,10 @@ fn bench_voting(c: &mut Criterion) {
         });
         group.bench_function("cpu-twin", |b| {
             b.iter(|| {
-                let mut tables = CpuVoteTables::new(prompts, 16);
-                tables.count(&votes).expect("valid round");
-                let keep: Vec<u32> = (0..prompts)
-                    .map(|p| u32::from(!decide(&rule, tables.votes(p), tables.table(p)).stopped))
-                    .collect();
-                black_box(compact_cpu(&keep))
+                black_box(
+                    rollcall::bench::voting_round_cpu(&votes, prompts, 16, &config)
+                        .expect("valid round"),
+                )
             })
         });
         group.finish();

@@ -367,6 +367,71 @@ pub fn voting_round(prompts: u32, seed: u64) -> (Vec<Segment>, Vec<u32>) {
     (segments, answers)
 }
 
+/// The voting benchmarks' rule: Beta leader-vs-runner-up at 0.95, 1 to 64
+/// votes.
+pub fn voting_rule() -> RuleConfig {
+    RuleConfig {
+        rule: StopRule::Beta {
+            threshold: 0.95,
+            prior: 1.0,
+        },
+        min_votes: 1,
+        max_votes: 64,
+    }
+}
+
+/// The CPU twin of one benchmark round: count `round` into fresh tables of
+/// `capacity` answers, decide every prompt by `config`, compact the live ones.
+///
+/// ```
+/// let (segments, answers) = rollcall::bench::voting_round(100, 3);
+/// let round = rollcall::voting::RoundVotes { segments: &segments, answers: &answers, tokens: None };
+/// let live = rollcall::bench::voting_round_cpu(&round, 100, 16, &rollcall::bench::voting_rule())?;
+/// assert!(live.len() <= 100);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub fn voting_round_cpu(
+    round: &RoundVotes<'_>,
+    prompts: u32,
+    capacity: u32,
+    config: &RuleConfig,
+) -> Result<Vec<u32>> {
+    let rule = config.to_gpu()?;
+    let mut tables = CpuVoteTables::new(prompts, capacity);
+    tables.count(round)?;
+    let keep: Vec<u32> = (0..prompts)
+        .map(|p| u32::from(!decide(&rule, tables.votes(p), tables.table(p)).stopped))
+        .collect();
+    Ok(compact_cpu(&keep))
+}
+
+/// The tail benchmarks' estimators.
+pub const TAIL_ESTIMATORS: [Estimator; 3] = [
+    Estimator::ExpectedMax { n: 8 },
+    Estimator::Tea {
+        n: 128,
+        alpha: 0.25,
+    },
+    Estimator::Gpd {
+        n: 128,
+        alpha: 0.25,
+    },
+];
+
+/// The tail benchmarks' batch: `segments` segments of `m` uniform rewards
+/// (fixed seed), and their offsets.
+///
+/// ```
+/// let (rewards, offsets) = rollcall::bench::tail_batch(3, 4);
+/// assert_eq!((rewards.len(), offsets), (12, vec![0, 4, 8, 12]));
+/// ```
+pub fn tail_batch(segments: u32, m: u32) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let rewards = (0..segments * m).map(|_| rng.random::<f32>()).collect();
+    let offsets = (0..=segments).map(|s| s * m).collect();
+    (rewards, offsets)
+}
+
 impl Grid<'_> {
     fn sampling(&mut self) -> Result<()> {
         let (ctx, options) = (self.ctx, self.options);
@@ -511,14 +576,7 @@ impl Grid<'_> {
             &[10_000, 100_000, 1_000_000]
         };
         let capacity = 16;
-        let config = RuleConfig {
-            rule: StopRule::Beta {
-                threshold: 0.95,
-                prior: 1.0,
-            },
-            min_votes: 1,
-            max_votes: 64,
-        };
+        let config = voting_rule();
         for &prompts in sizes {
             progress(&format!("voting round {prompts} prompts"));
             let (segments, answers) = voting_round(prompts, 3);
@@ -552,20 +610,13 @@ impl Grid<'_> {
                 |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
                 |e| reference.encode(read_once, e),
             )?;
-            let cpu = options.cpu_twin.then(|| {
-                let rule = config.to_gpu().expect("valid rule");
-                timed(|| {
-                    let mut tables = CpuVoteTables::new(prompts, capacity);
-                    tables.count(&round).expect("valid round");
-                    let keep: Vec<u32> = (0..prompts)
-                        .map(|p| {
-                            u32::from(!decide(&rule, tables.votes(p), tables.table(p)).stopped)
-                        })
-                        .collect();
-                    std::hint::black_box(compact_cpu(&keep));
-                })
-                .1
-            });
+            let cpu = if options.cpu_twin {
+                let (live, t) = timed(|| voting_round_cpu(&round, prompts, capacity, &config));
+                std::hint::black_box(live?);
+                Some(t)
+            } else {
+                None
+            };
             rows.push(row(
                 "voting",
                 "round: count 4 votes, Beta 0.95 rule, compaction".into(),
@@ -644,27 +695,14 @@ impl Grid<'_> {
         } else {
             &[(16_384, 16), (4_096, 64), (1_024, 256), (64, 4_096)]
         };
-        let estimators = [
-            Estimator::ExpectedMax { n: 8 },
-            Estimator::Tea {
-                n: 128,
-                alpha: 0.25,
-            },
-            Estimator::Gpd {
-                n: 128,
-                alpha: 0.25,
-            },
-        ];
         for &(segments, m) in sizes {
-            let mut rng = ChaCha8Rng::seed_from_u64(9);
-            let rewards: Vec<f32> = (0..segments * m).map(|_| rng.random::<f32>()).collect();
-            let offsets: Vec<u32> = (0..=segments).map(|s| s * m).collect();
+            let (rewards, offsets) = tail_batch(segments, m);
             let n = u64::from(segments) * u64::from(m);
             let s = u64::from(segments);
-            for est in estimators {
+            let mut tail = TailStats::new(ctx)?;
+            tail.upload(&rewards, &offsets)?;
+            for est in TAIL_ESTIMATORS {
                 progress(&format!("tail {} {segments}x{m}", est.name()));
-                let mut tail = TailStats::new(ctx)?;
-                tail.upload(&rewards, &offsets)?;
                 // Rewards and offsets in; one value and status per segment and
                 // one advantage per rollout out.
                 let bytes_read = 4 * n + 4 * (s + 1);
