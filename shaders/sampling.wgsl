@@ -9,7 +9,7 @@
 //
 // Passes over a row's logits:
 //   greedy, or temperature only: 1 (+ the chosen stream's 1/256 of the row,
-//     + the streams that hold a +inf or +NaN logit, read again to count them)
+//     + the streams that hold a NaN or +inf logit, read again with masks)
 //   filtered (top-k, top-p, min-p): 1, plus the streams whose maximum reaches
 //     a bound on the kept set's boundary, when that boundary lies among the
 //     tokens gathered into workgroup memory (the usual case: a heavy head);
@@ -583,13 +583,21 @@ fn stream_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, greedy: 
 }
 
 // The group update is `online_add_group` written out (through the call the
-// plain row ran ~4% slower on lavapipe: 45 vs 43 ms at 256 x 128 256).
+// plain row ran ~4% slower on lavapipe: 45 vs 43 ms at 256 x 128 256), and
+// without its masks: a -inf token (masked, or padding past the row's end)
+// adds exp(-inf) = 0 and never raises the maximum (the state's maximum starts
+// at F32_LOWEST), so for streams of finite and -inf logits, the common case,
+// the masks change no bit and only the -inf tokens need counting. A NaN or
+// +inf token makes the mass NaN (exp(NaN) and exp(inf - inf) are NaN, and NaN
+// survives every later update and tile fold): such a stream is read again by
+// `careful_pass`, so every stream gets the masked update's bits. Dropping the
+// masks and the per-token checks for +inf and NaN took lavapipe's plain rows
+// from 0.59 to 0.66 of a read (256 x 128 256).
 fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> StreamPartial {
     var state = EMPTY_STATE;
     var lmax = F32_LOWEST;
     var lsum = 0.0;
-    var nonfinite = vec4<u32>(0u);
-    var top_bits = vec4<i32>(-2147483647 - 1);
+    var neg_inf = 0u;
     var tile_end = first + WG * TILE_GROUPS;
     for (var g = first; g < last; g += WG) {
         if g >= tile_end {
@@ -599,18 +607,57 @@ fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Str
             tile_end += WG * TILE_GROUPS;
         }
         let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
-        let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
-        nonfinite += vec4<u32>(!finite);
-        top_bits = max(top_bits, bitcast<vec4<i32>>(bits));
-        let zl = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(bits), finite);
-        let m = max(lmax, max(max(zl.x, zl.y), max(zl.z, zl.w)));
-        let e = select(vec4<f32>(0.0), exp(zl - m), finite);
+        let is_neg_inf = select(vec4<u32>(0u), vec4<u32>(1u), bits == vec4<u32>(F32_NEG_INF_BITS));
+        neg_inf += (is_neg_inf.x + is_neg_inf.y) + (is_neg_inf.z + is_neg_inf.w);
+        let z = bitcast<vec4<f32>>(bits);
+        let m = max(lmax, max(max(z.x, z.y), max(z.z, z.w)));
+        let e = exp(z - m);
         lsum = lsum * exp(lmax - m) + ((e.x + e.y) + (e.z + e.w));
         lmax = m;
     }
     state = merge_state(state, vec2<f32>(lmax, lsum));
-    let counts = stream_counts(row, first, last, vocab, inv_t, nonfinite, top_bits);
-    return StreamPartial(state.x, state.y, counts.x, counts.y, 0u, NO_INDEX, 0u, 0u);
+    if is_nan_bits(bitcast<u32>(state.y)) {
+        return careful_pass(row, first, last, vocab, inv_t);
+    }
+    return StreamPartial(state.x, state.y, 0u, tokens_visited(first, last) - neg_inf, 0u, NO_INDEX, 0u, 0u);
+}
+
+// Tested on the bits: a compiler may assume that x == x.
+fn is_nan_bits(bits: u32) -> bool {
+    return (bits & 0x7FFFFFFFu) > F32_POS_INF_BITS;
+}
+
+// Tokens in a stream's groups first, first + WG, ... below `last`, counting
+// the padding of the row's last group (it loads as -inf).
+fn tokens_visited(first: u32, last: u32) -> u32 {
+    return select(0u, (last - first + WG - 1u) / WG, last > first) * GROUP;
+}
+
+// `sampling_pass` for a stream holding NaN or +inf: the masked update
+// (`online_add_group` over the finite tokens) and the counts of +inf and
+// finite tokens.
+fn careful_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> StreamPartial {
+    var state = EMPTY_STATE;
+    var local = EMPTY_STATE;
+    var inf_count = 0u;
+    var finite_count = 0u;
+    var tile_end = first + WG * TILE_GROUPS;
+    for (var g = first; g < last; g += WG) {
+        if g >= tile_end {
+            state = merge_state(state, local);
+            local = EMPTY_STATE;
+            tile_end += WG * TILE_GROUPS;
+        }
+        let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
+        let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
+        local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
+        let is_inf = select(vec4<u32>(0u), vec4<u32>(1u), bits == vec4<u32>(F32_POS_INF_BITS));
+        let is_finite = select(vec4<u32>(0u), vec4<u32>(1u), finite);
+        inf_count += (is_inf.x + is_inf.y) + (is_inf.z + is_inf.w);
+        finite_count += (is_finite.x + is_finite.y) + (is_finite.z + is_finite.w);
+    }
+    state = merge_state(state, local);
+    return StreamPartial(state.x, state.y, inf_count, finite_count, 0u, NO_INDEX, 0u, 0u);
 }
 
 // (+inf count, finite count, first +inf token or NO_INDEX) of a stream's
