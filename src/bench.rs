@@ -273,6 +273,11 @@ pub struct BatchOneRatios {
     pub split: Option<f64>,
     /// The read-once kernel's batch 1 / batch-64 per-row time.
     pub read_once: Option<f64>,
+    /// The read-once kernel's time (ms) for one row of 1 024 logits: what
+    /// one dispatch costs the adapter with next to nothing to read, a floor
+    /// under every batch-1 time (and twice over for the split path's two
+    /// dispatches).
+    pub dispatch_floor_ms: Option<f64>,
 }
 
 /// [`BatchOneRatios`] from the rows of [`run`].
@@ -298,19 +303,27 @@ pub struct BatchOneRatios {
 ///     row("plain T=1, f32", "1 x 128256 model-like", 0.4, 0.2),
 ///     row("plain T=1, rows split, f32", "1 x 128256 model-like", 0.3, 0.2),
 ///     row("plain T=1, f32", "64 x 128256 model-like", 12.8, 6.4),
+///     row("plain T=1, f32", "1 x 1024 model-like", 0.1, 0.05),
 /// ];
 /// let r = batch_one_ratios(&rows);
 /// let close = |x: Option<f64>, want: f64| (x.unwrap() - want).abs() < 1e-12;
 /// assert!(close(r.unsplit, 2.0) && close(r.split, 1.5) && close(r.read_once, 2.0));
+/// assert!(close(r.dispatch_floor_ms, 0.05));
 /// ```
 pub fn batch_one_ratios(rows: &[BenchRow]) -> BatchOneRatios {
-    let find = |kernel: &str, batch: u32| {
-        let size = format!("{batch} x 128256 model-like");
+    let find_size = |kernel: &str, size: &str| {
         rows.iter()
             .find(|r| r.family == "sampling" && r.kernel == kernel && r.size == size)
     };
+    let find =
+        |kernel: &str, batch: u32| find_size(kernel, &format!("{batch} x 128256 model-like"));
+    let dispatch_floor_ms =
+        find_size("plain T=1, f32", "1 x 1024 model-like").map(|r| r.read_once_ms);
     let Some(batch_64) = find("plain T=1, f32", 64) else {
-        return BatchOneRatios::default();
+        return BatchOneRatios {
+            dispatch_floor_ms,
+            ..Default::default()
+        };
     };
     let per_row = batch_64.median_ms / 64.0;
     let read_per_row = batch_64.read_once_ms / 64.0;
@@ -319,6 +332,7 @@ pub fn batch_one_ratios(rows: &[BenchRow]) -> BatchOneRatios {
         unsplit: unsplit.map(|r| r.median_ms / per_row),
         split: find("plain T=1, rows split, f32", 1).map(|r| r.median_ms / per_row),
         read_once: unsplit.map(|r| r.read_once_ms / read_per_row),
+        dispatch_floor_ms,
     }
 }
 
@@ -446,6 +460,8 @@ impl Grid<'_> {
             &[(8, 32_000, LogitsShape::Model)]
         } else {
             &[
+                // One row of next to nothing: the fixed cost of a dispatch.
+                (1, 1_024, LogitsShape::Model),
                 (1, 128_256, LogitsShape::Model),
                 (64, 128_256, LogitsShape::Model),
                 (256, 128_256, LogitsShape::Model),

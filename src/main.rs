@@ -963,5 +963,8 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
              {split:.2}x rows split (read-once kernel: {read_once:.2}x)"
         );
     }
+    if let Some(floor) = batch_one.dispatch_floor_ms {
+        println!("one dispatch of next to nothing (read-once, 1 x 1024): {floor:.3} ms");
+    }
     Ok(ExitCode::SUCCESS)
 }

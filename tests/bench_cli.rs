@@ -24,7 +24,9 @@ fn bench_command_covers_every_family() {
     let batch_one = &json["batch_one_over_batch_64_per_row"];
     assert!(batch_one.is_object(), "{json}");
     assert!(
-        batch_one["unsplit"].is_null() && batch_one["split"].is_null(),
+        batch_one["unsplit"].is_null()
+            && batch_one["split"].is_null()
+            && batch_one["dispatch_floor_ms"].is_null(),
         "{batch_one}"
     );
     for family in ["sampling", "voting", "compact", "tail"] {
