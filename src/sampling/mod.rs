@@ -48,6 +48,10 @@
 //! | filtered, boundary gathered (the usual case) | 1, plus the streams whose maximum reaches a bound (a small fraction for a heavy head) |
 //! | filtered, exact fallback | 2, plus 1 to 4 radix rounds per filter, plus 1/256 |
 //!
+//! In every mode a stream (1/256 of the row) that holds a NaN or +inf logit
+//! is read once more, with the masked update; -inf logits (masks, padding)
+//! cost nothing extra.
+//!
 //! Filtered rows (top-k, top-p, min-p) bound the kept set's boundary from the
 //! 256 streams' maxima (the k-th largest maximum for top-k; for top-p the
 //! largest maximum whose maxima above carry the target mass; `max + ln min_p`
