@@ -36,6 +36,27 @@ pub struct BenchOptions {
     pub families: Vec<String>,
     /// Also time the CPU twin.
     pub cpu_twin: bool,
+    /// Time only the rows whose `"{kernel} {size}"` contains one of these
+    /// (all rows when empty): for A/B runs of one kernel.
+    pub only: Vec<String>,
+}
+
+impl BenchOptions {
+    /// Whether the row `kernel` at `size` is to be timed.
+    ///
+    /// ```
+    /// let options = rollcall::bench::BenchOptions {
+    ///     only: vec!["plain T=1, f32 256 x".into()],
+    ///     ..Default::default()
+    /// };
+    /// assert!(options.selects("plain T=1, f32", "256 x 128256 model-like"));
+    /// assert!(!options.selects("greedy, f32", "256 x 128256 model-like"));
+    /// assert!(rollcall::bench::BenchOptions::default().selects("greedy, f32", "1 x 1024"));
+    /// ```
+    pub fn selects(&self, kernel: &str, size: &str) -> bool {
+        let label = format!("{kernel} {size}");
+        self.only.is_empty() || self.only.iter().any(|o| label.contains(o.as_str()))
+    }
 }
 
 impl Default for BenchOptions {
@@ -47,6 +68,7 @@ impl Default for BenchOptions {
                 .map(String::from)
                 .to_vec(),
             cpu_twin: true,
+            only: Vec::new(),
         }
     }
 }
@@ -478,22 +500,12 @@ impl Grid<'_> {
             ("greedy", SamplingParams::greedy()),
         ];
         for &(batch, vocab, shape) in sizes {
-            let mut logits = synthetic::logits(batch as usize, vocab as usize, shape, 7);
-            let buffer = storage_buffer(ctx, "rollcall bench logits", logits.len() as u64 * 4);
-            ctx.queue
-                .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
-            let sums = storage_buffer(ctx, "rollcall bench row sums", u64::from(batch) * 4);
-            let binding = LogitsBinding {
-                buffer: &buffer,
-                offset: 0,
-                rows: batch,
-                vocab,
-                dtype: LogitsDtype::F32,
-            };
             let shape_name = match shape {
                 LogitsShape::Model => "model-like",
                 LogitsShape::Flat => "flat",
             };
+            let size = format!("{batch} x {vocab} {shape_name}");
+            let ceiling_name = "read-once + exp per logit (ceiling), f32";
             let mut runs: Vec<(String, SamplingParams, &Sampler)> = modes
                 .iter()
                 .filter(|(name, _)| !(matches!(shape, LogitsShape::Flat) && *name == "greedy"))
@@ -512,29 +524,46 @@ impl Grid<'_> {
                     &sampler,
                 ));
             }
+            runs.retain(|(name, _, _)| options.selects(&format!("{name}, f32"), &size));
+            let time_ceiling = options.selects(ceiling_name, &size);
+            if runs.is_empty() && !time_ceiling {
+                continue;
+            }
+            let mut logits = synthetic::logits(batch as usize, vocab as usize, shape, 7);
+            let buffer = storage_buffer(ctx, "rollcall bench logits", logits.len() as u64 * 4);
+            ctx.queue
+                .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
+            let sums = storage_buffer(ctx, "rollcall bench row sums", u64::from(batch) * 4);
+            let binding = LogitsBinding {
+                buffer: &buffer,
+                offset: 0,
+                rows: batch,
+                vocab,
+                dtype: LogitsDtype::F32,
+            };
             // The ceiling for an exact sampler that reports log-probabilities:
             // the same read with one exp per logit.
-            progress(&format!(
-                "sampling read-once + exp {batch}x{vocab} {shape_name}"
-            ));
-            let (kernel, reference) = interleaved(
-                ctx,
-                options.iters,
-                |_| {},
-                |e| with_exp.encode(e, &binding, &sums),
-                |e| read_once.encode(e, &binding, &sums),
-            )?;
-            rows.push(row(
-                "sampling",
-                "read-once + exp per logit (ceiling), f32".into(),
-                format!("{batch} x {vocab} {shape_name}"),
-                &kernel,
-                &reference,
-                u64::from(batch) * u64::from(vocab) * 4,
-                u64::from(batch) * u64::from(vocab) * 4,
-                u64::from(batch) * 4,
-                None,
-            ));
+            if time_ceiling {
+                progress(&format!("sampling read-once + exp {size}"));
+                let (kernel, reference) = interleaved(
+                    ctx,
+                    options.iters,
+                    |_| {},
+                    |e| with_exp.encode(e, &binding, &sums),
+                    |e| read_once.encode(e, &binding, &sums),
+                )?;
+                rows.push(row(
+                    "sampling",
+                    ceiling_name.into(),
+                    size.clone(),
+                    &kernel,
+                    &reference,
+                    u64::from(batch) * u64::from(vocab) * 4,
+                    u64::from(batch) * u64::from(vocab) * 4,
+                    u64::from(batch) * 4,
+                    None,
+                ));
+            }
             for (name, base, sampler) in &runs {
                 if name.contains("masked") {
                     for (i, x) in logits.iter_mut().enumerate() {
@@ -545,7 +574,7 @@ impl Grid<'_> {
                     ctx.queue
                         .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
                 }
-                progress(&format!("sampling {name} {batch}x{vocab} {shape_name}"));
+                progress(&format!("sampling {name} {size}"));
                 let params: Vec<SamplingParams> =
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
                 let mut out = SampleBatch::new(ctx, batch);
@@ -569,7 +598,7 @@ impl Grid<'_> {
                 rows.push(row(
                     "sampling",
                     format!("{name}, f32"),
-                    format!("{batch} x {vocab} {shape_name}"),
+                    size.clone(),
                     &kernel,
                     &reference,
                     u64::from(batch) * u64::from(vocab) * 4,
@@ -593,7 +622,11 @@ impl Grid<'_> {
         };
         let capacity = 16;
         let config = voting_rule();
+        let kernel_name = "round: count 4 votes, Beta 0.95 rule, compaction";
         for &prompts in sizes {
+            if !options.selects(kernel_name, &format!("{prompts} prompts")) {
+                continue;
+            }
             progress(&format!("voting round {prompts} prompts"));
             let (segments, answers) = voting_round(prompts, 3);
             let live: Vec<u32> = (0..prompts).collect();
@@ -635,7 +668,7 @@ impl Grid<'_> {
             };
             rows.push(row(
                 "voting",
-                "round: count 4 votes, Beta 0.95 rule, compaction".into(),
+                kernel_name.into(),
                 format!("{prompts} prompts"),
                 &kernel,
                 &reference_timing,
@@ -659,7 +692,11 @@ impl Grid<'_> {
             &[1_000_000, 10_000_000]
         };
         let compactor = Compactor::new(ctx)?;
+        let kernel_name = "stream compaction, half kept";
         for &n in sizes {
+            if !options.selects(kernel_name, &format!("{n} flags")) {
+                continue;
+            }
             progress(&format!("compaction {n} flags"));
             let mut rng = ChaCha8Rng::seed_from_u64(5);
             let keep: Vec<u32> = (0..n).map(|_| u32::from(rng.random_bool(0.5))).collect();
@@ -689,7 +726,7 @@ impl Grid<'_> {
                 .then(|| timed(|| std::hint::black_box(compact_cpu(&keep))).1);
             rows.push(row(
                 "compact",
-                "stream compaction, half kept".into(),
+                kernel_name.into(),
                 format!("{n} flags"),
                 &kernel,
                 &reference_timing,
@@ -712,13 +749,21 @@ impl Grid<'_> {
             &[(16_384, 16), (4_096, 64), (1_024, 256), (64, 4_096)]
         };
         for &(segments, m) in sizes {
+            let size = format!("{segments} x {m}");
+            let estimators: Vec<_> = TAIL_ESTIMATORS
+                .into_iter()
+                .filter(|est| options.selects(&format!("sort + {}", est.name()), &size))
+                .collect();
+            if estimators.is_empty() {
+                continue;
+            }
             let (rewards, offsets) = tail_batch(segments, m);
             let n = u64::from(segments) * u64::from(m);
             let s = u64::from(segments);
             let mut tail = TailStats::new(ctx)?;
             tail.upload(&rewards, &offsets)?;
-            for est in TAIL_ESTIMATORS {
-                progress(&format!("tail {} {segments}x{m}", est.name()));
+            for est in estimators {
+                progress(&format!("tail {} {size}", est.name()));
                 // Rewards and offsets in; one value and status per segment and
                 // one advantage per rollout out.
                 let bytes_read = 4 * n + 4 * (s + 1);
@@ -737,7 +782,7 @@ impl Grid<'_> {
                 rows.push(row(
                     "tail",
                     format!("sort + {}", est.name()),
-                    format!("{segments} x {m}"),
+                    size.clone(),
                     &kernel,
                     &reference_timing,
                     reference.bytes,

@@ -71,6 +71,10 @@ struct BenchArgs {
     /// Skip the CPU twin timings.
     #[arg(long)]
     no_cpu: bool,
+    /// Time only the rows whose "kernel size" label contains this text
+    /// (repeatable; e.g. --only "plain T=1, f32 256 x 128256").
+    #[arg(long)]
+    only: Vec<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -917,6 +921,7 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
         quick: args.quick,
         families: args.families.iter().map(|f| f.trim().to_string()).collect(),
         cpu_twin: !args.no_cpu,
+        only: args.only.clone(),
     };
     let rows = run(&ctx, &options, |what| eprint!("\r{what:<60}"))?;
     eprint!("\r{:<60}\r", "");

@@ -61,6 +61,35 @@ fn bench_command_covers_every_family() {
             "{r}"
         );
     }
+    // --only times just the rows it names.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args([
+            "bench",
+            "--quick",
+            "--iters",
+            "1",
+            "--json",
+            "--no-cpu",
+            "--only",
+            "plain T=1, f32",
+            "--only",
+            "sort + tea",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kernels: Vec<&str> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kernel"].as_str().unwrap())
+        .collect();
+    assert_eq!(kernels, ["plain T=1, f32", "sort + tea"], "{json}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
         .args(["bench", "--quick", "--families", "sorting"])
         .output()
