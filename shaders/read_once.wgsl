@@ -19,6 +19,9 @@ const GROUP: u32 = 4u;
 const EXP_SHIFT: f32 = 64.0;
 
 @group(0) @binding(2) var<storage, read_write> out_sums: array<f32>;
+// The bound logits range again, as 4-word vectors, read by the VEC4_LOADS
+// variant (f32 rows on a 16-byte boundary), as the sampler does.
+@group(0) @binding(3) var<storage, read> logits_vec4: array<vec4<u32>>;
 
 var<workgroup> w_sum: array<f32, WG>;
 
@@ -34,8 +37,13 @@ fn read_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     for (var g = t; g * GROUP < vocab; g += WG) {
         let base = g * GROUP;
         if base + GROUP <= vocab {
-            let v = vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
+            var v: vec4<f32>;
+            if VEC4_LOADS {
+                v = bitcast<vec4<f32>>(logits_vec4[(chunk.elem_base + row * vocab + base) >> 2u]);
+            } else {
+                v = vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
                               load_logit(row, base + 2u), load_logit(row, base + 3u));
+            }
             if EXP_PER_LOGIT {
                 sum += exp(v - EXP_SHIFT);
             } else {

@@ -18,8 +18,8 @@
 // token does not depend on which one ran.
 //
 // `CANDIDATES` (workgroup-memory capacity of the gather) is prepended by the
-// host together with `LOGITS_DTYPE`; it changes speed, never results. So is
-// `TILE_GROUPS`, which fixes the results (see below).
+// host together with `LOGITS_DTYPE` and `VEC4_LOADS`; they change speed, never
+// results. So is `TILE_GROUPS`, which fixes the results (see below).
 
 #include "philox.wgsl"
 #include "logits.wgsl"
@@ -94,6 +94,10 @@ struct StreamPartial {
 // Written by `stream_partials`, read by `sample_rows` when chunk.tiles != 0:
 // (row * tiles + tile) * WG + stream.
 @group(0) @binding(5) var<storage, read_write> partials: array<StreamPartial>;
+// The bound logits range again, as 4-word vectors (its size rounded down to
+// 16 bytes): read instead of `logits` by the VEC4_LOADS variant, which the
+// host runs for f32 rows that start on a 16-byte boundary.
+@group(0) @binding(6) var<storage, read> logits_vec4: array<vec4<u32>>;
 
 // Reductions and per-stream values.
 var<workgroup> red_f: array<f32, WG>;
@@ -177,6 +181,10 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
 // assumes no inf/NaN) cost 10-20% on lavapipe, and a variant on a shared load
 // helper ran slower too, so the loads are written out here.
 fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
+    if VEC4_LOADS && base + GROUP <= vocab {
+        let word = chunk.elem_base + row * chunk.vocab + base;
+        return bitcast<vec4<u32>>(bitcast<vec4<f32>>(logits_vec4[word >> 2u]) * inv_t);
+    }
     if base + GROUP <= vocab {
         return bitcast<vec4<u32>>(vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
                                             load_logit(row, base + 2u), load_logit(row, base + 3u)) * inv_t);

@@ -261,11 +261,13 @@ pub fn run(
         )));
     }
     let wants = |f: &str| options.families.iter().any(|x| x == f);
+    progress("choosing the read-once yardstick");
+    let (read_once, probe) = faster_read_once(ctx, options)?;
     let mut grid = Grid {
         ctx,
         options,
-        read_once: ReadOnce::new(ctx)?,
-        rows: Vec::new(),
+        read_once,
+        rows: vec![probe],
         progress: &mut progress,
     };
     if wants("sampling") {
@@ -281,6 +283,63 @@ pub fn run(
         grid.tail()?;
     }
     Ok(grid.rows)
+}
+
+/// Kernel name of the row that compares the two read-once kernels.
+pub const YARDSTICK_PROBE: &str = "read-once, vector loads (yardstick probe)";
+
+/// The yardstick for every ratio: whichever of the two read-once kernels
+/// (four scalar loads per group, or one vector load for f32 rows on a 16-byte
+/// boundary) reads faster on this adapter, timed against each other on
+/// 64 x 128 256 f32 logits (8 x 32 000 with `--quick`); on lavapipe the scalar
+/// one, though the sampler gains from vector loads. Also returns that
+/// comparison as a row ([`YARDSTICK_PROBE`]: ratio above 1 when the vector
+/// read is the faster, and then the yardstick).
+fn faster_read_once(ctx: &GpuContext, options: &BenchOptions) -> Result<(ReadOnce, BenchRow)> {
+    let (batch, vocab) = if options.quick {
+        (8, 32_000)
+    } else {
+        (64, 128_256)
+    };
+    let logits = synthetic::logits(batch as usize, vocab as usize, LogitsShape::Model, 7);
+    let buffer = storage_buffer(ctx, "rollcall bench logits", logits.len() as u64 * 4);
+    ctx.queue
+        .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
+    let sums = storage_buffer(ctx, "rollcall bench row sums", u64::from(batch) * 4);
+    let binding = LogitsBinding {
+        buffer: &buffer,
+        offset: 0,
+        rows: batch,
+        vocab,
+        dtype: LogitsDtype::F32,
+    };
+    let scalar = ReadOnce::new(ctx)?;
+    let vector = ReadOnce::with_vector_loads(ctx)?;
+    let (vector_timing, scalar_timing) = interleaved(
+        ctx,
+        options.iters,
+        |_| {},
+        |e| vector.encode(e, &binding, &sums),
+        |e| scalar.encode(e, &binding, &sums),
+    )?;
+    let bytes = u64::from(batch) * u64::from(vocab) * 4;
+    let probe = row(
+        "sampling",
+        YARDSTICK_PROBE.into(),
+        format!("{batch} x {vocab} model-like"),
+        &vector_timing,
+        &scalar_timing,
+        bytes,
+        bytes,
+        u64::from(batch) * 4,
+        None,
+    );
+    let faster = if vector_timing.median < scalar_timing.median {
+        vector
+    } else {
+        scalar
+    };
+    Ok((faster, probe))
 }
 
 /// The batch-1 target in one place: batch 1's time over batch 64's time per

@@ -316,6 +316,9 @@ pub fn variants_per_dtype(
 
 /// A kernel over logits, built once: binding 0 is the dispatch record, binding
 /// 1 the logits, bindings 2.. the kernel's own buffers; one workgroup per row.
+/// Built with [`LogitsKernel::with_vec4_view`], the binding after the kernel's
+/// own is the same logits range as `array<vec4<u32>>`, read by a fourth
+/// variant for f32 rows that start on a 16-byte boundary.
 pub struct LogitsKernel {
     ctx: GpuContext,
     label: &'static str,
@@ -327,7 +330,14 @@ pub struct LogitsKernel {
 struct Pipelines {
     layout: wgpu::BindGroupLayout,
     pipelines: Vec<wgpu::ComputePipeline>,
+    /// The binding of the vector view, and a 16-byte stand-in bound there
+    /// when the logits range is shorter than one vector (the variant that
+    /// reads the view is then not used).
+    vec4_view: Option<(u32, wgpu::Buffer)>,
 }
+
+/// Index of the f32 variant that loads four logits at a time.
+const VEC4_VARIANT: usize = 3;
 
 impl LogitsKernel {
     /// The layout and one pipeline per variant (in `LogitsDtype::ALL` order),
@@ -342,7 +352,32 @@ impl LogitsKernel {
         extra: &[bool],
     ) -> Result<Self> {
         let built = ctx.cached(key, || {
-            Ok(Pipelines::build(ctx, label, &variants()?, extra))
+            Ok(Pipelines::build(ctx, label, &variants()?, extra, false))
+        })?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            label,
+            built,
+            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
+        })
+    }
+
+    /// Like [`LogitsKernel::new`], with the logits also bound as
+    /// `array<vec4<u32>>` at binding `2 + extra.len()`, and `variants` giving
+    /// (if it gives more than the three of `LogitsDtype::ALL`) a fourth variant
+    /// that reads f32 logits through it: one load per four logits instead of four (on
+    /// lavapipe a load is a loop over the SIMD lanes, so this is most of a
+    /// plain pass's cost). It runs for f32 chunks whose rows start on a
+    /// 16-byte boundary (vocab and the chunk's element offset multiples of 4).
+    pub fn with_vec4_view(
+        ctx: &GpuContext,
+        label: &'static str,
+        key: &str,
+        variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
+        extra: &[bool],
+    ) -> Result<Self> {
+        let built = ctx.cached(key, || {
+            Ok(Pipelines::build(ctx, label, &variants()?, extra, true))
         })?;
         Ok(Self {
             ctx: ctx.clone(),
@@ -354,7 +389,13 @@ impl LogitsKernel {
 }
 
 impl Pipelines {
-    fn build(ctx: &GpuContext, label: &str, variants: &[ShaderVariant], extra: &[bool]) -> Self {
+    fn build(
+        ctx: &GpuContext,
+        label: &str,
+        variants: &[ShaderVariant],
+        extra: &[bool],
+        vec4_view: bool,
+    ) -> Self {
         let device = &ctx.device;
         let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
             binding,
@@ -385,6 +426,10 @@ impl Pipelines {
                 .enumerate()
                 .map(|(i, &read_only)| storage(2 + i as u32, read_only)),
         );
+        let vec4_binding = 2 + extra.len() as u32;
+        if vec4_view {
+            entries.push(storage(vec4_binding, true));
+        }
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(label),
             entries: &entries,
@@ -398,7 +443,20 @@ impl Pipelines {
             .iter()
             .map(|v| v.compute_pipeline(device, Some(&pipeline_layout)))
             .collect();
-        Self { layout, pipelines }
+        let vec4_view = vec4_view.then(|| {
+            let stand_in = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("rollcall logits vector view stand-in"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            (vec4_binding, stand_in)
+        });
+        Self {
+            layout,
+            pipelines,
+            vec4_view,
+        }
     }
 }
 
@@ -474,8 +532,21 @@ impl LogitsKernel {
             label: Some(self.label),
             timestamp_writes: None,
         });
-        pass.set_pipeline(&self.built.pipelines[logits.dtype.index()]);
         for (c, chunk) in chunks.iter().enumerate() {
+            // Whole 16-byte vectors of this chunk's bound range.
+            let vec4_bytes = chunk.bind_size / 16 * 16;
+            let vec4_rows = self.built.vec4_view.is_some()
+                && self.built.pipelines.len() > VEC4_VARIANT
+                && logits.dtype == LogitsDtype::F32
+                && logits.vocab.is_multiple_of(4)
+                && chunk.elem_base.is_multiple_of(4)
+                && vec4_bytes > 0;
+            let variant = if vec4_rows {
+                VEC4_VARIANT
+            } else {
+                logits.dtype.index()
+            };
+            pass.set_pipeline(&self.built.pipelines[variant]);
             let mut entries = vec![
                 wgpu::BindGroupEntry {
                     binding: 0,
@@ -498,6 +569,23 @@ impl LogitsKernel {
                 binding: 2 + i as u32,
                 resource: r.clone(),
             }));
+            if let Some((binding, stand_in)) = &self.built.vec4_view {
+                // The rows of a vector-read chunk end on a 16-byte boundary
+                // inside the range, so the rounded-down view covers them.
+                let (buffer, offset, size) = if vec4_bytes > 0 {
+                    (logits.buffer, chunk.bind_offset, vec4_bytes)
+                } else {
+                    (stand_in, 0, 16)
+                };
+                entries.push(wgpu::BindGroupEntry {
+                    binding: *binding,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset,
+                        size: NonZeroU64::new(size),
+                    }),
+                });
+            }
             let bind_group = self
                 .ctx
                 .device

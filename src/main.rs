@@ -942,6 +942,18 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
         options.iters,
         rows.first().map_or("-", |r| r.timing_source.as_str())
     );
+    if let Some(probe) = rows
+        .iter()
+        .find(|r| r.kernel == rollcall::bench::YARDSTICK_PROBE)
+    {
+        // The vector read is the yardstick exactly when it was the faster.
+        let loads = if probe.ratio_to_read_once > 1.0 {
+            "vector"
+        } else {
+            "scalar"
+        };
+        println!("read-once yardstick: {loads} loads (the faster of the two reads here)");
+    }
     println!(
         "{:<9} {:<46} {:<26} {:>10} {:>10} {:>8} {:>10} {:>7} {:>10}",
         "family", "kernel", "size", "time ms", "MB moved", "GB/s", "read ms", "ratio", "cpu ms"

@@ -19,11 +19,30 @@ use std::sync::Mutex;
 /// assert!(variants.iter().all(|v| v.entry_point == "read_rows"));
 /// ```
 pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
+    per_dtype("read_once", "const EXP_PER_LOGIT: bool = false;", false)
+}
+
+/// The read-once variants of [`ReadOnce::with_vector_loads`]: the three of
+/// [`shader_variants`], then an f32 variant that loads four logits at a time
+/// (as the sampler does for f32 rows on a 16-byte boundary).
+///
+/// ```
+/// let variants = rollcall::reference::vector_shader_variants().unwrap();
+/// assert_eq!(variants.len(), 4);
+/// ```
+pub fn vector_shader_variants() -> Result<Vec<ShaderVariant>> {
+    let mut variants = shader_variants()?;
+    let vec4 = per_dtype("read_once/vec4", "const EXP_PER_LOGIT: bool = false;", true)?;
+    variants.extend(vec4.into_iter().take(1));
+    Ok(variants)
+}
+
+fn per_dtype(label: &str, prelude: &str, vec4_loads: bool) -> Result<Vec<ShaderVariant>> {
     crate::logits::variants_per_dtype(
-        "read_once",
+        label,
         "read_once.wgsl",
         "read_rows",
-        "const EXP_PER_LOGIT: bool = false;",
+        &format!("{prelude}\nconst VEC4_LOADS: bool = {vec4_loads};"),
     )
 }
 
@@ -35,12 +54,7 @@ pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
 /// assert_eq!(variants.len(), 3);
 /// ```
 pub fn exp_shader_variants() -> Result<Vec<ShaderVariant>> {
-    crate::logits::variants_per_dtype(
-        "read_once_exp",
-        "read_once.wgsl",
-        "read_rows",
-        "const EXP_PER_LOGIT: bool = true;",
-    )
+    per_dtype("read_once_exp", "const EXP_PER_LOGIT: bool = true;", false)
 }
 
 /// The read-once kernel: one pipeline per logits dtype, built once.
@@ -91,12 +105,42 @@ pub struct ReadOnce {
 impl ReadOnce {
     /// Compiles the read-once pipelines on `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        // Binding 2: the per-row sums.
-        let kernel = LogitsKernel::new(
+        // Binding 2: the per-row sums; 3: the vector view (declared by the
+        // shader, read only by the vector variant).
+        let kernel = LogitsKernel::with_vec4_view(
             ctx,
             "rollcall read-once",
             "read_once",
             shader_variants,
+            &[false],
+        )?;
+        Ok(Self {
+            kernel,
+            records: Mutex::new(DispatchRecords::new(&ctx.device)),
+        })
+    }
+
+    /// The same read with four f32 logits per load where rows start on a
+    /// 16-byte boundary, as the sampler reads them. Which of the two reads is
+    /// faster depends on the adapter (on lavapipe the scalar one, though the
+    /// sampler gains from vector loads), so `rollcall bench` times both and
+    /// takes the faster as its yardstick.
+    ///
+    /// ```no_run
+    /// use rollcall::reference::ReadOnce;
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let vector = ReadOnce::with_vector_loads(&ctx)?;
+    /// let sums = vector.sum_rows(rollcall::HostLogits::F32(&[1.0, 2.0, 3.0, 4.0]), 4)?;
+    /// assert_eq!(sums[0], 10.0);
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn with_vector_loads(ctx: &GpuContext) -> Result<Self> {
+        // Binding 2: the per-row sums; 3: the logits as vectors.
+        let kernel = LogitsKernel::with_vec4_view(
+            ctx,
+            "rollcall read-once, vector loads",
+            "read_once_vec4",
+            vector_shader_variants,
             &[false],
         )?;
         Ok(Self {
@@ -120,7 +164,7 @@ impl ReadOnce {
     /// # Ok::<(), rollcall::Error>(())
     /// ```
     pub fn with_exp_per_logit(ctx: &GpuContext) -> Result<Self> {
-        let kernel = LogitsKernel::new(
+        let kernel = LogitsKernel::with_vec4_view(
             ctx,
             "rollcall read-once with exp",
             "read_once_exp",
@@ -298,6 +342,34 @@ mod tests {
                         (g - w).abs() <= 1e-3 * w.abs().max(1.0),
                         "{:?} chunk {max_chunk} row {r}: {g} vs {w}",
                         logits.dtype()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_loads_sum_like_the_twin() {
+        let Some(ctx) = ctx() else { return };
+        // 1024: rows on a 16-byte boundary (vector loads, unless a chunk's
+        // base is not); 1001: never.
+        for vocab in [1024usize, 1001] {
+            let rows = 13usize;
+            let values: Vec<f32> = (0..rows * vocab)
+                .map(|i| ((i * 7919) % 1000) as f32 / 64.0 - 7.0)
+                .collect();
+            for max_chunk in [u64::MAX, 9000] {
+                let vector = ReadOnce::with_vector_loads(&ctx)
+                    .unwrap()
+                    .with_max_chunk_bytes(max_chunk);
+                let got = vector
+                    .sum_rows(HostLogits::F32(&values), vocab as u32)
+                    .unwrap();
+                let want = twin_sums(HostLogits::F32(&values), vocab, |v| v);
+                for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-3 * w.abs().max(1.0),
+                        "vocab {vocab} chunk {max_chunk} row {r}: {g} vs {w}"
                     );
                 }
             }

@@ -136,7 +136,7 @@ pub fn all_variants() -> Result<Vec<ShaderVariant>> {
     all.extend(crate::sampling::shader_variants(most, "sample_rows")?);
     all.extend(crate::sampling::shader_variants(most, "stream_partials")?);
     all.extend(crate::philox::shader_variants()?);
-    all.extend(crate::reference::shader_variants()?);
+    all.extend(crate::reference::vector_shader_variants()?);
     all.extend(crate::reference::exp_shader_variants()?);
     all.extend(crate::compact::shader_variants()?);
     all.extend(crate::voting::shader_variants(1)?);

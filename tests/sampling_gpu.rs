@@ -378,15 +378,31 @@ fn seeds_and_steps_are_honoured() {
 }
 
 /// Engine path: logits in the caller's buffer (at an offset, f16 with an odd
-/// vocab so rows start mid-word), recorded into the caller's encoder.
+/// vocab so rows start mid-word), recorded into the caller's encoder. The f32
+/// cases put aligned rows (read four logits per load) and rows one element off
+/// (read one at a time) against the host path: the same bits either way.
 #[test]
 fn engine_path_matches_host_path() {
     let Some(ctx) = common::gpu() else { return };
-    let sampler = Sampler::new(&ctx)
+    for (dtype, vocab, offset) in [
+        // 260: not a multiple of the 256-byte binding alignment.
+        (LogitsDtype::F16, 1001usize, 260u64),
+        (LogitsDtype::F32, 1024, 256),
+        (LogitsDtype::F32, 1024, 260),
+    ] {
+        engine_case(&ctx, dtype, vocab, offset);
+    }
+}
+
+fn engine_case(ctx: &rollcall::GpuContext, dtype: LogitsDtype, vocab: usize, offset: u64) {
+    let context = format!("{dtype:?} vocab {vocab} offset {offset}");
+    let esize = if dtype == LogitsDtype::F32 { 4 } else { 2 };
+    // Small chunks: several dispatch records, some with unaligned bases.
+    let sampler = Sampler::new(ctx)
         .unwrap()
-        .with_max_chunk_bytes(4 * 1001 * 2 + 600);
-    let mut host_sampler = Sampler::new(&ctx).unwrap();
-    let (rows, vocab) = (11usize, 1001usize);
+        .with_max_chunk_bytes(4 * vocab as u64 * esize + 600);
+    let mut host_sampler = Sampler::new(ctx).unwrap();
+    let rows = 11usize;
     let mut rng = common::rng(3);
     let values: Vec<f32> = (0..rows)
         .flat_map(|_| common::model_like_logits(&mut rng, vocab))
@@ -395,13 +411,15 @@ fn engine_path_matches_host_path() {
     let params: Vec<SamplingParams> = (0..rows)
         .map(|_| random_params(&mut rng, vocab as u32))
         .collect();
-    let expected = host_sampler
-        .sample(HostLogits::F16(&halves), vocab as u32, &params)
-        .unwrap();
+    let (host, raw): (HostLogits, &[u8]) = if dtype == LogitsDtype::F32 {
+        (HostLogits::F32(&values), bytemuck::cast_slice(&values))
+    } else {
+        (HostLogits::F16(&halves), bytemuck::cast_slice(&halves))
+    };
+    let expected = host_sampler.sample(host, vocab as u32, &params).unwrap();
 
-    let offset = 260u64; // not a multiple of the 256-byte binding alignment
     let mut bytes = vec![0u8; offset as usize];
-    bytes.extend_from_slice(bytemuck::cast_slice(&halves));
+    bytes.extend_from_slice(raw);
     bytes.resize(bytes.len().div_ceil(4) * 4, 0);
     let buffer = ctx
         .device
@@ -410,7 +428,7 @@ fn engine_path_matches_host_path() {
             contents: &bytes,
             usage: wgpu::BufferUsages::STORAGE,
         });
-    let mut batch = SampleBatch::new(&ctx, 32);
+    let mut batch = SampleBatch::new(ctx, 32);
     batch.set_params(&params).unwrap();
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     let binding = LogitsBinding {
@@ -418,7 +436,7 @@ fn engine_path_matches_host_path() {
         offset,
         rows: rows as u32,
         vocab: vocab as u32,
-        dtype: LogitsDtype::F16,
+        dtype,
     };
     sampler.encode(&mut encoder, &binding, &mut batch).unwrap();
     let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -440,12 +458,13 @@ fn engine_path_matches_host_path() {
     let tokens: &[u32] = bytemuck::cast_slice(&out[..rows * 4]);
     let results: &[[u32; 4]] = bytemuck::cast_slice(&out[rows * 4..]);
     for r in 0..rows {
-        assert_eq!(tokens[r], expected[r].token, "row {r}");
+        assert_eq!(tokens[r], expected[r].token, "{context} row {r}");
         assert_eq!(
             f32::from_bits(results[r][0]).to_bits(),
-            expected[r].logprob.to_bits()
+            expected[r].logprob.to_bits(),
+            "{context} row {r}"
         );
-        assert_eq!(results[r][2], expected[r].kept);
+        assert_eq!(results[r][2], expected[r].kept, "{context} row {r}");
     }
 }
 

@@ -195,16 +195,17 @@ impl Sampler {
     pub fn with_candidate_capacity(ctx: &GpuContext, candidates: u32) -> Result<Self> {
         let fits = candidate_capacity(ctx.limits().max_compute_workgroup_storage_size);
         let candidates = candidates.clamp(CANDIDATE_RANGE.0, fits.max(CANDIDATE_RANGE.0));
-        // Bindings 2..5: params (read), tokens, results, split partials.
+        // Bindings 2..5: params (read), tokens, results, split partials; 6: the
+        // logits as vectors.
         let extras = [true, false, false, false];
-        let kernel = LogitsKernel::new(
+        let kernel = LogitsKernel::with_vec4_view(
             ctx,
             "rollcall sampling",
             &format!("sampling/{candidates}"),
             || shader_variants(candidates, "sample_rows"),
             &extras,
         )?;
-        let partials = LogitsKernel::new(
+        let partials = LogitsKernel::with_vec4_view(
             ctx,
             "rollcall sampling partials",
             &format!("sampling-partials/{candidates}"),

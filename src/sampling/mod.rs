@@ -324,23 +324,34 @@ pub fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
 }
 
 /// The sampling shader's `entry_point` (`sample_rows`, or the split pass
-/// `stream_partials`), one variant per logits dtype, gathering at most
-/// `candidates` tokens per row.
+/// `stream_partials`), gathering at most `candidates` tokens per row: one
+/// variant per logits dtype, then an f32 variant that loads four logits at a
+/// time through a vector view of the logits (see
+/// [`LogitsKernel::with_vec4_view`](crate::logits::LogitsKernel::with_vec4_view)).
 ///
 /// ```
 /// let variants = rollcall::sampling::shader_variants(512, "sample_rows").unwrap();
-/// assert_eq!(variants.len(), 3);
+/// assert_eq!(variants.len(), 4);
 /// ```
 pub fn shader_variants(
     candidates: u32,
     entry_point: &'static str,
 ) -> Result<Vec<crate::shader::ShaderVariant>> {
-    crate::logits::variants_per_dtype(
-        &format!("sampling/{entry_point}"),
+    let prelude = |vec4_loads: bool| {
+        format!(
+            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;\n\
+             const VEC4_LOADS: bool = {vec4_loads};"
+        )
+    };
+    let label = format!("sampling/{entry_point}");
+    let mut variants =
+        crate::logits::variants_per_dtype(&label, "sampling.wgsl", entry_point, &prelude(false))?;
+    let vec4 = crate::logits::variants_per_dtype(
+        &format!("{label}/vec4"),
         "sampling.wgsl",
         entry_point,
-        &format!(
-            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;"
-        ),
-    )
+        &prelude(true),
+    )?;
+    variants.extend(vec4.into_iter().take(1));
+    Ok(variants)
 }
