@@ -123,8 +123,8 @@ impl ReadOnce {
     /// The same read with four f32 logits per load where rows start on a
     /// 16-byte boundary, as the sampler reads them. Which of the two reads is
     /// faster depends on the adapter (on lavapipe the scalar one, though the
-    /// sampler gains from vector loads), so `rollcall bench` times both and
-    /// takes the faster as its yardstick.
+    /// sampler gains from vector loads); `rollcall bench` prints this one's
+    /// ratio to the scalar read, its yardstick.
     ///
     /// ```no_run
     /// use rollcall::reference::ReadOnce;
