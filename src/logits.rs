@@ -368,7 +368,8 @@ impl LogitsKernel {
     /// that reads f32 logits through it: one load per four logits instead of four (on
     /// lavapipe a load is a loop over the SIMD lanes, so this is most of a
     /// plain pass's cost). It runs for f32 chunks whose rows start on a
-    /// 16-byte boundary (vocab and the chunk's element offset multiples of 4).
+    /// 16-byte boundary of memory (vocab and the chunk's element offset
+    /// multiples of 4, the binding's offset a multiple of 16).
     pub fn with_vec4_view(
         ctx: &GpuContext,
         label: &'static str,
@@ -535,12 +536,18 @@ impl LogitsKernel {
         for (c, chunk) in chunks.iter().enumerate() {
             // Whole 16-byte vectors of this chunk's bound range.
             let vec4_bytes = chunk.bind_size / 16 * 16;
+            // Rows on 16-byte boundaries of memory (the binding's offset too:
+            // a driver may allow storage offsets finer than 16 bytes).
             let vec4_rows = self.built.vec4_view.is_some()
                 && self.built.pipelines.len() > VEC4_VARIANT
                 && logits.dtype == LogitsDtype::F32
                 && logits.vocab.is_multiple_of(4)
                 && chunk.elem_base.is_multiple_of(4)
+                && chunk.bind_offset.is_multiple_of(16)
                 && vec4_bytes > 0;
+            // Such rows end on a 16-byte boundary too, so the view (the range
+            // rounded down to 16 bytes) is the whole range.
+            debug_assert!(!vec4_rows || vec4_bytes == chunk.bind_size);
             let variant = if vec4_rows {
                 VEC4_VARIANT
             } else {
