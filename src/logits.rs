@@ -344,6 +344,20 @@ impl LogitsKernel {
     /// built once per context under `key` and shared by every kernel object
     /// made with the same key; `extra` gives the read-only flag of each binding
     /// from 2 on.
+    ///
+    /// ```no_run
+    /// use rollcall::logits::LogitsKernel;
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// // The read-once kernel: binding 2 is its per-row sums (written).
+    /// let kernel = LogitsKernel::new(
+    ///     &ctx,
+    ///     "read-once",
+    ///     "example/read_once",
+    ///     rollcall::reference::shader_variants,
+    ///     &[false],
+    /// )?;
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
     pub fn new(
         ctx: &GpuContext,
         label: &'static str,
@@ -370,6 +384,20 @@ impl LogitsKernel {
     /// plain pass's cost). It runs for f32 chunks whose rows start on a
     /// 16-byte boundary of memory (vocab and the chunk's element offset
     /// multiples of 4, the binding's offset a multiple of 16).
+    ///
+    /// ```no_run
+    /// use rollcall::logits::LogitsKernel;
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// // Binding 2: the per-row sums; binding 3: the vector view.
+    /// let kernel = LogitsKernel::with_vec4_view(
+    ///     &ctx,
+    ///     "read-once, vector loads",
+    ///     "example/read_once_vec4",
+    ///     rollcall::reference::vector_shader_variants,
+    ///     &[false],
+    /// )?;
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
     pub fn with_vec4_view(
         ctx: &GpuContext,
         label: &'static str,
