@@ -285,6 +285,49 @@ pub fn run(
     Ok(grid.rows)
 }
 
+/// Synthetic f32 logits on the device, with room for the read-once kernel's
+/// row sums.
+struct DeviceLogits {
+    host: Vec<f32>,
+    buffer: wgpu::Buffer,
+    sums: wgpu::Buffer,
+    rows: u32,
+    vocab: u32,
+}
+
+impl DeviceLogits {
+    fn new(ctx: &GpuContext, rows: u32, vocab: u32, shape: LogitsShape) -> Self {
+        let host = synthetic::logits(rows as usize, vocab as usize, shape, 7);
+        let buffer = storage_buffer(ctx, "rollcall bench logits", host.len() as u64 * 4);
+        let sums = storage_buffer(ctx, "rollcall bench row sums", u64::from(rows) * 4);
+        let logits = Self {
+            host,
+            buffer,
+            sums,
+            rows,
+            vocab,
+        };
+        logits.upload(ctx);
+        logits
+    }
+
+    /// Writes `host` (after a change) to the device.
+    fn upload(&self, ctx: &GpuContext) {
+        ctx.queue
+            .write_buffer(&self.buffer, 0, bytemuck::cast_slice(&self.host));
+    }
+
+    fn binding(&self) -> LogitsBinding<'_> {
+        LogitsBinding {
+            buffer: &self.buffer,
+            offset: 0,
+            rows: self.rows,
+            vocab: self.vocab,
+            dtype: LogitsDtype::F32,
+        }
+    }
+}
+
 /// Kernel name of the row that times the read-once kernel with vector loads
 /// against the yardstick (the same read with four scalar loads per group).
 pub const YARDSTICK_PROBE: &str = "read-once, vector loads (yardstick probe)";
@@ -303,26 +346,16 @@ fn vector_read_probe(ctx: &GpuContext, options: &BenchOptions) -> Result<BenchRo
     } else {
         (64, 128_256)
     };
-    let logits = synthetic::logits(batch as usize, vocab as usize, LogitsShape::Model, 7);
-    let buffer = storage_buffer(ctx, "rollcall bench logits", logits.len() as u64 * 4);
-    ctx.queue
-        .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
-    let sums = storage_buffer(ctx, "rollcall bench row sums", u64::from(batch) * 4);
-    let binding = LogitsBinding {
-        buffer: &buffer,
-        offset: 0,
-        rows: batch,
-        vocab,
-        dtype: LogitsDtype::F32,
-    };
+    let logits = DeviceLogits::new(ctx, batch, vocab, LogitsShape::Model);
+    let (binding, sums) = (logits.binding(), &logits.sums);
     let scalar = ReadOnce::new(ctx)?;
     let vector = ReadOnce::with_vector_loads(ctx)?;
     let (vector_timing, scalar_timing) = interleaved(
         ctx,
         options.iters,
         |_| {},
-        |e| vector.encode(e, &binding, &sums),
-        |e| scalar.encode(e, &binding, &sums),
+        |e| vector.encode(e, &binding, sums),
+        |e| scalar.encode(e, &binding, sums),
     )?;
     let bytes = u64::from(batch) * u64::from(vocab) * 4;
     Ok(row(
@@ -584,18 +617,7 @@ impl Grid<'_> {
             if runs.is_empty() && !time_ceiling {
                 continue;
             }
-            let mut logits = synthetic::logits(batch as usize, vocab as usize, shape, 7);
-            let buffer = storage_buffer(ctx, "rollcall bench logits", logits.len() as u64 * 4);
-            ctx.queue
-                .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
-            let sums = storage_buffer(ctx, "rollcall bench row sums", u64::from(batch) * 4);
-            let binding = LogitsBinding {
-                buffer: &buffer,
-                offset: 0,
-                rows: batch,
-                vocab,
-                dtype: LogitsDtype::F32,
-            };
+            let mut logits = DeviceLogits::new(ctx, batch, vocab, shape);
             // The ceiling for an exact sampler that reports log-probabilities:
             // the same read with one exp per logit.
             if time_ceiling {
@@ -604,8 +626,8 @@ impl Grid<'_> {
                     ctx,
                     options.iters,
                     |_| {},
-                    |e| with_exp.encode(e, &binding, &sums),
-                    |e| read_once.encode(e, &binding, &sums),
+                    |e| with_exp.encode(e, &logits.binding(), &logits.sums),
+                    |e| read_once.encode(e, &logits.binding(), &logits.sums),
                 )?;
                 rows.push(row(
                     "sampling",
@@ -621,15 +643,15 @@ impl Grid<'_> {
             }
             for (name, base, sampler) in &runs {
                 if name.contains("masked") {
-                    for (i, x) in logits.iter_mut().enumerate() {
+                    for (i, x) in logits.host.iter_mut().enumerate() {
                         if i % 64 == 0 {
                             *x = f32::NEG_INFINITY;
                         }
                     }
-                    ctx.queue
-                        .write_buffer(&buffer, 0, bytemuck::cast_slice(&logits));
+                    logits.upload(ctx);
                 }
                 progress(&format!("sampling {name} {size}"));
+                let binding = logits.binding();
                 let params: Vec<SamplingParams> =
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
                 let mut out = SampleBatch::new(ctx, batch);
@@ -639,11 +661,11 @@ impl Grid<'_> {
                     options.iters,
                     |_| {},
                     |e| sampler.encode(e, &binding, &mut out),
-                    |e| read_once.encode(e, &binding, &sums),
+                    |e| read_once.encode(e, &binding, &logits.sums),
                 )?;
                 let cpu = if options.cpu_twin {
                     let (out, t) = timed(|| {
-                        sampling_cpu::sample(crate::HostLogits::F32(&logits), vocab, &params)
+                        sampling_cpu::sample(crate::HostLogits::F32(&logits.host), vocab, &params)
                     });
                     out?;
                     Some(t)

@@ -303,15 +303,68 @@ pub fn variants_per_dtype(
     LogitsDtype::ALL
         .iter()
         .map(|&dtype| {
-            let prelude = format!("{prelude}\nconst LOGITS_DTYPE: u32 = {}u;", dtype.index());
-            Ok(ShaderVariant {
-                label: format!("{label}/{dtype:?}"),
+            variant(
+                &format!("{label}/{dtype:?}"),
+                file,
                 entry_point,
-                source: crate::shader::compose(file, &prelude)?,
-                features: wgpu::Features::empty(),
-            })
+                prelude,
+                dtype,
+            )
         })
         .collect()
+}
+
+/// The variants of a kernel built with [`LogitsKernel::with_vec4_view`]: one
+/// per dtype with `const VEC4_LOADS: bool = false;` after `prelude`, then the
+/// f32 one with `true`.
+///
+/// ```
+/// let variants = rollcall::logits::variants_with_vec4(
+///     "read_once",
+///     "read_once.wgsl",
+///     "read_rows",
+///     "const EXP_PER_LOGIT: bool = false;",
+/// )
+/// .unwrap();
+/// assert_eq!(variants.len(), 4);
+/// assert!(variants[3].source.contains("const VEC4_LOADS: bool = true;"));
+/// ```
+pub fn variants_with_vec4(
+    label: &str,
+    file: &str,
+    entry_point: &'static str,
+    prelude: &str,
+) -> Result<Vec<ShaderVariant>> {
+    let mut variants = variants_per_dtype(
+        label,
+        file,
+        entry_point,
+        &format!("{prelude}\nconst VEC4_LOADS: bool = false;"),
+    )?;
+    variants.push(variant(
+        &format!("{label}/vec4"),
+        file,
+        entry_point,
+        &format!("{prelude}\nconst VEC4_LOADS: bool = true;"),
+        LogitsDtype::F32,
+    )?);
+    Ok(variants)
+}
+
+fn variant(
+    label: &str,
+    file: &str,
+    entry_point: &'static str,
+    prelude: &str,
+    dtype: LogitsDtype,
+) -> Result<ShaderVariant> {
+    let prelude = format!("{prelude}\nconst LOGITS_DTYPE: u32 = {}u;", dtype.index());
+    Ok(ShaderVariant {
+        label: label.to_string(),
+        entry_point,
+        source: crate::shader::compose(file, &prelude)?,
+        features: wgpu::Features::empty(),
+    })
 }
 
 /// A kernel over logits, built once: binding 0 is the dispatch record, binding
@@ -365,15 +418,7 @@ impl LogitsKernel {
         variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
         extra: &[bool],
     ) -> Result<Self> {
-        let built = ctx.cached(key, || {
-            Ok(Pipelines::build(ctx, label, &variants()?, extra, false))
-        })?;
-        Ok(Self {
-            ctx: ctx.clone(),
-            label,
-            built,
-            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
-        })
+        Self::build(ctx, label, key, variants, extra, false)
     }
 
     /// Like [`LogitsKernel::new`], with the logits also bound as
@@ -405,8 +450,19 @@ impl LogitsKernel {
         variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
         extra: &[bool],
     ) -> Result<Self> {
+        Self::build(ctx, label, key, variants, extra, true)
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        label: &'static str,
+        key: &str,
+        variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
+        extra: &[bool],
+        vec4_view: bool,
+    ) -> Result<Self> {
         let built = ctx.cached(key, || {
-            Ok(Pipelines::build(ctx, label, &variants()?, extra, true))
+            Ok(Pipelines::build(ctx, label, &variants()?, extra, vec4_view))
         })?;
         Ok(Self {
             ctx: ctx.clone(),

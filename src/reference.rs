@@ -19,7 +19,7 @@ use std::sync::Mutex;
 /// assert!(variants.iter().all(|v| v.entry_point == "read_rows"));
 /// ```
 pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
-    per_dtype("read_once", "const EXP_PER_LOGIT: bool = false;", false)
+    scalar_variants("read_once", false)
 }
 
 /// The read-once variants of [`ReadOnce::with_vector_loads`]: the three of
@@ -31,18 +31,21 @@ pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
 /// assert_eq!(variants.len(), 4);
 /// ```
 pub fn vector_shader_variants() -> Result<Vec<ShaderVariant>> {
-    let mut variants = shader_variants()?;
-    let vec4 = per_dtype("read_once/vec4", "const EXP_PER_LOGIT: bool = false;", true)?;
-    variants.extend(vec4.into_iter().take(1));
-    Ok(variants)
+    crate::logits::variants_with_vec4(
+        "read_once",
+        "read_once.wgsl",
+        "read_rows",
+        "const EXP_PER_LOGIT: bool = false;",
+    )
 }
 
-fn per_dtype(label: &str, prelude: &str, vec4_loads: bool) -> Result<Vec<ShaderVariant>> {
+/// The three per-dtype variants with scalar loads only.
+fn scalar_variants(label: &str, exp_per_logit: bool) -> Result<Vec<ShaderVariant>> {
     crate::logits::variants_per_dtype(
         label,
         "read_once.wgsl",
         "read_rows",
-        &format!("{prelude}\nconst VEC4_LOADS: bool = {vec4_loads};"),
+        &format!("const EXP_PER_LOGIT: bool = {exp_per_logit};\nconst VEC4_LOADS: bool = false;"),
     )
 }
 
@@ -54,7 +57,7 @@ fn per_dtype(label: &str, prelude: &str, vec4_loads: bool) -> Result<Vec<ShaderV
 /// assert_eq!(variants.len(), 3);
 /// ```
 pub fn exp_shader_variants() -> Result<Vec<ShaderVariant>> {
-    per_dtype("read_once_exp", "const EXP_PER_LOGIT: bool = true;", false)
+    scalar_variants("read_once_exp", true)
 }
 
 /// The read-once kernel: one pipeline per logits dtype, built once.
@@ -105,17 +108,19 @@ pub struct ReadOnce {
 impl ReadOnce {
     /// Compiles the read-once pipelines on `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        // Binding 2: the per-row sums; 3: the vector view (declared by the
-        // shader, read only by the vector variant).
-        let kernel = LogitsKernel::with_vec4_view(
-            ctx,
-            "rollcall read-once",
-            "read_once",
-            shader_variants,
-            &[false],
-        )?;
+        Self::build(ctx, "rollcall read-once", "read_once", shader_variants)
+    }
+
+    /// Every read-once kernel binds the per-row sums at 2 and the vector view
+    /// at 3 (the shader declares it; only the vector variant reads it).
+    fn build(
+        ctx: &GpuContext,
+        label: &'static str,
+        key: &str,
+        variants: fn() -> Result<Vec<ShaderVariant>>,
+    ) -> Result<Self> {
         Ok(Self {
-            kernel,
+            kernel: LogitsKernel::with_vec4_view(ctx, label, key, variants, &[false])?,
             records: Mutex::new(DispatchRecords::new(&ctx.device)),
         })
     }
@@ -135,18 +140,12 @@ impl ReadOnce {
     /// # Ok::<(), rollcall::Error>(())
     /// ```
     pub fn with_vector_loads(ctx: &GpuContext) -> Result<Self> {
-        // Binding 2: the per-row sums; 3: the logits as vectors.
-        let kernel = LogitsKernel::with_vec4_view(
+        Self::build(
             ctx,
             "rollcall read-once, vector loads",
             "read_once_vec4",
             vector_shader_variants,
-            &[false],
-        )?;
-        Ok(Self {
-            kernel,
-            records: Mutex::new(DispatchRecords::new(&ctx.device)),
-        })
+        )
     }
 
     /// The same kernel summing `exp(logit - 64)` instead of the logits: one
@@ -164,17 +163,12 @@ impl ReadOnce {
     /// # Ok::<(), rollcall::Error>(())
     /// ```
     pub fn with_exp_per_logit(ctx: &GpuContext) -> Result<Self> {
-        let kernel = LogitsKernel::with_vec4_view(
+        Self::build(
             ctx,
             "rollcall read-once with exp",
             "read_once_exp",
             exp_shader_variants,
-            &[false],
-        )?;
-        Ok(Self {
-            kernel,
-            records: Mutex::new(DispatchRecords::new(&ctx.device)),
-        })
+        )
     }
 
     /// Caps the bytes of logits bound per dispatch, below the adapter's own

@@ -8,16 +8,7 @@ fn bench_command_covers_every_family() {
     if common::gpu().is_none() {
         return;
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(["bench", "--quick", "--iters", "2", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = bench_json(&["--quick", "--iters", "2"]);
     let rows = json["rows"].as_array().unwrap();
     // The quick grid has no 128 256 rows: the batch-1 ratios are reported as
     // absent, not made up.
@@ -62,27 +53,16 @@ fn bench_command_covers_every_family() {
         );
     }
     // --only times just the rows it names.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args([
-            "bench",
-            "--quick",
-            "--iters",
-            "1",
-            "--json",
-            "--no-cpu",
-            "--only",
-            "plain T=1, f32",
-            "--only",
-            "sort + tea",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = bench_json(&[
+        "--quick",
+        "--iters",
+        "1",
+        "--no-cpu",
+        "--only",
+        "plain T=1, f32",
+        "--only",
+        "sort + tea",
+    ]);
     let kernels: Vec<&str> = json["rows"]
         .as_array()
         .unwrap()
@@ -105,4 +85,20 @@ fn bench_command_covers_every_family() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown bench family"));
+}
+
+/// `rollcall bench --json` with `args`, which must succeed.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

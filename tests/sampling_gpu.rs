@@ -11,10 +11,8 @@ use rand::Rng;
 use rollcall::sampling::cpu::{self, RowTrace};
 use rollcall::sampling::validate_params;
 use rollcall::{
-    HostLogits, LogitsBinding, LogitsDtype, RowStatus, SampleBatch, SampleResult, Sampler,
-    SamplingParams, NO_TOKEN,
+    HostLogits, LogitsDtype, RowStatus, SampleResult, Sampler, SamplingParams, NO_TOKEN,
 };
-use wgpu::util::DeviceExt;
 
 /// Decisions closer than this may go either way between two devices' `exp`/`log`.
 const NEAR_TIE: f32 = 1e-4;
@@ -418,45 +416,8 @@ fn engine_case(ctx: &rollcall::GpuContext, dtype: LogitsDtype, vocab: usize, off
     };
     let expected = host_sampler.sample(host, vocab as u32, &params).unwrap();
 
-    let mut bytes = vec![0u8; offset as usize];
-    bytes.extend_from_slice(raw);
-    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-    let buffer = ctx
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("engine logits"),
-            contents: &bytes,
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-    let mut batch = SampleBatch::new(ctx, 32);
-    batch.set_params(&params).unwrap();
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    let binding = LogitsBinding {
-        buffer: &buffer,
-        offset,
-        rows: rows as u32,
-        vocab: vocab as u32,
-        dtype,
-    };
-    sampler.encode(&mut encoder, &binding, &mut batch).unwrap();
-    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: rows as u64 * 20,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    encoder.copy_buffer_to_buffer(batch.tokens(), 0, &readback, 0, rows as u64 * 4);
-    encoder.copy_buffer_to_buffer(
-        batch.results(),
-        0,
-        &readback,
-        rows as u64 * 4,
-        rows as u64 * 16,
-    );
-    ctx.queue.submit([encoder.finish()]);
-    let out = ctx.read_buffer(&readback, rows as u64 * 20).unwrap();
-    let tokens: &[u32] = bytemuck::cast_slice(&out[..rows * 4]);
-    let results: &[[u32; 4]] = bytemuck::cast_slice(&out[rows * 4..]);
+    let (tokens, results) =
+        common::sample_engine(ctx, &sampler, offset, 0, raw, vocab as u32, dtype, &params);
     for r in 0..rows {
         assert_eq!(tokens[r], expected[r].token, "{context} row {r}");
         assert_eq!(

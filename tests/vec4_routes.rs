@@ -9,8 +9,7 @@ mod common;
 
 use rand::Rng;
 use rollcall::sampling::SplitRows;
-use rollcall::{LogitsBinding, LogitsDtype, SampleBatch, Sampler, SamplingParams};
-use wgpu::util::DeviceExt;
+use rollcall::{LogitsDtype, Sampler, SamplingParams};
 
 const AWKWARD: [u32; 12] = [
     0x7FC0_0001, // qNaN with payload
@@ -76,8 +75,8 @@ fn params(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32) -> SamplingParams {
     }
 }
 
-/// Tokens and result words of the engine path with the logits at `offset` of
-/// a buffer exactly `offset + rows * vocab * 4` bytes long.
+/// Tokens and result words of the engine path with the f32 logits at
+/// `offset` of a buffer exactly `offset + rows * vocab * 4` bytes long.
 fn run(
     ctx: &rollcall::GpuContext,
     sampler: &Sampler,
@@ -86,46 +85,15 @@ fn run(
     offset: u64,
     params: &[SamplingParams],
 ) -> (Vec<u32>, Vec<[u32; 4]>) {
-    let rows = params.len();
-    let mut bytes = vec![0xA5u8; offset as usize];
-    bytes.extend_from_slice(bytemuck::cast_slice(words));
-    let buffer = ctx
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("logits"),
-            contents: &bytes,
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-    let mut batch = SampleBatch::new(ctx, rows as u32);
-    batch.set_params(params).unwrap();
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    let binding = LogitsBinding {
-        buffer: &buffer,
+    common::sample_engine(
+        ctx,
+        sampler,
         offset,
-        rows: rows as u32,
-        vocab: vocab as u32,
-        dtype: LogitsDtype::F32,
-    };
-    sampler.encode(&mut encoder, &binding, &mut batch).unwrap();
-    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: rows as u64 * 20,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    encoder.copy_buffer_to_buffer(batch.tokens(), 0, &readback, 0, rows as u64 * 4);
-    encoder.copy_buffer_to_buffer(
-        batch.results(),
-        0,
-        &readback,
-        rows as u64 * 4,
-        rows as u64 * 16,
-    );
-    ctx.queue.submit([encoder.finish()]);
-    let out = ctx.read_buffer(&readback, rows as u64 * 20).unwrap();
-    (
-        bytemuck::cast_slice(&out[..rows * 4]).to_vec(),
-        bytemuck::cast_slice(&out[rows * 4..]).to_vec(),
+        0xA5,
+        bytemuck::cast_slice(words),
+        vocab as u32,
+        LogitsDtype::F32,
+        params,
     )
 }
 

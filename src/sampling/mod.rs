@@ -342,21 +342,12 @@ pub fn shader_variants(
     candidates: u32,
     entry_point: &'static str,
 ) -> Result<Vec<crate::shader::ShaderVariant>> {
-    let prelude = |vec4_loads: bool| {
-        format!(
-            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;\n\
-             const VEC4_LOADS: bool = {vec4_loads};"
-        )
-    };
-    let label = format!("sampling/{entry_point}");
-    let mut variants =
-        crate::logits::variants_per_dtype(&label, "sampling.wgsl", entry_point, &prelude(false))?;
-    let vec4 = crate::logits::variants_per_dtype(
-        &format!("{label}/vec4"),
+    crate::logits::variants_with_vec4(
+        &format!("sampling/{entry_point}"),
         "sampling.wgsl",
         entry_point,
-        &prelude(true),
-    )?;
-    variants.extend(vec4.into_iter().take(1));
-    Ok(variants)
+        &format!(
+            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;"
+        ),
+    )
 }

@@ -143,3 +143,63 @@ pub fn reference_distribution(row: &[f32], p: &rollcall::SamplingParams) -> Opti
     let total: f64 = w.iter().sum();
     Some(w.iter().map(|x| x / total).collect())
 }
+
+/// The engine path on one batch: `logits` (raw bytes) placed `offset` bytes
+/// into a buffer (the bytes before them set to `fill`, the end padded to a
+/// word), sampled by `sampler` into a fresh batch and read back: each row's
+/// token and its four result words (logprob bits, status, kept, padding).
+#[allow(clippy::too_many_arguments)]
+pub fn sample_engine(
+    ctx: &rollcall::GpuContext,
+    sampler: &rollcall::Sampler,
+    offset: u64,
+    fill: u8,
+    logits: &[u8],
+    vocab: u32,
+    dtype: rollcall::LogitsDtype,
+    params: &[rollcall::SamplingParams],
+) -> (Vec<u32>, Vec<[u32; 4]>) {
+    use wgpu::util::DeviceExt;
+    let rows = params.len();
+    let mut bytes = vec![fill; offset as usize];
+    bytes.extend_from_slice(logits);
+    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    let buffer = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("engine logits"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+    let mut batch = rollcall::SampleBatch::new(ctx, rows as u32);
+    batch.set_params(params).unwrap();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    let binding = rollcall::LogitsBinding {
+        buffer: &buffer,
+        offset,
+        rows: rows as u32,
+        vocab,
+        dtype,
+    };
+    sampler.encode(&mut encoder, &binding, &mut batch).unwrap();
+    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: rows as u64 * 20,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    encoder.copy_buffer_to_buffer(batch.tokens(), 0, &readback, 0, rows as u64 * 4);
+    encoder.copy_buffer_to_buffer(
+        batch.results(),
+        0,
+        &readback,
+        rows as u64 * 4,
+        rows as u64 * 16,
+    );
+    ctx.submit(encoder.finish());
+    let out = ctx.read_buffer(&readback, rows as u64 * 20).unwrap();
+    (
+        bytemuck::cast_slice(&out[..rows * 4]).to_vec(),
+        bytemuck::cast_slice(&out[rows * 4..]).to_vec(),
+    )
+}
