@@ -84,6 +84,9 @@ pub struct BenchRow {
     pub size: String,
     /// `gpu timestamps` or `wall clock`.
     pub timing_source: String,
+    /// Runs back to back in each timed span (one submit), kernel and
+    /// read-once alike; times are per run (see [`MIN_SPAN`]).
+    pub repeats: u32,
     /// Median kernel time, milliseconds.
     pub median_ms: f64,
     /// Fastest kernel time, milliseconds.
@@ -156,15 +159,49 @@ impl Reference {
     }
 }
 
+/// How long one timed span of a small kernel should at least last: shorter
+/// kernels run back to back in one span (one submit) and each run is charged
+/// the span's time over the count. The span is bracketed by two timestamp
+/// passes, and an empty bracket costs an adapter time of its own (0.07-0.12 ms
+/// on lavapipe, see [`timing_bracket`]); a single run of a 0.3 ms kernel would
+/// carry it whole. In an engine the sampler's dispatches ride in the model's
+/// command buffer and never pay it.
+pub const MIN_SPAN: Duration = Duration::from_millis(4);
+
+/// Most runs of a kernel put in one timed span.
+pub const MAX_REPEATS: u32 = 64;
+
+/// How many runs of a kernel that takes `one_run` fill a timed span of at
+/// least `span`: 1 to [`MAX_REPEATS`].
+///
+/// ```
+/// use rollcall::bench::{runs_per_span, MAX_REPEATS};
+/// use std::time::Duration;
+/// let ms = Duration::from_micros;
+/// assert_eq!(runs_per_span(ms(4000), ms(300)), 14);
+/// assert_eq!(runs_per_span(ms(4000), ms(30_000)), 1);
+/// assert_eq!(runs_per_span(ms(4000), Duration::ZERO), MAX_REPEATS);
+/// ```
+pub fn runs_per_span(span: Duration, one_run: Duration) -> u32 {
+    let runs = span.as_secs_f64() / one_run.as_secs_f64().max(1e-9);
+    (runs.ceil() as u32).clamp(1, MAX_REPEATS)
+}
+
 /// Times `kernel` and `reference` alternately (one warm-up each first);
 /// `setup` runs, untimed and waited for, before every run of `kernel`.
+/// With `min_span`, both are recorded back to back in each timed span as
+/// many times (at most [`MAX_REPEATS`]) as the warm-up says it takes to last
+/// that long, and the times are per run; the count is returned last. Only
+/// for kernels that give the same result when run again on their output
+/// state (`setup` runs once per span).
 fn interleaved(
     ctx: &GpuContext,
     iters: usize,
+    min_span: Option<Duration>,
     mut setup: impl FnMut(&mut wgpu::CommandEncoder),
     mut kernel: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
     mut reference: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
-) -> Result<(Timing, Timing)> {
+) -> Result<(Timing, Timing, u32)> {
     let mut timer = GpuTimer::new(ctx);
     let mut prepare = || -> Result<()> {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
@@ -175,18 +212,41 @@ fn interleaved(
     prepare()?;
     timer.measure(&mut kernel)?;
     timer.measure(&mut reference)?;
+    // A first run pays for first use; the count comes from the faster of two.
+    let warm = timer.measure(&mut kernel)?.min(timer.measure(&mut kernel)?);
+    let repeats = min_span.map_or(1, |span| runs_per_span(span, warm));
+    let mut repeated = |f: &mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>| {
+        timer
+            .measure(|e| (0..repeats).try_for_each(|_| f(e)))
+            .map(|t| t / repeats)
+    };
     let mut a = Vec::new();
     let mut b = Vec::new();
     for _ in 0..iters.max(1) {
         prepare()?;
-        a.push(timer.measure(&mut kernel)?);
-        b.push(timer.measure(&mut reference)?);
+        a.push(repeated(&mut kernel)?);
+        b.push(repeated(&mut reference)?);
     }
     let source = timer.source();
     Ok((
         Timing::from_samples(a, source),
         Timing::from_samples(b, source),
+        repeats,
     ))
+}
+
+/// The time an empty timed span takes on this adapter (median of `iters`):
+/// the cost of the timing bracket itself, which a single run of a kernel
+/// also carries (see [`MIN_SPAN`]).
+///
+/// ```no_run
+/// let ctx = rollcall::GpuContext::new()?;
+/// let bracket = rollcall::bench::timing_bracket(&ctx, 10)?;
+/// println!("an empty timed span: {:?}", bracket.median);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub fn timing_bracket(ctx: &GpuContext, iters: usize) -> Result<Timing> {
+    crate::timing::time_gpu(ctx, iters, |_| Ok(()))
 }
 
 /// One row; the reference read `reference_bytes`, and its time is scaled to
@@ -202,6 +262,7 @@ fn row(
     bytes_read: u64,
     bytes_written: u64,
     cpu: Option<Duration>,
+    repeats: u32,
 ) -> BenchRow {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let moved = (bytes_read + bytes_written) as f64;
@@ -213,6 +274,7 @@ fn row(
         kernel,
         size,
         timing_source: timing.source.to_string(),
+        repeats,
         median_ms: ms(timing.median),
         min_ms: ms(timing.min),
         bytes_read,
@@ -350,9 +412,10 @@ fn vector_read_probe(ctx: &GpuContext, options: &BenchOptions) -> Result<BenchRo
     let (binding, sums) = (logits.binding(), &logits.sums);
     let scalar = ReadOnce::new(ctx)?;
     let vector = ReadOnce::with_vector_loads(ctx)?;
-    let (vector_timing, scalar_timing) = interleaved(
+    let (vector_timing, scalar_timing, repeats) = interleaved(
         ctx,
         options.iters,
+        Some(MIN_SPAN),
         |_| {},
         |e| vector.encode(e, &binding, sums),
         |e| scalar.encode(e, &binding, sums),
@@ -368,13 +431,17 @@ fn vector_read_probe(ctx: &GpuContext, options: &BenchOptions) -> Result<BenchRo
         bytes,
         u64::from(batch) * 4,
         None,
+        repeats,
     ))
 }
 
 /// The batch-1 target in one place: batch 1's time over batch 64's time per
 /// row, plain sampling at vocab 128 256, unsplit, with rows split, and for the
 /// read-once kernel over the same logits (what one dispatch of one row costs
-/// the adapter anyway). `None` where the grid lacks a row (`--quick`).
+/// the adapter anyway). `None` where the grid lacks a row (`--quick`). The
+/// batch-1 rows are short, so each timed span runs them back to back (see
+/// [`MIN_SPAN`]): the times are a dispatch's cost inside a command buffer,
+/// without the timing bracket's own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct BatchOneRatios {
     /// Unsplit batch 1 / batch-64 per-row time.
@@ -383,8 +450,8 @@ pub struct BatchOneRatios {
     pub split: Option<f64>,
     /// The read-once kernel's batch 1 / batch-64 per-row time.
     pub read_once: Option<f64>,
-    /// The read-once kernel's time (ms) for one row of 1 024 logits: what
-    /// one dispatch costs the adapter with next to nothing to read, a floor
+    /// The read-once kernel's time (ms) per run for one row of 1 024 logits:
+    /// what one dispatch costs the adapter with next to nothing to read, a floor
     /// under every batch-1 time (and twice over for the split path's two
     /// dispatches).
     pub dispatch_floor_ms: Option<f64>,
@@ -399,6 +466,7 @@ pub struct BatchOneRatios {
 ///     kernel: kernel.into(),
 ///     size: size.into(),
 ///     timing_source: "wall clock".into(),
+///     repeats: 1,
 ///     median_ms: ms,
 ///     min_ms: ms,
 ///     bytes_read: 0,
@@ -622,9 +690,10 @@ impl Grid<'_> {
             // the same read with one exp per logit.
             if time_ceiling {
                 progress(&format!("sampling read-once + exp {size}"));
-                let (kernel, reference) = interleaved(
+                let (kernel, reference, repeats) = interleaved(
                     ctx,
                     options.iters,
+                    Some(MIN_SPAN),
                     |_| {},
                     |e| with_exp.encode(e, &logits.binding(), &logits.sums),
                     |e| read_once.encode(e, &logits.binding(), &logits.sums),
@@ -639,6 +708,7 @@ impl Grid<'_> {
                     u64::from(batch) * u64::from(vocab) * 4,
                     u64::from(batch) * 4,
                     None,
+                    repeats,
                 ));
             }
             for (name, base, sampler) in &runs {
@@ -656,9 +726,10 @@ impl Grid<'_> {
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
                 let mut out = SampleBatch::new(ctx, batch);
                 out.set_params(&params)?;
-                let (kernel, reference) = interleaved(
+                let (kernel, reference, repeats) = interleaved(
                     ctx,
                     options.iters,
+                    Some(MIN_SPAN),
                     |_| {},
                     |e| sampler.encode(e, &binding, &mut out),
                     |e| read_once.encode(e, &binding, &logits.sums),
@@ -682,6 +753,7 @@ impl Grid<'_> {
                     u64::from(batch) * u64::from(vocab) * 4,
                     u64::from(batch) * 20,
                     cpu,
+                    repeats,
                 ));
             }
         }
@@ -729,9 +801,10 @@ impl Grid<'_> {
             let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p;
             let reference = Reference::new(ctx, bytes_read + bytes_written);
             // Each timed round starts from empty tables (cleared untimed).
-            let (kernel, reference_timing) = interleaved(
+            let (kernel, reference_timing, repeats) = interleaved(
                 ctx,
                 options.iters,
+                None,
                 |e| scheduler.borrow().encode_reset(e),
                 |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
                 |e| reference.encode(read_once, e),
@@ -753,6 +826,7 @@ impl Grid<'_> {
                 bytes_read,
                 bytes_written,
                 cpu,
+                repeats,
             ));
         }
         Ok(())
@@ -791,9 +865,10 @@ impl Grid<'_> {
             let bytes_read = u64::from(n) * 4;
             let bytes_written = kept * 4 + 4;
             let reference = Reference::new(ctx, bytes_read + bytes_written);
-            let (kernel, reference_timing) = interleaved(
+            let (kernel, reference_timing, repeats) = interleaved(
                 ctx,
                 options.iters,
+                None,
                 |_| {},
                 |e| compactor.encode(e, &flags, n, &scratch, &out, &count),
                 |e| reference.encode(read_once, e),
@@ -811,6 +886,7 @@ impl Grid<'_> {
                 bytes_read,
                 bytes_written,
                 cpu,
+                repeats,
             ));
         }
         Ok(())
@@ -846,9 +922,10 @@ impl Grid<'_> {
                 let bytes_read = 4 * n + 4 * (s + 1);
                 let bytes_written = 4 * n + 8 * s;
                 let reference = Reference::new(ctx, bytes_read + bytes_written);
-                let (kernel, reference_timing) = interleaved(
+                let (kernel, reference_timing, repeats) = interleaved(
                     ctx,
                     options.iters,
+                    None,
                     |_| {},
                     |e| tail.encode_estimate(e, est),
                     |e| reference.encode(read_once, e),
@@ -866,6 +943,7 @@ impl Grid<'_> {
                     bytes_read,
                     bytes_written,
                     cpu,
+                    repeats,
                 ));
             }
         }

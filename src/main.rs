@@ -925,11 +925,17 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
     };
     let rows = run(&ctx, &options, |what| eprint!("\r{what:<60}"))?;
     eprint!("\r{:<60}\r", "");
+    let bracket_ms = rollcall::bench::timing_bracket(&ctx, options.iters)?
+        .median
+        .as_secs_f64()
+        * 1e3;
     let batch_one = rollcall::bench::batch_one_ratios(&rows);
     if args.json {
         let out = serde_json::json!({
             "adapter": ctx.describe(),
             "iters": options.iters,
+            "timing_bracket_ms": bracket_ms,
+            "min_span_ms": rollcall::bench::MIN_SPAN.as_secs_f64() * 1e3,
             "rows": rows,
             "batch_one_over_batch_64_per_row": batch_one,
         });
@@ -942,6 +948,11 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
         options.iters,
         rows.first().map_or("-", |r| r.timing_source.as_str())
     );
+    println!(
+        "an empty timed span costs {bracket_ms:.3} ms here; sampling kernels shorter than {} ms \
+         run back to back in one span (runs column) and are charged the span / runs",
+        rollcall::bench::MIN_SPAN.as_millis()
+    );
     if let Some(probe) = rows
         .iter()
         .find(|r| r.kernel == rollcall::bench::YARDSTICK_PROBE)
@@ -953,16 +964,26 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
         );
     }
     println!(
-        "{:<9} {:<46} {:<26} {:>10} {:>10} {:>8} {:>10} {:>7} {:>10}",
-        "family", "kernel", "size", "time ms", "MB moved", "GB/s", "read ms", "ratio", "cpu ms"
+        "{:<9} {:<46} {:<26} {:>10} {:>5} {:>10} {:>8} {:>10} {:>7} {:>10}",
+        "family",
+        "kernel",
+        "size",
+        "time ms",
+        "runs",
+        "MB moved",
+        "GB/s",
+        "read ms",
+        "ratio",
+        "cpu ms"
     );
     for r in &rows {
         println!(
-            "{:<9} {:<46} {:<26} {:>10.3} {:>10.2} {:>8.2} {:>10.3} {:>7.2} {:>10}",
+            "{:<9} {:<46} {:<26} {:>10.3} {:>5} {:>10.2} {:>8.2} {:>10.3} {:>7.2} {:>10}",
             r.family,
             r.kernel,
             r.size,
             r.median_ms,
+            r.repeats,
             (r.bytes_read + r.bytes_written) as f64 / 1e6,
             r.gb_per_s,
             r.read_once_ms,

@@ -31,8 +31,26 @@ fn bench_command_covers_every_family() {
             && r["kernel"].as_str().unwrap().starts_with("read-once + exp")),
         "the exp-per-logit ceiling row is missing"
     );
+    // What an empty timed span costs is reported beside the rows.
+    assert!(json["timing_bracket_ms"].as_f64().unwrap() >= 0.0, "{json}");
+    assert_eq!(
+        json["min_span_ms"].as_f64(),
+        Some(rollcall::bench::MIN_SPAN.as_secs_f64() * 1e3)
+    );
     for r in rows {
         let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
+        // Only sampling kernels (which give the same output when run again)
+        // are repeated within a span.
+        let repeats = r["repeats"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("repeats in {r}"));
+        assert!(
+            (1..=u64::from(rollcall::bench::MAX_REPEATS)).contains(&repeats),
+            "{r}"
+        );
+        if r["family"] != "sampling" {
+            assert_eq!(repeats, 1, "{r}");
+        }
         assert!(num("median_ms") > 0.0 && num("read_once_ms") > 0.0, "{r}");
         assert!(
             num("bytes_read") > 0.0 && num("ratio_to_read_once") > 0.0,
