@@ -56,14 +56,12 @@ fn u64_to_f32(a: vec2<u32>) -> f32 {
 // only, so it needs no f16 capability.
 fn f32_bits_from_f16_bits(h: u32) -> u32 {
     let sign = (h & 0x8000u) << 16u;
-    let exponent = (h >> 10u) & 0x1Fu;
-    let mantissa = h & 0x3FFu;
-    if exponent == 0x1Fu {
-        return sign | 0x7F800000u | (mantissa << 13u);
-    }
-    if exponent == 0u {
-        // Subnormal or zero: mantissa * 2^-24 is exact in f32.
-        return sign | bitcast<u32>(f32(mantissa) * 5.9604644775390625e-8);
-    }
-    return sign | ((exponent + 112u) << 23u) | (mantissa << 13u);
+    let exponent = h & 0x7C00u;
+    let shifted = (h & 0x7FFFu) << 13u;
+    // Normal: rebias the exponent (15 -> 127). Inf/NaN: all-ones exponent,
+    // payload kept. Subnormal or zero: mantissa * 2^-24 is exact in f32.
+    let normal = shifted + 0x38000000u;
+    let special = shifted | 0x7F800000u;
+    let small = bitcast<u32>(f32(h & 0x3FFu) * 5.9604644775390625e-8);
+    return sign | select(select(normal, special, exponent == 0x7C00u), small, exponent == 0u);
 }

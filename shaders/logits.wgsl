@@ -30,10 +30,30 @@ fn load_logit(row: u32, i: u32) -> f32 {
         return bitcast<f32>(logits[e]);
     }
     let word = logits[e >> 1u];
-    let half_bits = select(word & 0xFFFFu, word >> 16u, (e & 1u) == 1u);
+    return decode_half(select(word & 0xFFFFu, word >> 16u, (e & 1u) == 1u));
+}
+
+// The f32 of 16-bit logit bits (f16 or bf16, as LOGITS_DTYPE says).
+fn decode_half(half_bits: u32) -> f32 {
     if LOGITS_DTYPE == DTYPE_F16 {
         return bitcast<f32>(f32_bits_from_f16_bits(half_bits));
     }
     return bitcast<f32>(half_bits << 16u);
+}
+
+// Logits base..base+3 of a 16-bit dispatch row `row` (base + 4 <= vocab).
+// When the first sits at an even element (even vocab and offset: the usual
+// case; the same for every invocation of a row) the four are two words, read
+// with two loads instead of four.
+fn load_half_group(row: u32, base: u32) -> vec4<f32> {
+    let e = chunk.elem_base + row * chunk.vocab + base;
+    if (e & 1u) == 0u {
+        let lo = logits[e >> 1u];
+        let hi = logits[(e >> 1u) + 1u];
+        return vec4<f32>(decode_half(lo & 0xFFFFu), decode_half(lo >> 16u),
+                         decode_half(hi & 0xFFFFu), decode_half(hi >> 16u));
+    }
+    return vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
+                     load_logit(row, base + 2u), load_logit(row, base + 3u));
 }
 

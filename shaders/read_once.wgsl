@@ -40,6 +40,8 @@ fn read_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             var v: vec4<f32>;
             if VEC4_LOADS {
                 v = bitcast<vec4<f32>>(logits_vec4[(chunk.elem_base + row * vocab + base) >> 2u]);
+            } else if LOGITS_DTYPE != DTYPE_F32 {
+                v = load_half_group(row, base);
             } else {
                 v = vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
                               load_logit(row, base + 2u), load_logit(row, base + 3u));

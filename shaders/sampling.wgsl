@@ -185,6 +185,9 @@ fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
         let word = chunk.elem_base + row * chunk.vocab + base;
         return bitcast<vec4<u32>>(bitcast<vec4<f32>>(logits_vec4[word >> 2u]) * inv_t);
     }
+    if LOGITS_DTYPE != DTYPE_F32 && base + GROUP <= vocab {
+        return bitcast<vec4<u32>>(load_half_group(row, base) * inv_t);
+    }
     if base + GROUP <= vocab {
         return bitcast<vec4<u32>>(vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
                                             load_logit(row, base + 2u), load_logit(row, base + 3u)) * inv_t);

@@ -350,7 +350,12 @@ pub fn run(
 /// Synthetic f32 logits on the device, with room for the read-once kernel's
 /// row sums.
 struct DeviceLogits {
+    /// The logits in f32; stored on the device as `dtype` (rounded).
     host: Vec<f32>,
+    /// `host` rounded to `dtype` (empty for f32).
+    f16: Vec<half::f16>,
+    bf16: Vec<half::bf16>,
+    dtype: LogitsDtype,
     buffer: wgpu::Buffer,
     sums: wgpu::Buffer,
     rows: u32,
@@ -359,11 +364,25 @@ struct DeviceLogits {
 
 impl DeviceLogits {
     fn new(ctx: &GpuContext, rows: u32, vocab: u32, shape: LogitsShape) -> Self {
+        Self::with_dtype(ctx, rows, vocab, shape, LogitsDtype::F32)
+    }
+
+    fn with_dtype(
+        ctx: &GpuContext,
+        rows: u32,
+        vocab: u32,
+        shape: LogitsShape,
+        dtype: LogitsDtype,
+    ) -> Self {
         let host = synthetic::logits(rows as usize, vocab as usize, shape, 7);
-        let buffer = storage_buffer(ctx, "rollcall bench logits", host.len() as u64 * 4);
+        let bytes = (host.len() as u64 * dtype.size_bytes()).next_multiple_of(4);
+        let buffer = storage_buffer(ctx, "rollcall bench logits", bytes);
         let sums = storage_buffer(ctx, "rollcall bench row sums", u64::from(rows) * 4);
-        let logits = Self {
+        let mut logits = Self {
             host,
+            f16: Vec::new(),
+            bf16: Vec::new(),
+            dtype,
             buffer,
             sums,
             rows,
@@ -373,10 +392,36 @@ impl DeviceLogits {
         logits
     }
 
-    /// Writes `host` (after a change) to the device.
-    fn upload(&self, ctx: &GpuContext) {
-        ctx.queue
-            .write_buffer(&self.buffer, 0, bytemuck::cast_slice(&self.host));
+    /// Writes `host` (after a change), rounded to the dtype, to the device.
+    fn upload(&mut self, ctx: &GpuContext) {
+        let bytes: &[u8] = match self.dtype {
+            LogitsDtype::F32 => bytemuck::cast_slice(&self.host),
+            LogitsDtype::F16 => {
+                self.f16 = self.host.iter().map(|&x| half::f16::from_f32(x)).collect();
+                bytemuck::cast_slice(&self.f16)
+            }
+            LogitsDtype::Bf16 => {
+                self.bf16 = self.host.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                bytemuck::cast_slice(&self.bf16)
+            }
+        };
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().next_multiple_of(4), 0);
+        ctx.queue.write_buffer(&self.buffer, 0, &padded);
+    }
+
+    /// The logits as stored, for the CPU twin.
+    fn host_logits(&self) -> crate::HostLogits<'_> {
+        match self.dtype {
+            LogitsDtype::F32 => crate::HostLogits::F32(&self.host),
+            LogitsDtype::F16 => crate::HostLogits::F16(&self.f16),
+            LogitsDtype::Bf16 => crate::HostLogits::Bf16(&self.bf16),
+        }
+    }
+
+    /// Bytes of logits on the device (without the padding to a word).
+    fn bytes(&self) -> u64 {
+        self.host.len() as u64 * self.dtype.size_bytes()
     }
 
     fn binding(&self) -> LogitsBinding<'_> {
@@ -385,8 +430,22 @@ impl DeviceLogits {
             offset: 0,
             rows: self.rows,
             vocab: self.vocab,
-            dtype: LogitsDtype::F32,
+            dtype: self.dtype,
         }
+    }
+}
+
+/// The read-once kernel over `logits`, or over `words` (the same number of
+/// bytes as plain words) when given.
+fn yardstick(
+    read_once: &ReadOnce,
+    words: Option<&Reference>,
+    logits: &DeviceLogits,
+    encoder: &mut wgpu::CommandEncoder,
+) -> Result<()> {
+    match words {
+        Some(words) => words.encode(read_once, encoder),
+        None => read_once.encode(encoder, &logits.binding(), &logits.sums),
     }
 }
 
@@ -634,17 +693,22 @@ impl Grid<'_> {
         // adapters); time both ways.
         let split = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Always);
         let with_exp = ReadOnce::with_exp_per_logit(ctx)?;
-        let sizes: &[(u32, u32, LogitsShape)] = if options.quick {
-            &[(8, 32_000, LogitsShape::Model)]
+        use LogitsDtype::{Bf16, F16, F32};
+        use LogitsShape::{Flat, Model};
+        let sizes: &[(u32, u32, LogitsShape, LogitsDtype)] = if options.quick {
+            &[(8, 32_000, Model, F32)]
         } else {
             &[
                 // One row of next to nothing: the fixed cost of a dispatch.
-                (1, 1_024, LogitsShape::Model),
-                (1, 128_256, LogitsShape::Model),
-                (64, 128_256, LogitsShape::Model),
-                (256, 128_256, LogitsShape::Model),
-                (256, 128_256, LogitsShape::Flat),
-                (256, 32_000, LogitsShape::Model),
+                (1, 1_024, Model, F32),
+                (1, 128_256, Model, F32),
+                (64, 128_256, Model, F32),
+                (256, 128_256, Model, F32),
+                (256, 128_256, Flat, F32),
+                (256, 32_000, Model, F32),
+                // 16-bit logits: half the bytes, and a decode per logit.
+                (256, 128_256, Model, F16),
+                (256, 128_256, Model, Bf16),
             ]
         };
         let modes: [(&str, SamplingParams); 3] = [
@@ -655,16 +719,21 @@ impl Grid<'_> {
             ),
             ("greedy", SamplingParams::greedy()),
         ];
-        for &(batch, vocab, shape) in sizes {
+        for &(batch, vocab, shape, dtype) in sizes {
+            let dtype_name = match dtype {
+                F32 => "f32",
+                F16 => "f16",
+                Bf16 => "bf16",
+            };
             let shape_name = match shape {
-                LogitsShape::Model => "model-like",
-                LogitsShape::Flat => "flat",
+                Model => "model-like",
+                Flat => "flat",
             };
             let size = format!("{batch} x {vocab} {shape_name}");
-            let ceiling_name = "read-once + exp per logit (ceiling), f32";
+            let ceiling_name = format!("read-once + exp per logit (ceiling), {dtype_name}");
             let mut runs: Vec<(String, SamplingParams, &Sampler)> = modes
                 .iter()
-                .filter(|(name, _)| !(matches!(shape, LogitsShape::Flat) && *name == "greedy"))
+                .filter(|(name, _)| !(matches!(shape, Flat) && *name == "greedy"))
                 .map(|(name, p)| (name.to_string(), *p, &sampler))
                 .collect();
             if batch < crate::sampling::SPLIT_BELOW_ROWS {
@@ -673,39 +742,45 @@ impl Grid<'_> {
             // Masked rows (banned tokens, grammar masks, padded vocabularies
             // set to -inf) must not cost a second read: time them after the
             // clean ones, one token in 64 masked (every stream meets one).
-            if batch >= 64 && matches!(shape, LogitsShape::Model) && vocab == 128_256 {
+            if batch >= 64 && matches!(shape, Model) && vocab == 128_256 && dtype == F32 {
                 runs.push((
                     "plain T=1, 1/64 masked to -inf".into(),
                     modes[0].1,
                     &sampler,
                 ));
             }
-            runs.retain(|(name, _, _)| options.selects(&format!("{name}, f32"), &size));
-            let time_ceiling = options.selects(ceiling_name, &size);
+            runs.retain(|(name, _, _)| options.selects(&format!("{name}, {dtype_name}"), &size));
+            let time_ceiling = options.selects(&ceiling_name, &size);
             if runs.is_empty() && !time_ceiling {
                 continue;
             }
-            let mut logits = DeviceLogits::new(ctx, batch, vocab, shape);
+            let mut logits = DeviceLogits::with_dtype(ctx, batch, vocab, shape, dtype);
+            let bytes = logits.bytes();
+            // The yardstick reads the same bytes once: for 16-bit logits, as
+            // words, without decoding them (a decoding read is slower per
+            // byte, and would flatter the ratios).
+            let word_read = (dtype != F32).then(|| Reference::new(ctx, bytes));
+            let reference_bytes = word_read.as_ref().map_or(bytes, |r| r.bytes);
             // The ceiling for an exact sampler that reports log-probabilities:
             // the same read with one exp per logit.
             if time_ceiling {
-                progress(&format!("sampling read-once + exp {size}"));
+                progress(&format!("sampling read-once + exp, {dtype_name} {size}"));
                 let (kernel, reference, repeats) = interleaved(
                     ctx,
                     options.iters,
                     Some(MIN_SPAN),
                     |_| {},
                     |e| with_exp.encode(e, &logits.binding(), &logits.sums),
-                    |e| read_once.encode(e, &logits.binding(), &logits.sums),
+                    |e| yardstick(read_once, word_read.as_ref(), &logits, e),
                 )?;
                 rows.push(row(
                     "sampling",
-                    ceiling_name.into(),
+                    ceiling_name.clone(),
                     size.clone(),
                     &kernel,
                     &reference,
-                    u64::from(batch) * u64::from(vocab) * 4,
-                    u64::from(batch) * u64::from(vocab) * 4,
+                    reference_bytes,
+                    bytes,
                     u64::from(batch) * 4,
                     None,
                     repeats,
@@ -720,7 +795,7 @@ impl Grid<'_> {
                     }
                     logits.upload(ctx);
                 }
-                progress(&format!("sampling {name} {size}"));
+                progress(&format!("sampling {name}, {dtype_name} {size}"));
                 let binding = logits.binding();
                 let params: Vec<SamplingParams> =
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
@@ -732,12 +807,11 @@ impl Grid<'_> {
                     Some(MIN_SPAN),
                     |_| {},
                     |e| sampler.encode(e, &binding, &mut out),
-                    |e| read_once.encode(e, &binding, &logits.sums),
+                    |e| yardstick(read_once, word_read.as_ref(), &logits, e),
                 )?;
                 let cpu = if options.cpu_twin {
-                    let (out, t) = timed(|| {
-                        sampling_cpu::sample(crate::HostLogits::F32(&logits.host), vocab, &params)
-                    });
+                    let (out, t) =
+                        timed(|| sampling_cpu::sample(logits.host_logits(), vocab, &params));
                     out?;
                     Some(t)
                 } else {
@@ -745,12 +819,12 @@ impl Grid<'_> {
                 };
                 rows.push(row(
                     "sampling",
-                    format!("{name}, f32"),
+                    format!("{name}, {dtype_name}"),
                     size.clone(),
                     &kernel,
                     &reference,
-                    u64::from(batch) * u64::from(vocab) * 4,
-                    u64::from(batch) * u64::from(vocab) * 4,
+                    reference_bytes,
+                    bytes,
                     u64::from(batch) * 20,
                     cpu,
                     repeats,
