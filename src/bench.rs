@@ -109,11 +109,24 @@ pub struct BenchRow {
     pub cpu_twin_ms: Option<f64>,
 }
 
-/// A read-once reference over `bytes` (rounded up to whole words, and to
-/// fewer than one word per row more), shaped as rows of up to 128 Ki words
-/// (512 KiB, like a row of logits: the read-once kernel gives each row a
-/// workgroup, so much shorter rows would time its per-row overhead).
-struct Reference {
+/// A plain read of a number of bytes: the read-once kernel over a buffer of
+/// that many bytes (rounded up to whole words, and to fewer than one word per
+/// row more) as f32 words, in rows of up to 128 Ki words (512 KiB, like a row
+/// of logits: the read-once kernel gives each row a workgroup, so much shorter
+/// rows would time its per-row overhead). The yardstick for kernels whose
+/// input is not f32 logits (votes, flags, rewards, 16-bit logits).
+///
+/// ```no_run
+/// use rollcall::bench::PlainRead;
+/// use rollcall::reference::ReadOnce;
+/// let ctx = rollcall::GpuContext::new()?;
+/// let read_once = ReadOnce::new(&ctx)?;
+/// let plain = PlainRead::new(&ctx, 256 * 128_256 * 2); // as many bytes as 256 bf16 rows
+/// let timing = rollcall::timing::time_gpu(&ctx, 10, |e| plain.encode(&read_once, e))?;
+/// println!("{} bytes in {:?}", plain.bytes(), timing.median);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub struct PlainRead {
     buffer: wgpu::Buffer,
     sums: wgpu::Buffer,
     rows: u32,
@@ -124,8 +137,10 @@ struct Reference {
 
 const REFERENCE_ROW: u32 = 131_072;
 
-impl Reference {
-    fn new(ctx: &GpuContext, bytes: u64) -> Self {
+impl PlainRead {
+    /// A device buffer of at least `bytes` bytes (zeroed, as wgpu clears new
+    /// buffers) and room for its row sums.
+    pub fn new(ctx: &GpuContext, bytes: u64) -> Self {
         let words = bytes.div_ceil(4).max(1);
         let rows = words.div_ceil(u64::from(REFERENCE_ROW)) as u32;
         let row_words = words.div_ceil(u64::from(rows)) as u32;
@@ -144,7 +159,13 @@ impl Reference {
         }
     }
 
-    fn encode(&self, read_once: &ReadOnce, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+    /// Bytes one run reads.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Records one read of the buffer with `read_once`.
+    pub fn encode(&self, read_once: &ReadOnce, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         read_once.encode(
             encoder,
             &LogitsBinding {
@@ -194,7 +215,25 @@ pub fn runs_per_span(span: Duration, one_run: Duration) -> u32 {
 /// that long, and the times are per run; the count is returned last. Only
 /// for kernels that give the same result when run again on their output
 /// state (`setup` runs once per span).
-fn interleaved(
+///
+/// ```no_run
+/// use rollcall::bench::{time_interleaved, PlainRead, MIN_SPAN};
+/// use rollcall::reference::ReadOnce;
+/// let ctx = rollcall::GpuContext::new()?;
+/// let read_once = ReadOnce::new(&ctx)?;
+/// let (small, large) = (PlainRead::new(&ctx, 4096), PlainRead::new(&ctx, 1 << 20));
+/// let (t_small, t_large, runs) = time_interleaved(
+///     &ctx,
+///     10,
+///     Some(MIN_SPAN),
+///     |_| {},
+///     |e| small.encode(&read_once, e),
+///     |e| large.encode(&read_once, e),
+/// )?;
+/// println!("{:?} vs {:?} per run, {runs} runs a span", t_small.median, t_large.median);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub fn time_interleaved(
     ctx: &GpuContext,
     iters: usize,
     min_span: Option<Duration>,
@@ -439,7 +478,7 @@ impl DeviceLogits {
 /// bytes as plain words) when given.
 fn yardstick(
     read_once: &ReadOnce,
-    words: Option<&Reference>,
+    words: Option<&PlainRead>,
     logits: &DeviceLogits,
     encoder: &mut wgpu::CommandEncoder,
 ) -> Result<()> {
@@ -471,7 +510,7 @@ fn vector_read_probe(ctx: &GpuContext, options: &BenchOptions) -> Result<BenchRo
     let (binding, sums) = (logits.binding(), &logits.sums);
     let scalar = ReadOnce::new(ctx)?;
     let vector = ReadOnce::with_vector_loads(ctx)?;
-    let (vector_timing, scalar_timing, repeats) = interleaved(
+    let (vector_timing, scalar_timing, repeats) = time_interleaved(
         ctx,
         options.iters,
         Some(MIN_SPAN),
@@ -759,13 +798,13 @@ impl Grid<'_> {
             // The yardstick reads the same bytes once: for 16-bit logits, as
             // words, without decoding them (a decoding read is slower per
             // byte, and would flatter the ratios).
-            let word_read = (dtype != F32).then(|| Reference::new(ctx, bytes));
+            let word_read = (dtype != F32).then(|| PlainRead::new(ctx, bytes));
             let reference_bytes = word_read.as_ref().map_or(bytes, |r| r.bytes);
             // The ceiling for an exact sampler that reports log-probabilities:
             // the same read with one exp per logit.
             if time_ceiling {
                 progress(&format!("sampling read-once + exp, {dtype_name} {size}"));
-                let (kernel, reference, repeats) = interleaved(
+                let (kernel, reference, repeats) = time_interleaved(
                     ctx,
                     options.iters,
                     Some(MIN_SPAN),
@@ -801,7 +840,7 @@ impl Grid<'_> {
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
                 let mut out = SampleBatch::new(ctx, batch);
                 out.set_params(&params)?;
-                let (kernel, reference, repeats) = interleaved(
+                let (kernel, reference, repeats) = time_interleaved(
                     ctx,
                     options.iters,
                     Some(MIN_SPAN),
@@ -873,9 +912,9 @@ impl Grid<'_> {
             // Compaction: flags read, positions written.
             let bytes_read = 16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p;
             let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p;
-            let reference = Reference::new(ctx, bytes_read + bytes_written);
+            let reference = PlainRead::new(ctx, bytes_read + bytes_written);
             // Each timed round starts from empty tables (cleared untimed).
-            let (kernel, reference_timing, repeats) = interleaved(
+            let (kernel, reference_timing, repeats) = time_interleaved(
                 ctx,
                 options.iters,
                 None,
@@ -938,8 +977,8 @@ impl Grid<'_> {
             let scratch = CompactScratch::new(ctx, n);
             let bytes_read = u64::from(n) * 4;
             let bytes_written = kept * 4 + 4;
-            let reference = Reference::new(ctx, bytes_read + bytes_written);
-            let (kernel, reference_timing, repeats) = interleaved(
+            let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+            let (kernel, reference_timing, repeats) = time_interleaved(
                 ctx,
                 options.iters,
                 None,
@@ -995,8 +1034,8 @@ impl Grid<'_> {
                 // one advantage per rollout out.
                 let bytes_read = 4 * n + 4 * (s + 1);
                 let bytes_written = 4 * n + 8 * s;
-                let reference = Reference::new(ctx, bytes_read + bytes_written);
-                let (kernel, reference_timing, repeats) = interleaved(
+                let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+                let (kernel, reference_timing, repeats) = time_interleaved(
                     ctx,
                     options.iters,
                     None,

@@ -6,7 +6,6 @@ use half::{bf16, f16};
 use rollcall::reference::ReadOnce;
 use rollcall::sampling::{cpu, validate_params};
 use rollcall::synthetic::{self, LogitsShape};
-use rollcall::timing::{GpuTimer, Timing};
 use rollcall::{
     GpuContext, HostLogits, LogitsBinding, RowStatus, SampleBatch, SampleResult, Sampler,
     SamplingParams,
@@ -300,6 +299,11 @@ struct Report {
     read_once: Throughput,
     /// Sampler throughput divided by read-once throughput on the same buffer.
     sampler_to_read_once: f64,
+    /// Runs of each kernel back to back in one timed span (times are per run).
+    runs_per_span: u32,
+    /// What the read-once reference read: `logits` (f32, the same binding) or
+    /// `words` (16-bit logits: the same number of bytes as plain words).
+    read_once_reads: String,
     cpu_twin: Throughput,
 }
 
@@ -471,24 +475,29 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
         vocab,
         dtype,
     };
-    let mut timer = GpuTimer::new(&ctx);
-    let mut run_sampler =
-        |timer: &mut GpuTimer| timer.measure(|e| sampler.encode(e, &binding, &mut batch));
-    let run_read_once =
-        |timer: &mut GpuTimer| timer.measure(|e| read_once.encode(e, &binding, &sums));
-    // Warm-up, then interleave so both kernels see the same machine state.
-    run_sampler(&mut timer)?;
-    run_read_once(&mut timer)?;
+    // The yardstick reads the same bytes once: f32 logits through the same
+    // binding, 16-bit logits as plain words (a decoding read is slower per
+    // byte and would flatter the ratio). Short batches run back to back in
+    // one timed span, as in `rollcall bench`.
+    let plain_read = (dtype != rollcall::LogitsDtype::F32)
+        .then(|| rollcall::bench::PlainRead::new(&ctx, bytes.len() as u64));
     let iters = args.iters.max(1);
-    let mut sampler_samples = Vec::with_capacity(iters);
-    let mut read_once_samples = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        sampler_samples.push(run_sampler(&mut timer)?);
-        read_once_samples.push(run_read_once(&mut timer)?);
-    }
-    let source = timer.source();
-    let sampler_timing = Timing::from_samples(sampler_samples, source);
-    let read_once_timing = Timing::from_samples(read_once_samples, source);
+    let (sampler_timing, read_once_timing, runs) = rollcall::bench::time_interleaved(
+        &ctx,
+        iters,
+        Some(rollcall::bench::MIN_SPAN),
+        |_| {},
+        |e| sampler.encode(e, &binding, &mut batch),
+        |e| match &plain_read {
+            Some(words) => words.encode(&read_once, e),
+            None => read_once.encode(e, &binding, &sums),
+        },
+    )?;
+    let source = sampler_timing.source;
+    let reference_bytes = plain_read
+        .as_ref()
+        .map_or(bytes.len() as u64, |words| words.bytes())
+        .max(1);
     check.engine_vs_host_mismatch = engine_vs_host(&ctx, &batch, &gpu)?;
 
     let batch_bytes = u64::from(rows) * u64::from(vocab) * dtype.size_bytes();
@@ -515,8 +524,17 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
             batch_bytes,
             rows,
         ),
+        // Scaled to the logits' bytes (a word read may read a few more).
         sampler_to_read_once: read_once_timing.median.as_secs_f64()
+            * (batch_bytes as f64 / reference_bytes as f64)
             / sampler_timing.median.as_secs_f64(),
+        runs_per_span: runs,
+        read_once_reads: if plain_read.is_some() {
+            "words"
+        } else {
+            "logits"
+        }
+        .into(),
         cpu_twin: Throughput::new(cpu_time, cpu_time, batch_bytes, rows),
         check,
     };
@@ -600,11 +618,15 @@ fn print_table(r: &Report) {
         k.rows, k.exact, k.near_tie, k.mismatch, k.engine_vs_host_mismatch
     );
     println!(
-        "timing: {} interleaved iterations ({}), {:.1} MB of logits per batch",
+        "timing: {} interleaved iterations ({}, {} runs per timed span), {:.1} MB of logits per batch",
         c.iters,
         r.timing_source,
+        r.runs_per_span,
         r.bytes_per_batch as f64 / 1e6
     );
+    if r.read_once_reads == "words" {
+        println!("read-once: the same number of bytes read as plain words (16-bit logits)");
+    }
     println!();
     println!(
         "{:<12} {:>12} {:>12} {:>10} {:>14}",

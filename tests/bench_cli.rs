@@ -120,3 +120,41 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// `rollcall sample` checks every row against the CPU twin and times the
+/// sampler against a read of the same bytes: the logits themselves for f32,
+/// plain words for 16-bit logits.
+#[test]
+fn sample_command_checks_rows_and_names_its_yardstick() {
+    if common::gpu().is_none() {
+        return;
+    }
+    for (dtype, reads) in [("f32", "logits"), ("bf16", "words"), ("f16", "words")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args([
+                "sample", "--batch", "3", "--vocab", "1001", "--top-p", "0.9",
+            ])
+            .args(["--dtype", dtype, "--iters", "2", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["check"]["rows"], 3, "{json}");
+        assert_eq!(json["check"]["mismatch"], 0, "{json}");
+        assert_eq!(json["check"]["engine_vs_host_mismatch"], 0, "{json}");
+        assert_eq!(json["read_once_reads"], reads, "{json}");
+        let runs = json["runs_per_span"].as_u64().unwrap();
+        assert!(
+            (1..=u64::from(rollcall::bench::MAX_REPEATS)).contains(&runs),
+            "{json}"
+        );
+        assert!(
+            json["sampler_to_read_once"].as_f64().unwrap() > 0.0,
+            "{json}"
+        );
+    }
+}
