@@ -92,8 +92,8 @@ fn bench_sampling(c: &mut Criterion) {
                 group.throughput(Throughput::Bytes(bytes.len() as u64));
                 group.sampling_mode(SamplingMode::Flat);
 
-                let words =
-                    (dtype != LogitsDtype::F32).then(|| PlainRead::new(&ctx, bytes.len() as u64));
+                let words = (dtype != LogitsDtype::F32)
+                    .then(|| PlainRead::with_rows(&ctx, rows, vocab.div_ceil(2)));
                 group.bench_function("read-once", |b| {
                     b.iter(|| {
                         let mut encoder = ctx.device.create_command_encoder(&Default::default());

@@ -179,7 +179,8 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
 // (the host clamps it), so an IEEE product keeps inf and NaN non-finite.
 // Masking non-finite logits out before the multiply (safer where a driver
 // assumes no inf/NaN) cost 10-20% on lavapipe, and a variant on a shared load
-// helper ran slower too, so the loads are written out here.
+// helper ran slower too, so the f32 loads are written out here; 16-bit groups
+// use the shared `load_half_group` (two word loads instead of four).
 fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
     if VEC4_LOADS && base + GROUP <= vocab {
         let word = chunk.elem_base + row * chunk.vocab + base;

@@ -114,7 +114,8 @@ pub struct BenchRow {
 /// row more) as f32 words, in rows of up to 128 Ki words (512 KiB, like a row
 /// of logits: the read-once kernel gives each row a workgroup, so much shorter
 /// rows would time its per-row overhead). The yardstick for kernels whose
-/// input is not f32 logits (votes, flags, rewards, 16-bit logits).
+/// input is not f32 logits: votes, flags, rewards, and (shaped like the
+/// logits, [`PlainRead::with_rows`]) 16-bit logits.
 ///
 /// ```no_run
 /// use rollcall::bench::PlainRead;
@@ -144,6 +145,22 @@ impl PlainRead {
         let words = bytes.div_ceil(4).max(1);
         let rows = words.div_ceil(u64::from(REFERENCE_ROW)) as u32;
         let row_words = words.div_ceil(u64::from(rows)) as u32;
+        Self::with_rows(ctx, rows, row_words)
+    }
+
+    /// A read of `rows` rows of `row_words` words each (at least 1 of each),
+    /// one workgroup per row: the shape of a logits matrix, which the read's
+    /// speed depends on. For 16-bit logits, `rows` = batch and `row_words` =
+    /// vocab / 2 rounded up.
+    ///
+    /// ```no_run
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let words = rollcall::bench::PlainRead::with_rows(&ctx, 256, 128_256 / 2);
+    /// assert_eq!(words.bytes(), 256 * 128_256 * 2);
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn with_rows(ctx: &GpuContext, rows: u32, row_words: u32) -> Self {
+        let (rows, row_words) = (rows.max(1), row_words.max(1));
         let buffer = storage_buffer(
             ctx,
             "rollcall bench reference",
@@ -180,12 +197,13 @@ impl PlainRead {
     }
 }
 
-/// How long one timed span of a small kernel should at least last: shorter
-/// kernels run back to back in one span (one submit) and each run is charged
-/// the span's time over the count. The span is bracketed by two timestamp
-/// passes, and an empty bracket costs an adapter time of its own (0.07-0.12 ms
-/// on lavapipe, see [`timing_bracket`]); a single run of a 0.3 ms kernel would
-/// carry it whole. In an engine the sampler's dispatches ride in the model's
+/// How long one timed span of a small kernel should last: shorter kernels
+/// run back to back in one span (one submit), as many times as a calibration
+/// says fills it (at most [`MAX_REPEATS`]), and each run is charged the span's
+/// time over the count. The span is bracketed by two timestamp passes, and an
+/// empty bracket costs an adapter time of its own (0.04-0.12 ms on lavapipe,
+/// see [`timing_bracket`]); a single run of a 0.3 ms kernel would carry it
+/// whole. In an engine the sampler's dispatches ride in the model's
 /// command buffer and never pay it.
 pub const MIN_SPAN: Duration = Duration::from_millis(4);
 
@@ -211,8 +229,9 @@ pub fn runs_per_span(span: Duration, one_run: Duration) -> u32 {
 /// Times `kernel` and `reference` alternately (one warm-up each first);
 /// `setup` runs, untimed and waited for, before every run of `kernel`.
 /// With `min_span`, both are recorded back to back in each timed span as
-/// many times (at most [`MAX_REPEATS`]) as the warm-up says it takes to last
-/// that long, and the times are per run; the count is returned last. Only
+/// many times (at most [`MAX_REPEATS`]) as it takes the faster of the two to
+/// fill it (calibrated on short spans, less an empty span's cost), and the
+/// times are per run; the count is returned last. Only
 /// for kernels that give the same result when run again on their output
 /// state (`setup` runs once per span).
 ///
@@ -251,9 +270,24 @@ pub fn time_interleaved(
     prepare()?;
     timer.measure(&mut kernel)?;
     timer.measure(&mut reference)?;
-    // A first run pays for first use; the count comes from the faster of two.
-    let warm = timer.measure(&mut kernel)?.min(timer.measure(&mut kernel)?);
-    let repeats = min_span.map_or(1, |span| runs_per_span(span, warm));
+    let repeats = match min_span {
+        None => 1,
+        Some(span) => {
+            // Per-run times from spans of a few runs less an empty span's
+            // cost (fastest of two each), sized on the faster of kernel and
+            // reference so that both spans fill `span`.
+            const RUNS: u32 = 4;
+            let mut fastest = |f: &mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>| {
+                let mut once = || timer.measure(|e| (0..RUNS).try_for_each(|_| f(e)));
+                Ok::<_, Error>(once()?.min(once()?))
+            };
+            let empty = fastest(&mut |_| Ok(()))?;
+            let kernel_runs = fastest(&mut kernel)?;
+            let reference_runs = fastest(&mut reference)?;
+            let per_run = kernel_runs.min(reference_runs).saturating_sub(empty) / RUNS;
+            runs_per_span(span, per_run)
+        }
+    };
     let mut repeated = |f: &mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>| {
         timer
             .measure(|e| (0..repeats).try_for_each(|_| f(e)))
@@ -796,9 +830,10 @@ impl Grid<'_> {
             let mut logits = DeviceLogits::with_dtype(ctx, batch, vocab, shape, dtype);
             let bytes = logits.bytes();
             // The yardstick reads the same bytes once: for 16-bit logits, as
-            // words, without decoding them (a decoding read is slower per
-            // byte, and would flatter the ratios).
-            let word_read = (dtype != F32).then(|| PlainRead::new(ctx, bytes));
+            // words in rows shaped like the logits', without decoding them (a
+            // decoding read is slower per byte, and would flatter the ratios).
+            let word_read =
+                (dtype != F32).then(|| PlainRead::with_rows(ctx, batch, vocab.div_ceil(2)));
             let reference_bytes = word_read.as_ref().map_or(bytes, |r| r.bytes);
             // The ceiling for an exact sampler that reports log-probabilities:
             // the same read with one exp per logit.

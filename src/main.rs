@@ -480,7 +480,7 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
     // byte and would flatter the ratio). Short batches run back to back in
     // one timed span, as in `rollcall bench`.
     let plain_read = (dtype != rollcall::LogitsDtype::F32)
-        .then(|| rollcall::bench::PlainRead::new(&ctx, bytes.len() as u64));
+        .then(|| rollcall::bench::PlainRead::with_rows(&ctx, rows, vocab.div_ceil(2)));
     let iters = args.iters.max(1);
     let (sampler_timing, read_once_timing, runs) = rollcall::bench::time_interleaved(
         &ctx,

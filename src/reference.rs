@@ -68,7 +68,8 @@ pub fn exp_shader_variants() -> Result<Vec<ShaderVariant>> {
 /// writes each row's sum as an f32 to `out`.
 ///
 /// Dispatch records go through `Queue::write_buffer`, so they take effect at
-/// the next submit: encode at most once per submit, like the sampler.
+/// the next submit: encode at most once per submit, like the sampler (or
+/// several times over the same binding, which writes the same records).
 ///
 /// ```no_run
 /// use rollcall::reference::ReadOnce;

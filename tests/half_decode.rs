@@ -1,7 +1,13 @@
-//! Every f16 and bf16 bit pattern decodes on the GPU (the shared load in
+//! Every f16 and bf16 bit pattern decodes on the GPU (the shared loads in
 //! `shaders/logits.wgsl`, integer-only) to the f32 the `half` crate gives.
-//! Read through the read-once kernel with one logit per row, whose row sum is
-//! then the decoded value itself (0 + x = x; only -0 comes back as +0).
+//! Read through the read-once kernel, whose row sum of one pattern among
+//! zeros is the decoded value itself (x + 0 = x; only -0 comes back as +0):
+//! one logit per row (the single-element load), and rows of 4 and 5 with the
+//! pattern at each of the first four places (the group load: two words at
+//! even elements, every row of vocab 4 and the even rows of vocab 5; four
+//! single loads at odd ones). A sum cannot see where in a group a value
+//! landed: the order of the group load is checked by the GPU-vs-twin tests
+//! (`tests/sampling_gpu.rs`), which fail when its halves are swapped.
 
 mod common;
 
@@ -9,7 +15,7 @@ use half::{bf16, f16};
 use rollcall::reference::ReadOnce;
 use rollcall::HostLogits;
 
-fn assert_same(kind: &str, bits: u16, gpu: f32, want: f32) {
+fn assert_same(kind: &str, layout: &str, bits: u16, gpu: f32, want: f32) {
     let same = if want.is_nan() {
         gpu.is_nan()
     } else {
@@ -18,28 +24,58 @@ fn assert_same(kind: &str, bits: u16, gpu: f32, want: f32) {
     };
     assert!(
         same,
-        "{kind} bits {bits:#06x}: gpu {gpu:e} ({:#010x}), want {want:e} ({:#010x})",
+        "{kind} bits {bits:#06x} ({layout}): gpu {gpu:e} ({:#010x}), want {want:e} ({:#010x})",
         gpu.to_bits(),
         want.to_bits()
     );
+}
+
+/// Rows of `vocab` logits, row r holding `patterns[r]` at `place` and zeros
+/// elsewhere.
+fn rows_with<T: Copy>(patterns: &[T], zero: T, vocab: usize, place: usize) -> Vec<T> {
+    let mut rows = vec![zero; patterns.len() * vocab];
+    for (r, &x) in patterns.iter().enumerate() {
+        rows[r * vocab + place] = x;
+    }
+    rows
 }
 
 #[test]
 fn every_half_pattern_decodes_exactly() {
     let Some(ctx) = common::gpu() else { return };
     let read_once = ReadOnce::new(&ctx).unwrap();
+    let layouts = [
+        (1, 0),
+        (4, 0),
+        (4, 1),
+        (4, 2),
+        (4, 3),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (5, 3),
+    ];
     // Two batches of 32 768 rows (one workgroup per row).
     for half in [0u16, 0x8000] {
         let bits: Vec<u16> = (half..=half + 0x7FFF).collect();
         let f16s: Vec<f16> = bits.iter().map(|&b| f16::from_bits(b)).collect();
-        let sums = read_once.sum_rows(HostLogits::F16(&f16s), 1).unwrap();
-        for ((&b, x), gpu) in bits.iter().zip(&f16s).zip(sums) {
-            assert_same("f16", b, gpu, x.to_f32());
-        }
         let bf16s: Vec<bf16> = bits.iter().map(|&b| bf16::from_bits(b)).collect();
-        let sums = read_once.sum_rows(HostLogits::Bf16(&bf16s), 1).unwrap();
-        for ((&b, x), gpu) in bits.iter().zip(&bf16s).zip(sums) {
-            assert_same("bf16", b, gpu, x.to_f32());
+        for (vocab, place) in layouts {
+            let layout = format!("vocab {vocab}, place {place}");
+            let rows = rows_with(&f16s, f16::ZERO, vocab, place);
+            let sums = read_once
+                .sum_rows(HostLogits::F16(&rows), vocab as u32)
+                .unwrap();
+            for ((&b, x), gpu) in bits.iter().zip(&f16s).zip(sums) {
+                assert_same("f16", &layout, b, gpu, x.to_f32());
+            }
+            let rows = rows_with(&bf16s, bf16::ZERO, vocab, place);
+            let sums = read_once
+                .sum_rows(HostLogits::Bf16(&rows), vocab as u32)
+                .unwrap();
+            for ((&b, x), gpu) in bits.iter().zip(&bf16s).zip(sums) {
+                assert_same("bf16", &layout, b, gpu, x.to_f32());
+            }
         }
     }
 }

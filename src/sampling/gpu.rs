@@ -26,7 +26,9 @@ struct GpuRowResult {
 /// `{ logprob: f32, status: u32 (0 ok, 1 no valid token), kept: u32, pad: u32 }`.
 ///
 /// Parameter and dispatch writes go through `Queue::write_buffer`, so they
-/// take effect at the next submit: encode one batch at most once per submit.
+/// take effect at the next submit: encode one batch at most once per submit
+/// (or several times over the same logits binding, which writes the same
+/// records: the benchmarks repeat a batch this way).
 pub struct SampleBatch {
     device: wgpu::Device,
     queue: wgpu::Queue,
