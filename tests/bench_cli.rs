@@ -107,8 +107,13 @@ fn bench_command_covers_every_family() {
 
 /// `rollcall bench --json` with `args`, which must succeed.
 fn bench_json(args: &[&str]) -> serde_json::Value {
+    rollcall_json("bench", args)
+}
+
+/// `rollcall COMMAND ARGS --json`, which must succeed.
+fn rollcall_json(command: &str, args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .arg("bench")
+        .arg(command)
         .args(args)
         .arg("--json")
         .output()
@@ -130,19 +135,13 @@ fn sample_command_checks_rows_and_names_its_yardstick() {
         return;
     }
     for (dtype, reads) in [("f32", "logits"), ("bf16", "words"), ("f16", "words")] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-            .args([
-                "sample", "--batch", "3", "--vocab", "1001", "--top-p", "0.9",
-            ])
-            .args(["--dtype", dtype, "--iters", "2", "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let json = rollcall_json(
+            "sample",
+            &[
+                "--batch", "3", "--vocab", "1001", "--top-p", "0.9", "--dtype", dtype, "--iters",
+                "2",
+            ],
         );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(json["check"]["rows"], 3, "{json}");
         assert_eq!(json["check"]["mismatch"], 0, "{json}");
         assert_eq!(json["check"]["engine_vs_host_mismatch"], 0, "{json}");

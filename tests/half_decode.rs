@@ -62,20 +62,24 @@ fn every_half_pattern_decodes_exactly() {
         let bf16s: Vec<bf16> = bits.iter().map(|&b| bf16::from_bits(b)).collect();
         for (vocab, place) in layouts {
             let layout = format!("vocab {vocab}, place {place}");
+            let check = |kind: &str, rows: HostLogits<'_>, want: &mut dyn Iterator<Item = f32>| {
+                let sums = read_once.sum_rows(rows, vocab as u32).unwrap();
+                for ((&b, want), gpu) in bits.iter().zip(want).zip(sums) {
+                    assert_same(kind, &layout, b, gpu, want);
+                }
+            };
             let rows = rows_with(&f16s, f16::ZERO, vocab, place);
-            let sums = read_once
-                .sum_rows(HostLogits::F16(&rows), vocab as u32)
-                .unwrap();
-            for ((&b, x), gpu) in bits.iter().zip(&f16s).zip(sums) {
-                assert_same("f16", &layout, b, gpu, x.to_f32());
-            }
+            check(
+                "f16",
+                HostLogits::F16(&rows),
+                &mut f16s.iter().map(|x| x.to_f32()),
+            );
             let rows = rows_with(&bf16s, bf16::ZERO, vocab, place);
-            let sums = read_once
-                .sum_rows(HostLogits::Bf16(&rows), vocab as u32)
-                .unwrap();
-            for ((&b, x), gpu) in bits.iter().zip(&bf16s).zip(sums) {
-                assert_same("bf16", &layout, b, gpu, x.to_f32());
-            }
+            check(
+                "bf16",
+                HostLogits::Bf16(&rows),
+                &mut bf16s.iter().map(|x| x.to_f32()),
+            );
         }
     }
 }

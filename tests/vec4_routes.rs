@@ -142,21 +142,11 @@ fn vector_and_scalar_routes_agree_bit_for_bit() {
                             base + delta
                         );
                     }
-                    for (r, want_r) in host_res.iter().enumerate() {
-                        assert_eq!(
-                            vector.0[r], want_r.token,
-                            "vocab {vocab} offset {base} row {r}"
-                        );
-                        assert_eq!(
-                            vector.1[r][0],
-                            want_r.logprob.to_bits(),
-                            "vocab {vocab} offset {base} row {r}"
-                        );
-                        assert_eq!(
-                            vector.1[r][2], want_r.kept,
-                            "vocab {vocab} offset {base} row {r}"
-                        );
-                    }
+                    assert_matches_host(
+                        &vector,
+                        &host_res,
+                        &format!("vocab {vocab} offset {base}"),
+                    );
                 }
             }
         }
@@ -184,18 +174,26 @@ fn tiny_ranges_bind_and_sample() {
                 .unwrap();
             for offset in [0u64, 4, 12, 16, 20, 28, 48] {
                 let got = run(&ctx, &sampler, &words, vocab, offset, &ps);
-                for (r, want_r) in want.iter().enumerate() {
-                    assert_eq!(
-                        got.0[r], want_r.token,
-                        "vocab {vocab} rows {rows} offset {offset} row {r}"
-                    );
-                    assert_eq!(
-                        got.1[r][0],
-                        want_r.logprob.to_bits(),
-                        "vocab {vocab} rows {rows} offset {offset} row {r}"
-                    );
-                }
+                assert_matches_host(
+                    &got,
+                    &want,
+                    &format!("vocab {vocab} rows {rows} offset {offset}"),
+                );
             }
         }
+    }
+}
+
+/// The engine path's tokens, log-probability bits and kept counts equal the
+/// host path's results.
+fn assert_matches_host(
+    got: &(Vec<u32>, Vec<[u32; 4]>),
+    want: &[rollcall::SampleResult],
+    context: &str,
+) {
+    for (r, want_r) in want.iter().enumerate() {
+        assert_eq!(got.0[r], want_r.token, "{context} row {r}");
+        assert_eq!(got.1[r][0], want_r.logprob.to_bits(), "{context} row {r}");
+        assert_eq!(got.1[r][2], want_r.kept, "{context} row {r}");
     }
 }
