@@ -1,5 +1,11 @@
 // Batched token sampling: one workgroup per row, 256 streams per row.
 //
+// Kernels: `sample_rows` runs pass 1 and draws (or draws from the partials
+// of a separate pass 1); `stream_partials` is pass 1 alone, per row or per
+// tile of a row, leaving each stream's state; `finish_rows` draws greedy
+// and temperature-only rows from those states in 16 invocations. Every
+// route gives the same bits (the host picks one per batch: `SplitRows`).
+//
 // Token i belongs to stream (i / 4) % 256 and every stream visits its groups
 // of 4 tokens in increasing order. That layout is part of the contract: it
 // fixes the draw for a (row, seed, step) on every batch size, position and
@@ -91,8 +97,9 @@ struct StreamPartial {
     pad1: u32,
 }
 
-// Written by `stream_partials`, read by `sample_rows` when chunk.tiles != 0:
-// (row * tiles + tile) * WG + stream.
+// Written by `stream_partials`, read by `sample_rows` or `finish_rows` when
+// chunk.tiles != 0: (row * tiles + tile) * WG + stream (tiles == 1: one
+// partial for the whole row).
 @group(0) @binding(5) var<storage, read_write> partials: array<StreamPartial>;
 // The bound logits range again, as 4-word vectors (its size rounded down to
 // 16 bytes): read instead of `logits` by the VEC4_LOADS variant, which the
@@ -127,7 +134,6 @@ var<workgroup> sel_found: u32;
 var<workgroup> sel_result: u32;
 var<workgroup> shared_u32: u32;
 var<workgroup> broadcast: Broadcast;
-var<workgroup> row_params: RowParams;
 
 // Canonical bits of the scaled logit z = l * (1 / T): NaN and -inf become -inf,
 // -0 becomes +0.
@@ -474,6 +480,18 @@ fn reduce_stats(t: u32) -> Broadcast {
     return workgroupUniformLoad(&broadcast);
 }
 
+// A stream's key in the stream race (x) and whether it takes part (y != 0):
+// ln of its kept weight less ln of its exponential. With +inf in the row the
+// weight is the stream's kept count (its +inf tokens); otherwise its kept
+// mass relative to the row's maximum. Shared by both drawing kernels.
+fn race_key(has_inf: bool, kept_count: u32, kept_max: f32, kept_mass: f32, log_kept_mass: f32,
+            row_max: f32, log_e: f32) -> vec2<f32> {
+    if has_inf {
+        return vec2<f32>(log(f32(kept_count)) - log_e, select(0.0, 1.0, kept_count != 0u));
+    }
+    return vec2<f32>(((kept_max - row_max) + log_kept_mass) - log_e, select(0.0, 1.0, kept_mass != 0.0));
+}
+
 // Whether entry (k2, i2) beats (k1, i1) in a race: NO_INDEX never wins, ties
 // go to the lower index (so the fold order does not matter).
 fn race_beats(k2: f32, i2: u32, k1: f32, i1: u32) -> bool {
@@ -487,7 +505,9 @@ struct RaceResult {
 }
 
 // Arg-max over (race key in red_f, index in red_u); sums red_v alongside.
-fn reduce_race(t: u32) -> RaceResult {
+// The result is invocation 0's only, and red_* may be written again only
+// after a barrier (see `reduce_race`).
+fn fold_race(t: u32) -> RaceResult {
     workgroupBarrier();
     if t < FOLD {
         var k = red_f[t * FOLD];
@@ -505,6 +525,7 @@ fn reduce_race(t: u32) -> RaceResult {
         red_v[t * FOLD] = sum;
     }
     workgroupBarrier();
+    var result = RaceResult(NO_INDEX, 0u);
     if t == 0u {
         var k = red_f[0];
         var i = red_u[0];
@@ -516,14 +537,24 @@ fn reduce_race(t: u32) -> RaceResult {
             }
             sum += red_v[j];
         }
-        broadcast = Broadcast(0.0, 0.0, i, sum);
+        result = RaceResult(i, sum);
+    }
+    return result;
+}
+
+// `fold_race`, to every invocation.
+fn reduce_race(t: u32) -> RaceResult {
+    let r = fold_race(t);
+    if t == 0u {
+        broadcast = Broadcast(0.0, 0.0, r.winner, r.sum);
     }
     let b = workgroupUniformLoad(&broadcast);
     return RaceResult(b.u0, b.u1);
 }
 
-// Arg-max over (red_u key, red_v index) pairs, ties to the lower index.
-fn reduce_argmax_key(t: u32) -> vec2<u32> {
+// Arg-max over (red_u key, red_v index) pairs, ties to the lower index; the
+// result is invocation 0's only.
+fn fold_argmax_key(t: u32) -> vec2<u32> {
     workgroupBarrier();
     if t < FOLD {
         var k = red_u[t * FOLD];
@@ -538,6 +569,7 @@ fn reduce_argmax_key(t: u32) -> vec2<u32> {
         red_v[t * FOLD] = i;
     }
     workgroupBarrier();
+    var best = vec2<u32>(0u, NO_INDEX);
     if t == 0u {
         var k = red_u[0];
         var i = red_v[0];
@@ -547,10 +579,9 @@ fn reduce_argmax_key(t: u32) -> vec2<u32> {
                 i = red_v[j];
             }
         }
-        broadcast = Broadcast(0.0, 0.0, k, i);
+        best = vec2<u32>(k, i);
     }
-    let b = workgroupUniformLoad(&broadcast);
-    return vec2<u32>(b.u0, b.u1);
+    return best;
 }
 
 fn write_no_valid(t: u32, out_index: u32) {
@@ -753,8 +784,12 @@ fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
     return StreamPartial(state.x, state.y, counts.x, counts.y, best_key, best_index, 0u, 0u);
 }
 
-// The split pass: workgroup (row, tile) writes every stream's state over that
-// tile; `sample_rows` then folds the tiles instead of reading the row.
+// Pass 1 alone: workgroup (row, tile) writes every stream's state over that
+// tile, or with chunk.tiles == 1 over the whole row; `sample_rows` or
+// `finish_rows` then folds them instead of reading the row. It has no
+// barrier: on lavapipe it runs at the speed of a plain read (a barrier, or
+// even a `return` ahead of the loop that is never taken, makes lavapipe run
+// the pass slower: a never-taken return took 256 x 128 256 from 31 to 55 ms).
 @compute @workgroup_size(256)
 fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let row = wid.x;
@@ -764,34 +799,247 @@ fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let inv_t = select(p.inv_temperature, 1.0, greedy);
     let first = tile * WG * TILE_GROUPS + t;
     let groups = (chunk.vocab + GROUP - 1u) / GROUP;
+    // One partial per row covers the whole row (its tiles folded in order,
+    // as `sample_rows` folds them).
+    let last = select(min(first + WG * TILE_GROUPS, groups), groups, chunk.tiles == 1u);
     partials[((chunk.row_base + row) * chunk.tiles + tile) * WG + t] =
-        stream_pass(row, first, min(first + WG * TILE_GROUPS, groups), chunk.vocab, inv_t, greedy);
+        stream_pass(row, first, last, chunk.vocab, inv_t, greedy);
+}
+
+// Lanes of `finish_rows`: lane j folds streams FOLD * j .. FOLD * j + FOLD - 1,
+// which is the first level of the 256-invocation reductions, so both give
+// the same bits.
+const FINISH_WG: u32 = FOLD;
+
+var<workgroup> lane_max: array<f32, FINISH_WG>;
+var<workgroup> lane_mass: array<f32, FINISH_WG>;
+var<workgroup> lane_inf: array<u32, FINISH_WG>;
+var<workgroup> lane_finite: array<u32, FINISH_WG>;
+var<workgroup> lane_best_key: array<u32, FINISH_WG>;
+var<workgroup> lane_best_index: array<u32, FINISH_WG>;
+var<workgroup> lane_race: array<f32, FINISH_WG>;
+var<workgroup> lane_stream: array<u32, FINISH_WG>;
+var<workgroup> lane_stream_max: array<f32, FINISH_WG>;
+var<workgroup> lane_token_race: array<f32, FINISH_WG>;
+var<workgroup> lane_token: array<u32, FINISH_WG>;
+
+// Stream s's pass-1 state over the row, from a separate first pass: the
+// row's partials (one per tile, or one for the whole row) folded in order.
+fn row_partial(out_index: u32, s: u32) -> StreamPartial {
+    var acc = empty_partial();
+    for (var tile = 0u; tile < chunk.tiles; tile++) {
+        acc = fold_partial(acc, partials[(out_index * chunk.tiles + tile) * WG + s]);
+    }
+    return acc;
+}
+
+// The draw for greedy and temperature-only rows from the partials of a
+// separate first pass, in FINISH_WG invocations: the same reductions, races
+// and bits as `sample_rows`, with 3 barriers among 16 invocations instead of
+// 14 among 256. On lavapipe a barrier of a 256-wide workgroup cost ~1.2 us
+// per row and core, and `sample_rows` spent ~30 us per row and core after
+// its first pass; this kernel draws 256 x 1024 rows in about half the time.
+// The host sends it only dispatches whose rows all have no top-k, top-p or
+// min-p in force (it would ignore them); `sample_rows` draws the others.
+@compute @workgroup_size(FINISH_WG)
+fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let row = wid.x;
+    let p = params[chunk.row_base + row];
+    let vocab = chunk.vocab;
+    let greedy = (p.flags & FLAG_GREEDY) != 0u;
+    let inv_t = select(p.inv_temperature, 1.0, greedy);
+    let out_index = chunk.row_base + row;
+
+    // First level: this lane's streams, in order.
+    var st_max: array<f32, FOLD>;
+    var st_mass: array<f32, FOLD>;
+    var st_inf: array<u32, FOLD>;
+    var st_log_e: array<f32, FOLD>;
+    var acc = vec2<f32>(F32_LOWEST, 0.0);
+    var inf = 0u;
+    var finite = 0u;
+    var best_key = 0u;
+    var best_index = NO_INDEX;
+    for (var j = 0u; j < FOLD; j++) {
+        let s = lane * FOLD + j;
+        let part = row_partial(out_index, s);
+        st_max[j] = part.max;
+        st_mass[j] = part.mass;
+        st_inf[j] = part.inf_count;
+        if j == 0u {
+            acc = vec2<f32>(part.max, part.mass);
+            best_key = part.best_key;
+            best_index = part.best_index;
+        } else {
+            acc = merge_state(acc, vec2<f32>(part.max, part.mass));
+            if part.best_key > best_key || (part.best_key == best_key && part.best_index < best_index) {
+                best_key = part.best_key;
+                best_index = part.best_index;
+            }
+        }
+        inf += part.inf_count;
+        finite += part.finite_count;
+    }
+    if !greedy {
+        // A Philox call serves four streams.
+        for (var b = 0u; b < FOLD / 4u; b++) {
+            let words = philox4x32_10(vec4<u32>(lane * (FOLD / 4u) + b, p.step_lo, p.step_hi, PURPOSE_STREAM),
+                                      vec2<u32>(p.seed_lo, p.seed_hi));
+            for (var w = 0u; w < 4u; w++) {
+                st_log_e[b * 4u + w] = log(exponential_from_bits(words[w]));
+            }
+        }
+    }
+    lane_max[lane] = acc.x;
+    lane_mass[lane] = acc.y;
+    lane_inf[lane] = inf;
+    lane_finite[lane] = finite;
+    lane_best_key[lane] = best_key;
+    lane_best_index[lane] = best_index;
+    workgroupBarrier();
+
+    // Second level, by every lane in the same order (so all hold the same
+    // bits and no broadcast is needed).
+    var row_state = vec2<f32>(lane_max[0], lane_mass[0]);
+    var row_inf = lane_inf[0];
+    var row_finite = lane_finite[0];
+    var row_key = lane_best_key[0];
+    var row_index = lane_best_index[0];
+    for (var j = 1u; j < FINISH_WG; j++) {
+        row_state = merge_state(row_state, vec2<f32>(lane_max[j], lane_mass[j]));
+        row_inf += lane_inf[j];
+        row_finite += lane_finite[j];
+        if lane_best_key[j] > row_key || (lane_best_key[j] == row_key && lane_best_index[j] < row_index) {
+            row_key = lane_best_key[j];
+            row_index = lane_best_index[j];
+        }
+    }
+    let row_max = row_state.x;
+    let log_mass = log(row_state.y);
+    let has_inf = row_inf != 0u;
+    let valid = has_inf || row_state.y != 0.0;
+    if greedy {
+        if lane == 0u {
+            if valid {
+                var logprob = -log(f32(row_inf));
+                if !has_inf {
+                    logprob = (bitcast<f32>(bits_from_key(row_key)) - row_max) - log_mass;
+                }
+                out_tokens[out_index] = row_index;
+                out_results[out_index] = RowResult(logprob, STATUS_OK, 1u, 0u);
+            } else {
+                write_no_valid(0u, out_index);
+            }
+        }
+        return;
+    }
+
+    // Stream race over this lane's streams (ties to the lower stream).
+    var race = 0.0;
+    var stream = NO_INDEX;
+    var stream_max = 0.0;
+    for (var j = 0u; j < FOLD; j++) {
+        let key = race_key(has_inf, st_inf[j], st_max[j], st_mass[j], log(st_mass[j]), row_max, st_log_e[j]);
+        if key.y != 0.0 && (stream == NO_INDEX || key.x > race) {
+            race = key.x;
+            stream = lane * FOLD + j;
+            stream_max = st_max[j];
+        }
+    }
+    lane_race[lane] = race;
+    lane_stream[lane] = stream;
+    lane_stream_max[lane] = stream_max;
+    workgroupBarrier();
+    var chosen = NO_INDEX;
+    var chosen_race = 0.0;
+    for (var j = 0u; j < FINISH_WG; j++) {
+        if race_beats(lane_race[j], lane_stream[j], chosen_race, chosen) {
+            chosen_race = lane_race[j];
+            chosen = lane_stream[j];
+            stream_max = lane_stream_max[j];
+        }
+    }
+
+    // Race between the chosen stream's tokens (every finite token is kept,
+    // or with +inf in the row every +inf token).
+    let s = RowState(row_max, has_inf, 0u, false, 0.0);
+    var best_race = 0.0;
+    var best_token = NO_INDEX;
+    if chosen != NO_INDEX {
+        for (var n = lane; (chosen + n * WG) * GROUP < vocab; n += FINISH_WG) {
+            let g = chosen + n * WG;
+            let words = philox4x32_10(vec4<u32>(g, p.step_lo, p.step_hi, PURPOSE_TOKEN),
+                                      vec2<u32>(p.seed_lo, p.seed_hi));
+            for (var j = 0u; j < GROUP; j++) {
+                let i = g * GROUP + j;
+                if i >= vocab {
+                    break;
+                }
+                let z_bits = scaled_bits(row, i, inv_t);
+                if !is_kept(z_bits, s) {
+                    continue;
+                }
+                var token_race = -log(exponential_from_bits(words[j]));
+                if !has_inf {
+                    token_race += bitcast<f32>(z_bits) - stream_max;
+                }
+                if best_token == NO_INDEX || token_race > best_race {
+                    best_race = token_race;
+                    best_token = i;
+                }
+            }
+        }
+    }
+    lane_token_race[lane] = best_race;
+    lane_token[lane] = best_token;
+    workgroupBarrier();
+    if lane == 0u {
+        var token = NO_INDEX;
+        var token_race = 0.0;
+        for (var j = 0u; j < FINISH_WG; j++) {
+            if race_beats(lane_token_race[j], lane_token[j], token_race, token) {
+                token_race = lane_token_race[j];
+                token = lane_token[j];
+            }
+        }
+        if !valid || token == NO_INDEX {
+            write_no_valid(0u, out_index);
+        } else {
+            var logprob = -log(f32(row_inf));
+            if !has_inf {
+                let z = bitcast<f32>(scaled_bits(row, token, inv_t));
+                logprob = (z - row_max) - log_mass;
+            }
+            out_tokens[out_index] = token;
+            out_results[out_index] = RowResult(logprob, STATUS_OK, select(row_finite, row_inf, has_inf), 0u);
+        }
+    }
 }
 
 @compute @workgroup_size(256)
 fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let row = wid.x;
     if t == 0u {
-        row_params = params[chunk.row_base + row];
         atomicStore(&cand_count, 0u);
     }
-    let p = workgroupUniformLoad(&row_params);
+    // Read by every invocation: a read-only buffer at a uniform index is
+    // uniform, so no workgroup load (two barriers) is needed.
+    let p = params[chunk.row_base + row];
     let vocab = chunk.vocab;
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
     let inv_t = select(p.inv_temperature, 1.0, greedy);
     let out_index = chunk.row_base + row;
 
-    // Pass 1, tile by tile (see `stream_pass`), or folded from a split pass.
+    // Pass 1, tile by tile (see `stream_pass`), or folded from a separate
+    // first pass.
+    let groups = (vocab + GROUP - 1u) / GROUP;
     var acc = empty_partial();
     if chunk.tiles != 0u {
-        // A split pass left each tile's state: fold them in order.
-        for (var tile = 0u; tile < chunk.tiles; tile++) {
-            acc = fold_partial(acc, partials[(out_index * chunk.tiles + tile) * WG + t]);
-        }
+        acc = row_partial(out_index, t);
     } else if greedy {
-        acc = greedy_pass(row, t, (vocab + GROUP - 1u) / GROUP, vocab);
+        acc = greedy_pass(row, t, groups, vocab);
     } else {
-        acc = sampling_pass(row, t, (vocab + GROUP - 1u) / GROUP, vocab, inv_t);
+        acc = sampling_pass(row, t, groups, vocab, inv_t);
     }
     let state = vec2<f32>(acc.max, acc.mass);
     let inf_count = acc.inf_count;
@@ -799,6 +1047,9 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let best_key = acc.best_key;
     let best_index = acc.best_index;
     let stream_state = state;
+    let use_top_k = p.top_k != 0u && p.top_k < vocab;
+    let use_top_p = p.top_p < 1.0;
+    let use_min_p = (p.flags & FLAG_MIN_P) != 0u;
     red_f[t] = state.x;
     red_g[t] = state.y;
     red_u[t] = inf_count;
@@ -816,7 +1067,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if greedy {
         red_u[t] = best_key;
         red_v[t] = best_index;
-        let best = reduce_argmax_key(t);
+        let best = fold_argmax_key(t);
         if t == 0u {
             var logprob = -log(f32(row_inf));
             if !has_inf {
@@ -829,9 +1080,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 
     // Filters. With +inf present only the +inf tokens can be drawn.
-    var s = RowState(row_max, has_inf, 0u, (p.flags & FLAG_MIN_P) != 0u, p.log_min_p);
-    let use_top_k = p.top_k != 0u && p.top_k < vocab;
-    let use_top_p = p.top_p < 1.0;
+    var s = RowState(row_max, has_inf, 0u, use_min_p, p.log_min_p);
     let filtered = !has_inf && (use_top_k || use_top_p || s.use_min_p);
     var kept_state = stream_state;
     var kept_count = select(finite_count, inf_count, has_inf);
@@ -971,19 +1220,11 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     // block's call: cheaper than sharing it through workgroup memory).
     let stream_words = philox4x32_10(vec4<u32>(t / 4u, p.step_lo, p.step_hi, PURPOSE_STREAM),
                                      vec2<u32>(p.seed_lo, p.seed_hi));
-    let stream_e = exponential_from_bits(stream_words[t & 3u]);
-    var stream_weight_log = 0.0;
-    var stream_live = false;
-    if has_inf {
-        stream_live = kept_count != 0u;
-        stream_weight_log = log(f32(kept_count));
-    } else {
-        stream_live = kept_state.y != 0.0;
-        stream_weight_log = (kept_state.x - row_max) + log(kept_state.y);
-    }
+    let log_e = log(exponential_from_bits(stream_words[t & 3u]));
+    let key = race_key(has_inf, kept_count, kept_state.x, kept_state.y, log(kept_state.y), row_max, log_e);
     // Every route here passed a barrier after its last read of red_*.
-    red_f[t] = stream_weight_log - log(stream_e);
-    red_u[t] = select(NO_INDEX, t, stream_live);
+    red_f[t] = key.x;
+    red_u[t] = select(NO_INDEX, t, key.y != 0.0);
     red_v[t] = kept_count;
     red_g[t] = kept_state.x;
     let race_result = reduce_race(t);
@@ -1044,7 +1285,8 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     red_f[t] = best_race;
     red_u[t] = best_token;
     red_v[t] = 0u;
-    let token = reduce_race(t).winner;
+    // Only invocation 0 writes the result: no broadcast.
+    let token = fold_race(t).winner;
 
     if t == 0u && token != NO_INDEX {
         var logprob = -log(f32(row_inf));

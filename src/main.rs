@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use half::{bf16, f16};
 use rollcall::reference::ReadOnce;
-use rollcall::sampling::{cpu, validate_params};
+use rollcall::sampling::{cpu, validate_params, SplitRows};
 use rollcall::synthetic::{self, LogitsShape};
 use rollcall::{
     GpuContext, HostLogits, LogitsBinding, RowStatus, SampleBatch, SampleResult, Sampler,
@@ -199,9 +199,34 @@ struct SampleArgs {
     /// Timed iterations of each kernel (interleaved).
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// How rows are laid over dispatches (`SplitRows`): the adapter's default,
+    /// the first pass per row or per tile in its own dispatch, or fused into
+    /// the draw. Every route gives the same bits.
+    #[arg(long, value_enum, default_value_t = Route::Auto)]
+    route: Route,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Route {
+    Auto,
+    Never,
+    Always,
+    Fused,
+}
+
+impl Route {
+    fn split_rows(self) -> SplitRows {
+        match self {
+            Route::Auto => SplitRows::Auto,
+            Route::Never => SplitRows::Never,
+            Route::Always => SplitRows::Always,
+            Route::Fused => SplitRows::Fused,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, Serialize)]
@@ -255,6 +280,7 @@ struct Config {
     min_p: f32,
     seed: u64,
     iters: usize,
+    route: Route,
 }
 
 #[derive(Serialize)]
@@ -411,7 +437,7 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
     let dtype = logits.dtype();
 
     let ctx = GpuContext::new()?;
-    let mut sampler = Sampler::new(&ctx)?;
+    let mut sampler = Sampler::new(&ctx)?.with_split_rows(args.route.split_rows());
     let read_once = ReadOnce::new(&ctx)?;
 
     // Correctness: the host path against the CPU twin, row by row.
@@ -514,6 +540,7 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
             min_p: args.min_p,
             seed: args.seed,
             iters,
+            route: args.route,
         },
         timing_source: source.to_string(),
         bytes_per_batch: batch_bytes,

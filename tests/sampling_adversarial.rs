@@ -1,7 +1,8 @@
 //! Adversarial rows (ties of the maximum across groups, streams and tiles,
 //! -0/+0, +inf in first/last/partial groups, masks, nothing valid, huge
-//! ranges) on awkward vocab sizes: split against unsplit bit for bit, and
-//! against the twin (exact for greedy tokens and plain/greedy kept counts).
+//! ranges) on awkward vocab sizes: every route bit for bit (and greedy and
+//! plain rows alone, which the small finishing kernel draws), and against
+//! the twin (exact for greedy tokens and plain/greedy kept counts).
 #![allow(clippy::disallowed_methods)]
 mod common;
 use rand::Rng;
@@ -85,9 +86,9 @@ fn rows_for(vocab: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Vec<f32>> {
 }
 
 #[test]
-fn adversarial_rows_split_unsplit_and_twin_agree() {
+fn adversarial_rows_agree_on_every_route_and_with_the_twin() {
     let Some(ctx) = common::gpu() else { return };
-    let (mut split, mut whole) = common::split_and_whole(&ctx);
+    let mut routes = common::every_route(&ctx);
     let mut rng = common::rng(0xBAD);
     let t = TILE_TOKENS as usize;
     let mut vocabs: Vec<usize> = (1..=9).collect();
@@ -123,19 +124,45 @@ fn adversarial_rows_split_unsplit_and_twin_agree() {
             }
         }
         let logits = HostLogits::F32(&values);
-        let a = split.sample(logits, vocab as u32, &params).unwrap();
-        let b = whole.sample(logits, vocab as u32, &params).unwrap();
+        let results: Vec<_> = routes
+            .iter_mut()
+            .map(|(mode, sampler)| {
+                (
+                    *mode,
+                    sampler.sample(logits, vocab as u32, &params).unwrap(),
+                )
+            })
+            .collect();
+        let b = &results[0].1;
+        for (mode, other) in &results[1..] {
+            common::assert_same_bits(
+                b,
+                other,
+                &format!("vocab {vocab}: {:?} vs {mode:?}", results[0].0),
+            );
+        }
+        // Greedy and plain rows as a batch of their own (drawn by the small
+        // finishing kernel after a separate first pass): the same bits.
+        let plain: Vec<usize> = (0..params.len()).filter(|r| r % 5 <= 1).collect();
+        let plain_values: Vec<f32> = plain
+            .iter()
+            .flat_map(|&r| values[r * vocab..(r + 1) * vocab].iter().copied())
+            .collect();
+        let plain_params: Vec<SamplingParams> = plain.iter().map(|&r| params[r]).collect();
+        let plain_want: Vec<_> = plain.iter().map(|&r| b[r]).collect();
+        for (mode, sampler) in &mut routes {
+            let got = sampler
+                .sample(HostLogits::F32(&plain_values), vocab as u32, &plain_params)
+                .unwrap();
+            common::assert_same_bits(
+                &plain_want,
+                &got,
+                &format!("vocab {vocab}, greedy and plain rows only, {mode:?}"),
+            );
+        }
         let gp = validate_params(&params).unwrap();
         for r in 0..params.len() {
             let ctx = format!("vocab {vocab} row {} kind {} {:?}", r / 5, r % 5, params[r]);
-            assert_eq!(a[r].token, b[r].token, "split/whole {ctx}");
-            assert_eq!(a[r].kept, b[r].kept, "split/whole {ctx}");
-            assert_eq!(a[r].status, b[r].status, "split/whole {ctx}");
-            assert_eq!(
-                a[r].logprob.to_bits(),
-                b[r].logprob.to_bits(),
-                "split/whole {ctx}"
-            );
             let tr = cpu::sample_row_traced(logits.slice(r * vocab, (r + 1) * vocab), &gp[r]);
             assert_eq!(b[r].status, tr.result.status, "twin {ctx}");
             if b[r].status == RowStatus::Ok {

@@ -118,7 +118,7 @@ fn vector_and_scalar_routes_agree_bit_for_bit() {
         let ps: Vec<SamplingParams> = (0..rows).map(|_| params(&mut rng, vocab as u32)).collect();
         let row_bytes = vocab as u64 * 4;
         for max_chunk in [u64::MAX, 2 * row_bytes + align + 4, row_bytes + align + 4] {
-            for split in [SplitRows::Never, SplitRows::Always] {
+            for split in [SplitRows::Never, SplitRows::Always, SplitRows::Fused] {
                 let sampler = Sampler::new(&ctx)
                     .unwrap()
                     .with_split_rows(split)

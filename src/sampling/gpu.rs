@@ -35,6 +35,9 @@ pub struct SampleBatch {
     /// Per-stream pass-1 states of a split pass; grown on demand.
     partials: wgpu::Buffer,
     params: wgpu::Buffer,
+    /// The rows' parameters as uploaded: the host dispatches only the
+    /// finishing kernels that some row needs.
+    host_params: Vec<GpuRowParams>,
     tokens: wgpu::Buffer,
     results: wgpu::Buffer,
     records: DispatchRecords,
@@ -70,6 +73,7 @@ impl SampleBatch {
                 std::mem::size_of::<GpuRowParams>() as u64,
                 wgpu::BufferUsages::empty(),
             ),
+            host_params: Vec::with_capacity(capacity as usize),
             tokens: storage("rollcall sampled tokens", 4, wgpu::BufferUsages::COPY_SRC),
             results: storage(
                 "rollcall sampling results",
@@ -99,6 +103,8 @@ impl SampleBatch {
             self.queue
                 .write_buffer(&self.params, 0, bytemuck::cast_slice(gpu));
         }
+        self.host_params.clear();
+        self.host_params.extend_from_slice(gpu);
         self.rows = gpu.len() as u32;
         Ok(())
     }
@@ -136,22 +142,43 @@ fn partials_buffer(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
     })
 }
 
-/// When the sampler splits a row's first pass across workgroups (one per
-/// tile of [`TILE_TOKENS`](super::TILE_TOKENS) tokens) before drawing. The
-/// token, its log-probability and the kept count are the same bits either
-/// way: only the speed changes.
+/// How the sampler lays a batch's work over dispatches. The token, its
+/// log-probability and the kept count are the same bits every way: only the
+/// speed changes.
+///
+/// The first pass (each stream's online max and mass) either runs in its own
+/// dispatch, which leaves 256 per-stream states per row (or per tile of
+/// [`TILE_TOKENS`](super::TILE_TOKENS) tokens) in a buffer, or inside the
+/// 256-invocation kernel that draws. After a separate first pass, a batch
+/// whose rows are all greedy or temperature-only is drawn by a small kernel
+/// of 16 invocations per row; a batch with a row that needs top-k, top-p or
+/// min-p by the full kernel.
+///
+/// ```
+/// use rollcall::sampling::SplitRows;
+/// assert_eq!(SplitRows::default(), SplitRows::Auto);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SplitRows {
-    /// Split when a batch has fewer than 32 rows, rows span 2 tiles or more
-    /// (too few workgroups to fill a GPU otherwise), and the adapter is not a
-    /// CPU (on lavapipe's two threads the extra dispatch costs more than the
-    /// parallelism gives: 0.58 ms split against 0.47 ms at 1 × 128 256).
+    /// On a CPU adapter: [`SplitRows::Never`] for batches with no filtered
+    /// row (on lavapipe the full kernel's draw, with its 14 workgroup
+    /// barriers, cost ~30 us per row and core, the small kernel's a fraction:
+    /// see the README), else [`SplitRows::Fused`] (a separate first pass made
+    /// top-k + top-p ~10% slower there). On other adapters,
+    /// [`SplitRows::Always`] when a batch has fewer than
+    /// [`SPLIT_BELOW_ROWS`] rows that span 2 tiles or more (too few
+    /// workgroups to fill a GPU otherwise), else [`SplitRows::Fused`] (one
+    /// dispatch; untimed on a GPU here).
     #[default]
     Auto,
-    /// Never split.
+    /// The first pass in its own dispatch, one workgroup per row.
     Never,
-    /// Always split (for tests and tuning).
+    /// The first pass in its own dispatch, one workgroup per tile of a row.
     Always,
+    /// The first pass inside the drawing kernel: one dispatch, one workgroup
+    /// per row. Also what the other modes fall back to when the per-stream
+    /// states of a batch would pass the adapter's storage binding limit.
+    Fused,
 }
 
 /// Batches below this many rows are split under [`SplitRows::Auto`].
@@ -172,6 +199,7 @@ pub const SPLIT_BELOW_ROWS: u32 = 32;
 pub struct Sampler {
     kernel: LogitsKernel,
     partials: LogitsKernel,
+    finish: LogitsKernel,
     split: SplitRows,
     host: Option<HostBuffers>,
 }
@@ -214,15 +242,23 @@ impl Sampler {
             || shader_variants(candidates, "stream_partials"),
             &extras,
         )?;
+        let finish = LogitsKernel::with_vec4_view(
+            ctx,
+            "rollcall sampling finish",
+            &format!("sampling-finish/{candidates}"),
+            || shader_variants(candidates, "finish_rows"),
+            &extras,
+        )?;
         Ok(Self {
             kernel,
             partials,
+            finish,
             split: SplitRows::Auto,
             host: None,
         })
     }
 
-    /// When to split rows across workgroups ([`SplitRows::Auto`] by default).
+    /// How to lay rows over dispatches ([`SplitRows::Auto`] by default).
     ///
     /// ```no_run
     /// use rollcall::{sampling::SplitRows, GpuContext, HostLogits, Sampler, SamplingParams};
@@ -246,6 +282,7 @@ impl Sampler {
     pub fn with_max_chunk_bytes(mut self, bytes: u64) -> Self {
         self.kernel.set_max_chunk_bytes(bytes);
         self.partials.set_max_chunk_bytes(bytes);
+        self.finish.set_max_chunk_bytes(bytes);
         self
     }
 
@@ -362,26 +399,36 @@ impl Sampler {
         row_base: u32,
         batch_rows: u32,
     ) {
-        let tiles = logits.vocab.div_ceil(TILE_TOKENS);
-        let mut split = match self.split {
-            SplitRows::Never => false,
-            SplitRows::Always => true,
-            SplitRows::Auto => {
-                batch_rows < SPLIT_BELOW_ROWS
-                    && tiles >= 2
-                    && self.kernel.ctx().adapter_info().device_type != wgpu::DeviceType::Cpu
-            }
+        let row_tiles = logits.vocab.div_ceil(TILE_TOKENS);
+        let is_cpu = self.kernel.ctx().adapter_info().device_type == wgpu::DeviceType::Cpu;
+        // The small finishing kernel draws only dispatches with no row that
+        // needs top-k, top-p or min-p.
+        let any_filtered = (row_base..row_base + logits.rows)
+            .filter_map(|r| batch.host_params.get(r as usize))
+            .any(|p| p.is_filtered(logits.vocab));
+        let mode = match self.split {
+            SplitRows::Auto if is_cpu && any_filtered => SplitRows::Fused,
+            SplitRows::Auto if is_cpu => SplitRows::Never,
+            SplitRows::Auto if batch_rows < SPLIT_BELOW_ROWS && row_tiles >= 2 => SplitRows::Always,
+            SplitRows::Auto => SplitRows::Fused,
+            mode => mode,
         };
-        if split {
-            // Every row of the batch keeps its tiles' states: grow to fit, or
-            // (past the binding limit) sample without splitting: same bits.
+        // Per-stream states per row left by a separate first pass (0: none).
+        let mut tiles = match mode {
+            SplitRows::Always => row_tiles,
+            SplitRows::Never => 1,
+            _ => 0,
+        };
+        if tiles != 0 {
+            // Every row of the batch keeps its states: grow to fit, or (past
+            // the binding limit) fuse the first pass into the draw: same bits.
             let needed = u64::from(row_base + logits.rows)
                 * u64::from(tiles)
                 * u64::from(super::STREAMS)
                 * PARTIAL_BYTES;
             let limit = self.kernel.ctx().limits().max_storage_buffer_binding_size;
             if needed > limit {
-                split = false;
+                tiles = 0;
             } else if batch.partials.size() < needed {
                 batch.partials = partials_buffer(
                     &batch.device,
@@ -395,29 +442,18 @@ impl Sampler {
             batch.results.as_entire_binding(),
             batch.partials.as_entire_binding(),
         ];
-        let tiles = if split { tiles } else { 0 };
-        if split {
+        let records = &mut batch.records;
+        if tiles != 0 {
             self.partials.encode_tiled(
-                encoder,
-                logits,
-                chunks,
-                &mut batch.records,
-                &extra,
-                row_base,
-                tiles,
-                tiles,
+                encoder, logits, chunks, records, &extra, row_base, tiles, tiles,
             );
         }
-        self.kernel.encode_tiled(
-            encoder,
-            logits,
-            chunks,
-            &mut batch.records,
-            &extra,
-            row_base,
-            tiles,
-            1,
-        );
+        let drawer = if tiles != 0 && !any_filtered {
+            &self.finish
+        } else {
+            &self.kernel
+        };
+        drawer.encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1);
     }
 
     fn ensure_host_buffers(&mut self, rows: u32, upload_bytes: u64) {

@@ -228,6 +228,12 @@ impl GpuRowParams {
     pub(crate) fn uses_min_p(&self) -> bool {
         self.flags & FLAG_MIN_P != 0
     }
+    /// Whether top-k, top-p or min-p is in force at this vocabulary (the
+    /// shader's `is_filtered`: such rows are drawn by the full kernel).
+    pub(crate) fn is_filtered(&self, vocab: u32) -> bool {
+        let use_top_k = self.top_k != 0 && self.top_k < vocab;
+        !self.is_greedy() && (use_top_k || self.top_p < 1.0 || self.uses_min_p())
+    }
 }
 
 /// Checks every row's parameters and converts them to the shader's layout.

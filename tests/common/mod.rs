@@ -25,17 +25,46 @@ pub fn gpu() -> Option<rollcall::GpuContext> {
     }
 }
 
-/// Two samplers on `ctx`: one that splits every row across workgroups and
-/// one that never does (their results must agree bit for bit).
-pub fn split_and_whole(ctx: &rollcall::GpuContext) -> (rollcall::Sampler, rollcall::Sampler) {
+/// One sampler per way of laying rows over dispatches (first pass split by
+/// tile, first pass per row, first pass fused into the draw): their results
+/// must agree bit for bit.
+pub fn every_route(
+    ctx: &rollcall::GpuContext,
+) -> Vec<(rollcall::sampling::SplitRows, rollcall::Sampler)> {
     use rollcall::sampling::SplitRows;
-    let split = rollcall::Sampler::new(ctx)
-        .unwrap()
-        .with_split_rows(SplitRows::Always);
-    let whole = rollcall::Sampler::new(ctx)
-        .unwrap()
-        .with_split_rows(SplitRows::Never);
-    (split, whole)
+    [SplitRows::Always, SplitRows::Never, SplitRows::Fused]
+        .into_iter()
+        .map(|mode| {
+            (
+                mode,
+                rollcall::Sampler::new(ctx).unwrap().with_split_rows(mode),
+            )
+        })
+        .collect()
+}
+
+/// Whether a row is drawn without top-k, top-p or min-p at `vocab` (after a
+/// separate first pass such rows, in a batch of only such rows, are drawn by
+/// the small finishing kernel).
+pub fn is_unfiltered(p: &rollcall::SamplingParams, vocab: u32) -> bool {
+    p.is_greedy() || ((p.top_k == 0 || p.top_k >= vocab) && p.top_p >= 1.0 && p.min_p <= 0.0)
+}
+
+/// Token, kept count, status and log-probability bits of every row of `got`
+/// equal `want`'s.
+pub fn assert_same_bits(
+    want: &[rollcall::SampleResult],
+    got: &[rollcall::SampleResult],
+    context: &str,
+) {
+    assert_eq!(want.len(), got.len(), "{context}");
+    for (r, (a, b)) in want.iter().zip(got).enumerate() {
+        assert_eq!(
+            (a.token, a.kept, a.status, a.logprob.to_bits()),
+            (b.token, b.kept, b.status, b.logprob.to_bits()),
+            "{context} row {r}: {a:?} vs {b:?}"
+        );
+    }
 }
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
