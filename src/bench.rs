@@ -763,8 +763,11 @@ impl Grid<'_> {
         let (rows, progress) = (&mut self.rows, &mut self.progress);
         let sampler = Sampler::new(ctx)?;
         // Small batches split rows across workgroups on GPUs (not on CPU
-        // adapters); time both ways.
+        // adapters); time both ways. Large batches on GPUs take the
+        // one-dispatch route (CPU adapters a separate first pass for plain
+        // and greedy batches): time it beside the default.
         let split = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Always);
+        let fused = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Fused);
         let with_exp = ReadOnce::with_exp_per_logit(ctx)?;
         use LogitsDtype::{Bf16, F16, F32};
         use LogitsShape::{Flat, Model};
@@ -821,6 +824,7 @@ impl Grid<'_> {
                     modes[0].1,
                     &sampler,
                 ));
+                runs.push(("plain T=1, one dispatch".into(), modes[0].1, &fused));
             }
             runs.retain(|(name, _, _)| options.selects(&format!("{name}, {dtype_name}"), &size));
             let time_ceiling = options.selects(&ceiling_name, &size);

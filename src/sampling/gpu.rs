@@ -160,11 +160,12 @@ fn partials_buffer(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SplitRows {
-    /// On a CPU adapter: [`SplitRows::Never`] for batches with no filtered
-    /// row (on lavapipe the full kernel's draw, with its 14 workgroup
-    /// barriers, cost ~30 us per row and core, the small kernel's a fraction:
-    /// see the README), else [`SplitRows::Fused`] (a separate first pass made
-    /// top-k + top-p ~10% slower there). On other adapters,
+    /// On a CPU adapter: [`SplitRows::Never`] for f32 batches with no
+    /// filtered row (on lavapipe the full kernel's draw, with its 14
+    /// workgroup barriers, cost ~30 us per row and core, the small kernel's a
+    /// fraction: see the README), else [`SplitRows::Fused`] (there a separate
+    /// first pass made top-k + top-p ~15% slower, and 16-bit plain rows 2-7%
+    /// slower). On other adapters,
     /// [`SplitRows::Always`] when a batch has fewer than
     /// [`SPLIT_BELOW_ROWS`] rows that span 2 tiles or more (too few
     /// workgroups to fill a GPU otherwise), else [`SplitRows::Fused`] (one
@@ -406,8 +407,9 @@ impl Sampler {
         let any_filtered = (row_base..row_base + logits.rows)
             .filter_map(|r| batch.host_params.get(r as usize))
             .any(|p| p.is_filtered(logits.vocab));
+        let f32_logits = logits.dtype == crate::LogitsDtype::F32;
         let mode = match self.split {
-            SplitRows::Auto if is_cpu && any_filtered => SplitRows::Fused,
+            SplitRows::Auto if is_cpu && (any_filtered || !f32_logits) => SplitRows::Fused,
             SplitRows::Auto if is_cpu => SplitRows::Never,
             SplitRows::Auto if batch_rows < SPLIT_BELOW_ROWS && row_tiles >= 2 => SplitRows::Always,
             SplitRows::Auto => SplitRows::Fused,
