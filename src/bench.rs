@@ -568,7 +568,8 @@ fn vector_read_probe(ctx: &GpuContext, options: &BenchOptions) -> Result<BenchRo
 }
 
 /// The batch-1 target in one place: batch 1's time over batch 64's time per
-/// row, plain sampling at vocab 128 256, unsplit, with rows split, and for the
+/// row, plain sampling at vocab 128 256, unsplit (the adapter's default
+/// route), with rows split, and for the
 /// read-once kernel over the same logits (what one dispatch of one row costs
 /// the adapter anyway). `None` where the grid lacks a row (`--quick`). The
 /// batch-1 rows are short, so each timed span runs them back to back (see
@@ -576,9 +577,9 @@ fn vector_read_probe(ctx: &GpuContext, options: &BenchOptions) -> Result<BenchRo
 /// without the timing bracket's own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct BatchOneRatios {
-    /// Unsplit batch 1 / batch-64 per-row time.
+    /// Unsplit batch 1 / batch-64 per-row time (both on the default route).
     pub unsplit: Option<f64>,
-    /// `SplitRows::Always` batch 1 / unsplit batch-64 per-row time.
+    /// `SplitRows::Always` batch 1 / default-route batch-64 per-row time.
     pub split: Option<f64>,
     /// The read-once kernel's batch 1 / batch-64 per-row time.
     pub read_once: Option<f64>,

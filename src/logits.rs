@@ -232,7 +232,8 @@ struct ChunkInfo {
     vocab: u32,
     elem_base: u32,
     row_base: u32,
-    /// Tiles per row whose per-stream partials a split pass wrote (0: none).
+    /// Per-stream partials per row that a separate first pass wrote (0: none;
+    /// 1: one for the whole row; more: one per tile of a split row).
     tiles: u32,
     pad: [u32; 3],
 }
@@ -595,7 +596,7 @@ impl LogitsKernel {
     }
 
     /// Like [`LogitsKernel::encode`], with `tiles` in every record (the
-    /// partials per row a split pass writes or reads) and `grid_y`
+    /// partials per row a separate first pass writes or reads) and `grid_y`
     /// workgroups along y per row.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_tiled(

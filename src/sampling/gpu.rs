@@ -32,7 +32,7 @@ struct GpuRowResult {
 pub struct SampleBatch {
     device: wgpu::Device,
     queue: wgpu::Queue,
-    /// Per-stream pass-1 states of a split pass; grown on demand.
+    /// Per-stream pass-1 states of a separate first pass; grown on demand.
     partials: wgpu::Buffer,
     params: wgpu::Buffer,
     /// The rows' parameters as uploaded: the host dispatches only the

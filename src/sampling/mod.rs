@@ -334,8 +334,8 @@ pub fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
     fit.clamp(256, CANDIDATE_RANGE.1)
 }
 
-/// The sampling shader's `entry_point` (`sample_rows`, or the split pass
-/// `stream_partials`), gathering at most `candidates` tokens per row: one
+/// The sampling shader's `entry_point` (`sample_rows`; the first pass alone,
+/// `stream_partials`; or the small drawing kernel `finish_rows`), gathering at most `candidates` tokens per row: one
 /// variant per logits dtype, then an f32 variant that loads four logits at a
 /// time through a vector view of the logits (see
 /// [`LogitsKernel::with_vec4_view`](crate::logits::LogitsKernel::with_vec4_view)).
