@@ -448,8 +448,10 @@ fn select_among_candidates(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: b
 // first FOLD invocations each fold FOLD consecutive values in order, then
 // invocation 0 folds those FOLD results in order (3 barriers; a pairwise
 // tree took 9, and its steps ran masked on every invocation on lavapipe:
-// 5 ms of 48 at 256 x 128 256). Every reduction ends in a barrier after its
-// last read of red_*, so callers may write red_* again right after one.
+// 5 ms of 48 at 256 x 128 256). Every reduction that returns to all
+// invocations ends in a barrier after its last read of red_*, so callers
+// may write red_* again right after one; `fold_race` and `fold_argmax_key`
+// return to invocation 0 only and end without one (the draw's last steps).
 const FOLD: u32 = 16u;
 
 // Row (max, mass) of the stream states (max in red_f, mass in red_g) and the
@@ -836,7 +838,9 @@ fn row_partial(out_index: u32, s: u32) -> StreamPartial {
 // The draw for greedy and temperature-only rows from the partials of a
 // separate first pass, in FINISH_WG invocations: the same reductions, races
 // and bits as `sample_rows`, with 3 barriers among 16 invocations instead of
-// 14 among 256. On lavapipe a barrier of a 256-wide workgroup cost ~1.2 us
+// 10 among 256 (14 before the parameters were read directly and the final
+// winner stopped being broadcast). On lavapipe a barrier of a 256-wide
+// workgroup cost ~1.2 us
 // per row and core, and `sample_rows` spent ~30 us per row and core after
 // its first pass; this kernel draws 256 x 1024 rows in about half the time.
 // The host sends it only dispatches whose rows all have no top-k, top-p or

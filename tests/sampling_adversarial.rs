@@ -1,8 +1,9 @@
 //! Adversarial rows (ties of the maximum across groups, streams and tiles,
 //! -0/+0, +inf in first/last/partial groups, masks, nothing valid, huge
-//! ranges) on awkward vocab sizes: every route bit for bit (and greedy and
-//! plain rows alone, which the small finishing kernel draws), and against
-//! the twin (exact for greedy tokens and plain/greedy kept counts).
+//! ranges) on awkward vocab sizes: every route bit for bit (and each kind
+//! of row as a batch of its own: greedy and plain rows go to the small
+//! drawing kernel, filtered ones must not), and against the twin (exact for
+//! greedy tokens and plain/greedy kept counts).
 #![allow(clippy::disallowed_methods)]
 mod common;
 use rand::Rng;
@@ -141,24 +142,36 @@ fn adversarial_rows_agree_on_every_route_and_with_the_twin() {
                 &format!("vocab {vocab}: {:?} vs {mode:?}", results[0].0),
             );
         }
-        // Greedy and plain rows as a batch of their own (drawn by the small
-        // finishing kernel after a separate first pass): the same bits.
-        let plain: Vec<usize> = (0..params.len()).filter(|r| r % 5 <= 1).collect();
-        let plain_values: Vec<f32> = plain
-            .iter()
-            .flat_map(|&r| values[r * vocab..(r + 1) * vocab].iter().copied())
-            .collect();
-        let plain_params: Vec<SamplingParams> = plain.iter().map(|&r| params[r]).collect();
-        let plain_want: Vec<_> = plain.iter().map(|&r| b[r]).collect();
-        for (mode, sampler) in &mut routes {
-            let got = sampler
-                .sample(HostLogits::F32(&plain_values), vocab as u32, &plain_params)
-                .unwrap();
-            common::assert_same_bits(
-                &plain_want,
-                &got,
-                &format!("vocab {vocab}, greedy and plain rows only, {mode:?}"),
-            );
+        // Each kind as a batch of its own, on every route: greedy and plain
+        // rows (drawn by the small kernel after a separate first pass), then
+        // each filter alone (a batch the host must send to the full kernel:
+        // a filtered row drawn by the small one would lose its filter). The
+        // same bits as in the mixed batch.
+        for (label, kinds) in [
+            ("greedy and plain", 0..2),
+            ("top-k", 2..3),
+            ("top-p", 3..4),
+            ("min-p", 4..5),
+        ] {
+            let rows: Vec<usize> = (0..params.len())
+                .filter(|r| kinds.contains(&(r % 5)))
+                .collect();
+            let sub_values: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| values[r * vocab..(r + 1) * vocab].iter().copied())
+                .collect();
+            let sub_params: Vec<SamplingParams> = rows.iter().map(|&r| params[r]).collect();
+            let want: Vec<_> = rows.iter().map(|&r| b[r]).collect();
+            for (mode, sampler) in &mut routes {
+                let got = sampler
+                    .sample(HostLogits::F32(&sub_values), vocab as u32, &sub_params)
+                    .unwrap();
+                common::assert_same_bits(
+                    &want,
+                    &got,
+                    &format!("vocab {vocab}, {label} rows only, {mode:?}"),
+                );
+            }
         }
         let gp = validate_params(&params).unwrap();
         for r in 0..params.len() {

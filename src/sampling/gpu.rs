@@ -28,15 +28,19 @@ struct GpuRowResult {
 /// Parameter and dispatch writes go through `Queue::write_buffer`, so they
 /// take effect at the next submit: encode one batch at most once per submit
 /// (or several times over the same logits binding, which writes the same
-/// records: the benchmarks repeat a batch this way).
+/// records: the benchmarks repeat a batch this way). `encode` picks the
+/// drawing kernel from the parameters set at that moment, so call
+/// [`SampleBatch::set_params`] before the `encode` it applies to and not
+/// again before that submit (a later call would change the parameters the
+/// GPU reads but not the kernel chosen: filters could be skipped).
 pub struct SampleBatch {
     device: wgpu::Device,
     queue: wgpu::Queue,
     /// Per-stream pass-1 states of a separate first pass; grown on demand.
     partials: wgpu::Buffer,
     params: wgpu::Buffer,
-    /// The rows' parameters as uploaded: the host dispatches only the
-    /// finishing kernels that some row needs.
+    /// The rows' parameters as uploaded: the host picks the drawing kernel of
+    /// each dispatch from them (the small one only when no row is filtered).
     host_params: Vec<GpuRowParams>,
     tokens: wgpu::Buffer,
     results: wgpu::Buffer,
@@ -182,7 +186,8 @@ pub enum SplitRows {
     Fused,
 }
 
-/// Batches below this many rows are split under [`SplitRows::Auto`].
+/// Batches below this many rows are split under [`SplitRows::Auto`] on
+/// adapters that are not CPUs.
 pub const SPLIT_BELOW_ROWS: u32 = 32;
 
 /// The sampler: one compute pipeline per logits dtype, built once.
@@ -404,9 +409,14 @@ impl Sampler {
         let is_cpu = self.kernel.ctx().adapter_info().device_type == wgpu::DeviceType::Cpu;
         // The small finishing kernel draws only dispatches with no row that
         // needs top-k, top-p or min-p.
-        let any_filtered = (row_base..row_base + logits.rows)
-            .filter_map(|r| batch.host_params.get(r as usize))
-            .any(|p| p.is_filtered(logits.vocab));
+        // (A row without stored parameters counts as filtered: the full
+        // kernel is right for every row.)
+        let any_filtered = (row_base..row_base + logits.rows).any(|r| {
+            batch
+                .host_params
+                .get(r as usize)
+                .is_none_or(|p| p.is_filtered(logits.vocab))
+        });
         let f32_logits = logits.dtype == crate::LogitsDtype::F32;
         let mode = match self.split {
             SplitRows::Auto if is_cpu && (any_filtered || !f32_logits) => SplitRows::Fused,

@@ -228,8 +228,10 @@ impl GpuRowParams {
     pub(crate) fn uses_min_p(&self) -> bool {
         self.flags & FLAG_MIN_P != 0
     }
-    /// Whether top-k, top-p or min-p is in force at this vocabulary (the
-    /// shader's `is_filtered`: such rows are drawn by the full kernel).
+    /// Whether top-k, top-p or min-p is in force at this vocabulary (as
+    /// `use_top_k || use_top_p || use_min_p` in the shader's `sample_rows`;
+    /// greedy rows never are): the host sends a batch with such a row to the
+    /// full drawing kernel.
     pub(crate) fn is_filtered(&self, vocab: u32) -> bool {
         let use_top_k = self.top_k != 0 && self.top_k < vocab;
         !self.is_greedy() && (use_top_k || self.top_p < 1.0 || self.uses_min_p())
@@ -356,4 +358,31 @@ pub fn shader_variants(
             "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's notion of a filtered row, which picks the drawing kernel
+    /// (the small one ignores filters), at the shader's boundaries.
+    #[test]
+    fn filtered_rows_at_the_boundaries() {
+        let vocab = 1000;
+        let filtered = |p: SamplingParams| validate_params(&[p]).unwrap()[0].is_filtered(vocab);
+        let plain = SamplingParams::new(0.7);
+        assert!(!filtered(plain));
+        assert!(filtered(plain.top_k(1)));
+        assert!(filtered(plain.top_k(vocab - 1)));
+        assert!(!filtered(plain.top_k(vocab)));
+        assert!(!filtered(plain.top_k(vocab + 5)));
+        assert!(!filtered(plain.top_p(1.0)));
+        assert!(filtered(plain.top_p(0.999)));
+        assert!(filtered(plain.top_p(0.0)));
+        assert!(!filtered(plain.min_p(0.0)));
+        assert!(filtered(plain.min_p(0.01)));
+        assert!(!filtered(
+            SamplingParams::greedy().top_k(3).top_p(0.5).min_p(0.2)
+        ));
+    }
 }
