@@ -825,6 +825,44 @@ var<workgroup> lane_stream_max: array<f32, FINISH_WG>;
 var<workgroup> lane_token_race: array<f32, FINISH_WG>;
 var<workgroup> lane_token: array<u32, FINISH_WG>;
 
+// A race entry: the largest race key met and its token (NO_INDEX: none).
+struct RaceEntry {
+    race: f32,
+    token: u32,
+}
+
+// The race among stream `stream`'s kept tokens that one invocation replays:
+// the stream's groups stream + 256 n for n = first, first + step, ..., with
+// group g's Philox words for its tokens 4g..4g+3; the best entry, ties to
+// the earlier token. Shared by both drawing kernels.
+fn replay_stream(p: RowParams, row: u32, stream: u32, first: u32, step: u32, vocab: u32, inv_t: f32,
+                 s: RowState, stream_max: f32) -> RaceEntry {
+    var best = RaceEntry(0.0, NO_INDEX);
+    for (var n = first; (stream + n * WG) * GROUP < vocab; n += step) {
+        let g = stream + n * WG;
+        let words = philox4x32_10(vec4<u32>(g, p.step_lo, p.step_hi, PURPOSE_TOKEN),
+                                  vec2<u32>(p.seed_lo, p.seed_hi));
+        for (var j = 0u; j < GROUP; j++) {
+            let i = g * GROUP + j;
+            if i >= vocab {
+                break;
+            }
+            let z_bits = scaled_bits(row, i, inv_t);
+            if !is_kept(z_bits, s) {
+                continue;
+            }
+            var race = -log(exponential_from_bits(words[j]));
+            if !s.has_inf {
+                race += bitcast<f32>(z_bits) - stream_max;
+            }
+            if best.token == NO_INDEX || race > best.race {
+                best = RaceEntry(race, i);
+            }
+        }
+    }
+    return best;
+}
+
 // Stream s's pass-1 state over the row, from a separate first pass: the
 // row's partials (one per tile, or one for the whole row) folded in order.
 fn row_partial(out_index: u32, s: u32) -> StreamPartial {
@@ -967,35 +1005,12 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     // Race between the chosen stream's tokens (every finite token is kept,
     // or with +inf in the row every +inf token).
     let s = RowState(row_max, has_inf, 0u, false, 0.0);
-    var best_race = 0.0;
-    var best_token = NO_INDEX;
+    var best = RaceEntry(0.0, NO_INDEX);
     if chosen != NO_INDEX {
-        for (var n = lane; (chosen + n * WG) * GROUP < vocab; n += FINISH_WG) {
-            let g = chosen + n * WG;
-            let words = philox4x32_10(vec4<u32>(g, p.step_lo, p.step_hi, PURPOSE_TOKEN),
-                                      vec2<u32>(p.seed_lo, p.seed_hi));
-            for (var j = 0u; j < GROUP; j++) {
-                let i = g * GROUP + j;
-                if i >= vocab {
-                    break;
-                }
-                let z_bits = scaled_bits(row, i, inv_t);
-                if !is_kept(z_bits, s) {
-                    continue;
-                }
-                var token_race = -log(exponential_from_bits(words[j]));
-                if !has_inf {
-                    token_race += bitcast<f32>(z_bits) - stream_max;
-                }
-                if best_token == NO_INDEX || token_race > best_race {
-                    best_race = token_race;
-                    best_token = i;
-                }
-            }
-        }
+        best = replay_stream(p, row, chosen, lane, FINISH_WG, vocab, inv_t, s, stream_max);
     }
-    lane_token_race[lane] = best_race;
-    lane_token[lane] = best_token;
+    lane_token_race[lane] = best.race;
+    lane_token[lane] = best.token;
     workgroupBarrier();
     if lane == 0u {
         var token = NO_INDEX;
@@ -1261,30 +1276,9 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             }
         }
     } else {
-        // Replay: group g = stream + 256 n holds tokens 4g..4g+3.
-        for (var n = t; (stream + n * WG) * GROUP < vocab; n += WG) {
-            let g = stream + n * WG;
-            let words = philox4x32_10(vec4<u32>(g, p.step_lo, p.step_hi, PURPOSE_TOKEN),
-                                      vec2<u32>(p.seed_lo, p.seed_hi));
-            for (var j = 0u; j < GROUP; j++) {
-                let i = g * GROUP + j;
-                if i >= vocab {
-                    break;
-                }
-                let z_bits = scaled_bits(row, i, inv_t);
-                if !is_kept(z_bits, s) {
-                    continue;
-                }
-                var race = -log(exponential_from_bits(words[j]));
-                if !has_inf {
-                    race += bitcast<f32>(z_bits) - stream_max;
-                }
-                if best_token == NO_INDEX || race > best_race {
-                    best_race = race;
-                    best_token = i;
-                }
-            }
-        }
+        let replayed = replay_stream(p, row, stream, t, WG, vocab, inv_t, s, stream_max);
+        best_race = replayed.race;
+        best_token = replayed.token;
     }
     red_f[t] = best_race;
     red_u[t] = best_token;

@@ -168,7 +168,7 @@ pub enum SplitRows {
     /// filtered row (on lavapipe the full kernel's draw, with its 14
     /// workgroup barriers, cost ~30 us per row and core, the small kernel's a
     /// fraction: see the README), else [`SplitRows::Fused`] (there a separate
-    /// first pass made top-k + top-p ~15% slower, and 16-bit plain rows 2-7%
+    /// first pass made top-k + top-p ~15% slower, and 16-bit plain rows 1-7%
     /// slower). On other adapters,
     /// [`SplitRows::Always`] when a batch has fewer than
     /// [`SPLIT_BELOW_ROWS`] rows that span 2 tiles or more (too few
