@@ -156,10 +156,7 @@ fn adversarial_rows_agree_on_every_route_and_with_the_twin() {
             let rows: Vec<usize> = (0..params.len())
                 .filter(|r| kinds.contains(&(r % 5)))
                 .collect();
-            let sub_values: Vec<f32> = rows
-                .iter()
-                .flat_map(|&r| values[r * vocab..(r + 1) * vocab].iter().copied())
-                .collect();
+            let sub_values = common::pick_rows(&values, vocab, &rows);
             let sub_params: Vec<SamplingParams> = rows.iter().map(|&r| params[r]).collect();
             let want: Vec<_> = rows.iter().map(|&r| b[r]).collect();
             for (mode, sampler) in &mut routes {

@@ -615,10 +615,7 @@ fn every_route_gives_the_same_bits() {
         let plain: Vec<usize> = (0..rows)
             .filter(|&r| common::is_unfiltered(&params[r], vocab as u32))
             .collect();
-        let plain_values: Vec<f32> = plain
-            .iter()
-            .flat_map(|&r| values[r * vocab..(r + 1) * vocab].iter().copied())
-            .collect();
+        let plain_values = common::pick_rows(&values, vocab, &plain);
         let plain_params: Vec<SamplingParams> = plain.iter().map(|&r| params[r]).collect();
         let plain_want: Vec<_> = plain.iter().map(|&r| a[r]).collect();
         let plain_logits = Owned::new(&plain_values, dtype);

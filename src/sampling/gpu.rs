@@ -234,27 +234,22 @@ impl Sampler {
         // Bindings 2..5: params (read), tokens, results, split partials; 6: the
         // logits as vectors.
         let extras = [true, false, false, false];
-        let kernel = LogitsKernel::with_vec4_view(
-            ctx,
-            "rollcall sampling",
-            &format!("sampling/{candidates}"),
-            || shader_variants(candidates, "sample_rows"),
-            &extras,
-        )?;
-        let partials = LogitsKernel::with_vec4_view(
-            ctx,
+        let build = |label: &'static str, key: &str, entry_point: &'static str| {
+            LogitsKernel::with_vec4_view(
+                ctx,
+                label,
+                &format!("{key}/{candidates}"),
+                || shader_variants(candidates, entry_point),
+                &extras,
+            )
+        };
+        let kernel = build("rollcall sampling", "sampling", "sample_rows")?;
+        let partials = build(
             "rollcall sampling partials",
-            &format!("sampling-partials/{candidates}"),
-            || shader_variants(candidates, "stream_partials"),
-            &extras,
+            "sampling-partials",
+            "stream_partials",
         )?;
-        let finish = LogitsKernel::with_vec4_view(
-            ctx,
-            "rollcall sampling finish",
-            &format!("sampling-finish/{candidates}"),
-            || shader_variants(candidates, "finish_rows"),
-            &extras,
-        )?;
+        let finish = build("rollcall sampling finish", "sampling-finish", "finish_rows")?;
         Ok(Self {
             kernel,
             partials,

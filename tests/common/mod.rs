@@ -50,6 +50,13 @@ pub fn is_unfiltered(p: &rollcall::SamplingParams, vocab: u32) -> bool {
     p.is_greedy() || ((p.top_k == 0 || p.top_k >= vocab) && p.top_p >= 1.0 && p.min_p <= 0.0)
 }
 
+/// Rows `rows` (in that order) of a row-major matrix `vocab` wide.
+pub fn pick_rows<T: Copy>(values: &[T], vocab: usize, rows: &[usize]) -> Vec<T> {
+    rows.iter()
+        .flat_map(|&r| values[r * vocab..(r + 1) * vocab].iter().copied())
+        .collect()
+}
+
 /// Token, kept count, status and log-probability bits of every row of `got`
 /// equal `want`'s.
 pub fn assert_same_bits(
