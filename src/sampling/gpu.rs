@@ -176,7 +176,8 @@ pub enum SplitRows {
     /// dispatch; untimed on a GPU here).
     #[default]
     Auto,
-    /// The first pass in its own dispatch, one workgroup per row.
+    /// The first pass in its own dispatch, one workgroup per row. (It used
+    /// to mean one dispatch per batch, which is now [`SplitRows::Fused`].)
     Never,
     /// The first pass in its own dispatch, one workgroup per tile of a row.
     Always,
