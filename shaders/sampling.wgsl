@@ -494,6 +494,12 @@ fn race_key(has_inf: bool, kept_count: u32, kept_max: f32, kept_mass: f32, log_k
     return vec2<f32>(((kept_max - row_max) + log_kept_mass) - log_e, select(0.0, 1.0, kept_mass != 0.0));
 }
 
+// Whether (key k2, token i2) beats (k1, i1) for the greedy arg-max: the
+// larger key, ties to the lower token.
+fn key_beats(k2: u32, i2: u32, k1: u32, i1: u32) -> bool {
+    return k2 > k1 || (k2 == k1 && i2 < i1);
+}
+
 // Whether entry (k2, i2) beats (k1, i1) in a race: NO_INDEX never wins, ties
 // go to the lower index (so the fold order does not matter).
 fn race_beats(k2: f32, i2: u32, k1: f32, i1: u32) -> bool {
@@ -562,7 +568,7 @@ fn fold_argmax_key(t: u32) -> vec2<u32> {
         var k = red_u[t * FOLD];
         var i = red_v[t * FOLD];
         for (var j = t * FOLD + 1u; j < (t + 1u) * FOLD; j++) {
-            if red_u[j] > k || (red_u[j] == k && red_v[j] < i) {
+            if key_beats(red_u[j], red_v[j], k, i) {
                 k = red_u[j];
                 i = red_v[j];
             }
@@ -576,7 +582,7 @@ fn fold_argmax_key(t: u32) -> vec2<u32> {
         var k = red_u[0];
         var i = red_v[0];
         for (var j = FOLD; j < WG; j += FOLD) {
-            if red_u[j] > k || (red_u[j] == k && red_v[j] < i) {
+            if key_beats(red_u[j], red_v[j], k, i) {
                 k = red_u[j];
                 i = red_v[j];
             }
@@ -597,8 +603,10 @@ fn empty_partial() -> StreamPartial {
     return StreamPartial(F32_LOWEST, 0.0, 0u, 0u, 0u, NO_INDEX, 0u, 0u);
 }
 
-// `part` (a later tile) folded into `acc`: states merged, counts summed, the
-// larger key kept (the earlier token on ties).
+// `part` folded into `acc` (a later tile of a stream, or a later stream or
+// group of streams): states merged, counts summed, the larger key kept (the
+// lower token on ties; a partial without a token has key 0 and NO_INDEX, so
+// it never wins).
 fn fold_partial(acc: StreamPartial, part: StreamPartial) -> StreamPartial {
     var out = acc;
     let state = merge_state(vec2<f32>(acc.max, acc.mass), vec2<f32>(part.max, part.mass));
@@ -606,7 +614,7 @@ fn fold_partial(acc: StreamPartial, part: StreamPartial) -> StreamPartial {
     out.mass = state.y;
     out.inf_count += part.inf_count;
     out.finite_count += part.finite_count;
-    if part.best_index != NO_INDEX && (acc.best_index == NO_INDEX || part.best_key > acc.best_key) {
+    if key_beats(part.best_key, part.best_index, acc.best_key, acc.best_index) {
         out.best_key = part.best_key;
         out.best_index = part.best_index;
     }
@@ -813,17 +821,26 @@ fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 // the same bits.
 const FINISH_WG: u32 = FOLD;
 
-var<workgroup> lane_max: array<f32, FINISH_WG>;
-var<workgroup> lane_mass: array<f32, FINISH_WG>;
-var<workgroup> lane_inf: array<u32, FINISH_WG>;
-var<workgroup> lane_finite: array<u32, FINISH_WG>;
-var<workgroup> lane_best_key: array<u32, FINISH_WG>;
-var<workgroup> lane_best_index: array<u32, FINISH_WG>;
-var<workgroup> lane_race: array<f32, FINISH_WG>;
-var<workgroup> lane_stream: array<u32, FINISH_WG>;
+// Each lane's fold of its FOLD streams.
+var<workgroup> lane_summary: array<StreamPartial, FINISH_WG>;
+// Each lane's best entry of the stream race (token = stream) and of the
+// token race, and the maximum of its stream race's winner.
+const STREAM_RACE: u32 = 0u;
+const TOKEN_RACE: u32 = 1u;
+var<workgroup> lane_races: array<array<RaceEntry, FINISH_WG>, 2>;
 var<workgroup> lane_stream_max: array<f32, FINISH_WG>;
-var<workgroup> lane_token_race: array<f32, FINISH_WG>;
-var<workgroup> lane_token: array<u32, FINISH_WG>;
+
+// The winner among the lanes' entries of one race (ties to the lower token).
+fn best_of_lanes(which: u32) -> RaceEntry {
+    var best = RaceEntry(0.0, NO_INDEX);
+    for (var j = 0u; j < FINISH_WG; j++) {
+        let e = lane_races[which][j];
+        if race_beats(e.race, e.token, best.race, best.token) {
+            best = e;
+        }
+    }
+    return best;
+}
 
 // A race entry: the largest race key met and its token (NO_INDEX: none).
 struct RaceEntry {
@@ -897,30 +914,15 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var st_mass: array<f32, FOLD>;
     var st_inf: array<u32, FOLD>;
     var st_log_e: array<f32, FOLD>;
-    var acc = vec2<f32>(F32_LOWEST, 0.0);
-    var inf = 0u;
-    var finite = 0u;
-    var best_key = 0u;
-    var best_index = NO_INDEX;
+    // (Folding into the empty partial gives the bits of folding from the
+    // first stream, as the 256-wide reductions do.)
+    var acc = empty_partial();
     for (var j = 0u; j < FOLD; j++) {
-        let s = lane * FOLD + j;
-        let part = row_partial(out_index, s);
+        let part = row_partial(out_index, lane * FOLD + j);
         st_max[j] = part.max;
         st_mass[j] = part.mass;
         st_inf[j] = part.inf_count;
-        if j == 0u {
-            acc = vec2<f32>(part.max, part.mass);
-            best_key = part.best_key;
-            best_index = part.best_index;
-        } else {
-            acc = merge_state(acc, vec2<f32>(part.max, part.mass));
-            if part.best_key > best_key || (part.best_key == best_key && part.best_index < best_index) {
-                best_key = part.best_key;
-                best_index = part.best_index;
-            }
-        }
-        inf += part.inf_count;
-        finite += part.finite_count;
+        acc = fold_partial(acc, part);
     }
     if !greedy {
         // A Philox call serves four streams.
@@ -932,30 +934,20 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             }
         }
     }
-    lane_max[lane] = acc.x;
-    lane_mass[lane] = acc.y;
-    lane_inf[lane] = inf;
-    lane_finite[lane] = finite;
-    lane_best_key[lane] = best_key;
-    lane_best_index[lane] = best_index;
+    lane_summary[lane] = acc;
     workgroupBarrier();
 
     // Second level, by every lane in the same order (so all hold the same
     // bits and no broadcast is needed).
-    var row_state = vec2<f32>(lane_max[0], lane_mass[0]);
-    var row_inf = lane_inf[0];
-    var row_finite = lane_finite[0];
-    var row_key = lane_best_key[0];
-    var row_index = lane_best_index[0];
-    for (var j = 1u; j < FINISH_WG; j++) {
-        row_state = merge_state(row_state, vec2<f32>(lane_max[j], lane_mass[j]));
-        row_inf += lane_inf[j];
-        row_finite += lane_finite[j];
-        if lane_best_key[j] > row_key || (lane_best_key[j] == row_key && lane_best_index[j] < row_index) {
-            row_key = lane_best_key[j];
-            row_index = lane_best_index[j];
-        }
+    var summary = empty_partial();
+    for (var j = 0u; j < FINISH_WG; j++) {
+        summary = fold_partial(summary, lane_summary[j]);
     }
+    let row_state = vec2<f32>(summary.max, summary.mass);
+    let row_inf = summary.inf_count;
+    let row_finite = summary.finite_count;
+    let row_key = summary.best_key;
+    let row_index = summary.best_index;
     let row_max = row_state.x;
     let log_mass = log(row_state.y);
     let has_inf = row_inf != 0u;
@@ -977,50 +969,33 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 
     // Stream race over this lane's streams (ties to the lower stream).
-    var race = 0.0;
-    var stream = NO_INDEX;
-    var stream_max = 0.0;
+    var lane_best = RaceEntry(0.0, NO_INDEX);
+    var lane_best_max = 0.0;
     for (var j = 0u; j < FOLD; j++) {
         let key = race_key(has_inf, st_inf[j], st_max[j], st_mass[j], log(st_mass[j]), row_max, st_log_e[j]);
-        if key.y != 0.0 && (stream == NO_INDEX || key.x > race) {
-            race = key.x;
-            stream = lane * FOLD + j;
-            stream_max = st_max[j];
+        if key.y != 0.0 && (lane_best.token == NO_INDEX || key.x > lane_best.race) {
+            lane_best = RaceEntry(key.x, lane * FOLD + j);
+            lane_best_max = st_max[j];
         }
     }
-    lane_race[lane] = race;
-    lane_stream[lane] = stream;
-    lane_stream_max[lane] = stream_max;
+    lane_races[STREAM_RACE][lane] = lane_best;
+    lane_stream_max[lane] = lane_best_max;
     workgroupBarrier();
-    var chosen = NO_INDEX;
-    var chosen_race = 0.0;
-    for (var j = 0u; j < FINISH_WG; j++) {
-        if race_beats(lane_race[j], lane_stream[j], chosen_race, chosen) {
-            chosen_race = lane_race[j];
-            chosen = lane_stream[j];
-            stream_max = lane_stream_max[j];
-        }
-    }
+    let chosen = best_of_lanes(STREAM_RACE).token;
 
     // Race between the chosen stream's tokens (every finite token is kept,
     // or with +inf in the row every +inf token).
     let s = RowState(row_max, has_inf, 0u, false, 0.0);
     var best = RaceEntry(0.0, NO_INDEX);
     if chosen != NO_INDEX {
+        // The chosen stream's lane kept its maximum.
+        let stream_max = lane_stream_max[chosen / FOLD];
         best = replay_stream(p, row, chosen, lane, FINISH_WG, vocab, inv_t, s, stream_max);
     }
-    lane_token_race[lane] = best.race;
-    lane_token[lane] = best.token;
+    lane_races[TOKEN_RACE][lane] = best;
     workgroupBarrier();
     if lane == 0u {
-        var token = NO_INDEX;
-        var token_race = 0.0;
-        for (var j = 0u; j < FINISH_WG; j++) {
-            if race_beats(lane_token_race[j], lane_token[j], token_race, token) {
-                token_race = lane_token_race[j];
-                token = lane_token[j];
-            }
-        }
+        let token = best_of_lanes(TOKEN_RACE).token;
         if !valid || token == NO_INDEX {
             write_no_valid(0u, out_index);
         } else {
