@@ -3,8 +3,8 @@
 //! E[max of N] is known exactly, runs the estimators (GPU or CPU twin), and
 //! reports each one's bias and spread. `rollcall tail` prints it.
 
-use super::{cpu, expected_max_std_normal, Estimator, SegmentStatus, TailStats, EULER_GAMMA};
-use crate::{Error, Result};
+use rollcall::tail::{cpu, expected_max_std_normal, Estimator, SegmentStatus, TailStats, EULER_GAMMA};
+use rollcall::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp1, Gumbel, StandardNormal};
@@ -29,7 +29,7 @@ impl RewardFamily {
     /// `location` and `scale`) or `bernoulli` (with `p`).
     ///
     /// ```
-    /// use rollcall::tail::study::RewardFamily;
+    /// use rollcall_cli::study::RewardFamily;
     /// let f = RewardFamily::parse("uniform", 0.0, 1.0, 0.5).unwrap();
     /// assert!((f.best_of(1) - 0.5).abs() < 1e-12);
     /// ```

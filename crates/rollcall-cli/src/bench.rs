@@ -8,16 +8,16 @@
 //! show up in the ratio). Ratio = read-once time of those bytes / kernel time:
 //! 1.0 means the kernel runs at the speed of a plain read.
 
-use crate::compact::{compact_cpu, CompactScratch, Compactor};
-use crate::reference::ReadOnce;
-use crate::sampling::cpu as sampling_cpu;
+use rollcall::compact::{compact_cpu, CompactScratch, Compactor};
+use rollcall::reference::ReadOnce;
+use rollcall::sampling::cpu as sampling_cpu;
 use crate::synthetic::{self, LogitsShape};
-use crate::tail::{cpu as tail_cpu, Estimator, TailStats};
-use crate::timing::{GpuTimer, Timing};
-use crate::voting::rules::{decide, RuleConfig, StopRule};
-use crate::voting::scheduler::{Allocation, Scheduler};
-use crate::voting::{CpuVoteTables, RoundVotes, Segment};
-use crate::{
+use rollcall::tail::{cpu as tail_cpu, Estimator, TailStats};
+use rollcall::timing::{GpuTimer, Timing};
+use rollcall::voting::rules::{decide, RuleConfig, StopRule};
+use rollcall::voting::scheduler::{Allocation, Scheduler};
+use rollcall::voting::{CpuVoteTables, RoundVotes, Segment};
+use rollcall::{
     Error, GpuContext, LogitsBinding, LogitsDtype, Result, SampleBatch, Sampler, SamplingParams,
 };
 use rand::{Rng, SeedableRng};
@@ -45,13 +45,13 @@ impl BenchOptions {
     /// Whether the row `kernel` at `size` is to be timed.
     ///
     /// ```
-    /// let options = rollcall::bench::BenchOptions {
+    /// let options = rollcall_cli::bench::BenchOptions {
     ///     only: vec!["plain T=1, f32 256 x".into()],
     ///     ..Default::default()
     /// };
     /// assert!(options.selects("plain T=1, f32", "256 x 128256 model-like"));
     /// assert!(!options.selects("greedy, f32", "256 x 128256 model-like"));
-    /// assert!(rollcall::bench::BenchOptions::default().selects("greedy, f32", "1 x 1024"));
+    /// assert!(rollcall_cli::bench::BenchOptions::default().selects("greedy, f32", "1 x 1024"));
     /// ```
     pub fn selects(&self, kernel: &str, size: &str) -> bool {
         let label = format!("{kernel} {size}");
@@ -118,7 +118,7 @@ pub struct BenchRow {
 /// logits, [`PlainRead::with_rows`]) 16-bit logits.
 ///
 /// ```no_run
-/// use rollcall::bench::PlainRead;
+/// use rollcall_cli::bench::PlainRead;
 /// use rollcall::reference::ReadOnce;
 /// let ctx = rollcall::GpuContext::new()?;
 /// let read_once = ReadOnce::new(&ctx)?;
@@ -155,7 +155,7 @@ impl PlainRead {
     ///
     /// ```no_run
     /// let ctx = rollcall::GpuContext::new()?;
-    /// let words = rollcall::bench::PlainRead::with_rows(&ctx, 256, 128_256 / 2);
+    /// let words = rollcall_cli::bench::PlainRead::with_rows(&ctx, 256, 128_256 / 2);
     /// assert_eq!(words.bytes(), 256 * 128_256 * 2);
     /// # Ok::<(), rollcall::Error>(())
     /// ```
@@ -214,7 +214,7 @@ pub const MAX_REPEATS: u32 = 64;
 /// least `span`: 1 to [`MAX_REPEATS`].
 ///
 /// ```
-/// use rollcall::bench::{runs_per_span, MAX_REPEATS};
+/// use rollcall_cli::bench::{runs_per_span, MAX_REPEATS};
 /// use std::time::Duration;
 /// let ms = Duration::from_micros;
 /// assert_eq!(runs_per_span(ms(4000), ms(300)), 14);
@@ -236,7 +236,7 @@ pub fn runs_per_span(span: Duration, one_run: Duration) -> u32 {
 /// state (`setup` runs once per span).
 ///
 /// ```no_run
-/// use rollcall::bench::{time_interleaved, PlainRead, MIN_SPAN};
+/// use rollcall_cli::bench::{time_interleaved, PlainRead, MIN_SPAN};
 /// use rollcall::reference::ReadOnce;
 /// let ctx = rollcall::GpuContext::new()?;
 /// let read_once = ReadOnce::new(&ctx)?;
@@ -314,12 +314,12 @@ pub fn time_interleaved(
 ///
 /// ```no_run
 /// let ctx = rollcall::GpuContext::new()?;
-/// let bracket = rollcall::bench::timing_bracket(&ctx, 10)?;
+/// let bracket = rollcall_cli::bench::timing_bracket(&ctx, 10)?;
 /// println!("an empty timed span: {:?}", bracket.median);
 /// # Ok::<(), rollcall::Error>(())
 /// ```
 pub fn timing_bracket(ctx: &GpuContext, iters: usize) -> Result<Timing> {
-    crate::timing::time_gpu(ctx, iters, |_| Ok(()))
+    rollcall::timing::time_gpu(ctx, iters, |_| Ok(()))
 }
 
 /// One row; the reference read `reference_bytes`, and its time is scaled to
@@ -371,8 +371,8 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 ///
 /// ```no_run
 /// let ctx = rollcall::GpuContext::new()?;
-/// let options = rollcall::bench::BenchOptions { quick: true, ..Default::default() };
-/// for row in rollcall::bench::run(&ctx, &options, |_| {})? {
+/// let options = rollcall_cli::bench::BenchOptions { quick: true, ..Default::default() };
+/// for row in rollcall_cli::bench::run(&ctx, &options, |_| {})? {
 ///     println!("{} {} {}: {:.2}x read-once", row.family, row.kernel, row.size, row.ratio_to_read_once);
 /// }
 /// # Ok::<(), rollcall::Error>(())
@@ -484,11 +484,11 @@ impl DeviceLogits {
     }
 
     /// The logits as stored, for the CPU twin.
-    fn host_logits(&self) -> crate::HostLogits<'_> {
+    fn host_logits(&self) -> rollcall::HostLogits<'_> {
         match self.dtype {
-            LogitsDtype::F32 => crate::HostLogits::F32(&self.host),
-            LogitsDtype::F16 => crate::HostLogits::F16(&self.f16),
-            LogitsDtype::Bf16 => crate::HostLogits::Bf16(&self.bf16),
+            LogitsDtype::F32 => rollcall::HostLogits::F32(&self.host),
+            LogitsDtype::F16 => rollcall::HostLogits::F16(&self.f16),
+            LogitsDtype::Bf16 => rollcall::HostLogits::Bf16(&self.bf16),
         }
     }
 
@@ -593,7 +593,7 @@ pub struct BatchOneRatios {
 /// [`BatchOneRatios`] from the rows of [`run`].
 ///
 /// ```
-/// use rollcall::bench::{batch_one_ratios, BenchRow};
+/// use rollcall_cli::bench::{batch_one_ratios, BenchRow};
 /// let row = |kernel: &str, size: &str, ms: f64, read_ms: f64| BenchRow {
 ///     family: "sampling".into(),
 ///     kernel: kernel.into(),
@@ -709,9 +709,9 @@ pub fn voting_rule() -> RuleConfig {
 /// `capacity` answers, decide every prompt by `config`, compact the live ones.
 ///
 /// ```
-/// let (segments, answers) = rollcall::bench::voting_round(100, 3);
+/// let (segments, answers) = rollcall_cli::bench::voting_round(100, 3);
 /// let round = rollcall::voting::RoundVotes { segments: &segments, answers: &answers, tokens: None };
-/// let live = rollcall::bench::voting_round_cpu(&round, 100, 16, &rollcall::bench::voting_rule())?;
+/// let live = rollcall_cli::bench::voting_round_cpu(&round, 100, 16, &rollcall_cli::bench::voting_rule())?;
 /// assert!(live.len() <= 100);
 /// # Ok::<(), rollcall::Error>(())
 /// ```
@@ -747,7 +747,7 @@ pub const TAIL_ESTIMATORS: [Estimator; 3] = [
 /// (fixed seed), and their offsets.
 ///
 /// ```
-/// let (rewards, offsets) = rollcall::bench::tail_batch(3, 4);
+/// let (rewards, offsets) = rollcall_cli::bench::tail_batch(3, 4);
 /// assert_eq!((rewards.len(), offsets), (12, vec![0, 4, 8, 12]));
 /// ```
 pub fn tail_batch(segments: u32, m: u32) -> (Vec<f32>, Vec<u32>) {
@@ -767,8 +767,8 @@ impl Grid<'_> {
         // adapters); time both ways. Large batches on GPUs take the
         // one-dispatch route (CPU adapters a separate first pass for plain
         // and greedy batches): time it beside the default.
-        let split = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Always);
-        let fused = Sampler::new(ctx)?.with_split_rows(crate::sampling::SplitRows::Fused);
+        let split = Sampler::new(ctx)?.with_split_rows(rollcall::sampling::SplitRows::Always);
+        let fused = Sampler::new(ctx)?.with_split_rows(rollcall::sampling::SplitRows::Fused);
         let with_exp = ReadOnce::with_exp_per_logit(ctx)?;
         use LogitsDtype::{Bf16, F16, F32};
         use LogitsShape::{Flat, Model};
@@ -813,7 +813,7 @@ impl Grid<'_> {
                 .filter(|(name, _)| !(matches!(shape, Flat) && *name == "greedy"))
                 .map(|(name, p)| (name.to_string(), *p, &sampler))
                 .collect();
-            if batch < crate::sampling::SPLIT_BELOW_ROWS {
+            if batch < rollcall::sampling::SPLIT_BELOW_ROWS {
                 runs.push(("plain T=1, rows split".into(), modes[0].1, &split));
             }
             // Masked rows (banned tokens, grammar masks, padded vocabularies

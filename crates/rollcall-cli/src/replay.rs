@@ -4,9 +4,9 @@
 //! take the majority of what was revealed (ties to the answer seen first), and
 //! score it against the truth; average accuracy and samples over shuffles.
 
-use super::rules::{RuleConfig, StopRule};
-use super::scheduler::{run_cpu, Allocation, ReplayEngine, Scheduler};
-use crate::{Error, GpuContext, Result};
+use rollcall::voting::rules::{RuleConfig, StopRule};
+use rollcall::voting::scheduler::{run_cpu, Allocation, ReplayEngine, Scheduler};
+use rollcall::{Error, GpuContext, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +32,7 @@ fn as_text(v: &serde_json::Value) -> String {
 ///
 /// ```
 /// let text = r#"{"source": "s", "model": "m", "questions": [{"truth": "3", "answers": ["3", 4]}]}"#;
-/// let problems = rollcall::voting::replay::parse_vote_file(text).unwrap();
+/// let problems = rollcall_cli::replay::parse_vote_file(text).unwrap();
 /// assert_eq!(problems[0].answers, vec!["3".to_string(), "4".to_string()]);
 /// ```
 pub fn parse_vote_file(text: &str) -> Result<Vec<Problem>> {
@@ -67,7 +67,7 @@ pub fn parse_vote_file(text: &str) -> Result<Vec<Problem>> {
 /// the truth is a minority; wrong answers follow a Zipf-like spread.
 ///
 /// ```
-/// let problems = rollcall::voting::replay::synthetic_workload(100, 40, 1);
+/// let problems = rollcall_cli::replay::synthetic_workload(100, 40, 1);
 /// assert_eq!(problems.len(), 100);
 /// assert!(problems.iter().all(|p| p.answers.len() == 40));
 /// ```
@@ -121,7 +121,7 @@ pub const PRESETS: &[&str] = &[
 /// `margin-cap:CAP` (ConSol's SPRT with the maximum budget lowered to CAP).
 ///
 /// ```
-/// use rollcall::voting::replay::preset;
+/// use rollcall_cli::replay::preset;
 /// assert!(preset("ac-beta", 40).is_some());
 /// assert!(preset("predictive:0.5:0.02", 40).is_some());
 /// assert!(preset("beta:2", 40).is_none());

@@ -22,7 +22,6 @@
 //! | [`Estimator::Grpo`] | none (not best-of-N) | group mean | (r − mean) / (std + eps) |
 
 pub mod cpu;
-pub mod study;
 
 use crate::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
@@ -258,8 +257,7 @@ impl GaussianTail {
                 "Gaussian tail needs N >= 1 and alpha in (0, 1), got N = {n}, alpha = {alpha}"
             )));
         }
-        use statrs::distribution::{ContinuousCDF, Normal};
-        let z = Normal::standard().inverse_cdf(1.0 - alpha);
+        let z = crate::math::special::normal_upper_quantile(alpha);
         let lambda = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt() / alpha;
         let kappa = (1.0 + z * lambda - lambda * lambda).sqrt();
         if !(kappa.is_finite() && kappa > 0.0) {
@@ -286,7 +284,7 @@ impl GaussianTail {
 /// assert!((c - 3.0444).abs() < 1e-3);
 /// ```
 pub fn expected_max_std_normal(n: u32) -> f64 {
-    use statrs::function::erf::erfc;
+    use libm::erfc;
     let n = f64::from(n.max(1));
     let sqrt2 = std::f64::consts::SQRT_2;
     let norm = 1.0 / (2.0 * std::f64::consts::PI).sqrt();

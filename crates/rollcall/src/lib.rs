@@ -30,8 +30,8 @@
 //! # Ok::<(), rollcall::Error>(())
 //! ```
 
-pub mod bench;
 pub mod compact;
+mod math;
 pub mod context;
 pub mod error;
 pub mod logits;
@@ -39,7 +39,6 @@ pub mod philox;
 pub mod reference;
 pub mod sampling;
 pub mod shader;
-pub mod synthetic;
 pub mod tail;
 pub mod timing;
 pub mod voting;

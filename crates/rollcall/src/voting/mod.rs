@@ -717,7 +717,6 @@ impl GpuVoteTables {
 }
 
 pub mod posterior;
-pub mod replay;
 pub mod rewards;
 pub mod rules;
 pub mod scheduler;

@@ -12,13 +12,13 @@ use std::hint::black_box;
 fn bench_tail(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter");
     for (segments, m) in [(4096u32, 64u32), (64, 4096)] {
-        let (rewards, offsets) = rollcall::bench::tail_batch(segments, m);
+        let (rewards, offsets) = rollcall_cli::bench::tail_batch(segments, m);
         let mut tail = TailStats::new(&ctx).expect("tail pipelines");
         tail.upload(&rewards, &offsets).expect("valid batch");
         let mut group = c.benchmark_group(format!("tail/{segments}x{m}"));
         group.throughput(Throughput::Bytes(u64::from(segments * m) * 4));
         group.sampling_mode(SamplingMode::Flat);
-        for est in rollcall::bench::TAIL_ESTIMATORS {
+        for est in rollcall_cli::bench::TAIL_ESTIMATORS {
             group.bench_function(format!("gpu/{}", est.name()), |b| {
                 b.iter(|| {
                     let mut encoder = ctx.device.create_command_encoder(&Default::default());

@@ -1,6 +1,7 @@
 //! `rollcall bench --quick` runs every family and reports coherent rows (no
 //! timing is asserted: speed is measured, not tested).
 
+#[path = "../../rollcall/tests/common/gpu.rs"]
 mod common;
 
 #[test]
@@ -35,7 +36,7 @@ fn bench_command_covers_every_family() {
     assert!(json["timing_bracket_ms"].as_f64().unwrap() >= 0.0, "{json}");
     assert_eq!(
         json["min_span_ms"].as_f64(),
-        Some(rollcall::bench::MIN_SPAN.as_secs_f64() * 1e3)
+        Some(rollcall_cli::bench::MIN_SPAN.as_secs_f64() * 1e3)
     );
     for r in rows {
         let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
@@ -45,7 +46,7 @@ fn bench_command_covers_every_family() {
             .as_u64()
             .unwrap_or_else(|| panic!("repeats in {r}"));
         assert!(
-            (1..=u64::from(rollcall::bench::MAX_REPEATS)).contains(&repeats),
+            (1..=u64::from(rollcall_cli::bench::MAX_REPEATS)).contains(&repeats),
             "{r}"
         );
         if r["family"] != "sampling" {
@@ -91,7 +92,7 @@ fn bench_command_covers_every_family() {
     assert_eq!(
         kernels,
         [
-            rollcall::bench::YARDSTICK_PROBE,
+            rollcall_cli::bench::YARDSTICK_PROBE,
             "plain T=1, f32",
             "sort + tea"
         ],
@@ -148,7 +149,7 @@ fn sample_command_checks_rows_and_names_its_yardstick() {
         assert_eq!(json["read_once_reads"], reads, "{json}");
         let runs = json["runs_per_span"].as_u64().unwrap();
         assert!(
-            (1..=u64::from(rollcall::bench::MAX_REPEATS)).contains(&runs),
+            (1..=u64::from(rollcall_cli::bench::MAX_REPEATS)).contains(&runs),
             "{json}"
         );
         assert!(

@@ -25,7 +25,7 @@ const BODY_SIGMA: f64 = 2.0;
 /// arguments.
 ///
 /// ```
-/// use rollcall::synthetic::{logits, LogitsShape};
+/// use rollcall_cli::synthetic::{logits, LogitsShape};
 /// let a = logits(2, 1000, LogitsShape::Model, 7);
 /// assert_eq!(a.len(), 2000);
 /// assert_eq!(a, logits(2, 1000, LogitsShape::Model, 7));

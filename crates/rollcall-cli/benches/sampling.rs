@@ -19,9 +19,9 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use half::bf16;
-use rollcall::bench::PlainRead;
+use rollcall_cli::bench::PlainRead;
 use rollcall::reference::ReadOnce;
-use rollcall::synthetic::{self, LogitsShape};
+use rollcall_cli::synthetic::{self, LogitsShape};
 use rollcall::{
     sampling::cpu, GpuContext, HostLogits, LogitsBinding, LogitsDtype, SampleBatch, Sampler,
     SamplingParams,

@@ -4,26 +4,11 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::sync::OnceLock;
 
-/// The opt-out for machines with no adapter at all. CI never sets it.
-pub const ALLOW_NO_GPU: &str = "ROLLCALL_ALLOW_NO_GPU";
-
-/// The shared context, or `None` when the user opted out and no adapter exists.
-pub fn gpu() -> Option<rollcall::GpuContext> {
-    static CTX: OnceLock<Result<rollcall::GpuContext, String>> = OnceLock::new();
-    match CTX.get_or_init(|| rollcall::GpuContext::new().map_err(|e| e.to_string())) {
-        Ok(ctx) => Some(ctx.clone()),
-        Err(e) if std::env::var(ALLOW_NO_GPU).as_deref() == Ok("1") => {
-            eprintln!("skipping GPU test ({ALLOW_NO_GPU}=1): {e}");
-            None
-        }
-        Err(e) => panic!(
-            "GPU tests need an adapter and none was found: {e}. Install a Vulkan driver \
-             (lavapipe: `.ci/install-lavapipe.sh`), or set {ALLOW_NO_GPU}=1 to skip GPU tests."
-        ),
-    }
-}
+#[path = "gpu.rs"]
+mod gpu_context;
+#[allow(unused_imports)]
+pub use gpu_context::{gpu, ALLOW_NO_GPU};
 
 /// One sampler per way of laying rows over dispatches (first pass split by
 /// tile, first pass per row, first pass fused into the draw): their results

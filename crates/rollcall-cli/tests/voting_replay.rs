@@ -2,9 +2,10 @@
 //! on the shared vote data when it is present (it is evaluation data, never
 //! shipped: these checks say so and skip when ../shared/data is absent).
 
+#[path = "../../rollcall/tests/common/gpu.rs"]
 mod common;
 
-use rollcall::voting::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
+use rollcall_cli::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
 use rollcall::voting::scheduler::Allocation;
 
 #[test]

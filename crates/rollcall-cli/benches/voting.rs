@@ -18,9 +18,9 @@ use wgpu::util::DeviceExt;
 
 fn bench_voting(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter");
-    let config = rollcall::bench::voting_rule();
+    let config = rollcall_cli::bench::voting_rule();
     for prompts in [10_000u32, 100_000] {
-        let (segments, answers) = rollcall::bench::voting_round(prompts, 3);
+        let (segments, answers) = rollcall_cli::bench::voting_round(prompts, 3);
         let votes = RoundVotes {
             segments: &segments,
             answers: &answers,
@@ -45,7 +45,7 @@ fn bench_voting(c: &mut Criterion) {
         group.bench_function("cpu-twin", |b| {
             b.iter(|| {
                 black_box(
-                    rollcall::bench::voting_round_cpu(&votes, prompts, 16, &config)
+                    rollcall_cli::bench::voting_round_cpu(&votes, prompts, 16, &config)
                         .expect("valid round"),
                 )
             })

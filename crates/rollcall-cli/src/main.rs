@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use half::{bf16, f16};
 use rollcall::reference::ReadOnce;
 use rollcall::sampling::{cpu, validate_params, SplitRows};
-use rollcall::synthetic::{self, LogitsShape};
+use rollcall_cli::synthetic::{self, LogitsShape};
 use rollcall::{
     GpuContext, HostLogits, LogitsBinding, RowStatus, SampleBatch, SampleResult, Sampler,
     SamplingParams,
@@ -506,12 +506,12 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
     // byte and would flatter the ratio). Short batches run back to back in
     // one timed span, as in `rollcall bench`.
     let plain_read = (dtype != rollcall::LogitsDtype::F32)
-        .then(|| rollcall::bench::PlainRead::with_rows(&ctx, rows, vocab.div_ceil(2)));
+        .then(|| rollcall_cli::bench::PlainRead::with_rows(&ctx, rows, vocab.div_ceil(2)));
     let iters = args.iters.max(1);
-    let (sampler_timing, read_once_timing, runs) = rollcall::bench::time_interleaved(
+    let (sampler_timing, read_once_timing, runs) = rollcall_cli::bench::time_interleaved(
         &ctx,
         iters,
-        Some(rollcall::bench::MIN_SPAN),
+        Some(rollcall_cli::bench::MIN_SPAN),
         |_| {},
         |e| sampler.encode(e, &binding, &mut batch),
         |e| match &plain_read {
@@ -686,7 +686,7 @@ fn cli_name<T: ValueEnum>(value: T) -> String {
 }
 
 fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
-    use rollcall::voting::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
+    use rollcall_cli::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
     let mut sets = Vec::new();
     if args.files.is_empty() {
         sets.push((
@@ -778,7 +778,7 @@ fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
 }
 
 fn tail(args: &TailArgs) -> rollcall::Result<ExitCode> {
-    use rollcall::tail::study::{study, RewardFamily, StudyBackend};
+    use rollcall_cli::study::{study, RewardFamily, StudyBackend};
     use rollcall::tail::{Estimator, TailStats};
     let family = RewardFamily::parse(&args.family, args.location, args.scale, args.p)?;
     let (n, alpha) = (args.n, args.alpha);
@@ -887,7 +887,7 @@ fn tail(args: &TailArgs) -> rollcall::Result<ExitCode> {
 /// Two panels, bias and spread against m (log scale), one line per estimator.
 fn write_tail_svg(
     path: &std::path::Path,
-    rows: &[rollcall::tail::study::StudyRow],
+    rows: &[rollcall_cli::study::StudyRow],
     title: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
@@ -916,9 +916,9 @@ fn write_tail_svg(
     for (panel, (label, pick)) in panels.iter().zip([
         (
             "bias",
-            (|r: &rollcall::tail::study::StudyRow| r.bias) as fn(&_) -> f64,
+            (|r: &rollcall_cli::study::StudyRow| r.bias) as fn(&_) -> f64,
         ),
-        ("spread", |r: &rollcall::tail::study::StudyRow| r.spread),
+        ("spread", |r: &rollcall_cli::study::StudyRow| r.spread),
     ]) {
         let finite: Vec<f64> = rows.iter().map(pick).filter(|v| v.is_finite()).collect();
         let lo = finite.iter().cloned().fold(0.0f64, f64::min);
@@ -963,7 +963,7 @@ fn write_tail_svg(
 }
 
 fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
-    use rollcall::bench::{run, BenchOptions};
+    use rollcall_cli::bench::{run, BenchOptions};
     let ctx = GpuContext::new()?;
     let options = BenchOptions {
         iters: args.iters as usize,
@@ -974,17 +974,17 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
     };
     let rows = run(&ctx, &options, |what| eprint!("\r{what:<60}"))?;
     eprint!("\r{:<60}\r", "");
-    let bracket_ms = rollcall::bench::timing_bracket(&ctx, options.iters)?
+    let bracket_ms = rollcall_cli::bench::timing_bracket(&ctx, options.iters)?
         .median
         .as_secs_f64()
         * 1e3;
-    let batch_one = rollcall::bench::batch_one_ratios(&rows);
+    let batch_one = rollcall_cli::bench::batch_one_ratios(&rows);
     if args.json {
         let out = serde_json::json!({
             "adapter": ctx.describe(),
             "iters": options.iters,
             "timing_bracket_ms": bracket_ms,
-            "min_span_ms": rollcall::bench::MIN_SPAN.as_secs_f64() * 1e3,
+            "min_span_ms": rollcall_cli::bench::MIN_SPAN.as_secs_f64() * 1e3,
             "rows": rows,
             "batch_one_over_batch_64_per_row": batch_one,
         });
@@ -1000,11 +1000,11 @@ fn bench(args: &BenchArgs) -> rollcall::Result<ExitCode> {
     println!(
         "an empty timed span costs {bracket_ms:.3} ms here; sampling kernels shorter than {} ms \
          run back to back in one span (runs column) and are charged the span / runs",
-        rollcall::bench::MIN_SPAN.as_millis()
+        rollcall_cli::bench::MIN_SPAN.as_millis()
     );
     if let Some(probe) = rows
         .iter()
-        .find(|r| r.kernel == rollcall::bench::YARDSTICK_PROBE)
+        .find(|r| r.kernel == rollcall_cli::bench::YARDSTICK_PROBE)
     {
         println!(
             "yardstick: read-once with scalar loads; with vector loads it reads at {:.2} of it \

@@ -1,0 +1,4 @@
+//! Math shared by kernels and their CPU twins. Each file mirrors the WGSL
+//! file of the same name in `shaders/shared/`.
+
+pub(crate) mod special;
