@@ -19,13 +19,13 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use half::bf16;
-use rollcall_cli::bench::PlainRead;
-use rollcall::reference::ReadOnce;
-use rollcall_cli::synthetic::{self, LogitsShape};
+use rollcall::internals::ReadOnce;
 use rollcall::{
     sampling::cpu, GpuContext, HostLogits, LogitsBinding, LogitsDtype, SampleBatch, Sampler,
     SamplingParams,
 };
+use rollcall_cli::bench::PlainRead;
+use rollcall_cli::synthetic::{self, LogitsShape};
 use std::hint::black_box;
 
 const BATCHES: [u32; 3] = [1, 64, 256];

@@ -9,7 +9,7 @@ mod common;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rollcall::compact::{compact_cpu, CompactScratch, Compactor};
+use rollcall::compact::{cpu::compact as compact_cpu, CompactScratch, Compactor};
 use rollcall::voting::scheduler::{Allocation, Scheduler};
 use rollcall::voting::RoundVotes;
 use rollcall::GpuContext;

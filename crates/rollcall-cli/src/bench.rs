@@ -8,20 +8,20 @@
 //! show up in the ratio). Ratio = read-once time of those bytes / kernel time:
 //! 1.0 means the kernel runs at the speed of a plain read.
 
-use rollcall::compact::{compact_cpu, CompactScratch, Compactor};
-use rollcall::reference::ReadOnce;
-use rollcall::sampling::cpu as sampling_cpu;
 use crate::synthetic::{self, LogitsShape};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rollcall::compact::{cpu::compact as compact_cpu, CompactScratch, Compactor};
+use rollcall::internals::ReadOnce;
+use rollcall::internals::{GpuTimer, Timing};
+use rollcall::sampling::cpu as sampling_cpu;
 use rollcall::tail::{cpu as tail_cpu, Estimator, TailStats};
-use rollcall::timing::{GpuTimer, Timing};
-use rollcall::voting::rules::{decide, RuleConfig, StopRule};
 use rollcall::voting::scheduler::{Allocation, Scheduler};
-use rollcall::voting::{CpuVoteTables, RoundVotes, Segment};
+use rollcall::voting::{cpu::VoteTables as CpuVoteTables, RoundVotes, Segment};
+use rollcall::voting::{RuleConfig, StopRule};
 use rollcall::{
     Error, GpuContext, LogitsBinding, LogitsDtype, Result, SampleBatch, Sampler, SamplingParams,
 };
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use std::time::{Duration, Instant};
 
 /// What to run.
@@ -119,11 +119,11 @@ pub struct BenchRow {
 ///
 /// ```no_run
 /// use rollcall_cli::bench::PlainRead;
-/// use rollcall::reference::ReadOnce;
+/// use rollcall::internals::ReadOnce;
 /// let ctx = rollcall::GpuContext::new()?;
 /// let read_once = ReadOnce::new(&ctx)?;
 /// let plain = PlainRead::new(&ctx, 256 * 128_256 * 2); // as many bytes as 256 bf16 rows
-/// let timing = rollcall::timing::time_gpu(&ctx, 10, |e| plain.encode(&read_once, e))?;
+/// let timing = rollcall::internals::time_gpu(&ctx, 10, |e| plain.encode(&read_once, e))?;
 /// println!("{} bytes in {:?}", plain.bytes(), timing.median);
 /// # Ok::<(), rollcall::Error>(())
 /// ```
@@ -237,7 +237,7 @@ pub fn runs_per_span(span: Duration, one_run: Duration) -> u32 {
 ///
 /// ```no_run
 /// use rollcall_cli::bench::{time_interleaved, PlainRead, MIN_SPAN};
-/// use rollcall::reference::ReadOnce;
+/// use rollcall::internals::ReadOnce;
 /// let ctx = rollcall::GpuContext::new()?;
 /// let read_once = ReadOnce::new(&ctx)?;
 /// let (small, large) = (PlainRead::new(&ctx, 4096), PlainRead::new(&ctx, 1 << 20));
@@ -319,7 +319,7 @@ pub fn time_interleaved(
 /// # Ok::<(), rollcall::Error>(())
 /// ```
 pub fn timing_bracket(ctx: &GpuContext, iters: usize) -> Result<Timing> {
-    rollcall::timing::time_gpu(ctx, iters, |_| Ok(()))
+    rollcall::internals::time_gpu(ctx, iters, |_| Ok(()))
 }
 
 /// One row; the reference read `reference_bytes`, and its time is scaled to
@@ -721,12 +721,12 @@ pub fn voting_round_cpu(
     capacity: u32,
     config: &RuleConfig,
 ) -> Result<Vec<u32>> {
-    let rule = config.to_gpu()?;
+    config.validate()?;
     let mut tables = CpuVoteTables::new(prompts, capacity);
     tables.count(round)?;
-    let keep: Vec<u32> = (0..prompts)
-        .map(|p| u32::from(!decide(&rule, tables.votes(p), tables.table(p)).stopped))
-        .collect();
+    let keep = (0..prompts)
+        .map(|p| Ok(u32::from(!tables.decide(config, p)?.stopped)))
+        .collect::<Result<Vec<u32>>>()?;
     Ok(compact_cpu(&keep))
 }
 
@@ -767,8 +767,8 @@ impl Grid<'_> {
         // adapters); time both ways. Large batches on GPUs take the
         // one-dispatch route (CPU adapters a separate first pass for plain
         // and greedy batches): time it beside the default.
-        let split = Sampler::new(ctx)?.with_split_rows(rollcall::sampling::SplitRows::Always);
-        let fused = Sampler::new(ctx)?.with_split_rows(rollcall::sampling::SplitRows::Fused);
+        let split = Sampler::new(ctx)?.with_split_rows(rollcall::internals::SplitRows::Always);
+        let fused = Sampler::new(ctx)?.with_split_rows(rollcall::internals::SplitRows::Fused);
         let with_exp = ReadOnce::with_exp_per_logit(ctx)?;
         use LogitsDtype::{Bf16, F16, F32};
         use LogitsShape::{Flat, Model};
@@ -813,7 +813,7 @@ impl Grid<'_> {
                 .filter(|(name, _)| !(matches!(shape, Flat) && *name == "greedy"))
                 .map(|(name, p)| (name.to_string(), *p, &sampler))
                 .collect();
-            if batch < rollcall::sampling::SPLIT_BELOW_ROWS {
+            if batch < rollcall::internals::SPLIT_BELOW_ROWS {
                 runs.push(("plain T=1, rows split".into(), modes[0].1, &split));
             }
             // Masked rows (banned tokens, grammar masks, padded vocabularies

@@ -3,13 +3,14 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use half::{bf16, f16};
-use rollcall::reference::ReadOnce;
-use rollcall::sampling::{cpu, validate_params, SplitRows};
-use rollcall_cli::synthetic::{self, LogitsShape};
+use rollcall::internals::ReadOnce;
+use rollcall::internals::SplitRows;
+use rollcall::sampling::cpu;
 use rollcall::{
     GpuContext, HostLogits, LogitsBinding, RowStatus, SampleBatch, SampleResult, Sampler,
     SamplingParams,
 };
+use rollcall_cli::synthetic::{self, LogitsShape};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -423,7 +424,6 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
                 .seed(args.seed.wrapping_add(r))
         })
         .collect();
-    let gpu_params = validate_params(&params)?;
     if vocab == 0 {
         return Err(rollcall::Error::EmptyVocab);
     }
@@ -444,11 +444,11 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
     let gpu = sampler.sample(logits, vocab, &params)?;
     let v = vocab as usize;
     let cpu_start = Instant::now();
-    let traces: Vec<cpu::RowTrace> = gpu_params
+    let traces: Vec<cpu::RowTrace> = params
         .iter()
         .enumerate()
-        .map(|(r, p)| cpu::sample_row_traced(logits.slice(r * v, (r + 1) * v), p))
-        .collect();
+        .map(|(r, p)| cpu::sample_traced(logits.slice(r * v, (r + 1) * v), p))
+        .collect::<rollcall::Result<_>>()?;
     let cpu_time = cpu_start.elapsed();
     let mut check = Check {
         rows: gpu.len(),
@@ -778,8 +778,8 @@ fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
 }
 
 fn tail(args: &TailArgs) -> rollcall::Result<ExitCode> {
-    use rollcall_cli::study::{study, RewardFamily, StudyBackend};
     use rollcall::tail::{Estimator, TailStats};
+    use rollcall_cli::study::{study, RewardFamily, StudyBackend};
     let family = RewardFamily::parse(&args.family, args.location, args.scale, args.p)?;
     let (n, alpha) = (args.n, args.alpha);
     let estimators = args

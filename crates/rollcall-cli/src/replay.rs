@@ -4,12 +4,12 @@
 //! take the majority of what was revealed (ties to the answer seen first), and
 //! score it against the truth; average accuracy and samples over shuffles.
 
-use rollcall::voting::rules::{RuleConfig, StopRule};
-use rollcall::voting::scheduler::{run_cpu, Allocation, ReplayEngine, Scheduler};
-use rollcall::{Error, GpuContext, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rollcall::voting::rules::{RuleConfig, StopRule};
+use rollcall::voting::scheduler::{run_cpu, Allocation, ReplayEngine, Scheduler};
+use rollcall::{Error, GpuContext, Result};
 
 /// One question: its true answer and its recorded answers.
 #[derive(Clone, Debug, PartialEq)]
@@ -178,7 +178,7 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
         min_votes: 1,
         max_votes: max,
     };
-    config.to_gpu().ok().map(|_| config)
+    config.validate().ok().map(|_| config)
 }
 
 /// Where the replay runs.

@@ -3,11 +3,13 @@
 //! E[max of N] is known exactly, runs the estimators (GPU or CPU twin), and
 //! reports each one's bias and spread. `rollcall tail` prints it.
 
-use rollcall::tail::{cpu, expected_max_std_normal, Estimator, SegmentStatus, TailStats, EULER_GAMMA};
-use rollcall::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp1, Gumbel, StandardNormal};
+use rollcall::tail::{
+    cpu, expected_max_std_normal, Estimator, SegmentStatus, TailStats, EULER_GAMMA,
+};
+use rollcall::{Error, Result};
 
 /// A reward population with a known expected best of N.
 #[derive(Clone, Copy, Debug, PartialEq)]

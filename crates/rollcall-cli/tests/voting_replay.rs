@@ -5,8 +5,8 @@
 #[path = "../../rollcall/tests/common/gpu.rs"]
 mod common;
 
-use rollcall_cli::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
 use rollcall::voting::scheduler::Allocation;
+use rollcall_cli::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
 
 #[test]
 fn synthetic_replay_gpu_matches_cpu() {

@@ -1,7 +1,7 @@
 // Philox4x32-10 words for given (counter, key) pairs: exposes the generator the
 // kernels share, so the GPU and the Rust twin can be checked word for word.
 
-#include "philox.wgsl"
+#include "shared/philox.wgsl"
 
 struct PhiloxInput {
     counter: vec4<u32>,

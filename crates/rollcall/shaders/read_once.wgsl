@@ -12,7 +12,7 @@
 // 4 in increasing order, loading a group of four at a time as the sampler's
 // first pass does. The per-row sum is written out so the reads cannot be optimized away.
 
-#include "logits.wgsl"
+#include "shared/logits.wgsl"
 
 const WG: u32 = 256u;
 const GROUP: u32 = 4u;

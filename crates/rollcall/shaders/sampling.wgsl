@@ -27,8 +27,8 @@
 // host together with `LOGITS_DTYPE` and `VEC4_LOADS`; they change speed, never
 // results. So is `TILE_GROUPS`, which fixes the results (see below).
 
-#include "philox.wgsl"
-#include "logits.wgsl"
+#include "shared/philox.wgsl"
+#include "shared/logits.wgsl"
 
 const WG: u32 = 256u;
 const GROUP: u32 = 4u;

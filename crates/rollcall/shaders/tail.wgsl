@@ -18,8 +18,8 @@
 // advantages. Sequential on purpose: the Rust twin (`tail::cpu`) repeats the
 // same f32 operations in the same order.
 
-#include "keys.wgsl"
-#include "posterior.wgsl"
+#include "shared/keys.wgsl"
+#include "shared/special.wgsl"
 
 const ORDER_THREADS: u32 = 256u;
 // SORT_CHUNK (rewards a `sort_chunks` workgroup sorts: 8 KiB of workgroup

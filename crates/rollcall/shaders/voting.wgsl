@@ -90,7 +90,7 @@ fn count_votes(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgr
 // The same rules and f32 operations as src/voting/rules.rs (the CPU twin).
 
 struct Rule {
-    kind: u32,       // 0 fixed, 1 Beta, 2 Dirichlet, 3 OptPO, 4 ConSol SPRT,
+    kind: u32,       // RULE_* (prepended by the host from src/voting/rules.rs)
                      // 5 ESC window, 6 majority, 7 entropy, 8 ConSol mixture SPRT,
                      // 9 predictive
     min_votes: u32,
@@ -165,11 +165,11 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
     var met = false;
     var confidence = share;
     switch rule.kind {
-        case 1u: {
+        case RULE_BETA: {
             confidence = beta_leader_probability(vl, vs, rule.c.y);
             met = confidence >= rule.c.x;
         }
-        case 2u: {
+        case RULE_DIRICHLET: {
             if distinct < 3u {
                 confidence = beta_leader_probability(vl, vs, rule.c.y);
             } else {
@@ -198,7 +198,7 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
             }
             met = confidence >= rule.c.x;
         }
-        case 3u: {
+        case RULE_OPTPO: {
             var m = f32(max(distinct, 2u));
             if rule.count != 0u {
                 m = f32(max(rule.count, distinct));
@@ -215,21 +215,21 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
             confidence = 1.0 / denom;
             met = beta > 0.0 && (confidence >= 1.0 - rule.c.y || f32(vl - vs) * beta >= rule.c.z);
         }
-        case 4u: {
+        case RULE_CONSOL_SPRT: {
             let log_lr = f32(vl) * rule.c.x + f32(vs) * rule.c.y;
             met = log_lr >= rule.c.z || log_lr <= rule.c.w;
             confidence = 1.0 / (1.0 + exp(-log_lr));
         }
-        case 5u: {
+        case RULE_ESC: {
             // The newest complete window (ending at the last multiple of w)
             // and every vote after it agree.
             let w = rule.count;
             met = n >= w && run_length >= w + n % w;
         }
-        case 6u: {
+        case RULE_MAJORITY: {
             met = n >= 2u && share >= rule.c.x;
         }
-        case 9u: {
+        case RULE_PREDICTIVE: {
             var remaining = 0u;
             if n != 0u && n < rule.max_votes {
                 remaining = u32(floor(f32(rule.max_votes - n) * f32(vl + vs) / f32(n) + 0.5));
@@ -238,12 +238,12 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
             met = n > 0u && risk <= rule.c.x;
             confidence = 1.0 - risk;
         }
-        case 8u: {
+        case RULE_CONSOL_MSPRT: {
             let log_lr = msprt_log_ratio(vl, vs, rule.c.x);
             met = log_lr >= rule.c.z || log_lr <= rule.c.w;
             confidence = 1.0 / (1.0 + exp(-log_lr));
         }
-        case 7u: {
+        case RULE_ENTROPY: {
             var total = 0.0;
             for (var k = 0u; k < distinct; k++) {
                 total += f32(decide_tables[base + k].y + select(0u, bonus, k == leader));

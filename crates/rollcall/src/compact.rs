@@ -6,13 +6,13 @@
 //! another: portable to adapters without forward-progress guarantees. Each
 //! flag is read twice (count and scatter); each kept index written once.
 
-use crate::shader::ShaderVariant;
+use crate::gpu::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
 /// Flags handled by one workgroup.
-pub const BLOCK: u32 = 8192;
+pub(crate) const BLOCK: u32 = 8192;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -23,32 +23,42 @@ struct CompactParams {
     with_values: u32,
 }
 
-/// CPU twin: the indices `i` with `keep[i] != 0`, in increasing order.
-///
-/// ```
-/// assert_eq!(rollcall::compact::compact_cpu(&[0, 3, 0, 1]), vec![1, 3]);
-/// ```
-pub fn compact_cpu(keep: &[u32]) -> Vec<u32> {
-    keep.iter()
-        .enumerate()
-        .filter(|(_, &k)| k != 0)
-        .map(|(i, _)| i as u32)
-        .collect()
+/// The CPU twin.
+pub mod cpu {
+    /// The indices `i` with `keep[i] != 0`, in increasing order.
+    ///
+    /// ```
+    /// assert_eq!(rollcall::compact::cpu::compact(&[0, 3, 0, 1]), vec![1, 3]);
+    /// ```
+    pub fn compact(keep: &[u32]) -> Vec<u32> {
+        keep.iter()
+            .enumerate()
+            .filter(|(_, &k)| k != 0)
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
 }
 
 /// The shader's three entry points.
-pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
+pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
     ["count_blocks", "scan_blocks", "scatter"]
         .into_iter()
         .map(|entry_point| {
             Ok(ShaderVariant {
                 label: format!("compact/{entry_point}"),
                 entry_point,
-                source: crate::shader::compose("compact.wgsl", "")?,
-                features: wgpu::Features::empty(),
+                source: crate::gpu::shader::compose("compact.wgsl", "")?,
             })
         })
         .collect()
+}
+
+/// The compaction kernels have no variants.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CompactKey;
+
+impl crate::gpu::cache::PipelineKey for CompactKey {
+    type Built = Pipelines;
 }
 
 struct Pipelines {
@@ -114,33 +124,30 @@ pub struct Compactor {
 impl Compactor {
     /// Builds (or reuses) the pipelines on `ctx`.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let built = ctx.cached("compact", || {
-            let variants = shader_variants()?;
-            let device = &ctx.device;
-            let (read, write) = (Some(true), Some(false));
-            let layout = crate::shader::buffer_layout(
-                device,
+        let built = ctx.pipelines(&CompactKey, || {
+            use crate::gpu::shader::{layout_and_pipelines, Binding};
+            let (read, write) = (Binding::Read, Binding::ReadWrite);
+            let bindings = [
+                (0, Binding::Uniform(None)),
+                (1, read),
+                (2, write),
+                (3, write),
+                (4, write),
+                (5, read),
+                (6, write),
+            ];
+            let (layout, pipelines) = layout_and_pipelines(
+                &ctx.device,
                 "rollcall compact",
-                &[
-                    (0, None),
-                    (1, read),
-                    (2, write),
-                    (3, write),
-                    (4, write),
-                    (5, read),
-                    (6, write),
-                ],
+                &bindings,
+                &shader_variants()?,
             );
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("rollcall compact"),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let build = |v: &ShaderVariant| v.compute_pipeline(device, Some(&pipeline_layout));
+            let [count, scan, scatter] = <[_; 3]>::try_from(pipelines)
+                .unwrap_or_else(|_| unreachable!("three entry points"));
             Ok(Pipelines {
-                count: build(&variants[0]),
-                scan: build(&variants[1]),
-                scatter: build(&variants[2]),
+                count,
+                scan,
+                scatter,
                 layout,
             })
         })?;
@@ -154,6 +161,8 @@ impl Compactor {
     /// Caps the workgroups along x, so that large inputs use a 2-D grid (the
     /// adapter's own cap, 65 535 by default, is otherwise reached only past
     /// 67 million flags): for tests and for adapters with smaller limits.
+    /// For tests of the 2-D grid (feature `internals`).
+    #[cfg(feature = "internals")]
     pub fn with_grid_width(mut self, width: u32) -> Self {
         self.grid_width = width.clamp(1, self.grid_width);
         self

@@ -1,11 +1,14 @@
 //! The crate's error type: every rejection names the problem, and all input
 //! checks run before any GPU work is recorded.
 
-/// Everything that rollcall can refuse or fail at.
+/// Everything that rollcall can refuse or fail at. Input errors name the
+/// offending row, index or value and are returned before any GPU work;
+/// device errors (out of memory, validation, a lost device) are caught and
+/// returned, never raised as panics.
 ///
 /// ```
-/// use rollcall::{Error, SamplingParams};
-/// let err = rollcall::sampling::validate_params(&[SamplingParams::new(-1.0)]).unwrap_err();
+/// use rollcall::{sampling::cpu, Error, HostLogits, SamplingParams};
+/// let err = cpu::sample(HostLogits::F32(&[0.0]), 1, &[SamplingParams::new(-1.0)]).unwrap_err();
 /// assert!(matches!(err, Error::InvalidTemperature { row: 0, .. }));
 /// ```
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +20,22 @@ pub enum Error {
     /// The adapter refused to open a device.
     #[error("could not open a device on the adapter: {0}")]
     RequestDevice(String),
+    /// The device ran out of memory while creating or running `what`.
+    #[error("out of GPU memory ({what})")]
+    OutOfMemory { what: &'static str },
+    /// A buffer or binding larger than the device allows.
+    #[error("{what} needs {bytes} bytes, more than the device allows ({limit} bytes)")]
+    TooLarge {
+        what: &'static str,
+        bytes: u64,
+        limit: u64,
+    },
+    /// The device reported an error (validation or internal).
+    #[error("GPU device error: {0}")]
+    Device(String),
+    /// The device was lost (driver reset, unplugged GPU); a new context is needed.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
     /// A shader failed to compose (missing include): a bug in the crate.
     #[error("shader `{name}`: {reason}")]
     Shader { name: String, reason: String },
@@ -59,6 +78,22 @@ pub enum Error {
     /// decrease, overrun, or hold more than a segment may.
     #[error("segment {segment}: {reason}")]
     InvalidSegment { segment: usize, reason: String },
+    /// A prompt index past the tables.
+    #[error("prompt {prompt} out of range: the tables hold {prompts} prompts")]
+    PromptOutOfRange { prompt: u32, prompts: u32 },
+    /// An input slice of the wrong length.
+    #[error("{what}: expected {expected} elements, got {got}")]
+    LengthMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// An argument out of its range (named in the message).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A call that reads uploaded data came before any upload.
+    #[error("{0}: nothing uploaded yet")]
+    NothingUploaded(&'static str),
     /// Token counts must match the round's answers one for one.
     #[error("round has {answers} answers but {tokens} token counts")]
     TokensLengthMismatch { answers: usize, tokens: usize },

@@ -5,18 +5,20 @@
 //! semantics that every GPU result is tested against.
 //!
 //! - [`sampling`]: batched token sampling from logits (temperature, greedy,
-//!   top-k, top-p, min-p; f32/f16/bf16; per-row seeds, batch invariant).
-//! - [`voting`]: adaptive majority voting (vote tables, stopping rules,
-//!   rewards, the round scheduler, replay of recorded votes) and
-//!   [`compact`]: stream compaction of live prompts.
-//! - [`tail`]: best-of-N tail statistics (segmented sort and top-k, the
-//!   exact expected max of N, pass@k, TEA, Prefix-TEA, a generalised Pareto
-//!   tail, GRPO's baseline).
-//! - [`reference`](mod@reference): a kernel that only reads the same logits once, the
-//!   yardstick sampler throughput is reported against.
-//! - [`timing`]: GPU time of an encoded workload (timestamp queries, or wall
-//!   time when the device has none).
-//! - [`synthetic`]: seeded model-like or flat logits for benchmarks.
+//!   top-k, top-p, min-p; f32/f16/bf16; per-row seeds, batch invariant):
+//!   [`Sampler`] on the GPU, [`sampling::cpu`] its twin.
+//! - [`voting`]: adaptive majority voting: [`voting::VoteTables`], the
+//!   stopping rules, the round [`voting::Scheduler`], rewards and GRPO
+//!   advantages, with [`voting::cpu`] as the twin; [`compact`]: stream
+//!   compaction of live prompts.
+//! - [`tail`]: best-of-N tail statistics (segmented sort and top-k, the exact
+//!   expected max of N, pass@k, TEA, Prefix-TEA, a generalised Pareto tail,
+//!   GRPO's baseline): [`tail::TailStats`] and [`tail::cpu`].
+//!
+//! Every kernel object is built on a [`GpuContext`], which either opens its
+//! own device or adopts an engine's. Each has a host path (slices in, results
+//! out, one submit and one readback) and an engine path (`encode*`: recorded
+//! into the caller's encoder, nothing submitted or read back).
 //!
 //! ```no_run
 //! use rollcall::{GpuContext, HostLogits, Sampler, SamplingParams};
@@ -31,21 +33,24 @@
 //! ```
 
 pub mod compact;
+mod error;
+mod gpu;
+#[cfg(feature = "internals")]
+pub mod internals;
 mod math;
-pub mod context;
-pub mod error;
-pub mod logits;
-pub mod philox;
-pub mod reference;
+#[cfg(any(test, feature = "internals"))]
+mod read_once;
 pub mod sampling;
-pub mod shader;
+#[cfg(test)]
+mod shader_tests;
 pub mod tail;
-pub mod timing;
 pub mod voting;
 
-pub use context::{GpuContext, SyncCounts};
 pub use error::{Error, Result};
-pub use sampling::{
-    HostLogits, LogitsBinding, LogitsDtype, RowStatus, SampleBatch, SampleResult, Sampler,
-    SamplingParams, NO_TOKEN,
-};
+pub use gpu::{GpuContext, HostLogits, LogitsBinding, LogitsDtype, SyncCounts};
+pub use sampling::{RowStatus, SampleBatch, SampleResult, Sampler, SamplingParams, NO_TOKEN};
+
+// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

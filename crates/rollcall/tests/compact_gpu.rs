@@ -5,7 +5,7 @@
 mod common;
 
 use rand::Rng;
-use rollcall::compact::{compact_cpu, CompactScratch, Compactor};
+use rollcall::compact::{cpu::compact as compact_cpu, CompactScratch, Compactor};
 
 fn flags(n: usize, density: f64, seed: u64) -> Vec<u32> {
     let mut rng = common::rng(seed);
@@ -62,7 +62,7 @@ fn compaction_of_ten_million_flags() {
 fn compaction_on_a_two_dimensional_grid() {
     let Some(ctx) = common::gpu() else { return };
     let compactor = Compactor::new(&ctx).unwrap().with_grid_width(7);
-    let block = rollcall::compact::BLOCK as usize;
+    let block = rollcall::internals::COMPACT_BLOCK as usize;
     for n in [7 * block, 7 * block + 1, 50 * block + 3, 333_333] {
         let keep = flags(n, 0.4, n as u64);
         assert_eq!(

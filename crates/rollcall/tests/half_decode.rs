@@ -12,7 +12,7 @@
 mod common;
 
 use half::{bf16, f16};
-use rollcall::reference::ReadOnce;
+use rollcall::internals::ReadOnce;
 use rollcall::HostLogits;
 
 fn assert_same(kind: &str, layout: &str, bits: u16, gpu: f32, want: f32) {

@@ -7,8 +7,8 @@
 #![allow(clippy::disallowed_methods)]
 mod common;
 use rand::Rng;
+use rollcall::internals::TILE_TOKENS;
 use rollcall::sampling::cpu;
-use rollcall::sampling::{validate_params, TILE_TOKENS};
 use rollcall::{HostLogits, RowStatus, SamplingParams};
 
 fn rows_for(vocab: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Vec<f32>> {
@@ -170,10 +170,10 @@ fn adversarial_rows_agree_on_every_route_and_with_the_twin() {
                 );
             }
         }
-        let gp = validate_params(&params).unwrap();
         for r in 0..params.len() {
             let ctx = format!("vocab {vocab} row {} kind {} {:?}", r / 5, r % 5, params[r]);
-            let tr = cpu::sample_row_traced(logits.slice(r * vocab, (r + 1) * vocab), &gp[r]);
+            let tr =
+                cpu::sample_traced(logits.slice(r * vocab, (r + 1) * vocab), &params[r]).unwrap();
             assert_eq!(b[r].status, tr.result.status, "twin {ctx}");
             if b[r].status == RowStatus::Ok {
                 if r % 5 <= 1 {

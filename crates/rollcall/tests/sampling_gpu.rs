@@ -9,7 +9,6 @@ mod common;
 use half::{bf16, f16};
 use rand::Rng;
 use rollcall::sampling::cpu::{self, RowTrace};
-use rollcall::sampling::validate_params;
 use rollcall::{
     HostLogits, LogitsDtype, RowStatus, SampleResult, Sampler, SamplingParams, NO_TOKEN,
 };
@@ -200,12 +199,9 @@ fn run_case(
         .sample(logits.view(), vocab as u32, &params)
         .expect("valid input");
     assert_eq!(gpu.len(), rows);
-    let gpu_params = validate_params(&params).unwrap();
     for r in 0..rows {
-        let trace = cpu::sample_row_traced(
-            logits.view().slice(r * vocab, (r + 1) * vocab),
-            &gpu_params[r],
-        );
+        let trace = cpu::sample_traced(logits.view().slice(r * vocab, (r + 1) * vocab), &params[r])
+            .unwrap();
         let context = format!(
             "rows {rows} vocab {vocab} {dtype:?} row {r} params {:?}",
             params[r]
@@ -432,8 +428,8 @@ fn engine_case(ctx: &rollcall::GpuContext, dtype: LogitsDtype, vocab: usize, off
 #[test]
 fn philox_known_answers_on_gpu() {
     let Some(ctx) = common::gpu() else { return };
-    let kat = rollcall::philox::KNOWN_ANSWERS;
-    let philox = rollcall::philox::PhiloxWords::new(&ctx).unwrap();
+    let kat = rollcall::internals::KNOWN_ANSWERS;
+    let philox = rollcall::internals::PhiloxWords::new(&ctx).unwrap();
     let inputs: Vec<_> = kat.iter().map(|&(c, k, _)| (c, k)).collect();
     let words = philox.generate(&inputs).unwrap();
     for (w, (_, _, expected)) in words.iter().zip(kat) {
@@ -445,7 +441,7 @@ fn philox_known_answers_on_gpu() {
         (0..1000).map(|_| (rng.random(), rng.random())).collect();
     let words = philox.generate(&inputs).unwrap();
     for (w, (c, k)) in words.iter().zip(&inputs) {
-        assert_eq!(*w, rollcall::philox::philox4x32_10(*c, *k));
+        assert_eq!(*w, rollcall::internals::philox4x32_10(*c, *k));
     }
 }
 
@@ -465,7 +461,6 @@ fn adopted_device_samples_like_an_owned_one() {
     let mut rng = common::rng(5);
     let logits = common::model_like_logits(&mut rng, 4 * 5000);
     let params: Vec<SamplingParams> = (0..4).map(|_| random_params(&mut rng, 5000)).collect();
-    let gpu_params = validate_params(&params).unwrap();
     let mut tally = Tally::default();
     for ctx in [&adopted, &owned] {
         let out = Sampler::new(ctx)
@@ -473,10 +468,11 @@ fn adopted_device_samples_like_an_owned_one() {
             .sample(HostLogits::F32(&logits), 5000, &params)
             .unwrap();
         for r in 0..4 {
-            let trace = cpu::sample_row_traced(
+            let trace = cpu::sample_traced(
                 HostLogits::F32(&logits[r * 5000..(r + 1) * 5000]),
-                &gpu_params[r],
-            );
+                &params[r],
+            )
+            .unwrap();
             check_row(
                 &out[r],
                 &trace,
@@ -559,7 +555,7 @@ fn pipelines_are_built_once_per_context() {
 /// the route.
 #[test]
 fn every_route_gives_the_same_bits() {
-    use rollcall::sampling::TILE_TOKENS;
+    use rollcall::internals::TILE_TOKENS;
     let Some(ctx) = common::gpu() else { return };
     let mut routes = common::every_route(&ctx);
     let mut rng = common::rng(77);
@@ -630,16 +626,14 @@ fn every_route_gives_the_same_bits() {
             );
         }
         unfiltered_rows += plain.len();
-        let gpu_params = validate_params(&params).unwrap();
         for r in 0..rows {
             let context = format!(
                 "rows {rows} vocab {vocab} {dtype:?} row {r} {:?}",
                 params[r]
             );
-            let trace = cpu::sample_row_traced(
-                logits.view().slice(r * vocab, (r + 1) * vocab),
-                &gpu_params[r],
-            );
+            let trace =
+                cpu::sample_traced(logits.view().slice(r * vocab, (r + 1) * vocab), &params[r])
+                    .unwrap();
             check_row(&a[r], &trace, &context, &mut tally);
         }
     }

@@ -8,8 +8,8 @@ mod common;
 
 use rand::Rng;
 use rollcall::tail::{Estimator, TailStats};
-use rollcall::voting::rules::{RuleConfig, StopRule};
-use rollcall::voting::scheduler::{Allocation, ReplayEngine, Scheduler};
+use rollcall::voting::{Allocation, ReplayEngine, Scheduler};
+use rollcall::voting::{RuleConfig, StopRule};
 use rollcall::{LogitsBinding, LogitsDtype, SampleBatch, Sampler, SamplingParams};
 use wgpu::util::DeviceExt;
 

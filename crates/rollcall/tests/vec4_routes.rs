@@ -8,7 +8,7 @@
 mod common;
 
 use rand::Rng;
-use rollcall::sampling::SplitRows;
+use rollcall::internals::SplitRows;
 use rollcall::{LogitsDtype, Sampler, SamplingParams};
 
 const AWKWARD: [u32; 12] = [

@@ -6,7 +6,9 @@ mod common;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rollcall::voting::{CpuVoteTables, GpuVoteTables, RoundVotes, Segment};
+use rollcall::voting::{
+    cpu::VoteTables as CpuVoteTables, RoundVotes, Segment, VoteTables as GpuVoteTables,
+};
 use rollcall::Error;
 
 fn random_round(
@@ -69,10 +71,10 @@ fn gpu_tables_match_the_twin() {
         let (votes, tables) = gpu.read().unwrap();
         let mut overflowed = 0;
         for p in 0..prompts {
-            assert_eq!(&votes[p as usize], cpu.votes(p), "prompt {p}");
+            assert_eq!(&votes[p as usize], cpu.votes(p).unwrap(), "prompt {p}");
             let used = votes[p as usize].distinct as usize;
             let table = &tables[p as usize * capacity as usize..][..used];
-            assert_eq!(table, cpu.table(p), "prompt {p}");
+            assert_eq!(table, cpu.table(p).unwrap(), "prompt {p}");
             overflowed += usize::from(votes[p as usize].overflow > 0);
         }
         if capacity < alphabet {
@@ -98,8 +100,8 @@ fn overflow_votes_count_but_never_take_a_slot() {
             tokens: None,
         })
         .unwrap();
-    assert_eq!(tables.table(0), &[[5, 2], [6, 1]]);
-    let v = tables.votes(0);
+    assert_eq!(tables.table(0).unwrap(), &[[5, 2], [6, 1]]);
+    let v = tables.votes(0).unwrap();
     assert_eq!((v.total, v.distinct, v.overflow), (6, 2, 3));
     assert_eq!((v.run_answer, v.run_length), (5, 1));
 }

@@ -1,5 +1,6 @@
 //! Posterior math against trusted implementations (statrs, f64).
 
+use rollcall::internals::special::{erf, gamma_p, ln_gamma};
 use rollcall::voting::posterior::*;
 use statrs::function::beta::beta_reg;
 use statrs::function::gamma::ln_gamma as ln_gamma_f64;

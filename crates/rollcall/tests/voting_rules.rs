@@ -4,8 +4,11 @@
 mod common;
 
 use rand::Rng;
-use rollcall::voting::rules::{decide, RuleConfig, StopRule};
-use rollcall::voting::{CpuVoteTables, GpuVoteTables, PromptVotes, RoundVotes, Segment};
+use rollcall::voting::cpu::decide;
+use rollcall::voting::{
+    cpu::VoteTables as CpuVoteTables, PromptVotes, RoundVotes, Segment, VoteTables as GpuVoteTables,
+};
+use rollcall::voting::{RuleConfig, StopRule};
 use rollcall::Error;
 
 fn all_rules() -> Vec<StopRule> {
@@ -90,7 +93,7 @@ fn stops(rule: StopRule, counts: &[u32]) -> bool {
         max_votes: 1000,
     };
     let (votes, table) = table_of(counts);
-    decide(&config.to_gpu().unwrap(), &votes, &table).stopped
+    decide(&config, &votes, &table).unwrap().stopped
 }
 
 #[test]
@@ -136,11 +139,10 @@ fn gpu_decisions_match_the_twin() {
                 min_votes,
                 max_votes,
             };
-            let gpu_rule = config.to_gpu().unwrap();
             let readback = gpu.decide(&config, &list).unwrap();
             let (decisions, keep) = (&readback.decisions, &readback.keep);
             for (i, &p) in list.iter().enumerate() {
-                let twin = decide(&gpu_rule, cpu.votes(p), cpu.table(p));
+                let twin = cpu.decide(&config, p).unwrap();
                 let got = decisions[i];
                 assert_eq!(got.votes, twin.votes);
                 assert_eq!(got.consensus, twin.consensus, "{rule:?} prompt {p}");
@@ -159,11 +161,11 @@ fn gpu_decisions_match_the_twin() {
                     // Only a probability within rounding of its threshold may
                     // flip (Beta and Dirichlet compare a probability with c[0]);
                     // every other rule must agree exactly.
-                    assert!(
-                        matches!(gpu_rule.kind, 1 | 2),
-                        "{rule:?} prompt {p}: {got:?} vs {twin:?}"
-                    );
-                    let threshold = gpu_rule.c[0];
+                    let threshold = match rule {
+                        StopRule::Beta { threshold, .. }
+                        | StopRule::Dirichlet { threshold, .. } => threshold,
+                        _ => panic!("{rule:?} prompt {p}: {got:?} vs {twin:?}"),
+                    };
                     assert!(
                         (twin.confidence - threshold).abs() < 1e-4,
                         "{rule:?} prompt {p}: {got:?} vs {twin:?}"
@@ -246,9 +248,7 @@ fn esc_checks_whole_windows_only() {
         rule: esc,
         min_votes: 1,
         max_votes: 40,
-    }
-    .to_gpu()
-    .unwrap();
+    };
     let mut tables = CpuVoteTables::new(1, 8);
     let mut fed = Vec::new();
     let mut stopped_at = None;
@@ -267,7 +267,7 @@ fn esc_checks_whole_windows_only() {
                 tokens: None,
             })
             .unwrap();
-        if stopped_at.is_none() && decide(&config, tables.votes(0), tables.table(0)).stopped {
+        if stopped_at.is_none() && tables.decide(&config, 0).unwrap().stopped {
             stopped_at = Some(n + 1);
         }
     }
@@ -284,9 +284,7 @@ fn esc_with_rounds_of_three() {
         rule: esc,
         min_votes: 1,
         max_votes: 40,
-    }
-    .to_gpu()
-    .unwrap();
+    };
     let mut tables = CpuVoteTables::new(1, 8);
     let answers = [7u32; 12];
     for n in [3u32, 6] {
@@ -303,7 +301,7 @@ fn esc_with_rounds_of_three() {
                 tokens: None,
             })
             .unwrap();
-        let d = decide(&config, tables.votes(0), tables.table(0));
+        let d = tables.decide(&config, 0).unwrap();
         assert_eq!(d.stopped, n == 6, "after {n} votes");
     }
 }
@@ -312,7 +310,7 @@ fn esc_with_rounds_of_three() {
 #[test]
 fn bad_reward_calls_are_rejected() {
     let Some(ctx) = common::gpu() else { return };
-    let tables = GpuVoteTables::new(&ctx, 2, 4).unwrap();
+    let mut tables = GpuVoteTables::new(&ctx, 2, 4).unwrap();
     let seg = |prompt, start, count| Segment {
         prompt,
         start,
@@ -368,12 +366,10 @@ fn budgets_bound_every_rule() {
             rule,
             min_votes: 6,
             max_votes: 9,
-        }
-        .to_gpu()
-        .unwrap();
+        };
         for counts in [vec![5u32], vec![9], vec![3, 3, 3], vec![7, 1]] {
             let (votes, table) = table_of(&counts);
-            let d = decide(&config, &votes, &table);
+            let d = decide(&config, &votes, &table).unwrap();
             if votes.total >= 9 {
                 assert!(d.stopped, "{rule:?} {counts:?} at the maximum");
             }
@@ -468,7 +464,7 @@ fn bad_rules_are_rejected() {
     ];
     for config in bad {
         assert!(
-            matches!(config.to_gpu(), Err(Error::InvalidRule(_))),
+            matches!(config.validate(), Err(Error::InvalidRule(_))),
             "{config:?}"
         );
     }
@@ -489,9 +485,7 @@ fn optpo_posterior_is_a_softmax() {
         rule,
         min_votes: 1,
         max_votes: 100,
-    }
-    .to_gpu()
-    .unwrap();
+    };
     let counts = [6u32, 3, 1];
     let (votes, table) = table_of(&counts);
     let beta = (p0 / ((1.0 - p0) / (m - 1.0))).ln();
@@ -501,7 +495,7 @@ fn optpo_posterior_is_a_softmax() {
         .sum::<f64>()
         + (m - 3.0);
     let want = (beta * 6.0).exp() / z;
-    let got = f64::from(decide(&config, &votes, &table).confidence);
+    let got = f64::from(decide(&config, &votes, &table).unwrap().confidence);
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
 }
 
@@ -512,7 +506,7 @@ fn rewards_and_advantages_match_the_twin() {
     let Some(ctx) = common::gpu() else { return };
     let mut rng = common::rng(8);
     let prompts = 300u32;
-    let tables = GpuVoteTables::new(&ctx, prompts, 4).unwrap();
+    let mut tables = GpuVoteTables::new(&ctx, prompts, 4).unwrap();
     let mut segments = Vec::new();
     let mut answers = Vec::new();
     for p in 0..prompts {

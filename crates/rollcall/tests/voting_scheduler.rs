@@ -3,8 +3,9 @@
 mod common;
 
 use rand::Rng;
-use rollcall::voting::rules::{RuleConfig, StopRule};
-use rollcall::voting::scheduler::{run_cpu, Allocation, ReplayEngine, Scheduler};
+use rollcall::voting::cpu::run as run_cpu;
+use rollcall::voting::{Allocation, ReplayEngine, Scheduler};
+use rollcall::voting::{RuleConfig, StopRule};
 
 fn recorded(prompts: usize, budget: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut rng = common::rng(seed);
@@ -108,7 +109,7 @@ fn a_scheduler_can_run_again() {
 /// scheduler and its twin alike.
 #[test]
 fn a_misbehaving_engine_is_an_error() {
-    use rollcall::voting::scheduler::{Rollout, RolloutEngine};
+    use rollcall::voting::{Rollout, RolloutEngine};
     struct Off(i64);
     impl RolloutEngine for Off {
         fn generate(&mut self, _prompts: &[u32], counts: &[u32]) -> rollcall::Result<Vec<Rollout>> {

@@ -1,4 +1,6 @@
-//! Math shared by kernels and their CPU twins. Each file mirrors the WGSL
-//! file of the same name in `shaders/shared/`.
+//! Math shared by kernels and their CPU twins. Each file mirrors the WGSL file
+//! of the same name in `shaders/shared/`.
 
-pub(crate) mod special;
+pub mod keys;
+pub mod philox;
+pub mod special;

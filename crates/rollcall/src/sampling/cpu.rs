@@ -7,11 +7,11 @@ use super::{
     validate_host_call, GpuRowParams, HostLogits, RowStatus, SampleResult, SamplingParams, GROUP,
     NO_TOKEN, STREAMS, TILE_GROUPS,
 };
-use crate::philox::{exponential_from_bits, philox4x32_10};
+use crate::math::keys::{canonical_bits, is_finite_bits, key_from_bits, u64_to_f32};
+use crate::math::philox::{exponential_from_bits, philox4x32_10};
 use crate::Result;
 
 const POS_INF_BITS: u32 = 0x7F80_0000;
-const NEG_INF_BITS: u32 = 0xFF80_0000;
 const PURPOSE_STREAM: u32 = 0;
 const PURPOSE_TOKEN: u32 = 1;
 
@@ -60,7 +60,7 @@ impl RowTrace {
 }
 
 /// Canonical bits of `z = l * inv_t`: NaN and −inf become −inf, −0 becomes +0.
-pub fn scaled_bits(raw: f32, inv_t: f32) -> u32 {
+pub(crate) fn scaled_bits(raw: f32, inv_t: f32) -> u32 {
     let bits = raw.to_bits();
     if !is_finite_bits(bits) {
         return canonical_bits(bits);
@@ -68,36 +68,8 @@ pub fn scaled_bits(raw: f32, inv_t: f32) -> u32 {
     canonical_bits((raw * inv_t).to_bits())
 }
 
-fn is_finite_bits(bits: u32) -> bool {
-    bits & 0x7F80_0000 != 0x7F80_0000
-}
-
-/// Canonical bits (twin of `keys.wgsl`): NaN and −inf become −inf, −0 becomes +0.
-pub fn canonical_bits(bits: u32) -> u32 {
-    if (bits & 0x7FFF_FFFF) > 0x7F80_0000 || bits == NEG_INF_BITS {
-        return NEG_INF_BITS;
-    }
-    if bits == 0x8000_0000 {
-        return 0;
-    }
-    bits
-}
-
-/// Order-preserving u32 key of canonical f32 bits.
-pub fn key_from_bits(bits: u32) -> u32 {
-    if bits & 0x8000_0000 != 0 {
-        !bits
-    } else {
-        bits | 0x8000_0000
-    }
-}
-
-fn u64_to_f32(x: u64) -> f32 {
-    ((x >> 32) as u32) as f32 * 4_294_967_296.0 + (x as u32) as f32
-}
-
 /// Fixed-point weight `exp(z - max) * 2^32`, saturated, as the shader computes it.
-pub fn fixed_weight(z_bits: u32, row_max: f32) -> u32 {
+pub(crate) fn fixed_weight(z_bits: u32, row_max: f32) -> u32 {
     if !is_finite_bits(z_bits) {
         return 0;
     }
@@ -206,8 +178,25 @@ fn select_threshold(
     (lo_key, cum, cum)
 }
 
+/// Samples one row (all of `row` is the vocabulary) with `params` and reports
+/// how close each decision came to flipping.
+///
+/// ```
+/// use rollcall::{sampling::cpu, HostLogits, SamplingParams};
+/// let trace = cpu::sample_traced(HostLogits::F32(&[0.0, 5.0]), &SamplingParams::new(1.0))?;
+/// assert!(trace.result.token < 2 && trace.stream_gap >= 0.0);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub fn sample_traced(row: HostLogits<'_>, params: &SamplingParams) -> Result<RowTrace> {
+    let vocab = u32::try_from(row.len()).map_err(|_| {
+        crate::Error::InvalidArgument(format!("a row of {} logits is past u32 tokens", row.len()))
+    })?;
+    let gpu = validate_host_call(&row, vocab, std::slice::from_ref(params))?;
+    Ok(sample_row_traced(row, &gpu[0]))
+}
+
 /// Samples one row (its `vocab` logits) and reports how close each decision was.
-pub fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
+pub(crate) fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
     let vocab = row.len() as u32;
     let inv_t = if p.is_greedy() {
         1.0

@@ -6,7 +6,8 @@ use super::{
     GpuRowParams, HostLogits, LogitsBinding, RowStatus, SampleResult, SamplingParams,
     CANDIDATE_RANGE, TILE_TOKENS,
 };
-use crate::logits::{DispatchRecords, LogitsKernel};
+use crate::gpu::buffer::{write_padded, GrowBuffer};
+use crate::gpu::logits::{DispatchRecords, LogitsKernel, LogitsKernelKey};
 use crate::{Error, GpuContext, Result};
 
 #[repr(C)]
@@ -37,7 +38,7 @@ pub struct SampleBatch {
     device: wgpu::Device,
     queue: wgpu::Queue,
     /// Per-stream pass-1 states of a separate first pass; grown on demand.
-    partials: wgpu::Buffer,
+    partials: GrowBuffer,
     params: wgpu::Buffer,
     /// The rows' parameters as uploaded: the host picks the drawing kernel of
     /// each dispatch from them (the small one only when no row is filtered).
@@ -71,7 +72,12 @@ impl SampleBatch {
         Self {
             device: ctx.device.clone(),
             queue: ctx.queue.clone(),
-            partials: partials_buffer(&ctx.device, PARTIAL_BYTES),
+            partials: GrowBuffer::with_size(
+                &ctx.device,
+                "rollcall sampling partials",
+                wgpu::BufferUsages::STORAGE,
+                PARTIAL_BYTES,
+            ),
             params: storage(
                 "rollcall sampling params",
                 std::mem::size_of::<GpuRowParams>() as u64,
@@ -137,15 +143,6 @@ impl SampleBatch {
 /// Bytes of one stream's state over one tile (`StreamPartial` in the shader).
 const PARTIAL_BYTES: u64 = 32;
 
-fn partials_buffer(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
-    device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("rollcall sampling partials"),
-        size,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    })
-}
-
 /// How the sampler lays a batch's work over dispatches. The token, its
 /// log-probability and the kept count are the same bits every way: only the
 /// speed changes.
@@ -159,7 +156,7 @@ fn partials_buffer(device: &wgpu::Device, size: u64) -> wgpu::Buffer {
 /// min-p by the full kernel.
 ///
 /// ```
-/// use rollcall::sampling::SplitRows;
+/// use rollcall::internals::SplitRows;
 /// assert_eq!(SplitRows::default(), SplitRows::Auto);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -214,43 +211,43 @@ pub struct Sampler {
 /// Reused by the host path; grown, never shrunk.
 struct HostBuffers {
     batch: SampleBatch,
-    upload: wgpu::Buffer,
-    readback: wgpu::Buffer,
+    upload: GrowBuffer,
+    readback: GrowBuffer,
 }
 
 impl Sampler {
     /// Compiles the sampling pipelines on `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         let candidates = candidate_capacity(ctx.limits().max_compute_workgroup_storage_size);
-        Self::with_candidate_capacity(ctx, candidates)
+        Self::build(ctx, candidates)
     }
 
     /// Like [`Sampler::new`] with an explicit number of tokens gathered into
-    /// workgroup memory per row (clamped to [`CANDIDATE_RANGE`](super::CANDIDATE_RANGE)).
+    /// workgroup memory per row (clamped to the range the kernel supports).
     /// It changes speed, never results: for tuning, and for tests that drive
-    /// the gathered and the streaming routes over the same rows.
+    /// the gathered and the streaming routes over the same rows (feature
+    /// `internals`).
+    #[cfg(feature = "internals")]
     pub fn with_candidate_capacity(ctx: &GpuContext, candidates: u32) -> Result<Self> {
+        Self::build(ctx, candidates)
+    }
+
+    fn build(ctx: &GpuContext, candidates: u32) -> Result<Self> {
         let fits = candidate_capacity(ctx.limits().max_compute_workgroup_storage_size);
         let candidates = candidates.clamp(CANDIDATE_RANGE.0, fits.max(CANDIDATE_RANGE.0));
         // Bindings 2..5: params (read), tokens, results, split partials; 6: the
         // logits as vectors.
-        let extras = [true, false, false, false];
-        let build = |label: &'static str, key: &str, entry_point: &'static str| {
-            LogitsKernel::with_vec4_view(
-                ctx,
-                label,
-                &format!("{key}/{candidates}"),
-                || shader_variants(candidates, entry_point),
-                &extras,
-            )
+        let build = |label: &'static str, entry_point: &'static str| {
+            let key = LogitsKernelKey {
+                kernel: entry_point,
+                constant: candidates,
+                extra: &[true, false, false, false],
+            };
+            LogitsKernel::new(ctx, label, key, || shader_variants(candidates, entry_point))
         };
-        let kernel = build("rollcall sampling", "sampling", "sample_rows")?;
-        let partials = build(
-            "rollcall sampling partials",
-            "sampling-partials",
-            "stream_partials",
-        )?;
-        let finish = build("rollcall sampling finish", "sampling-finish", "finish_rows")?;
+        let kernel = build("rollcall sampling", "sample_rows")?;
+        let partials = build("rollcall sampling partials", "stream_partials")?;
+        let finish = build("rollcall sampling finish", "finish_rows")?;
         Ok(Self {
             kernel,
             partials,
@@ -263,7 +260,7 @@ impl Sampler {
     /// How to lay rows over dispatches ([`SplitRows::Auto`] by default).
     ///
     /// ```no_run
-    /// use rollcall::{sampling::SplitRows, GpuContext, HostLogits, Sampler, SamplingParams};
+    /// use rollcall::{internals::SplitRows, GpuContext, HostLogits, Sampler, SamplingParams};
     /// let ctx = GpuContext::new()?;
     /// let mut split = Sampler::new(&ctx)?.with_split_rows(SplitRows::Always);
     /// let mut whole = Sampler::new(&ctx)?.with_split_rows(SplitRows::Never);
@@ -274,6 +271,8 @@ impl Sampler {
     /// assert_eq!(a[0].token, b[0].token); // the split never changes the draw
     /// # Ok::<(), rollcall::Error>(())
     /// ```
+    /// For benchmarks and route tests (feature `internals`).
+    #[cfg(feature = "internals")]
     pub fn with_split_rows(mut self, split: SplitRows) -> Self {
         self.split = split;
         self
@@ -281,6 +280,8 @@ impl Sampler {
 
     /// Caps the bytes of logits bound per dispatch (and uploaded per submit
     /// on the host path), below the adapter's own binding limit.
+    /// For benchmarks and tests of chunking (feature `internals`).
+    #[cfg(feature = "internals")]
     pub fn with_max_chunk_bytes(mut self, bytes: u64) -> Self {
         self.kernel.set_max_chunk_bytes(bytes);
         self.partials.set_max_chunk_bytes(bytes);
@@ -332,6 +333,19 @@ impl Sampler {
         params: &[SamplingParams],
     ) -> Result<Vec<SampleResult>> {
         let gpu_params = validate_host_call(&logits, vocab, params)?;
+        let ctx = self.kernel.ctx().clone();
+        ctx.scoped("sampling", || {
+            self.sample_validated(logits, vocab, &gpu_params)
+        })
+    }
+
+    fn sample_validated(
+        &mut self,
+        logits: HostLogits<'_>,
+        vocab: u32,
+        gpu_params: &[GpuRowParams],
+    ) -> Result<Vec<SampleResult>> {
+        let params = gpu_params;
         let rows = params.len() as u32;
         if rows == 0 {
             return Ok(Vec::new());
@@ -355,14 +369,14 @@ impl Sampler {
         self.ensure_host_buffers(rows, upload_bytes);
         let ctx = self.kernel.ctx().clone();
         let mut host = self.host.take().expect("host buffers were just ensured");
-        host.batch.set_gpu_params(&gpu_params)?;
+        host.batch.set_gpu_params(gpu_params)?;
         let bytes = logits.bytes();
         for chunk in &host_chunks {
             let start = (u64::from(chunk.row_start) * row_bytes) as usize;
             let len = (u64::from(chunk.rows) * row_bytes) as usize;
-            write_padded(&ctx.queue, &host.upload, &bytes[start..start + len]);
+            write_padded(&ctx.queue, host.upload.buffer(), &bytes[start..start + len]);
             let binding = LogitsBinding {
-                buffer: &host.upload,
+                buffer: host.upload.buffer(),
                 offset: 0,
                 rows: chunk.rows,
                 vocab,
@@ -437,18 +451,15 @@ impl Sampler {
             let limit = self.kernel.ctx().limits().max_storage_buffer_binding_size;
             if needed > limit {
                 tiles = 0;
-            } else if batch.partials.size() < needed {
-                batch.partials = partials_buffer(
-                    &batch.device,
-                    needed.max(batch.partials.size() * 2).min(limit),
-                );
+            } else {
+                batch.partials.reserve_within(&batch.device, needed, limit);
             }
         }
         let extra = [
             batch.params.as_entire_binding(),
             batch.tokens.as_entire_binding(),
             batch.results.as_entire_binding(),
-            batch.partials.as_entire_binding(),
+            batch.partials.buffer().as_entire_binding(),
         ];
         let records = &mut batch.records;
         if tiles != 0 {
@@ -465,37 +476,27 @@ impl Sampler {
     }
 
     fn ensure_host_buffers(&mut self, rows: u32, upload_bytes: u64) {
-        let fits = self
-            .host
-            .as_ref()
-            .is_some_and(|h| h.batch.capacity >= rows && h.upload.size() >= upload_bytes);
-        if fits {
-            return;
-        }
-        let capacity = self
-            .host
-            .as_ref()
-            .map_or(rows, |h| h.batch.capacity.max(rows));
-        let upload_size = self
-            .host
-            .as_ref()
-            .map_or(upload_bytes, |h| h.upload.size().max(upload_bytes));
         let ctx = self.kernel.ctx();
-        self.host = Some(HostBuffers {
-            batch: SampleBatch::new(ctx, capacity),
-            upload: ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("rollcall logits upload"),
-                size: upload_size,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
-            readback: ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("rollcall results readback"),
-                size: u64::from(capacity) * 20,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
+        let device = &ctx.device;
+        let host = self.host.get_or_insert_with(|| HostBuffers {
+            batch: SampleBatch::new(ctx, rows),
+            upload: GrowBuffer::new(
+                device,
+                "rollcall logits upload",
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            ),
+            readback: GrowBuffer::new(
+                device,
+                "rollcall results readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
         });
+        if host.batch.capacity < rows {
+            host.batch = SampleBatch::new(ctx, rows);
+        }
+        let limit = ctx.limits().max_buffer_size;
+        host.upload.reserve_within(device, upload_bytes, limit);
+        host.readback.reserve(device, u64::from(rows) * 20);
     }
 
     /// Copies tokens and results to the readback buffer and maps it: the host
@@ -508,10 +509,11 @@ impl Sampler {
         let ctx = self.kernel.ctx();
         let n = u64::from(rows);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&host.batch.tokens, 0, &host.readback, 0, n * 4);
-        encoder.copy_buffer_to_buffer(&host.batch.results, 0, &host.readback, n * 4, n * 16);
+        let readback = host.readback.buffer();
+        encoder.copy_buffer_to_buffer(&host.batch.tokens, 0, readback, 0, n * 4);
+        encoder.copy_buffer_to_buffer(&host.batch.results, 0, readback, n * 4, n * 16);
         ctx.submit(encoder.finish());
-        let bytes = ctx.read_buffer(&host.readback, n * 20)?;
+        let bytes = ctx.read_buffer(readback, n * 20)?;
         let tokens: &[u32] = bytemuck::cast_slice(&bytes[..(n * 4) as usize]);
         let results: &[GpuRowResult] = bytemuck::cast_slice(&bytes[(n * 4) as usize..]);
         Ok(tokens
@@ -528,18 +530,5 @@ impl Sampler {
                 },
             })
             .collect())
-    }
-}
-
-/// `write_buffer` needs a multiple of 4 bytes: the tail goes in a padded word.
-fn write_padded(queue: &wgpu::Queue, buffer: &wgpu::Buffer, bytes: &[u8]) {
-    let whole = bytes.len() / 4 * 4;
-    if whole > 0 {
-        queue.write_buffer(buffer, 0, &bytes[..whole]);
-    }
-    if whole < bytes.len() {
-        let mut tail = [0u8; 4];
-        tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-        queue.write_buffer(buffer, whole as u64, &tail);
     }
 }

@@ -70,11 +70,11 @@
 //! on the engine path.
 
 pub mod cpu;
-mod gpu;
+pub(crate) mod gpu;
 
-pub use gpu::{SampleBatch, Sampler, SplitRows, SPLIT_BELOW_ROWS};
+pub use gpu::{SampleBatch, Sampler};
 
-pub use crate::logits::{plan_chunks, Chunk, ChunkLimits, HostLogits, LogitsBinding, LogitsDtype};
+pub(crate) use crate::gpu::logits::{plan_chunks, Chunk, HostLogits, LogitsBinding};
 use crate::{Error, Result};
 
 /// Token id reported for rows with no valid token.
@@ -84,17 +84,17 @@ pub const NO_TOKEN: u32 = u32::MAX;
 pub const GREEDY_TEMPERATURE: f32 = 1e-5;
 
 /// Streams per row: part of the sampling contract (it fixes the draw).
-pub const STREAMS: u32 = 256;
+pub(crate) const STREAMS: u32 = 256;
 
 /// Consecutive tokens a stream visits at a time.
-pub const GROUP: u32 = 4;
+pub(crate) const GROUP: u32 = 4;
 /// Groups of one stream in a tile: a stream's state is accumulated tile by
 /// tile (TILE_GROUPS × STREAMS × GROUP = 16 384 tokens) and the tiles folded
 /// in order, which is what lets a split pass compute tiles in parallel
 /// without changing a bit.
-pub const TILE_GROUPS: u32 = 16;
+pub(crate) const TILE_GROUPS: u32 = 16;
 /// Tokens of a row in one tile.
-pub const TILE_TOKENS: u32 = TILE_GROUPS * STREAMS * GROUP;
+pub(crate) const TILE_TOKENS: u32 = TILE_GROUPS * STREAMS * GROUP;
 
 /// Sampling parameters of one row.
 ///
@@ -202,7 +202,7 @@ pub(crate) const FLAG_MIN_P: u32 = 2;
 /// A row's parameters as the shader reads them (48 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct GpuRowParams {
+pub(crate) struct GpuRowParams {
     /// `1 / temperature`, rounded once to f32 (1 for greedy rows).
     pub inv_temperature: f32,
     /// top-k, 0 for off.
@@ -239,14 +239,7 @@ impl GpuRowParams {
 }
 
 /// Checks every row's parameters and converts them to the shader's layout.
-///
-/// ```
-/// use rollcall::{sampling::validate_params, Error, SamplingParams};
-/// assert!(validate_params(&[SamplingParams::new(1.0).top_p(0.9)]).is_ok());
-/// let bad = [SamplingParams::new(1.0), SamplingParams::new(1.0).top_p(f32::NAN)];
-/// assert!(matches!(validate_params(&bad), Err(Error::InvalidTopP { row: 1, .. })));
-/// ```
-pub fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowParams>> {
+pub(crate) fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowParams>> {
     params
         .iter()
         .enumerate()
@@ -288,8 +281,8 @@ pub fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowParams>> {
                 top_k: p.top_k,
                 top_p: p.top_p,
                 log_min_p: if p.min_p > 0.0 { p.min_p.ln() } else { 0.0 },
-                seed: crate::philox::split_u64(p.seed),
-                step: crate::philox::split_u64(p.step),
+                seed: crate::math::philox::split_u64(p.seed),
+                step: crate::math::philox::split_u64(p.step),
                 flags,
                 pad: [0; 3],
             })
@@ -323,7 +316,7 @@ pub(crate) fn validate_host_call(
 }
 
 /// Fewest and most tokens the sampler gathers into workgroup memory per row.
-pub const CANDIDATE_RANGE: (u32, u32) = (64, 1024);
+pub(crate) const CANDIDATE_RANGE: (u32, u32) = (64, 1024);
 
 /// Workgroup memory the sampling kernel uses besides its candidates, bytes.
 const FIXED_WORKGROUP_BYTES: u32 = 9600;
@@ -331,7 +324,7 @@ const FIXED_WORKGROUP_BYTES: u32 = 9600;
 /// How many candidates fit the device's workgroup memory (a multiple of 64;
 /// each takes 16 bytes: key, token, and its ranked key and weight). It
 /// changes the sampler's speed, never its results.
-pub fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
+pub(crate) fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
     let fit = max_workgroup_bytes.saturating_sub(FIXED_WORKGROUP_BYTES) / 16 / 64 * 64;
     fit.clamp(256, CANDIDATE_RANGE.1)
 }
@@ -340,17 +333,12 @@ pub fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
 /// `stream_partials`; or the small drawing kernel `finish_rows`), gathering at most `candidates` tokens per row: one
 /// variant per logits dtype, then an f32 variant that loads four logits at a
 /// time through a vector view of the logits (see
-/// [`LogitsKernel::with_vec4_view`](crate::logits::LogitsKernel::with_vec4_view)).
-///
-/// ```
-/// let variants = rollcall::sampling::shader_variants(512, "sample_rows").unwrap();
-/// assert_eq!(variants.len(), 4);
-/// ```
-pub fn shader_variants(
+/// [`LogitsKernel::with_vec4_view`](crate::gpu::logits::LogitsKernel::with_vec4_view)).
+pub(crate) fn shader_variants(
     candidates: u32,
     entry_point: &'static str,
-) -> Result<Vec<crate::shader::ShaderVariant>> {
-    crate::logits::variants_with_vec4(
+) -> Result<Vec<crate::gpu::shader::ShaderVariant>> {
+    crate::gpu::logits::variants_with_vec4(
         &format!("sampling/{entry_point}"),
         "sampling.wgsl",
         entry_point,

@@ -7,8 +7,8 @@ use super::{
     reject_nan, validate_offsets, Estimates, Estimator, Ordered, SegmentStatus, TopK, MAX_TOP_K,
     NO_INDEX,
 };
-use crate::sampling::cpu::{canonical_bits, key_from_bits};
-use crate::voting::posterior::ln_gamma;
+use crate::math::keys::{canonical_bits, key_from_bits};
+use crate::math::special::ln_gamma;
 use crate::{Error, Result};
 
 const FLAT_TAIL: f32 = 1e-6;
@@ -16,7 +16,7 @@ const EULER_GAMMA: f32 = 0.577_215_7;
 const GPD_XI_MAX: f32 = 0.5;
 
 /// The order key of a reward: NaN with −inf, −0 with +0.
-pub fn reward_key(r: f32) -> u32 {
+pub(crate) fn reward_key(r: f32) -> u32 {
     key_from_bits(canonical_bits(r.to_bits()))
 }
 

@@ -23,7 +23,7 @@
 
 pub mod cpu;
 
-use crate::shader::ShaderVariant;
+use crate::gpu::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
 use std::sync::Arc;
 
@@ -308,12 +308,7 @@ pub fn expected_max_std_normal(n: u32) -> f64 {
 
 /// Checks segment offsets against `len` rewards: monotone, starting at 0,
 /// ending at `len`, no segment longer than [`MAX_SEGMENT`].
-///
-/// ```
-/// assert!(rollcall::tail::validate_offsets(&[0, 2, 2, 5], 5).is_ok());
-/// assert!(rollcall::tail::validate_offsets(&[0, 3, 2], 3).is_err());
-/// ```
-pub fn validate_offsets(offsets: &[u32], len: usize) -> Result<()> {
+pub(crate) fn validate_offsets(offsets: &[u32], len: usize) -> Result<()> {
     let bad = |segment: usize, reason: String| Err(Error::InvalidSegment { segment, reason });
     if offsets.is_empty() {
         return bad(0, "offsets need at least one entry (0)".into());
@@ -414,8 +409,9 @@ impl SegmentStatus {
         }
     }
 
-    /// The kernel's code.
-    pub fn code(self) -> u32 {
+    /// The kernel's code (checked against the shader's `STATUS_*`).
+    #[cfg(test)]
+    pub(crate) fn code(self) -> u32 {
         match self {
             SegmentStatus::Ok => 0,
             SegmentStatus::Empty => 1,
@@ -452,7 +448,7 @@ struct OrderParams {
 /// Segments up to this long are ranked by one invocation per reward (m
 /// comparisons each); longer ones are sorted in chunks of 1024 in workgroup
 /// memory and merged by binary search.
-pub const SMALL_SEGMENT: u32 = 1024;
+pub(crate) const SMALL_SEGMENT: u32 = 1024;
 /// Rewards one workgroup sorts in the large-segment path.
 const SORT_CHUNK: u32 = 1024;
 
@@ -470,7 +466,7 @@ struct EstimateParams {
 }
 
 /// The shader's entry points.
-pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
+pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
     [
         "rank_elements",
         "sort_chunks",
@@ -483,16 +479,23 @@ pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
         Ok(ShaderVariant {
             label: format!("tail/{entry_point}"),
             entry_point,
-            source: crate::shader::compose(
+            source: crate::gpu::shader::compose(
                 "tail.wgsl",
                 &format!(
                     "const SMALL_SEGMENT: u32 = {SMALL_SEGMENT}u;\nconst SORT_CHUNK: u32 = {SORT_CHUNK}u;"
                 ),
             )?,
-            features: wgpu::Features::empty(),
         })
     })
     .collect()
+}
+
+/// The tail kernels have no variants.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TailKey;
+
+impl crate::gpu::cache::PipelineKey for TailKey {
+    type Built = Pipelines;
 }
 
 /// The order kernels share one explicit layout (bindings 0-8), so one bind
@@ -557,15 +560,16 @@ pub struct TailStats {
 impl TailStats {
     /// Builds (or reuses) the pipelines on `ctx`.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let pipelines = ctx.cached("tail", || {
+        let pipelines = ctx.pipelines(&TailKey, || {
+            use crate::gpu::shader::{layout_and_pipelines, Binding};
             let variants = shader_variants()?;
             let device = &ctx.device;
-            let (read, write) = (Some(true), Some(false));
-            let order_layout = crate::shader::buffer_layout(
+            let (read, write) = (Binding::Read, Binding::ReadWrite);
+            let (order_layout, order) = layout_and_pipelines(
                 device,
                 "rollcall tail order",
                 &[
-                    (0, None),
+                    (0, Binding::Uniform(None)),
                     (1, read),
                     (2, read),
                     (3, write),
@@ -575,12 +579,13 @@ impl TailStats {
                     (7, write),
                     (8, write),
                 ],
+                &variants[..4],
             );
-            let estimate_layout = crate::shader::buffer_layout(
+            let (estimate_layout, estimate) = layout_and_pipelines(
                 device,
                 "rollcall tail estimate",
                 &[
-                    (10, None),
+                    (10, Binding::Uniform(None)),
                     (11, read),
                     (12, read),
                     (13, read),
@@ -589,22 +594,18 @@ impl TailStats {
                     (16, write),
                     (17, write),
                 ],
+                &variants[4..],
             );
-            let build = |i: usize, layout: &wgpu::BindGroupLayout| {
-                let pipeline_layout =
-                    device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                        label: Some("rollcall tail"),
-                        bind_group_layouts: &[Some(layout)],
-                        immediate_size: 0,
-                    });
-                variants[i].compute_pipeline(device, Some(&pipeline_layout))
-            };
+            let [rank_elements, sort_chunks, merge_ranks, pad] = <[_; 4]>::try_from(order)
+                .unwrap_or_else(|_| unreachable!("four order entry points"));
+            let [estimate] = <[_; 1]>::try_from(estimate)
+                .unwrap_or_else(|_| unreachable!("one estimate entry point"));
             Ok(Pipelines {
-                rank_elements: build(0, &order_layout),
-                sort_chunks: build(1, &order_layout),
-                merge_ranks: build(2, &order_layout),
-                pad: build(3, &order_layout),
-                estimate: build(4, &estimate_layout),
+                rank_elements,
+                sort_chunks,
+                merge_ranks,
+                pad,
+                estimate,
                 order_layout,
                 estimate_layout,
             })
@@ -632,6 +633,8 @@ impl TailStats {
     /// Caps the workgroups along x so that more segments use a 2-D grid (for
     /// tests and adapters with small limits; the grid still never exceeds
     /// the adapter's limit along y).
+    /// For tests of the 2-D grid (feature `internals`).
+    #[cfg(feature = "internals")]
     pub fn with_grid_width(mut self, width: u32) -> Self {
         self.grid_width = width.clamp(1, self.grid_width);
         self
@@ -987,18 +990,7 @@ impl TailStats {
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         let bind = |layout: &wgpu::BindGroupLayout, entries: &[(u32, &wgpu::Buffer)]| {
-            let entries: Vec<wgpu::BindGroupEntry> = entries
-                .iter()
-                .map(|&(binding, buffer)| wgpu::BindGroupEntry {
-                    binding,
-                    resource: buffer.as_entire_binding(),
-                })
-                .collect();
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("rollcall tail"),
-                layout,
-                entries: &entries,
-            })
+            crate::gpu::shader::bind_buffers(device, "rollcall tail", layout, entries)
         };
         let order_bind = bind(
             &self.pipelines.order_layout,

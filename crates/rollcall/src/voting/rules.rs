@@ -124,12 +124,44 @@ pub struct Decision {
     pub next: u32,
 }
 
+/// The rule kinds the shader switches on. The shader gets them from
+/// [`rule_kind_prelude`], so this list is their one definition.
+pub(crate) const RULE_KINDS: [(&str, u32); 10] = [
+    ("RULE_FIXED", RULE_FIXED),
+    ("RULE_BETA", RULE_BETA),
+    ("RULE_DIRICHLET", RULE_DIRICHLET),
+    ("RULE_OPTPO", RULE_OPTPO),
+    ("RULE_CONSOL_SPRT", RULE_CONSOL_SPRT),
+    ("RULE_ESC", RULE_ESC),
+    ("RULE_MAJORITY", RULE_MAJORITY),
+    ("RULE_ENTROPY", RULE_ENTROPY),
+    ("RULE_CONSOL_MSPRT", RULE_CONSOL_MSPRT),
+    ("RULE_PREDICTIVE", RULE_PREDICTIVE),
+];
+pub(crate) const RULE_FIXED: u32 = 0;
+pub(crate) const RULE_BETA: u32 = 1;
+pub(crate) const RULE_DIRICHLET: u32 = 2;
+pub(crate) const RULE_OPTPO: u32 = 3;
+pub(crate) const RULE_CONSOL_SPRT: u32 = 4;
+pub(crate) const RULE_ESC: u32 = 5;
+pub(crate) const RULE_MAJORITY: u32 = 6;
+pub(crate) const RULE_ENTROPY: u32 = 7;
+pub(crate) const RULE_CONSOL_MSPRT: u32 = 8;
+pub(crate) const RULE_PREDICTIVE: u32 = 9;
+
+/// WGSL declarations of the rule kinds, prepended to the voting shader.
+pub(crate) fn rule_kind_prelude() -> String {
+    RULE_KINDS
+        .iter()
+        .map(|(name, value)| format!("const {name}: u32 = {value}u;\n"))
+        .collect()
+}
+
 /// What the shader reads: the rule as numbers (32 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct GpuRule {
-    /// Rule kind: 0 fixed, 1 Beta, 2 Dirichlet, 3 OptPO, 4 ConSol SPRT,
-    /// 5 ESC, 6 majority, 7 entropy, 8 ConSol mixture SPRT, 9 predictive.
+pub(crate) struct GpuRule {
+    /// Rule kind, one of the `RULE_*` constants.
     pub kind: u32,
     /// Minimum votes.
     pub min_votes: u32,
@@ -144,7 +176,7 @@ pub struct GpuRule {
 impl GpuRule {
     /// The `decide` kernel's uniform (48 bytes): the rule, then the number of
     /// listed prompts and whether to compute the fewest votes that could pass.
-    pub fn decide_params(&self, prompts: u32, want_fewest: bool) -> [u8; 48] {
+    pub(crate) fn decide_params(&self, prompts: u32, want_fewest: bool) -> [u8; 48] {
         let mut params = [0u8; 48];
         params[..32].copy_from_slice(bytemuck::bytes_of(self));
         params[32..36].copy_from_slice(&prompts.to_le_bytes());
@@ -154,20 +186,26 @@ impl GpuRule {
 }
 
 impl RuleConfig {
+    /// Checks the parameters: `Err(Error::InvalidRule)` names the one out of
+    /// range.
+    pub fn validate(&self) -> Result<()> {
+        self.gpu_form().map(|_| ())
+    }
+
     /// Checks the parameters and converts them to the shader's form.
-    pub fn to_gpu(&self) -> Result<GpuRule> {
+    pub(crate) fn gpu_form(&self) -> Result<GpuRule> {
         let bad = |what: &str| Err(Error::InvalidRule(what.to_string()));
         if self.max_votes == 0 || self.min_votes > self.max_votes {
             return bad("need 0 < max_votes and min_votes <= max_votes");
         }
         let unit = |x: f32| (0.0..=1.0).contains(&x);
         let (kind, count, c) = match self.rule {
-            StopRule::FixedBudget => (0, 0, [0.0; 4]),
+            StopRule::FixedBudget => (RULE_FIXED, 0, [0.0; 4]),
             StopRule::Beta { threshold, prior } => {
                 if !(unit(threshold) && prior > 0.0 && prior.is_finite()) {
                     return bad("Beta needs threshold in [0, 1] and prior > 0");
                 }
-                (1, 0, [threshold, prior, 0.0, 0.0])
+                (RULE_BETA, 0, [threshold, prior, 0.0, 0.0])
             }
             StopRule::Dirichlet {
                 threshold,
@@ -177,7 +215,7 @@ impl RuleConfig {
                 if !(unit(threshold) && prior > 0.0 && prior.is_finite()) || top == 1 {
                     return bad("Dirichlet needs threshold in [0, 1], prior > 0, top != 1");
                 }
-                (2, top, [threshold, prior, 0.0, 0.0])
+                (RULE_DIRICHLET, top, [threshold, prior, 0.0, 0.0])
             }
             StopRule::OptPo {
                 p0,
@@ -196,7 +234,7 @@ impl RuleConfig {
                     return bad("OptPo needs p0 above 1/hypotheses (else the test never stops)");
                 }
                 let bound = (((1.0 - beta) / alpha) as f64).ln() as f32;
-                (3, hypotheses, [p0, delta, bound, 0.0])
+                (RULE_OPTPO, hypotheses, [p0, delta, bound, 0.0])
             }
             StopRule::ConsolSprt {
                 p0,
@@ -210,7 +248,7 @@ impl RuleConfig {
                 }
                 // Logs in f64 on the host: ln(1.0002) has few f32 digits otherwise.
                 (
-                    4,
+                    RULE_CONSOL_SPRT,
                     0,
                     [
                         (p1 / p0).ln() as f32,
@@ -224,13 +262,13 @@ impl RuleConfig {
                 if window == 0 {
                     return bad("EscWindow needs window > 0");
                 }
-                (5, window, [0.0; 4])
+                (RULE_ESC, window, [0.0; 4])
             }
             StopRule::Majority { share } => {
                 if !unit(share) {
                     return bad("Majority needs share in [0, 1]");
                 }
-                (6, 0, [share, 0.0, 0.0, 0.0])
+                (RULE_MAJORITY, 0, [share, 0.0, 0.0, 0.0])
             }
             StopRule::ConsolMsprt { prior, alpha, beta } => {
                 let open = |x: f64| x > 0.0 && x < 1.0;
@@ -238,7 +276,7 @@ impl RuleConfig {
                     return bad("ConsolMsprt needs prior > 0 and alpha, beta in (0, 1)");
                 }
                 (
-                    8,
+                    RULE_CONSOL_MSPRT,
                     0,
                     [
                         prior,
@@ -252,13 +290,13 @@ impl RuleConfig {
                 if !(prior > 0.0 && prior.is_finite() && unit(delta)) {
                     return bad("Predictive needs prior > 0 and delta in [0, 1]");
                 }
-                (9, 0, [delta, prior, 0.0, 0.0])
+                (RULE_PREDICTIVE, 0, [delta, prior, 0.0, 0.0])
             }
             StopRule::Entropy { max_normalized } => {
                 if !unit(max_normalized) {
                     return bad("Entropy needs max_normalized in [0, 1]");
                 }
-                (7, 0, [max_normalized, 0.0, 0.0, 0.0])
+                (RULE_ENTROPY, 0, [max_normalized, 0.0, 0.0, 0.0])
             }
         };
         Ok(GpuRule {
@@ -291,16 +329,20 @@ fn leaders(table: &[[u32; 2]]) -> (usize, u32, u32) {
 }
 
 /// Whether the rule is met and its confidence, for `table` (first-seen order).
-pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -> (bool, f32) {
+pub(crate) fn rule_statistic(
+    rule: &GpuRule,
+    votes: &PromptVotes,
+    table: &[[u32; 2]],
+) -> (bool, f32) {
     let n = votes.total;
     let (_, vl, vs) = leaders(table);
     let share = if n == 0 { 0.0 } else { vl as f32 / n as f32 };
     let (met, confidence) = match rule.kind {
-        1 => {
+        RULE_BETA => {
             let p = beta_leader_probability(vl, vs, rule.c[1]);
             (p >= rule.c[0], p)
         }
-        2 => {
+        RULE_DIRICHLET => {
             let distinct = table.len();
             if distinct < 3 {
                 let p = beta_leader_probability(vl, vs, rule.c[1]);
@@ -321,7 +363,7 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
             let p = dirichlet_mode_probability(&alphas, 0);
             (p >= rule.c[0], p)
         }
-        3 => {
+        RULE_OPTPO => {
             let seen = table.len() as u32;
             let m = if rule.count == 0 {
                 seen.max(2)
@@ -342,20 +384,20 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
                 && (posterior >= 1.0 - rule.c[1] || (vl - vs) as f32 * beta >= rule.c[2]);
             (met, posterior)
         }
-        4 => {
+        RULE_CONSOL_SPRT => {
             let log_lr = vl as f32 * rule.c[0] + vs as f32 * rule.c[1];
             let met = log_lr >= rule.c[2] || log_lr <= rule.c[3];
             (met, 1.0 / (1.0 + (-log_lr).exp()))
         }
-        5 => {
+        RULE_ESC => {
             // The newest complete window (ending at the last multiple of w)
             // and every vote after it agree.
             let w = rule.count;
             let met = n >= w && votes.run_length >= w + n % w;
             (met, share)
         }
-        6 => (n >= 2 && share >= rule.c[0], share),
-        7 => {
+        RULE_MAJORITY => (n >= 2 && share >= rule.c[0], share),
+        RULE_ENTROPY => {
             let distinct = table.len();
             let mut total = 0.0f32;
             for e in table {
@@ -376,7 +418,7 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
             let normalized = if total == 0.0 { 1.0 } else { h / norm };
             (n >= 2 && normalized <= rule.c[0], 1.0 - normalized)
         }
-        9 => {
+        RULE_PREDICTIVE => {
             let remaining = if n == 0 || n >= rule.max_votes {
                 0
             } else {
@@ -385,7 +427,7 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
             let risk = overtake_risk(vl, vs, remaining, rule.c[1]);
             (n > 0 && risk <= rule.c[0], 1.0 - risk)
         }
-        8 => {
+        RULE_CONSOL_MSPRT => {
             let log_lr = msprt_log_ratio(vl, vs, rule.c[0]);
             let met = log_lr >= rule.c[2] || log_lr <= rule.c[3];
             (met, 1.0 / (1.0 + (-log_lr).exp()))
@@ -397,18 +439,7 @@ pub fn rule_statistic(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -
 
 /// The decision for one prompt: stop at the maximum budget, or once past the
 /// minimum when the rule is met.
-///
-/// ```
-/// use rollcall::voting::rules::{decide, RuleConfig, StopRule};
-/// use rollcall::voting::PromptVotes;
-/// let config = RuleConfig { rule: StopRule::CONSOL_SPRT, min_votes: 1, max_votes: 40 };
-/// let votes = PromptVotes { total: 4, distinct: 2, ..Default::default() };
-/// let d = decide(&config.to_gpu().unwrap(), &votes, &[[11, 3], [12, 1]]);
-/// assert!(!d.stopped); // margin 2
-/// let votes = PromptVotes { total: 3, distinct: 1, ..Default::default() };
-/// assert!(decide(&config.to_gpu().unwrap(), &votes, &[[11, 3]]).stopped); // margin 3
-/// ```
-pub fn decide(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -> Decision {
+pub(crate) fn decide(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) -> Decision {
     let (leader, _, _) = leaders(table);
     let (met, confidence) = rule_statistic(rule, votes, table);
     let n = votes.total;

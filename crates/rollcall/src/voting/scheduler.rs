@@ -5,7 +5,7 @@
 //! the rollouts in flight.
 
 use super::rules::{GpuRule, RuleConfig};
-use super::{GpuDecision, GpuVoteTables, RoundVotes, Segment};
+use super::{GpuDecision, RoundVotes, Segment, VoteTables};
 use crate::compact::{CompactScratch, Compactor};
 use crate::{Error, GpuContext, Result};
 
@@ -99,7 +99,7 @@ pub struct Outcome {
 /// ```
 pub struct Scheduler {
     ctx: GpuContext,
-    tables: GpuVoteTables,
+    tables: VoteTables,
     compactor: Compactor,
     scratch: CompactScratch,
     rule: GpuRule,
@@ -126,7 +126,7 @@ impl Scheduler {
         config: RuleConfig,
         allocation: Allocation,
     ) -> Result<Self> {
-        let rule = config.to_gpu()?;
+        let rule = config.gpu_form()?;
         if allocation.first() == 0 {
             return Err(Error::InvalidRule(
                 "an allocation needs at least 1 rollout".into(),
@@ -143,7 +143,7 @@ impl Scheduler {
         };
         use wgpu::BufferUsages as U;
         Ok(Self {
-            tables: GpuVoteTables::new(ctx, prompts, capacity)?,
+            tables: VoteTables::new(ctx, prompts, capacity)?,
             compactor: Compactor::new(ctx)?,
             scratch: CompactScratch::new(ctx, prompts),
             params: buffer("rollcall scheduler rule", 48, U::UNIFORM | U::COPY_DST),
@@ -445,10 +445,10 @@ pub fn run_cpu(
     allocation: Allocation,
     engine: &mut dyn RolloutEngine,
 ) -> Result<Outcome> {
+    use super::cpu::VoteTables as CpuVoteTables;
     use super::rewards::{group_advantages, majority_rewards};
     use super::rules::decide;
-    use super::CpuVoteTables;
-    let rule = config.to_gpu()?;
+    let rule = config.gpu_form()?;
     if allocation.first() == 0 {
         return Err(Error::InvalidRule(
             "an allocation needs at least 1 rollout".into(),
@@ -488,7 +488,7 @@ pub fn run_cpu(
         let mut next = Vec::new();
         let mut next_wants = Vec::new();
         for &p in &live {
-            let d = decide(&rule, tables.votes(p), tables.table(p));
+            let d = decide(&rule, tables.votes(p)?, tables.table(p)?);
             outcome[p as usize] = PromptOutcome {
                 consensus: d.consensus,
                 confidence: d.confidence,

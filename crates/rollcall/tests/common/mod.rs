@@ -2,6 +2,12 @@
 //! found unless ROLLCALL_ALLOW_NO_GPU=1), and seeded random inputs.
 #![allow(dead_code)]
 
+// Route tests force routes through the `internals` feature. `cargo test
+// --workspace` enables it (the command crate depends on it); alone, pass
+// `--features internals`.
+#[cfg(not(feature = "internals"))]
+compile_error!("rollcall's tests need the `internals` feature: run `cargo test --workspace` or `cargo test -p rollcall --features internals`");
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -15,8 +21,8 @@ pub use gpu_context::{gpu, ALLOW_NO_GPU};
 /// must agree bit for bit.
 pub fn every_route(
     ctx: &rollcall::GpuContext,
-) -> Vec<(rollcall::sampling::SplitRows, rollcall::Sampler)> {
-    use rollcall::sampling::SplitRows;
+) -> Vec<(rollcall::internals::SplitRows, rollcall::Sampler)> {
+    use rollcall::internals::SplitRows;
     [SplitRows::Always, SplitRows::Never, SplitRows::Fused]
         .into_iter()
         .map(|mode| {

@@ -3,7 +3,8 @@
 //! adapter's binding limit, the per-dispatch records, and one pipeline per
 //! dtype built once.
 
-use crate::shader::ShaderVariant;
+use crate::gpu::buffer::GrowBuffer;
+use crate::gpu::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
 use half::{bf16, f16};
 use std::num::NonZeroU64;
@@ -154,14 +155,6 @@ pub struct ChunkLimits {
 }
 
 /// Plans the dispatches for logits at `offset` in a buffer of `buffer_size`.
-///
-/// ```
-/// use rollcall::sampling::{plan_chunks, ChunkLimits, LogitsDtype};
-/// let limits = ChunkLimits { max_binding: 1 << 20, offset_alignment: 256, max_workgroups: 65535 };
-/// let chunks = plan_chunks(100, 32000, LogitsDtype::F32, 0, 100 * 32000 * 4, limits).unwrap();
-/// assert!(chunks.len() > 1);
-/// assert_eq!(chunks.iter().map(|c| c.rows).sum::<u32>(), 100);
-/// ```
 pub fn plan_chunks(
     rows: u32,
     vocab: u32,
@@ -246,34 +239,23 @@ const RECORD_BYTES: u64 = std::mem::size_of::<ChunkInfo>() as u64;
 /// record set serves one encode per submit. Grows only when a batch needs more
 /// chunks than any before it.
 pub struct DispatchRecords {
-    buffer: wgpu::Buffer,
-    slots: u64,
+    buffer: GrowBuffer,
 }
 
 impl DispatchRecords {
     /// Room for a few chunks.
     pub fn new(device: &wgpu::Device) -> Self {
         Self {
-            buffer: Self::buffer(device, 4),
-            slots: 4,
+            buffer: GrowBuffer::with_size(
+                device,
+                "rollcall dispatch records",
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                4 * RECORD_STRIDE,
+            ),
         }
-    }
-
-    fn buffer(device: &wgpu::Device, slots: u64) -> wgpu::Buffer {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall dispatch records"),
-            size: slots * RECORD_STRIDE,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
     }
 
     fn write(&mut self, ctx: &GpuContext, chunks: &[Chunk], vocab: u32, row_base: u32, tiles: u32) {
-        let needed = chunks.len() as u64;
-        if needed > self.slots {
-            self.slots = needed.next_power_of_two();
-            self.buffer = Self::buffer(&ctx.device, self.slots);
-        }
         let mut bytes = vec![0u8; chunks.len() * RECORD_STRIDE as usize];
         for (c, chunk) in chunks.iter().enumerate() {
             let info = ChunkInfo {
@@ -287,9 +269,7 @@ impl DispatchRecords {
             let at = c * RECORD_STRIDE as usize;
             bytes[at..at + RECORD_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&info));
         }
-        if !bytes.is_empty() {
-            ctx.queue.write_buffer(&self.buffer, 0, &bytes);
-        }
+        self.buffer.write(ctx, &bytes);
     }
 }
 
@@ -318,18 +298,6 @@ pub fn variants_per_dtype(
 /// The variants of a kernel built with [`LogitsKernel::with_vec4_view`]: one
 /// per dtype with `const VEC4_LOADS: bool = false;` after `prelude`, then the
 /// f32 one with `true`.
-///
-/// ```
-/// let variants = rollcall::logits::variants_with_vec4(
-///     "read_once",
-///     "read_once.wgsl",
-///     "read_rows",
-///     "const EXP_PER_LOGIT: bool = false;",
-/// )
-/// .unwrap();
-/// assert_eq!(variants.len(), 4);
-/// assert!(variants[3].source.contains("const VEC4_LOADS: bool = true;"));
-/// ```
 pub fn variants_with_vec4(
     label: &str,
     file: &str,
@@ -363,8 +331,7 @@ fn variant(
     Ok(ShaderVariant {
         label: label.to_string(),
         entry_point,
-        source: crate::shader::compose(file, &prelude)?,
-        features: wgpu::Features::empty(),
+        source: crate::gpu::shader::compose(file, &prelude)?,
     })
 }
 
@@ -381,89 +348,51 @@ pub struct LogitsKernel {
 }
 
 /// The layout and the per-dtype pipelines, shared through the context's cache.
-struct Pipelines {
+pub(crate) struct Pipelines {
     layout: wgpu::BindGroupLayout,
     pipelines: Vec<wgpu::ComputePipeline>,
     /// The binding of the vector view, and a 16-byte stand-in bound there
     /// when the logits range is shorter than one vector (the variant that
     /// reads the view is then not used).
-    vec4_view: Option<(u32, wgpu::Buffer)>,
+    vec4_view: (u32, wgpu::Buffer),
 }
 
 /// Index of the f32 variant that loads four logits at a time.
 const VEC4_VARIANT: usize = 3;
 
+/// What the pipelines of a logits kernel depend on: the cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct LogitsKernelKey {
+    /// The kernel: its file's entry point, or a named variant of it.
+    pub(crate) kernel: &'static str,
+    /// A shader constant that changes the pipelines (the sampler's candidate
+    /// capacity); 0 when there is none.
+    pub(crate) constant: u32,
+    /// The read-only flag of each of the kernel's own bindings, from 2 on:
+    /// with the fixed bindings 0, 1 and the vector view, the layout.
+    pub(crate) extra: &'static [bool],
+}
+
+impl crate::gpu::cache::PipelineKey for LogitsKernelKey {
+    type Built = Pipelines;
+}
+
 impl LogitsKernel {
-    /// The layout and one pipeline per variant (in `LogitsDtype::ALL` order),
-    /// built once per context under `key` and shared by every kernel object
-    /// made with the same key; `extra` gives the read-only flag of each binding
-    /// from 2 on.
-    ///
-    /// ```no_run
-    /// use rollcall::logits::LogitsKernel;
-    /// let ctx = rollcall::GpuContext::new()?;
-    /// // The read-once kernel: binding 2 is its per-row sums (written).
-    /// let kernel = LogitsKernel::new(
-    ///     &ctx,
-    ///     "read-once",
-    ///     "example/read_once",
-    ///     rollcall::reference::shader_variants,
-    ///     &[false],
-    /// )?;
-    /// # Ok::<(), rollcall::Error>(())
-    /// ```
-    pub fn new(
+    /// The layout and one pipeline per variant (in `LogitsDtype::ALL` order,
+    /// then the f32 variant that reads four logits per load), built once per
+    /// context under `key`. The logits are also bound as `array<vec4<u32>>`
+    /// at binding `2 + key.extra.len()`, read by the fourth variant for f32
+    /// rows that start on a 16-byte boundary of memory (vocab and the chunk's
+    /// element offset multiples of 4, the binding's offset a multiple of 16):
+    /// one load per four logits instead of four.
+    pub(crate) fn new(
         ctx: &GpuContext,
         label: &'static str,
-        key: &str,
+        key: LogitsKernelKey,
         variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
-        extra: &[bool],
     ) -> Result<Self> {
-        Self::build(ctx, label, key, variants, extra, false)
-    }
-
-    /// Like [`LogitsKernel::new`], with the logits also bound as
-    /// `array<vec4<u32>>` at binding `2 + extra.len()`, and `variants` giving
-    /// (if it gives more than the three of `LogitsDtype::ALL`) a fourth variant
-    /// that reads f32 logits through it: one load per four logits instead of four (on
-    /// lavapipe a load is a loop over the SIMD lanes, so this is most of a
-    /// plain pass's cost). It runs for f32 chunks whose rows start on a
-    /// 16-byte boundary of memory (vocab and the chunk's element offset
-    /// multiples of 4, the binding's offset a multiple of 16).
-    ///
-    /// ```no_run
-    /// use rollcall::logits::LogitsKernel;
-    /// let ctx = rollcall::GpuContext::new()?;
-    /// // Binding 2: the per-row sums; binding 3: the vector view.
-    /// let kernel = LogitsKernel::with_vec4_view(
-    ///     &ctx,
-    ///     "read-once, vector loads",
-    ///     "example/read_once_vec4",
-    ///     rollcall::reference::vector_shader_variants,
-    ///     &[false],
-    /// )?;
-    /// # Ok::<(), rollcall::Error>(())
-    /// ```
-    pub fn with_vec4_view(
-        ctx: &GpuContext,
-        label: &'static str,
-        key: &str,
-        variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
-        extra: &[bool],
-    ) -> Result<Self> {
-        Self::build(ctx, label, key, variants, extra, true)
-    }
-
-    fn build(
-        ctx: &GpuContext,
-        label: &'static str,
-        key: &str,
-        variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
-        extra: &[bool],
-        vec4_view: bool,
-    ) -> Result<Self> {
-        let built = ctx.cached(key, || {
-            Ok(Pipelines::build(ctx, label, &variants()?, extra, vec4_view))
+        let built = ctx.pipelines(&key, || {
+            Ok(Pipelines::build(ctx, label, &variants()?, key.extra))
         })?;
         Ok(Self {
             ctx: ctx.clone(),
@@ -475,69 +404,31 @@ impl LogitsKernel {
 }
 
 impl Pipelines {
-    fn build(
-        ctx: &GpuContext,
-        label: &str,
-        variants: &[ShaderVariant],
-        extra: &[bool],
-        vec4_view: bool,
-    ) -> Self {
+    fn build(ctx: &GpuContext, label: &str, variants: &[ShaderVariant], extra: &[bool]) -> Self {
+        use crate::gpu::shader::{layout_and_pipelines, Binding};
         let device = &ctx.device;
-        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let mut entries = vec![
-            wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: false,
-                    min_binding_size: NonZeroU64::new(RECORD_BYTES),
-                },
-                count: None,
-            },
-            storage(1, true),
+        let mut bindings = vec![
+            (0, Binding::Uniform(Some(RECORD_BYTES))),
+            (1, Binding::Read),
         ];
-        entries.extend(
-            extra
-                .iter()
-                .enumerate()
-                .map(|(i, &read_only)| storage(2 + i as u32, read_only)),
-        );
+        bindings.extend(extra.iter().enumerate().map(|(i, &read_only)| {
+            let kind = if read_only {
+                Binding::Read
+            } else {
+                Binding::ReadWrite
+            };
+            (2 + i as u32, kind)
+        }));
         let vec4_binding = 2 + extra.len() as u32;
-        if vec4_view {
-            entries.push(storage(vec4_binding, true));
-        }
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(label),
-            entries: &entries,
+        bindings.push((vec4_binding, Binding::Read));
+        let (layout, pipelines) = layout_and_pipelines(device, label, &bindings, variants);
+        let stand_in = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("rollcall logits vector view stand-in"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
         });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(label),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipelines = variants
-            .iter()
-            .map(|v| v.compute_pipeline(device, Some(&pipeline_layout)))
-            .collect();
-        let vec4_view = vec4_view.then(|| {
-            let stand_in = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("rollcall logits vector view stand-in"),
-                size: 16,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            });
-            (vec4_binding, stand_in)
-        });
+        let vec4_view = (vec4_binding, stand_in);
         Self {
             layout,
             pipelines,
@@ -623,8 +514,7 @@ impl LogitsKernel {
             let vec4_bytes = chunk.bind_size / 16 * 16;
             // Rows on 16-byte boundaries of memory (the binding's offset too:
             // a driver may allow storage offsets finer than 16 bytes).
-            let vec4_rows = self.built.vec4_view.is_some()
-                && self.built.pipelines.len() > VEC4_VARIANT
+            let vec4_rows = self.built.pipelines.len() > VEC4_VARIANT
                 && logits.dtype == LogitsDtype::F32
                 && logits.vocab.is_multiple_of(4)
                 && chunk.elem_base.is_multiple_of(4)
@@ -643,7 +533,7 @@ impl LogitsKernel {
                 wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &records.buffer,
+                        buffer: records.buffer.buffer(),
                         offset: c as u64 * RECORD_STRIDE,
                         size: NonZeroU64::new(RECORD_BYTES),
                     }),
@@ -661,7 +551,8 @@ impl LogitsKernel {
                 binding: 2 + i as u32,
                 resource: r.clone(),
             }));
-            if let Some((binding, stand_in)) = &self.built.vec4_view {
+            {
+                let (binding, stand_in) = &self.built.vec4_view;
                 // The rows of a vector-read chunk end on a 16-byte boundary
                 // inside the range, so the rounded-down view covers them.
                 let (buffer, offset, size) = if vec4_bytes > 0 {

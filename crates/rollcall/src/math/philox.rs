@@ -12,7 +12,7 @@ const W1: u32 = 0xBB67_AE85;
 /// ```
 /// // Random123 known-answer vector.
 /// assert_eq!(
-///     rollcall::philox::philox4x32_10([0; 4], [0; 2]),
+///     rollcall::internals::philox4x32_10([0; 4], [0; 2]),
 ///     [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
 /// );
 /// ```
@@ -34,7 +34,7 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// the same f32 operations as `exponential_from_bits` in the shader.
 ///
 /// ```
-/// let e = rollcall::philox::exponential_from_bits(0);
+/// let e = rollcall::internals::exponential_from_bits(0);
 /// assert!(e > 0.0 && e < 1e-9);
 /// ```
 pub fn exponential_from_bits(x: u32) -> f32 {
@@ -81,14 +81,21 @@ pub fn split_u64(x: u64) -> [u32; 2] {
 ///
 /// ```no_run
 /// let ctx = rollcall::GpuContext::new()?;
-/// let philox = rollcall::philox::PhiloxWords::new(&ctx)?;
+/// let philox = rollcall::internals::PhiloxWords::new(&ctx)?;
 /// let words = philox.generate(&[([0; 4], [0; 2])])?;
-/// assert_eq!(words[0], rollcall::philox::philox4x32_10([0; 4], [0; 2]));
+/// assert_eq!(words[0], rollcall::internals::philox4x32_10([0; 4], [0; 2]));
 /// # Ok::<(), rollcall::Error>(())
 /// ```
 pub struct PhiloxWords {
     ctx: crate::GpuContext,
-    pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+    pipeline: std::sync::Arc<(wgpu::BindGroupLayout, wgpu::ComputePipeline)>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PhiloxWordsKey;
+
+impl crate::gpu::cache::PipelineKey for PhiloxWordsKey {
+    type Built = (wgpu::BindGroupLayout, wgpu::ComputePipeline);
 }
 
 #[repr(C)]
@@ -102,8 +109,12 @@ struct PhiloxInput {
 impl PhiloxWords {
     /// Builds the pipeline.
     pub fn new(ctx: &crate::GpuContext) -> crate::Result<Self> {
-        let pipeline = ctx.cached("philox_words", || {
-            Ok(shader_variants()?[0].compute_pipeline(&ctx.device, None))
+        let pipeline = ctx.pipelines(&PhiloxWordsKey, || {
+            use crate::gpu::shader::{layout_and_pipelines, Binding};
+            let bindings = [(0, Binding::Read), (1, Binding::ReadWrite)];
+            let (layout, mut pipelines) =
+                layout_and_pipelines(&ctx.device, "philox", &bindings, &shader_variants()?);
+            Ok((layout, pipelines.remove(0)))
         })?;
         Ok(Self {
             ctx: ctx.clone(),
@@ -144,24 +155,17 @@ impl PhiloxWords {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("philox"),
-            layout: &self.pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: input.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: output.as_entire_binding(),
-                },
-            ],
-        });
+        let (layout, pipeline) = &*self.pipeline;
+        let bind_group = crate::gpu::shader::bind_buffers(
+            device,
+            "philox",
+            layout,
+            &[(0, &input), (1, &output)],
+        );
         let mut encoder = device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipeline);
+            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups((inputs.len() as u32).div_ceil(64), 1, 1);
         }
@@ -173,12 +177,11 @@ impl PhiloxWords {
 }
 
 /// The shader variant behind [`PhiloxWords`].
-pub fn shader_variants() -> crate::Result<Vec<crate::shader::ShaderVariant>> {
-    Ok(vec![crate::shader::ShaderVariant {
+pub fn shader_variants() -> crate::Result<Vec<crate::gpu::shader::ShaderVariant>> {
+    Ok(vec![crate::gpu::shader::ShaderVariant {
         label: "philox_words".into(),
         entry_point: "philox_words",
-        source: crate::shader::compose("philox_words.wgsl", "")?,
-        features: wgpu::Features::empty(),
+        source: crate::gpu::shader::compose("philox_words.wgsl", "")?,
     }])
 }
 

@@ -6,18 +6,12 @@
 //! and the same buffer: 1.0 would mean sampling costs no more than reading the
 //! logits once.
 
-use crate::logits::{DispatchRecords, LogitsKernel};
-use crate::shader::ShaderVariant;
+use crate::gpu::logits::{DispatchRecords, LogitsKernel, LogitsKernelKey};
+use crate::gpu::shader::ShaderVariant;
 use crate::{Error, GpuContext, HostLogits, LogitsBinding, Result};
 use std::sync::Mutex;
 
 /// Every variant of the read-once shader (one per logits dtype).
-///
-/// ```
-/// let variants = rollcall::reference::shader_variants().unwrap();
-/// assert_eq!(variants.len(), 3);
-/// assert!(variants.iter().all(|v| v.entry_point == "read_rows"));
-/// ```
 pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
     scalar_variants("read_once", false)
 }
@@ -25,13 +19,8 @@ pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
 /// The read-once variants of [`ReadOnce::with_vector_loads`]: the three of
 /// [`shader_variants`], then an f32 variant that loads four logits at a time
 /// (as the sampler does for f32 rows on a 16-byte boundary).
-///
-/// ```
-/// let variants = rollcall::reference::vector_shader_variants().unwrap();
-/// assert_eq!(variants.len(), 4);
-/// ```
 pub fn vector_shader_variants() -> Result<Vec<ShaderVariant>> {
-    crate::logits::variants_with_vec4(
+    crate::gpu::logits::variants_with_vec4(
         "read_once",
         "read_once.wgsl",
         "read_rows",
@@ -41,7 +30,7 @@ pub fn vector_shader_variants() -> Result<Vec<ShaderVariant>> {
 
 /// The three per-dtype variants with scalar loads only.
 fn scalar_variants(label: &str, exp_per_logit: bool) -> Result<Vec<ShaderVariant>> {
-    crate::logits::variants_per_dtype(
+    crate::gpu::logits::variants_per_dtype(
         label,
         "read_once.wgsl",
         "read_rows",
@@ -51,13 +40,8 @@ fn scalar_variants(label: &str, exp_per_logit: bool) -> Result<Vec<ShaderVariant
 
 /// Every variant of the read-once shader that also takes one `exp` per logit
 /// (see [`ReadOnce::with_exp_per_logit`]).
-///
-/// ```
-/// let variants = rollcall::reference::exp_shader_variants().unwrap();
-/// assert_eq!(variants.len(), 3);
-/// ```
 pub fn exp_shader_variants() -> Result<Vec<ShaderVariant>> {
-    scalar_variants("read_once_exp", true)
+    scalar_variants("read_rows/exp", true)
 }
 
 /// The read-once kernel: one pipeline per logits dtype, built once.
@@ -72,7 +56,7 @@ pub fn exp_shader_variants() -> Result<Vec<ShaderVariant>> {
 /// several times over the same binding, which writes the same records).
 ///
 /// ```no_run
-/// use rollcall::reference::ReadOnce;
+/// use rollcall::internals::ReadOnce;
 /// use rollcall::{GpuContext, LogitsBinding, LogitsDtype};
 /// let ctx = GpuContext::new()?;
 /// let read_once = ReadOnce::new(&ctx)?;
@@ -109,7 +93,7 @@ pub struct ReadOnce {
 impl ReadOnce {
     /// Compiles the read-once pipelines on `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Self::build(ctx, "rollcall read-once", "read_once", shader_variants)
+        Self::build(ctx, "rollcall read-once", "read_rows", shader_variants)
     }
 
     /// Every read-once kernel binds the per-row sums at 2 and the vector view
@@ -117,11 +101,16 @@ impl ReadOnce {
     fn build(
         ctx: &GpuContext,
         label: &'static str,
-        key: &str,
+        kernel: &'static str,
         variants: fn() -> Result<Vec<ShaderVariant>>,
     ) -> Result<Self> {
+        let key = LogitsKernelKey {
+            kernel,
+            constant: 0,
+            extra: &[false],
+        };
         Ok(Self {
-            kernel: LogitsKernel::with_vec4_view(ctx, label, key, variants, &[false])?,
+            kernel: LogitsKernel::new(ctx, label, key, variants)?,
             records: Mutex::new(DispatchRecords::new(&ctx.device)),
         })
     }
@@ -133,7 +122,7 @@ impl ReadOnce {
     /// ratio to the scalar read, its yardstick.
     ///
     /// ```no_run
-    /// use rollcall::reference::ReadOnce;
+    /// use rollcall::internals::ReadOnce;
     /// let ctx = rollcall::GpuContext::new()?;
     /// let vector = ReadOnce::with_vector_loads(&ctx)?;
     /// let sums = vector.sum_rows(rollcall::HostLogits::F32(&[1.0, 2.0, 3.0, 4.0]), 4)?;
@@ -144,7 +133,7 @@ impl ReadOnce {
         Self::build(
             ctx,
             "rollcall read-once, vector loads",
-            "read_once_vec4",
+            "read_rows/vec4",
             vector_shader_variants,
         )
     }
@@ -156,7 +145,7 @@ impl ReadOnce {
     /// prints it beside the sampler).
     ///
     /// ```no_run
-    /// use rollcall::reference::ReadOnce;
+    /// use rollcall::internals::ReadOnce;
     /// let ctx = rollcall::GpuContext::new()?;
     /// let with_exp = ReadOnce::with_exp_per_logit(&ctx)?;
     /// let sums = with_exp.sum_rows(rollcall::HostLogits::F32(&[64.0, 64.0]), 2)?;
@@ -167,7 +156,7 @@ impl ReadOnce {
         Self::build(
             ctx,
             "rollcall read-once with exp",
-            "read_once_exp",
+            "read_rows/exp",
             exp_shader_variants,
         )
     }

@@ -32,7 +32,7 @@ impl std::fmt::Display for TimingSource {
 /// Per-iteration times of a workload and their minimum and median.
 ///
 /// ```
-/// use rollcall::timing::{Timing, TimingSource};
+/// use rollcall::internals::{Timing, TimingSource};
 /// use std::time::Duration;
 /// let t = Timing::from_samples(
 ///     vec![Duration::from_millis(3), Duration::from_millis(1), Duration::from_millis(2)],
@@ -87,7 +87,7 @@ struct Stamps {
 /// [`Sampler::encode`](crate::Sampler::encode)) can be measured repeatedly.
 ///
 /// ```no_run
-/// use rollcall::timing::GpuTimer;
+/// use rollcall::internals::GpuTimer;
 /// let ctx = rollcall::GpuContext::new()?;
 /// let mut timer = GpuTimer::new(&ctx);
 /// let elapsed = timer.measure(|encoder| {
@@ -141,8 +141,8 @@ impl GpuTimer {
     ///
     /// ```no_run
     /// let ctx = rollcall::GpuContext::new()?;
-    /// let timer = rollcall::timing::GpuTimer::wall_clock(&ctx);
-    /// assert_eq!(timer.source(), rollcall::timing::TimingSource::WallClock);
+    /// let timer = rollcall::internals::GpuTimer::wall_clock(&ctx);
+    /// assert_eq!(timer.source(), rollcall::internals::TimingSource::WallClock);
     /// # Ok::<(), rollcall::Error>(())
     /// ```
     pub fn wall_clock(ctx: &GpuContext) -> Self {
@@ -220,7 +220,7 @@ impl GpuTimer {
 /// timed runs, each recorded by `record` into its own encoder and submit.
 ///
 /// ```no_run
-/// use rollcall::{timing::time_gpu, GpuContext, LogitsBinding, LogitsDtype, SampleBatch, Sampler, SamplingParams};
+/// use rollcall::{internals::time_gpu, GpuContext, LogitsBinding, LogitsDtype, SampleBatch, Sampler, SamplingParams};
 /// let ctx = GpuContext::new()?;
 /// # let logits_buffer: wgpu::Buffer = unimplemented!();
 /// let sampler = Sampler::new(&ctx)?;

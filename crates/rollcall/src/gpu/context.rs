@@ -1,16 +1,14 @@
 //! The GPU context: a device and queue that rollcall either opens itself or
 //! adopts from an inference engine.
 
+use crate::gpu::cache::{PipelineCache, PipelineKey};
 use crate::{Error, Result};
-use std::any::Any;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Optional features rollcall asks for when the adapter has them.
-pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
-    .union(wgpu::Features::SHADER_F16)
-    .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::IMMEDIATES);
+/// The one optional feature rollcall asks for when the adapter has it: GPU
+/// timestamps, for benchmarks (wall time is used without it). No kernel needs
+/// a device feature.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY;
 
 /// A device, its queue and what they can do. Cheap to clone (wgpu handles).
 ///
@@ -26,8 +24,13 @@ pub struct GpuContext {
     /// The queue work is submitted to.
     pub queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    /// What the adapter offers (for reports; the device may use less).
+    adapter_features: wgpu::Features,
     cache: PipelineCache,
     syncs: Arc<SyncCounters>,
+    /// The first device error nobody caught (an owned device's uncaptured
+    /// errors, or its loss), returned by the next call that waits.
+    fault: Arc<Mutex<Option<Error>>>,
 }
 
 /// Submits and blocking readbacks made through a context (and its clones).
@@ -56,18 +59,6 @@ impl std::ops::Sub for SyncCounts {
             submits: self.submits - earlier.submits,
             readbacks: self.readbacks - earlier.readbacks,
         }
-    }
-}
-
-/// Pipelines built on this context, by key: built once, shared by every
-/// kernel object and every clone of the context.
-#[derive(Clone, Default)]
-struct PipelineCache(Arc<Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>>);
-
-impl std::fmt::Debug for PipelineCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0.lock().map_or(0, |m| m.len());
-        write!(f, "PipelineCache({n} entries)")
     }
 }
 
@@ -118,17 +109,45 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
-        Ok(Self {
+        let ctx = Self::with_parts(device, queue, adapter.get_info(), adapter.features());
+        // An owned device's stray errors come back as `Err` from the next
+        // call that waits, instead of wgpu's default panic.
+        let fault = ctx.fault.clone();
+        ctx.device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                record(&fault, device_error(e))
+            }));
+        Ok(ctx)
+    }
+
+    fn with_parts(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        adapter_features: wgpu::Features,
+    ) -> Self {
+        let fault: Arc<Mutex<Option<Error>>> = Arc::default();
+        let lost = fault.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                record(&lost, Error::DeviceLost(format!("{reason:?}: {message}")));
+            }
+        });
+        Self {
             device,
             queue,
-            info: adapter.get_info(),
+            info,
+            adapter_features,
             cache: PipelineCache::default(),
             syncs: Arc::default(),
-        })
+            fault,
+        }
     }
 
     /// Adopts a device and queue that an engine already owns; rollcall uses
-    /// only the features and limits that device was created with.
+    /// only the features and limits that device was created with, and leaves
+    /// its uncaptured-error handler to the engine (rollcall's own host calls
+    /// catch their errors in error scopes).
     ///
     /// ```no_run
     /// # fn engine() -> (wgpu::Device, wgpu::Queue) { unimplemented!() }
@@ -137,13 +156,8 @@ impl GpuContext {
     /// ```
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self {
-            device,
-            queue,
-            info,
-            cache: PipelineCache::default(),
-            syncs: Arc::default(),
-        }
+        let features = device.features();
+        Self::with_parts(device, queue, info, features)
     }
 
     /// Submits `commands` to the queue (counted in [`GpuContext::sync_counts`]).
@@ -172,8 +186,76 @@ impl GpuContext {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Readback(e.to_string()))
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        self.take_fault()
+    }
+
+    /// The device error recorded since the last check, if any.
+    fn take_fault(&self) -> Result<()> {
+        let mut fault = self
+            .fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fault.take() {
+            Some(Error::DeviceLost(m)) => {
+                // A lost device stays lost: keep reporting it.
+                *fault = Some(Error::DeviceLost(m.clone()));
+                Err(Error::DeviceLost(m))
+            }
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside error scopes for out-of-memory, validation and internal
+    /// errors, and returns the first error they caught as a typed error. Every
+    /// host-path call records and submits its work inside one, so a device
+    /// error comes back as `Err`, never as a panic.
+    pub(crate) fn scoped<T>(&self, what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let scopes = [
+            self.device.push_error_scope(wgpu::ErrorFilter::Internal),
+            self.device.push_error_scope(wgpu::ErrorFilter::Validation),
+            self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory),
+        ];
+        let result = f();
+        // Pop in reverse order of pushing; keep the first error seen.
+        let mut caught = None;
+        for scope in scopes.into_iter().rev() {
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                caught.get_or_insert(e);
+            }
+        }
+        match caught {
+            Some(wgpu::Error::OutOfMemory { .. }) => Err(Error::OutOfMemory { what }),
+            Some(e) => Err(device_error(e)),
+            None => result,
+        }
+    }
+
+    /// A buffer of `size` bytes, refused with a typed error when it is larger
+    /// than the device allows or the device is out of memory.
+    pub(crate) fn create_buffer(
+        &self,
+        label: &'static str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        let max = self.device.limits().max_buffer_size;
+        if size > max {
+            return Err(Error::TooLarge {
+                what: label,
+                bytes: size,
+                limit: max,
+            });
+        }
+        self.scoped(label, || {
+            Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            }))
+        })
     }
 
     /// Submits and blocking readbacks rollcall has made on this context so
@@ -209,9 +291,16 @@ impl GpuContext {
         self.device.limits()
     }
 
-    /// One line naming the adapter and the optional features it has.
+    /// Features of the adapter behind the device (what a future kernel could
+    /// ask for; the device itself is opened with only what rollcall uses).
+    pub fn adapter_features(&self) -> wgpu::Features {
+        self.adapter_features
+    }
+
+    /// One line naming the adapter, its backend and type, and the optional
+    /// features the adapter has.
     pub fn describe(&self) -> String {
-        let f = self.features();
+        let f = self.adapter_features;
         let has = |flag: wgpu::Features| if f.contains(flag) { "yes" } else { "no" };
         let l = self.limits();
         format!(
@@ -245,6 +334,7 @@ impl GpuContext {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Readback(e.to_string()))?;
+        self.take_fault()?;
         receiver
             .recv()
             .map_err(|e| Error::Readback(e.to_string()))?
@@ -268,26 +358,31 @@ impl GpuContext {
     /// # Ok::<(), rollcall::Error>(())
     /// ```
     pub fn built_kernels(&self) -> usize {
-        self.cache.0.lock().map_or(0, |m| m.len())
+        self.cache.len()
     }
 
-    /// The value built under `key` on this context, building it on first use.
-    /// Kernels keep their pipelines here, so they compile once per context.
-    pub(crate) fn cached<T: Any + Send + Sync>(
+    /// The pipelines built under `key` on this context, building them on
+    /// first use: kernels compile once per context.
+    pub(crate) fn pipelines<K: PipelineKey>(
         &self,
-        key: &str,
-        build: impl FnOnce() -> Result<T>,
-    ) -> Result<Arc<T>> {
-        let mut map = self
-            .cache
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(found) = map.get(key).and_then(|v| v.clone().downcast::<T>().ok()) {
-            return Ok(found);
-        }
-        let built = Arc::new(build()?);
-        map.insert(key.to_string(), built.clone());
-        Ok(built)
+        key: &K,
+        build: impl FnOnce() -> Result<K::Built>,
+    ) -> Result<Arc<K::Built>> {
+        self.cache.get_or_build(key, build)
+    }
+}
+
+fn record(fault: &Mutex<Option<Error>>, error: Error) {
+    let mut fault = fault
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    fault.get_or_insert(error);
+}
+
+/// A wgpu error as rollcall's error.
+fn device_error(e: wgpu::Error) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory { what: "device" },
+        other => Error::Device(other.to_string()),
     }
 }

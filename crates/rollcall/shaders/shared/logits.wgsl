@@ -3,7 +3,7 @@
 // words (f32, or two f16/bf16 each). `LOGITS_DTYPE` (0 = f32, 1 = f16,
 // 2 = bf16) is prepended by the host.
 
-#include "keys.wgsl"
+#include "shared/keys.wgsl"
 
 const DTYPE_F32: u32 = 0u;
 const DTYPE_F16: u32 = 1u;

@@ -1,0 +1,120 @@
+//! The CPU twins of the voting kernels: vote tables, the stopping rules'
+//! decision, and the whole round loop.
+
+use super::{check_prompt, PromptVotes, RoundVotes};
+use crate::Result;
+
+use super::rules::{decide as decide_gpu_form, Decision, RuleConfig};
+pub use super::scheduler::run_cpu as run;
+
+/// The stopping rule's decision for one prompt from its totals and its table
+/// (`[answer, votes]` in first-seen order), as the GPU's `decide` computes it.
+///
+/// ```
+/// use rollcall::voting::{cpu, PromptVotes, RuleConfig, StopRule};
+/// let config = RuleConfig { rule: StopRule::CONSOL_SPRT, min_votes: 1, max_votes: 40 };
+/// let votes = PromptVotes { total: 4, distinct: 2, ..Default::default() };
+/// assert!(!cpu::decide(&config, &votes, &[[11, 3], [12, 1]])?.stopped); // margin 2
+/// let votes = PromptVotes { total: 3, distinct: 1, ..Default::default() };
+/// assert!(cpu::decide(&config, &votes, &[[11, 3]])?.stopped); // margin 3
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub fn decide(rule: &RuleConfig, votes: &PromptVotes, table: &[[u32; 2]]) -> Result<Decision> {
+    Ok(decide_gpu_form(&rule.gpu_form()?, votes, table))
+}
+
+/// The vote tables on the CPU: the twin of [`super::VoteTables`].
+///
+/// ```
+/// use rollcall::voting::{cpu::VoteTables, RoundVotes, Segment};
+/// let mut tables = VoteTables::new(2, 4);
+/// let segments = [Segment { prompt: 1, start: 0, count: 3, pad: 0 }];
+/// tables.count(&RoundVotes { segments: &segments, answers: &[7, 9, 7], tokens: None }).unwrap();
+/// assert_eq!(tables.table(1)?, &[[7, 2], [9, 1]]);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct VoteTables {
+    capacity: u32,
+    votes: Vec<PromptVotes>,
+    tables: Vec<[u32; 2]>,
+}
+
+impl VoteTables {
+    /// Empty tables for `prompts` prompts of `capacity` answers each.
+    pub fn new(prompts: u32, capacity: u32) -> Self {
+        Self {
+            capacity,
+            votes: vec![PromptVotes::default(); prompts as usize],
+            tables: vec![[0, 0]; prompts as usize * capacity as usize],
+        }
+    }
+
+    /// Folds a round of votes in, as the shader does.
+    pub fn count(&mut self, round: &RoundVotes<'_>) -> Result<()> {
+        round.validate(self.votes.len() as u32)?;
+        let cap = self.capacity as usize;
+        for s in round.segments {
+            let state = &mut self.votes[s.prompt as usize];
+            let table = &mut self.tables[s.prompt as usize * cap..][..cap];
+            for v in s.start..s.start + s.count {
+                let answer = round.answers[v as usize];
+                let used = state.distinct as usize;
+                match table[..used].iter().position(|e| e[0] == answer) {
+                    Some(k) => table[k][1] += 1,
+                    None if used < cap => {
+                        table[used] = [answer, 1];
+                        state.distinct += 1;
+                    }
+                    None => state.overflow += 1,
+                }
+                if state.total != 0 && answer == state.run_answer {
+                    state.run_length += 1;
+                } else {
+                    state.run_answer = answer;
+                    state.run_length = 1;
+                }
+                state.total += 1;
+                if let Some(tokens) = round.tokens {
+                    let t = u64::from(tokens[v as usize]) + state.tokens();
+                    state.tokens_lo = t as u32;
+                    state.tokens_hi = (t >> 32) as u32;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prompts the tables hold.
+    pub fn prompts(&self) -> u32 {
+        self.votes.len() as u32
+    }
+
+    /// A prompt's totals.
+    pub fn votes(&self, prompt: u32) -> Result<&PromptVotes> {
+        check_prompt(prompt, self.prompts())?;
+        Ok(&self.votes[prompt as usize])
+    }
+
+    /// A prompt's table in first-seen order: `[answer, votes]`.
+    pub fn table(&self, prompt: u32) -> Result<&[[u32; 2]]> {
+        check_prompt(prompt, self.prompts())?;
+        Ok(self.table_unchecked(prompt))
+    }
+
+    /// Runs `rule` over one prompt's votes (the twin of the GPU's decide).
+    pub fn decide(&self, rule: &RuleConfig, prompt: u32) -> Result<Decision> {
+        check_prompt(prompt, self.prompts())?;
+        decide(
+            rule,
+            &self.votes[prompt as usize],
+            self.table_unchecked(prompt),
+        )
+    }
+
+    fn table_unchecked(&self, prompt: u32) -> &[[u32; 2]] {
+        let cap = self.capacity as usize;
+        let used = self.votes[prompt as usize].distinct as usize;
+        &self.tables[prompt as usize * cap..][..used]
+    }
+}

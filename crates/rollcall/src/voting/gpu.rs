@@ -1,0 +1,567 @@
+//! The vote tables on the GPU: counting, the rules, rewards.
+
+use super::{check_prompt, rules, PromptVotes, RoundVotes, Segment};
+use crate::gpu::buffer::GrowBuffer;
+use crate::{Error, GpuContext, Result};
+use std::sync::Arc;
+
+/// The voting shader's entry points (counting, then the rules) for
+/// `capacity` answers per prompt.
+pub(crate) fn shader_variants(capacity: u32) -> Result<Vec<crate::gpu::shader::ShaderVariant>> {
+    let source = crate::gpu::shader::compose(
+        "voting.wgsl",
+        &format!(
+            "const CAPACITY: u32 = {capacity}u;\n{}",
+            rules::rule_kind_prelude()
+        ),
+    )?;
+    Ok(["count_votes", "decide", "rewards_and_advantages"]
+        .into_iter()
+        .map(|entry_point| crate::gpu::shader::ShaderVariant {
+            label: format!("voting/{entry_point}/{capacity}"),
+            entry_point,
+            source: source.clone(),
+        })
+        .collect())
+}
+
+/// What [`VoteTables::decide`] reads back, in list order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DecideReadback {
+    /// Decisions.
+    pub decisions: Vec<GpuDecision>,
+    /// 1 for prompts still active.
+    pub keep: Vec<u32>,
+    /// For live prompts, the fewest more votes that could stop them.
+    pub next: Vec<u32>,
+}
+
+/// A decision as the GPU writes it (16 bytes per prompt).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GpuDecision {
+    /// 1 when the prompt stops.
+    pub stopped: u32,
+    /// The consensus answer id (`u32::MAX` without votes).
+    pub consensus: u32,
+    /// The rule's confidence.
+    pub confidence: f32,
+    /// Votes used.
+    pub votes: u32,
+}
+
+/// Vote tables resident on the GPU for `prompts` prompts, and the voting
+/// kernels (built once per context and capacity).
+///
+/// ```no_run
+/// use rollcall::voting::{RoundVotes, Segment, VoteTables};
+/// let ctx = rollcall::GpuContext::new()?;
+/// let mut tables = VoteTables::new(&ctx, 1000, 16)?;
+/// let segments = [Segment { prompt: 3, start: 0, count: 2, pad: 0 }];
+/// tables.count(&RoundVotes { segments: &segments, answers: &[5, 5], tokens: None })?;
+/// let (votes, table) = tables.read()?;
+/// assert_eq!(votes[3].total, 2);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub struct VoteTables {
+    ctx: GpuContext,
+    pipelines: Arc<Pipelines>,
+    capacity: u32,
+    prompts: u32,
+    votes: wgpu::Buffer,
+    tables: wgpu::Buffer,
+    count_params: wgpu::Buffer,
+    /// Round uploads, grown when a round is larger than any before it.
+    round_segments: GrowBuffer,
+    round_answers: GrowBuffer,
+    round_tokens: GrowBuffer,
+    /// Host-path buffers of `decide`, `rewards` and `read`, grown on demand.
+    host: HostBuffers,
+}
+
+/// What the voting pipelines depend on: the cache key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct VotingKey {
+    capacity: u32,
+}
+
+impl crate::gpu::cache::PipelineKey for VotingKey {
+    type Built = Pipelines;
+}
+
+/// One layout and pipeline per entry point (each binds its own buffers).
+struct Pipelines {
+    count: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    decide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    rewards: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+}
+
+impl Pipelines {
+    fn build(ctx: &GpuContext, capacity: u32) -> Result<Self> {
+        use crate::gpu::shader::{layout_and_pipelines, Binding};
+        let variants = shader_variants(capacity)?;
+        let (uniform, read, write) = (Binding::Uniform(None), Binding::Read, Binding::ReadWrite);
+        let build = |label: &str, bindings: &[(u32, Binding)], variant| {
+            let (layout, mut pipelines) =
+                layout_and_pipelines(&ctx.device, label, bindings, std::slice::from_ref(variant));
+            (layout, pipelines.remove(0))
+        };
+        Ok(Self {
+            count: build(
+                "rollcall count votes",
+                &[
+                    (0, uniform),
+                    (1, read),
+                    (2, read),
+                    (3, read),
+                    (4, write),
+                    (5, write),
+                ],
+                &variants[0],
+            ),
+            decide: build(
+                "rollcall decide",
+                &[
+                    (10, uniform),
+                    (11, read),
+                    (12, read),
+                    (13, read),
+                    (14, write),
+                    (15, write),
+                    (16, write),
+                ],
+                &variants[1],
+            ),
+            rewards: build(
+                "rollcall rewards",
+                &[
+                    (20, uniform),
+                    (21, read),
+                    (22, read),
+                    (23, read),
+                    (24, write),
+                    (25, write),
+                ],
+                &variants[2],
+            ),
+        })
+    }
+}
+
+/// Buffers of the host-path calls, kept between calls.
+struct HostBuffers {
+    decide_params: wgpu::Buffer,
+    reward_params: wgpu::Buffer,
+    /// Inputs uploaded per call: the decide list, reward segments, answers,
+    /// consensus and starting rewards.
+    inputs: [GrowBuffer; 5],
+    /// Outputs: decisions, keep flags, next votes, rewards, advantages.
+    outputs: [GrowBuffer; 5],
+    readback: GrowBuffer,
+}
+
+impl HostBuffers {
+    fn new(device: &wgpu::Device) -> Self {
+        let uniform = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 48,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        // Inputs are copied from too: the given rewards seed the output.
+        let input = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let output = input;
+        Self {
+            decide_params: uniform("rollcall decide params"),
+            reward_params: uniform("rollcall reward params"),
+            inputs: [
+                "rollcall decide list",
+                "rollcall reward segments",
+                "rollcall reward answers",
+                "rollcall reward consensus",
+                "rollcall rewards in",
+            ]
+            .map(|label| GrowBuffer::new(device, label, input)),
+            outputs: [
+                "rollcall decisions",
+                "rollcall keep flags",
+                "rollcall next votes",
+                "rollcall rewards",
+                "rollcall advantages",
+            ]
+            .map(|label| GrowBuffer::new(device, label, output)),
+            readback: GrowBuffer::new(
+                device,
+                "rollcall voting readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+        }
+    }
+}
+
+impl VoteTables {
+    /// Zeroed tables for `prompts` prompts of `capacity` (1 to 256) answers.
+    pub fn new(ctx: &GpuContext, prompts: u32, capacity: u32) -> Result<Self> {
+        if !(1..=256).contains(&capacity) {
+            return Err(Error::InvalidCapacity(capacity));
+        }
+        let pipelines =
+            ctx.pipelines(&VotingKey { capacity }, || Pipelines::build(ctx, capacity))?;
+        let table_bytes = u64::from(prompts)
+            .checked_mul(u64::from(capacity) * 8)
+            .ok_or(Error::TooLarge {
+                what: "vote tables",
+                bytes: u64::MAX,
+                limit: ctx.limits().max_buffer_size,
+            })?;
+        let storage = |label, size: u64| {
+            ctx.create_buffer(
+                label,
+                size.max(4),
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            )
+        };
+        let input = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        Ok(Self {
+            votes: storage("rollcall prompt votes", u64::from(prompts) * 32)?,
+            tables: storage("rollcall vote tables", table_bytes)?,
+            count_params: ctx.create_buffer(
+                "rollcall count params",
+                16,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )?,
+            round_segments: GrowBuffer::new(&ctx.device, "rollcall round segments", input),
+            round_answers: GrowBuffer::new(&ctx.device, "rollcall round answers", input),
+            round_tokens: GrowBuffer::new(&ctx.device, "rollcall round tokens", input),
+            host: HostBuffers::new(&ctx.device),
+            ctx: ctx.clone(),
+            pipelines,
+            capacity,
+            prompts,
+        })
+    }
+
+    /// Per-prompt totals (32 bytes each, [`PromptVotes`]).
+    pub fn votes_buffer(&self) -> &wgpu::Buffer {
+        &self.votes
+    }
+
+    /// Tables: `capacity` pairs `(answer, votes)` of u32 per prompt.
+    pub fn tables_buffer(&self) -> &wgpu::Buffer {
+        &self.tables
+    }
+
+    /// Uploads a round's votes and folds them in (one submit, no wait).
+    pub fn count(&mut self, round: &RoundVotes<'_>) -> Result<()> {
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        self.encode_count(&mut encoder, round)?;
+        self.ctx.submit(encoder.finish());
+        Ok(())
+    }
+
+    /// Records the folding of a round's votes into `encoder` (the round's
+    /// votes and parameters are written with `Queue::write_buffer` and take
+    /// effect at the next submit, so record one count per submit).
+    pub fn encode_count(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        round: &RoundVotes<'_>,
+    ) -> Result<()> {
+        round.validate(self.prompts)?;
+        if round.segments.is_empty() {
+            return Ok(());
+        }
+        let ctx = &self.ctx;
+        self.round_segments
+            .write(ctx, bytemuck::cast_slice(round.segments));
+        self.round_answers
+            .write(ctx, bytemuck::cast_slice(round.answers));
+        self.round_tokens
+            .write(ctx, bytemuck::cast_slice(round.tokens.unwrap_or(&[])));
+        let n = round.segments.len() as u32;
+        let params = [n, u32::from(round.tokens.is_some()), 0, 0];
+        ctx.queue
+            .write_buffer(&self.count_params, 0, bytemuck::cast_slice(&params));
+        let (layout, pipeline) = &self.pipelines.count;
+        let bind_group = crate::gpu::shader::bind_buffers(
+            &ctx.device,
+            "rollcall count votes",
+            layout,
+            &[
+                (0, &self.count_params),
+                (1, self.round_segments.buffer()),
+                (2, self.round_answers.buffer()),
+                (3, self.round_tokens.buffer()),
+                (4, &self.votes),
+                (5, &self.tables),
+            ],
+        );
+        self.dispatch(encoder, pipeline, &bind_group, n);
+        Ok(())
+    }
+
+    /// Records the rules over the first `n` prompts of `list`: decisions to
+    /// `decisions` (16 bytes per prompt, by prompt index), keep flags (1 =
+    /// still active) to `keep` and, when asked, the fewest votes that could
+    /// stop each live prompt to `next`, both by list position. `params` holds
+    /// the rule's GPU form, then `n` and the ask (1 or 0) (48 bytes, uniform).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_decide(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        params: &wgpu::Buffer,
+        list: &wgpu::Buffer,
+        n: u32,
+        decisions: &wgpu::Buffer,
+        keep: &wgpu::Buffer,
+        next: &wgpu::Buffer,
+    ) {
+        if n == 0 {
+            return;
+        }
+        let (layout, pipeline) = &self.pipelines.decide;
+        let bind_group = crate::gpu::shader::bind_buffers(
+            &self.ctx.device,
+            "rollcall decide",
+            layout,
+            &[
+                (10, params),
+                (11, list),
+                (12, &self.votes),
+                (13, &self.tables),
+                (14, decisions),
+                (15, keep),
+                (16, next),
+            ],
+        );
+        self.dispatch(encoder, pipeline, &bind_group, n);
+    }
+
+    /// Records the zeroing of every table (a fresh batch).
+    pub fn encode_reset(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.clear_buffer(&self.votes, 0, None);
+        encoder.clear_buffer(&self.tables, 0, None);
+    }
+
+    /// Records one pass of `pipeline` over `items` invocations (64 a
+    /// workgroup, a 2-D grid past the adapter's per-dimension limit).
+    fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        items: u32,
+    ) {
+        let groups = items.div_ceil(64);
+        let max_x = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
+    }
+
+    /// Prompts the tables hold.
+    pub fn prompts(&self) -> u32 {
+        self.prompts
+    }
+
+    /// The context the tables live on.
+    pub fn ctx(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Runs `rule` over the prompts in `list` and reads back, in list order,
+    /// their decisions, keep flags (1 = still active) and the fewest more
+    /// votes that could stop each live prompt (waits for the GPU).
+    pub fn decide(&mut self, rule: &rules::RuleConfig, list: &[u32]) -> Result<DecideReadback> {
+        let gpu_rule = rule.gpu_form()?;
+        for &prompt in list {
+            check_prompt(prompt, self.prompts)?;
+        }
+        if list.is_empty() {
+            return Ok(DecideReadback::default());
+        }
+        let ctx = self.ctx.clone();
+        let n = list.len() as u32;
+        let dbytes = u64::from(self.prompts) * 16;
+        let lbytes = u64::from(n) * 4;
+        let host = &mut self.host;
+        ctx.queue
+            .write_buffer(&host.decide_params, 0, &gpu_rule.decide_params(n, true));
+        host.inputs[0].write(&ctx, bytemuck::cast_slice(list));
+        let [decisions, keep, next, ..] = &mut host.outputs;
+        decisions.reserve(&ctx.device, dbytes);
+        keep.reserve(&ctx.device, lbytes);
+        next.reserve(&ctx.device, lbytes);
+        host.readback.reserve(&ctx.device, dbytes + 2 * lbytes);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.encode_decide(
+            &mut encoder,
+            &self.host.decide_params,
+            self.host.inputs[0].buffer(),
+            n,
+            self.host.outputs[0].buffer(),
+            self.host.outputs[1].buffer(),
+            self.host.outputs[2].buffer(),
+        );
+        let [decisions, keep, next, ..] = &self.host.outputs;
+        let readback = self.host.readback.buffer();
+        encoder.copy_buffer_to_buffer(decisions.buffer(), 0, readback, 0, dbytes);
+        encoder.copy_buffer_to_buffer(keep.buffer(), 0, readback, dbytes, lbytes);
+        encoder.copy_buffer_to_buffer(next.buffer(), 0, readback, dbytes + lbytes, lbytes);
+        ctx.submit(encoder.finish());
+        let data = ctx.read_buffer(readback, dbytes + 2 * lbytes)?;
+        let all: &[GpuDecision] = bytemuck::cast_slice(&data[..dbytes as usize]);
+        let words: &[u32] = bytemuck::cast_slice(&data[dbytes as usize..]);
+        Ok(DecideReadback {
+            decisions: list.iter().map(|&p| all[p as usize]).collect(),
+            keep: words[..n as usize].to_vec(),
+            next: words[n as usize..].to_vec(),
+        })
+    }
+
+    /// Rewards and GRPO advantages on the GPU for rollouts grouped in
+    /// `segments`: with `consensus` (one answer id per prompt), TTRL's majority
+    /// rewards from `answers`; without, `given` rewards (one per rollout).
+    /// Waits for the GPU and returns `(rewards, advantages)`.
+    pub fn rewards(
+        &mut self,
+        segments: &[Segment],
+        answers: &[u32],
+        consensus: Option<&[u32]>,
+        given: Option<&[f32]>,
+        eps: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        // Exactly one source of rewards; segments in range and disjoint.
+        let n = match (consensus, given) {
+            (Some(c), None) => {
+                if c.len() != self.prompts as usize {
+                    return Err(Error::LengthMismatch {
+                        what: "consensus answers (one per prompt)",
+                        expected: self.prompts as usize,
+                        got: c.len(),
+                    });
+                }
+                answers.len()
+            }
+            (None, Some(g)) => g.len(),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "rewards need either the consensus answers or given rewards, not both".into(),
+                ))
+            }
+        };
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "eps must be finite and >= 0, got {eps}"
+            )));
+        }
+        let stand_in = vec![0u32; n];
+        RoundVotes {
+            segments,
+            answers: &stand_in,
+            tokens: None,
+        }
+        .validate(self.prompts)?;
+        let mut spans: Vec<(u32, u32)> = segments
+            .iter()
+            .map(|s| (s.start, s.start + s.count))
+            .collect();
+        spans.sort_unstable();
+        if let Some(i) = spans.windows(2).position(|w| w[0].1 > w[1].0) {
+            return Err(Error::InvalidSegment {
+                segment: i,
+                reason: "reward segments overlap".into(),
+            });
+        }
+        if segments.is_empty() || n == 0 {
+            return Ok((vec![0.0; n], vec![0.0; n]));
+        }
+        let ctx = self.ctx.clone();
+        let host = &mut self.host;
+        let mut params = [0u8; 16];
+        params[..4].copy_from_slice(&(segments.len() as u32).to_le_bytes());
+        params[4..8].copy_from_slice(&eps.to_le_bytes());
+        params[8..12].copy_from_slice(&u32::from(consensus.is_some()).to_le_bytes());
+        ctx.queue.write_buffer(&host.reward_params, 0, &params);
+        let decisions: Vec<GpuDecision> = consensus
+            .unwrap_or(&[])
+            .iter()
+            .map(|&c| GpuDecision {
+                consensus: c,
+                ..Default::default()
+            })
+            .collect();
+        let start: Vec<f32> = given.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
+        let [_, segs, answers_in, consensus_in, rewards_in] = &mut host.inputs;
+        segs.write(&ctx, bytemuck::cast_slice(segments));
+        answers_in.write(&ctx, bytemuck::cast_slice(answers));
+        consensus_in.write(&ctx, bytemuck::cast_slice(&decisions));
+        rewards_in.write(&ctx, bytemuck::cast_slice(&start));
+        let bytes = n as u64 * 4;
+        let [.., rewards, advantages] = &mut host.outputs;
+        rewards.reserve(&ctx.device, bytes);
+        advantages.reserve(&ctx.device, bytes);
+        host.readback.reserve(&ctx.device, 2 * bytes);
+        let host = &self.host;
+        let (layout, pipeline) = &self.pipelines.rewards;
+        let bind_group = crate::gpu::shader::bind_buffers(
+            &ctx.device,
+            "rollcall rewards",
+            layout,
+            &[
+                (20, &host.reward_params),
+                (21, host.inputs[1].buffer()),
+                (22, host.inputs[2].buffer()),
+                (23, host.inputs[3].buffer()),
+                (24, host.outputs[3].buffer()),
+                (25, host.outputs[4].buffer()),
+            ],
+        );
+        let readback = host.readback.buffer();
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        // The kernel adds to the rewards it finds: start from the given ones.
+        encoder.copy_buffer_to_buffer(
+            host.inputs[4].buffer(),
+            0,
+            host.outputs[3].buffer(),
+            0,
+            bytes,
+        );
+        self.dispatch(&mut encoder, pipeline, &bind_group, segments.len() as u32);
+        encoder.copy_buffer_to_buffer(host.outputs[3].buffer(), 0, readback, 0, bytes);
+        encoder.copy_buffer_to_buffer(host.outputs[4].buffer(), 0, readback, bytes, bytes);
+        ctx.submit(encoder.finish());
+        let data = ctx.read_buffer(readback, 2 * bytes)?;
+        let all: &[f32] = bytemuck::cast_slice(&data);
+        Ok((all[..n].to_vec(), all[n..].to_vec()))
+    }
+
+    /// Reads totals and tables back (waits for the GPU).
+    pub fn read(&mut self) -> Result<(Vec<PromptVotes>, Vec<[u32; 2]>)> {
+        let ctx = &self.ctx;
+        let vbytes = u64::from(self.prompts) * 32;
+        let tbytes = u64::from(self.prompts) * u64::from(self.capacity) * 8;
+        self.host.readback.reserve(&ctx.device, vbytes + tbytes);
+        let readback = self.host.readback.buffer();
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.votes, 0, readback, 0, vbytes);
+        encoder.copy_buffer_to_buffer(&self.tables, 0, readback, vbytes, tbytes);
+        ctx.submit(encoder.finish());
+        let data = ctx.read_buffer(readback, vbytes + tbytes)?;
+        let votes = bytemuck::cast_slice(&data[..vbytes as usize]).to_vec();
+        let tables =
+            bytemuck::cast_slice(&data[vbytes as usize..(vbytes + tbytes) as usize]).to_vec();
+        Ok((votes, tables))
+    }
+}
