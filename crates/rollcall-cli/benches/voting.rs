@@ -10,8 +10,8 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rollcall::compact::{cpu::compact as compact_cpu, CompactScratch, Compactor};
-use rollcall::voting::scheduler::{Allocation, Scheduler};
 use rollcall::voting::RoundVotes;
+use rollcall::voting::{Allocation, Scheduler};
 use rollcall::GpuContext;
 use std::hint::black_box;
 use wgpu::util::DeviceExt;

@@ -16,8 +16,8 @@ use rollcall::internals::ReadOnce;
 use rollcall::internals::{GpuTimer, Timing};
 use rollcall::sampling::cpu as sampling_cpu;
 use rollcall::tail::{cpu as tail_cpu, Estimator, TailStats};
-use rollcall::voting::scheduler::{Allocation, Scheduler};
 use rollcall::voting::{cpu::VoteTables as CpuVoteTables, RoundVotes, Segment};
+use rollcall::voting::{Allocation, Scheduler};
 use rollcall::voting::{RuleConfig, StopRule};
 use rollcall::{
     Error, GpuContext, LogitsBinding, LogitsDtype, Result, SampleBatch, Sampler, SamplingParams,

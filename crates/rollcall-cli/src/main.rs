@@ -703,8 +703,8 @@ fn vote(args: &VoteArgs) -> rollcall::Result<ExitCode> {
         sets.push((name, parse_vote_file(&text)?));
     }
     let allocation = match args.allocation.as_str() {
-        "one" => rollcall::voting::scheduler::Allocation::Chunk(1),
-        "fewest" => rollcall::voting::scheduler::Allocation::FewestToPass { first: 1 },
+        "one" => rollcall::voting::Allocation::Chunk(1),
+        "fewest" => rollcall::voting::Allocation::FewestToPass { first: 1 },
         other => {
             return Err(rollcall::Error::InvalidRule(format!(
                 "unknown allocation {other:?} (one, fewest)"

@@ -7,8 +7,9 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rollcall::voting::rules::{RuleConfig, StopRule};
-use rollcall::voting::scheduler::{run_cpu, Allocation, ReplayEngine, Scheduler};
+use rollcall::voting::cpu::run as run_cpu;
+use rollcall::voting::{Allocation, ReplayEngine, Scheduler};
+use rollcall::voting::{RuleConfig, StopRule};
 use rollcall::{Error, GpuContext, Result};
 
 /// One question: its true answer and its recorded answers.

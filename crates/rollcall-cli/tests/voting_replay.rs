@@ -5,7 +5,7 @@
 #[path = "../../rollcall/tests/common/gpu.rs"]
 mod common;
 
-use rollcall::voting::scheduler::Allocation;
+use rollcall::voting::Allocation;
 use rollcall_cli::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
 
 #[test]

@@ -4,7 +4,7 @@
 //! Each round's answers arrive as one ragged batch (one segment of votes per
 //! prompt) and are folded into per-prompt tables of up to `capacity` distinct
 //! answers in first-seen order ([`VoteTables`] on the GPU, [`cpu::VoteTables`]
-//! its twin); [`rules`] decide which prompts stop, [`Scheduler`] runs the
+//! its twin); the [`StopRule`]s decide which prompts stop, [`Scheduler`] runs the
 //! rounds, [`rewards`] turns the consensus into TTRL rewards and GRPO
 //! advantages.
 //! Answers past the capacity are counted in [`PromptVotes::overflow`]: they
@@ -111,8 +111,8 @@ pub mod cpu;
 pub(crate) mod gpu;
 pub mod posterior;
 pub mod rewards;
-pub mod rules;
-pub mod scheduler;
+pub(crate) mod rules;
+mod scheduler;
 
 pub use gpu::{DecideReadback, GpuDecision, VoteTables};
 pub use rules::{Decision, RuleConfig, StopRule};

@@ -82,8 +82,8 @@ pub struct Outcome {
 /// The scheduler for one batch of prompts.
 ///
 /// ```no_run
-/// use rollcall::voting::rules::{RuleConfig, StopRule};
-/// use rollcall::voting::scheduler::{Allocation, Rollout, RolloutEngine, Scheduler};
+/// use rollcall::voting::{RuleConfig, StopRule};
+/// use rollcall::voting::{Allocation, Rollout, RolloutEngine, Scheduler};
 /// struct Echo;
 /// impl RolloutEngine for Echo {
 ///     fn generate(&mut self, prompts: &[u32], counts: &[u32]) -> rollcall::Result<Vec<Rollout>> {
