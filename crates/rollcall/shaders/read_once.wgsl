@@ -31,8 +31,8 @@ fn read_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     let vocab = chunk.vocab;
     // Four independent sums, so the loop is bound by loads, not by the
     // latency of one chain of additions. The f32 group load is written out
-    // here (not a shared helper): on lavapipe the helper form read about 10%
-    // slower, and this kernel must be the fastest plain read we can write.
+    // here (not a shared helper): on a CPU adapter the helper form read more
+    // slowly, and this kernel must be the fastest plain read we can write.
     // 16-bit groups share the sampler's `load_half_group` (two word loads;
     // not timed against a written-out copy).
     var sum = vec4<f32>(0.0);

@@ -183,10 +183,9 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
 // Scaled bits of tokens base..base+3, classified afterwards by their bits;
 // tokens past the row's end read as -inf. inv_t is a positive normal number
 // (the host clamps it), so an IEEE product keeps inf and NaN non-finite.
-// Masking non-finite logits out before the multiply (safer where a driver
-// assumes no inf/NaN) cost 10-20% on lavapipe, and a variant on a shared load
-// helper ran slower too, so the f32 loads are written out here; 16-bit groups
-// use the shared `load_half_group` (two word loads instead of four).
+// The f32 loads are written out here (masking non-finite logits before the
+// multiply, or a shared load helper, made the pass slower on a CPU adapter);
+// 16-bit groups use the shared `load_half_group` (two word loads, not four).
 fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
     if VEC4_LOADS && base + GROUP <= vocab {
         let word = chunk.elem_base + row * chunk.vocab + base;
@@ -231,17 +230,17 @@ fn merge_state(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
 }
 
 // Online (max, mass) update with a group of four values (`live` marks the
-// finite ones), without branches: lavapipe runs both sides of a divergent
-// `if` under a mask, so a branchy update cost the rescale and the group's
-// exps twice (54 vs 47 ms at 256 x 128 256). An empty state carries max
-// F32_LOWEST and mass 0; the rescale factor is then irrelevant (0 * it).
+// finite ones), without branches: SIMD-on-CPU drivers run both sides of a
+// divergent `if` under a mask, paying the rescale and the exps twice. An
+// empty state carries max F32_LOWEST and mass 0; the rescale factor is then
+// irrelevant (0 * it).
 fn online_add_group(state: vec2<f32>, z: vec4<f32>, live: vec4<bool>) -> vec2<f32> {
     let zl = select(vec4<f32>(F32_LOWEST), z, live);
     let m = max(state.x, max(max(zl.x, zl.y), max(zl.z, zl.w)));
     let e = select(vec4<f32>(0.0), exp(zl - m), live);
     // When the maximum did not rise this multiplies by exp(0), exactly 1 on
     // every adapter we know (and in the twin); Vulkan would allow a few ulps.
-    // Selecting 1.0 instead cost lavapipe a quarter of the plain pass.
+    // Selecting 1.0 instead is much slower on a CPU adapter.
     return vec2<f32>(m, state.y * exp(state.x - m) + ((e.x + e.y) + (e.z + e.w)));
 }
 
@@ -446,9 +445,9 @@ fn select_among_candidates(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: b
 
 // The reductions over the workgroup's 256 values fold in two levels: the
 // first FOLD invocations each fold FOLD consecutive values in order, then
-// invocation 0 folds those FOLD results in order (3 barriers; a pairwise
-// tree took 9, and its steps ran masked on every invocation on lavapipe:
-// 5 ms of 48 at 256 x 128 256). Every reduction that returns to all
+// invocation 0 folds those FOLD results in order (3 barriers, where a
+// pairwise tree takes 9 whose steps run masked on SIMD-on-CPU drivers).
+// Every reduction that returns to all
 // invocations ends in a barrier after its last read of red_*, so callers
 // may write red_* again right after one; `fold_race` and `fold_argmax_key`
 // return to invocation 0 only and end without one (the draw's last steps).
@@ -624,10 +623,10 @@ fn fold_partial(acc: StreamPartial, part: StreamPartial) -> StreamPartial {
 // Pass 1 over a stream's groups first, first + WG, ... below `last` (a whole
 // row, or one tile for the split pass): online max and mass of the finite
 // tokens, folded at every tile boundary, counts of +inf and finite tokens,
-// and for greedy rows the arg-max key. One flat loop per mode: nested tile
-// loops, or a call per tile, ran 8-20% slower on lavapipe. `sample_rows`
-// calls the mode's function directly (through this dispatcher the sampling
-// loop ran ~25% slower there); the split pass goes through it.
+// and for greedy rows the arg-max key. One flat loop per mode (nested tile
+// loops, or a call per tile, were slower on a CPU adapter). `sample_rows`
+// calls the mode's function directly; the split pass goes through this
+// dispatcher.
 fn stream_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, greedy: bool) -> StreamPartial {
     if greedy {
         return greedy_pass(row, first, last, vocab);
@@ -635,9 +634,8 @@ fn stream_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, greedy: 
     return sampling_pass(row, first, last, vocab, inv_t);
 }
 
-// The group update is `online_add_group` written out (through the call the
-// plain row ran ~4% slower on lavapipe: 45 vs 43 ms at 256 x 128 256), and
-// without its masks: a -inf token (masked, or padding past the row's end)
+// The group update is `online_add_group` written out (the call was slower on
+// a CPU adapter), and without its masks: a -inf token (masked, or padding past the row's end)
 // adds exp(-inf) = 0 and never raises the maximum (the state's maximum starts
 // at F32_LOWEST), so for streams of finite and -inf logits, the common case,
 // the masks change no bit and only the -inf tokens need counting. A NaN or
@@ -648,8 +646,8 @@ fn stream_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32, greedy: 
 // NaN, NaN kept through * and +), which WGSL lets an implementation drop:
 // the GPU-vs-twin and split-vs-unsplit tests with NaN and +-inf rows check it
 // on each adapter they run on (run them on a new backend). Dropping the
-// masks and the per-token checks for +inf and NaN took lavapipe's plain rows
-// from 0.59 to 0.66 of a read (256 x 128 256).
+// masks and the per-token checks for +inf and NaN is what makes plain rows
+// run near the speed of a plain read.
 fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> StreamPartial {
     var state = EMPTY_STATE;
     var lmax = F32_LOWEST;
@@ -679,9 +677,8 @@ fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Str
     return StreamPartial(state.x, state.y, 0u, tokens_visited(first, last) - neg_inf, 0u, NO_INDEX, 0u, 0u);
 }
 
-// Tested on the bits: a compiler may assume that x == x. (Testing for
-// non-finite instead, to catch a +inf mass too, which the update cannot make,
-// slowed lavapipe's plain rows from 0.675 to 0.625 of a read.)
+// Tested on the bits: a compiler may assume that x == x. (A +inf mass, which
+// the update cannot make, needs no test; testing for non-finite is slower.)
 fn is_nan_bits(bits: u32) -> bool {
     return (bits & 0x7FFFFFFFu) > F32_POS_INF_BITS;
 }
@@ -797,9 +794,8 @@ fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
 // Pass 1 alone: workgroup (row, tile) writes every stream's state over that
 // tile, or with chunk.tiles == 1 over the whole row; `sample_rows` or
 // `finish_rows` then folds them instead of reading the row. It has no
-// barrier: on lavapipe it runs at the speed of a plain read (a barrier, or
-// even a `return` ahead of the loop that is never taken, makes lavapipe run
-// the pass slower: a never-taken return took 256 x 128 256 from 31 to 55 ms).
+// barrier and no early return, so that on SIMD-on-CPU drivers it runs at the
+// speed of a plain read (either makes them run the loop under a mask).
 @compute @workgroup_size(256)
 fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let row = wid.x;
@@ -893,11 +889,9 @@ fn row_partial(out_index: u32, s: u32) -> StreamPartial {
 // The draw for greedy and temperature-only rows from the partials of a
 // separate first pass, in FINISH_WG invocations: the same reductions, races
 // and bits as `sample_rows`, with 3 barriers among 16 invocations instead of
-// 10 among 256 (14 before the parameters were read directly and the final
-// winner stopped being broadcast). On lavapipe a barrier of a 256-wide
-// workgroup cost ~1.2 us
-// per row and core, and `sample_rows` spent ~30 us per row and core after
-// its first pass; this kernel draws 256 x 1024 rows in about half the time.
+// 10 among 256: on a CPU adapter, where a barrier of a 256-wide workgroup
+// costs microseconds per row, it draws in about half the time. The host uses
+// it on CPU adapters only.
 // The host sends it only dispatches whose rows all have no top-k, top-p or
 // min-p in force (it would ignore them); `sample_rows` draws the others.
 @compute @workgroup_size(FINISH_WG)

@@ -117,8 +117,7 @@ impl ReadOnce {
 
     /// The same read with four f32 logits per load where rows start on a
     /// 16-byte boundary, as the sampler reads them. Which of the two reads is
-    /// faster depends on the adapter (on lavapipe the scalar one, though the
-    /// sampler gains from vector loads); `rollcall bench` prints this one's
+    /// faster depends on the adapter; `rollcall bench` prints this one's
     /// ratio to the scalar read, its yardstick.
     ///
     /// ```no_run

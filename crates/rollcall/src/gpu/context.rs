@@ -56,8 +56,8 @@ impl std::ops::Sub for SyncCounts {
     type Output = SyncCounts;
     fn sub(self, earlier: SyncCounts) -> SyncCounts {
         SyncCounts {
-            submits: self.submits - earlier.submits,
-            readbacks: self.readbacks - earlier.readbacks,
+            submits: self.submits.saturating_sub(earlier.submits),
+            readbacks: self.readbacks.saturating_sub(earlier.readbacks),
         }
     }
 }

@@ -162,19 +162,16 @@ const PARTIAL_BYTES: u64 = 32;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SplitRows {
     /// On a CPU adapter: [`SplitRows::Never`] for f32 batches with no
-    /// filtered row (on lavapipe the full kernel's draw, with its 14
-    /// workgroup barriers, cost ~30 us per row and core, the small kernel's a
-    /// fraction: see the README), else [`SplitRows::Fused`] (there a separate
-    /// first pass made top-k + top-p ~15% slower, and 16-bit plain rows 1-7%
-    /// slower). On other adapters,
-    /// [`SplitRows::Always`] when a batch has fewer than
+    /// filtered row (the full kernel's workgroup barriers are costly there;
+    /// the small drawing kernel has few), else [`SplitRows::Fused`] (there a
+    /// separate first pass is slower for filtered and 16-bit rows). On other
+    /// adapters, [`SplitRows::Always`] when a batch has fewer than
     /// [`SPLIT_BELOW_ROWS`] rows that span 2 tiles or more (too few
     /// workgroups to fill a GPU otherwise), else [`SplitRows::Fused`] (one
-    /// dispatch; untimed on a GPU here).
+    /// dispatch). Measured figures are in docs/PERFORMANCE.md.
     #[default]
     Auto,
-    /// The first pass in its own dispatch, one workgroup per row. (It used
-    /// to mean one dispatch per batch, which is now [`SplitRows::Fused`].)
+    /// The first pass in its own dispatch, one workgroup per row.
     Never,
     /// The first pass in its own dispatch, one workgroup per tile of a row.
     Always,

@@ -54,8 +54,7 @@
 //!
 //! f32 rows that start on a 16-byte boundary (vocab a multiple of 4 and the
 //! binding's offset a multiple of 16 bytes) are read four logits per load;
-//! other rows one logit per load, with the same results (on lavapipe the
-//! vector loads make plain sampling about 15% faster).
+//! other rows one logit per load, with the same results.
 //!
 //! Filtered rows (top-k, top-p, min-p) bound the kept set's boundary from the
 //! 256 streams' maxima (the k-th largest maximum for top-k; for top-p the
