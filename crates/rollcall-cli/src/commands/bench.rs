@@ -2,6 +2,7 @@
 //! adapter, against a kernel that only reads the same bytes once, and the CPU
 //! twin.
 
+use super::CliResult;
 use rollcall::GpuContext;
 use std::process::ExitCode;
 
@@ -32,7 +33,7 @@ pub struct BenchArgs {
     json: bool,
 }
 
-pub fn run(args: &BenchArgs) -> rollcall::Result<ExitCode> {
+pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
     use rollcall_cli::bench::{run, BenchOptions};
     let ctx = GpuContext::new()?;
     let options = BenchOptions {

@@ -1,11 +1,12 @@
 //! `rollcall info`: the adapter, its features and key limits.
 
+use super::CliResult;
 use rollcall::GpuContext;
 use std::process::ExitCode;
 
 /// Prints the adapter line, the device features and the limits that matter
 /// here.
-pub fn run() -> rollcall::Result<ExitCode> {
+pub fn run() -> CliResult<ExitCode> {
     let ctx = GpuContext::new()?;
     println!("{}", ctx.describe());
     let names: Vec<&str> = ctx.features().iter_names().map(|(name, _)| name).collect();

@@ -2,7 +2,7 @@
 //! checked against the CPU twin, and the sampler timed against a kernel that
 //! only reads the same logits once.
 
-use super::cli_name;
+use super::{cli_name, ensure_fits, product, total, Bound, CliResult};
 use clap::ValueEnum;
 use half::{bf16, f16};
 use rollcall::internals::ReadOnce;
@@ -94,6 +94,15 @@ enum Dtype {
     F32,
     F16,
     Bf16,
+}
+
+impl Dtype {
+    fn size_bytes(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::Bf16 => 2,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, Serialize)]
@@ -192,20 +201,130 @@ struct Report {
     cpu_twin: Throughput,
 }
 
-pub fn run(args: &SampleArgs) -> rollcall::Result<ExitCode> {
-    let (rows, vocab) = (args.batch, args.vocab);
-    let params: Vec<SamplingParams> = (0..u64::from(rows))
-        .map(|r| {
-            SamplingParams::new(args.temperature)
-                .top_k(args.top_k)
-                .top_p(args.top_p)
-                .min_p(args.min_p)
-                .seed(args.seed.wrapping_add(r))
-        })
-        .collect();
-    if vocab == 0 {
-        return Err(rollcall::Error::EmptyVocab);
+/// The batch's sizes, checked before anything of their size is allocated.
+struct Sizes {
+    rows: u32,
+    vocab: u32,
+    dtype: Dtype,
+}
+
+impl Sizes {
+    /// How the sizes were asked for, in the refusal.
+    fn subject(&self) -> String {
+        format!(
+            "--batch {} x --vocab {} ({})",
+            self.rows,
+            self.vocab,
+            cli_name(self.dtype)
+        )
     }
+
+    fn elements(&self) -> Option<u64> {
+        product(&[u64::from(self.rows), u64::from(self.vocab)])
+    }
+
+    /// Bytes of the logits in their dtype.
+    fn logits_bytes(&self) -> Option<u64> {
+        product(&[self.elements()?, self.dtype.size_bytes()])
+    }
+
+    /// The host memory the command holds at its peak (an upper estimate).
+    /// Per logit: the logits in their dtype, their padded upload copy and
+    /// wgpu's staging copy of it (3 x 4 bytes for f32), or, while 16-bit
+    /// logits are converted, the f32 draws beside the result (4 + 2). Per
+    /// row: the parameters, the CPU twin's traces, the results and the
+    /// readbacks.
+    fn host_bytes(&self) -> Option<u64> {
+        use std::mem::size_of;
+        let size = self.dtype.size_bytes();
+        let per_logit = (3 * size).max(4 + size);
+        let per_row = size_of::<SamplingParams>()
+            + 3 * GPU_ROW_PARAMS_BYTES as usize
+            + size_of::<cpu::RowTrace>()
+            + 2 * size_of::<SampleResult>()
+            + HOST_READBACK_BYTES_PER_ROW;
+        total(&[
+            product(&[self.elements()?, per_logit]),
+            Some(4),
+            product(&[u64::from(self.rows), per_row as u64]),
+        ])
+    }
+
+    fn check_host(&self) -> CliResult<()> {
+        ensure_fits(
+            &self.subject(),
+            "the logits, their upload copies and per-row state",
+            self.host_bytes(),
+            Bound::Host,
+        )?;
+        Ok(())
+    }
+
+    /// The logits' buffer (and, for 16-bit logits, the read-once reference's
+    /// buffer of as many words) must fit one device buffer; the per-row
+    /// buffers, bound whole, one storage binding (the parameters, 48 bytes a
+    /// row, are the largest).
+    fn check_device(&self, ctx: &GpuContext) -> CliResult<()> {
+        let rows = u64::from(self.rows.max(1));
+        let words = product(&[rows, u64::from(self.vocab.div_ceil(2)), 4]);
+        let logits = self.logits_bytes().map(|b| b.div_ceil(4) * 4);
+        let largest = match self.dtype {
+            Dtype::F32 => logits,
+            Dtype::F16 | Dtype::Bf16 => logits.zip(words).map(|(l, w)| l.max(w)),
+        };
+        ensure_fits(
+            &self.subject(),
+            &format!("the {} logits", cli_name(self.dtype)),
+            largest,
+            Bound::buffer(ctx),
+        )?;
+        ensure_fits(
+            &format!("--batch {}", self.rows),
+            "the per-row sampling parameters",
+            product(&[rows, GPU_ROW_PARAMS_BYTES]),
+            Bound::binding(ctx),
+        )?;
+        Ok(())
+    }
+}
+
+/// Bytes of one row's parameters as the shader reads them (the library's
+/// `GpuRowParams`, crate-private): the sampler keeps them in a buffer bound
+/// whole, and two host copies.
+const GPU_ROW_PARAMS_BYTES: u64 = 48;
+
+/// Host bytes per row the results are read back through: the sampler's
+/// tokens and results (20) and the engine path's tokens (4).
+const HOST_READBACK_BYTES_PER_ROW: usize = 24;
+
+pub fn run(args: &SampleArgs) -> CliResult<ExitCode> {
+    let (rows, vocab) = (args.batch, args.vocab);
+    let row_params = |r: u64| {
+        SamplingParams::new(args.temperature)
+            .top_k(args.top_k)
+            .top_p(args.top_p)
+            .min_p(args.min_p)
+            .seed(args.seed.wrapping_add(r))
+    };
+    // Rows differ only in their seeds, so row 0 is refused if any row is:
+    // bad parameters are reported before sizes (checked on a one-token row).
+    if rows > 0 {
+        cpu::sample_traced(HostLogits::F32(&[0.0]), &row_params(0))?;
+    }
+    if vocab == 0 {
+        return Err(rollcall::Error::EmptyVocab.into());
+    }
+    let sizes = Sizes {
+        rows,
+        vocab,
+        dtype: args.dtype,
+    };
+    sizes.check_host()?;
+    let params: Vec<SamplingParams> = (0..u64::from(rows)).map(row_params).collect();
+    // The device opens before the logits are drawn, so that sizes the
+    // adapter cannot hold are refused before any large allocation.
+    let ctx = GpuContext::new()?;
+    sizes.check_device(&ctx)?;
     let shape = match args.shape {
         Shape::Model => LogitsShape::Model,
         Shape::Flat => LogitsShape::Flat,
@@ -215,7 +334,6 @@ pub fn run(args: &SampleArgs) -> rollcall::Result<ExitCode> {
     let logits = owned.view();
     let dtype = logits.dtype();
 
-    let ctx = GpuContext::new()?;
     let mut sampler = Sampler::new(&ctx)?.with_split_rows(args.route.split_rows());
     let read_once = ReadOnce::new(&ctx)?;
 

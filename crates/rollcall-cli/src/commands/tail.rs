@@ -2,8 +2,42 @@
 //! estimator's bias and spread against the true E[max of N], optionally as an
 //! SVG chart against m.
 
+use super::{ensure_fits, product, total, Bound, CliResult};
 use rollcall::GpuContext;
 use std::process::ExitCode;
+
+/// Host bytes per reward, an upper estimate: the reward and the estimators'
+/// working copies (sorted values and indices, or the readback, and the
+/// advantages).
+const HOST_BYTES_PER_REWARD: u64 = 16;
+
+/// Host bytes per prompt, an upper estimate: its offset, value and status,
+/// their readback and the statistics' f64 copy.
+const HOST_BYTES_PER_PROMPT: u64 = 32;
+
+/// Rewards per chunk of the tail kernels' chunked sort.
+const SORT_CHUNK: u64 = 1024;
+
+/// Device bytes of the tail kernels for `rollouts` rewards in `segments`
+/// prompts: (the largest buffer bound whole, the readback). `TailStats`
+/// rounds both counts up to powers of two; its largest bound buffers are the
+/// per-rollout words and the list of sort chunks (two words per chunk and per
+/// segment), and its readback holds three words per rollout.
+fn tail_device_bytes(rollouts: u64, segments: u64) -> (Option<u64>, Option<u64>) {
+    let r = rollouts.max(1).checked_next_power_of_two();
+    let s = segments.max(1).checked_next_power_of_two();
+    let (Some(r), Some(s)) = (r, s) else {
+        return (None, None);
+    };
+    let chunk_list =
+        total(&[Some(r / SORT_CHUNK), Some(s), Some(1)]).and_then(|w| w.checked_mul(2));
+    let bound = chunk_list.map(|c| c.max(r).max(s.saturating_add(1)));
+    let readback = product(&[r, 3]).zip(total(&[product(&[s, 2]), Some(r)]));
+    (
+        bound.and_then(|w| w.checked_mul(4)),
+        readback.and_then(|(a, b)| a.max(b).checked_mul(4)),
+    )
+}
 
 #[derive(clap::Args)]
 pub struct TailArgs {
@@ -55,7 +89,7 @@ pub struct TailArgs {
     svg: Option<std::path::PathBuf>,
 }
 
-pub fn run(args: &TailArgs) -> rollcall::Result<ExitCode> {
+pub fn run(args: &TailArgs) -> CliResult<ExitCode> {
     use rollcall::tail::{Estimator, TailStats};
     use rollcall_cli::study::{study, RewardFamily, StudyBackend};
     let family = RewardFamily::parse(&args.family, args.location, args.scale, args.p)?;
@@ -97,19 +131,48 @@ pub fn run(args: &TailArgs) -> rollcall::Result<ExitCode> {
         return Err(rollcall::Error::InvalidEstimator(format!(
             "--m {m}: rollouts per prompt must be 1 to {}",
             rollcall::tail::MAX_SEGMENT
-        )));
+        ))
+        .into());
     }
     if args.m.is_empty() || args.prompts == 0 {
         return Err(rollcall::Error::InvalidEstimator(
             "--m and --prompts must not be empty or 0".into(),
-        ));
+        )
+        .into());
     }
+    // The largest m draws the most rewards; each m's are dropped before the next.
+    let m_max = args.m.iter().copied().max().unwrap_or(0);
+    let prompts = u64::from(args.prompts);
+    let subject = format!("--prompts {} x --m {m_max}", args.prompts);
+    let rollouts = product(&[prompts, u64::from(m_max)]);
+    ensure_fits(
+        &subject,
+        "the rewards and the estimators' working copies",
+        total(&[
+            rollouts.and_then(|r| r.checked_mul(HOST_BYTES_PER_REWARD)),
+            product(&[prompts + 1, HOST_BYTES_PER_PROMPT]),
+        ]),
+        Bound::Host,
+    )?;
     let ctx;
     let mut kernels;
     let (backend, device) = if args.cpu {
         (StudyBackend::Cpu, "CPU twin".to_string())
     } else {
         ctx = GpuContext::new()?;
+        let (bound, readback) = rollouts.map_or((None, None), |r| tail_device_bytes(r, prompts));
+        ensure_fits(
+            &subject,
+            "the tail kernels' rewards and sort chunks",
+            bound,
+            Bound::binding(&ctx),
+        )?;
+        ensure_fits(
+            &subject,
+            "the tail kernels' readback",
+            readback,
+            Bound::buffer(&ctx),
+        )?;
         kernels = TailStats::new(&ctx)?;
         (StudyBackend::Gpu(&mut kernels), ctx.describe())
     };

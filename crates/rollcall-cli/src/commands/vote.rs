@@ -1,8 +1,23 @@
 //! `rollcall vote`: recorded votes (or a synthetic workload) replayed through
 //! the voting scheduler, with accuracy and mean samples per stopping rule.
 
+use super::{ensure_fits, product, Bound, CliResult};
 use rollcall::GpuContext;
 use std::process::ExitCode;
+
+/// Answers per question of the synthetic workload.
+const SYNTHETIC_ANSWERS: usize = 40;
+
+/// Host bytes per synthetic question, an upper estimate: 40 answer strings
+/// (about 56 bytes each with their headers), their ids and a shuffled copy,
+/// and the replay's per-rollout outcome (about 3.5 KiB in all).
+const HOST_BYTES_PER_SYNTHETIC_QUESTION: u64 = 4096;
+
+/// Answers a prompt's vote table holds, as `replay` opens its scheduler.
+const TABLE_CAPACITY: u64 = 64;
+
+/// Device bytes per table slot: an `(answer, votes)` pair of u32.
+const TABLE_SLOT_BYTES: u64 = 8;
 
 #[derive(clap::Args)]
 pub struct VoteArgs {
@@ -41,13 +56,24 @@ pub struct VoteArgs {
     json: bool,
 }
 
-pub fn run(args: &VoteArgs) -> rollcall::Result<ExitCode> {
+pub fn run(args: &VoteArgs) -> CliResult<ExitCode> {
     use rollcall_cli::replay::{parse_vote_file, preset, replay, synthetic_workload, Backend};
     let mut sets = Vec::new();
+    // (the sizes as asked for, questions) of every set, for the device check
+    let mut sizes = Vec::new();
     if args.files.is_empty() {
+        let questions = args.synthetic_questions;
+        let subject = format!("--synthetic-questions {questions}");
+        ensure_fits(
+            &subject,
+            "the synthetic answers and their replay",
+            product(&[questions as u64, HOST_BYTES_PER_SYNTHETIC_QUESTION]),
+            Bound::Host,
+        )?;
+        sizes.push((subject, questions));
         sets.push((
             "synthetic".to_string(),
-            synthetic_workload(args.synthetic_questions, 40, 7),
+            synthetic_workload(questions, SYNTHETIC_ANSWERS, 7),
         ));
     }
     for path in &args.files {
@@ -56,7 +82,12 @@ pub fn run(args: &VoteArgs) -> rollcall::Result<ExitCode> {
         let name = path
             .file_stem()
             .map_or("votes".into(), |s| s.to_string_lossy().into_owned());
-        sets.push((name, parse_vote_file(&text)?));
+        let problems = parse_vote_file(&text)?;
+        sizes.push((
+            format!("{} ({} questions)", path.display(), problems.len()),
+            problems.len(),
+        ));
+        sets.push((name, problems));
     }
     let allocation = match args.allocation.as_str() {
         "one" => rollcall::voting::Allocation::Chunk(1),
@@ -64,7 +95,8 @@ pub fn run(args: &VoteArgs) -> rollcall::Result<ExitCode> {
         other => {
             return Err(rollcall::Error::InvalidRule(format!(
                 "unknown allocation {other:?} (one, fewest)"
-            )))
+            ))
+            .into())
         }
     };
     let rules: Vec<&str> = args
@@ -85,6 +117,13 @@ pub fn run(args: &VoteArgs) -> rollcall::Result<ExitCode> {
     } else {
         Some(GpuContext::new()?)
     };
+    if let Some(ctx) = &ctx {
+        // One prompt per question: its vote table is bound whole.
+        for (subject, questions) in &sizes {
+            let tables = product(&[*questions as u64, TABLE_CAPACITY, TABLE_SLOT_BYTES]);
+            ensure_fits(subject, "the vote tables", tables, Bound::binding(ctx))?;
+        }
+    }
     let backend = match &ctx {
         Some(ctx) => Backend::Gpu(ctx),
         None => Backend::Cpu,
