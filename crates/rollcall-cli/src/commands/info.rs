@@ -1,14 +1,17 @@
 //! `rollcall info`: the adapter, its features and key limits.
 
-use super::CliResult;
+use super::{slow_adapter_note, CliResult};
 use rollcall::GpuContext;
 use std::process::ExitCode;
 
-/// Prints the adapter line, the device features and the limits that matter
-/// here.
+/// Prints the adapter line (and, on wgpu's CPU fallback behind OpenGL, the
+/// note on lavapipe), the device features and the limits that matter here.
 pub fn run() -> CliResult<ExitCode> {
     let ctx = GpuContext::new()?;
     println!("{}", ctx.describe());
+    if let Some(note) = slow_adapter_note(ctx.adapter_info()) {
+        println!("{note}");
+    }
     let names: Vec<&str> = ctx.features().iter_names().map(|(name, _)| name).collect();
     println!(
         "device features: {}",

@@ -1,6 +1,6 @@
 //! The subcommands of `rollcall`, one module each (its clap arguments and its
 //! `run`), and what they share: the error type, the size checks made before
-//! anything large is allocated.
+//! anything large is allocated, and the note about slow adapters.
 
 pub mod bench;
 pub mod info;
@@ -197,9 +197,56 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// Whether an adapter is wgpu's OpenGL fallback running on the CPU (Mesa's
+/// llvmpipe behind GL): exact, but several times slower than lavapipe.
+pub fn is_cpu_gl(backend: wgpu::Backend, device_type: wgpu::DeviceType) -> bool {
+    backend == wgpu::Backend::Gl && device_type == wgpu::DeviceType::Cpu
+}
+
+/// The note printed after the adapter line on a CPU adapter behind OpenGL
+/// (see [`is_cpu_gl`]), `None` on any other adapter.
+pub fn slow_adapter_note(info: &wgpu::AdapterInfo) -> Option<&'static str> {
+    is_cpu_gl(info.backend, info.device_type).then_some(CPU_GL_NOTE)
+}
+
+/// See [`slow_adapter_note`].
+const CPU_GL_NOTE: &str = "\
+note: this adapter is wgpu's OpenGL fallback on the CPU (Mesa llvmpipe): results are exact, \
+but it runs several times slower than Mesa's lavapipe on Vulkan.
+note: install lavapipe with `sudo apt-get install mesa-vulkan-drivers` (on Debian bookworm, \
+from bookworm-backports: `sudo apt-get install -t bookworm-backports mesa-vulkan-drivers`; \
+the repository's `.ci/install-lavapipe.sh` does it), then run with WGPU_BACKEND=vulkan.";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wgpu::{Backend, DeviceType};
+
+    #[test]
+    fn the_note_is_for_cpu_adapters_behind_gl_only() {
+        assert!(is_cpu_gl(Backend::Gl, DeviceType::Cpu));
+        for device in [
+            DeviceType::Other,
+            DeviceType::IntegratedGpu,
+            DeviceType::DiscreteGpu,
+            DeviceType::VirtualGpu,
+        ] {
+            assert!(!is_cpu_gl(Backend::Gl, device), "{device:?}");
+        }
+        for backend in Backend::ALL.into_iter().filter(|&b| b != Backend::Gl) {
+            assert!(!is_cpu_gl(backend, DeviceType::Cpu), "{backend:?}");
+        }
+    }
+
+    #[test]
+    fn the_note_names_lavapipe_and_its_install() {
+        let note = CPU_GL_NOTE;
+        assert!(
+            note.contains("lavapipe") && note.contains("sudo apt-get install mesa-vulkan-drivers")
+        );
+        assert!(note.contains("bookworm-backports") && note.contains(".ci/install-lavapipe.sh"));
+        assert!(note.lines().all(|l| l.starts_with("note: ")));
+    }
 
     #[test]
     fn sizes_are_counted_without_overflow() {

@@ -2,7 +2,7 @@
 //! checked against the CPU twin, and the sampler timed against a kernel that
 //! only reads the same logits once.
 
-use super::{cli_name, ensure_fits, product, total, Bound, CliResult};
+use super::{cli_name, ensure_fits, product, slow_adapter_note, total, Bound, CliResult};
 use clap::ValueEnum;
 use half::{bf16, f16};
 use rollcall::internals::ReadOnce;
@@ -462,13 +462,18 @@ pub fn run(args: &SampleArgs) -> CliResult<ExitCode> {
         cpu_twin: Throughput::new(cpu_time, cpu_time, batch_bytes, rows),
         check,
     };
+    let note = slow_adapter_note(ctx.adapter_info());
     if args.json {
         println!(
             "{}",
             serde_json::to_string(&report).expect("the report serializes")
         );
+        // Standard output stays one JSON object.
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
     } else {
-        print_table(&report);
+        print_table(&report, note);
     }
     Ok(
         if report.check.mismatch > 0 || report.check.engine_vs_host_mismatch > 0 {
@@ -520,9 +525,12 @@ fn engine_vs_host(
         .count())
 }
 
-fn print_table(r: &Report) {
+fn print_table(r: &Report, note: Option<&str>) {
     let c = &r.config;
     println!("adapter: {}", r.adapter);
+    if let Some(note) = note {
+        println!("{note}");
+    }
     println!(
         "batch {} x vocab {} {}, shape {}, temperature {}, top-k {}, top-p {}, min-p {}, seed {}",
         c.batch,
