@@ -21,6 +21,8 @@
 #include "shared/keys.wgsl"
 #include "shared/special.wgsl"
 
+// Invocations per workgroup of the order kernels (`tail::ORDER_THREADS`: the
+// host dispatches one per item of the per-item kernels).
 const ORDER_THREADS: u32 = 256u;
 // SORT_CHUNK (rewards a `sort_chunks` workgroup sorts: 8 KiB of workgroup
 // memory) is prepended by the host with SMALL_SEGMENT.
@@ -92,12 +94,12 @@ fn segment_of(i: u32) -> u32 {
     return lo;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ORDER_THREADS)
 fn rank_elements(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let at = (wg.x + wg.y * order_params.element_groups_x) * 256u + lid;
+    let at = (wg.x + wg.y * order_params.element_groups_x) * ORDER_THREADS + lid;
     if at >= order_params.rollouts {
         return;
     }
@@ -119,13 +121,13 @@ fn rank_elements(
 
 // One invocation per top-k slot: slots past a segment's end get -inf and
 // NO_INDEX.
-@compute @workgroup_size(256)
+@compute @workgroup_size(ORDER_THREADS)
 fn pad_top_k(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let k = order_params.k;
-    let slot = (wg.x + wg.y * order_params.element_groups_x) * 256u + lid;
+    let slot = (wg.x + wg.y * order_params.element_groups_x) * ORDER_THREADS + lid;
     if k == FULL_SORT || slot >= order_params.segments * k {
         return;
     }
@@ -143,7 +145,7 @@ fn precedes(a: u32, ia: u32, b: u32, ib: u32) -> bool {
     return a > b || (a == b && ia < ib);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ORDER_THREADS)
 fn sort_chunks(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -210,12 +212,12 @@ fn sort_chunks(
 }
 
 // One invocation per chunk-sorted position of a large segment.
-@compute @workgroup_size(256)
+@compute @workgroup_size(ORDER_THREADS)
 fn merge_ranks(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let at = (wg.x + wg.y * order_params.element_groups_x) * 256u + lid;
+    let at = (wg.x + wg.y * order_params.element_groups_x) * ORDER_THREADS + lid;
     if at >= order_params.rollouts {
         return;
     }
@@ -269,6 +271,9 @@ const STATUS_FLAT: u32 = 3u;
 const STATUS_FALLBACK: u32 = 4u;
 
 const MAX_PREFIXES: u32 = 8u;
+// Invocations per workgroup of `estimate`, one per segment
+// (`tail::ESTIMATE_THREADS`).
+const ESTIMATE_THREADS: u32 = 64u;
 // A tail whose deviation is at most this share of its mean's size is flat.
 const FLAT_TAIL: f32 = 1e-6;
 const EULER_GAMMA: f32 = 0.5772157;
@@ -510,12 +515,12 @@ fn pass_at_k(m: u32, c: u32, k: u32) -> f32 {
     return 1.0 - miss;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ESTIMATE_THREADS)
 fn estimate(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let s = (wg.x + wg.y * est.groups_x) * 64u + lid;
+    let s = (wg.x + wg.y * est.groups_x) * ESTIMATE_THREADS + lid;
     if s >= est.segments {
         return;
     }

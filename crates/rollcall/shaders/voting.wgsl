@@ -8,6 +8,12 @@
 
 #include "posterior.wgsl"
 
+// Invocations per workgroup of every kernel here (`voting::gpu::WORKGROUP`
+// on the host, which dispatches one invocation per item).
+const WG: u32 = 64u;
+// The consensus of a prompt without votes (`rules::NO_CONSENSUS`).
+const NO_CONSENSUS: u32 = 0xFFFFFFFFu;
+
 struct PromptVotes {
     total: u32,       // votes so far
     distinct: u32,    // table slots in use
@@ -41,9 +47,9 @@ struct CountParams {
 // CAPACITY (answer, votes) pairs per prompt.
 @group(0) @binding(5) var<storage, read_write> tables: array<vec2<u32>>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn count_votes(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let s = id.x + id.y * groups.x * 64u;
+    let s = id.x + id.y * groups.x * WG;
     if s >= count_params.segments {
         return;
     }
@@ -109,7 +115,7 @@ struct DecideParams {
 
 struct Decision {
     stopped: u32,
-    consensus: u32,  // answer id, 0xFFFFFFFF without votes
+    consensus: u32,  // answer id, NO_CONSENSUS without votes
     confidence: f32,
     votes: u32,
 }
@@ -276,9 +282,9 @@ fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32
     return vec2<f32>(select(0.0, 1.0, met), clamp(confidence, 0.0, 1.0));
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn decide(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let position = id.x + id.y * groups.x * 64u;
+    let position = id.x + id.y * groups.x * WG;
     if position >= decide_params.prompts {
         return;
     }
@@ -307,7 +313,7 @@ fn decide(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups)
     }
     let now = evaluate(rule, base, distinct, leader, n, vl, vs, votes.run_length, 0u);
     let stopped = n >= rule.max_votes || (n >= rule.min_votes && n > 0u && now.x != 0.0);
-    var consensus = 0xFFFFFFFFu;
+    var consensus = NO_CONSENSUS;
     if distinct > 0u {
         consensus = decide_tables[base + leader].x;
     }
@@ -354,9 +360,9 @@ struct RewardParams {
 @group(0) @binding(24) var<storage, read_write> rewards: array<f32>;
 @group(0) @binding(25) var<storage, read_write> advantages: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn rewards_and_advantages(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let s = id.x + id.y * groups.x * 64u;
+    let s = id.x + id.y * groups.x * WG;
     if s >= reward_params.segments {
         return;
     }

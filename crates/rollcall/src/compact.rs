@@ -14,13 +14,14 @@ use std::sync::Arc;
 /// Flags handled by one workgroup.
 pub(crate) const BLOCK: u32 = 8192;
 
+/// The kernels' uniform (`CompactParams` in the shader).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct CompactParams {
-    n: u32,
-    blocks: u32,
-    blocks_x: u32,
-    with_values: u32,
+pub(crate) struct CompactParams {
+    pub(crate) n: u32,
+    pub(crate) blocks: u32,
+    pub(crate) blocks_x: u32,
+    pub(crate) with_values: u32,
 }
 
 /// The CPU twin.
@@ -86,7 +87,7 @@ impl CompactScratch {
         Self {
             params: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("rollcall compact params"),
-                size: 16,
+                size: std::mem::size_of::<CompactParams>() as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),

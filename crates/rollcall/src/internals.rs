@@ -18,3 +18,19 @@ pub const TILE_TOKENS: u32 = crate::sampling::TILE_TOKENS;
 
 /// Flags one compaction workgroup handles.
 pub const COMPACT_BLOCK: u32 = crate::compact::BLOCK;
+
+/// Whether the sampler draws a row with `params` at `vocab` as filtered
+/// (top-k, top-p or min-p in force; never for greedy rows): the host's one
+/// copy of the rule, which picks the drawing kernel. Errors as
+/// `Sampler::sample` does for invalid parameters.
+///
+/// ```
+/// use rollcall::{internals::is_filtered, SamplingParams};
+/// assert!(is_filtered(&SamplingParams::new(0.7).top_k(5), 100)?);
+/// assert!(!is_filtered(&SamplingParams::new(0.7).top_k(100), 100)?);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub fn is_filtered(params: &crate::SamplingParams, vocab: u32) -> crate::Result<bool> {
+    let gpu = crate::sampling::validate_params(std::slice::from_ref(params))?;
+    Ok(gpu[0].is_filtered(vocab))
+}

@@ -37,6 +37,8 @@ mod error;
 mod gpu;
 #[cfg(feature = "internals")]
 pub mod internals;
+#[cfg(test)]
+mod layout_tests;
 mod math;
 #[cfg(any(test, feature = "internals"))]
 mod read_once;

@@ -7,6 +7,7 @@
 
 const DTYPE_F32: u32 = 0u;
 const DTYPE_F16: u32 = 1u;
+const DTYPE_BF16: u32 = 2u;  // (the loads take every value but the two above as bf16)
 
 struct ChunkInfo {
     rows: u32,       // rows in this dispatch

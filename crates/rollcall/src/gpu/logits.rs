@@ -217,22 +217,22 @@ pub fn plan_chunks(
     Ok(chunks)
 }
 
-/// What one dispatch reads from `shaders/logits.wgsl`'s `ChunkInfo`.
+/// What one dispatch reads from `shaders/shared/logits.wgsl`'s `ChunkInfo`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct ChunkInfo {
-    rows: u32,
-    vocab: u32,
-    elem_base: u32,
-    row_base: u32,
+pub(crate) struct ChunkInfo {
+    pub(crate) rows: u32,
+    pub(crate) vocab: u32,
+    pub(crate) elem_base: u32,
+    pub(crate) row_base: u32,
     /// Per-stream partials per row that a separate first pass wrote (0: none;
     /// 1: one for the whole row; more: one per tile of a split row).
-    tiles: u32,
-    pad: [u32; 3],
+    pub(crate) tiles: u32,
+    pub(crate) pad: [u32; 3],
 }
 
 /// Bytes of a dispatch record the shaders read.
-const RECORD_BYTES: u64 = std::mem::size_of::<ChunkInfo>() as u64;
+pub(crate) const RECORD_BYTES: u64 = std::mem::size_of::<ChunkInfo>() as u64;
 
 /// The uniform buffer of dispatch records, one per chunk, written with
 /// `Queue::write_buffer`: the writes take effect at the next submit, so a
@@ -358,7 +358,7 @@ pub(crate) struct Pipelines {
 }
 
 /// Index of the f32 variant that loads four logits at a time.
-const VEC4_VARIANT: usize = 3;
+pub(crate) const VEC4_VARIANT: usize = 3;
 
 /// What the pipelines of a logits kernel depend on: the cache key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -1,10 +1,10 @@
 //! Philox4x32-10 (Salmon et al., SC'11), the counter-based generator shared by
 //! the GPU kernels and their CPU twins: a pure function of (counter, key).
 
-const M0: u32 = 0xD251_1F53;
-const M1: u32 = 0xCD9E_8D57;
-const W0: u32 = 0x9E37_79B9;
-const W1: u32 = 0xBB67_AE85;
+pub(crate) const M0: u32 = 0xD251_1F53;
+pub(crate) const M1: u32 = 0xCD9E_8D57;
+pub(crate) const W0: u32 = 0x9E37_79B9;
+pub(crate) const W1: u32 = 0xBB67_AE85;
 
 /// Ten Philox rounds of `counter` under `key`; identical to `philox4x32_10` in
 /// `shaders/philox.wgsl`.
@@ -98,13 +98,17 @@ impl crate::gpu::cache::PipelineKey for PhiloxWordsKey {
     type Built = (wgpu::BindGroupLayout, wgpu::ComputePipeline);
 }
 
+/// One (counter, key) as the shader reads it (`PhiloxInput` there).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PhiloxInput {
-    counter: [u32; 4],
-    key: [u32; 2],
-    pad: [u32; 2],
+pub(crate) struct PhiloxInput {
+    pub(crate) counter: [u32; 4],
+    pub(crate) key: [u32; 2],
+    pub(crate) pad: [u32; 2],
 }
+
+/// Invocations per workgroup of `philox_words` (one per input).
+pub(crate) const WORKGROUP: u32 = 64;
 
 impl PhiloxWords {
     /// Builds the pipeline.
@@ -142,7 +146,7 @@ impl PhiloxWords {
             contents: bytemuck::cast_slice(&packed),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let size = inputs.len() as u64 * 16;
+        let size = (inputs.len() * std::mem::size_of::<[u32; 4]>()) as u64;
         let output = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("philox outputs"),
             size,
@@ -167,7 +171,7 @@ impl PhiloxWords {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups((inputs.len() as u32).div_ceil(64), 1, 1);
+            pass.dispatch_workgroups((inputs.len() as u32).div_ceil(WORKGROUP), 1, 1);
         }
         encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, size);
         self.ctx.submit(encoder.finish());

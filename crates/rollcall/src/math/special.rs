@@ -3,8 +3,8 @@
 //! f64 ones serve host-side constants.
 
 /// ln(2π) / 2.
-const HALF_LN_TWO_PI: f32 = 0.918_938_5;
-const LN_2: f32 = std::f32::consts::LN_2;
+pub(crate) const HALF_LN_TWO_PI: f32 = 0.918_938_5;
+pub(crate) const LN_2: f32 = std::f32::consts::LN_2;
 /// 2^64, exactly representable.
 pub(crate) const TWO_POW_64: f32 = 18_446_744_073_709_551_616.0;
 
@@ -82,7 +82,7 @@ pub fn ln_gamma_ratio(x: f32, a: f32) -> f32 {
 }
 
 /// Lentz's guard against a zero denominator (the shader's `clamp_tiny`).
-const TINY: f32 = 1e-30;
+pub(crate) const TINY: f32 = 1e-30;
 
 fn clamp_tiny(v: f32) -> f32 {
     if v.abs() < TINY {

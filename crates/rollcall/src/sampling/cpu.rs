@@ -11,9 +11,9 @@ use crate::math::keys::{canonical_bits, is_finite_bits, key_from_bits, u64_to_f3
 use crate::math::philox::{exponential_from_bits, philox4x32_10};
 use crate::Result;
 
-const POS_INF_BITS: u32 = 0x7F80_0000;
-const PURPOSE_STREAM: u32 = 0;
-const PURPOSE_TOKEN: u32 = 1;
+pub(crate) const POS_INF_BITS: u32 = 0x7F80_0000;
+pub(crate) const PURPOSE_STREAM: u32 = 0;
+pub(crate) const PURPOSE_TOKEN: u32 = 1;
 
 /// Samples every row on the CPU with the GPU's semantics.
 ///
@@ -142,7 +142,7 @@ fn stream_tokens(s: u32, vocab: u32) -> impl Iterator<Item = u32> {
 }
 
 /// Values per first-level fold of the shader's workgroup reductions.
-const FOLD: usize = 16;
+pub(crate) const FOLD: usize = 16;
 
 /// The shader's two-level reduction: each run of `FOLD` values folded in
 /// order, then the runs' results folded in order.

@@ -10,14 +10,20 @@ use crate::gpu::buffer::{write_padded, GrowBuffer};
 use crate::gpu::logits::{DispatchRecords, LogitsKernel, LogitsKernelKey};
 use crate::{Error, GpuContext, Result};
 
+/// A row's result as the shader writes it (`RowResult` there).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct GpuRowResult {
-    logprob: f32,
-    status: u32,
-    kept: u32,
-    pad: u32,
+pub(crate) struct GpuRowResult {
+    pub(crate) logprob: f32,
+    pub(crate) status: u32,
+    pub(crate) kept: u32,
+    pub(crate) pad: u32,
 }
+
+/// Bytes of a row's token in the tokens buffer.
+const TOKEN_BYTES: u64 = std::mem::size_of::<u32>() as u64;
+/// Bytes of a row's result in the results buffer.
+const RESULT_BYTES: u64 = std::mem::size_of::<GpuRowResult>() as u64;
 
 /// Per-batch GPU state for the engine path: row parameters, outputs, and the
 /// dispatch records. Create once, reuse every step.
@@ -84,10 +90,14 @@ impl SampleBatch {
                 wgpu::BufferUsages::empty(),
             ),
             host_params: Vec::with_capacity(capacity as usize),
-            tokens: storage("rollcall sampled tokens", 4, wgpu::BufferUsages::COPY_SRC),
+            tokens: storage(
+                "rollcall sampled tokens",
+                TOKEN_BYTES,
+                wgpu::BufferUsages::COPY_SRC,
+            ),
             results: storage(
                 "rollcall sampling results",
-                16,
+                RESULT_BYTES,
                 wgpu::BufferUsages::COPY_SRC,
             ),
             records: DispatchRecords::new(&ctx.device),
@@ -140,8 +150,9 @@ impl SampleBatch {
     }
 }
 
-/// Bytes of one stream's state over one tile (`StreamPartial` in the shader).
-const PARTIAL_BYTES: u64 = 32;
+/// Bytes of one stream's state over one tile (`StreamPartial` in the shader;
+/// the host never reads one, so it has no Rust mirror).
+pub(crate) const PARTIAL_BYTES: u64 = 32;
 
 /// How the sampler lays a batch's work over dispatches. The token, its
 /// log-probability and the kept count are the same bits every way: only the
@@ -493,7 +504,8 @@ impl Sampler {
         }
         let limit = ctx.limits().max_buffer_size;
         host.upload.reserve_within(device, upload_bytes, limit);
-        host.readback.reserve(device, u64::from(rows) * 20);
+        host.readback
+            .reserve(device, u64::from(rows) * (TOKEN_BYTES + RESULT_BYTES));
     }
 
     /// Copies tokens and results to the readback buffer and maps it: the host
@@ -507,12 +519,13 @@ impl Sampler {
         let n = u64::from(rows);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         let readback = host.readback.buffer();
-        encoder.copy_buffer_to_buffer(&host.batch.tokens, 0, readback, 0, n * 4);
-        encoder.copy_buffer_to_buffer(&host.batch.results, 0, readback, n * 4, n * 16);
+        let (token_bytes, result_bytes) = (n * TOKEN_BYTES, n * RESULT_BYTES);
+        encoder.copy_buffer_to_buffer(&host.batch.tokens, 0, readback, 0, token_bytes);
+        encoder.copy_buffer_to_buffer(&host.batch.results, 0, readback, token_bytes, result_bytes);
         ctx.submit(encoder.finish());
-        let bytes = ctx.read_buffer(readback, n * 20)?;
-        let tokens: &[u32] = bytemuck::cast_slice(&bytes[..(n * 4) as usize]);
-        let results: &[GpuRowResult] = bytemuck::cast_slice(&bytes[(n * 4) as usize..]);
+        let bytes = ctx.read_buffer(readback, token_bytes + result_bytes)?;
+        let tokens: &[u32] = bytemuck::cast_slice(&bytes[..token_bytes as usize]);
+        let results: &[GpuRowResult] = bytemuck::cast_slice(&bytes[token_bytes as usize..]);
         Ok(tokens
             .iter()
             .zip(results)
@@ -520,7 +533,7 @@ impl Sampler {
                 token,
                 logprob: r.logprob,
                 kept: r.kept,
-                status: if r.status == 0 {
+                status: if r.status == RowStatus::Ok.code() {
                     RowStatus::Ok
                 } else {
                     RowStatus::NoValidToken

@@ -181,6 +181,16 @@ pub enum RowStatus {
     NoValidToken,
 }
 
+impl RowStatus {
+    /// The code the sampling shader writes (`STATUS_*` there).
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            RowStatus::Ok => 0,
+            RowStatus::NoValidToken => 1,
+        }
+    }
+}
+
 /// The outcome for one row.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleResult {
@@ -230,7 +240,21 @@ impl GpuRowParams {
     /// Whether top-k, top-p or min-p is in force at this vocabulary (as
     /// `use_top_k || use_top_p || use_min_p` in the shader's `sample_rows`;
     /// greedy rows never are): the host sends a batch with such a row to the
-    /// full drawing kernel.
+    /// full drawing kernel. The tests reach this rule through
+    /// `internals::is_filtered`.
+    ///
+    /// The shader's copy cannot be derived from this one, so the route
+    /// tests check that they agree: a batch this rule calls unfiltered is
+    /// drawn by `finish_rows`, which ignores filters, after a separate first
+    /// pass, and by `sample_rows` when the first pass is fused, so a row the
+    /// shader filters and this rule does not gives different bits on the two
+    /// routes. `every_route_gives_the_same_bits` (tests/sampling_gpu.rs)
+    /// draws the unfiltered rows of its random batches (top-k at and past
+    /// the vocabulary included) as batches of their own on every route and
+    /// compares them with the full kernel's draw;
+    /// `vector_and_scalar_routes_agree_bit_for_bit` (tests/vec4_routes.rs)
+    /// compares plain batches on every route with the fused one. Keep them
+    /// when changing either copy.
     pub(crate) fn is_filtered(&self, vocab: u32) -> bool {
         let use_top_k = self.top_k != 0 && self.top_k < vocab;
         !self.is_greedy() && (use_top_k || self.top_p < 1.0 || self.uses_min_p())
@@ -317,14 +341,20 @@ pub(crate) fn validate_host_call(
 /// Fewest and most tokens the sampler gathers into workgroup memory per row.
 pub(crate) const CANDIDATE_RANGE: (u32, u32) = (64, 1024);
 
-/// Workgroup memory the sampling kernel uses besides its candidates, bytes.
-const FIXED_WORKGROUP_BYTES: u32 = 9600;
+/// Workgroup memory the sampling kernel uses besides its candidates, bytes:
+/// an upper bound (9 KiB of per-stream arrays and histograms, and a budget
+/// for the scalars), which the layout tests check against the shader.
+pub(crate) const FIXED_WORKGROUP_BYTES: u32 = 9600;
+
+/// Workgroup memory per gathered candidate, bytes: its key and token, and
+/// its ranked key and weight.
+pub(crate) const CANDIDATE_BYTES: u32 = 16;
 
 /// How many candidates fit the device's workgroup memory (a multiple of 64;
-/// each takes 16 bytes: key, token, and its ranked key and weight). It
-/// changes the sampler's speed, never its results.
+/// each takes [`CANDIDATE_BYTES`]). It changes the sampler's speed, never
+/// its results.
 pub(crate) fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
-    let fit = max_workgroup_bytes.saturating_sub(FIXED_WORKGROUP_BYTES) / 16 / 64 * 64;
+    let fit = max_workgroup_bytes.saturating_sub(FIXED_WORKGROUP_BYTES) / CANDIDATE_BYTES / 64 * 64;
     fit.clamp(256, CANDIDATE_RANGE.1)
 }
 

@@ -11,9 +11,9 @@ use crate::math::keys::{canonical_bits, key_from_bits};
 use crate::math::special::ln_gamma;
 use crate::{Error, Result};
 
-const FLAT_TAIL: f32 = 1e-6;
-const EULER_GAMMA: f32 = 0.577_215_7;
-const GPD_XI_MAX: f32 = 0.5;
+pub(crate) const FLAT_TAIL: f32 = 1e-6;
+pub(crate) const EULER_GAMMA: f32 = 0.577_215_7;
+pub(crate) const GPD_XI_MAX: f32 = 0.5;
 
 /// The order key of a reward: NaN with −inf, −0 with +0.
 pub(crate) fn reward_key(r: f32) -> u32 {

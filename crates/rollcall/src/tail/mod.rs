@@ -35,7 +35,7 @@ pub const MAX_TOP_K: u32 = MAX_SEGMENT;
 /// Most prefixes Prefix-TEA combines.
 pub const MAX_PREFIXES: u32 = 8;
 /// k of the order pass for a full sort.
-const FULL_SORT: u32 = u32::MAX;
+pub(crate) const FULL_SORT: u32 = u32::MAX;
 /// Index that pads the top-k rows of segments shorter than k.
 pub const NO_INDEX: u32 = u32::MAX;
 
@@ -183,7 +183,7 @@ impl Estimator {
     }
 
     /// The kernel's uniform for `segments` segments (c̃_N computed here).
-    fn gpu_params(&self, segments: u32, groups_x: u32) -> Result<EstimateParams> {
+    pub(crate) fn gpu_params(&self, segments: u32, groups_x: u32) -> Result<EstimateParams> {
         self.validate()?;
         let mut p = EstimateParams {
             segments,
@@ -192,19 +192,19 @@ impl Estimator {
         };
         match *self {
             Estimator::ExpectedMax { n } => {
-                p.kind = 0;
+                p.kind = EST_EXPECTED_MAX;
                 p.n = n;
             }
             Estimator::PassAtK { k, threshold } => {
-                p.kind = 1;
+                p.kind = EST_PASS_AT_K;
                 p.n = k;
                 p.threshold = threshold;
             }
             Estimator::Tea { n, alpha } | Estimator::PrefixTea { n, alpha, .. } => {
                 p.kind = if matches!(self, Estimator::Tea { .. }) {
-                    2
+                    EST_TEA
                 } else {
-                    3
+                    EST_PREFIX_TEA
                 };
                 p.n = n;
                 p.alpha = alpha;
@@ -214,12 +214,12 @@ impl Estimator {
                 }
             }
             Estimator::Gpd { n, alpha } => {
-                p.kind = 4;
+                p.kind = EST_GPD;
                 p.n = n;
                 p.alpha = alpha;
             }
             Estimator::Grpo { eps } => {
-                p.kind = 5;
+                p.kind = EST_GRPO;
                 p.threshold = eps;
             }
         }
@@ -399,7 +399,7 @@ pub enum SegmentStatus {
 }
 
 impl SegmentStatus {
-    fn from_code(code: u32) -> Self {
+    pub(crate) fn from_code(code: u32) -> Self {
         match code {
             0 => SegmentStatus::Ok,
             1 => SegmentStatus::Empty,
@@ -433,37 +433,55 @@ pub struct Estimates {
     pub advantages: Vec<f32>,
 }
 
+/// The order kernels' uniform (`OrderParams` in the shader).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct OrderParams {
-    segments: u32,
-    k: u32,
-    groups_x: u32,
-    rollouts: u32,
-    element_groups_x: u32,
-    large_segments: u32,
-    pad: [u32; 2],
+pub(crate) struct OrderParams {
+    pub(crate) segments: u32,
+    pub(crate) k: u32,
+    pub(crate) groups_x: u32,
+    pub(crate) rollouts: u32,
+    pub(crate) element_groups_x: u32,
+    pub(crate) large_segments: u32,
+    pub(crate) pad: [u32; 2],
 }
+
+/// Invocations per workgroup of the order kernels (`ORDER_THREADS` in the
+/// shader): `rank_elements`, `merge_ranks` and `pad_top_k` take one item per
+/// invocation.
+pub(crate) const ORDER_THREADS: u32 = 256;
+/// Invocations per workgroup of `estimate` (`ESTIMATE_THREADS` in the
+/// shader), one per segment.
+pub(crate) const ESTIMATE_THREADS: u32 = 64;
 
 /// Segments up to this long are ranked by one invocation per reward (m
 /// comparisons each); longer ones are sorted in chunks of 1024 in workgroup
 /// memory and merged by binary search.
 pub(crate) const SMALL_SEGMENT: u32 = 1024;
 /// Rewards one workgroup sorts in the large-segment path.
-const SORT_CHUNK: u32 = 1024;
+pub(crate) const SORT_CHUNK: u32 = 1024;
 
+/// The estimator kernel's uniform (`EstimateParams` in the shader).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct EstimateParams {
-    segments: u32,
-    kind: u32,
-    n: u32,
-    prefixes: u32,
-    alpha: f32,
-    c_tilde: f32,
-    threshold: f32,
-    groups_x: u32,
+pub(crate) struct EstimateParams {
+    pub(crate) segments: u32,
+    pub(crate) kind: u32,
+    pub(crate) n: u32,
+    pub(crate) prefixes: u32,
+    pub(crate) alpha: f32,
+    pub(crate) c_tilde: f32,
+    pub(crate) threshold: f32,
+    pub(crate) groups_x: u32,
 }
+
+/// `EstimateParams::kind` of each estimator (`EST_*` in the shader).
+pub(crate) const EST_EXPECTED_MAX: u32 = 0;
+pub(crate) const EST_PASS_AT_K: u32 = 1;
+pub(crate) const EST_TEA: u32 = 2;
+pub(crate) const EST_PREFIX_TEA: u32 = 3;
+pub(crate) const EST_GPD: u32 = 4;
+pub(crate) const EST_GRPO: u32 = 5;
 
 /// The shader's entry points.
 pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
@@ -610,10 +628,10 @@ impl TailStats {
                 estimate_layout,
             })
         })?;
-        let uniform = |label| {
+        let uniform = |label, size: usize| {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: 32,
+                size: size as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
@@ -621,8 +639,14 @@ impl TailStats {
         Ok(Self {
             ctx: ctx.clone(),
             pipelines,
-            order_params: uniform("rollcall tail order params"),
-            estimate_params: uniform("rollcall tail estimate params"),
+            order_params: uniform(
+                "rollcall tail order params",
+                std::mem::size_of::<OrderParams>(),
+            ),
+            estimate_params: uniform(
+                "rollcall tail estimate params",
+                std::mem::size_of::<EstimateParams>(),
+            ),
             buffers: None,
             uploaded: false,
             order_shape: OrderParams::default(),
@@ -779,7 +803,7 @@ impl TailStats {
             ));
         }
         let segments = self.order_shape.segments;
-        let groups = segments.div_ceil(64);
+        let groups = segments.div_ceil(ESTIMATE_THREADS);
         let groups_x = self.width(groups);
         let params = estimator.gpu_params(segments, groups_x)?;
         let b = self
@@ -821,7 +845,7 @@ impl TailStats {
         // Both per-item kernels index with `element_groups_x` workgroups along x.
         let items = |count: u32| {
             let x = p.element_groups_x.max(1);
-            (x, count.div_ceil(256).div_ceil(x))
+            (x, count.div_ceil(ORDER_THREADS).div_ceil(x))
         };
         if p.rollouts > 0 {
             let (x, y) = items(p.rollouts);
@@ -899,10 +923,10 @@ impl TailStats {
             queue.write_buffer(&b.chunk_list, 0, bytemuck::cast_slice(&large));
         }
         let width = |groups: u32| self.width(groups);
-        let element_groups = (n as u32).div_ceil(256).max(if k == FULL_SORT {
+        let element_groups = (n as u32).div_ceil(ORDER_THREADS).max(if k == FULL_SORT {
             0
         } else {
-            (out_rows as u32).div_ceil(256)
+            (out_rows as u32).div_ceil(ORDER_THREADS)
         });
         let params = OrderParams {
             segments: segments as u32,

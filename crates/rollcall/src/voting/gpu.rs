@@ -3,7 +3,41 @@
 use super::{check_prompt, rules, PromptVotes, RoundVotes, Segment};
 use crate::gpu::buffer::GrowBuffer;
 use crate::{Error, GpuContext, Result};
+use std::mem::size_of;
 use std::sync::Arc;
+
+/// Invocations per workgroup of every voting kernel (`WG` in the shader):
+/// one per segment or listed prompt.
+pub(crate) const WORKGROUP: u32 = 64;
+
+/// `count_votes`'s uniform (`CountParams` in the shader).
+pub(crate) type CountParams = [u32; 4];
+
+/// `count_votes`'s uniform for a round of `segments` segments.
+pub(crate) fn count_params(segments: u32, has_tokens: bool) -> CountParams {
+    [segments, u32::from(has_tokens), 0, 0]
+}
+
+/// `rewards_and_advantages`'s uniform (`RewardParams` in the shader), as
+/// bytes.
+pub(crate) type RewardParams = [u8; 16];
+
+/// `rewards_and_advantages`'s uniform: `segments` segments, GRPO's `eps`,
+/// and whether the rewards come from answers and consensus (else given).
+pub(crate) fn reward_params(segments: u32, eps: f32, majority: bool) -> RewardParams {
+    let mut params = [0u8; 16];
+    params[..4].copy_from_slice(&segments.to_le_bytes());
+    params[4..8].copy_from_slice(&eps.to_le_bytes());
+    params[8..12].copy_from_slice(&u32::from(majority).to_le_bytes());
+    params
+}
+
+/// Bytes of one table entry, `(answer, votes)`.
+const TABLE_ENTRY_BYTES: u64 = size_of::<[u32; 2]>() as u64;
+/// Bytes of one prompt's totals.
+const VOTES_BYTES: u64 = size_of::<PromptVotes>() as u64;
+/// Bytes of one prompt's decision.
+pub(crate) const DECISION_BYTES: u64 = size_of::<GpuDecision>() as u64;
 
 /// The voting shader's entry points (counting, then the rules) for
 /// `capacity` answers per prompt.
@@ -162,10 +196,10 @@ struct HostBuffers {
 
 impl HostBuffers {
     fn new(device: &wgpu::Device) -> Self {
-        let uniform = |label| {
+        let uniform = |label, size: usize| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: 48,
+                size: size as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
@@ -176,8 +210,8 @@ impl HostBuffers {
             | wgpu::BufferUsages::COPY_SRC;
         let output = input;
         Self {
-            decide_params: uniform("rollcall decide params"),
-            reward_params: uniform("rollcall reward params"),
+            decide_params: uniform("rollcall decide params", size_of::<rules::DecideParams>()),
+            reward_params: uniform("rollcall reward params", size_of::<RewardParams>()),
             inputs: [
                 "rollcall decide list",
                 "rollcall reward segments",
@@ -212,7 +246,7 @@ impl VoteTables {
         let pipelines =
             ctx.pipelines(&VotingKey { capacity }, || Pipelines::build(ctx, capacity))?;
         let table_bytes = u64::from(prompts)
-            .checked_mul(u64::from(capacity) * 8)
+            .checked_mul(u64::from(capacity) * TABLE_ENTRY_BYTES)
             .ok_or(Error::TooLarge {
                 what: "vote tables",
                 bytes: u64::MAX,
@@ -229,11 +263,11 @@ impl VoteTables {
         };
         let input = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         Ok(Self {
-            votes: storage("rollcall prompt votes", u64::from(prompts) * 32)?,
+            votes: storage("rollcall prompt votes", u64::from(prompts) * VOTES_BYTES)?,
             tables: storage("rollcall vote tables", table_bytes)?,
             count_params: ctx.create_buffer(
                 "rollcall count params",
-                16,
+                size_of::<CountParams>() as u64,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             )?,
             round_segments: GrowBuffer::new(&ctx.device, "rollcall round segments", input),
@@ -285,7 +319,7 @@ impl VoteTables {
         self.round_tokens
             .write(ctx, bytemuck::cast_slice(round.tokens.unwrap_or(&[])));
         let n = round.segments.len() as u32;
-        let params = [n, u32::from(round.tokens.is_some()), 0, 0];
+        let params = count_params(n, round.tokens.is_some());
         ctx.queue
             .write_buffer(&self.count_params, 0, bytemuck::cast_slice(&params));
         let (layout, pipeline) = &self.pipelines.count;
@@ -349,8 +383,9 @@ impl VoteTables {
         encoder.clear_buffer(&self.tables, 0, None);
     }
 
-    /// Records one pass of `pipeline` over `items` invocations (64 a
-    /// workgroup, a 2-D grid past the adapter's per-dimension limit).
+    /// Records one pass of `pipeline` over `items` invocations
+    /// ([`WORKGROUP`] a workgroup, a 2-D grid past the adapter's
+    /// per-dimension limit).
     fn dispatch(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -358,7 +393,7 @@ impl VoteTables {
         bind_group: &wgpu::BindGroup,
         items: u32,
     ) {
-        let groups = items.div_ceil(64);
+        let groups = items.div_ceil(WORKGROUP);
         let max_x = self
             .ctx
             .limits()
@@ -393,7 +428,7 @@ impl VoteTables {
         }
         let ctx = self.ctx.clone();
         let n = list.len() as u32;
-        let dbytes = u64::from(self.prompts) * 16;
+        let dbytes = u64::from(self.prompts) * DECISION_BYTES;
         let lbytes = u64::from(n) * 4;
         let host = &mut self.host;
         ctx.queue
@@ -489,10 +524,7 @@ impl VoteTables {
         }
         let ctx = self.ctx.clone();
         let host = &mut self.host;
-        let mut params = [0u8; 16];
-        params[..4].copy_from_slice(&(segments.len() as u32).to_le_bytes());
-        params[4..8].copy_from_slice(&eps.to_le_bytes());
-        params[8..12].copy_from_slice(&u32::from(consensus.is_some()).to_le_bytes());
+        let params = reward_params(segments.len() as u32, eps, consensus.is_some());
         ctx.queue.write_buffer(&host.reward_params, 0, &params);
         let decisions: Vec<GpuDecision> = consensus
             .unwrap_or(&[])
@@ -550,8 +582,8 @@ impl VoteTables {
     /// Reads totals and tables back (waits for the GPU).
     pub fn read(&mut self) -> Result<(Vec<PromptVotes>, Vec<[u32; 2]>)> {
         let ctx = &self.ctx;
-        let vbytes = u64::from(self.prompts) * 32;
-        let tbytes = u64::from(self.prompts) * u64::from(self.capacity) * 8;
+        let vbytes = u64::from(self.prompts) * VOTES_BYTES;
+        let tbytes = u64::from(self.prompts) * u64::from(self.capacity) * TABLE_ENTRY_BYTES;
         self.host.readback.reserve(&ctx.device, vbytes + tbytes);
         let readback = self.host.readback.buffer();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());

@@ -173,14 +173,21 @@ pub(crate) struct GpuRule {
     pub c: [f32; 4],
 }
 
+/// The `decide` kernel's uniform (`DecideParams` in the shader), as bytes.
+pub(crate) type DecideParams = [u8; 48];
+
+/// The consensus of a prompt without votes.
+pub(crate) const NO_CONSENSUS: u32 = u32::MAX;
+
 impl GpuRule {
     /// The `decide` kernel's uniform (48 bytes): the rule, then the number of
     /// listed prompts and whether to compute the fewest votes that could pass.
-    pub(crate) fn decide_params(&self, prompts: u32, want_fewest: bool) -> [u8; 48] {
+    pub(crate) fn decide_params(&self, prompts: u32, want_fewest: bool) -> DecideParams {
+        let rule = std::mem::size_of::<GpuRule>();
         let mut params = [0u8; 48];
-        params[..32].copy_from_slice(bytemuck::bytes_of(self));
-        params[32..36].copy_from_slice(&prompts.to_le_bytes());
-        params[36..40].copy_from_slice(&u32::from(want_fewest).to_le_bytes());
+        params[..rule].copy_from_slice(bytemuck::bytes_of(self));
+        params[rule..rule + 4].copy_from_slice(&prompts.to_le_bytes());
+        params[rule + 4..rule + 8].copy_from_slice(&u32::from(want_fewest).to_le_bytes());
         params
     }
 }
@@ -444,7 +451,7 @@ pub(crate) fn decide(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) ->
     let (met, confidence) = rule_statistic(rule, votes, table);
     let n = votes.total;
     let stopped = n >= rule.max_votes || (n >= rule.min_votes && n > 0 && met);
-    let consensus = table.get(leader).map_or(u32::MAX, |e| e[0]);
+    let consensus = table.get(leader).map_or(NO_CONSENSUS, |e| e[0]);
     let next = if stopped {
         0
     } else {

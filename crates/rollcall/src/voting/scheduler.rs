@@ -4,7 +4,8 @@
 //! live prompts and its length). Memory is proportional to the prompts and
 //! the rollouts in flight.
 
-use super::rules::{GpuRule, RuleConfig};
+use super::gpu::DECISION_BYTES;
+use super::rules::{DecideParams, GpuRule, RuleConfig};
 use super::{GpuDecision, RoundVotes, Segment, VoteTables};
 use crate::compact::{CompactScratch, Compactor};
 use crate::{Error, GpuContext, Result};
@@ -133,6 +134,7 @@ impl Scheduler {
             ));
         }
         let words = u64::from(prompts).max(1) * 4;
+        let decision_bytes = u64::from(prompts).max(1) * DECISION_BYTES;
         let buffer = |label, size, usage| {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -146,9 +148,17 @@ impl Scheduler {
             tables: VoteTables::new(ctx, prompts, capacity)?,
             compactor: Compactor::new(ctx)?,
             scratch: CompactScratch::new(ctx, prompts),
-            params: buffer("rollcall scheduler rule", 48, U::UNIFORM | U::COPY_DST),
+            params: buffer(
+                "rollcall scheduler rule",
+                std::mem::size_of::<DecideParams>() as u64,
+                U::UNIFORM | U::COPY_DST,
+            ),
             list: buffer("rollcall live prompts", words, U::STORAGE | U::COPY_DST),
-            decisions: buffer("rollcall decisions", words * 4, U::STORAGE | U::COPY_SRC),
+            decisions: buffer(
+                "rollcall decisions",
+                decision_bytes,
+                U::STORAGE | U::COPY_SRC,
+            ),
             keep: buffer("rollcall keep flags", words, U::STORAGE),
             next: buffer("rollcall next rollouts", words, U::STORAGE),
             compacted_next: buffer(
@@ -162,9 +172,10 @@ impl Scheduler {
                 U::STORAGE | U::COPY_SRC,
             ),
             count: buffer("rollcall live count", 4, U::STORAGE | U::COPY_SRC),
+            // The decisions, or a round's count and two words per prompt.
             readback: buffer(
                 "rollcall scheduler readback",
-                words * 4 + 8,
+                decision_bytes.max(4 + 2 * words),
                 U::MAP_READ | U::COPY_DST,
             ),
             ctx: ctx.clone(),
@@ -327,7 +338,7 @@ impl Scheduler {
         }
 
         // The end: decisions of every prompt, rewards and advantages.
-        let total = u64::from(self.prompts) * 16;
+        let total = u64::from(self.prompts) * DECISION_BYTES;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.decisions, 0, &self.readback, 0, total.max(4));
         self.ctx.submit(encoder.finish());

@@ -36,9 +36,9 @@ pub fn every_route(
 
 /// Whether a row is drawn without top-k, top-p or min-p at `vocab` (after a
 /// separate first pass such rows, in a batch of only such rows, are drawn by
-/// the small finishing kernel).
+/// the small finishing kernel): the library's own rule.
 pub fn is_unfiltered(p: &rollcall::SamplingParams, vocab: u32) -> bool {
-    p.is_greedy() || ((p.top_k == 0 || p.top_k >= vocab) && p.top_p >= 1.0 && p.min_p <= 0.0)
+    !rollcall::internals::is_filtered(p, vocab).expect("valid sampling parameters")
 }
 
 /// Rows `rows` (in that order) of a row-major matrix `vocab` wide.

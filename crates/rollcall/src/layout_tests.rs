@@ -1,0 +1,942 @@
+//! Layout tests: every fact the host shares with a shader, read from naga's
+//! reflection of the shader variants the crate builds (no device needed), so
+//! that none is only copied.
+//!
+//! - Every Rust mirror of a WGSL struct the host writes or reads has the
+//!   shader's size, member offsets, member sizes and scalar kinds (names
+//!   mapped where they differ); uniforms built as bytes put each member at
+//!   the shader's offset; every struct reachable from a uniform or storage
+//!   binding is one of these (a new one fails until it is checked here).
+//! - The workgroup memory of every kernel, as WebGPU counts it, against the
+//!   host's budget for the sampling kernel and the default limits.
+//! - Every constant and code the host (or a CPU twin) copies, and every
+//!   workgroup width the host dispatches by, against the shader's value;
+//!   prepended constants reach the shader.
+//!
+//! The sampling shader's "is this row filtered" rule is the one copy that
+//! cannot be checked here: see `GpuRowParams::is_filtered`.
+
+use crate::gpu::shader::ShaderVariant;
+use crate::shader_tests::{all_variants, validated_module, wgsl_u32};
+use naga::{AddressSpace, Literal, Module, ScalarKind, TypeInner};
+use std::mem::{offset_of, size_of};
+
+// ---- Reflection helpers -----------------------------------------------------
+
+/// A validated variant.
+struct Reflected {
+    label: String,
+    entry_point: &'static str,
+    module: Module,
+    info: naga::valid::ModuleInfo,
+}
+
+fn reflect(variant: &ShaderVariant) -> Reflected {
+    let (module, info) = validated_module(variant);
+    Reflected {
+        label: variant.label.clone(),
+        entry_point: variant.entry_point,
+        module,
+        info,
+    }
+}
+
+impl Reflected {
+    fn entry_index(&self) -> usize {
+        self.module
+            .entry_points
+            .iter()
+            .position(|e| e.name == self.entry_point)
+            .unwrap_or_else(|| panic!("{}: no entry point {}", self.label, self.entry_point))
+    }
+
+    /// The entry point's workgroup width (every kernel is one-dimensional).
+    fn workgroup_width(&self) -> u32 {
+        let [x, y, z] = self.module.entry_points[self.entry_index()].workgroup_size;
+        assert_eq!((y, z), (1, 1), "{}: a 1-D workgroup", self.label);
+        x
+    }
+
+    /// Workgroup memory the entry point uses as WebGPU counts it against
+    /// `maxComputeWorkgroupStorageSize`: every `var<workgroup>` the entry
+    /// point uses, each rounded up to 16 bytes.
+    fn workgroup_bytes(&self) -> u32 {
+        let used = self.info.get_entry_point(self.entry_index());
+        self.module
+            .global_variables
+            .iter()
+            .filter(|(h, g)| g.space == AddressSpace::WorkGroup && !used[*h].is_empty())
+            .map(|(_, g)| {
+                self.module.types[g.ty]
+                    .inner
+                    .size(self.module.to_ctx())
+                    .div_ceil(16)
+                    * 16
+            })
+            .sum()
+    }
+
+    fn u32(&self, name: &str) -> u32 {
+        wgsl_u32(&self.module, name)
+    }
+
+    fn f32(&self, name: &str) -> f32 {
+        match self.literal(name) {
+            Literal::F32(v) => v,
+            other => panic!("{}: {name} is not an f32: {other:?}", self.label),
+        }
+    }
+
+    fn bool(&self, name: &str) -> bool {
+        match self.literal(name) {
+            Literal::Bool(v) => v,
+            other => panic!("{}: {name} is not a bool: {other:?}", self.label),
+        }
+    }
+
+    fn literal(&self, name: &str) -> Literal {
+        let (_, constant) = self
+            .module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{}: no constant {name}", self.label));
+        match self.module.global_expressions[constant.init] {
+            naga::Expression::Literal(v) => v,
+            ref other => panic!("{}: {name} is not a literal: {other:?}", self.label),
+        }
+    }
+
+    /// The struct type `name`: its size and members.
+    fn wgsl_struct(&self, name: &str) -> (u32, &[naga::StructMember]) {
+        self.module
+            .types
+            .iter()
+            .find_map(|(_, t)| match &t.inner {
+                TypeInner::Struct { members, span } if t.name.as_deref() == Some(name) => {
+                    Some((*span, members.as_slice()))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{}: no struct {name}", self.label))
+    }
+
+    /// Member `member` of struct `name`.
+    fn member(&self, name: &str, member: &str) -> &naga::StructMember {
+        self.wgsl_struct(name)
+            .1
+            .iter()
+            .find(|m| m.name.as_deref() == Some(member))
+            .unwrap_or_else(|| panic!("{}: {name} has no member {member}", self.label))
+    }
+
+    /// The scalar kind of a scalar, vector, atomic or array type (`None` for
+    /// a struct).
+    fn scalar_kind(&self, ty: naga::Handle<naga::Type>) -> Option<ScalarKind> {
+        match self.module.types[ty].inner {
+            TypeInner::Scalar(s) | TypeInner::Atomic(s) | TypeInner::Vector { scalar: s, .. } => {
+                Some(s.kind)
+            }
+            TypeInner::Array { base, .. } => self.scalar_kind(base),
+            _ => None,
+        }
+    }
+
+    fn size_of(&self, ty: naga::Handle<naga::Type>) -> u32 {
+        self.module.types[ty].inner.size(self.module.to_ctx())
+    }
+
+    /// The value of 4-byte member `member` of struct `name` in `bytes` (a
+    /// value of that struct as the host builds it), read as the member's
+    /// scalar kind.
+    fn read(&self, bytes: &[u8], name: &str, member: &str) -> Value {
+        let m = self.member(name, member);
+        assert_eq!(self.size_of(m.ty), 4, "{name}.{member}: a 4-byte member");
+        let at = m.offset as usize;
+        let word: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
+        match self.scalar_kind(m.ty) {
+            Some(ScalarKind::Uint) => Value::U32(u32::from_le_bytes(word)),
+            Some(ScalarKind::Float) => Value::F32(f32::from_le_bytes(word)),
+            other => panic!("{name}.{member}: unexpected kind {other:?}"),
+        }
+    }
+}
+
+/// A 4-byte member as the shader reads it.
+#[derive(Debug, PartialEq)]
+enum Value {
+    U32(u32),
+    F32(f32),
+}
+
+/// Every variant of every kernel, validated.
+fn every_variant() -> Vec<Reflected> {
+    all_variants().iter().map(reflect).collect()
+}
+
+/// The variants of one kernel family (by label prefix).
+fn family(variants: &[Reflected], prefix: &str) -> Vec<usize> {
+    let found: Vec<usize> = (0..variants.len())
+        .filter(|&i| variants[i].label.starts_with(prefix))
+        .collect();
+    assert!(!found.is_empty(), "no variants {prefix}");
+    found
+}
+
+// ---- Struct mirrors ---------------------------------------------------------
+
+/// The scalar kind of a Rust field type as a shader would read its bytes.
+trait HostScalar {
+    const KIND: ScalarKind;
+}
+impl HostScalar for u32 {
+    const KIND: ScalarKind = ScalarKind::Uint;
+}
+impl HostScalar for f32 {
+    const KIND: ScalarKind = ScalarKind::Float;
+}
+impl<T: HostScalar, const N: usize> HostScalar for [T; N] {
+    const KIND: ScalarKind = T::KIND;
+}
+
+/// Where a Rust mirror keeps one WGSL member: byte offset, bytes, kind.
+struct Field {
+    wgsl: &'static str,
+    offset: usize,
+    size: usize,
+    kind: ScalarKind,
+}
+
+fn field_size<T, F>(_: impl Fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+fn field_kind<T, F: HostScalar>(_: impl Fn(&T) -> &F) -> ScalarKind {
+    F::KIND
+}
+fn element_size<T, E, const N: usize>(_: impl Fn(&T) -> &[E; N]) -> usize {
+    size_of::<E>()
+}
+
+/// `field!("wgsl_member", RustType, rust_field)`, or `rust_field[i]` for
+/// element `i` of a Rust array that the shader splits into members.
+macro_rules! field {
+    ($wgsl:literal, $t:ty, $f:ident) => {
+        Field {
+            wgsl: $wgsl,
+            offset: offset_of!($t, $f),
+            size: field_size(|v: &$t| &v.$f),
+            kind: field_kind(|v: &$t| &v.$f),
+        }
+    };
+    ($wgsl:literal, $t:ty, $f:ident[$i:literal]) => {
+        Field {
+            wgsl: $wgsl,
+            offset: offset_of!($t, $f) + $i * element_size(|v: &$t| &v.$f),
+            size: element_size(|v: &$t| &v.$f),
+            kind: field_kind(|v: &$t| &v.$f),
+        }
+    };
+}
+
+/// The WGSL struct `name` and its Rust mirror of `size` bytes with `fields`
+/// (in the shader's member order) agree: size, every member's offset, size
+/// and scalar kind, and the fields cover the mirror without gaps.
+fn check_mirror(r: &Reflected, name: &str, size: usize, fields: &[Field]) {
+    let (span, members) = r.wgsl_struct(name);
+    let at = format!("{}: {name}", r.label);
+    assert_eq!(span as usize, size, "{at}: size");
+    let wgsl: Vec<&str> = members.iter().map(|m| m.name.as_deref().unwrap()).collect();
+    let rust: Vec<&str> = fields.iter().map(|f| f.wgsl).collect();
+    assert_eq!(wgsl, rust, "{at}: members");
+    let mut end = 0;
+    for (m, f) in members.iter().zip(fields) {
+        assert_eq!(m.offset as usize, f.offset, "{at}.{}: offset", f.wgsl);
+        assert_eq!(r.size_of(m.ty) as usize, f.size, "{at}.{}: size", f.wgsl);
+        assert_eq!(r.scalar_kind(m.ty), Some(f.kind), "{at}.{}: kind", f.wgsl);
+        assert_eq!(
+            f.offset, end,
+            "{at}.{}: the mirror has a gap before it",
+            f.wgsl
+        );
+        end = f.offset + f.size;
+    }
+    assert_eq!(end, size, "{at}: the mirror has bytes past the last member");
+}
+
+/// Checks the struct `name` against the host when the host shares it;
+/// `false` for a struct the host does not know.
+fn check_shared_struct(r: &Reflected, name: &str) -> bool {
+    use crate::compact::CompactParams;
+    use crate::gpu::logits::{ChunkInfo, RECORD_BYTES};
+    use crate::math::philox::PhiloxInput;
+    use crate::sampling::gpu::{GpuRowResult, PARTIAL_BYTES};
+    use crate::sampling::GpuRowParams;
+    use crate::tail::{EstimateParams, OrderParams};
+    use crate::voting::rules::GpuRule;
+    use crate::voting::{GpuDecision, PromptVotes, Segment};
+    match name {
+        "RowParams" => check_mirror(
+            r,
+            name,
+            size_of::<GpuRowParams>(),
+            &[
+                field!("inv_temperature", GpuRowParams, inv_temperature),
+                field!("top_k", GpuRowParams, top_k),
+                field!("top_p", GpuRowParams, top_p),
+                field!("log_min_p", GpuRowParams, log_min_p),
+                field!("seed_lo", GpuRowParams, seed[0]),
+                field!("seed_hi", GpuRowParams, seed[1]),
+                field!("step_lo", GpuRowParams, step[0]),
+                field!("step_hi", GpuRowParams, step[1]),
+                field!("flags", GpuRowParams, flags),
+                field!("_pad0", GpuRowParams, pad[0]),
+                field!("_pad1", GpuRowParams, pad[1]),
+                field!("_pad2", GpuRowParams, pad[2]),
+            ],
+        ),
+        "RowResult" => check_mirror(
+            r,
+            name,
+            size_of::<GpuRowResult>(),
+            &[
+                field!("logprob", GpuRowResult, logprob),
+                field!("status", GpuRowResult, status),
+                field!("kept", GpuRowResult, kept),
+                field!("_pad", GpuRowResult, pad),
+            ],
+        ),
+        // Never read by the host: only its size is shared.
+        "StreamPartial" => {
+            assert_eq!(
+                u64::from(r.wgsl_struct(name).0),
+                PARTIAL_BYTES,
+                "{}",
+                r.label
+            );
+        }
+        "ChunkInfo" => {
+            check_mirror(
+                r,
+                name,
+                size_of::<ChunkInfo>(),
+                &[
+                    field!("rows", ChunkInfo, rows),
+                    field!("vocab", ChunkInfo, vocab),
+                    field!("elem_base", ChunkInfo, elem_base),
+                    field!("row_base", ChunkInfo, row_base),
+                    field!("tiles", ChunkInfo, tiles),
+                    field!("pad0", ChunkInfo, pad[0]),
+                    field!("pad1", ChunkInfo, pad[1]),
+                    field!("pad2", ChunkInfo, pad[2]),
+                ],
+            );
+            assert_eq!(u64::from(r.wgsl_struct(name).0), RECORD_BYTES);
+        }
+        "PromptVotes" => check_mirror(
+            r,
+            name,
+            size_of::<PromptVotes>(),
+            &[
+                field!("total", PromptVotes, total),
+                field!("distinct", PromptVotes, distinct),
+                field!("overflow", PromptVotes, overflow),
+                field!("run_answer", PromptVotes, run_answer),
+                field!("run_length", PromptVotes, run_length),
+                field!("tokens_lo", PromptVotes, tokens_lo),
+                field!("tokens_hi", PromptVotes, tokens_hi),
+                field!("_pad", PromptVotes, pad),
+            ],
+        ),
+        "Segment" => check_mirror(
+            r,
+            name,
+            size_of::<Segment>(),
+            &[
+                field!("prompt", Segment, prompt),
+                field!("start", Segment, start),
+                field!("count", Segment, count),
+                field!("_pad", Segment, pad),
+            ],
+        ),
+        "Decision" => check_mirror(
+            r,
+            name,
+            size_of::<GpuDecision>(),
+            &[
+                field!("stopped", GpuDecision, stopped),
+                field!("consensus", GpuDecision, consensus),
+                field!("confidence", GpuDecision, confidence),
+                field!("votes", GpuDecision, votes),
+            ],
+        ),
+        "Rule" => check_mirror(
+            r,
+            name,
+            size_of::<GpuRule>(),
+            &[
+                field!("kind", GpuRule, kind),
+                field!("min_votes", GpuRule, min_votes),
+                field!("max_votes", GpuRule, max_votes),
+                field!("count", GpuRule, count),
+                field!("c", GpuRule, c),
+            ],
+        ),
+        "DecideParams" => check_decide_params(r),
+        "CountParams" => check_count_params(r),
+        "RewardParams" => check_reward_params(r),
+        "CompactParams" => check_mirror(
+            r,
+            name,
+            size_of::<CompactParams>(),
+            &[
+                field!("n", CompactParams, n),
+                field!("blocks", CompactParams, blocks),
+                field!("blocks_x", CompactParams, blocks_x),
+                field!("with_values", CompactParams, with_values),
+            ],
+        ),
+        "OrderParams" => check_mirror(
+            r,
+            name,
+            size_of::<OrderParams>(),
+            &[
+                field!("segments", OrderParams, segments),
+                field!("k", OrderParams, k),
+                field!("groups_x", OrderParams, groups_x),
+                field!("rollouts", OrderParams, rollouts),
+                field!("element_groups_x", OrderParams, element_groups_x),
+                field!("large_segments", OrderParams, large_segments),
+                field!("pad0", OrderParams, pad[0]),
+                field!("pad1", OrderParams, pad[1]),
+            ],
+        ),
+        "EstimateParams" => check_mirror(
+            r,
+            name,
+            size_of::<EstimateParams>(),
+            &[
+                field!("segments", EstimateParams, segments),
+                field!("kind", EstimateParams, kind),
+                field!("n", EstimateParams, n),
+                field!("prefixes", EstimateParams, prefixes),
+                field!("alpha", EstimateParams, alpha),
+                field!("c_tilde", EstimateParams, c_tilde),
+                field!("threshold", EstimateParams, threshold),
+                field!("groups_x", EstimateParams, groups_x),
+            ],
+        ),
+        "PhiloxInput" => check_mirror(
+            r,
+            name,
+            size_of::<PhiloxInput>(),
+            &[
+                field!("counter", PhiloxInput, counter),
+                field!("key", PhiloxInput, key),
+                field!("_pad", PhiloxInput, pad),
+            ],
+        ),
+        _ => return false,
+    }
+    true
+}
+
+/// `GpuRule::decide_params` puts the rule and both words where the shader's
+/// `DecideParams` has them, and zeroes the padding.
+fn check_decide_params(r: &Reflected) {
+    use crate::voting::rules::{DecideParams, GpuRule};
+    let (span, members) = r.wgsl_struct("DecideParams");
+    assert_eq!(size_of::<DecideParams>(), span as usize, "{}", r.label);
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_deref().unwrap()).collect();
+    assert_eq!(names, ["rule", "prompts", "want_fewest", "_pad1", "_pad2"]);
+    let rule_member = r.member("DecideParams", "rule");
+    assert_eq!(
+        r.module.types[rule_member.ty].name.as_deref(),
+        Some("Rule"),
+        "{}: DecideParams.rule",
+        r.label
+    );
+    let rule = GpuRule {
+        kind: 7,
+        min_votes: 11,
+        max_votes: 13,
+        count: 17,
+        c: [1.5, 2.5, 3.5, 4.5],
+    };
+    for want_fewest in [true, false] {
+        let bytes = rule.decide_params(19, want_fewest);
+        // The rule, at its member's offset.
+        let at = rule_member.offset as usize;
+        let rule_bytes = &bytes[at..at + r.size_of(rule_member.ty) as usize];
+        for (member, value) in [
+            ("kind", Value::U32(7)),
+            ("min_votes", Value::U32(11)),
+            ("max_votes", Value::U32(13)),
+            ("count", Value::U32(17)),
+        ] {
+            assert_eq!(r.read(rule_bytes, "Rule", member), value, "Rule.{member}");
+        }
+        let c = r.member("Rule", "c").offset as usize;
+        let floats: &[f32] = bytemuck::cast_slice(&rule_bytes[c..c + 16]);
+        assert_eq!(floats, rule.c);
+        for (member, value) in [
+            ("prompts", Value::U32(19)),
+            ("want_fewest", Value::U32(u32::from(want_fewest))),
+            ("_pad1", Value::U32(0)),
+            ("_pad2", Value::U32(0)),
+        ] {
+            assert_eq!(r.read(&bytes, "DecideParams", member), value, "{member}");
+        }
+    }
+}
+
+/// `count_params` matches the shader's `CountParams`.
+fn check_count_params(r: &Reflected) {
+    use crate::voting::gpu::{count_params, CountParams};
+    let (span, members) = r.wgsl_struct("CountParams");
+    assert_eq!(size_of::<CountParams>(), span as usize, "{}", r.label);
+    assert_eq!(members.len(), 4);
+    for has_tokens in [true, false] {
+        let params = count_params(23, has_tokens);
+        let bytes: &[u8] = bytemuck::cast_slice(&params);
+        for (member, value) in [
+            ("segments", Value::U32(23)),
+            ("has_tokens", Value::U32(u32::from(has_tokens))),
+            ("_pad0", Value::U32(0)),
+            ("_pad1", Value::U32(0)),
+        ] {
+            assert_eq!(r.read(bytes, "CountParams", member), value, "{member}");
+        }
+    }
+}
+
+/// `reward_params` matches the shader's `RewardParams`.
+fn check_reward_params(r: &Reflected) {
+    use crate::voting::gpu::{reward_params, RewardParams};
+    let (span, members) = r.wgsl_struct("RewardParams");
+    assert_eq!(size_of::<RewardParams>(), span as usize, "{}", r.label);
+    assert_eq!(members.len(), 4);
+    for majority in [true, false] {
+        let bytes = reward_params(29, 0.25, majority);
+        for (member, value) in [
+            ("segments", Value::U32(29)),
+            ("eps", Value::F32(0.25)),
+            ("majority", Value::U32(u32::from(majority))),
+            ("_pad", Value::U32(0)),
+        ] {
+            assert_eq!(r.read(&bytes, "RewardParams", member), value, "{member}");
+        }
+    }
+}
+
+/// The struct types reachable from `ty` (itself, members, array elements).
+fn structs_in(module: &Module, ty: naga::Handle<naga::Type>, out: &mut Vec<String>) {
+    match &module.types[ty].inner {
+        TypeInner::Struct { members, .. } => {
+            out.push(module.types[ty].name.clone().expect("named struct"));
+            for m in members {
+                structs_in(module, m.ty, out);
+            }
+        }
+        TypeInner::Array { base, .. } => structs_in(module, *base, out),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_struct_the_host_shares_matches_its_mirror() {
+    let variants = every_variant();
+    let mut checked = std::collections::BTreeSet::new();
+    for r in &variants {
+        // Every struct reachable from a buffer binding: checked, or the
+        // test fails until it is.
+        let mut shared = Vec::new();
+        for (_, g) in r.module.global_variables.iter() {
+            if matches!(
+                g.space,
+                AddressSpace::Uniform | AddressSpace::Storage { .. }
+            ) {
+                structs_in(&r.module, g.ty, &mut shared);
+                // A buffer of structs: the host's slice stride is the
+                // struct's size.
+                if let TypeInner::Array { base, stride, .. } = r.module.types[g.ty].inner {
+                    if let TypeInner::Struct { span, .. } = r.module.types[base].inner {
+                        assert_eq!(stride, span, "{}: {:?}", r.label, g.name);
+                    }
+                }
+            }
+        }
+        shared.sort();
+        shared.dedup();
+        for name in shared {
+            assert!(
+                check_shared_struct(r, &name),
+                "{}: struct {name} is shared with the host but not checked here",
+                r.label
+            );
+            checked.insert(name);
+        }
+    }
+    // No entry of the table went stale (its struct renamed or gone).
+    let expected = [
+        "ChunkInfo",
+        "CompactParams",
+        "CountParams",
+        "DecideParams",
+        "Decision",
+        "EstimateParams",
+        "OrderParams",
+        "PhiloxInput",
+        "PromptVotes",
+        "RewardParams",
+        "RowParams",
+        "RowResult",
+        "Rule",
+        "Segment",
+        "StreamPartial",
+    ];
+    assert_eq!(
+        checked.iter().map(String::as_str).collect::<Vec<_>>(),
+        expected
+    );
+}
+
+// ---- Workgroup memory -------------------------------------------------------
+
+/// The host's budget for the sampling kernel's workgroup memory at
+/// `candidates`.
+fn sampling_budget(candidates: u32) -> u32 {
+    crate::sampling::FIXED_WORKGROUP_BYTES + candidates * crate::sampling::CANDIDATE_BYTES
+}
+
+/// The sampling kernel's workgroup memory at `candidates` (the same for
+/// every dtype variant).
+fn sampling_workgroup_bytes(candidates: u32) -> u32 {
+    let variants = crate::sampling::shader_variants(candidates, "sample_rows").unwrap();
+    let bytes: Vec<u32> = variants
+        .iter()
+        .map(|v| reflect(v).workgroup_bytes())
+        .collect();
+    assert!(bytes.iter().all(|&b| b == bytes[0]), "{bytes:?}");
+    bytes[0]
+}
+
+/// The host sizes the sampling kernel's workgroup memory as fixed bytes
+/// plus bytes per candidate. The per-candidate bytes are exact; the fixed
+/// bytes are an upper bound (a budget for the scalars), less than one
+/// 64-candidate step above the real use, so the capacity the host picks
+/// always fits, and is at most one step below the most that would.
+#[test]
+fn sampling_workgroup_memory_is_within_the_host_budget() {
+    use crate::sampling::{candidate_capacity, CANDIDATE_BYTES, CANDIDATE_RANGE};
+    let (fewest, most) = CANDIDATE_RANGE;
+    let mut real = std::collections::BTreeMap::new();
+    for candidates in (fewest..=most).step_by(64) {
+        real.insert(candidates, sampling_workgroup_bytes(candidates));
+    }
+    let slack = sampling_budget(fewest) - real[&fewest];
+    for (&candidates, &bytes) in &real {
+        let budget = sampling_budget(candidates);
+        assert!(
+            bytes <= budget,
+            "{candidates} candidates: {bytes} bytes, budget {budget}"
+        );
+        assert_eq!(
+            budget - bytes,
+            slack,
+            "{candidates} candidates: {CANDIDATE_BYTES} bytes per candidate"
+        );
+    }
+    assert!(
+        slack < 64 * CANDIDATE_BYTES,
+        "budget {slack} bytes too high"
+    );
+
+    // The capacity chosen for every limit from the smallest that fits the
+    // capacity's floor up fits the limit.
+    let floor = candidate_capacity(0);
+    let smallest = sampling_budget(floor);
+    for limit in (smallest..=64 << 10).step_by(4) {
+        let candidates = candidate_capacity(limit);
+        assert!(
+            real[&candidates] <= limit,
+            "limit {limit}: {candidates} candidates take {} bytes",
+            real[&candidates]
+        );
+    }
+    // WebGPU's default limit (and wgpu's downlevel one) is above that.
+    for limit in [
+        wgpu::Limits::default().max_compute_workgroup_storage_size,
+        wgpu::Limits::downlevel_defaults().max_compute_workgroup_storage_size,
+    ] {
+        assert!(limit >= smallest, "{limit}");
+        assert!(candidate_capacity(limit) >= floor);
+    }
+    // The largest capacity fits 32 KiB; the smallest, 16 KiB.
+    assert!(real[&most] <= 32 << 10, "{}", real[&most]);
+    assert_eq!(candidate_capacity(32 << 10), most);
+    assert!(real[&fewest] <= 16 << 10, "{}", real[&fewest]);
+}
+
+/// Every other kernel fits the smallest default limit on its own (the
+/// sampling kernel at the capacity the host picks for it, above).
+#[test]
+fn every_kernel_fits_the_default_workgroup_memory() {
+    let limit = wgpu::Limits::downlevel_defaults()
+        .max_compute_workgroup_storage_size
+        .min(wgpu::Limits::default().max_compute_workgroup_storage_size);
+    for r in every_variant() {
+        if r.entry_point == "sample_rows" {
+            continue;
+        }
+        let bytes = r.workgroup_bytes();
+        assert!(
+            bytes <= limit,
+            "{}: {bytes} bytes of workgroup memory",
+            r.label
+        );
+    }
+}
+
+// ---- Constants and codes ----------------------------------------------------
+
+#[test]
+fn sampling_constants_match_the_shader() {
+    use crate::gpu::logits::VEC4_VARIANT;
+    use crate::sampling::{cpu, RowStatus, CANDIDATE_RANGE};
+    use crate::LogitsDtype;
+    let (fewest, most) = CANDIDATE_RANGE;
+    for candidates in [fewest, most] {
+        for entry in ["sample_rows", "stream_partials", "finish_rows"] {
+            let variants = crate::sampling::shader_variants(candidates, entry).unwrap();
+            // The pipelines are indexed by `LogitsDtype::index`, then the
+            // vector variant.
+            assert_eq!(variants.len(), VEC4_VARIANT + 1);
+            assert_eq!(LogitsDtype::ALL.len(), VEC4_VARIANT);
+            for (i, variant) in variants.iter().enumerate() {
+                let r = reflect(variant);
+                let s = &r.label;
+                let dtype = LogitsDtype::ALL.get(i).copied().unwrap_or(LogitsDtype::F32);
+                assert_eq!(r.u32("LOGITS_DTYPE"), dtype.index() as u32, "{s}");
+                assert_eq!(r.bool("VEC4_LOADS"), i == VEC4_VARIANT, "{s}");
+                for (name, dtype) in [
+                    ("DTYPE_F32", LogitsDtype::F32),
+                    ("DTYPE_F16", LogitsDtype::F16),
+                    ("DTYPE_BF16", LogitsDtype::Bf16),
+                ] {
+                    assert_eq!(r.u32(name), dtype.index() as u32, "{s}: {name}");
+                }
+                // Prepended by the host.
+                assert_eq!(r.u32("CANDIDATES"), candidates, "{s}");
+                assert_eq!(r.u32("TILE_GROUPS"), crate::sampling::TILE_GROUPS, "{s}");
+                // Copied by the host.
+                assert_eq!(r.u32("WG"), crate::sampling::STREAMS, "{s}");
+                assert_eq!(r.u32("GROUP"), crate::sampling::GROUP, "{s}");
+                assert_eq!(r.u32("TILE_TOKENS"), crate::sampling::TILE_TOKENS, "{s}");
+                assert_eq!(r.u32("FLAG_GREEDY"), crate::sampling::FLAG_GREEDY, "{s}");
+                assert_eq!(r.u32("FLAG_MIN_P"), crate::sampling::FLAG_MIN_P, "{s}");
+                assert_eq!(r.u32("NO_INDEX"), crate::NO_TOKEN, "{s}");
+                assert_eq!(r.u32("STATUS_OK"), RowStatus::Ok.code(), "{s}");
+                assert_eq!(
+                    r.u32("STATUS_NO_VALID_TOKEN"),
+                    RowStatus::NoValidToken.code(),
+                    "{s}"
+                );
+                // Copied by the CPU twin.
+                assert_eq!(r.u32("PURPOSE_STREAM"), cpu::PURPOSE_STREAM, "{s}");
+                assert_eq!(r.u32("PURPOSE_TOKEN"), cpu::PURPOSE_TOKEN, "{s}");
+                assert_eq!(r.u32("FOLD") as usize, cpu::FOLD, "{s}");
+                assert_eq!(r.u32("F32_POS_INF_BITS"), cpu::POS_INF_BITS, "{s}");
+                assert_eq!(
+                    r.u32("F32_NEG_INF_BITS"),
+                    crate::math::keys::NEG_INF_BITS,
+                    "{s}"
+                );
+                check_philox_constants(&r);
+                // One invocation per stream (the host sizes the partials by
+                // STREAMS); `finish_rows` folds FOLD streams per lane.
+                let width = if entry == "finish_rows" {
+                    r.u32("FINISH_WG")
+                } else {
+                    crate::sampling::STREAMS
+                };
+                assert_eq!(r.workgroup_width(), width, "{s}");
+                assert_eq!(r.u32("FINISH_WG") as usize, cpu::FOLD, "{s}");
+            }
+        }
+    }
+    // How the host reads a status back.
+    assert_eq!(RowStatus::Ok.code(), 0);
+    assert_ne!(RowStatus::NoValidToken.code(), RowStatus::Ok.code());
+}
+
+/// The Philox constants of `shared/philox.wgsl` and the CPU twin.
+fn check_philox_constants(r: &Reflected) {
+    use crate::math::philox::{M0, M1, W0, W1};
+    for (name, value) in [
+        ("PHILOX_M0", M0),
+        ("PHILOX_M1", M1),
+        ("PHILOX_W0", W0),
+        ("PHILOX_W1", W1),
+    ] {
+        assert_eq!(r.u32(name), value, "{}: {name}", r.label);
+    }
+}
+
+/// The constants of `shared/special.wgsl` and its twin, bit for bit.
+fn check_special_constants(r: &Reflected) {
+    use crate::math::special::{HALF_LN_TWO_PI, LN_2, TINY, TWO_POW_64};
+    for (name, value) in [
+        ("HALF_LN_TWO_PI", HALF_LN_TWO_PI),
+        ("LN_2", LN_2),
+        ("TWO_POW_64", TWO_POW_64),
+        ("TINY", TINY),
+    ] {
+        assert_eq!(
+            r.f32(name).to_bits(),
+            value.to_bits(),
+            "{}: {name}",
+            r.label
+        );
+    }
+}
+
+#[test]
+fn other_kernels_constants_match_the_shaders() {
+    let variants = every_variant();
+
+    for i in family(&variants, "philox_words") {
+        let r = &variants[i];
+        check_philox_constants(r);
+        assert_eq!(r.workgroup_width(), crate::math::philox::WORKGROUP);
+    }
+
+    for i in family(&variants, "read_") {
+        let r = &variants[i];
+        let dtype = crate::LogitsDtype::ALL
+            .iter()
+            .find(|d| r.label.ends_with(&format!("/{d:?}")));
+        assert_eq!(r.bool("VEC4_LOADS"), dtype.is_none(), "{}", r.label);
+        let dtype = dtype.copied().unwrap_or(crate::LogitsDtype::F32);
+        assert_eq!(r.u32("LOGITS_DTYPE"), dtype.index() as u32, "{}", r.label);
+    }
+
+    for i in family(&variants, "compact/") {
+        let r = &variants[i];
+        assert_eq!(r.u32("BLOCK"), crate::compact::BLOCK, "{}", r.label);
+        assert_eq!(r.u32("WG") * r.u32("PER_THREAD"), r.u32("BLOCK"));
+        assert_eq!(r.workgroup_width(), r.u32("WG"), "{}", r.label);
+    }
+
+    for i in family(&variants, "voting/") {
+        use crate::voting::{gpu::WORKGROUP, posterior, rules};
+        let r = &variants[i];
+        let s = &r.label;
+        let capacity: u32 = s.rsplit('/').next().unwrap().parse().unwrap();
+        assert_eq!(r.u32("CAPACITY"), capacity, "{s}");
+        assert_eq!(r.u32("WG"), WORKGROUP, "{s}");
+        assert_eq!(r.workgroup_width(), WORKGROUP, "{s}");
+        assert_eq!(r.u32("NO_CONSENSUS"), rules::NO_CONSENSUS, "{s}");
+        assert_eq!(r.u32("DIRICHLET_NODES"), posterior::DIRICHLET_NODES, "{s}");
+        assert_eq!(
+            r.f32("MSPRT_NORMAL_PRIOR").to_bits(),
+            posterior::MSPRT_NORMAL_PRIOR.to_bits(),
+            "{s}"
+        );
+        for (name, value) in rules::RULE_KINDS {
+            assert_eq!(r.u32(name), value, "{s}: {name}");
+        }
+        check_special_constants(r);
+    }
+
+    for i in family(&variants, "tail/") {
+        use crate::tail::{self, cpu};
+        let r = &variants[i];
+        let s = &r.label;
+        // Prepended by the host.
+        assert_eq!(r.u32("SMALL_SEGMENT"), tail::SMALL_SEGMENT, "{s}");
+        assert_eq!(r.u32("SORT_CHUNK"), tail::SORT_CHUNK, "{s}");
+        // Copied by the host.
+        assert_eq!(r.u32("ORDER_THREADS"), tail::ORDER_THREADS, "{s}");
+        assert_eq!(r.u32("ESTIMATE_THREADS"), tail::ESTIMATE_THREADS, "{s}");
+        let width = if r.entry_point == "estimate" {
+            tail::ESTIMATE_THREADS
+        } else {
+            tail::ORDER_THREADS
+        };
+        assert_eq!(r.workgroup_width(), width, "{s}");
+        assert_eq!(r.u32("FULL_SORT"), tail::FULL_SORT, "{s}");
+        assert_eq!(r.u32("NO_INDEX"), tail::NO_INDEX, "{s}");
+        assert_eq!(r.u32("MAX_PREFIXES"), tail::MAX_PREFIXES, "{s}");
+        for (name, value) in [
+            ("EST_EXPECTED_MAX", tail::EST_EXPECTED_MAX),
+            ("EST_PASS_AT_K", tail::EST_PASS_AT_K),
+            ("EST_TEA", tail::EST_TEA),
+            ("EST_PREFIX_TEA", tail::EST_PREFIX_TEA),
+            ("EST_GPD", tail::EST_GPD),
+            ("EST_GRPO", tail::EST_GRPO),
+        ] {
+            assert_eq!(r.u32(name), value, "{s}: {name}");
+        }
+        // Copied by the CPU twin, bit for bit.
+        for (name, value) in [
+            ("FLAT_TAIL", cpu::FLAT_TAIL),
+            ("EULER_GAMMA", cpu::EULER_GAMMA),
+            ("GPD_XI_MAX", cpu::GPD_XI_MAX),
+        ] {
+            assert_eq!(r.f32(name).to_bits(), value.to_bits(), "{s}: {name}");
+        }
+        // The public f64 constant rounds to the shader's.
+        assert_eq!(r.f32("EULER_GAMMA"), tail::EULER_GAMMA as f32, "{s}");
+        check_special_constants(r);
+    }
+}
+
+/// The host decodes the tail's segment statuses as the shader writes them
+/// (their values are checked in `shader_tests`).
+#[test]
+fn segment_status_codes_round_trip() {
+    use crate::tail::SegmentStatus;
+    for status in [
+        SegmentStatus::Ok,
+        SegmentStatus::Empty,
+        SegmentStatus::TooFew,
+        SegmentStatus::Flat,
+        SegmentStatus::Fallback,
+    ] {
+        assert_eq!(SegmentStatus::from_code(status.code()), status);
+    }
+}
+
+/// Each estimator sends its own kind (the values are checked against the
+/// shader above).
+#[test]
+fn estimators_send_their_kind() {
+    use crate::tail::{self, Estimator};
+    for (estimator, kind) in [
+        (Estimator::ExpectedMax { n: 4 }, tail::EST_EXPECTED_MAX),
+        (
+            Estimator::PassAtK {
+                k: 2,
+                threshold: 0.5,
+            },
+            tail::EST_PASS_AT_K,
+        ),
+        (Estimator::Tea { n: 8, alpha: 0.25 }, tail::EST_TEA),
+        (
+            Estimator::PrefixTea {
+                n: 8,
+                alpha: 0.25,
+                prefixes: 2,
+            },
+            tail::EST_PREFIX_TEA,
+        ),
+        (Estimator::Gpd { n: 8, alpha: 0.25 }, tail::EST_GPD),
+        (Estimator::Grpo { eps: 1e-6 }, tail::EST_GRPO),
+    ] {
+        assert_eq!(
+            estimator.gpu_params(1, 1).unwrap().kind,
+            kind,
+            "{estimator:?}"
+        );
+    }
+}
