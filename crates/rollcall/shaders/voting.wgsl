@@ -163,7 +163,9 @@ fn dirichlet_mode_probability(alphas: ptr<function, array<f32, CAPACITY>>, k: u3
 fn evaluate(rule: Rule, base: u32, distinct: u32, leader: u32, n0: u32, vl0: u32, vs: u32,
             run_length: u32, bonus: u32) -> vec2<f32> {
     let n = n0 + bonus;
-    let vl = vl0 + bonus;
+    // The extra votes go to the leader; a prompt without votes has none (as
+    // the twin's table, which has no slot to add them to).
+    let vl = vl0 + select(0u, bonus, distinct > 0u);
     var share = 0.0;
     if n != 0u {
         share = f32(vl) / f32(n);

@@ -334,11 +334,18 @@ impl GpuContext {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Readback(e.to_string()))?;
-        self.take_fault()?;
-        receiver
+        let mapped = receiver
             .recv()
             .map_err(|e| Error::Readback(e.to_string()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
+            .map_err(|e| Error::Readback(e.to_string()));
+        if let Err(fault) = self.take_fault() {
+            // Leave the buffer unmapped: its owner copies into it again.
+            if mapped.is_ok() {
+                buffer.unmap();
+            }
+            return Err(fault);
+        }
+        mapped?;
         let data = slice
             .get_mapped_range()
             .map_err(|e| Error::Readback(e.to_string()))?

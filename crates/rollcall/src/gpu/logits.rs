@@ -171,11 +171,15 @@ pub fn plan_chunks(
     }
     let esize = dtype.size_bytes();
     let row_bytes = u64::from(vocab) * esize;
-    let needed = offset + u64::from(rows) * row_bytes;
-    if buffer_size < needed {
+    // An end past u64 (an offset near the top of the address space) fits no
+    // buffer: refused here, never wrapped into a small size.
+    let end = u64::from(rows)
+        .checked_mul(row_bytes)
+        .and_then(|bytes| bytes.checked_add(offset));
+    if end.is_none_or(|end| end > buffer_size) {
         return Err(Error::BufferTooSmall {
             what: "logits",
-            needed,
+            needed: end.unwrap_or(u64::MAX),
             got: buffer_size,
         });
     }
@@ -648,6 +652,14 @@ mod tests {
             })
         ));
         assert!(plan_chunks(0, 10, f32, 0, 0, LIMITS).unwrap().is_empty());
+        // An end past u64 is too small for any buffer, not a wrapped size.
+        assert!(matches!(
+            plan_chunks(1, 4, f32, u64::MAX - 3, 64, LIMITS),
+            Err(Error::BufferTooSmall {
+                needed: u64::MAX,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -467,8 +467,8 @@ impl VoteTables {
 
     /// Rewards and GRPO advantages on the GPU for rollouts grouped in
     /// `segments`: with `consensus` (one answer id per prompt), TTRL's majority
-    /// rewards from `answers`; without, `given` rewards (one per rollout).
-    /// Waits for the GPU and returns `(rewards, advantages)`.
+    /// rewards from `answers`; without, `given` rewards (one per rollout, NaN
+    /// refused). Waits for the GPU and returns `(rewards, advantages)`.
     pub fn rewards(
         &mut self,
         segments: &[Segment],
@@ -519,8 +519,18 @@ impl VoteTables {
                 reason: "reward segments overlap".into(),
             });
         }
+        // A NaN reward has no order: the GPU's and the twin's flat-group test
+        // would part on it.
+        if let Some(index) = given.and_then(|g| g.iter().position(|r| r.is_nan())) {
+            return Err(Error::NonFiniteReward {
+                index,
+                value: f32::NAN,
+            });
+        }
         if segments.is_empty() || n == 0 {
-            return Ok((vec![0.0; n], vec![0.0; n]));
+            // No group: the given rewards (or 0) and no advantage.
+            let rewards = given.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
+            return Ok((rewards, vec![0.0; n]));
         }
         let ctx = self.ctx.clone();
         let host = &mut self.host;
@@ -562,6 +572,8 @@ impl VoteTables {
         );
         let readback = host.readback.buffer();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        // Rollouts in no segment get advantage 0, not an earlier call's.
+        encoder.clear_buffer(host.outputs[4].buffer(), 0, Some(bytes));
         // The kernel adds to the rewards it finds: start from the given ones.
         encoder.copy_buffer_to_buffer(
             host.inputs[4].buffer(),
@@ -584,6 +596,10 @@ impl VoteTables {
         let ctx = &self.ctx;
         let vbytes = u64::from(self.prompts) * VOTES_BYTES;
         let tbytes = u64::from(self.prompts) * u64::from(self.capacity) * TABLE_ENTRY_BYTES;
+        if self.prompts == 0 {
+            // Nothing to read (and no empty readback to cast).
+            return Ok((Vec::new(), Vec::new()));
+        }
         self.host.readback.reserve(&ctx.device, vbytes + tbytes);
         let readback = self.host.readback.buffer();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());

@@ -465,6 +465,10 @@ pub fn run_cpu(
             "an allocation needs at least 1 rollout".into(),
         ));
     }
+    // The GPU's tables hold 1 to 256 answers per prompt: refuse the same.
+    if !(1..=256).contains(&capacity) {
+        return Err(Error::InvalidCapacity(capacity));
+    }
     let fewest = matches!(allocation, Allocation::FewestToPass { .. });
     let mut tables = CpuVoteTables::new(prompts, capacity);
     let mut live: Vec<u32> = (0..prompts).collect();
