@@ -540,7 +540,7 @@ impl Segment<'_> {
                     pad: 0,
                 }];
                 let grpo =
-                    crate::voting::rewards::group_advantages(&seg, self.rewards, self.p.threshold);
+                    crate::voting::rewards::group_advantages_unchecked(&seg, self.rewards, self.p.threshold);
                 adv.copy_from_slice(&grpo);
                 let mean = self.rewards.iter().fold(0.0f32, |s, &r| s + r) / (m as f32).max(1.0);
                 let flat = self.rewards.iter().all(|&r| r == self.rewards[0]);

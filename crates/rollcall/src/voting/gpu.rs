@@ -496,37 +496,8 @@ impl VoteTables {
                 ))
             }
         };
-        if !(eps.is_finite() && eps >= 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "eps must be finite and >= 0, got {eps}"
-            )));
-        }
-        let stand_in = vec![0u32; n];
-        RoundVotes {
-            segments,
-            answers: &stand_in,
-            tokens: None,
-        }
-        .validate(self.prompts)?;
-        let mut spans: Vec<(u32, u32)> = segments
-            .iter()
-            .map(|s| (s.start, s.start + s.count))
-            .collect();
-        spans.sort_unstable();
-        if let Some(i) = spans.windows(2).position(|w| w[0].1 > w[1].0) {
-            return Err(Error::InvalidSegment {
-                segment: i,
-                reason: "reward segments overlap".into(),
-            });
-        }
-        // A NaN reward has no order: the GPU's and the twin's flat-group test
-        // would part on it.
-        if let Some(index) = given.and_then(|g| g.iter().position(|r| r.is_nan())) {
-            return Err(Error::NonFiniteReward {
-                index,
-                value: f32::NAN,
-            });
-        }
+        super::rewards::check_rewards(given.unwrap_or(&[]), eps)?;
+        super::rewards::check_segments(segments, n, self.prompts)?;
         if segments.is_empty() || n == 0 {
             // No group: the given rewards (or 0) and no advantage.
             let rewards = given.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);

@@ -115,7 +115,7 @@ pub(crate) mod rules;
 mod scheduler;
 
 pub use gpu::{DecideReadback, GpuDecision, VoteTables};
-pub use rules::{Decision, RuleConfig, StopRule};
+pub use rules::{Decision, RuleConfig, StopRule, MAX_BETA_PRIOR, MAX_VOTES};
 pub use scheduler::{
     Allocation, Outcome, PromptOutcome, ReplayEngine, Rollout, RolloutEngine, Scheduler,
 };

@@ -124,6 +124,13 @@ pub struct Decision {
     pub next: u32,
 }
 
+/// The largest per-prompt budget a rule takes.
+pub const MAX_VOTES: u32 = 1 << 16;
+
+/// The largest prior of the Beta and Dirichlet rules: past it the f32
+/// incomplete beta and gamma functions lose accuracy (and GPU and twin part).
+pub const MAX_BETA_PRIOR: f32 = 1000.0;
+
 /// The rule kinds the shader switches on. The shader gets them from
 /// [`rule_kind_prelude`], so this list is their one definition.
 pub(crate) const RULE_KINDS: [(&str, u32); 10] = [
@@ -205,12 +212,18 @@ impl RuleConfig {
         if self.max_votes == 0 || self.min_votes > self.max_votes {
             return bad("need 0 < max_votes and min_votes <= max_votes");
         }
+        if self.max_votes > MAX_VOTES {
+            return Err(Error::InvalidRule(format!(
+                "max_votes {} is past {MAX_VOTES} (the fewest-votes search is linear in it)",
+                self.max_votes
+            )));
+        }
         let unit = |x: f32| (0.0..=1.0).contains(&x);
         let (kind, count, c) = match self.rule {
             StopRule::FixedBudget => (RULE_FIXED, 0, [0.0; 4]),
             StopRule::Beta { threshold, prior } => {
-                if !(unit(threshold) && prior > 0.0 && prior.is_finite()) {
-                    return bad("Beta needs threshold in [0, 1] and prior > 0");
+                if !(unit(threshold) && prior > 0.0 && prior <= MAX_BETA_PRIOR) {
+                    return bad("Beta needs threshold in [0, 1] and prior in (0, 1000]");
                 }
                 (RULE_BETA, 0, [threshold, prior, 0.0, 0.0])
             }
@@ -219,8 +232,8 @@ impl RuleConfig {
                 prior,
                 top,
             } => {
-                if !(unit(threshold) && prior > 0.0 && prior.is_finite()) || top == 1 {
-                    return bad("Dirichlet needs threshold in [0, 1], prior > 0, top != 1");
+                if !(unit(threshold) && prior > 0.0 && prior <= MAX_BETA_PRIOR) || top == 1 {
+                    return bad("Dirichlet needs threshold in [0, 1], prior in (0, 1000], top != 1");
                 }
                 (RULE_DIRICHLET, top, [threshold, prior, 0.0, 0.0])
             }

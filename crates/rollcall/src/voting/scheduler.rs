@@ -520,8 +520,8 @@ pub fn run_cpu(
     }
     let (segments, answers) = group_by_prompt(&mut history, &used);
     let consensus: Vec<u32> = outcome.iter().map(|p| p.consensus).collect();
-    let rewards = majority_rewards(&segments, &answers, &consensus);
-    let advantages = group_advantages(&segments, &rewards, 1e-4);
+    let rewards = majority_rewards(&segments, &answers, &consensus)?;
+    let advantages = group_advantages(&segments, &rewards, 1e-4)?;
     Ok(Outcome {
         prompts: outcome,
         rollouts: history,
