@@ -492,7 +492,7 @@ fn sample(args: &SampleArgs) -> rollcall::Result<ExitCode> {
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    let mut batch = SampleBatch::new(&ctx, rows);
+    let mut batch = SampleBatch::new(&ctx, rows)?;
     batch.set_params(&params)?;
     let binding = LogitsBinding {
         buffer: &logits_buffer,

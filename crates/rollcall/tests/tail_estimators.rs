@@ -390,7 +390,7 @@ fn grpo_matches_the_voting_twin() {
     ];
     assert_eq!(
         est.advantages,
-        rollcall::voting::rewards::group_advantages(&segs, &r, 1e-4)
+        rollcall::voting::rewards::group_advantages(&segs, &r, 1e-4).unwrap()
     );
     assert_eq!(est.values, vec![0.5, 1.75 / 3.0]);
 }

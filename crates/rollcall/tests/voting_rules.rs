@@ -525,8 +525,8 @@ fn rewards_and_advantages_match_the_twin() {
     let (rewards, advantages) = tables
         .rewards(&segments, &answers, Some(&consensus), None, 1e-4)
         .unwrap();
-    let want_rewards = majority_rewards(&segments, &answers, &consensus);
-    let want_adv = group_advantages(&segments, &want_rewards, 1e-4);
+    let want_rewards = majority_rewards(&segments, &answers, &consensus).unwrap();
+    let want_adv = group_advantages(&segments, &want_rewards, 1e-4).unwrap();
     assert_eq!(rewards, want_rewards);
     for (g, w) in advantages.iter().zip(&want_adv) {
         assert!((g - w).abs() < 1e-5 * w.abs().max(1.0), "{g} vs {w}");
@@ -558,7 +558,7 @@ fn rewards_and_advantages_match_the_twin() {
         .rewards(&segments, &answers, None, Some(&given), 1e-4)
         .unwrap();
     assert_eq!(r, given);
-    let want = group_advantages(&segments, &given, 1e-4);
+    let want = group_advantages(&segments, &given, 1e-4).unwrap();
     for (g, w) in a.iter().zip(&want) {
         assert!((g - w).abs() < 1e-5 * w.abs().max(1.0), "{g} vs {w}");
     }

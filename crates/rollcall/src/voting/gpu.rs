@@ -161,85 +161,85 @@ struct HostBuffers {
 }
 
 impl HostBuffers {
-    fn new(device: &wgpu::Device) -> Self {
+    fn new(ctx: &GpuContext) -> Result<Self> {
         let uniform = |label| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: 48,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            ctx.create_buffer(
+                label,
+                48,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )
         };
+        let grow = |label, usage| GrowBuffer::new(ctx, label, usage);
         // Inputs are copied from too: the given rewards seed the output.
         let input = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
         let output = input;
-        Self {
-            decide_params: uniform("rollcall decide params"),
-            reward_params: uniform("rollcall reward params"),
+        Ok(Self {
+            decide_params: uniform("rollcall decide params")?,
+            reward_params: uniform("rollcall reward params")?,
             inputs: [
-                "rollcall decide list",
-                "rollcall reward segments",
-                "rollcall reward answers",
-                "rollcall reward consensus",
-                "rollcall rewards in",
-            ]
-            .map(|label| GrowBuffer::new(device, label, input)),
+                grow("rollcall decide list", input)?,
+                grow("rollcall reward segments", input)?,
+                grow("rollcall reward answers", input)?,
+                grow("rollcall reward consensus", input)?,
+                grow("rollcall rewards in", input)?,
+            ],
             outputs: [
-                "rollcall decisions",
-                "rollcall keep flags",
-                "rollcall next votes",
-                "rollcall rewards",
-                "rollcall advantages",
-            ]
-            .map(|label| GrowBuffer::new(device, label, output)),
-            readback: GrowBuffer::new(
-                device,
+                grow("rollcall decisions", output)?,
+                grow("rollcall keep flags", output)?,
+                grow("rollcall next votes", output)?,
+                grow("rollcall rewards", output)?,
+                grow("rollcall advantages", output)?,
+            ],
+            readback: grow(
                 "rollcall voting readback",
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            ),
-        }
+            )?,
+        })
     }
 }
 
 impl VoteTables {
     /// Zeroed tables for `prompts` prompts of `capacity` (1 to 256) answers.
+    /// The totals (32 bytes a prompt) and the tables (`8 × capacity` bytes a
+    /// prompt) are each bound whole: past the device's storage binding limit
+    /// they are [`Error::TooLarge`], before anything is allocated.
     pub fn new(ctx: &GpuContext, prompts: u32, capacity: u32) -> Result<Self> {
         if !(1..=256).contains(&capacity) {
             return Err(Error::InvalidCapacity(capacity));
         }
+        // At most 2^32 × 256 × 8 bytes: no overflow in u64.
+        let table_bytes = u64::from(prompts) * u64::from(capacity) * 8;
+        let vote_bytes = u64::from(prompts) * 32;
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let limit = ctx.whole_binding_limit(usage);
+        for (what, bytes) in [
+            ("rollcall prompt votes", vote_bytes),
+            ("rollcall vote tables", table_bytes),
+        ] {
+            if bytes > limit {
+                return Err(Error::TooLarge { what, bytes, limit });
+            }
+        }
         let pipelines =
             ctx.pipelines(&VotingKey { capacity }, || Pipelines::build(ctx, capacity))?;
-        let table_bytes = u64::from(prompts)
-            .checked_mul(u64::from(capacity) * 8)
-            .ok_or(Error::TooLarge {
-                what: "vote tables",
-                bytes: u64::MAX,
-                limit: ctx.limits().max_buffer_size,
-            })?;
-        let storage = |label, size: u64| {
-            ctx.create_buffer(
-                label,
-                size.max(4),
-                wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            )
-        };
+        let storage = |label, size: u64| ctx.create_bound_buffer(label, size.max(4), usage);
         let input = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         Ok(Self {
-            votes: storage("rollcall prompt votes", u64::from(prompts) * 32)?,
+            votes: storage("rollcall prompt votes", vote_bytes)?,
             tables: storage("rollcall vote tables", table_bytes)?,
             count_params: ctx.create_buffer(
                 "rollcall count params",
                 16,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             )?,
-            round_segments: GrowBuffer::new(&ctx.device, "rollcall round segments", input),
-            round_answers: GrowBuffer::new(&ctx.device, "rollcall round answers", input),
-            round_tokens: GrowBuffer::new(&ctx.device, "rollcall round tokens", input),
-            host: HostBuffers::new(&ctx.device),
+            round_segments: GrowBuffer::new(ctx, "rollcall round segments", input)?,
+            round_answers: GrowBuffer::new(ctx, "rollcall round answers", input)?,
+            round_tokens: GrowBuffer::new(ctx, "rollcall round tokens", input)?,
+            host: HostBuffers::new(ctx)?,
             ctx: ctx.clone(),
             pipelines,
             capacity,
@@ -259,10 +259,13 @@ impl VoteTables {
 
     /// Uploads a round's votes and folds them in (one submit, no wait).
     pub fn count(&mut self, round: &RoundVotes<'_>) -> Result<()> {
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        self.encode_count(&mut encoder, round)?;
-        self.ctx.submit(encoder.finish());
-        Ok(())
+        let ctx = self.ctx.clone();
+        ctx.scoped("vote counting", || {
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            self.encode_count(&mut encoder, round)?;
+            ctx.submit(encoder.finish());
+            Ok(())
+        })
     }
 
     /// Records the folding of a round's votes into `encoder` (the round's
@@ -278,13 +281,14 @@ impl VoteTables {
             return Ok(());
         }
         let ctx = &self.ctx;
-        self.round_segments
-            .write(ctx, bytemuck::cast_slice(round.segments));
-        self.round_answers
-            .write(ctx, bytemuck::cast_slice(round.answers));
-        self.round_tokens
-            .write(ctx, bytemuck::cast_slice(round.tokens.unwrap_or(&[])));
+        // Each segment names a distinct prompt of `self.prompts` (validated).
         let n = round.segments.len() as u32;
+        self.round_segments
+            .write(ctx, bytemuck::cast_slice(round.segments))?;
+        self.round_answers
+            .write(ctx, bytemuck::cast_slice(round.answers))?;
+        self.round_tokens
+            .write(ctx, bytemuck::cast_slice(round.tokens.unwrap_or(&[])))?;
         let params = [n, u32::from(round.tokens.is_some()), 0, 0];
         ctx.queue
             .write_buffer(&self.count_params, 0, bytemuck::cast_slice(&params));
@@ -388,22 +392,35 @@ impl VoteTables {
         for &prompt in list {
             check_prompt(prompt, self.prompts)?;
         }
-        if list.is_empty() {
+        let n = u32::try_from(list.len()).map_err(|_| Error::BatchCapacity {
+            capacity: u32::MAX as usize,
+            rows: list.len(),
+        })?;
+        if n == 0 {
             return Ok(DecideReadback::default());
         }
         let ctx = self.ctx.clone();
-        let n = list.len() as u32;
+        ctx.scoped("decide", || self.decide_on(&ctx, &gpu_rule, list, n))
+    }
+
+    fn decide_on(
+        &mut self,
+        ctx: &GpuContext,
+        gpu_rule: &rules::GpuRule,
+        list: &[u32],
+        n: u32,
+    ) -> Result<DecideReadback> {
         let dbytes = u64::from(self.prompts) * 16;
         let lbytes = u64::from(n) * 4;
         let host = &mut self.host;
+        let [decisions, keep, next, ..] = &mut host.outputs;
+        decisions.reserve(ctx, dbytes)?;
+        keep.reserve(ctx, lbytes)?;
+        next.reserve(ctx, lbytes)?;
+        host.readback.reserve(ctx, dbytes + 2 * lbytes)?;
+        host.inputs[0].write(ctx, bytemuck::cast_slice(list))?;
         ctx.queue
             .write_buffer(&host.decide_params, 0, &gpu_rule.decide_params(n, true));
-        host.inputs[0].write(&ctx, bytemuck::cast_slice(list));
-        let [decisions, keep, next, ..] = &mut host.outputs;
-        decisions.reserve(&ctx.device, dbytes);
-        keep.reserve(&ctx.device, lbytes);
-        next.reserve(&ctx.device, lbytes);
-        host.readback.reserve(&ctx.device, dbytes + 2 * lbytes);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.encode_decide(
             &mut encoder,
@@ -473,27 +490,48 @@ impl VoteTables {
             tokens: None,
         }
         .validate(self.prompts)?;
-        let mut spans: Vec<(u32, u32)> = segments
+        // Validated: every segment ends within the n rewards (n <= u32::MAX).
+        let mut spans: Vec<(u32, u32, usize)> = segments
             .iter()
-            .map(|s| (s.start, s.start + s.count))
+            .enumerate()
+            .map(|(i, s)| (s.start, s.start + s.count, i))
             .collect();
         spans.sort_unstable();
-        if let Some(i) = spans.windows(2).position(|w| w[0].1 > w[1].0) {
+        if let Some(w) = spans.windows(2).find(|w| w[0].1 > w[1].0) {
             return Err(Error::InvalidSegment {
-                segment: i,
-                reason: "reward segments overlap".into(),
+                segment: w[1].2,
+                reason: format!(
+                    "reward segments overlap: votes {}..{} and {}..{}",
+                    w[0].0, w[0].1, w[1].0, w[1].1
+                ),
             });
         }
         if segments.is_empty() || n == 0 {
             return Ok((vec![0.0; n], vec![0.0; n]));
         }
         let ctx = self.ctx.clone();
+        ctx.scoped("rewards", || {
+            self.rewards_on(&ctx, segments, answers, consensus, given, eps, n)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rewards_on(
+        &mut self,
+        ctx: &GpuContext,
+        segments: &[Segment],
+        answers: &[u32],
+        consensus: Option<&[u32]>,
+        given: Option<&[f32]>,
+        eps: f32,
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let host = &mut self.host;
-        let mut params = [0u8; 16];
-        params[..4].copy_from_slice(&(segments.len() as u32).to_le_bytes());
-        params[4..8].copy_from_slice(&eps.to_le_bytes());
-        params[8..12].copy_from_slice(&u32::from(consensus.is_some()).to_le_bytes());
-        ctx.queue.write_buffer(&host.reward_params, 0, &params);
+        let bytes = n as u64 * 4;
+        let [.., rewards, advantages] = &mut host.outputs;
+        rewards.reserve(ctx, bytes)?;
+        advantages.reserve(ctx, bytes)?;
+        host.readback.reserve(ctx, 2 * bytes)?;
         let decisions: Vec<GpuDecision> = consensus
             .unwrap_or(&[])
             .iter()
@@ -504,15 +542,16 @@ impl VoteTables {
             .collect();
         let start: Vec<f32> = given.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
         let [_, segs, answers_in, consensus_in, rewards_in] = &mut host.inputs;
-        segs.write(&ctx, bytemuck::cast_slice(segments));
-        answers_in.write(&ctx, bytemuck::cast_slice(answers));
-        consensus_in.write(&ctx, bytemuck::cast_slice(&decisions));
-        rewards_in.write(&ctx, bytemuck::cast_slice(&start));
-        let bytes = n as u64 * 4;
-        let [.., rewards, advantages] = &mut host.outputs;
-        rewards.reserve(&ctx.device, bytes);
-        advantages.reserve(&ctx.device, bytes);
-        host.readback.reserve(&ctx.device, 2 * bytes);
+        segs.write(ctx, bytemuck::cast_slice(segments))?;
+        answers_in.write(ctx, bytemuck::cast_slice(answers))?;
+        consensus_in.write(ctx, bytemuck::cast_slice(&decisions))?;
+        rewards_in.write(ctx, bytemuck::cast_slice(&start))?;
+        let mut params = [0u8; 16];
+        // Each segment names a distinct prompt (validated): at most u32::MAX.
+        params[..4].copy_from_slice(&(segments.len() as u32).to_le_bytes());
+        params[4..8].copy_from_slice(&eps.to_le_bytes());
+        params[8..12].copy_from_slice(&u32::from(consensus.is_some()).to_le_bytes());
+        ctx.queue.write_buffer(&host.reward_params, 0, &params);
         let host = &self.host;
         let (layout, pipeline) = &self.pipelines.rewards;
         let bind_group = crate::gpu::shader::bind_buffers(
@@ -549,10 +588,17 @@ impl VoteTables {
 
     /// Reads totals and tables back (waits for the GPU).
     pub fn read(&mut self) -> Result<(Vec<PromptVotes>, Vec<[u32; 2]>)> {
-        let ctx = &self.ctx;
+        let ctx = self.ctx.clone();
+        ctx.scoped("reading vote tables", || self.read_on(&ctx))
+    }
+
+    fn read_on(&mut self, ctx: &GpuContext) -> Result<(Vec<PromptVotes>, Vec<[u32; 2]>)> {
         let vbytes = u64::from(self.prompts) * 32;
         let tbytes = u64::from(self.prompts) * u64::from(self.capacity) * 8;
-        self.host.readback.reserve(&ctx.device, vbytes + tbytes);
+        if vbytes == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.host.readback.reserve(ctx, vbytes + tbytes)?;
         let readback = self.host.readback.buffer();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.votes, 0, readback, 0, vbytes);
