@@ -127,7 +127,8 @@ pub struct StudyRow {
 /// scores every estimator against `family.best_of(n)`.
 ///
 /// ```
-/// use rollcall::tail::{study::{study, RewardFamily, StudyBackend}, Estimator};
+/// use rollcall::tail::Estimator;
+/// use rollcall_cli::study::{study, RewardFamily, StudyBackend};
 /// let family = RewardFamily::parse("gaussian", 0.0, 1.0, 0.5).unwrap();
 /// let rows = study(family, 128, &[32], 500, &[Estimator::Tea { n: 128, alpha: 0.25 }], 1, StudyBackend::Cpu).unwrap();
 /// assert!(rows[0].bias.abs() < 0.3);
