@@ -51,7 +51,7 @@ fn bench_sampling(c: &mut Criterion) {
     let sampler = Sampler::new(&ctx).expect("sampling pipelines build");
     let read_once = ReadOnce::new(&ctx).expect("read-once pipelines build");
     let max_rows = BATCHES.iter().copied().max().unwrap_or(1);
-    let mut batch = SampleBatch::new(&ctx, max_rows);
+    let mut batch = SampleBatch::new(&ctx, max_rows).expect("a sampling batch");
     let sums = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("bench row sums"),
         size: u64::from(max_rows) * 4,

@@ -73,7 +73,7 @@ fn bench_voting(c: &mut Criterion) {
             })
         };
         let (out, count) = (storage(u64::from(n) * 4), storage(4));
-        let scratch = CompactScratch::new(&ctx, n);
+        let scratch = CompactScratch::new(&ctx, n).expect("compaction scratch");
         let mut group = c.benchmark_group(format!("compact/{n}"));
         group.throughput(Throughput::Bytes(u64::from(n) * 4));
         group.sampling_mode(SamplingMode::Flat);

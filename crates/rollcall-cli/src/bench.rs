@@ -878,7 +878,7 @@ impl Grid<'_> {
                 let binding = logits.binding();
                 let params: Vec<SamplingParams> =
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
-                let mut out = SampleBatch::new(ctx, batch);
+                let mut out = SampleBatch::new(ctx, batch)?;
                 out.set_params(&params)?;
                 let (kernel, reference, repeats) = time_interleaved(
                     ctx,
@@ -1014,7 +1014,7 @@ impl Grid<'_> {
                 });
             let out = storage_buffer(ctx, "rollcall bench compacted", u64::from(n) * 4);
             let count = storage_buffer(ctx, "rollcall bench count", 4);
-            let scratch = CompactScratch::new(ctx, n);
+            let scratch = CompactScratch::new(ctx, n)?;
             let bytes_read = u64::from(n) * 4;
             let bytes_written = kept * 4 + 4;
             let reference = PlainRead::new(ctx, bytes_read + bytes_written);

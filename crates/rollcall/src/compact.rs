@@ -81,30 +81,31 @@ pub struct CompactScratch {
 }
 
 impl CompactScratch {
-    /// Scratch for up to `capacity` flags.
-    pub fn new(ctx: &GpuContext, capacity: u32) -> Self {
+    /// Scratch for up to `capacity` flags (4 bytes per block of 8192 flags,
+    /// bound whole: past the storage binding limit it is
+    /// [`Error::TooLarge`]).
+    ///
+    /// ```no_run
+    /// let ctx = rollcall::GpuContext::new()?;
+    /// let scratch = rollcall::compact::CompactScratch::new(&ctx, 100_000)?;
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn new(ctx: &GpuContext, capacity: u32) -> Result<Self> {
         let blocks = capacity.div_ceil(BLOCK).max(1);
-        Self {
-            params: ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("rollcall compact params"),
-                size: std::mem::size_of::<CompactParams>() as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
-            block_offsets: ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("rollcall compact block offsets"),
-                size: u64::from(blocks) * 4,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            }),
-            spare: ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("rollcall compact spare"),
-                size: 4,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            }),
+        Ok(Self {
+            params: ctx.create_buffer(
+                "rollcall compact params",
+                std::mem::size_of::<CompactParams>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )?,
+            block_offsets: ctx.create_bound_buffer(
+                "rollcall compact block offsets",
+                u64::from(blocks) * 4,
+                wgpu::BufferUsages::STORAGE,
+            )?,
+            spare: ctx.create_buffer("rollcall compact spare", 4, wgpu::BufferUsages::STORAGE)?,
             capacity,
-        }
+        })
     }
 }
 
@@ -225,10 +226,10 @@ impl Compactor {
         }
         let max_binding = self.ctx.limits().max_storage_buffer_binding_size;
         if bytes > max_binding {
-            return Err(Error::BufferTooSmall {
-                what: "storage binding limit (compaction flags)",
-                needed: bytes,
-                got: max_binding,
+            return Err(Error::TooLarge {
+                what: "compaction flags (one binding)",
+                bytes,
+                limit: max_binding,
             });
         }
         let blocks = n.div_ceil(BLOCK);
@@ -311,45 +312,56 @@ impl Compactor {
 
     /// Host path: uploads the flags, compacts, and reads back the kept indices.
     pub fn compact(&self, keep: &[u32]) -> Result<Vec<u32>> {
-        use wgpu::util::DeviceExt;
         let n = u32::try_from(keep.len()).map_err(|_| Error::BatchCapacity {
             capacity: u32::MAX as usize,
             rows: keep.len(),
         })?;
-        let device = &self.ctx.device;
+        // The flags and the indices are bound whole: check before allocating.
         let bytes = (u64::from(n) * 4).max(4);
-        let flags = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("rollcall compact flags"),
-            contents: if keep.is_empty() {
-                &[0u8; 4]
-            } else {
-                bytemuck::cast_slice(keep)
-            },
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        let limit = self.ctx.whole_binding_limit(wgpu::BufferUsages::STORAGE);
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: "compaction flags (one binding)",
+                bytes,
+                limit,
+            });
+        }
+        self.ctx
+            .scoped("compaction", || self.compact_on(keep, n, bytes))
+    }
+
+    fn compact_on(&self, keep: &[u32], n: u32, bytes: u64) -> Result<Vec<u32>> {
+        let ctx = &self.ctx;
+        let flags = ctx.create_bound_buffer(
+            "rollcall compact flags",
+            bytes,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        )?;
+        if !keep.is_empty() {
+            ctx.queue
+                .write_buffer(&flags, 0, bytemuck::cast_slice(keep));
+        }
         let storage = |label, size| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
+            ctx.create_bound_buffer(
+                label,
                 size,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            })
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            )
         };
-        let indices = storage("rollcall compacted indices", bytes);
-        let count = storage("rollcall compacted count", 4);
-        let readback = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall compact readback"),
-            size: bytes + 4,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let scratch = CompactScratch::new(&self.ctx, n);
-        let mut encoder = device.create_command_encoder(&Default::default());
+        let indices = storage("rollcall compacted indices", bytes)?;
+        let count = storage("rollcall compacted count", 4)?;
+        let readback = ctx.create_buffer(
+            "rollcall compact readback",
+            bytes + 4,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let scratch = CompactScratch::new(ctx, n)?;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.encode(&mut encoder, &flags, n, &scratch, &indices, &count)?;
         encoder.copy_buffer_to_buffer(&count, 0, &readback, 0, 4);
         encoder.copy_buffer_to_buffer(&indices, 0, &readback, 4, bytes);
-        self.ctx.submit(encoder.finish());
-        let data = self.ctx.read_buffer(&readback, bytes + 4)?;
+        ctx.submit(encoder.finish());
+        let data = ctx.read_buffer(&readback, bytes + 4)?;
         let words: &[u32] = bytemuck::cast_slice(&data);
         let kept = (words[0] as usize).min(keep.len());
         Ok(words[1..1 + kept].to_vec())

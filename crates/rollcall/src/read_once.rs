@@ -111,7 +111,7 @@ impl ReadOnce {
         };
         Ok(Self {
             kernel: LogitsKernel::new(ctx, label, key, variants)?,
-            records: Mutex::new(DispatchRecords::new(&ctx.device)),
+            records: Mutex::new(DispatchRecords::new(ctx)?),
         })
     }
 
@@ -198,8 +198,7 @@ impl ReadOnce {
             &mut records,
             &[out.as_entire_binding()],
             0,
-        );
-        Ok(())
+        )
     }
 
     /// Host convenience: uploads `rows × vocab` logits, runs the kernel and
@@ -215,35 +214,47 @@ impl ReadOnce {
                 got: logits.len(),
             });
         }
-        let rows = (logits.len() / vocab as usize) as u32;
+        let rows = u32::try_from(logits.len() / vocab as usize).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "{} rows of {vocab} logits: more than u32::MAX rows",
+                logits.len() / vocab as usize
+            ))
+        })?;
         if rows == 0 {
             return Ok(Vec::new());
         }
         let ctx = self.kernel.ctx();
-        let device = &ctx.device;
+        ctx.scoped("read-once sums", || {
+            self.sum_rows_on(ctx, logits, rows, vocab)
+        })
+    }
+
+    fn sum_rows_on(
+        &self,
+        ctx: &GpuContext,
+        logits: HostLogits<'_>,
+        rows: u32,
+        vocab: u32,
+    ) -> Result<Vec<f32>> {
         let bytes = logits.bytes();
-        let mut padded = bytes.to_vec();
-        padded.resize(bytes.len().div_ceil(4) * 4, 0);
-        let input = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall read-once input"),
-            size: padded.len() as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        ctx.queue.write_buffer(&input, 0, &padded);
+        // Bound in chunks, each within the binding limit.
+        let input = ctx.create_buffer(
+            "rollcall read-once input",
+            (bytes.len() as u64).div_ceil(4) * 4,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        )?;
+        crate::gpu::buffer::write_padded(&ctx.queue, &input, bytes);
         let out_size = u64::from(rows) * 4;
-        let out = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall read-once sums"),
-            size: out_size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let readback = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall read-once readback"),
-            size: out_size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let out = ctx.create_bound_buffer(
+            "rollcall read-once sums",
+            out_size,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        let readback = ctx.create_buffer(
+            "rollcall read-once readback",
+            out_size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
         let binding = LogitsBinding {
             buffer: &input,
             offset: 0,
@@ -251,7 +262,9 @@ impl ReadOnce {
             vocab,
             dtype: logits.dtype(),
         };
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
         self.encode(&mut encoder, &binding, &out)?;
         encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_size);
         ctx.submit(encoder.finish());

@@ -85,7 +85,7 @@ fn compaction_rejects_small_buffers() {
             mapped_at_creation: false,
         })
     };
-    let scratch = CompactScratch::new(&ctx, 100);
+    let scratch = CompactScratch::new(&ctx, 100).unwrap();
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     let err = compactor.encode(
         &mut encoder,

@@ -771,7 +771,7 @@ fn sampling_engine_path_matches_the_twin() {
 
         // set_params: the twin's parameter checks, then the batch's capacity.
         let capacity = case.capacity.unwrap_or(rows);
-        let mut batch = SampleBatch::new(&ctx, capacity);
+        let mut batch = SampleBatch::new(&ctx, capacity).unwrap();
         let set = batch.set_params(&case.params);
         let zeros = vec![0.0f32; case.params.len()];
         let twin_check = sampling_cpu::sample(HostLogits::F32(&zeros), 1, &case.params);
@@ -1750,11 +1750,7 @@ fn reward_twins_never_panic() {
         };
         match majority_rewards(&segments, answers, &case.consensus) {
             Ok(r) => prop_assert_eq!(r.len(), answers.len()),
-            Err(e) => prop_assert!(
-                matches!(e, Error::InvalidSegment { .. }),
-                "{:?}",
-                e
-            ),
+            Err(e) => prop_assert!(matches!(e, Error::InvalidSegment { .. }), "{:?}", e),
         }
         match group_advantages(&segments, given, case.eps) {
             Ok(a) => {

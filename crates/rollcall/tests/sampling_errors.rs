@@ -121,7 +121,7 @@ fn bad_input_is_rejected_on_the_gpu_path() {
         .is_empty());
 
     // Engine path: batch capacity, row count, buffer size, offset alignment.
-    let mut batch = SampleBatch::new(&ctx, 4);
+    let mut batch = SampleBatch::new(&ctx, 4).unwrap();
     assert!(matches!(
         batch.set_params(&[SamplingParams::new(1.0); 5]),
         Err(Error::BatchCapacity {

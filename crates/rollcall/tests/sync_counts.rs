@@ -39,7 +39,7 @@ fn sampler_engine_path_never_submits_or_waits() {
             usage: wgpu::BufferUsages::STORAGE,
         });
     let sampler = Sampler::new(&ctx).unwrap();
-    let mut batch = SampleBatch::new(&ctx, rows);
+    let mut batch = SampleBatch::new(&ctx, rows).unwrap();
     batch
         .set_params(&vec![
             SamplingParams::new(0.8).top_k(20).top_p(0.9).seed(1);

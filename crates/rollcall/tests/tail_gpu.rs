@@ -485,7 +485,7 @@ fn bad_input_is_refused_before_gpu_work() {
     }
     assert!(matches!(
         tail.top_k(&[1.0], &[0, 1], 0),
-        Err(Error::InvalidEstimator(_))
+        Err(Error::InvalidArgument(_))
     ));
     // The engine path estimates only an uploaded batch: order and top_k
     // replace it.
@@ -494,7 +494,7 @@ fn bad_input_is_refused_before_gpu_work() {
     tail.top_k(&[1.0, f32::INFINITY], &[0, 2], 1).unwrap();
     assert!(matches!(
         tail.encode_estimate(&mut encoder, est),
-        Err(Error::InvalidEstimator(_))
+        Err(Error::NothingUploaded(_))
     ));
     tail.upload(&[1.0, 2.0], &[0, 2]).unwrap();
     assert!(tail.encode_estimate(&mut encoder, est).is_ok());

@@ -389,7 +389,7 @@ pub fn run(args: &SampleArgs) -> CliResult<ExitCode> {
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    let mut batch = SampleBatch::new(&ctx, rows);
+    let mut batch = SampleBatch::new(&ctx, rows)?;
     batch.set_params(&params)?;
     let binding = LogitsBinding {
         buffer: &logits_buffer,

@@ -1,69 +1,114 @@
 //! The one grow-and-reuse buffer: reallocated only when a use needs more room
-//! than any before it (to the next power of two), so steady-state calls
-//! allocate nothing.
+//! than any before it (to the next power of two, within the device's limits),
+//! so steady-state calls allocate nothing.
 
 use crate::gpu::GpuContext;
+use crate::{Error, Result};
 
-/// A buffer of fixed usage that grows on demand.
+/// A buffer of fixed usage that grows on demand, never past its limit.
 pub(crate) struct GrowBuffer {
     label: &'static str,
     usage: wgpu::BufferUsages,
+    /// The most bytes it may hold: the device's buffer limit and, unless it
+    /// is bound in ranges, the binding limit of its usage.
+    limit: u64,
     buffer: wgpu::Buffer,
 }
 
 impl GrowBuffer {
-    /// A small buffer (256 bytes) of `usage`.
+    /// A small buffer (256 bytes) of `usage`, bound whole: it grows no
+    /// further than the binding limit of its usage.
     pub(crate) fn new(
-        device: &wgpu::Device,
+        ctx: &GpuContext,
         label: &'static str,
         usage: wgpu::BufferUsages,
-    ) -> Self {
-        Self::with_size(device, label, usage, 256)
+    ) -> Result<Self> {
+        Self::with_size(ctx, label, usage, 256)
     }
 
-    /// A buffer of at least `size` bytes of `usage`.
+    /// A buffer of at least `size` bytes of `usage`, bound whole.
     pub(crate) fn with_size(
-        device: &wgpu::Device,
+        ctx: &GpuContext,
         label: &'static str,
         usage: wgpu::BufferUsages,
         size: u64,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Self::build(ctx, label, usage, size, ctx.whole_binding_limit(usage))
+    }
+
+    /// A buffer of at least `size` bytes of `usage` that is bound in ranges
+    /// (each within the binding limit): it may grow to the device's buffer
+    /// limit.
+    pub(crate) fn bound_in_ranges(
+        ctx: &GpuContext,
+        label: &'static str,
+        usage: wgpu::BufferUsages,
+        size: u64,
+    ) -> Result<Self> {
+        Self::build(ctx, label, usage, size, ctx.limits().max_buffer_size)
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        label: &'static str,
+        usage: wgpu::BufferUsages,
+        size: u64,
+        limit: u64,
+    ) -> Result<Self> {
+        // Whole words: a storage binding's size is a multiple of 4.
+        let limit = limit / 4 * 4;
+        let size = size.max(4);
+        check(label, size, limit)?;
+        Ok(Self {
             label,
             usage,
-            buffer: allocate(device, label, usage, size),
-        }
+            limit,
+            buffer: ctx.create_buffer(label, size, usage)?,
+        })
     }
 
-    /// Makes room for `size` bytes (at least 4); returns whether the buffer
-    /// was replaced (bind groups holding the old one must be rebuilt).
-    pub(crate) fn reserve(&mut self, device: &wgpu::Device, size: u64) -> bool {
+    /// Makes room for `size` bytes (at least 4), growing to the next power of
+    /// two (capped at the limit); returns whether the buffer was replaced
+    /// (bind groups holding the old one must be rebuilt). More than the limit
+    /// is [`Error::TooLarge`], before the device is asked.
+    pub(crate) fn reserve(&mut self, ctx: &GpuContext, size: u64) -> Result<bool> {
         let needed = size.max(4);
         if needed <= self.buffer.size() {
-            return false;
+            return Ok(false);
         }
-        self.buffer = allocate(device, self.label, self.usage, needed.next_power_of_two());
-        true
+        check(self.label, needed, self.limit)?;
+        let grown = needed
+            .checked_next_power_of_two()
+            .unwrap_or(needed)
+            .min(self.limit);
+        self.replace(ctx, grown)
     }
 
-    /// Like [`GrowBuffer::reserve`], capped at `limit` bytes (a binding
-    /// limit): grows to `size.max(2 × current)` but never past `limit`.
-    pub(crate) fn reserve_within(&mut self, device: &wgpu::Device, size: u64, limit: u64) -> bool {
+    /// Like [`GrowBuffer::reserve`], growing to `size.max(2 × current)`
+    /// (capped at the limit) instead of the next power of two.
+    pub(crate) fn reserve_doubling(&mut self, ctx: &GpuContext, size: u64) -> Result<bool> {
         if size <= self.buffer.size() {
-            return false;
+            return Ok(false);
         }
-        let grown = size.max(self.buffer.size() * 2).min(limit).max(size);
-        self.buffer = allocate(device, self.label, self.usage, grown);
-        true
+        check(self.label, size, self.limit)?;
+        let grown = size
+            .max(self.buffer.size().saturating_mul(2))
+            .min(self.limit);
+        self.replace(ctx, grown)
+    }
+
+    fn replace(&mut self, ctx: &GpuContext, size: u64) -> Result<bool> {
+        self.buffer = ctx.create_buffer(self.label, size, self.usage)?;
+        Ok(true)
     }
 
     /// Writes `bytes` at offset 0 (through `Queue::write_buffer`: visible to
     /// the next submit), growing first if needed. The tail of a length that
     /// is not a multiple of 4 goes in a zero-padded word.
-    pub(crate) fn write(&mut self, ctx: &GpuContext, bytes: &[u8]) -> &wgpu::Buffer {
-        self.reserve(&ctx.device, (bytes.len() as u64).div_ceil(4) * 4);
+    pub(crate) fn write(&mut self, ctx: &GpuContext, bytes: &[u8]) -> Result<&wgpu::Buffer> {
+        self.reserve(ctx, (bytes.len() as u64).div_ceil(4) * 4)?;
         write_padded(&ctx.queue, &self.buffer, bytes);
-        &self.buffer
+        Ok(&self.buffer)
     }
 
     /// The current buffer.
@@ -72,18 +117,13 @@ impl GrowBuffer {
     }
 }
 
-fn allocate(
-    device: &wgpu::Device,
-    label: &str,
-    usage: wgpu::BufferUsages,
-    size: u64,
-) -> wgpu::Buffer {
-    device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: size.max(4),
-        usage,
-        mapped_at_creation: false,
-    })
+/// `bytes` of `what` within `limit`, or [`Error::TooLarge`].
+fn check(what: &'static str, bytes: u64, limit: u64) -> Result<()> {
+    if bytes > limit {
+        Err(Error::TooLarge { what, bytes, limit })
+    } else {
+        Ok(())
+    }
 }
 
 /// `write_buffer` needs a multiple of 4 bytes: the tail goes in a padded word.

@@ -232,6 +232,39 @@ impl GpuContext {
         }
     }
 
+    /// The largest buffer of `usage` that can be bound whole: the device's
+    /// buffer limit and, for storage or uniform usage, that binding limit.
+    pub(crate) fn whole_binding_limit(&self, usage: wgpu::BufferUsages) -> u64 {
+        let limits = self.device.limits();
+        let mut limit = limits.max_buffer_size;
+        if usage.contains(wgpu::BufferUsages::STORAGE) {
+            limit = limit.min(limits.max_storage_buffer_binding_size);
+        }
+        if usage.contains(wgpu::BufferUsages::UNIFORM) {
+            limit = limit.min(limits.max_uniform_buffer_binding_size);
+        }
+        limit
+    }
+
+    /// Like [`GpuContext::create_buffer`], for a buffer that is bound whole:
+    /// also refused past the binding limit of its usage.
+    pub(crate) fn create_bound_buffer(
+        &self,
+        label: &'static str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        let limit = self.whole_binding_limit(usage);
+        if size > limit {
+            return Err(Error::TooLarge {
+                what: label,
+                bytes: size,
+                limit,
+            });
+        }
+        self.create_buffer(label, size, usage)
+    }
+
     /// A buffer of `size` bytes, refused with a typed error when it is larger
     /// than the device allows or the device is out of memory.
     pub(crate) fn create_buffer(
@@ -322,7 +355,19 @@ impl GpuContext {
 
     /// Maps `buffer` (usage `MAP_READ`) and copies out its first `size` bytes,
     /// waiting for the GPU: the one synchronisation of a host-path call.
+    /// `size` 0 only waits; a `size` past the buffer's end is refused.
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        if size == 0 {
+            self.wait()?;
+            return Ok(Vec::new());
+        }
+        if size > buffer.size() {
+            return Err(Error::BufferTooSmall {
+                what: "readback",
+                needed: size,
+                got: buffer.size(),
+            });
+        }
         self.syncs
             .readbacks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -369,13 +414,16 @@ impl GpuContext {
     }
 
     /// The pipelines built under `key` on this context, building them on
-    /// first use: kernels compile once per context.
+    /// first use: kernels compile once per context. A build the device
+    /// rejects (a limit or feature the kernel needs) is an `Err`, and nothing
+    /// is cached.
     pub(crate) fn pipelines<K: PipelineKey>(
         &self,
         key: &K,
         build: impl FnOnce() -> Result<K::Built>,
     ) -> Result<Arc<K::Built>> {
-        self.cache.get_or_build(key, build)
+        self.cache
+            .get_or_build(key, || self.scoped("building pipelines", build))
     }
 }
 

@@ -171,15 +171,15 @@ pub fn plan_chunks(
     }
     let esize = dtype.size_bytes();
     let row_bytes = u64::from(vocab) * esize;
-    // An end past u64 (an offset near the top of the address space) fits no
-    // buffer: refused here, never wrapped into a small size.
-    let end = u64::from(rows)
+    // Saturating: an offset or shape past u64 needs more than any buffer has.
+    let needed = u64::from(rows)
         .checked_mul(row_bytes)
-        .and_then(|bytes| bytes.checked_add(offset));
-    if end.is_none_or(|end| end > buffer_size) {
+        .and_then(|bytes| bytes.checked_add(offset))
+        .unwrap_or(u64::MAX);
+    if buffer_size < needed {
         return Err(Error::BufferTooSmall {
             what: "logits",
-            needed: end.unwrap_or(u64::MAX),
+            needed,
             got: buffer_size,
         });
     }
@@ -248,18 +248,26 @@ pub struct DispatchRecords {
 
 impl DispatchRecords {
     /// Room for a few chunks.
-    pub fn new(device: &wgpu::Device) -> Self {
-        Self {
-            buffer: GrowBuffer::with_size(
-                device,
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(Self {
+            // Bound one record at a time.
+            buffer: GrowBuffer::bound_in_ranges(
+                ctx,
                 "rollcall dispatch records",
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 4 * RECORD_STRIDE,
-            ),
-        }
+            )?,
+        })
     }
 
-    fn write(&mut self, ctx: &GpuContext, chunks: &[Chunk], vocab: u32, row_base: u32, tiles: u32) {
+    fn write(
+        &mut self,
+        ctx: &GpuContext,
+        chunks: &[Chunk],
+        vocab: u32,
+        row_base: u32,
+        tiles: u32,
+    ) -> Result<()> {
         let mut bytes = vec![0u8; chunks.len() * RECORD_STRIDE as usize];
         for (c, chunk) in chunks.iter().enumerate() {
             let info = ChunkInfo {
@@ -273,7 +281,8 @@ impl DispatchRecords {
             let at = c * RECORD_STRIDE as usize;
             bytes[at..at + RECORD_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&info));
         }
-        self.buffer.write(ctx, &bytes);
+        self.buffer.write(ctx, &bytes)?;
+        Ok(())
     }
 }
 
@@ -396,7 +405,7 @@ impl LogitsKernel {
         variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
     ) -> Result<Self> {
         let built = ctx.pipelines(&key, || {
-            Ok(Pipelines::build(ctx, label, &variants()?, key.extra))
+            Pipelines::build(ctx, label, &variants()?, key.extra)
         })?;
         Ok(Self {
             ctx: ctx.clone(),
@@ -408,7 +417,12 @@ impl LogitsKernel {
 }
 
 impl Pipelines {
-    fn build(ctx: &GpuContext, label: &str, variants: &[ShaderVariant], extra: &[bool]) -> Self {
+    fn build(
+        ctx: &GpuContext,
+        label: &str,
+        variants: &[ShaderVariant],
+        extra: &[bool],
+    ) -> Result<Self> {
         use crate::gpu::shader::{layout_and_pipelines, Binding};
         let device = &ctx.device;
         let mut bindings = vec![
@@ -426,18 +440,17 @@ impl Pipelines {
         let vec4_binding = 2 + extra.len() as u32;
         bindings.push((vec4_binding, Binding::Read));
         let (layout, pipelines) = layout_and_pipelines(device, label, &bindings, variants);
-        let stand_in = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("rollcall logits vector view stand-in"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let stand_in = ctx.create_buffer(
+            "rollcall logits vector view stand-in",
+            16,
+            wgpu::BufferUsages::STORAGE,
+        )?;
         let vec4_view = (vec4_binding, stand_in);
-        Self {
+        Ok(Self {
             layout,
             pipelines,
             vec4_view,
-        }
+        })
     }
 }
 
@@ -486,8 +499,8 @@ impl LogitsKernel {
         records: &mut DispatchRecords,
         extra: &[wgpu::BindingResource<'_>],
         row_base: u32,
-    ) {
-        self.encode_tiled(encoder, logits, chunks, records, extra, row_base, 0, 1);
+    ) -> Result<()> {
+        self.encode_tiled(encoder, logits, chunks, records, extra, row_base, 0, 1)
     }
 
     /// Like [`LogitsKernel::encode`], with `tiles` in every record (the
@@ -504,11 +517,11 @@ impl LogitsKernel {
         row_base: u32,
         tiles: u32,
         grid_y: u32,
-    ) {
+    ) -> Result<()> {
         if chunks.is_empty() {
-            return;
+            return Ok(());
         }
-        records.write(&self.ctx, chunks, logits.vocab, row_base, tiles);
+        records.write(&self.ctx, chunks, logits.vocab, row_base, tiles)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(self.label),
             timestamp_writes: None,
@@ -584,6 +597,7 @@ impl LogitsKernel {
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(chunk.rows, grid_y.max(1), 1);
         }
+        Ok(())
     }
 }
 
@@ -655,6 +669,21 @@ mod tests {
         // An end past u64 is too small for any buffer, not a wrapped size.
         assert!(matches!(
             plan_chunks(1, 4, f32, u64::MAX - 3, 64, LIMITS),
+            Err(Error::BufferTooSmall {
+                needed: u64::MAX,
+                ..
+            })
+        ));
+        // Shapes and offsets past u64 need more than any buffer holds.
+        assert!(matches!(
+            plan_chunks(u32::MAX, u32::MAX, f32, 0, u64::MAX - 3, LIMITS),
+            Err(Error::BufferTooSmall {
+                needed: u64::MAX,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan_chunks(1, 4, f32, u64::MAX - 3, u64::MAX - 3, LIMITS),
             Err(Error::BufferTooSmall {
                 needed: u64::MAX,
                 ..

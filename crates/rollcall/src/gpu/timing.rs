@@ -163,8 +163,17 @@ impl GpuTimer {
     }
 
     /// Records the workload with `record` into a fresh encoder, submits it,
-    /// waits for the GPU and returns the time the workload took.
+    /// waits for the GPU and returns the time the workload took (a device
+    /// error while recording or running it comes back as `Err`).
     pub fn measure<F>(&mut self, record: F) -> Result<Duration>
+    where
+        F: FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    {
+        let ctx = self.ctx.clone();
+        ctx.scoped("timed workload", || self.measure_unscoped(record))
+    }
+
+    fn measure_unscoped<F>(&mut self, record: F) -> Result<Duration>
     where
         F: FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
     {
@@ -224,7 +233,7 @@ impl GpuTimer {
 /// let ctx = GpuContext::new()?;
 /// # let logits_buffer: wgpu::Buffer = unimplemented!();
 /// let sampler = Sampler::new(&ctx)?;
-/// let mut batch = SampleBatch::new(&ctx, 64);
+/// let mut batch = SampleBatch::new(&ctx, 64)?;
 /// batch.set_params(&[SamplingParams::new(1.0).seed(3); 64])?;
 /// let logits = LogitsBinding { buffer: &logits_buffer, offset: 0, rows: 64, vocab: 128256, dtype: LogitsDtype::F32 };
 /// let timing = time_gpu(&ctx, 10, |encoder| sampler.encode(encoder, &logits, &mut batch))?;

@@ -128,11 +128,23 @@ impl PhiloxWords {
 
     /// The four output words for each (counter, key).
     pub fn generate(&self, inputs: &[([u32; 4], [u32; 2])]) -> crate::Result<Vec<[u32; 4]>> {
-        use wgpu::util::DeviceExt;
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
-        let device = &self.ctx.device;
+        // One dispatch of 64 per workgroup along x.
+        let most = u64::from(self.ctx.limits().max_compute_workgroups_per_dimension) * 64;
+        if inputs.len() as u64 > most {
+            return Err(crate::Error::InvalidArgument(format!(
+                "{} Philox inputs: at most {most} per call",
+                inputs.len()
+            )));
+        }
+        self.ctx.scoped("philox words", || self.generate_on(inputs))
+    }
+
+    fn generate_on(&self, inputs: &[([u32; 4], [u32; 2])]) -> crate::Result<Vec<[u32; 4]>> {
+        let ctx = &self.ctx;
+        let device = &ctx.device;
         let packed: Vec<PhiloxInput> = inputs
             .iter()
             .map(|&(counter, key)| PhiloxInput {
@@ -141,24 +153,24 @@ impl PhiloxWords {
                 pad: [0; 2],
             })
             .collect();
-        let input = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("philox inputs"),
-            contents: bytemuck::cast_slice(&packed),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        let input = ctx.create_bound_buffer(
+            "philox inputs",
+            (packed.len() * std::mem::size_of::<PhiloxInput>()) as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        )?;
+        ctx.queue
+            .write_buffer(&input, 0, bytemuck::cast_slice(&packed));
         let size = (inputs.len() * std::mem::size_of::<[u32; 4]>()) as u64;
-        let output = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("philox outputs"),
+        let output = ctx.create_bound_buffer(
+            "philox outputs",
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let readback = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("philox readback"),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        let readback = ctx.create_buffer(
+            "philox readback",
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
         let (layout, pipeline) = &*self.pipeline;
         let bind_group = crate::gpu::shader::bind_buffers(
             device,
@@ -174,8 +186,8 @@ impl PhiloxWords {
             pass.dispatch_workgroups((inputs.len() as u32).div_ceil(WORKGROUP), 1, 1);
         }
         encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, size);
-        self.ctx.submit(encoder.finish());
-        let bytes = self.ctx.read_buffer(&readback, size)?;
+        ctx.submit(encoder.finish());
+        let bytes = ctx.read_buffer(&readback, size)?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 }

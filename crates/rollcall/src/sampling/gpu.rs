@@ -41,8 +41,7 @@ const RESULT_BYTES: u64 = std::mem::size_of::<GpuRowResult>() as u64;
 /// again before that submit (a later call would change the parameters the
 /// GPU reads but not the kernel chosen: filters could be skipped).
 pub struct SampleBatch {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
+    ctx: GpuContext,
     /// Per-stream pass-1 states of a separate first pass; grown on demand.
     partials: GrowBuffer,
     params: wgpu::Buffer,
@@ -57,53 +56,53 @@ pub struct SampleBatch {
 }
 
 impl SampleBatch {
-    /// Buffers for up to `capacity` rows.
+    /// Buffers for up to `capacity` rows. Each of its per-row buffers is
+    /// bound whole, so a capacity whose parameters (48 bytes a row) pass the
+    /// device's storage binding limit is [`Error::TooLarge`].
     ///
     /// ```no_run
     /// # let ctx = rollcall::GpuContext::new()?;
-    /// let mut batch = rollcall::SampleBatch::new(&ctx, 64);
+    /// let mut batch = rollcall::SampleBatch::new(&ctx, 64)?;
     /// batch.set_params(&vec![rollcall::SamplingParams::new(0.8).seed(7); 64])?;
     /// # Ok::<(), rollcall::Error>(())
     /// ```
-    pub fn new(ctx: &GpuContext, capacity: u32) -> Self {
+    pub fn new(ctx: &GpuContext, capacity: u32) -> Result<Self> {
         let capacity = capacity.max(1);
         let storage = |label, bytes_per_row: u64, extra| {
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: u64::from(capacity) * bytes_per_row,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
-                mapped_at_creation: false,
-            })
+            ctx.create_bound_buffer(
+                label,
+                u64::from(capacity) * bytes_per_row,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
+            )
         };
-        Self {
-            device: ctx.device.clone(),
-            queue: ctx.queue.clone(),
-            partials: GrowBuffer::with_size(
-                &ctx.device,
-                "rollcall sampling partials",
-                wgpu::BufferUsages::STORAGE,
-                PARTIAL_BYTES,
-            ),
+        Ok(Self {
             params: storage(
                 "rollcall sampling params",
                 std::mem::size_of::<GpuRowParams>() as u64,
                 wgpu::BufferUsages::empty(),
-            ),
+            )?,
             host_params: Vec::with_capacity(capacity as usize),
             tokens: storage(
                 "rollcall sampled tokens",
                 TOKEN_BYTES,
                 wgpu::BufferUsages::COPY_SRC,
-            ),
+            )?,
             results: storage(
                 "rollcall sampling results",
                 RESULT_BYTES,
                 wgpu::BufferUsages::COPY_SRC,
-            ),
-            records: DispatchRecords::new(&ctx.device),
+            )?,
+            partials: GrowBuffer::with_size(
+                ctx,
+                "rollcall sampling partials",
+                wgpu::BufferUsages::STORAGE,
+                PARTIAL_BYTES,
+            )?,
+            records: DispatchRecords::new(ctx)?,
+            ctx: ctx.clone(),
             capacity,
             rows: 0,
-        }
+        })
     }
 
     /// Validates and uploads one parameter set per row (the batch's row count).
@@ -120,7 +119,8 @@ impl SampleBatch {
             });
         }
         if !gpu.is_empty() {
-            self.queue
+            self.ctx
+                .queue
                 .write_buffer(&self.params, 0, bytemuck::cast_slice(gpu));
         }
         self.host_params.clear();
@@ -306,7 +306,7 @@ impl Sampler {
     /// # let ctx = GpuContext::new()?;
     /// # let logits_buffer: wgpu::Buffer = unimplemented!();
     /// let sampler = Sampler::new(&ctx)?;
-    /// let mut batch = SampleBatch::new(&ctx, 8);
+    /// let mut batch = SampleBatch::new(&ctx, 8)?;
     /// batch.set_params(&[SamplingParams::new(0.7).top_k(40).seed(9); 8])?;
     /// let mut encoder = ctx.device.create_command_encoder(&Default::default());
     /// let logits = LogitsBinding { buffer: &logits_buffer, offset: 0, rows: 8, vocab: 32000, dtype: LogitsDtype::Bf16 };
@@ -327,8 +327,7 @@ impl Sampler {
             });
         }
         let chunks = self.kernel.plan(logits)?;
-        self.encode_batch(encoder, logits, batch, &chunks, 0, logits.rows);
-        Ok(())
+        self.encode_batch(encoder, logits, batch, &chunks, 0, logits.rows)
     }
 
     /// Host path: samples `params.len()` rows of `vocab` logits and returns one
@@ -353,11 +352,14 @@ impl Sampler {
         vocab: u32,
         gpu_params: &[GpuRowParams],
     ) -> Result<Vec<SampleResult>> {
-        let params = gpu_params;
-        let rows = params.len() as u32;
-        if rows == 0 {
+        if gpu_params.is_empty() {
             return Ok(Vec::new());
         }
+        // The caller checked `rows × vocab` against the slice's length.
+        let rows = u32::try_from(gpu_params.len()).map_err(|_| Error::BatchCapacity {
+            capacity: u32::MAX as usize,
+            rows: gpu_params.len(),
+        })?;
         let dtype = logits.dtype();
         let row_bytes = u64::from(vocab) * dtype.size_bytes();
         // Host chunks: as if the rows sat at offset 0 of one buffer.
@@ -374,12 +376,31 @@ impl Sampler {
             .map(|c| (u64::from(c.rows) * row_bytes).div_ceil(4) * 4)
             .max()
             .unwrap_or(4);
-        self.ensure_host_buffers(rows, upload_bytes);
-        let ctx = self.kernel.ctx().clone();
-        let mut host = self.host.take().expect("host buffers were just ensured");
+        let mut host = self.host_buffers(rows, upload_bytes)?;
+        // Put back whatever happens: the buffers are reused by the next call.
+        let result = self.upload_and_encode(&mut host, logits, vocab, gpu_params, &host_chunks);
+        let result = result.and_then(|()| self.read_results(&host, rows));
+        self.host = Some(host);
+        result
+    }
+
+    /// Uploads the logits chunk by chunk and records and submits the
+    /// sampling of each.
+    fn upload_and_encode(
+        &self,
+        host: &mut HostBuffers,
+        logits: HostLogits<'_>,
+        vocab: u32,
+        gpu_params: &[GpuRowParams],
+        host_chunks: &[super::Chunk],
+    ) -> Result<()> {
+        let ctx = self.kernel.ctx();
         host.batch.set_gpu_params(gpu_params)?;
+        let rows = host.batch.rows;
+        let dtype = logits.dtype();
+        let row_bytes = u64::from(vocab) * dtype.size_bytes();
         let bytes = logits.bytes();
-        for chunk in &host_chunks {
+        for chunk in host_chunks {
             let start = (u64::from(chunk.row_start) * row_bytes) as usize;
             let len = (u64::from(chunk.rows) * row_bytes) as usize;
             write_padded(&ctx.queue, host.upload.buffer(), &bytes[start..start + len]);
@@ -390,13 +411,7 @@ impl Sampler {
                 vocab,
                 dtype,
             };
-            let device_chunks = match self.kernel.plan(&binding) {
-                Ok(chunks) => chunks,
-                Err(e) => {
-                    self.host = Some(host);
-                    return Err(e);
-                }
-            };
+            let device_chunks = self.kernel.plan(&binding)?;
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
             self.encode_batch(
                 &mut encoder,
@@ -405,11 +420,10 @@ impl Sampler {
                 &device_chunks,
                 chunk.row_start,
                 rows,
-            );
+            )?;
             ctx.submit(encoder.finish());
         }
-        self.host = Some(host);
-        self.read_results(rows)
+        Ok(())
     }
 
     /// Records the sampling of `chunks` (rows from `row_base` in `batch`'s
@@ -422,7 +436,7 @@ impl Sampler {
         chunks: &[super::Chunk],
         row_base: u32,
         batch_rows: u32,
-    ) {
+    ) -> Result<()> {
         let row_tiles = logits.vocab.div_ceil(TILE_TOKENS);
         let is_cpu = self.kernel.ctx().adapter_info().device_type == wgpu::DeviceType::Cpu;
         // The small finishing kernel draws only dispatches with no row that
@@ -456,11 +470,14 @@ impl Sampler {
                 * u64::from(tiles)
                 * u64::from(super::STREAMS)
                 * PARTIAL_BYTES;
-            let limit = self.kernel.ctx().limits().max_storage_buffer_binding_size;
+            let limit = self
+                .kernel
+                .ctx()
+                .whole_binding_limit(wgpu::BufferUsages::STORAGE);
             if needed > limit {
                 tiles = 0;
             } else {
-                batch.partials.reserve_within(&batch.device, needed, limit);
+                batch.partials.reserve_doubling(&batch.ctx, needed)?;
             }
         }
         let extra = [
@@ -473,48 +490,59 @@ impl Sampler {
         if tiles != 0 {
             self.partials.encode_tiled(
                 encoder, logits, chunks, records, &extra, row_base, tiles, tiles,
-            );
+            )?;
         }
         let drawer = if tiles != 0 && !any_filtered {
             &self.finish
         } else {
             &self.kernel
         };
-        drawer.encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1);
+        drawer.encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)
     }
 
-    fn ensure_host_buffers(&mut self, rows: u32, upload_bytes: u64) {
+    /// The host path's buffers, taken out of the sampler (put them back),
+    /// with room for `rows` rows and `upload_bytes` of logits.
+    fn host_buffers(&mut self, rows: u32, upload_bytes: u64) -> Result<HostBuffers> {
         let ctx = self.kernel.ctx();
-        let device = &ctx.device;
-        let host = self.host.get_or_insert_with(|| HostBuffers {
-            batch: SampleBatch::new(ctx, rows),
-            upload: GrowBuffer::new(
-                device,
-                "rollcall logits upload",
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            ),
-            readback: GrowBuffer::new(
-                device,
-                "rollcall results readback",
-                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            ),
-        });
-        if host.batch.capacity < rows {
-            host.batch = SampleBatch::new(ctx, rows);
+        let mut host = match self.host.take() {
+            Some(host) => host,
+            None => HostBuffers {
+                batch: SampleBatch::new(ctx, rows)?,
+                // Bound a chunk at a time.
+                upload: GrowBuffer::bound_in_ranges(
+                    ctx,
+                    "rollcall logits upload",
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    256,
+                )?,
+                readback: GrowBuffer::new(
+                    ctx,
+                    "rollcall results readback",
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                )?,
+            },
+        };
+        let grown = (|| {
+            if host.batch.capacity < rows {
+                host.batch = SampleBatch::new(ctx, rows)?;
+            }
+            host.upload.reserve_doubling(ctx, upload_bytes)?;
+            host.readback
+                .reserve(ctx, u64::from(rows) * (TOKEN_BYTES + RESULT_BYTES))?;
+            Ok(())
+        })();
+        match grown {
+            Ok(()) => Ok(host),
+            Err(e) => {
+                self.host = Some(host);
+                Err(e)
+            }
         }
-        let limit = ctx.limits().max_buffer_size;
-        host.upload.reserve_within(device, upload_bytes, limit);
-        host.readback
-            .reserve(device, u64::from(rows) * (TOKEN_BYTES + RESULT_BYTES));
     }
 
     /// Copies tokens and results to the readback buffer and maps it: the host
     /// path's one wait on the GPU.
-    fn read_results(&mut self, rows: u32) -> Result<Vec<SampleResult>> {
-        let host = self
-            .host
-            .as_ref()
-            .expect("host buffers exist after sampling");
+    fn read_results(&self, host: &HostBuffers, rows: u32) -> Result<Vec<SampleResult>> {
         let ctx = self.kernel.ctx();
         let n = u64::from(rows);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());

@@ -322,7 +322,8 @@ pub(crate) fn validate_host_call(
     if vocab == 0 {
         return Err(Error::EmptyVocab);
     }
-    let expected = params.len() * vocab as usize;
+    // A product past usize matches no slice's length.
+    let expected = params.len().saturating_mul(vocab as usize);
     if logits.len() != expected {
         if logits.len().is_multiple_of(vocab as usize) {
             return Err(Error::ParamCountMismatch {

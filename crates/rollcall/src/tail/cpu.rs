@@ -69,7 +69,7 @@ pub fn top_k(rewards: &[f32], offsets: &[u32], k: u32) -> Result<TopK> {
     validate_offsets(offsets, rewards.len())?;
     reject_nan(rewards, false)?;
     if k == 0 || k > MAX_TOP_K {
-        return Err(Error::InvalidEstimator(format!(
+        return Err(Error::InvalidArgument(format!(
             "top-k needs 1 <= k <= {MAX_TOP_K}, got {k}"
         )));
     }
@@ -539,8 +539,11 @@ impl Segment<'_> {
                     count: m,
                     pad: 0,
                 }];
-                let grpo =
-                    crate::voting::rewards::group_advantages_unchecked(&seg, self.rewards, self.p.threshold);
+                let grpo = crate::voting::rewards::group_advantages_unchecked(
+                    &seg,
+                    self.rewards,
+                    self.p.threshold,
+                );
                 adv.copy_from_slice(&grpo);
                 let mean = self.rewards.iter().fold(0.0f32, |s, &r| s + r) / (m as f32).max(1.0);
                 let flat = self.rewards.iter().all(|&r| r == self.rewards[0]);

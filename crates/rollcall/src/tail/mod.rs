@@ -629,12 +629,11 @@ impl TailStats {
             })
         })?;
         let uniform = |label, size: usize| {
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: size as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            ctx.create_buffer(
+                label,
+                size as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )
         };
         Ok(Self {
             ctx: ctx.clone(),
@@ -642,11 +641,11 @@ impl TailStats {
             order_params: uniform(
                 "rollcall tail order params",
                 std::mem::size_of::<OrderParams>(),
-            ),
+            )?,
             estimate_params: uniform(
                 "rollcall tail estimate params",
                 std::mem::size_of::<EstimateParams>(),
-            ),
+            )?,
             buffers: None,
             uploaded: false,
             order_shape: OrderParams::default(),
@@ -689,7 +688,10 @@ impl TailStats {
         validate_offsets(offsets, rewards.len())?;
         reject_nan(rewards, false)?;
         let n = rewards.len() as u64;
-        let (ranks, values, index) = self.run_order(rewards, offsets, FULL_SORT, n)?;
+        let ctx = self.ctx.clone();
+        let (ranks, values, index) = ctx.scoped("tail order", || {
+            self.run_order(rewards, offsets, FULL_SORT, n)
+        })?;
         Ok(Ordered {
             ranks,
             sorted_values: values,
@@ -710,12 +712,14 @@ impl TailStats {
         validate_offsets(offsets, rewards.len())?;
         reject_nan(rewards, false)?;
         if k == 0 || k > MAX_TOP_K {
-            return Err(Error::InvalidEstimator(format!(
+            return Err(Error::InvalidArgument(format!(
                 "top-k needs 1 <= k <= {MAX_TOP_K}, got {k}"
             )));
         }
         let rows = (offsets.len() as u64 - 1) * u64::from(k);
-        let (ranks, values, indices) = self.run_order(rewards, offsets, k, rows)?;
+        let ctx = self.ctx.clone();
+        let (ranks, values, indices) =
+            ctx.scoped("tail top-k", || self.run_order(rewards, offsets, k, rows))?;
         Ok(TopK {
             k,
             values,
@@ -732,14 +736,27 @@ impl TailStats {
         offsets: &[u32],
         estimator: Estimator,
     ) -> Result<Estimates> {
-        self.upload(rewards, offsets)?;
+        // Every check before any GPU work (the upload checks the rest).
+        estimator.validate()?;
+        let ctx = self.ctx.clone();
+        ctx.scoped("tail estimate", || {
+            self.upload(rewards, offsets)?;
+            self.run_estimate(estimator)
+        })
+    }
+
+    /// Estimates over the uploaded batch and reads the results back.
+    fn run_estimate(&self, estimator: Estimator) -> Result<Estimates> {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         self.encode_estimate(&mut encoder, estimator)?;
         let (segments, n) = (
             u64::from(self.order_shape.segments),
             u64::from(self.order_shape.rollouts),
         );
-        let b = self.buffers.as_ref().expect("uploaded");
+        let b = self
+            .buffers
+            .as_ref()
+            .ok_or(Error::NothingUploaded("TailStats::estimate"))?;
         let (sv, sn) = (segments * 4, n * 4);
         encoder.copy_buffer_to_buffer(&b.values, 0, &b.readback, 0, sv);
         encoder.copy_buffer_to_buffer(&b.status, 0, &b.readback, sv, sv);
@@ -771,6 +788,8 @@ impl TailStats {
     pub fn upload(&mut self, rewards: &[f32], offsets: &[u32]) -> Result<()> {
         validate_offsets(offsets, rewards.len())?;
         reject_nan(rewards, true)?;
+        // A failed upload leaves no batch to estimate.
+        self.uploaded = false;
         self.prepare(rewards, offsets, rewards.len() as u64, FULL_SORT)?;
         self.uploaded = true;
         Ok(())
@@ -797,19 +816,18 @@ impl TailStats {
         encoder: &mut wgpu::CommandEncoder,
         estimator: Estimator,
     ) -> Result<()> {
-        if !self.uploaded {
-            return Err(Error::InvalidEstimator(
-                "no uploaded batch: call upload (order and top_k replace it)".into(),
-            ));
-        }
+        let b = match (&self.buffers, self.uploaded) {
+            (Some(b), true) => b,
+            _ => {
+                return Err(Error::NothingUploaded(
+                    "TailStats::encode_estimate (order and top_k replace an upload)",
+                ))
+            }
+        };
         let segments = self.order_shape.segments;
         let groups = segments.div_ceil(ESTIMATE_THREADS);
         let groups_x = self.width(groups);
         let params = estimator.gpu_params(segments, groups_x)?;
-        let b = self
-            .buffers
-            .as_ref()
-            .expect("an upload creates the buffers");
         self.ctx
             .queue
             .write_buffer(&self.estimate_params, 0, bytemuck::bytes_of(&params));
@@ -874,20 +892,27 @@ impl TailStats {
     /// Uploads rewards and offsets, sizes the buffers, writes the order
     /// pass's parameters.
     fn prepare(&mut self, rewards: &[f32], offsets: &[u32], out_rows: u64, k: u32) -> Result<()> {
+        // Validated offsets: at least one, the last one the rewards' length.
         let segments = offsets.len() as u64 - 1;
         let n = rewards.len() as u64;
-        let max_binding = self.ctx.limits().max_storage_buffer_binding_size;
+        let limit = self
+            .ctx
+            .whole_binding_limit(wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
         for (what, bytes) in [
-            ("rewards", n * 4),
-            ("top-k rows", out_rows * 4),
-            ("segment offsets", (segments + 1) * 4),
+            ("tail rewards", n * 4),
+            ("tail top-k rows", out_rows * 4),
+            ("tail segment offsets", (segments + 1) * 4),
         ] {
-            if bytes > max_binding {
-                return Err(Error::BufferTooSmall {
-                    what,
-                    needed: bytes,
-                    got: max_binding,
-                });
+            if bytes > limit {
+                return Err(Error::TooLarge { what, bytes, limit });
+            }
+        }
+        // The kernels count segments and rows with u32.
+        for (what, count) in [("segments", segments), ("top-k rows", out_rows)] {
+            if count > u64::from(u32::MAX) {
+                return Err(Error::InvalidArgument(format!(
+                    "{count} {what}: more than u32::MAX"
+                )));
             }
         }
         let rollouts = n.max(out_rows).max(1);
@@ -901,12 +926,17 @@ impl TailStats {
                 .buffers
                 .as_ref()
                 .map_or((0, 0), |b| (b.rollouts, b.segments));
+            // Powers of two, within the binding limit (checked above; the
+            // offsets take one word more than the segments).
+            let words = |needed: u64, most: u64| needed.next_power_of_two().min(most).max(needed);
             self.buffers = Some(self.create_buffers(
-                rollouts.max(old_r).next_power_of_two(),
-                need_segments.max(old_s).next_power_of_two(),
-            ));
+                words(rollouts.max(old_r), limit / 4),
+                words(need_segments.max(old_s), limit / 4 - 1),
+            )?);
         }
-        let b = self.buffers.as_ref().expect("just created");
+        let Some(b) = self.buffers.as_ref() else {
+            return Err(Error::NothingUploaded("tail batch"));
+        };
         let queue = &self.ctx.queue;
         if n > 0 {
             queue.write_buffer(&b.rewards, 0, bytemuck::cast_slice(rewards));
@@ -949,9 +979,12 @@ impl TailStats {
         k: u32,
         out_rows: u64,
     ) -> Result<(Vec<u32>, Vec<f32>, Vec<u32>)> {
-        self.prepare(rewards, offsets, out_rows, k)?;
+        // Whatever happens, the uploaded batch is replaced.
         self.uploaded = false;
-        let b = self.buffers.as_ref().expect("prepared");
+        self.prepare(rewards, offsets, out_rows, k)?;
+        let Some(b) = self.buffers.as_ref() else {
+            return Err(Error::NothingUploaded("tail order"));
+        };
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -979,40 +1012,35 @@ impl TailStats {
         ))
     }
 
-    fn create_buffers(&self, rollouts: u64, segments: u64) -> Buffers {
+    fn create_buffers(&self, rollouts: u64, segments: u64) -> Result<Buffers> {
         let device = &self.ctx.device;
         let storage = wgpu::BufferUsages::STORAGE;
-        let make = |label, words: u64, usage| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: words * 4,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
+        // Bound whole: within the binding limit, or a typed error.
+        let make = |label, words: u64, usage| self.ctx.create_bound_buffer(label, words * 4, usage);
         let input = storage | wgpu::BufferUsages::COPY_DST;
         let output = storage | wgpu::BufferUsages::COPY_SRC;
-        let rewards = make("rollcall tail rewards", rollouts, input);
-        let offsets = make("rollcall tail offsets", segments + 1, input);
-        let ranks = make("rollcall tail ranks", rollouts, output);
-        let sorted_values = make("rollcall tail sorted values", rollouts, output);
-        let sorted_index = make("rollcall tail sorted index", rollouts, output);
-        let values = make("rollcall tail values", segments, output);
-        let status = make("rollcall tail status", segments, output);
-        let advantages = make("rollcall tail advantages", rollouts, output);
-        // At most one partial chunk per segment beyond the full ones.
+        let rewards = make("rollcall tail rewards", rollouts, input)?;
+        let offsets = make("rollcall tail offsets", segments + 1, input)?;
+        let ranks = make("rollcall tail ranks", rollouts, output)?;
+        let sorted_values = make("rollcall tail sorted values", rollouts, output)?;
+        let sorted_index = make("rollcall tail sorted index", rollouts, output)?;
+        let values = make("rollcall tail values", segments, output)?;
+        let status = make("rollcall tail status", segments, output)?;
+        let advantages = make("rollcall tail advantages", rollouts, output)?;
+        // Only segments longer than a chunk are listed: a segment of m
+        // rewards (m > SORT_CHUNK) has at most 2m / SORT_CHUNK chunks.
         let chunk_list = make(
             "rollcall tail chunk list",
-            2 * (rollouts / u64::from(SORT_CHUNK) + segments + 1),
+            2 * (2 * (rollouts / u64::from(SORT_CHUNK)) + 1),
             input,
-        );
-        let chunk_keys = make("rollcall tail chunk keys", rollouts, storage);
-        let chunk_index = make("rollcall tail chunk index", rollouts, storage);
-        let readback = make(
+        )?;
+        let chunk_keys = make("rollcall tail chunk keys", rollouts, storage)?;
+        let chunk_index = make("rollcall tail chunk index", rollouts, storage)?;
+        let readback = self.ctx.create_buffer(
             "rollcall tail readback",
-            (3 * rollouts).max(2 * segments + rollouts),
+            (3 * rollouts).max(2 * segments + rollouts) * 4,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        );
+        )?;
         let bind = |layout: &wgpu::BindGroupLayout, entries: &[(u32, &wgpu::Buffer)]| {
             crate::gpu::shader::bind_buffers(device, "rollcall tail", layout, entries)
         };
@@ -1043,7 +1071,7 @@ impl TailStats {
                 (17, &advantages),
             ],
         );
-        Buffers {
+        Ok(Buffers {
             rollouts,
             segments,
             rewards,
@@ -1058,6 +1086,6 @@ impl TailStats {
             chunk_list,
             order_bind,
             estimate_bind,
-        }
+        })
     }
 }

@@ -61,7 +61,8 @@ impl VoteTables {
                 let answer = round.answers[v as usize];
                 let used = state.distinct as usize;
                 match table[..used].iter().position(|e| e[0] == answer) {
-                    Some(k) => table[k][1] += 1,
+                    // u32 arithmetic as the shader's (wrapping, never a panic).
+                    Some(k) => table[k][1] = table[k][1].wrapping_add(1),
                     None if used < cap => {
                         table[used] = [answer, 1];
                         state.distinct += 1;
@@ -69,12 +70,12 @@ impl VoteTables {
                     None => state.overflow += 1,
                 }
                 if state.total != 0 && answer == state.run_answer {
-                    state.run_length += 1;
+                    state.run_length = state.run_length.wrapping_add(1);
                 } else {
                     state.run_answer = answer;
                     state.run_length = 1;
                 }
-                state.total += 1;
+                state.total = state.total.wrapping_add(1);
                 if let Some(tokens) = round.tokens {
                     let t = u64::from(tokens[v as usize]) + state.tokens();
                     state.tokens_lo = t as u32;

@@ -195,85 +195,85 @@ struct HostBuffers {
 }
 
 impl HostBuffers {
-    fn new(device: &wgpu::Device) -> Self {
+    fn new(ctx: &GpuContext) -> Result<Self> {
         let uniform = |label, size: usize| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: size as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            ctx.create_buffer(
+                label,
+                size as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )
         };
+        let grow = |label, usage| GrowBuffer::new(ctx, label, usage);
         // Inputs are copied from too: the given rewards seed the output.
         let input = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
         let output = input;
-        Self {
-            decide_params: uniform("rollcall decide params", size_of::<rules::DecideParams>()),
-            reward_params: uniform("rollcall reward params", size_of::<RewardParams>()),
+        Ok(Self {
+            decide_params: uniform("rollcall decide params", size_of::<rules::DecideParams>())?,
+            reward_params: uniform("rollcall reward params", size_of::<RewardParams>())?,
             inputs: [
-                "rollcall decide list",
-                "rollcall reward segments",
-                "rollcall reward answers",
-                "rollcall reward consensus",
-                "rollcall rewards in",
-            ]
-            .map(|label| GrowBuffer::new(device, label, input)),
+                grow("rollcall decide list", input)?,
+                grow("rollcall reward segments", input)?,
+                grow("rollcall reward answers", input)?,
+                grow("rollcall reward consensus", input)?,
+                grow("rollcall rewards in", input)?,
+            ],
             outputs: [
-                "rollcall decisions",
-                "rollcall keep flags",
-                "rollcall next votes",
-                "rollcall rewards",
-                "rollcall advantages",
-            ]
-            .map(|label| GrowBuffer::new(device, label, output)),
-            readback: GrowBuffer::new(
-                device,
+                grow("rollcall decisions", output)?,
+                grow("rollcall keep flags", output)?,
+                grow("rollcall next votes", output)?,
+                grow("rollcall rewards", output)?,
+                grow("rollcall advantages", output)?,
+            ],
+            readback: grow(
                 "rollcall voting readback",
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            ),
-        }
+            )?,
+        })
     }
 }
 
 impl VoteTables {
     /// Zeroed tables for `prompts` prompts of `capacity` (1 to 256) answers.
+    /// The totals (32 bytes a prompt) and the tables (`8 × capacity` bytes a
+    /// prompt) are each bound whole: past the device's storage binding limit
+    /// they are [`Error::TooLarge`], before anything is allocated.
     pub fn new(ctx: &GpuContext, prompts: u32, capacity: u32) -> Result<Self> {
         if !(1..=256).contains(&capacity) {
             return Err(Error::InvalidCapacity(capacity));
         }
+        // At most 2^32 × 256 × 8 bytes: no overflow in u64.
+        let table_bytes = u64::from(prompts) * u64::from(capacity) * TABLE_ENTRY_BYTES;
+        let vote_bytes = u64::from(prompts) * VOTES_BYTES;
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let limit = ctx.whole_binding_limit(usage);
+        for (what, bytes) in [
+            ("rollcall prompt votes", vote_bytes),
+            ("rollcall vote tables", table_bytes),
+        ] {
+            if bytes > limit {
+                return Err(Error::TooLarge { what, bytes, limit });
+            }
+        }
         let pipelines =
             ctx.pipelines(&VotingKey { capacity }, || Pipelines::build(ctx, capacity))?;
-        let table_bytes = u64::from(prompts)
-            .checked_mul(u64::from(capacity) * TABLE_ENTRY_BYTES)
-            .ok_or(Error::TooLarge {
-                what: "vote tables",
-                bytes: u64::MAX,
-                limit: ctx.limits().max_buffer_size,
-            })?;
-        let storage = |label, size: u64| {
-            ctx.create_buffer(
-                label,
-                size.max(4),
-                wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            )
-        };
+        let storage = |label, size: u64| ctx.create_bound_buffer(label, size.max(4), usage);
         let input = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         Ok(Self {
-            votes: storage("rollcall prompt votes", u64::from(prompts) * VOTES_BYTES)?,
+            votes: storage("rollcall prompt votes", vote_bytes)?,
             tables: storage("rollcall vote tables", table_bytes)?,
             count_params: ctx.create_buffer(
                 "rollcall count params",
                 size_of::<CountParams>() as u64,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             )?,
-            round_segments: GrowBuffer::new(&ctx.device, "rollcall round segments", input),
-            round_answers: GrowBuffer::new(&ctx.device, "rollcall round answers", input),
-            round_tokens: GrowBuffer::new(&ctx.device, "rollcall round tokens", input),
-            host: HostBuffers::new(&ctx.device),
+            round_segments: GrowBuffer::new(ctx, "rollcall round segments", input)?,
+            round_answers: GrowBuffer::new(ctx, "rollcall round answers", input)?,
+            round_tokens: GrowBuffer::new(ctx, "rollcall round tokens", input)?,
+            host: HostBuffers::new(ctx)?,
             ctx: ctx.clone(),
             pipelines,
             capacity,
@@ -293,10 +293,13 @@ impl VoteTables {
 
     /// Uploads a round's votes and folds them in (one submit, no wait).
     pub fn count(&mut self, round: &RoundVotes<'_>) -> Result<()> {
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        self.encode_count(&mut encoder, round)?;
-        self.ctx.submit(encoder.finish());
-        Ok(())
+        let ctx = self.ctx.clone();
+        ctx.scoped("vote counting", || {
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            self.encode_count(&mut encoder, round)?;
+            ctx.submit(encoder.finish());
+            Ok(())
+        })
     }
 
     /// Records the folding of a round's votes into `encoder` (the round's
@@ -312,13 +315,14 @@ impl VoteTables {
             return Ok(());
         }
         let ctx = &self.ctx;
-        self.round_segments
-            .write(ctx, bytemuck::cast_slice(round.segments));
-        self.round_answers
-            .write(ctx, bytemuck::cast_slice(round.answers));
-        self.round_tokens
-            .write(ctx, bytemuck::cast_slice(round.tokens.unwrap_or(&[])));
+        // Each segment names a distinct prompt of `self.prompts` (validated).
         let n = round.segments.len() as u32;
+        self.round_segments
+            .write(ctx, bytemuck::cast_slice(round.segments))?;
+        self.round_answers
+            .write(ctx, bytemuck::cast_slice(round.answers))?;
+        self.round_tokens
+            .write(ctx, bytemuck::cast_slice(round.tokens.unwrap_or(&[])))?;
         let params = count_params(n, round.tokens.is_some());
         ctx.queue
             .write_buffer(&self.count_params, 0, bytemuck::cast_slice(&params));
@@ -423,22 +427,35 @@ impl VoteTables {
         for &prompt in list {
             check_prompt(prompt, self.prompts)?;
         }
-        if list.is_empty() {
+        let n = u32::try_from(list.len()).map_err(|_| Error::BatchCapacity {
+            capacity: u32::MAX as usize,
+            rows: list.len(),
+        })?;
+        if n == 0 {
             return Ok(DecideReadback::default());
         }
         let ctx = self.ctx.clone();
-        let n = list.len() as u32;
+        ctx.scoped("decide", || self.decide_on(&ctx, &gpu_rule, list, n))
+    }
+
+    fn decide_on(
+        &mut self,
+        ctx: &GpuContext,
+        gpu_rule: &rules::GpuRule,
+        list: &[u32],
+        n: u32,
+    ) -> Result<DecideReadback> {
         let dbytes = u64::from(self.prompts) * DECISION_BYTES;
         let lbytes = u64::from(n) * 4;
         let host = &mut self.host;
+        let [decisions, keep, next, ..] = &mut host.outputs;
+        decisions.reserve(ctx, dbytes)?;
+        keep.reserve(ctx, lbytes)?;
+        next.reserve(ctx, lbytes)?;
+        host.readback.reserve(ctx, dbytes + 2 * lbytes)?;
+        host.inputs[0].write(ctx, bytemuck::cast_slice(list))?;
         ctx.queue
             .write_buffer(&host.decide_params, 0, &gpu_rule.decide_params(n, true));
-        host.inputs[0].write(&ctx, bytemuck::cast_slice(list));
-        let [decisions, keep, next, ..] = &mut host.outputs;
-        decisions.reserve(&ctx.device, dbytes);
-        keep.reserve(&ctx.device, lbytes);
-        next.reserve(&ctx.device, lbytes);
-        host.readback.reserve(&ctx.device, dbytes + 2 * lbytes);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.encode_decide(
             &mut encoder,
@@ -504,9 +521,31 @@ impl VoteTables {
             return Ok((rewards, vec![0.0; n]));
         }
         let ctx = self.ctx.clone();
+        ctx.scoped("rewards", || {
+            self.rewards_on(&ctx, segments, answers, consensus, given, eps, n)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rewards_on(
+        &mut self,
+        ctx: &GpuContext,
+        segments: &[Segment],
+        answers: &[u32],
+        consensus: Option<&[u32]>,
+        given: Option<&[f32]>,
+        eps: f32,
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let host = &mut self.host;
+        // Each segment names a distinct prompt (validated): at most u32::MAX.
         let params = reward_params(segments.len() as u32, eps, consensus.is_some());
         ctx.queue.write_buffer(&host.reward_params, 0, &params);
+        let bytes = n as u64 * 4;
+        let [.., rewards, advantages] = &mut host.outputs;
+        rewards.reserve(ctx, bytes)?;
+        advantages.reserve(ctx, bytes)?;
+        host.readback.reserve(ctx, 2 * bytes)?;
         let decisions: Vec<GpuDecision> = consensus
             .unwrap_or(&[])
             .iter()
@@ -517,15 +556,10 @@ impl VoteTables {
             .collect();
         let start: Vec<f32> = given.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
         let [_, segs, answers_in, consensus_in, rewards_in] = &mut host.inputs;
-        segs.write(&ctx, bytemuck::cast_slice(segments));
-        answers_in.write(&ctx, bytemuck::cast_slice(answers));
-        consensus_in.write(&ctx, bytemuck::cast_slice(&decisions));
-        rewards_in.write(&ctx, bytemuck::cast_slice(&start));
-        let bytes = n as u64 * 4;
-        let [.., rewards, advantages] = &mut host.outputs;
-        rewards.reserve(&ctx.device, bytes);
-        advantages.reserve(&ctx.device, bytes);
-        host.readback.reserve(&ctx.device, 2 * bytes);
+        segs.write(ctx, bytemuck::cast_slice(segments))?;
+        answers_in.write(ctx, bytemuck::cast_slice(answers))?;
+        consensus_in.write(ctx, bytemuck::cast_slice(&decisions))?;
+        rewards_in.write(ctx, bytemuck::cast_slice(&start))?;
         let host = &self.host;
         let (layout, pipeline) = &self.pipelines.rewards;
         let bind_group = crate::gpu::shader::bind_buffers(
@@ -564,14 +598,17 @@ impl VoteTables {
 
     /// Reads totals and tables back (waits for the GPU).
     pub fn read(&mut self) -> Result<(Vec<PromptVotes>, Vec<[u32; 2]>)> {
-        let ctx = &self.ctx;
+        let ctx = self.ctx.clone();
+        ctx.scoped("reading vote tables", || self.read_on(&ctx))
+    }
+
+    fn read_on(&mut self, ctx: &GpuContext) -> Result<(Vec<PromptVotes>, Vec<[u32; 2]>)> {
         let vbytes = u64::from(self.prompts) * VOTES_BYTES;
         let tbytes = u64::from(self.prompts) * u64::from(self.capacity) * TABLE_ENTRY_BYTES;
-        if self.prompts == 0 {
-            // Nothing to read (and no empty readback to cast).
+        if vbytes == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
-        self.host.readback.reserve(&ctx.device, vbytes + tbytes);
+        self.host.readback.reserve(ctx, vbytes + tbytes)?;
         let readback = self.host.readback.buffer();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.votes, 0, readback, 0, vbytes);

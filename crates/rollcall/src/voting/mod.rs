@@ -82,26 +82,29 @@ impl RoundVotes<'_> {
                 });
             }
         }
-        let mut seen = vec![false; prompts as usize];
+        // One bit per prompt: 512 MiB at most, and only touched where the
+        // segments point.
+        let mut seen = vec![0u64; (prompts as usize).div_ceil(64)];
         for (i, s) in self.segments.iter().enumerate() {
+            // The kernels index votes with u32: an end past it cannot be read.
             let end = u64::from(s.start) + u64::from(s.count);
-            if s.prompt >= prompts || end > self.answers.len() as u64 || seen[s.prompt as usize] {
-                return Err(Error::InvalidSegment {
-                    segment: i,
-                    reason: if s.prompt >= prompts {
-                        format!("prompt {} of {prompts}", s.prompt)
-                    } else if seen[s.prompt as usize] {
-                        format!("prompt {} appears twice in one round", s.prompt)
-                    } else {
-                        format!(
-                            "votes {}..{end} past the {} answers",
-                            s.start,
-                            self.answers.len()
-                        )
-                    },
-                });
-            }
-            seen[s.prompt as usize] = true;
+            let reason = if s.prompt >= prompts {
+                format!("prompt {} of {prompts}", s.prompt)
+            } else if seen[s.prompt as usize / 64] & (1 << (s.prompt % 64)) != 0 {
+                format!("prompt {} appears twice in one round", s.prompt)
+            } else if end > self.answers.len() as u64 {
+                format!(
+                    "votes {}..{end} past the {} answers",
+                    s.start,
+                    self.answers.len()
+                )
+            } else if end > u64::from(u32::MAX) {
+                format!("votes {}..{end} past u32::MAX", s.start)
+            } else {
+                seen[s.prompt as usize / 64] |= 1 << (s.prompt % 64);
+                continue;
+            };
+            return Err(Error::InvalidSegment { segment: i, reason });
         }
         Ok(())
     }

@@ -19,7 +19,8 @@ pub fn beta_leader_probability(leader: u32, runner_up: u32, prior: f32) -> f32 {
         // The tail Σ_{j ≤ v_S} C(n', j) / 2^n' is the runner-up's side: terms by
         // their ratios in linear space, rescaled by 2^-64 whenever they grow
         // large, so nothing overflows and no large logarithm loses digits.
-        let n = (leader + runner_up + 1) as f32;
+        // u32 arithmetic as the shader's (wrapping, never a panic).
+        let n = leader.wrapping_add(runner_up).wrapping_add(1) as f32;
         let mut term = 1.0f32;
         let mut tail = 1.0f32;
         let mut scale = -n; // the sum is tail * 2^scale
@@ -53,9 +54,13 @@ pub(crate) const DIRICHLET_NODES: u32 = 256;
 /// // Counts [7, 2, 1, 1, 1, 1, 1] with a uniform prior (+1 each).
 /// let p = dirichlet_mode_probability(&[8.0, 3.0, 2.0, 2.0, 2.0, 2.0, 2.0], 0);
 /// assert!((p - 0.882).abs() < 0.001, "{p}");
+/// // A leader that is not one of the answers has no probability.
+/// assert!(dirichlet_mode_probability(&[8.0], 1).is_nan());
 /// ```
 pub fn dirichlet_mode_probability(alphas: &[f32], leader: usize) -> f32 {
-    let a = alphas[leader];
+    let Some(&a) = alphas.get(leader) else {
+        return f32::NAN;
+    };
     let lo = (a - 12.0 * a.sqrt()).max(0.0);
     let hi = a + 12.0 * a.sqrt() + 12.0;
     let h = (hi - lo) / DIRICHLET_NODES as f32;
@@ -108,7 +113,8 @@ pub fn msprt_log_ratio(leader: u32, runner_up: u32, prior: f32) -> f32 {
         k += 1;
     }
     k = 0;
-    while k < leader + runner_up {
+    // u32 arithmetic as the shader's (wrapping, never a panic).
+    while k < leader.wrapping_add(runner_up) {
         ratio -= ln_1p(k as f32 / (2.0 * a));
         k += 1;
     }

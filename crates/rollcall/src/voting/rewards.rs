@@ -18,16 +18,26 @@ pub(crate) fn check_segments(segments: &[Segment], rollouts: usize, prompts: u32
             return bad(i, format!("prompt {} of {prompts}", s.prompt));
         }
         if end > rollouts as u64 {
-            return bad(i, format!("rollouts {}..{end} past the {rollouts} rollouts", s.start));
+            return bad(
+                i,
+                format!("rollouts {}..{end} past the {rollouts} rollouts", s.start),
+            );
         }
     }
-    let mut by_prompt: Vec<(u32, usize)> = segments.iter().enumerate().map(|(i, s)| (s.prompt, i)).collect();
+    let mut by_prompt: Vec<(u32, usize)> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.prompt, i))
+        .collect();
     by_prompt.sort_unstable();
     if let Some(w) = by_prompt.windows(2).find(|w| w[0].0 == w[1].0) {
         return bad(w[1].1, format!("prompt {} appears twice", w[1].0));
     }
-    let mut spans: Vec<(u32, u32, usize)> =
-        segments.iter().enumerate().map(|(i, s)| (s.start, s.start + s.count, i)).collect();
+    let mut spans: Vec<(u32, u32, usize)> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.start, s.start + s.count, i))
+        .collect();
     spans.sort_unstable();
     if let Some(w) = spans.windows(2).find(|w| w[0].1 > w[1].0) {
         return bad(w[1].2, "reward segments overlap".into());
@@ -102,7 +112,11 @@ pub fn group_advantages(segments: &[Segment], rewards: &[f32], eps: f32) -> Resu
 }
 
 /// [`group_advantages`] on checked input.
-pub(crate) fn group_advantages_unchecked(segments: &[Segment], rewards: &[f32], eps: f32) -> Vec<f32> {
+pub(crate) fn group_advantages_unchecked(
+    segments: &[Segment],
+    rewards: &[f32],
+    eps: f32,
+) -> Vec<f32> {
     let mut advantages = vec![0.0; rewards.len()];
     for s in segments {
         let range = s.start as usize..(s.start + s.count) as usize;

@@ -233,7 +233,9 @@ impl RuleConfig {
                 top,
             } => {
                 if !(unit(threshold) && prior > 0.0 && prior <= MAX_BETA_PRIOR) || top == 1 {
-                    return bad("Dirichlet needs threshold in [0, 1], prior in (0, 1000], top != 1");
+                    return bad(
+                        "Dirichlet needs threshold in [0, 1], prior in (0, 1000], top != 1",
+                    );
                 }
                 (RULE_DIRICHLET, top, [threshold, prior, 0.0, 0.0])
             }
@@ -442,7 +444,9 @@ pub(crate) fn rule_statistic(
             let remaining = if n == 0 || n >= rule.max_votes {
                 0
             } else {
-                ((rule.max_votes - n) as f32 * (vl + vs) as f32 / n as f32 + 0.5).floor() as u32
+                // u32 arithmetic as the shader's (wrapping, never a panic).
+                ((rule.max_votes - n) as f32 * vl.wrapping_add(vs) as f32 / n as f32 + 0.5).floor()
+                    as u32
             };
             let risk = overtake_risk(vl, vs, remaining, rule.c[1]);
             (n > 0 && risk <= rule.c[0], 1.0 - risk)
@@ -478,12 +482,13 @@ pub(crate) fn decide(rule: &GpuRule, votes: &PromptVotes, table: &[[u32; 2]]) ->
         let mut hypothetical = table.to_vec();
         let fewest = (1..room)
             .find(|&t| {
+                // u32 arithmetic as the shader's (wrapping, never a panic).
                 if let Some(e) = hypothetical.get_mut(leader) {
-                    e[1] = table[leader][1] + t;
+                    e[1] = table[leader][1].wrapping_add(t);
                 }
                 let v = PromptVotes {
                     total: n + t,
-                    run_length: leader_run + t,
+                    run_length: leader_run.wrapping_add(t),
                     ..*votes
                 };
                 n + t >= rule.min_votes && rule_statistic(rule, &v, &hypothetical).0

@@ -135,49 +135,43 @@ impl Scheduler {
         }
         let words = u64::from(prompts).max(1) * 4;
         let decision_bytes = u64::from(prompts).max(1) * DECISION_BYTES;
-        let buffer = |label, size, usage| {
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
+        // Every buffer but the readback is bound whole.
+        let buffer = |label, size, usage| ctx.create_bound_buffer(label, size, usage);
         use wgpu::BufferUsages as U;
         Ok(Self {
             tables: VoteTables::new(ctx, prompts, capacity)?,
             compactor: Compactor::new(ctx)?,
-            scratch: CompactScratch::new(ctx, prompts),
+            scratch: CompactScratch::new(ctx, prompts)?,
             params: buffer(
                 "rollcall scheduler rule",
                 std::mem::size_of::<DecideParams>() as u64,
                 U::UNIFORM | U::COPY_DST,
-            ),
-            list: buffer("rollcall live prompts", words, U::STORAGE | U::COPY_DST),
+            )?,
+            list: buffer("rollcall live prompts", words, U::STORAGE | U::COPY_DST)?,
             decisions: buffer(
                 "rollcall decisions",
                 decision_bytes,
                 U::STORAGE | U::COPY_SRC,
-            ),
-            keep: buffer("rollcall keep flags", words, U::STORAGE),
-            next: buffer("rollcall next rollouts", words, U::STORAGE),
+            )?,
+            keep: buffer("rollcall keep flags", words, U::STORAGE)?,
+            next: buffer("rollcall next rollouts", words, U::STORAGE)?,
             compacted_next: buffer(
                 "rollcall compacted next rollouts",
                 words,
                 U::STORAGE | U::COPY_SRC,
-            ),
+            )?,
             compacted: buffer(
                 "rollcall compacted positions",
                 words,
                 U::STORAGE | U::COPY_SRC,
-            ),
-            count: buffer("rollcall live count", 4, U::STORAGE | U::COPY_SRC),
+            )?,
+            count: buffer("rollcall live count", 4, U::STORAGE | U::COPY_SRC)?,
             // The decisions, or a round's count and two words per prompt.
-            readback: buffer(
+            readback: ctx.create_buffer(
                 "rollcall scheduler readback",
                 decision_bytes.max(4 + 2 * words),
                 U::MAP_READ | U::COPY_DST,
-            ),
+            )?,
             ctx: ctx.clone(),
             rule,
             config,
@@ -219,13 +213,18 @@ impl Scheduler {
         reset: bool,
     ) -> Result<()> {
         let fewest = matches!(self.allocation, Allocation::FewestToPass { .. });
-        let n = live.len() as u32;
-        if n > self.prompts {
+        if live.len() > self.prompts as usize {
             return Err(Error::BatchCapacity {
                 capacity: self.prompts as usize,
                 rows: live.len(),
             });
         }
+        let n = live.len() as u32;
+        for &prompt in live {
+            super::check_prompt(prompt, self.prompts)?;
+        }
+        // Every check before any GPU work.
+        round.validate(self.prompts)?;
         let params = self.rule.decide_params(n, fewest);
         self.ctx.queue.write_buffer(&self.params, 0, &params);
         self.ctx
@@ -277,9 +276,11 @@ impl Scheduler {
         self.tables.encode_reset(encoder);
     }
 
-    /// Runs rounds until every prompt has stopped.
+    /// Runs rounds until every prompt has stopped. Each round's GPU work and
+    /// the final readback run in error scopes (the engine's generation does
+    /// not): a device error comes back as `Err`.
     pub fn run(&mut self, engine: &mut dyn RolloutEngine) -> Result<Outcome> {
-        let fewest = matches!(self.allocation, Allocation::FewestToPass { .. });
+        let ctx = self.ctx.clone();
         let first = self.allocation.first().max(self.config.min_votes);
         let mut live: Vec<u32> = (0..self.prompts).collect();
         let mut wants: Vec<u32> = vec![first; live.len()];
@@ -297,34 +298,9 @@ impl Scheduler {
                 &mut used,
                 &mut history,
             )?;
-            let n = live.len() as u32;
-            let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-            self.encode_round(
-                &mut encoder,
-                &RoundVotes {
-                    segments: &round.segments,
-                    answers: &round.answers,
-                    tokens: Some(&round.tokens),
-                },
-                &live,
-                rounds == 1,
-            )?;
-            let live_bytes = u64::from(n) * 4;
-            self.ctx.submit(encoder.finish());
-            // One small readback: the count, the live positions (and, for
-            // ConSol's allocation, what each live prompt gets next).
-            let data = self.ctx.read_buffer(&self.readback, 4 + 2 * live_bytes)?;
-            let words: &[u32] = bytemuck::cast_slice(&data);
-            let still = (words[0] as usize).min(live.len());
-            let next: Vec<u32> = words[1..1 + still]
-                .iter()
-                .map(|&i| live[i as usize])
-                .collect();
-            wants = if fewest {
-                words[1 + n as usize..1 + n as usize + still].to_vec()
-            } else {
-                vec![self.allocation.first(); still]
-            };
+            let (next, next_wants) = ctx.scoped("scheduler round", || {
+                self.run_round(&round, &live, rounds == 1)
+            })?;
             let mut alive = vec![false; self.prompts as usize];
             for &p in &next {
                 alive[p as usize] = true;
@@ -335,15 +311,11 @@ impl Scheduler {
                 }
             }
             live = next;
+            wants = next_wants;
         }
 
         // The end: decisions of every prompt, rewards and advantages.
-        let total = u64::from(self.prompts) * DECISION_BYTES;
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&self.decisions, 0, &self.readback, 0, total.max(4));
-        self.ctx.submit(encoder.finish());
-        let data = self.ctx.read_buffer(&self.readback, total.max(4))?;
-        let decisions: &[GpuDecision] = bytemuck::cast_slice(&data[..total as usize]);
+        let decisions = ctx.scoped("scheduler decisions", || self.read_decisions())?;
         let prompts: Vec<PromptOutcome> = decisions
             .iter()
             .enumerate()
@@ -354,7 +326,7 @@ impl Scheduler {
                 stopped_in_round: stopped_in[p],
             })
             .collect();
-        let (segments, answers) = group_by_prompt(&mut history, &used);
+        let (segments, answers) = group_by_prompt(&mut history, &used)?;
         let consensus: Vec<u32> = prompts.iter().map(|p| p.consensus).collect();
         let (rewards, advantages) =
             self.tables
@@ -366,6 +338,67 @@ impl Scheduler {
             advantages,
             rounds,
         })
+    }
+
+    /// One round on the GPU: count, decide and compact, one submit and one
+    /// small readback. Returns the prompts still live and what each gets next.
+    fn run_round(
+        &mut self,
+        round: &Round,
+        live: &[u32],
+        reset: bool,
+    ) -> Result<(Vec<u32>, Vec<u32>)> {
+        let fewest = matches!(self.allocation, Allocation::FewestToPass { .. });
+        let n = live.len();
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        self.encode_round(
+            &mut encoder,
+            &RoundVotes {
+                segments: &round.segments,
+                answers: &round.answers,
+                tokens: Some(&round.tokens),
+            },
+            live,
+            reset,
+        )?;
+        let live_bytes = n as u64 * 4;
+        self.ctx.submit(encoder.finish());
+        // One small readback: the count, the live positions (and, for
+        // ConSol's allocation, what each live prompt gets next).
+        let data = self.ctx.read_buffer(&self.readback, 4 + 2 * live_bytes)?;
+        let words: &[u32] = bytemuck::cast_slice(&data);
+        let still = (words[0] as usize).min(n);
+        // Positions come from the device: a bad one is a device fault, not
+        // a panic.
+        let next = words[1..1 + still]
+            .iter()
+            .map(|&i| {
+                live.get(i as usize).copied().ok_or_else(|| {
+                    Error::Device(format!(
+                        "compaction returned position {i} of {n} live prompts"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        let wants = if fewest {
+            words[1 + n..1 + n + still].to_vec()
+        } else {
+            vec![self.allocation.first(); still]
+        };
+        Ok((next, wants))
+    }
+
+    /// Every prompt's decision (one readback).
+    fn read_decisions(&self) -> Result<Vec<GpuDecision>> {
+        let total = u64::from(self.prompts) * DECISION_BYTES;
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.decisions, 0, &self.readback, 0, total);
+        self.ctx.submit(encoder.finish());
+        let data = self.ctx.read_buffer(&self.readback, total)?;
+        Ok(bytemuck::cast_slice(&data).to_vec())
     }
 }
 
@@ -388,8 +421,15 @@ fn request_round(
     let counts: Vec<u32> = live
         .iter()
         .zip(wants)
-        .map(|(&p, &want)| want.min(max_votes - used[p as usize]))
+        .map(|(&p, &want)| want.min(max_votes.saturating_sub(used[p as usize])))
         .collect();
+    // Votes are indexed with u32 on the GPU.
+    let requested: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if requested > u64::from(u32::MAX) {
+        return Err(Error::InvalidArgument(format!(
+            "a round of {requested} rollouts: more than u32::MAX (fewer prompts or votes)"
+        )));
+    }
     let rollouts = engine.generate(live, &counts)?;
     check_round_size(&rollouts, &counts)?;
     let mut segments = Vec::with_capacity(live.len());
@@ -416,7 +456,17 @@ fn request_round(
 
 /// Orders the rollouts by prompt (generation order kept within a prompt) and
 /// returns one segment per prompt over them, with their answers.
-fn group_by_prompt(history: &mut [(u32, Rollout)], used: &[u32]) -> (Vec<Segment>, Vec<u32>) {
+fn group_by_prompt(
+    history: &mut [(u32, Rollout)],
+    used: &[u32],
+) -> Result<(Vec<Segment>, Vec<u32>)> {
+    // Rewards are indexed with u32 on the GPU.
+    if u32::try_from(history.len()).is_err() {
+        return Err(Error::InvalidArgument(format!(
+            "{} rollouts in all: more than u32::MAX (fewer prompts or votes)",
+            history.len()
+        )));
+    }
     history.sort_by_key(|&(p, _)| p);
     let mut segments = Vec::with_capacity(used.len());
     let mut start = 0u32;
@@ -429,19 +479,17 @@ fn group_by_prompt(history: &mut [(u32, Rollout)], used: &[u32]) -> (Vec<Segment
         });
         start += u;
     }
-    (segments, history.iter().map(|(_, r)| r.answer).collect())
+    Ok((segments, history.iter().map(|(_, r)| r.answer).collect()))
 }
 
 /// The engine must return exactly the rollouts it was asked for.
 fn check_round_size(rollouts: &[Rollout], counts: &[u32]) -> Result<()> {
     let expected: u64 = counts.iter().map(|&c| u64::from(c)).sum();
     if rollouts.len() as u64 != expected {
-        return Err(Error::InvalidSegment {
-            segment: 0,
-            reason: format!(
-                "engine returned {} rollouts for {expected} requested",
-                rollouts.len()
-            ),
+        return Err(Error::LengthMismatch {
+            what: "rollouts from the engine (as many as requested)",
+            expected: expected as usize,
+            got: rollouts.len(),
         });
     }
     Ok(())
@@ -518,7 +566,7 @@ pub fn run_cpu(
         live = next;
         wants = next_wants;
     }
-    let (segments, answers) = group_by_prompt(&mut history, &used);
+    let (segments, answers) = group_by_prompt(&mut history, &used)?;
     let consensus: Vec<u32> = outcome.iter().map(|p| p.consensus).collect();
     let rewards = majority_rewards(&segments, &answers, &consensus)?;
     let advantages = group_advantages(&segments, &rewards, 1e-4)?;
@@ -550,12 +598,20 @@ impl RolloutEngine for ReplayEngine {
     fn generate(&mut self, prompts: &[u32], counts: &[u32]) -> Result<Vec<Rollout>> {
         let mut out = Vec::new();
         for (&p, &c) in prompts.iter().zip(counts) {
-            let list = &self.answers[p as usize];
+            let list = self
+                .answers
+                .get(p as usize)
+                .ok_or(Error::PromptOutOfRange {
+                    prompt: p,
+                    prompts: u32::try_from(self.answers.len()).unwrap_or(u32::MAX),
+                })?;
             for _ in 0..c {
                 let i = self.next[p as usize];
-                let answer = *list.get(i).ok_or_else(|| Error::InvalidSegment {
-                    segment: p as usize,
-                    reason: format!("prompt {p} has only {} recorded answers", list.len()),
+                let answer = *list.get(i).ok_or_else(|| {
+                    Error::Data(format!(
+                        "prompt {p} has only {} recorded answers",
+                        list.len()
+                    ))
                 })?;
                 out.push(Rollout { answer, tokens: 0 });
                 self.next[p as usize] += 1;

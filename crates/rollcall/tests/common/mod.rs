@@ -198,7 +198,7 @@ pub fn sample_engine(
             contents: &bytes,
             usage: wgpu::BufferUsages::STORAGE,
         });
-    let mut batch = rollcall::SampleBatch::new(ctx, rows as u32);
+    let mut batch = rollcall::SampleBatch::new(ctx, rows as u32).unwrap();
     batch.set_params(params).unwrap();
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     let binding = rollcall::LogitsBinding {
