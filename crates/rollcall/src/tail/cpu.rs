@@ -102,6 +102,8 @@ pub fn top_k(rewards: &[f32], offsets: &[u32], k: u32) -> Result<TopK> {
 /// assert!((est.values[0] - (1.0 + 2.0 + 2.0) / 3.0).abs() < 1e-6);
 /// ```
 pub fn estimate(rewards: &[f32], offsets: &[u32], estimator: Estimator) -> Result<Estimates> {
+    // The estimator first, then the batch: the GPU's order of checks.
+    estimator.validate()?;
     validate_offsets(offsets, rewards.len())?;
     reject_nan(rewards, true)?;
     let params = estimator.gpu_params((offsets.len() - 1) as u32, 1)?;

@@ -513,8 +513,10 @@ impl VoteTables {
                 ))
             }
         };
-        super::rewards::check_rewards(given.unwrap_or(&[]), eps)?;
+        // The twins' checks, in their order.
+        super::rewards::check_eps(eps)?;
         super::rewards::check_segments(segments, n, self.prompts)?;
+        super::rewards::check_not_nan(given.unwrap_or(&[]))?;
         if segments.is_empty() || n == 0 {
             // No group: the given rewards (or 0) and no advantage.
             let rewards = given.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);

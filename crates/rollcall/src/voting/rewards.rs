@@ -45,14 +45,20 @@ pub(crate) fn check_segments(segments: &[Segment], rollouts: usize, prompts: u32
     Ok(())
 }
 
-/// Checks GRPO's `eps` and that no reward is NaN (a NaN has no order, so a
-/// group's flat test would depend on the device).
-pub(crate) fn check_rewards(rewards: &[f32], eps: f32) -> Result<()> {
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(Error::InvalidArgument(format!(
+/// Checks GRPO's `eps`: finite and >= 0.
+pub(crate) fn check_eps(eps: f32) -> Result<()> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
             "eps must be finite and >= 0, got {eps}"
-        )));
+        )))
     }
+}
+
+/// Checks that no reward is NaN (a NaN has no order, so a group's flat test
+/// would depend on the device).
+pub(crate) fn check_not_nan(rewards: &[f32]) -> Result<()> {
     match rewards.iter().position(|r| r.is_nan()) {
         Some(index) => Err(Error::NonFiniteReward {
             index,
@@ -106,8 +112,9 @@ pub fn majority_rewards(
 /// # Ok::<(), rollcall::Error>(())
 /// ```
 pub fn group_advantages(segments: &[Segment], rewards: &[f32], eps: f32) -> Result<Vec<f32>> {
-    check_rewards(rewards, eps)?;
+    check_eps(eps)?;
     check_segments(segments, rewards.len(), u32::MAX)?;
+    check_not_nan(rewards)?;
     Ok(group_advantages_unchecked(segments, rewards, eps))
 }
 
