@@ -67,8 +67,12 @@ fn check<S: Strategy>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Valu
     if let Err(e) = runner.run(&strategy, test) {
         panic!("property `{name}` (seed {SEED:#018x}): {e}");
     }
-    eprintln!(
-        "property `{name}`: {cases} cases passed in {:.1?}",
+    // Straight to stderr, past the harness's capture: the test command's
+    // log shows every property's case count and seed even when it passes.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "property `{name}`: {cases} cases, seed {SEED:#018x}, passed in {:.1?}",
         start.elapsed()
     );
 }

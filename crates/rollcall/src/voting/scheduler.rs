@@ -190,7 +190,7 @@ impl Scheduler {
     /// per submit.
     ///
     /// ```no_run
-    /// use rollcall::voting::{rules::{RuleConfig, StopRule}, scheduler::{Allocation, Scheduler}};
+    /// use rollcall::voting::{Allocation, RuleConfig, Scheduler, StopRule};
     /// use rollcall::voting::{RoundVotes, Segment};
     /// let ctx = rollcall::GpuContext::new()?;
     /// let config = RuleConfig { rule: StopRule::CONSOL_SPRT, min_votes: 1, max_votes: 40 };
