@@ -326,60 +326,6 @@ fn vocab() -> impl Strategy<Value = u32> {
     ]
 }
 
-/// Logits of one dtype, owned.
-enum Owned {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    Bf16(Vec<bf16>),
-}
-
-impl Owned {
-    fn new(values: &[f32], dtype: LogitsDtype) -> Self {
-        match dtype {
-            LogitsDtype::F32 => Owned::F32(values.to_vec()),
-            LogitsDtype::F16 => Owned::F16(values.iter().map(|&x| f16::from_f32(x)).collect()),
-            LogitsDtype::Bf16 => Owned::Bf16(values.iter().map(|&x| bf16::from_f32(x)).collect()),
-        }
-    }
-    /// Little-endian bytes of `dtype` elements.
-    fn from_bytes(bytes: &[u8], dtype: LogitsDtype) -> Self {
-        match dtype {
-            LogitsDtype::F32 => Owned::F32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            ),
-            LogitsDtype::F16 => Owned::F16(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
-                    .collect(),
-            ),
-            LogitsDtype::Bf16 => Owned::Bf16(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| bf16::from_le_bytes([b[0], b[1]]))
-                    .collect(),
-            ),
-        }
-    }
-    fn view(&self) -> HostLogits<'_> {
-        match self {
-            Owned::F32(v) => HostLogits::F32(v),
-            Owned::F16(v) => HostLogits::F16(v),
-            Owned::Bf16(v) => HostLogits::Bf16(v),
-        }
-    }
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Owned::F32(v) => bytemuck::cast_slice(v),
-            Owned::F16(v) => bytemuck::cast_slice(v),
-            Owned::Bf16(v) => bytemuck::cast_slice(v),
-        }
-    }
-}
-
 // ---- Sampling: the host path ------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -517,7 +463,7 @@ fn sampling_host_path_matches_the_twin() {
     let sampler = RefCell::new(Sampler::new(&ctx).unwrap());
     let tally = Tally::default();
     check(name, 10_000, sample_case(), |case| {
-        let logits = Owned::new(&case.values, case.dtype);
+        let logits = common::Owned::new(&case.values, case.dtype);
         let gpu = sampler
             .borrow_mut()
             .sample(logits.view(), case.vocab, &case.params);
@@ -565,7 +511,7 @@ fn a_device_fault_is_reported_once() {
                 encoder.copy_buffer_to_buffer(&from, 0, &to, 0, 16);
                 ctx.submit(encoder.finish());
             }
-            let logits = Owned::new(&case.values, case.dtype);
+            let logits = common::Owned::new(&case.values, case.dtype);
             let mut sampler = sampler.borrow_mut();
             let first = sampler.sample(logits.view(), case.vocab, &case.params);
             let twin = sampling_cpu::sample(logits.view(), case.vocab, &case.params);
@@ -771,7 +717,7 @@ fn sampling_engine_path_matches_the_twin() {
     let tally = Tally::default();
     check(name, 5000, engine_case(), |case| {
         let rows = case.params.len() as u32;
-        let logits = Owned::new(&case.values, case.dtype);
+        let logits = common::Owned::new(&case.values, case.dtype);
 
         // set_params: the twin's parameter checks, then the batch's capacity.
         let capacity = case.capacity.unwrap_or(rows);
@@ -881,7 +827,7 @@ fn sampling_engine_path_matches_the_twin() {
         }
         // The twin samples the logits the buffer holds at the offset.
         let at = case.offset as usize;
-        let seen = Owned::from_bytes(&bytes[at..at + logits.bytes().len()], case.dtype);
+        let seen = common::Owned::from_bytes(&bytes[at..at + logits.bytes().len()], case.dtype);
         let twin = sampling_cpu::sample(seen.view(), case.vocab, &case.params)
             .map_err(|e| TestCaseError::fail(format!("twin refused an accepted batch: {e}")))?;
         check_rows(&gpu, &twin, seen.view(), case.vocab, &case.params, &tally)

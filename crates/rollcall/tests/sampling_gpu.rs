@@ -6,7 +6,7 @@
 
 mod common;
 
-use half::{bf16, f16};
+use half::f16;
 use rand::Rng;
 use rollcall::sampling::cpu::{self, RowTrace};
 use rollcall::{
@@ -90,48 +90,6 @@ fn random_params(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32) -> SamplingParam
     }
 }
 
-fn to_dtype(row: &[f32], dtype: LogitsDtype) -> Vec<u16> {
-    match dtype {
-        LogitsDtype::F16 => row.iter().map(|&x| f16::from_f32(x).to_bits()).collect(),
-        LogitsDtype::Bf16 => row.iter().map(|&x| bf16::from_f32(x).to_bits()).collect(),
-        LogitsDtype::F32 => unreachable!(),
-    }
-}
-
-/// Owned logits of any dtype.
-enum Owned {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    Bf16(Vec<bf16>),
-}
-
-impl Owned {
-    fn new(values: &[f32], dtype: LogitsDtype) -> Self {
-        match dtype {
-            LogitsDtype::F32 => Owned::F32(values.to_vec()),
-            LogitsDtype::F16 => Owned::F16(
-                to_dtype(values, dtype)
-                    .into_iter()
-                    .map(f16::from_bits)
-                    .collect(),
-            ),
-            LogitsDtype::Bf16 => Owned::Bf16(
-                to_dtype(values, dtype)
-                    .into_iter()
-                    .map(bf16::from_bits)
-                    .collect(),
-            ),
-        }
-    }
-    fn view(&self) -> HostLogits<'_> {
-        match self {
-            Owned::F32(v) => HostLogits::F32(v),
-            Owned::F16(v) => HostLogits::F16(v),
-            Owned::Bf16(v) => HostLogits::Bf16(v),
-        }
-    }
-}
-
 #[derive(Default, Debug)]
 struct Tally {
     rows: usize,
@@ -194,7 +152,7 @@ fn run_case(
         values.extend(awkward_row(rng, vocab, kind));
         params.push(random_params(rng, vocab as u32));
     }
-    let logits = Owned::new(&values, dtype);
+    let logits = common::Owned::new(&values, dtype);
     let gpu = sampler
         .sample(logits.view(), vocab as u32, &params)
         .expect("valid input");
@@ -582,7 +540,7 @@ fn every_route_gives_the_same_bits() {
                 random_params(&mut rng, vocab as u32)
             });
         }
-        let logits = Owned::new(&values, dtype);
+        let logits = common::Owned::new(&values, dtype);
         let results: Vec<_> = routes
             .iter_mut()
             .map(|(mode, sampler)| {
@@ -614,7 +572,7 @@ fn every_route_gives_the_same_bits() {
         let plain_values = common::pick_rows(&values, vocab, &plain);
         let plain_params: Vec<SamplingParams> = plain.iter().map(|&r| params[r]).collect();
         let plain_want: Vec<_> = plain.iter().map(|&r| a[r]).collect();
-        let plain_logits = Owned::new(&plain_values, dtype);
+        let plain_logits = common::Owned::new(&plain_values, dtype);
         for (mode, sampler) in &mut routes {
             let got = sampler
                 .sample(plain_logits.view(), vocab as u32, &plain_params)

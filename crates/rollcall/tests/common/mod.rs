@@ -230,3 +230,61 @@ pub fn sample_engine(
         bytemuck::cast_slice(&out[rows * 4..]).to_vec(),
     )
 }
+
+/// Logits of one dtype, owned.
+pub enum Owned {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    Bf16(Vec<half::bf16>),
+}
+
+impl Owned {
+    pub fn new(values: &[f32], dtype: rollcall::LogitsDtype) -> Self {
+        match dtype {
+            rollcall::LogitsDtype::F32 => Owned::F32(values.to_vec()),
+            rollcall::LogitsDtype::F16 => {
+                Owned::F16(values.iter().map(|&x| half::f16::from_f32(x)).collect())
+            }
+            rollcall::LogitsDtype::Bf16 => {
+                Owned::Bf16(values.iter().map(|&x| half::bf16::from_f32(x)).collect())
+            }
+        }
+    }
+    /// Little-endian bytes of `dtype` elements.
+    pub fn from_bytes(bytes: &[u8], dtype: rollcall::LogitsDtype) -> Self {
+        match dtype {
+            rollcall::LogitsDtype::F32 => Owned::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
+            rollcall::LogitsDtype::F16 => Owned::F16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
+            rollcall::LogitsDtype::Bf16 => Owned::Bf16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
+        }
+    }
+    pub fn view(&self) -> rollcall::HostLogits<'_> {
+        match self {
+            Owned::F32(v) => rollcall::HostLogits::F32(v),
+            Owned::F16(v) => rollcall::HostLogits::F16(v),
+            Owned::Bf16(v) => rollcall::HostLogits::Bf16(v),
+        }
+    }
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Owned::F32(v) => bytemuck::cast_slice(v),
+            Owned::F16(v) => bytemuck::cast_slice(v),
+            Owned::Bf16(v) => bytemuck::cast_slice(v),
+        }
+    }
+}
