@@ -152,6 +152,7 @@ pub fn run(args: &VoteArgs) -> CliResult<ExitCode> {
         let out = serde_json::json!({
             "backend": if args.cpu { "cpu twin".to_string() } else { ctx.as_ref().map(|c| c.describe()).unwrap_or_default() },
             "shuffles": args.shuffles, "max_votes": args.max_votes, "results": results,
+            "rules": configs.iter().map(|(name, config)| serde_json::json!({"name": name, "config": config})).collect::<Vec<_>>(),
         });
         println!("{out}");
     } else {

@@ -18,6 +18,7 @@ const RECORD_STRIDE: u64 = 256;
 pub const DEFAULT_MAX_CHUNK_BYTES: u64 = 64 << 20;
 
 /// Element type of the logits.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LogitsDtype {
     /// 32-bit float.

@@ -39,6 +39,7 @@ pub fn sample(
 
 /// How close a row's decisions came to flipping, for comparing devices whose
 /// `exp` and `log` differ in the last place.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RowTrace {
     /// The twin's result.

@@ -103,6 +103,7 @@ pub(crate) const TILE_TOKENS: u32 = TILE_GROUPS * STREAMS * GROUP;
 /// assert_eq!(p.top_k, 50);
 /// assert!(SamplingParams::greedy().is_greedy());
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplingParams {
     /// Temperature; below 1e-5 means greedy.
@@ -173,6 +174,7 @@ impl SamplingParams {
 }
 
 /// Whether a row produced a token.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowStatus {
     /// A token was drawn.
@@ -192,6 +194,7 @@ impl RowStatus {
 }
 
 /// The outcome for one row.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleResult {
     /// The token id, or [`NO_TOKEN`].
@@ -402,5 +405,33 @@ mod tests {
         assert!(!filtered(
             SamplingParams::greedy().top_k(3).top_p(0.5).min_p(0.2)
         ));
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn results_and_params_round_trip_through_json() {
+        let params = SamplingParams::new(0.7)
+            .top_k(40)
+            .top_p(0.9)
+            .seed(u64::MAX)
+            .step(3);
+        let text = serde_json::to_string(&params).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SamplingParams>(&text).unwrap(),
+            params
+        );
+        let result = SampleResult {
+            token: 7,
+            logprob: -1.5,
+            kept: 12,
+            status: RowStatus::Ok,
+        };
+        let text = serde_json::to_string(&result).unwrap();
+        assert!(text.contains("\"token\":7"), "{text}");
+        assert_eq!(serde_json::from_str::<SampleResult>(&text).unwrap(), result);
     }
 }

@@ -43,6 +43,7 @@ pub const NO_INDEX: u32 = u32::MAX;
 pub const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 
 /// A per-prompt estimator of the best-of-N value and its advantages.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Estimator {
     /// Exact when the segment has m ≥ n rollouts: the unbiased expected max
@@ -235,6 +236,7 @@ impl Estimator {
 /// let g = rollcall::tail::GaussianTail::new(128, 0.25).unwrap();
 /// assert!((g.c_n - 2.5946).abs() < 1e-3 && (g.c_tilde - 2.692).abs() < 1e-3);
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GaussianTail {
     /// E[max of N standard normals].
@@ -355,6 +357,7 @@ fn reject_nan(rewards: &[f32], finite: bool) -> Result<()> {
 
 /// A segmented sort: per segment, rewards in descending order with their
 /// original (in-segment) index, and each reward's rank.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ordered {
     /// `ranks[i]`: position of reward `i` in its segment's descending order
@@ -368,6 +371,7 @@ pub struct Ordered {
 
 /// Top-k rows: `k` entries per segment, best first; segments shorter than k
 /// are padded with `-inf` and [`NO_INDEX`].
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopK {
     /// Row width.
@@ -381,6 +385,7 @@ pub struct TopK {
 }
 
 /// How a segment's estimate came out.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SegmentStatus {
     /// A value and advantages.
@@ -423,6 +428,7 @@ impl SegmentStatus {
 }
 
 /// Per-segment values and per-rollout advantages (in the rewards' order).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq)]
 pub struct Estimates {
     /// One value per segment (NaN when empty or too few).

@@ -60,6 +60,7 @@ pub(crate) fn shader_variants(capacity: u32) -> Result<Vec<crate::gpu::shader::S
 }
 
 /// What [`VoteTables::decide`] reads back, in list order.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DecideReadback {
     /// Decisions.
@@ -72,6 +73,7 @@ pub struct DecideReadback {
 
 /// A decision as the GPU writes it (16 bytes per prompt).
 #[repr(C)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GpuDecision {
     /// 1 when the prompt stops.

@@ -18,6 +18,7 @@ pub const DEFAULT_CAPACITY: u32 = 16;
 
 /// A prompt's running totals, as the shader stores them (32 bytes).
 #[repr(C)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PromptVotes {
     /// Votes so far.
@@ -47,6 +48,7 @@ impl PromptVotes {
 
 /// One prompt's votes in a round: `count` answers starting at `start`.
 #[repr(C)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Segment {
     /// Prompt index.

@@ -10,6 +10,7 @@ use super::PromptVotes;
 use crate::{Error, Result};
 
 /// A stopping rule (v_L = leader's votes, v_S = runner-up's, n = all votes).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StopRule {
     /// Stop only at the maximum budget (TTRL's fixed budget).
@@ -96,6 +97,7 @@ impl StopRule {
 }
 
 /// A rule with the budgets every prompt is held to.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RuleConfig {
     /// The rule.
@@ -107,6 +109,7 @@ pub struct RuleConfig {
 }
 
 /// A prompt's state after a round.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Decision {
     /// Whether the prompt stops.

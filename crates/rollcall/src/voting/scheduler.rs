@@ -12,6 +12,7 @@ use crate::{Error, GpuContext, Result};
 
 /// One generated rollout: its answer id (hashed by the engine) and the tokens
 /// it spent.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rollout {
     /// Answer id.
@@ -28,6 +29,7 @@ pub trait RolloutEngine {
 }
 
 /// How many rollouts a live prompt gets next.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allocation {
     /// A fixed number per round (the first round gives at least the rule's
@@ -53,6 +55,7 @@ impl Allocation {
 }
 
 /// A prompt's outcome.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PromptOutcome {
     /// The consensus answer id (`u32::MAX` if the prompt got no votes).
@@ -66,6 +69,7 @@ pub struct PromptOutcome {
 }
 
 /// Everything a run produced.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outcome {
     /// Per prompt.
