@@ -677,7 +677,6 @@ pub fn voting_round(prompts: u32, seed: u64) -> (Vec<Segment>, Vec<u32>) {
             prompt: p,
             start: p * per,
             count: per,
-            pad: 0,
         })
         .collect();
     let answers = (0..prompts * per)
@@ -722,7 +721,7 @@ pub fn voting_round_cpu(
     config: &RuleConfig,
 ) -> Result<Vec<u32>> {
     config.validate()?;
-    let mut tables = CpuVoteTables::new(prompts, capacity);
+    let mut tables = CpuVoteTables::new(prompts, capacity)?;
     tables.count(round)?;
     let keep = (0..prompts)
         .map(|p| Ok(u32::from(!tables.decide(config, p)?.stopped)))

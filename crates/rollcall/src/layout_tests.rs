@@ -273,7 +273,7 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
     use crate::sampling::GpuRowParams;
     use crate::tail::{EstimateParams, OrderParams};
     use crate::voting::rules::GpuRule;
-    use crate::voting::{GpuDecision, PromptVotes, Segment};
+    use crate::voting::{GpuDecision, GpuSegment, PromptVotes};
     match name {
         "RowParams" => check_mirror(
             r,
@@ -350,12 +350,12 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
         "Segment" => check_mirror(
             r,
             name,
-            size_of::<Segment>(),
+            size_of::<GpuSegment>(),
             &[
-                field!("prompt", Segment, prompt),
-                field!("start", Segment, start),
-                field!("count", Segment, count),
-                field!("_pad", Segment, pad),
+                field!("prompt", GpuSegment, prompt),
+                field!("start", GpuSegment, start),
+                field!("count", GpuSegment, count),
+                field!("_pad", GpuSegment, pad),
             ],
         ),
         "Decision" => check_mirror(

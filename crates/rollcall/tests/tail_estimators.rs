@@ -379,13 +379,11 @@ fn grpo_matches_the_voting_twin() {
             prompt: 0,
             start: 0,
             count: 2,
-            pad: 0,
         },
         rollcall::voting::Segment {
             prompt: 1,
             start: 2,
             count: 3,
-            pad: 0,
         },
     ];
     assert_eq!(

@@ -29,7 +29,6 @@ fn random_round(
             prompt,
             start: answers.len() as u32,
             count,
-            pad: 0,
         });
         for _ in 0..count {
             // Skewed answers: low ids are common, so leaders and ties form.
@@ -56,7 +55,7 @@ fn gpu_tables_match_the_twin() {
         (3000, 2, 40),
     ] {
         let mut gpu = GpuVoteTables::new(&ctx, prompts, capacity).unwrap();
-        let mut cpu = CpuVoteTables::new(prompts, capacity);
+        let mut cpu = CpuVoteTables::new(prompts, capacity).unwrap();
         for round in 0..6 {
             let (segments, answers, tokens) =
                 random_round(&mut rng, prompts, alphabet, round % 2 == 0);
@@ -85,12 +84,11 @@ fn gpu_tables_match_the_twin() {
 
 #[test]
 fn overflow_votes_count_but_never_take_a_slot() {
-    let mut tables = CpuVoteTables::new(1, 2);
+    let mut tables = CpuVoteTables::new(1, 2).unwrap();
     let segments = [Segment {
         prompt: 0,
         start: 0,
         count: 6,
-        pad: 0,
     }];
     let answers = [5, 6, 7, 7, 7, 5];
     tables
@@ -110,7 +108,7 @@ fn overflow_votes_count_but_never_take_a_slot() {
 fn bad_rounds_are_rejected() {
     let answers = [1, 2, 3];
     let check = |segments: &[Segment], tokens: Option<&[u32]>| {
-        CpuVoteTables::new(4, 4).count(&RoundVotes {
+        CpuVoteTables::new(4, 4).unwrap().count(&RoundVotes {
             segments,
             answers: &answers,
             tokens,
@@ -120,7 +118,6 @@ fn bad_rounds_are_rejected() {
         prompt,
         start,
         count,
-        pad: 0,
     };
     assert!(matches!(
         check(&[seg(4, 0, 1)], None),

@@ -103,7 +103,7 @@ fn gpu_decisions_match_the_twin() {
     let prompts = 600u32;
     let capacity = 8u32;
     let mut gpu = GpuVoteTables::new(&ctx, prompts, capacity).unwrap();
-    let mut cpu = CpuVoteTables::new(prompts, capacity);
+    let mut cpu = CpuVoteTables::new(prompts, capacity).unwrap();
     // Prompts from decisive to split, over several rounds.
     for _ in 0..4 {
         let mut segments = Vec::new();
@@ -115,7 +115,6 @@ fn gpu_decisions_match_the_twin() {
                 prompt: p,
                 start: answers.len() as u32,
                 count,
-                pad: 0,
             });
             for _ in 0..count {
                 let a = rng.random_range(0..spread).min(rng.random_range(0..spread));
@@ -249,7 +248,7 @@ fn esc_checks_whole_windows_only() {
         min_votes: 1,
         max_votes: 40,
     };
-    let mut tables = CpuVoteTables::new(1, 8);
+    let mut tables = CpuVoteTables::new(1, 8).unwrap();
     let mut fed = Vec::new();
     let mut stopped_at = None;
     for (n, a) in [1u32, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2].into_iter().enumerate() {
@@ -258,7 +257,6 @@ fn esc_checks_whole_windows_only() {
             prompt: 0,
             start: fed.len() as u32 - 1,
             count: 1,
-            pad: 0,
         }];
         tables
             .count(&RoundVotes {
@@ -285,14 +283,13 @@ fn esc_with_rounds_of_three() {
         min_votes: 1,
         max_votes: 40,
     };
-    let mut tables = CpuVoteTables::new(1, 8);
+    let mut tables = CpuVoteTables::new(1, 8).unwrap();
     let answers = [7u32; 12];
     for n in [3u32, 6] {
         let seg = [Segment {
             prompt: 0,
             start: n - 3,
             count: 3,
-            pad: 0,
         }];
         tables
             .count(&RoundVotes {
@@ -315,7 +312,6 @@ fn bad_reward_calls_are_rejected() {
         prompt,
         start,
         count,
-        pad: 0,
     };
     let answers = [1u32, 2, 3, 4];
     let given = [1.0f32, 0.0, 1.0, 0.5];
@@ -515,7 +511,6 @@ fn rewards_and_advantages_match_the_twin() {
             prompt: p,
             start: answers.len() as u32,
             count,
-            pad: 0,
         });
         for _ in 0..count {
             answers.push(rng.random_range(0..3u32));

@@ -344,7 +344,14 @@ pub fn run(args: &SampleArgs) -> CliResult<ExitCode> {
     let traces: Vec<cpu::RowTrace> = params
         .iter()
         .enumerate()
-        .map(|(r, p)| cpu::sample_traced(logits.slice(r * v, (r + 1) * v), p))
+        .map(|(r, p)| {
+            let row = logits.row(r, v).ok_or(rollcall::Error::LengthMismatch {
+                what: "synthetic logits",
+                expected: params.len() * v,
+                got: logits.len(),
+            })?;
+            cpu::sample_traced(row, p)
+        })
         .collect::<rollcall::Result<_>>()?;
     let cpu_time = cpu_start.elapsed();
     let mut check = Check {

@@ -33,7 +33,7 @@ pub struct VoteArgs {
     )]
     rules: String,
     /// Seeded shuffles per file.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     shuffles: u32,
     /// Maximum votes per question.
     #[arg(long, default_value_t = 40)]

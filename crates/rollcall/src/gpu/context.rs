@@ -5,10 +5,13 @@ use crate::gpu::cache::{PipelineCache, PipelineKey};
 use crate::{Error, Result};
 use std::sync::{Arc, Mutex};
 
-/// The one optional feature rollcall asks for when the adapter has it: GPU
-/// timestamps, for benchmarks (wall time is used without it). No kernel needs
-/// a device feature.
+/// The optional features rollcall asks for when the adapter has them: none
+/// for the kernels; GPU timestamps for the benchmarks (feature `internals`;
+/// wall time is used without them).
+#[cfg(feature = "internals")]
 const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY;
+#[cfg(not(feature = "internals"))]
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::empty();
 
 /// A device, its queue and what they can do. Cheap to clone (wgpu handles).
 ///
@@ -66,7 +69,8 @@ impl GpuContext {
     /// Opens a device on the adapter chosen by `WGPU_BACKEND` (e.g. `vulkan`,
     /// `metal`, `dx12`) and `WGPU_ADAPTER_NAME` (a case-insensitive substring),
     /// or the default adapter, with the adapter's own limits and the optional
-    /// features it has (subgroups, f16, timestamps, immediates).
+    /// features rollcall uses (none for the kernels; timestamps for the
+    /// benchmarks, feature `internals`).
     pub fn new() -> Result<Self> {
         pollster::block_on(Self::new_async())
     }
@@ -110,13 +114,19 @@ impl GpuContext {
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
         let ctx = Self::with_parts(device, queue, adapter.get_info(), adapter.features());
-        // An owned device's stray errors come back as `Err` from the next
-        // call that waits, instead of wgpu's default panic.
+        // An owned device's stray errors and its loss come back as `Err`
+        // from the next call that waits, instead of wgpu's default panic.
+        // (An adopted device keeps the engine's handler and callback: wgpu
+        // holds one of each.)
         let fault = ctx.fault.clone();
         ctx.device
             .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
                 record(&fault, device_error(e))
             }));
+        let lost = ctx.fault.clone();
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            record(&lost, Error::DeviceLost(format!("{reason:?}: {message}")));
+        });
         Ok(ctx)
     }
 
@@ -127,12 +137,6 @@ impl GpuContext {
         adapter_features: wgpu::Features,
     ) -> Self {
         let fault: Arc<Mutex<Option<Error>>> = Arc::default();
-        let lost = fault.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                record(&lost, Error::DeviceLost(format!("{reason:?}: {message}")));
-            }
-        });
         Self {
             device,
             queue,
@@ -184,10 +188,12 @@ impl GpuContext {
         self.syncs
             .readbacks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        self.take_fault()
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        // A recorded fault (a lost device) explains a failed poll best.
+        self.take_fault()?;
+        polled
+            .map(|_| ())
+            .map_err(|e| Error::Readback(e.to_string()))
     }
 
     /// The device error recorded since the last check, if any.
@@ -355,11 +361,24 @@ impl GpuContext {
 
     /// Maps `buffer` (usage `MAP_READ`) and copies out its first `size` bytes,
     /// waiting for the GPU: the one synchronisation of a host-path call.
-    /// `size` 0 only waits; a `size` past the buffer's end is refused.
+    /// `size` 0 only waits; a buffer without `MAP_READ`, a `size` that is not
+    /// a multiple of 4 or past the buffer's end is refused before mapping,
+    /// and the map runs inside error scopes.
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         if size == 0 {
             self.wait()?;
             return Ok(Vec::new());
+        }
+        if !buffer.usage().contains(wgpu::BufferUsages::MAP_READ) {
+            return Err(Error::InvalidArgument(format!(
+                "read_buffer needs a MAP_READ buffer, got usage {:?}",
+                buffer.usage()
+            )));
+        }
+        if !size.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT) {
+            return Err(Error::InvalidArgument(format!(
+                "read_buffer size {size} is not a multiple of 4 bytes"
+            )));
         }
         if size > buffer.size() {
             return Err(Error::BufferTooSmall {
@@ -368,6 +387,10 @@ impl GpuContext {
                 got: buffer.size(),
             });
         }
+        self.scoped("readback", || self.map_and_copy(buffer, size))
+    }
+
+    fn map_and_copy(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         self.syncs
             .readbacks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -376,9 +399,11 @@ impl GpuContext {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = sender.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        if let Err(e) = polled {
+            self.take_fault()?;
+            return Err(Error::Readback(e.to_string()));
+        }
         let mapped = receiver
             .recv()
             .map_err(|e| Error::Readback(e.to_string()))?

@@ -95,15 +95,29 @@ impl HostLogits<'_> {
         }
     }
     /// Element `i` as f32 (exact for every dtype).
-    pub fn get_f32(&self, i: usize) -> f32 {
+    pub(crate) fn get_f32(&self, i: usize) -> f32 {
         match self {
             HostLogits::F32(s) => s[i],
             HostLogits::F16(s) => s[i].to_f32(),
             HostLogits::Bf16(s) => s[i].to_f32(),
         }
     }
+    /// Row `row` of a `rows × vocab` view, or `None` past the end.
+    ///
+    /// ```
+    /// let data = [1.0f32, 2.0, 3.0, 4.0];
+    /// let logits = rollcall::HostLogits::F32(&data);
+    /// assert_eq!(logits.row(1, 2).map(|r| r.len()), Some(2));
+    /// assert!(logits.row(2, 2).is_none());
+    /// ```
+    pub fn row(&self, row: usize, vocab: usize) -> Option<Self> {
+        let start = row.checked_mul(vocab)?;
+        let end = start.checked_add(vocab)?;
+        (end <= self.len()).then(|| self.slice(start, end))
+    }
+
     /// Elements `start..end`, as another view.
-    pub fn slice(&self, start: usize, end: usize) -> Self {
+    pub(crate) fn slice(&self, start: usize, end: usize) -> Self {
         match self {
             HostLogits::F32(s) => HostLogits::F32(&s[start..end]),
             HostLogits::F16(s) => HostLogits::F16(&s[start..end]),
@@ -309,7 +323,7 @@ pub fn variants_per_dtype(
         .collect()
 }
 
-/// The variants of a kernel built with [`LogitsKernel::with_vec4_view`]: one
+/// The variants of a logits kernel ([`LogitsKernel::new`]): one
 /// per dtype with `const VEC4_LOADS: bool = false;` after `prelude`, then the
 /// f32 one with `true`.
 pub fn variants_with_vec4(
@@ -351,7 +365,7 @@ fn variant(
 
 /// A kernel over logits, built once: binding 0 is the dispatch record, binding
 /// 1 the logits, bindings 2.. the kernel's own buffers; one workgroup per row.
-/// Built with [`LogitsKernel::with_vec4_view`], the binding after the kernel's
+/// The binding after the kernel's
 /// own is the same logits range as `array<vec4<u32>>`, read by a fourth
 /// variant for f32 rows that start on a 16-byte boundary.
 pub struct LogitsKernel {

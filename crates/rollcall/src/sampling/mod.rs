@@ -366,7 +366,7 @@ pub(crate) fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
 /// `stream_partials`; or the small drawing kernel `finish_rows`), gathering at most `candidates` tokens per row: one
 /// variant per logits dtype, then an f32 variant that loads four logits at a
 /// time through a vector view of the logits (see
-/// [`LogitsKernel::with_vec4_view`](crate::gpu::logits::LogitsKernel::with_vec4_view)).
+/// [`LogitsKernel::new`](crate::gpu::logits::LogitsKernel::new)).
 pub(crate) fn shader_variants(
     candidates: u32,
     entry_point: &'static str,

@@ -76,8 +76,11 @@ pub fn top_k(rewards: &[f32], offsets: &[u32], k: u32) -> Result<TopK> {
     let ordered = order_unchecked(rewards, offsets);
     let segments = offsets.len() - 1;
     let k = k as usize;
-    let mut values = vec![f32::NEG_INFINITY; segments * k];
-    let mut indices = vec![NO_INDEX; segments * k];
+    let slots = segments
+        .checked_mul(k)
+        .ok_or_else(|| Error::InvalidArgument(format!("{segments} segments x k {k} overflow")))?;
+    let mut values = crate::voting::cpu::filled(slots, f32::NEG_INFINITY)?;
+    let mut indices = crate::voting::cpu::filled(slots, NO_INDEX)?;
     for (s, w) in offsets.windows(2).enumerate() {
         let (start, end) = (w[0] as usize, w[1] as usize);
         for j in 0..k.min(end - start) {
@@ -539,7 +542,6 @@ impl Segment<'_> {
                     prompt: 0,
                     start: 0,
                     count: m,
-                    pad: 0,
                 }];
                 let grpo = crate::voting::rewards::group_advantages_unchecked(
                     &seg,
@@ -561,13 +563,16 @@ impl Segment<'_> {
 }
 
 /// pass@k from m samples with c correct: `1 − Π_{i=m−c+1}^{m} (1 − k/i)`, 1
-/// when `m − c < k` (the kernel's f32 product).
+/// when `m − c < k` (the kernel's f32 product); NaN when `c > m`.
 ///
 /// ```
 /// // 1 − C(3, 2)/C(5, 2) = 1 − 3/10.
 /// assert!((rollcall::tail::cpu::pass_at_k(5, 2, 2) - 0.7).abs() < 1e-6);
 /// ```
 pub fn pass_at_k(m: u32, c: u32, k: u32) -> f32 {
+    if c > m {
+        return f32::NAN;
+    }
     if m - c < k {
         return 1.0;
     }

@@ -64,7 +64,7 @@ pub enum Estimator {
         /// Rewards at or above it are correct.
         threshold: f32,
     },
-    /// TEA's Gaussian tail (arXiv 2605.10716, reconstructed in the notes):
+    /// TEA's Gaussian tail (arXiv 2605.10716):
     /// from the top `k = ⌈α m⌉` rewards (k ≥ 2), `V = μ̂ + c̃_N σ̂` and
     /// `A_i = (1/α)·1{R_i ≥ r̂}·[(R_i − r̂) + c̃_N((R_i − μ̂)² − (r̂ − μ̂)²)/(2σ̂)]`.
     /// σ̂ is the unbiased deviation of the top k; a flat tail (σ̂ ≤ 10⁻⁶|μ̂|)
@@ -228,8 +228,8 @@ impl Estimator {
     }
 }
 
-/// The Gaussian tail's constants for best-of-N at tail level α (see
-/// `tail.md`): `c_N = E[max of N standard normals]`, `z = Φ⁻¹(1 − α)`,
+/// The Gaussian tail's constants for best-of-N at tail level α:
+/// `c_N = E[max of N standard normals]`, `z = Φ⁻¹(1 − α)`,
 /// `λ = φ(z)/α`, `κ = √(1 + zλ − λ²)`, `c̃_N = (c_N − λ)/κ`.
 ///
 /// ```

@@ -2,7 +2,7 @@
 //! decision, and the whole round loop.
 
 use super::{check_prompt, PromptVotes, RoundVotes};
-use crate::Result;
+use crate::{Error, Result};
 
 use super::rules::{decide as decide_gpu_form, Decision, RuleConfig};
 pub use super::scheduler::run_cpu as run;
@@ -27,9 +27,9 @@ pub fn decide(rule: &RuleConfig, votes: &PromptVotes, table: &[[u32; 2]]) -> Res
 ///
 /// ```
 /// use rollcall::voting::{cpu::VoteTables, RoundVotes, Segment};
-/// let mut tables = VoteTables::new(2, 4);
-/// let segments = [Segment { prompt: 1, start: 0, count: 3, pad: 0 }];
-/// tables.count(&RoundVotes { segments: &segments, answers: &[7, 9, 7], tokens: None }).unwrap();
+/// let mut tables = VoteTables::new(2, 4)?;
+/// let segments = [Segment { prompt: 1, start: 0, count: 3 }];
+/// tables.count(&RoundVotes { segments: &segments, answers: &[7, 9, 7], tokens: None })?;
 /// assert_eq!(tables.table(1)?, &[[7, 2], [9, 1]]);
 /// # Ok::<(), rollcall::Error>(())
 /// ```
@@ -41,13 +41,25 @@ pub struct VoteTables {
 }
 
 impl VoteTables {
-    /// Empty tables for `prompts` prompts of `capacity` answers each.
-    pub fn new(prompts: u32, capacity: u32) -> Self {
-        Self {
-            capacity,
-            votes: vec![PromptVotes::default(); prompts as usize],
-            tables: vec![[0, 0]; prompts as usize * capacity as usize],
+    /// Empty tables for `prompts` prompts of `capacity` (1 to 256) answers
+    /// each; a size the host cannot allocate is [`Error::TooLarge`], not an
+    /// abort.
+    pub fn new(prompts: u32, capacity: u32) -> Result<Self> {
+        if !(1..=256).contains(&capacity) {
+            return Err(Error::InvalidCapacity(capacity));
         }
+        let entries = (prompts as usize)
+            .checked_mul(capacity as usize)
+            .ok_or(Error::TooLarge {
+                what: "vote tables (host)",
+                bytes: u64::MAX,
+                limit: usize::MAX as u64,
+            })?;
+        Ok(Self {
+            capacity,
+            votes: filled(prompts as usize, PromptVotes::default())?,
+            tables: filled(entries, [0, 0])?,
+        })
     }
 
     /// Folds a round of votes in, as the shader does.
@@ -118,4 +130,17 @@ impl VoteTables {
         let used = self.votes[prompt as usize].distinct as usize;
         &self.tables[prompt as usize * cap..][..used]
     }
+}
+
+/// `len` copies of `value`, or [`Error::TooLarge`] when the host cannot
+/// allocate them.
+pub(crate) fn filled<T: Clone>(len: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::TooLarge {
+        what: "host buffer",
+        bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+        limit: isize::MAX as u64,
+    })?;
+    v.resize(len, value);
+    Ok(v)
 }

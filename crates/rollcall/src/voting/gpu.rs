@@ -93,7 +93,7 @@ pub struct GpuDecision {
 /// use rollcall::voting::{RoundVotes, Segment, VoteTables};
 /// let ctx = rollcall::GpuContext::new()?;
 /// let mut tables = VoteTables::new(&ctx, 1000, 16)?;
-/// let segments = [Segment { prompt: 3, start: 0, count: 2, pad: 0 }];
+/// let segments = [Segment { prompt: 3, start: 0, count: 2 }];
 /// tables.count(&RoundVotes { segments: &segments, answers: &[5, 5], tokens: None })?;
 /// let (votes, table) = tables.read()?;
 /// assert_eq!(votes[3].total, 2);
@@ -319,8 +319,10 @@ impl VoteTables {
         let ctx = &self.ctx;
         // Each segment names a distinct prompt of `self.prompts` (validated).
         let n = round.segments.len() as u32;
-        self.round_segments
-            .write(ctx, bytemuck::cast_slice(round.segments))?;
+        self.round_segments.write(
+            ctx,
+            bytemuck::cast_slice(&super::gpu_segments(round.segments)),
+        )?;
         self.round_answers
             .write(ctx, bytemuck::cast_slice(round.answers))?;
         self.round_tokens
@@ -560,7 +562,7 @@ impl VoteTables {
             .collect();
         let start: Vec<f32> = given.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
         let [_, segs, answers_in, consensus_in, rewards_in] = &mut host.inputs;
-        segs.write(ctx, bytemuck::cast_slice(segments))?;
+        segs.write(ctx, bytemuck::cast_slice(&super::gpu_segments(segments)))?;
         answers_in.write(ctx, bytemuck::cast_slice(answers))?;
         consensus_in.write(ctx, bytemuck::cast_slice(&decisions))?;
         rewards_in.write(ctx, bytemuck::cast_slice(&start))?;

@@ -47,9 +47,8 @@ impl PromptVotes {
 }
 
 /// One prompt's votes in a round: `count` answers starting at `start`.
-#[repr(C)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
     /// Prompt index.
     pub prompt: u32,
@@ -57,8 +56,29 @@ pub struct Segment {
     pub start: u32,
     /// Votes in the segment.
     pub count: u32,
-    /// Padding.
-    pub pad: u32,
+}
+
+/// A segment as the shaders read it (`Segment` in voting.wgsl, 16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GpuSegment {
+    pub(crate) prompt: u32,
+    pub(crate) start: u32,
+    pub(crate) count: u32,
+    pub(crate) pad: u32,
+}
+
+/// Segments in the shaders' layout.
+pub(crate) fn gpu_segments(segments: &[Segment]) -> Vec<GpuSegment> {
+    segments
+        .iter()
+        .map(|s| GpuSegment {
+            prompt: s.prompt,
+            start: s.start,
+            count: s.count,
+            pad: 0,
+        })
+        .collect()
 }
 
 /// A round of votes: segments over `answers` (and optionally the tokens each

@@ -75,7 +75,7 @@ pub(crate) fn check_not_nan(rewards: &[f32]) -> Result<()> {
 ///
 /// ```
 /// use rollcall::voting::{rewards::majority_rewards, Segment};
-/// let seg = [Segment { prompt: 0, start: 0, count: 3, pad: 0 }];
+/// let seg = [Segment { prompt: 0, start: 0, count: 3 }];
 /// assert_eq!(majority_rewards(&seg, &[4, 5, 4], &[4])?, vec![1.0, 0.0, 1.0]);
 /// # Ok::<(), rollcall::Error>(())
 /// ```
@@ -106,7 +106,7 @@ pub fn majority_rewards(
 ///
 /// ```
 /// use rollcall::voting::{rewards::group_advantages, Segment};
-/// let seg = [Segment { prompt: 0, start: 0, count: 4, pad: 0 }];
+/// let seg = [Segment { prompt: 0, start: 0, count: 4 }];
 /// let adv = group_advantages(&seg, &[1.0, 0.0, 1.0, 1.0], 1e-4)?;
 /// assert!(adv[1] < 0.0 && adv[0] > 0.0);
 /// # Ok::<(), rollcall::Error>(())

@@ -133,9 +133,9 @@ impl Scheduler {
     ) -> Result<Self> {
         let rule = config.gpu_form()?;
         if allocation.first() == 0 {
-            return Err(Error::InvalidRule(
-                "an allocation needs at least 1 rollout".into(),
-            ));
+            return Err(Error::InvalidArgument(format!(
+                "an allocation needs at least 1 rollout, got {allocation:?}"
+            )));
         }
         let words = u64::from(prompts).max(1) * 4;
         let decision_bytes = u64::from(prompts).max(1) * DECISION_BYTES;
@@ -200,8 +200,8 @@ impl Scheduler {
     /// let config = RuleConfig { rule: StopRule::CONSOL_SPRT, min_votes: 1, max_votes: 40 };
     /// let mut scheduler = Scheduler::new(&ctx, 2, 16, config, Allocation::Chunk(2))?;
     /// let segments = [
-    ///     Segment { prompt: 0, start: 0, count: 2, pad: 0 },
-    ///     Segment { prompt: 1, start: 2, count: 2, pad: 0 },
+    ///     Segment { prompt: 0, start: 0, count: 2 },
+    ///     Segment { prompt: 1, start: 2, count: 2 },
     /// ];
     /// let round = RoundVotes { segments: &segments, answers: &[5, 5, 1, 2], tokens: None };
     /// let mut encoder = ctx.device.create_command_encoder(&Default::default());
@@ -443,7 +443,6 @@ fn request_round(
             prompt: p,
             start,
             count: c,
-            pad: 0,
         });
         for r in &rollouts[start as usize..(start + c) as usize] {
             history.push((p, *r));
@@ -479,7 +478,6 @@ fn group_by_prompt(
             prompt: p as u32,
             start,
             count: u,
-            pad: 0,
         });
         start += u;
     }
@@ -513,16 +511,16 @@ pub fn run_cpu(
     use super::rules::decide;
     let rule = config.gpu_form()?;
     if allocation.first() == 0 {
-        return Err(Error::InvalidRule(
-            "an allocation needs at least 1 rollout".into(),
-        ));
+        return Err(Error::InvalidArgument(format!(
+            "an allocation needs at least 1 rollout, got {allocation:?}"
+        )));
     }
     // The GPU's tables hold 1 to 256 answers per prompt: refuse the same.
     if !(1..=256).contains(&capacity) {
         return Err(Error::InvalidCapacity(capacity));
     }
     let fewest = matches!(allocation, Allocation::FewestToPass { .. });
-    let mut tables = CpuVoteTables::new(prompts, capacity);
+    let mut tables = CpuVoteTables::new(prompts, capacity)?;
     let mut live: Vec<u32> = (0..prompts).collect();
     let mut wants = vec![allocation.first().max(config.min_votes); live.len()];
     let mut used = vec![0u32; prompts as usize];
