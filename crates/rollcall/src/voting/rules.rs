@@ -211,7 +211,13 @@ impl RuleConfig {
 
     /// Checks the parameters and converts them to the shader's form.
     pub(crate) fn gpu_form(&self) -> Result<GpuRule> {
-        let bad = |what: &str| Err(Error::InvalidRule(what.to_string()));
+        // Every refusal names the rule and budgets it was given.
+        let bad = |what: &str| {
+            Err(Error::InvalidRule(format!(
+                "{what}; got {:?} with min_votes {}, max_votes {}",
+                self.rule, self.min_votes, self.max_votes
+            )))
+        };
         if self.max_votes == 0 || self.min_votes > self.max_votes {
             return bad("need 0 < max_votes and min_votes <= max_votes");
         }
@@ -226,7 +232,9 @@ impl RuleConfig {
             StopRule::FixedBudget => (RULE_FIXED, 0, [0.0; 4]),
             StopRule::Beta { threshold, prior } => {
                 if !(unit(threshold) && prior > 0.0 && prior <= MAX_BETA_PRIOR) {
-                    return bad("Beta needs threshold in [0, 1] and prior in (0, 1000]");
+                    return bad(&format!(
+                        "Beta needs threshold in [0, 1] and prior in (0, {MAX_BETA_PRIOR}]"
+                    ));
                 }
                 (RULE_BETA, 0, [threshold, prior, 0.0, 0.0])
             }
@@ -236,9 +244,9 @@ impl RuleConfig {
                 top,
             } => {
                 if !(unit(threshold) && prior > 0.0 && prior <= MAX_BETA_PRIOR) || top == 1 {
-                    return bad(
-                        "Dirichlet needs threshold in [0, 1], prior in (0, 1000], top != 1",
-                    );
+                    return bad(&format!(
+                        "Dirichlet needs threshold in [0, 1], prior in (0, {MAX_BETA_PRIOR}], top != 1"
+                    ));
                 }
                 (RULE_DIRICHLET, top, [threshold, prior, 0.0, 0.0])
             }
