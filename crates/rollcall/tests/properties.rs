@@ -28,9 +28,7 @@ use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use rollcall::compact::{cpu as compact_cpu, Compactor};
 use rollcall::sampling::cpu as sampling_cpu;
 use rollcall::sampling::cpu::RowTrace;
-use rollcall::tail::{
-    self, cpu as tail_cpu, Estimates, Estimator, TailStats, MAX_SEGMENT, MAX_TOP_K,
-};
+use rollcall::tail::{cpu as tail_cpu, Estimates, Estimator, TailStats, MAX_SEGMENT, MAX_TOP_K};
 use rollcall::voting;
 use rollcall::voting::rewards::{group_advantages, majority_rewards};
 use rollcall::voting::{
@@ -2081,44 +2079,6 @@ fn tail_case() -> impl Strategy<Value = TailCase> {
         })
 }
 
-/// The GPD estimator in f64, refitted from scratch (as `tail_estimators.rs`
-/// does): `sorted_desc` the segment's rewards best first, the top `k` above
-/// the threshold, `total` rollouts.
-fn gpd_reference(sorted_desc: &[f64], n: u32, k: usize, total: usize) -> f64 {
-    let u = sorted_desc[k];
-    let (mut a0, mut a1) = (0.0, 0.0);
-    for (d, &r) in sorted_desc[..k].iter().enumerate() {
-        a0 += r - u;
-        a1 += (d as f64 + 0.35) / k as f64 * (r - u);
-    }
-    a0 /= k as f64;
-    a1 /= k as f64;
-    if a0 <= 0.0 {
-        return u;
-    }
-    let denom = a0 - 2.0 * a1;
-    let (mut xi, mut sigma) = (2.0 - a0 / denom, 2.0 * a0 * a1 / denom);
-    if xi > 0.5 {
-        xi = 0.5;
-        sigma = a0 * 0.5;
-    }
-    let endpoint = u - sigma / xi;
-    if xi <= -1.0 {
-        return endpoint.min(sorted_desc[0]);
-    }
-    let nz = f64::from(n) * k as f64 / total as f64;
-    let value = if xi.abs() < 1e-9 {
-        u + sigma * (nz.ln() + tail::EULER_GAMMA)
-    } else {
-        u + sigma / xi * (nz.powf(xi) * statrs::function::gamma::gamma(1.0 - xi) - 1.0)
-    };
-    if xi < 0.0 {
-        value.min(endpoint)
-    } else {
-        value
-    }
-}
-
 /// The GPD's jackknife influences `(m − 1)(V₋below − V₋i)` of a segment by
 /// exact f64 refits (0 for rollouts below the threshold).
 fn gpd_exact_influences(rewards: &[f32], n: u32, alpha: f32) -> Vec<f64> {
@@ -2127,12 +2087,13 @@ fn gpd_exact_influences(rewards: &[f32], n: u32, alpha: f32) -> Vec<f64> {
     let mut order: Vec<usize> = (0..m).collect();
     order.sort_by(|&a, &b| rewards[b].total_cmp(&rewards[a]).then(a.cmp(&b)));
     let sorted: Vec<f64> = order.iter().map(|&i| f64::from(rewards[i])).collect();
-    let below = gpd_reference(&sorted, n, k, m - 1);
+    let below = common::gpd_reference(&sorted, n, k, m - 1);
     let mut influence = vec![0.0; m];
     for (j, &rollout) in order.iter().enumerate().take(k + 1) {
         let mut without = sorted.clone();
         without.remove(j);
-        influence[rollout] = (m - 1) as f64 * (below - gpd_reference(&without, n, k, m - 1));
+        influence[rollout] =
+            (m - 1) as f64 * (below - common::gpd_reference(&without, n, k, m - 1));
     }
     influence
 }

@@ -393,43 +393,6 @@ fn grpo_matches_the_voting_twin() {
     assert_eq!(est.values, vec![0.5, 1.75 / 3.0]);
 }
 
-/// The GPD estimator in f64, refitted from scratch for every removal: the
-/// reference for the twin's jackknife (which forms the differences directly).
-fn gpd_reference(sorted_desc: &[f64], n: u32, k: usize, total: usize) -> f64 {
-    let u = sorted_desc[k];
-    let (mut a0, mut a1) = (0.0, 0.0);
-    for (d, &r) in sorted_desc[..k].iter().enumerate() {
-        a0 += r - u;
-        a1 += (d as f64 + 0.35) / k as f64 * (r - u);
-    }
-    a0 /= k as f64;
-    a1 /= k as f64;
-    if a0 <= 0.0 {
-        return u;
-    }
-    let denom = a0 - 2.0 * a1;
-    let (mut xi, mut sigma) = (2.0 - a0 / denom, 2.0 * a0 * a1 / denom);
-    if xi > 0.5 {
-        xi = 0.5;
-        sigma = a0 * 0.5;
-    }
-    let endpoint = u - sigma / xi;
-    if xi <= -1.0 {
-        return endpoint.min(sorted_desc[0]);
-    }
-    let nz = f64::from(n) * k as f64 / total as f64;
-    let value = if xi.abs() < 1e-9 {
-        u + sigma * (nz.ln() + EULER_GAMMA)
-    } else {
-        u + sigma / xi * (nz.powf(xi) * statrs::function::gamma::gamma(1.0 - xi) - 1.0)
-    };
-    if xi < 0.0 {
-        value.min(endpoint)
-    } else {
-        value
-    }
-}
-
 #[test]
 fn gpd_jackknife_matches_an_exact_refit_at_large_m() {
     let n = 128;
@@ -441,18 +404,18 @@ fn gpd_jackknife_matches_an_exact_refit_at_large_m() {
         order.sort_by(|&a, &b| r[b].total_cmp(&r[a]).then(a.cmp(&b)));
         let sorted: Vec<f64> = order.iter().map(|&i| f64::from(r[i])).collect();
         let k = (0.25 * m as f64).ceil() as usize;
-        let value = gpd_reference(&sorted, n, k, m);
+        let value = common::gpd_reference(&sorted, n, k, m);
         assert!(
             (f64::from(est.values[0]) - value).abs() < 1e-4 * value.abs(),
             "m {m}"
         );
-        let below = gpd_reference(&sorted, n, k, m - 1);
+        let below = common::gpd_reference(&sorted, n, k, m - 1);
         let mut worst = 0.0f64;
         let mut scale = 0.0f64;
         for (j, &rollout) in order.iter().enumerate().take(k + 1) {
             let mut without = sorted.clone();
             without.remove(j);
-            let exact = (m - 1) as f64 * (below - gpd_reference(&without, n, k, m - 1));
+            let exact = (m - 1) as f64 * (below - common::gpd_reference(&without, n, k, m - 1));
             let got = f64::from(est.advantages[rollout]);
             worst = worst.max((got - exact).abs());
             scale = scale.max(exact.abs());

@@ -288,3 +288,41 @@ impl Owned {
         }
     }
 }
+
+/// The GPD estimator in f64, refitted from scratch: `sorted_desc` a
+/// segment's rewards best first, the top `k` above the threshold, `total`
+/// rollouts. The reference for the tail kernels' and twin's GPD values.
+pub fn gpd_reference(sorted_desc: &[f64], n: u32, k: usize, total: usize) -> f64 {
+    let u = sorted_desc[k];
+    let (mut a0, mut a1) = (0.0, 0.0);
+    for (d, &r) in sorted_desc[..k].iter().enumerate() {
+        a0 += r - u;
+        a1 += (d as f64 + 0.35) / k as f64 * (r - u);
+    }
+    a0 /= k as f64;
+    a1 /= k as f64;
+    if a0 <= 0.0 {
+        return u;
+    }
+    let denom = a0 - 2.0 * a1;
+    let (mut xi, mut sigma) = (2.0 - a0 / denom, 2.0 * a0 * a1 / denom);
+    if xi > 0.5 {
+        xi = 0.5;
+        sigma = a0 * 0.5;
+    }
+    let endpoint = u - sigma / xi;
+    if xi <= -1.0 {
+        return endpoint.min(sorted_desc[0]);
+    }
+    let nz = f64::from(n) * k as f64 / total as f64;
+    let value = if xi.abs() < 1e-9 {
+        u + sigma * (nz.ln() + rollcall::tail::EULER_GAMMA)
+    } else {
+        u + sigma / xi * (nz.powf(xi) * statrs::function::gamma::gamma(1.0 - xi) - 1.0)
+    };
+    if xi < 0.0 {
+        value.min(endpoint)
+    } else {
+        value
+    }
+}
