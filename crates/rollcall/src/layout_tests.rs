@@ -273,7 +273,7 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
     use crate::sampling::GpuRowParams;
     use crate::tail::{EstimateParams, OrderParams};
     use crate::voting::rules::GpuRule;
-    use crate::voting::{GpuDecision, GpuSegment, PromptVotes};
+    use crate::voting::{GpuDecision, GpuPromptVotes, GpuSegment};
     match name {
         "RowParams" => check_mirror(
             r,
@@ -335,16 +335,16 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
         "PromptVotes" => check_mirror(
             r,
             name,
-            size_of::<PromptVotes>(),
+            size_of::<GpuPromptVotes>(),
             &[
-                field!("total", PromptVotes, total),
-                field!("distinct", PromptVotes, distinct),
-                field!("overflow", PromptVotes, overflow),
-                field!("run_answer", PromptVotes, run_answer),
-                field!("run_length", PromptVotes, run_length),
-                field!("tokens_lo", PromptVotes, tokens_lo),
-                field!("tokens_hi", PromptVotes, tokens_hi),
-                field!("_pad", PromptVotes, pad),
+                field!("total", GpuPromptVotes, total),
+                field!("distinct", GpuPromptVotes, distinct),
+                field!("overflow", GpuPromptVotes, overflow),
+                field!("run_answer", GpuPromptVotes, run_answer),
+                field!("run_length", GpuPromptVotes, run_length),
+                field!("tokens_lo", GpuPromptVotes, tokens_lo),
+                field!("tokens_hi", GpuPromptVotes, tokens_hi),
+                field!("_pad", GpuPromptVotes, pad),
             ],
         ),
         "Segment" => check_mirror(

@@ -89,9 +89,7 @@ impl VoteTables {
                 }
                 state.total = state.total.wrapping_add(1);
                 if let Some(tokens) = round.tokens {
-                    let t = u64::from(tokens[v as usize]) + state.tokens();
-                    state.tokens_lo = t as u32;
-                    state.tokens_hi = (t >> 32) as u32;
+                    state.tokens = state.tokens.wrapping_add(u64::from(tokens[v as usize]));
                 }
             }
         }

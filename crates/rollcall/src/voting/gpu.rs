@@ -1,6 +1,6 @@
 //! The vote tables on the GPU: counting, the rules, rewards.
 
-use super::{check_prompt, rules, PromptVotes, RoundVotes, Segment};
+use super::{check_prompt, rules, GpuPromptVotes, PromptVotes, RoundVotes, Segment};
 use crate::gpu::buffer::GrowBuffer;
 use crate::{Error, GpuContext, Result};
 use std::mem::size_of;
@@ -35,7 +35,7 @@ pub(crate) fn reward_params(segments: u32, eps: f32, majority: bool) -> RewardPa
 /// Bytes of one table entry, `(answer, votes)`.
 const TABLE_ENTRY_BYTES: u64 = size_of::<[u32; 2]>() as u64;
 /// Bytes of one prompt's totals.
-const VOTES_BYTES: u64 = size_of::<PromptVotes>() as u64;
+const VOTES_BYTES: u64 = size_of::<GpuPromptVotes>() as u64;
 /// Bytes of one prompt's decision.
 pub(crate) const DECISION_BYTES: u64 = size_of::<GpuDecision>() as u64;
 
@@ -283,7 +283,9 @@ impl VoteTables {
         })
     }
 
-    /// Per-prompt totals (32 bytes each, [`PromptVotes`]).
+    /// Per-prompt totals, 32 bytes each: `total, distinct, overflow,
+    /// run_answer, run_length, tokens_lo, tokens_hi, pad` as u32 (the fields
+    /// of [`PromptVotes`], the tokens as two words).
     pub fn votes_buffer(&self) -> &wgpu::Buffer {
         &self.votes
     }
@@ -621,7 +623,10 @@ impl VoteTables {
         encoder.copy_buffer_to_buffer(&self.tables, 0, readback, vbytes, tbytes);
         ctx.submit(encoder.finish());
         let data = ctx.read_buffer(readback, vbytes + tbytes)?;
-        let votes = bytemuck::cast_slice(&data[..vbytes as usize]).to_vec();
+        let votes = bytemuck::cast_slice::<u8, GpuPromptVotes>(&data[..vbytes as usize])
+            .iter()
+            .map(|&v| PromptVotes::from(v))
+            .collect();
         let tables =
             bytemuck::cast_slice(&data[vbytes as usize..(vbytes + tbytes) as usize]).to_vec();
         Ok((votes, tables))

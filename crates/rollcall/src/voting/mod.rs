@@ -16,10 +16,9 @@ use crate::{Error, Result};
 /// Default distinct answers kept per prompt.
 pub const DEFAULT_CAPACITY: u32 = 16;
 
-/// A prompt's running totals, as the shader stores them (32 bytes).
-#[repr(C)]
+/// A prompt's running totals.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PromptVotes {
     /// Votes so far.
     pub total: u32,
@@ -31,18 +30,35 @@ pub struct PromptVotes {
     pub run_answer: u32,
     /// Length of that run.
     pub run_length: u32,
-    /// Tokens spent, low word.
-    pub tokens_lo: u32,
-    /// Tokens spent, high word.
-    pub tokens_hi: u32,
-    /// Padding.
-    pub pad: u32,
+    /// Tokens spent on this prompt (wrapping at 2^64, as the shader's sum).
+    pub tokens: u64,
 }
 
-impl PromptVotes {
-    /// Tokens spent on this prompt.
-    pub fn tokens(&self) -> u64 {
-        u64::from(self.tokens_lo) | (u64::from(self.tokens_hi) << 32)
+/// A prompt's totals as the shader stores them (`PromptVotes` in
+/// voting.wgsl, 32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GpuPromptVotes {
+    pub(crate) total: u32,
+    pub(crate) distinct: u32,
+    pub(crate) overflow: u32,
+    pub(crate) run_answer: u32,
+    pub(crate) run_length: u32,
+    pub(crate) tokens_lo: u32,
+    pub(crate) tokens_hi: u32,
+    pub(crate) pad: u32,
+}
+
+impl From<GpuPromptVotes> for PromptVotes {
+    fn from(v: GpuPromptVotes) -> Self {
+        PromptVotes {
+            total: v.total,
+            distinct: v.distinct,
+            overflow: v.overflow,
+            run_answer: v.run_answer,
+            run_length: v.run_length,
+            tokens: u64::from(v.tokens_lo) | (u64::from(v.tokens_hi) << 32),
+        }
     }
 }
 
