@@ -1353,12 +1353,7 @@ fn check_vote_tables(
                     "confidence: {}",
                     context
                 );
-                prop_assert_eq!(
-                    got.keep[i],
-                    u32::from(d.stopped == 0),
-                    "keep flag: {}",
-                    context
-                );
+                prop_assert_eq!(got.keep[i], u32::from(!d.stopped), "keep flag: {}", context);
                 let votes = cpu
                     .votes(p)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -1366,7 +1361,7 @@ fn check_vote_tables(
                     .table(p)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 Tally::add(&tally.compared, 1);
-                if (d.stopped != 0) != want.stopped {
+                if d.stopped != want.stopped {
                     prop_assert!(near_threshold(config, votes, table), "stopped: {}", context);
                     Tally::add(&tally.near, 1);
                     continue;

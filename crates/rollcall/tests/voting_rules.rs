@@ -151,12 +151,8 @@ fn gpu_decisions_match_the_twin() {
                     got.confidence,
                     twin.confidence
                 );
-                assert_eq!(
-                    keep[i],
-                    u32::from(got.stopped == 0),
-                    "keep flag of prompt {p}"
-                );
-                if (got.stopped != 0) != twin.stopped {
+                assert_eq!(keep[i], u32::from(!got.stopped), "keep flag of prompt {p}");
+                if got.stopped != twin.stopped {
                     // Only a probability within rounding of its threshold may
                     // flip (Beta and Dirichlet compare a probability with c[0]);
                     // every other rule must agree exactly.

@@ -64,26 +64,50 @@ pub(crate) fn shader_variants(capacity: u32) -> Result<Vec<crate::gpu::shader::S
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DecideReadback {
     /// Decisions.
-    pub decisions: Vec<GpuDecision>,
+    pub decisions: Vec<PromptDecision>,
     /// 1 for prompts still active.
     pub keep: Vec<u32>,
     /// For live prompts, the fewest more votes that could stop them.
     pub next: Vec<u32>,
 }
 
-/// A decision as the GPU writes it (16 bytes per prompt).
-#[repr(C)]
+/// One prompt's decision as [`VoteTables::decide`] reads it back.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct GpuDecision {
-    /// 1 when the prompt stops.
-    pub stopped: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PromptDecision {
+    /// Whether the prompt stops.
+    pub stopped: bool,
     /// The consensus answer id (`u32::MAX` without votes).
     pub consensus: u32,
     /// The rule's confidence.
     pub confidence: f32,
     /// Votes used.
     pub votes: u32,
+}
+
+/// A decision as the GPU writes it (`Decision` in voting.wgsl, 16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GpuDecision {
+    /// 1 when the prompt stops.
+    pub(crate) stopped: u32,
+    /// The consensus answer id (`u32::MAX` without votes).
+    pub(crate) consensus: u32,
+    /// The rule's confidence.
+    pub(crate) confidence: f32,
+    /// Votes used.
+    pub(crate) votes: u32,
+}
+
+impl From<GpuDecision> for PromptDecision {
+    fn from(d: GpuDecision) -> Self {
+        PromptDecision {
+            stopped: d.stopped != 0,
+            consensus: d.consensus,
+            confidence: d.confidence,
+            votes: d.votes,
+        }
+    }
 }
 
 /// Vote tables resident on the GPU for `prompts` prompts, and the voting
@@ -482,7 +506,7 @@ impl VoteTables {
         let all: &[GpuDecision] = bytemuck::cast_slice(&data[..dbytes as usize]);
         let words: &[u32] = bytemuck::cast_slice(&data[dbytes as usize..]);
         Ok(DecideReadback {
-            decisions: list.iter().map(|&p| all[p as usize]).collect(),
+            decisions: list.iter().map(|&p| all[p as usize].into()).collect(),
             keep: words[..n as usize].to_vec(),
             next: words[n as usize..].to_vec(),
         })

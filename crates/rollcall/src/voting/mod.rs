@@ -155,7 +155,8 @@ pub mod rewards;
 pub(crate) mod rules;
 mod scheduler;
 
-pub use gpu::{DecideReadback, GpuDecision, VoteTables};
+pub(crate) use gpu::GpuDecision;
+pub use gpu::{DecideReadback, PromptDecision, VoteTables};
 pub use rules::{Decision, RuleConfig, StopRule, MAX_BETA_PRIOR, MAX_VOTES};
 pub use scheduler::{
     Allocation, Outcome, PromptOutcome, ReplayEngine, Rollout, RolloutEngine, Scheduler,
