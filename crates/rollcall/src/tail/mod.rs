@@ -23,6 +23,7 @@
 
 pub mod cpu;
 
+use crate::gpu::buffer::GrowBuffer;
 use crate::gpu::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
 use std::sync::Arc;
@@ -534,22 +535,26 @@ struct Pipelines {
     estimate: wgpu::ComputePipeline,
 }
 
-/// Device buffers, grown (never shrunk) to the largest call so far.
+/// Device buffers, each grown (never shrunk) to the largest call so far,
+/// and the two bind groups over them, rebuilt whenever a buffer is replaced.
 struct Buffers {
-    rollouts: u64,
-    segments: u64,
-    rewards: wgpu::Buffer,
-    offsets: wgpu::Buffer,
-    ranks: wgpu::Buffer,
-    sorted_values: wgpu::Buffer,
-    sorted_index: wgpu::Buffer,
-    values: wgpu::Buffer,
-    status: wgpu::Buffer,
-    advantages: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    chunk_list: wgpu::Buffer,
+    rewards: GrowBuffer,
+    offsets: GrowBuffer,
+    ranks: GrowBuffer,
+    sorted_values: GrowBuffer,
+    sorted_index: GrowBuffer,
+    values: GrowBuffer,
+    status: GrowBuffer,
+    advantages: GrowBuffer,
+    chunk_list: GrowBuffer,
+    chunk_keys: GrowBuffer,
+    chunk_index: GrowBuffer,
+    readback: GrowBuffer,
     order_bind: wgpu::BindGroup,
     estimate_bind: wgpu::BindGroup,
+    /// A buffer was replaced (or a resize failed part-way) since the bind
+    /// groups were built.
+    stale: bool,
 }
 
 /// The tail-statistics kernels on one context: segmented sort, top-k, and
@@ -764,9 +769,9 @@ impl TailStats {
             .as_ref()
             .ok_or(Error::NothingUploaded("TailStats::estimate"))?;
         let (sv, sn) = (segments * 4, n * 4);
-        encoder.copy_buffer_to_buffer(&b.values, 0, &b.readback, 0, sv);
-        encoder.copy_buffer_to_buffer(&b.status, 0, &b.readback, sv, sv);
-        encoder.copy_buffer_to_buffer(&b.advantages, 0, &b.readback, 2 * sv, sn);
+        encoder.copy_buffer_to_buffer(b.values.buffer(), 0, b.readback.buffer(), 0, sv);
+        encoder.copy_buffer_to_buffer(b.status.buffer(), 0, b.readback.buffer(), sv, sv);
+        encoder.copy_buffer_to_buffer(b.advantages.buffer(), 0, b.readback.buffer(), 2 * sv, sn);
         self.ctx.submit(encoder.finish());
         let total = 2 * sv + sn;
         if total == 0 {
@@ -776,7 +781,7 @@ impl TailStats {
                 advantages: vec![],
             });
         }
-        let data = self.ctx.read_buffer(&b.readback, total)?;
+        let data = self.ctx.read_buffer(b.readback.buffer(), total)?;
         let words: &[u32] = bytemuck::cast_slice(&data);
         let s = segments as usize;
         Ok(Estimates {
@@ -849,12 +854,12 @@ impl TailStats {
 
     /// One f32 value per segment of the last estimate.
     pub fn values_buffer(&self) -> Option<&wgpu::Buffer> {
-        self.buffers.as_ref().map(|b| &b.values)
+        self.buffers.as_ref().map(|b| b.values.buffer())
     }
 
     /// One f32 advantage per reward of the last estimate.
     pub fn advantages_buffer(&self) -> Option<&wgpu::Buffer> {
-        self.buffers.as_ref().map(|b| &b.advantages)
+        self.buffers.as_ref().map(|b| b.advantages.buffer())
     }
 
     fn record_order(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -922,32 +927,15 @@ impl TailStats {
             }
         }
         let rollouts = n.max(out_rows).max(1);
-        let need_segments = segments.max(1);
-        let fits = self
-            .buffers
-            .as_ref()
-            .is_some_and(|b| b.rollouts >= rollouts && b.segments >= need_segments);
-        if !fits {
-            let (old_r, old_s) = self
-                .buffers
-                .as_ref()
-                .map_or((0, 0), |b| (b.rollouts, b.segments));
-            // Powers of two, within the binding limit (checked above; the
-            // offsets take one word more than the segments).
-            let words = |needed: u64, most: u64| needed.next_power_of_two().min(most).max(needed);
-            self.buffers = Some(self.create_buffers(
-                words(rollouts.max(old_r), limit / 4),
-                words(need_segments.max(old_s), limit / 4 - 1),
-            )?);
-        }
+        self.size_buffers(rollouts, segments.max(1))?;
         let Some(b) = self.buffers.as_ref() else {
             return Err(Error::NothingUploaded("tail batch"));
         };
         let queue = &self.ctx.queue;
         if n > 0 {
-            queue.write_buffer(&b.rewards, 0, bytemuck::cast_slice(rewards));
+            queue.write_buffer(b.rewards.buffer(), 0, bytemuck::cast_slice(rewards));
         }
-        queue.write_buffer(&b.offsets, 0, bytemuck::cast_slice(offsets));
+        queue.write_buffer(b.offsets.buffer(), 0, bytemuck::cast_slice(offsets));
         // (segment, chunk) of every chunk of the segments sorted in chunks.
         let large: Vec<[u32; 2]> = offsets
             .windows(2)
@@ -956,7 +944,7 @@ impl TailStats {
             .flat_map(|(s, w)| (0..(w[1] - w[0]).div_ceil(SORT_CHUNK)).map(move |c| [s as u32, c]))
             .collect();
         if !large.is_empty() {
-            queue.write_buffer(&b.chunk_list, 0, bytemuck::cast_slice(&large));
+            queue.write_buffer(b.chunk_list.buffer(), 0, bytemuck::cast_slice(&large));
         }
         let width = |groups: u32| self.width(groups);
         let element_groups = (n as u32).div_ceil(ORDER_THREADS).max(if k == FULL_SORT {
@@ -998,14 +986,20 @@ impl TailStats {
         }
         let n = rewards.len() as u64 * 4;
         let rows = out_rows * 4;
-        encoder.copy_buffer_to_buffer(&b.ranks, 0, &b.readback, 0, n);
-        encoder.copy_buffer_to_buffer(&b.sorted_values, 0, &b.readback, n, rows);
-        encoder.copy_buffer_to_buffer(&b.sorted_index, 0, &b.readback, n + rows, rows);
+        encoder.copy_buffer_to_buffer(b.ranks.buffer(), 0, b.readback.buffer(), 0, n);
+        encoder.copy_buffer_to_buffer(b.sorted_values.buffer(), 0, b.readback.buffer(), n, rows);
+        encoder.copy_buffer_to_buffer(
+            b.sorted_index.buffer(),
+            0,
+            b.readback.buffer(),
+            n + rows,
+            rows,
+        );
         self.ctx.submit(encoder.finish());
         if n + 2 * rows == 0 {
             return Ok((vec![], vec![], vec![]));
         }
-        let data = self.ctx.read_buffer(&b.readback, n + 2 * rows)?;
+        let data = self.ctx.read_buffer(b.readback.buffer(), n + 2 * rows)?;
         let words: &[u32] = bytemuck::cast_slice(&data);
         let (n, rows) = ((n / 4) as usize, (rows / 4) as usize);
         Ok((
@@ -1018,35 +1012,103 @@ impl TailStats {
         ))
     }
 
-    fn create_buffers(&self, rollouts: u64, segments: u64) -> Result<Buffers> {
-        let device = &self.ctx.device;
-        let storage = wgpu::BufferUsages::STORAGE;
-        // Bound whole: within the binding limit, or a typed error.
-        let make = |label, words: u64, usage| self.ctx.create_bound_buffer(label, words * 4, usage);
-        let input = storage | wgpu::BufferUsages::COPY_DST;
-        let output = storage | wgpu::BufferUsages::COPY_SRC;
-        let rewards = make("rollcall tail rewards", rollouts, input)?;
-        let offsets = make("rollcall tail offsets", segments + 1, input)?;
-        let ranks = make("rollcall tail ranks", rollouts, output)?;
-        let sorted_values = make("rollcall tail sorted values", rollouts, output)?;
-        let sorted_index = make("rollcall tail sorted index", rollouts, output)?;
-        let values = make("rollcall tail values", segments, output)?;
-        let status = make("rollcall tail status", segments, output)?;
-        let advantages = make("rollcall tail advantages", rollouts, output)?;
+    /// Grows every buffer to hold `rollouts` rewards over `segments`
+    /// segments (each to the next power of two, within its binding limit),
+    /// then rebuilds the bind groups if any buffer was replaced.
+    fn size_buffers(&mut self, rollouts: u64, segments: u64) -> Result<()> {
+        let mut b = match self.buffers.take() {
+            Some(b) => b,
+            None => self.new_buffers()?,
+        };
+        let resized = self.resize(&mut b, rollouts, segments);
+        self.buffers = Some(b);
+        resized
+    }
+
+    fn resize(&self, b: &mut Buffers, rollouts: u64, segments: u64) -> Result<()> {
+        let ctx = &self.ctx;
+        // Stale until every resize went through and the groups are rebuilt.
+        let was_stale = std::mem::replace(&mut b.stale, true);
         // Only segments longer than a chunk are listed: a segment of m
         // rewards (m > SORT_CHUNK) has at most 2m / SORT_CHUNK chunks.
-        let chunk_list = make(
-            "rollcall tail chunk list",
-            2 * (2 * (rollouts / u64::from(SORT_CHUNK)) + 1),
-            input,
-        )?;
-        let chunk_keys = make("rollcall tail chunk keys", rollouts, storage)?;
-        let chunk_index = make("rollcall tail chunk index", rollouts, storage)?;
-        let readback = self.ctx.create_buffer(
-            "rollcall tail readback",
-            (3 * rollouts).max(2 * segments + rollouts) * 4,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        )?;
+        let chunk_words = 2 * (2 * (rollouts / u64::from(SORT_CHUNK)) + 1);
+        let mut grown = was_stale;
+        for (buffer, words) in [
+            (&mut b.rewards, rollouts),
+            (&mut b.offsets, segments + 1),
+            (&mut b.ranks, rollouts),
+            (&mut b.sorted_values, rollouts),
+            (&mut b.sorted_index, rollouts),
+            (&mut b.values, segments),
+            (&mut b.status, segments),
+            (&mut b.advantages, rollouts),
+            (&mut b.chunk_list, chunk_words),
+            (&mut b.chunk_keys, rollouts),
+            (&mut b.chunk_index, rollouts),
+            (&mut b.readback, (3 * rollouts).max(2 * segments + rollouts)),
+        ] {
+            grown |= buffer.reserve(ctx, words * 4)?;
+        }
+        if grown {
+            let (order_bind, estimate_bind) = self.bind_groups(b);
+            b.order_bind = order_bind;
+            b.estimate_bind = estimate_bind;
+        }
+        b.stale = false;
+        Ok(())
+    }
+
+    /// Small buffers of every kind (grown on first use).
+    fn new_buffers(&self) -> Result<Buffers> {
+        let ctx = &self.ctx;
+        let storage = wgpu::BufferUsages::STORAGE;
+        let input = storage | wgpu::BufferUsages::COPY_DST;
+        let output = storage | wgpu::BufferUsages::COPY_SRC;
+        let grow = |label, usage| GrowBuffer::new(ctx, label, usage);
+        let mut b = Buffers {
+            rewards: grow("rollcall tail rewards", input)?,
+            offsets: grow("rollcall tail offsets", input)?,
+            ranks: grow("rollcall tail ranks", output)?,
+            sorted_values: grow("rollcall tail sorted values", output)?,
+            sorted_index: grow("rollcall tail sorted index", output)?,
+            values: grow("rollcall tail values", output)?,
+            status: grow("rollcall tail status", output)?,
+            advantages: grow("rollcall tail advantages", output)?,
+            chunk_list: grow("rollcall tail chunk list", input)?,
+            chunk_keys: grow("rollcall tail chunk keys", storage)?,
+            chunk_index: grow("rollcall tail chunk index", storage)?,
+            readback: grow(
+                "rollcall tail readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            )?,
+            // Replaced below; a bind group needs the buffers first.
+            order_bind: self.placeholder_bind(),
+            estimate_bind: self.placeholder_bind(),
+            stale: true,
+        };
+        let (order_bind, estimate_bind) = self.bind_groups(&b);
+        b.order_bind = order_bind;
+        b.estimate_bind = estimate_bind;
+        Ok(b)
+    }
+
+    /// An empty bind group (of an empty layout), never bound.
+    fn placeholder_bind(&self) -> wgpu::BindGroup {
+        let device = &self.ctx.device;
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("rollcall tail placeholder"),
+            entries: &[],
+        });
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("rollcall tail placeholder"),
+            layout: &layout,
+            entries: &[],
+        })
+    }
+
+    /// The order and estimate bind groups over `b`'s current buffers.
+    fn bind_groups(&self, b: &Buffers) -> (wgpu::BindGroup, wgpu::BindGroup) {
+        let device = &self.ctx.device;
         let bind = |layout: &wgpu::BindGroupLayout, entries: &[(u32, &wgpu::Buffer)]| {
             crate::gpu::shader::bind_buffers(device, "rollcall tail", layout, entries)
         };
@@ -1054,44 +1116,29 @@ impl TailStats {
             &self.pipelines.order_layout,
             &[
                 (0, &self.order_params),
-                (1, &rewards),
-                (2, &offsets),
-                (3, &ranks),
-                (4, &sorted_values),
-                (5, &sorted_index),
-                (6, &chunk_list),
-                (7, &chunk_keys),
-                (8, &chunk_index),
+                (1, b.rewards.buffer()),
+                (2, b.offsets.buffer()),
+                (3, b.ranks.buffer()),
+                (4, b.sorted_values.buffer()),
+                (5, b.sorted_index.buffer()),
+                (6, b.chunk_list.buffer()),
+                (7, b.chunk_keys.buffer()),
+                (8, b.chunk_index.buffer()),
             ],
         );
         let estimate_bind = bind(
             &self.pipelines.estimate_layout,
             &[
                 (10, &self.estimate_params),
-                (11, &rewards),
-                (12, &offsets),
-                (13, &sorted_values),
-                (14, &sorted_index),
-                (15, &values),
-                (16, &status),
-                (17, &advantages),
+                (11, b.rewards.buffer()),
+                (12, b.offsets.buffer()),
+                (13, b.sorted_values.buffer()),
+                (14, b.sorted_index.buffer()),
+                (15, b.values.buffer()),
+                (16, b.status.buffer()),
+                (17, b.advantages.buffer()),
             ],
         );
-        Ok(Buffers {
-            rollouts,
-            segments,
-            rewards,
-            offsets,
-            ranks,
-            sorted_values,
-            sorted_index,
-            values,
-            status,
-            advantages,
-            readback,
-            chunk_list,
-            order_bind,
-            estimate_bind,
-        })
+        (order_bind, estimate_bind)
     }
 }
