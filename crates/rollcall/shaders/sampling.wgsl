@@ -41,6 +41,8 @@ const TILE_TOKENS: u32 = TILE_GROUPS * WG * GROUP;
 
 const FLAG_GREEDY: u32 = 1u;
 const FLAG_MIN_P: u32 = 2u;
+const FLAG_TOP_N_SIGMA: u32 = 4u;
+const NO_MASK: u32 = 0xFFFFFFFFu;
 const STATUS_OK: u32 = 0u;
 const STATUS_NO_VALID_TOKEN: u32 = 1u;
 
@@ -60,9 +62,9 @@ struct RowParams {
     step_lo: u32,
     step_hi: u32,
     flags: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    mask_row: u32,     // NO_MASK: the row reads no token mask
+    top_n_sigma: f32,  // used when FLAG_TOP_N_SIGMA is set
+    _pad: u32,
 }
 
 // Reduction results, written by invocation 0 and read by all in one

@@ -48,6 +48,46 @@ pub enum Error {
     /// A row's min_p is NaN or outside [0, 1].
     #[error("row {row}: min_p must be in [0, 1], got {value}")]
     InvalidMinP { row: usize, value: f32 },
+    /// A row's repetition, presence or frequency penalty is out of range
+    /// (repetition finite and > 0; presence and frequency in [-2, 2]).
+    #[error("row {row}: {name} must be {expected}, got {value}")]
+    InvalidPenalty {
+        row: usize,
+        name: &'static str,
+        expected: &'static str,
+        value: f32,
+    },
+    /// A row's top-nσ is negative or not a number.
+    #[error("row {row}: top_n_sigma must be finite and >= 0 (0 is off), got {value}")]
+    InvalidTopNSigma { row: usize, value: f32 },
+    /// A token id at or past the vocabulary (in a bias, history, stop list,
+    /// allowed list or banned list).
+    #[error("row {row}: {what} token {token} is out of range for a vocabulary of {vocab}")]
+    TokenOutOfRange {
+        row: usize,
+        what: &'static str,
+        token: u32,
+        vocab: u32,
+    },
+    /// A logit bias is NaN (±inf is allowed: it forces or bans the token).
+    #[error("row {row}: logit bias of token {token} is NaN")]
+    InvalidBias { row: usize, token: u32 },
+    /// A row's token history has no room for another distinct token.
+    #[error(
+        "row {row}: token history holds at most {capacity} distinct tokens; it would need {needed}"
+    )]
+    HistoryFull {
+        row: usize,
+        capacity: u32,
+        needed: u64,
+    },
+    /// A token bitmask does not cover the vocabulary, or a row names a mask
+    /// row that is not there.
+    #[error("token mask: {0}")]
+    InvalidMask(String),
+    /// More top log-probabilities than the sampler returns.
+    #[error("top_logprobs must be at most {max}, got {requested}")]
+    TooManyLogprobs { requested: u32, max: u32 },
     /// There must be one parameter set per row.
     #[error("expected {expected} parameter rows (one per logits row), got {got}")]
     ParamCountMismatch { expected: usize, got: usize },

@@ -289,9 +289,9 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("step_lo", GpuRowParams, step[0]),
                 field!("step_hi", GpuRowParams, step[1]),
                 field!("flags", GpuRowParams, flags),
-                field!("_pad0", GpuRowParams, pad[0]),
-                field!("_pad1", GpuRowParams, pad[1]),
-                field!("_pad2", GpuRowParams, pad[2]),
+                field!("mask_row", GpuRowParams, mask_row),
+                field!("top_n_sigma", GpuRowParams, top_n_sigma),
+                field!("_pad", GpuRowParams, pad),
             ],
         ),
         "RowResult" => check_mirror(
@@ -734,6 +734,12 @@ fn sampling_constants_match_the_shader() {
                 assert_eq!(r.u32("TILE_TOKENS"), crate::sampling::TILE_TOKENS, "{s}");
                 assert_eq!(r.u32("FLAG_GREEDY"), crate::sampling::FLAG_GREEDY, "{s}");
                 assert_eq!(r.u32("FLAG_MIN_P"), crate::sampling::FLAG_MIN_P, "{s}");
+                assert_eq!(
+                    r.u32("FLAG_TOP_N_SIGMA"),
+                    crate::sampling::FLAG_TOP_N_SIGMA,
+                    "{s}"
+                );
+                assert_eq!(r.u32("NO_MASK"), crate::sampling::NO_MASK, "{s}");
                 assert_eq!(r.u32("NO_INDEX"), crate::NO_TOKEN, "{s}");
                 assert_eq!(r.u32("STATUS_OK"), RowStatus::Ok.code(), "{s}");
                 assert_eq!(

@@ -307,6 +307,7 @@ fn sampling_params(vocab: u32) -> impl Strategy<Value = SamplingParams> {
                 min_p,
                 seed,
                 step,
+                ..SamplingParams::default()
             },
         )
 }

@@ -87,6 +87,7 @@ fn random_params(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32) -> SamplingParam
         min_p,
         seed: rng.random(),
         step: rng.random_range(0..1000),
+        ..SamplingParams::default()
     }
 }
 

@@ -72,6 +72,7 @@ fn params(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32) -> SamplingParams {
         min_p: [0.0, 0.05, 0.5][rng.random_range(0..3)],
         seed: rng.random(),
         step: rng.random_range(0..1000),
+        ..SamplingParams::default()
     }
 }
 

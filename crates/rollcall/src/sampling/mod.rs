@@ -118,6 +118,19 @@ pub struct SamplingParams {
     pub seed: u64,
     /// Position or step counter: each step gets fresh random numbers.
     pub step: u64,
+    /// Top-nσ: keeps tokens whose scaled logit is at least `max − n·σ`, σ
+    /// the standard deviation of the row's finite scaled logits; 0 is off.
+    pub top_n_sigma: f32,
+    /// Repetition penalty over prompt and output tokens (HF/vLLM rule:
+    /// positive logits multiplied by `1 / r`, negative ones by `r`); 1 is off.
+    /// Needs a token history ([`SampleBatch::with_history`]).
+    pub repetition_penalty: f32,
+    /// Presence penalty over output tokens (OpenAI rule: subtracted once from
+    /// a token that occurs), in [−2, 2]; 0 is off.
+    pub presence_penalty: f32,
+    /// Frequency penalty over output tokens (OpenAI rule: subtracted once per
+    /// occurrence), in [−2, 2]; 0 is off.
+    pub frequency_penalty: f32,
 }
 
 impl Default for SamplingParams {
@@ -136,6 +149,10 @@ impl SamplingParams {
             min_p: 0.0,
             seed: 0,
             step: 0,
+            top_n_sigma: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
     /// Greedy decoding (temperature 0).
@@ -166,6 +183,24 @@ impl SamplingParams {
     pub fn step(mut self, step: u64) -> Self {
         self.step = step;
         self
+    }
+    /// Sets top-nσ.
+    pub fn top_n_sigma(mut self, n: f32) -> Self {
+        self.top_n_sigma = n;
+        self
+    }
+    /// Sets the repetition, presence and frequency penalties.
+    pub fn penalties(mut self, repetition: f32, presence: f32, frequency: f32) -> Self {
+        self.repetition_penalty = repetition;
+        self.presence_penalty = presence;
+        self.frequency_penalty = frequency;
+        self
+    }
+    /// Whether any penalty is on (it needs the row's token history).
+    pub fn uses_penalties(&self) -> bool {
+        self.repetition_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
     }
     /// Whether this row decodes greedily.
     pub fn is_greedy(&self) -> bool {
@@ -210,6 +245,9 @@ pub struct SampleResult {
 
 pub(crate) const FLAG_GREEDY: u32 = 1;
 pub(crate) const FLAG_MIN_P: u32 = 2;
+pub(crate) const FLAG_TOP_N_SIGMA: u32 = 4;
+/// `mask_row` of a row that reads no token mask.
+pub(crate) const NO_MASK: u32 = u32::MAX;
 
 /// A row's parameters as the shader reads them (48 bytes).
 #[repr(C)]
@@ -227,10 +265,14 @@ pub(crate) struct GpuRowParams {
     pub seed: [u32; 2],
     /// Step, low and high words.
     pub step: [u32; 2],
-    /// FLAG_GREEDY | FLAG_MIN_P.
+    /// FLAG_GREEDY | FLAG_MIN_P | FLAG_TOP_N_SIGMA.
     pub flags: u32,
+    /// Row of the token mask this row reads, or [`NO_MASK`].
+    pub mask_row: u32,
+    /// top-nσ's n (used when FLAG_TOP_N_SIGMA is set).
+    pub top_n_sigma: f32,
     /// Padding to 16-byte alignment.
-    pub pad: [u32; 3],
+    pub pad: u32,
 }
 
 impl GpuRowParams {
@@ -288,8 +330,38 @@ pub(crate) fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowPar
                     value: p.min_p,
                 });
             }
+            if !(p.top_n_sigma.is_finite() && p.top_n_sigma >= 0.0) {
+                return Err(Error::InvalidTopNSigma {
+                    row,
+                    value: p.top_n_sigma,
+                });
+            }
+            if !(p.repetition_penalty.is_finite() && p.repetition_penalty > 0.0) {
+                return Err(Error::InvalidPenalty {
+                    row,
+                    name: "repetition_penalty",
+                    expected: "finite and > 0 (1 is off)",
+                    value: p.repetition_penalty,
+                });
+            }
+            for (name, value) in [
+                ("presence_penalty", p.presence_penalty),
+                ("frequency_penalty", p.frequency_penalty),
+            ] {
+                if !(-2.0..=2.0).contains(&value) {
+                    return Err(Error::InvalidPenalty {
+                        row,
+                        name,
+                        expected: "in [-2, 2] (0 is off)",
+                        value,
+                    });
+                }
+            }
             let greedy = p.is_greedy();
             let mut flags = 0;
+            if p.top_n_sigma > 0.0 {
+                flags |= FLAG_TOP_N_SIGMA;
+            }
             if greedy {
                 flags |= FLAG_GREEDY;
             }
@@ -310,7 +382,9 @@ pub(crate) fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowPar
                 seed: crate::math::philox::split_u64(p.seed),
                 step: crate::math::philox::split_u64(p.step),
                 flags,
-                pad: [0; 3],
+                mask_row: NO_MASK,
+                top_n_sigma: p.top_n_sigma,
+                pad: 0,
             })
         })
         .collect()
