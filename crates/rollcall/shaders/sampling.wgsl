@@ -25,7 +25,10 @@
 //
 // `CANDIDATES` (workgroup-memory capacity of the gather) is prepended by the
 // host together with `LOGITS_DTYPE` and `VEC4_LOADS`; they change speed, never
-// results. So is `TILE_GROUPS`, which fixes the results (see below).
+// results. So is `TILE_GROUPS`, which fixes the results (see below), and the
+// batch's features: `MASKED` (some row reads a token bitmask: every load ANDs
+// the token's bit in, so a batch without masks reads none) and `SIGMA_SUMS`
+// (some row uses top-nσ: pass 1 also sums z and z² per stream).
 
 #include "shared/philox.wgsl"
 #include "shared/logits.wgsl"
@@ -95,8 +98,8 @@ struct StreamPartial {
     finite_count: u32,
     best_key: u32,
     best_index: u32,
-    pad0: u32,
-    pad1: u32,
+    sum_z: f32,    // Σz and Σz² of the finite tokens (SIGMA_SUMS; else 0)
+    sum_z2: f32,
 }
 
 // Written by `stream_partials`, read by `sample_rows` or `finish_rows` when
@@ -106,7 +109,30 @@ struct StreamPartial {
 // The bound logits range again, as 4-word vectors (its size rounded down to
 // 16 bytes): read instead of `logits` by the VEC4_LOADS variant, which the
 // host runs for f32 rows that start on a 16-byte boundary.
-@group(0) @binding(6) var<storage, read> logits_vec4: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> logits_vec4: array<vec4<u32>>;
+// Allowed-token bitmasks (MASKED variants): ceil(vocab / 32) words per mask
+// row, token t allowed when bit t % 32 of word t / 32 is set (the layout of
+// xgrammar and llguidance); a row reads mask row `params.mask_row`.
+@group(0) @binding(6) var<storage, read> masks: array<u32>;
+
+// The invocation's row mask: the word its mask starts at, and all ones when
+// the row reads no mask (set by `set_row_mask` at each kernel's start; the
+// OR keeps the loads branch-free).
+var<private> mask_base: u32;
+var<private> mask_none: u32;
+
+fn set_row_mask(mask_row: u32) {
+    if MASKED {
+        let none = mask_row == NO_MASK;
+        mask_base = select(mask_row * ((chunk.vocab + 31u) / 32u), 0u, none);
+        mask_none = select(0u, 0xFFFFFFFFu, none);
+    }
+}
+
+// The 32 mask bits of tokens i & ~31 .. (i & ~31) + 31 of the row.
+fn mask_word(i: u32) -> u32 {
+    return masks[mask_base + (i >> 5u)] | mask_none;
+}
 
 // Reductions and per-stream values.
 var<workgroup> red_f: array<f32, WG>;
@@ -140,6 +166,9 @@ var<workgroup> broadcast: Broadcast;
 // Canonical bits of the scaled logit z = l * (1 / T): NaN and -inf become -inf,
 // -0 becomes +0.
 fn scaled_bits(row: u32, i: u32, inv_t: f32) -> u32 {
+    if MASKED && ((mask_word(i) >> (i & 31u)) & 1u) == 0u {
+        return F32_NEG_INF_BITS;
+    }
     let raw = bitcast<u32>(load_logit(row, i));
     if !is_finite_bits(raw) {
         return canonical_bits(raw);
@@ -166,6 +195,19 @@ struct RowState {
     threshold_key: u32,
     use_min_p: bool,
     log_min_p: f32,
+    // top-nσ without a square root or a division (both are inexact in
+    // WGSL): z is kept unless (max - z)² · N² > n² · (N·Σz² - (Σz)²).
+    use_sigma: bool,
+    sigma_n2: f32,
+    sigma_rhs: f32,
+}
+
+// The floors relative to the row's maximum: min-p and top-nσ. A NaN
+// right-hand side (sums that overflowed) keeps every token.
+fn passes_floors(z: f32, s: RowState) -> bool {
+    let d = s.row_max - z;
+    return (!s.use_min_p || (z - s.row_max) >= s.log_min_p)
+        && (!s.use_sigma || !((d * d) * s.sigma_n2 > s.sigma_rhs));
 }
 
 // Whether a token can be drawn after all filters.
@@ -179,7 +221,7 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
     if key_from_bits(z_bits) < s.threshold_key {
         return false;
     }
-    return !s.use_min_p || (bitcast<f32>(z_bits) - s.row_max) >= s.log_min_p;
+    return passes_floors(bitcast<f32>(z_bits), s);
 }
 
 // Scaled bits of tokens base..base+3, classified afterwards by their bits;
@@ -189,6 +231,16 @@ fn is_kept(z_bits: u32, s: RowState) -> bool {
 // multiply, or a shared load helper, made the pass slower on a CPU adapter);
 // 16-bit groups use the shared `load_half_group` (two word loads, not four).
 fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
+    let bits = load_scaled_group_unmasked(row, base, vocab, inv_t);
+    if MASKED {
+        // base is a multiple of 4: the group's four bits share one word.
+        let allowed = (vec4<u32>(mask_word(base) >> (base & 31u)) & vec4<u32>(1u, 2u, 4u, 8u)) != vec4<u32>(0u);
+        return select(vec4<u32>(F32_NEG_INF_BITS), bits, allowed);
+    }
+    return bits;
+}
+
+fn load_scaled_group_unmasked(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
     if VEC4_LOADS && base + GROUP <= vocab {
         let word = chunk.elem_base + row * chunk.vocab + base;
         return bitcast<vec4<u32>>(bitcast<vec4<f32>>(logits_vec4[word >> 2u]) * inv_t);
@@ -483,6 +535,34 @@ fn reduce_stats(t: u32) -> Broadcast {
     return workgroupUniformLoad(&broadcast);
 }
 
+// The row's Σz (f0), Σz² (f1) and finite count (u0) from the streams' (in
+// red_f, red_g, red_u), folded in the order of `reduce_stats`.
+fn reduce_sums(t: u32) -> Broadcast {
+    workgroupBarrier();
+    if t < FOLD {
+        var acc = vec2<f32>(red_f[t * FOLD], red_g[t * FOLD]);
+        var count = red_u[t * FOLD];
+        for (var j = t * FOLD + 1u; j < (t + 1u) * FOLD; j++) {
+            acc = acc + vec2<f32>(red_f[j], red_g[j]);
+            count += red_u[j];
+        }
+        red_f[t * FOLD] = acc.x;
+        red_g[t * FOLD] = acc.y;
+        red_u[t * FOLD] = count;
+    }
+    workgroupBarrier();
+    if t == 0u {
+        var acc = vec2<f32>(red_f[0], red_g[0]);
+        var count = red_u[0];
+        for (var j = FOLD; j < WG; j += FOLD) {
+            acc = acc + vec2<f32>(red_f[j], red_g[j]);
+            count += red_u[j];
+        }
+        broadcast = Broadcast(acc.x, acc.y, count, 0u);
+    }
+    return workgroupUniformLoad(&broadcast);
+}
+
 // A stream's key in the stream race (x) and whether it takes part (y != 0):
 // ln of its kept weight less ln of its exponential. With +inf in the row the
 // weight is the stream's kept count (its +inf tokens); otherwise its kept
@@ -601,7 +681,7 @@ fn write_no_valid(t: u32, out_index: u32) {
 }
 
 fn empty_partial() -> StreamPartial {
-    return StreamPartial(F32_LOWEST, 0.0, 0u, 0u, 0u, NO_INDEX, 0u, 0u);
+    return StreamPartial(F32_LOWEST, 0.0, 0u, 0u, 0u, NO_INDEX, 0.0, 0.0);
 }
 
 // `part` folded into `acc` (a later tile of a stream, or a later stream or
@@ -615,6 +695,8 @@ fn fold_partial(acc: StreamPartial, part: StreamPartial) -> StreamPartial {
     out.mass = state.y;
     out.inf_count += part.inf_count;
     out.finite_count += part.finite_count;
+    out.sum_z = acc.sum_z + part.sum_z;
+    out.sum_z2 = acc.sum_z2 + part.sum_z2;
     if key_beats(part.best_key, part.best_index, acc.best_key, acc.best_index) {
         out.best_key = part.best_key;
         out.best_index = part.best_index;
@@ -655,28 +737,50 @@ fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Str
     var lmax = F32_LOWEST;
     var lsum = 0.0;
     var neg_inf = 0u;
+    // top-nσ's sums (SIGMA_SUMS), tile by tile like the state.
+    var sums = vec2<f32>(0.0);
+    var tile_sums = vec2<f32>(0.0);
     var tile_end = first + WG * TILE_GROUPS;
     for (var g = first; g < last; g += WG) {
         if g >= tile_end {
             state = merge_state(state, vec2<f32>(lmax, lsum));
             lmax = F32_LOWEST;
             lsum = 0.0;
+            if SIGMA_SUMS {
+                sums = sums + tile_sums;
+                tile_sums = vec2<f32>(0.0);
+            }
             tile_end += WG * TILE_GROUPS;
         }
         let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
-        let is_neg_inf = select(vec4<u32>(0u), vec4<u32>(1u), bits == vec4<u32>(F32_NEG_INF_BITS));
+        let neg = bits == vec4<u32>(F32_NEG_INF_BITS);
+        let is_neg_inf = select(vec4<u32>(0u), vec4<u32>(1u), neg);
         neg_inf += (is_neg_inf.x + is_neg_inf.y) + (is_neg_inf.z + is_neg_inf.w);
         let z = bitcast<vec4<f32>>(bits);
         let m = max(lmax, max(max(z.x, z.y), max(z.z, z.w)));
         let e = exp(z - m);
         lsum = lsum * exp(lmax - m) + ((e.x + e.y) + (e.z + e.w));
         lmax = m;
+        if SIGMA_SUMS {
+            // (NaN and +inf send the stream to `careful_pass`.)
+            tile_sums = tile_sums + group_sums(select(z, vec4<f32>(0.0), neg));
+        }
     }
     state = merge_state(state, vec2<f32>(lmax, lsum));
     if is_nan_bits(bitcast<u32>(state.y)) {
         return careful_pass(row, first, last, vocab, inv_t);
     }
-    return StreamPartial(state.x, state.y, 0u, tokens_visited(first, last) - neg_inf, 0u, NO_INDEX, 0u, 0u);
+    sums = sums + tile_sums;
+    return StreamPartial(state.x, state.y, 0u, tokens_visited(first, last) - neg_inf, 0u, NO_INDEX,
+                         sums.x, sums.y);
+}
+
+// A group's (Σz, Σz²) over its finite values (the others given as 0), in a
+// fixed order; products and sums are separate operations so that no
+// compiler fuses them (the twin computes the same roundings).
+fn group_sums(z: vec4<f32>) -> vec2<f32> {
+    let q = z * z;
+    return vec2<f32>((z.x + z.y) + (z.z + z.w), (q.x + q.y) + (q.z + q.w));
 }
 
 // Tested on the bits: a compiler may assume that x == x. (A +inf mass, which
@@ -699,11 +803,17 @@ fn careful_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Stre
     var local = EMPTY_STATE;
     var inf_count = 0u;
     var finite_count = 0u;
+    var sums = vec2<f32>(0.0);
+    var tile_sums = vec2<f32>(0.0);
     var tile_end = first + WG * TILE_GROUPS;
     for (var g = first; g < last; g += WG) {
         if g >= tile_end {
             state = merge_state(state, local);
             local = EMPTY_STATE;
+            if SIGMA_SUMS {
+                sums = sums + tile_sums;
+                tile_sums = vec2<f32>(0.0);
+            }
             tile_end += WG * TILE_GROUPS;
         }
         let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
@@ -713,9 +823,13 @@ fn careful_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Stre
         let is_finite = select(vec4<u32>(0u), vec4<u32>(1u), finite);
         inf_count += (is_inf.x + is_inf.y) + (is_inf.z + is_inf.w);
         finite_count += (is_finite.x + is_finite.y) + (is_finite.z + is_finite.w);
+        if SIGMA_SUMS {
+            tile_sums = tile_sums + group_sums(select(vec4<f32>(0.0), bitcast<vec4<f32>>(bits), finite));
+        }
     }
     state = merge_state(state, local);
-    return StreamPartial(state.x, state.y, inf_count, finite_count, 0u, NO_INDEX, 0u, 0u);
+    sums = sums + tile_sums;
+    return StreamPartial(state.x, state.y, inf_count, finite_count, 0u, NO_INDEX, sums.x, sums.y);
 }
 
 // (+inf count, finite count, first +inf token or NO_INDEX) of a stream's
@@ -790,7 +904,7 @@ fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
         best_key = KEY_POS_INF;
         best_index = counts.z;
     }
-    return StreamPartial(state.x, state.y, counts.x, counts.y, best_key, best_index, 0u, 0u);
+    return StreamPartial(state.x, state.y, counts.x, counts.y, best_key, best_index, 0.0, 0.0);
 }
 
 // Pass 1 alone: workgroup (row, tile) writes every stream's state over that
@@ -803,6 +917,7 @@ fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let row = wid.x;
     let tile = wid.y;
     let p = params[chunk.row_base + row];
+    set_row_mask(p.mask_row);
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
     let inv_t = select(p.inv_temperature, 1.0, greedy);
     let first = tile * WG * TILE_GROUPS + t;
@@ -900,6 +1015,7 @@ fn row_partial(out_index: u32, s: u32) -> StreamPartial {
 fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let row = wid.x;
     let p = params[chunk.row_base + row];
+    set_row_mask(p.mask_row);
     let vocab = chunk.vocab;
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
     let inv_t = select(p.inv_temperature, 1.0, greedy);
@@ -981,7 +1097,7 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
     // Race between the chosen stream's tokens (every finite token is kept,
     // or with +inf in the row every +inf token).
-    let s = RowState(row_max, has_inf, 0u, false, 0.0);
+    let s = RowState(row_max, has_inf, 0u, false, 0.0, false, 0.0, 0.0);
     var best = RaceEntry(0.0, NO_INDEX);
     if chosen != NO_INDEX {
         // The chosen stream's lane kept its maximum.
@@ -1015,6 +1131,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     // Read by every invocation: a read-only buffer at a uniform index is
     // uniform, so no workgroup load (two barriers) is needed.
     let p = params[chunk.row_base + row];
+    set_row_mask(p.mask_row);
     let vocab = chunk.vocab;
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
     let inv_t = select(p.inv_temperature, 1.0, greedy);
@@ -1034,12 +1151,14 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let state = vec2<f32>(acc.max, acc.mass);
     let inf_count = acc.inf_count;
     let finite_count = acc.finite_count;
+    let stream_sums = vec2<f32>(acc.sum_z, acc.sum_z2);
     let best_key = acc.best_key;
     let best_index = acc.best_index;
     let stream_state = state;
     let use_top_k = p.top_k != 0u && p.top_k < vocab;
     let use_top_p = p.top_p < 1.0;
     let use_min_p = (p.flags & FLAG_MIN_P) != 0u;
+    let use_sigma = SIGMA_SUMS && !greedy && (p.flags & FLAG_TOP_N_SIGMA) != 0u;
     red_f[t] = state.x;
     red_g[t] = state.y;
     red_u[t] = inf_count;
@@ -1070,8 +1189,19 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 
     // Filters. With +inf present only the +inf tokens can be drawn.
-    var s = RowState(row_max, has_inf, 0u, use_min_p, p.log_min_p);
-    let filtered = !has_inf && (use_top_k || use_top_p || s.use_min_p);
+    var s = RowState(row_max, has_inf, 0u, use_min_p, p.log_min_p, use_sigma, 0.0, 0.0);
+    if use_sigma {
+        // The row's N, Σz and Σz² (over finite tokens), folded like the stats.
+        red_f[t] = stream_sums.x;
+        red_g[t] = stream_sums.y;
+        red_u[t] = finite_count;
+        let sums = reduce_sums(t);
+        let n = f32(sums.u0);
+        let spread = n * sums.f1 - sums.f0 * sums.f0;
+        s.sigma_n2 = n * n;
+        s.sigma_rhs = (p.top_n_sigma * p.top_n_sigma) * select(spread, 0.0, spread < 0.0);
+    }
+    let filtered = !has_inf && (use_top_k || use_top_p || s.use_min_p || s.use_sigma);
     var kept_state = stream_state;
     var kept_count = select(finite_count, inf_count, has_inf);
     var from_candidates = false;
@@ -1102,9 +1232,9 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         // alone: the kept tokens), each stream read by one invocation in its
         // visiting order, so a stream's candidates sit in token order. Active
         // streams go to the first invocations: whole subgroups stay idle.
-        let gather_min_p = s.use_min_p && !use_top_k && !use_top_p;
+        let gather_floors = !use_top_k && !use_top_p;
         let stream_active = stream_key >= gather_from && stream_key != 0u
-            && (!gather_min_p || (stream_state.x - row_max) >= s.log_min_p);
+            && (!gather_floors || passes_floors(stream_state.x, s));
         // (select_threshold and reduce_stats end in a barrier.)
         red_u[t] = select(0u, 1u, stream_active);
         workgroupBarrier();
@@ -1132,7 +1262,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                         continue;
                     }
                     let key = key_from_bits(z_bits);
-                    if key >= gather_from && (!gather_min_p || (bitcast<f32>(z_bits) - row_max) >= s.log_min_p) {
+                    if key >= gather_from && (!gather_floors || passes_floors(bitcast<f32>(z_bits), s)) {
                         let slot = atomicAdd(&cand_count, 1u);
                         if slot < CANDIDATES {
                             cand_key[slot] = key;

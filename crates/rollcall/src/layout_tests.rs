@@ -611,7 +611,10 @@ fn sampling_budget(candidates: u32) -> u32 {
 /// The sampling kernel's workgroup memory at `candidates` (the same for
 /// every dtype variant).
 fn sampling_workgroup_bytes(candidates: u32) -> u32 {
-    let variants = crate::sampling::shader_variants(candidates, "sample_rows").unwrap();
+    let variants: Vec<_> = crate::sampling::Features::ALL
+        .iter()
+        .flat_map(|&f| crate::sampling::shader_variants(candidates, "sample_rows", f).unwrap())
+        .collect();
     let bytes: Vec<u32> = variants
         .iter()
         .map(|v| reflect(v).workgroup_bytes())
@@ -707,7 +710,8 @@ fn sampling_constants_match_the_shader() {
     let (fewest, most) = CANDIDATE_RANGE;
     for candidates in [fewest, most] {
         for entry in ["sample_rows", "stream_partials", "finish_rows"] {
-            let variants = crate::sampling::shader_variants(candidates, entry).unwrap();
+            let variants =
+                crate::sampling::shader_variants(candidates, entry, Default::default()).unwrap();
             // The pipelines are indexed by `LogitsDtype::index`, then the
             // vector variant.
             assert_eq!(variants.len(), VEC4_VARIANT + 1);

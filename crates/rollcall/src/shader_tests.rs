@@ -10,7 +10,9 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
     let mut all = Vec::new();
     for candidates in [fewest, most] {
         for entry in ["sample_rows", "stream_partials", "finish_rows"] {
-            all.extend(crate::sampling::shader_variants(candidates, entry).unwrap());
+            for features in crate::sampling::Features::ALL {
+                all.extend(crate::sampling::shader_variants(candidates, entry, features).unwrap());
+            }
         }
     }
     all.extend(crate::math::philox::shader_variants().unwrap());

@@ -6,7 +6,8 @@ mod common;
 
 use half::{bf16, f16};
 use rand::Rng;
-use rollcall::{sampling::cpu, HostLogits, RowStatus, Sampler, SamplingParams};
+use rollcall::sampling::{cpu, HostMask, SampleOptions};
+use rollcall::{HostLogits, RowStatus, Sampler, SamplingParams};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
 /// A sampler under test: logits and parameters in, one result per row out.
@@ -143,6 +144,18 @@ fn modes() -> Vec<Mode> {
             edit: none,
         },
         Mode {
+            name: "top-nσ 1.0",
+            params: SamplingParams::new(1.0).top_n_sigma(1.0),
+            row_seed: 14,
+            edit: none,
+        },
+        Mode {
+            name: "top-nσ 2.5 at T=0.7 with top-k 15",
+            params: SamplingParams::new(0.7).top_n_sigma(2.5).top_k(15),
+            row_seed: 15,
+            edit: none,
+        },
+        Mode {
             name: "+inf tokens (uniform over them)",
             params: SamplingParams::new(1.0).top_k(5),
             row_seed: 9,
@@ -226,6 +239,73 @@ fn check_modes(draws: usize, sample: &mut SampleFn, who: &str) {
             "{label}: chi-square p = {p} < {P_THRESHOLD}"
         );
     }
+}
+
+/// Masked rows draw from the softmax over the allowed tokens: the mask
+/// bans the two most likely tokens and allows a random half of the rest.
+fn check_masked(draws: usize, sample: &mut SampleFn, mask_words: &[u32], who: &str) {
+    let row = test_row(21);
+    let mut masked_row = row.clone();
+    for (i, x) in masked_row.iter_mut().enumerate() {
+        if (mask_words[i / 32] >> (i % 32)) & 1 == 0 {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    for params in [
+        SamplingParams::new(1.0),
+        SamplingParams::new(0.8).top_p(0.9),
+    ] {
+        let probs = common::reference_distribution(&masked_row, &params).unwrap();
+        let kept = probs.iter().filter(|&&p| p > 0.0).count();
+        let label = format!("{who} masked {params:?}");
+        let counts = draw_counts(sample, &row, params, draws, kept, &label);
+        let (stat, p, bins) = chi_square(&counts, &probs, &label);
+        eprintln!("{label}: kept {kept}, chi2 {stat:.1} over {bins} bins, p = {p:.3}");
+        assert!(
+            p >= P_THRESHOLD,
+            "{label}: chi-square p = {p} < {P_THRESHOLD}"
+        );
+    }
+}
+
+fn test_mask() -> Vec<u32> {
+    let row = test_row(21);
+    let mut order: Vec<u32> = (0..VOCAB as u32).collect();
+    order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+    let mut rng = common::rng(22);
+    let allowed: Vec<u32> = order[2..]
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.5))
+        .collect();
+    rollcall::sampling::mask::allow_only(VOCAB as u32, &allowed).unwrap()
+}
+
+#[test]
+fn masked_draws_follow_the_allowed_distribution() {
+    let Some(ctx) = common::gpu() else { return };
+    let words = test_mask();
+    let mut sampler = Sampler::new(&ctx).unwrap();
+    let mut gpu = |logits: &[f32], params: &[SamplingParams]| {
+        let rows = vec![Some(0); params.len()];
+        let options = SampleOptions::default().mask(HostMask {
+            words: &words,
+            rows: &rows,
+        });
+        sampler
+            .sample_with(HostLogits::F32(logits), VOCAB as u32, params, &options)
+            .unwrap()
+    };
+    check_masked(16384, &mut gpu, &words, "gpu");
+    let mut twin = |logits: &[f32], params: &[SamplingParams]| {
+        let rows = vec![Some(0); params.len()];
+        let options = SampleOptions::default().mask(HostMask {
+            words: &words,
+            rows: &rows,
+        });
+        cpu::sample_with(HostLogits::F32(logits), VOCAB as u32, params, &options).unwrap()
+    };
+    check_masked(8192, &mut twin, &words, "cpu");
 }
 
 #[test]

@@ -4,14 +4,15 @@
 //! each other ([`RowTrace`] says how close each decision was).
 
 use super::{
-    validate_host_call, GpuRowParams, HostLogits, RowStatus, SampleResult, SamplingParams, GROUP,
-    NO_TOKEN, STREAMS, TILE_GROUPS,
+    validate_host_call, GpuRowParams, HostLogits, RowStatus, SampleOptions, SampleResult,
+    SamplingParams, GROUP, NO_TOKEN, STREAMS, TILE_GROUPS,
 };
 use crate::math::keys::{canonical_bits, is_finite_bits, key_from_bits, u64_to_f32};
 use crate::math::philox::{exponential_from_bits, philox4x32_10};
 use crate::Result;
 
 pub(crate) const POS_INF_BITS: u32 = 0x7F80_0000;
+const NEG_INF_BITS: u32 = 0xFF80_0000;
 pub(crate) const PURPOSE_STREAM: u32 = 0;
 pub(crate) const PURPOSE_TOKEN: u32 = 1;
 
@@ -28,12 +29,53 @@ pub fn sample(
     vocab: u32,
     params: &[SamplingParams],
 ) -> Result<Vec<SampleResult>> {
+    sample_with(logits, vocab, params, &SampleOptions::default())
+}
+
+/// [`sample`] with masks (the twin of
+/// [`Sampler::sample_with`](crate::Sampler::sample_with)).
+///
+/// ```
+/// use rollcall::sampling::{cpu, mask, HostMask, SampleOptions};
+/// use rollcall::{HostLogits, SamplingParams};
+/// let words = mask::allow_only(3, &[0, 2])?;
+/// let options = SampleOptions::default().mask(HostMask { words: &words, rows: &[Some(0)] });
+/// let out = cpu::sample_with(HostLogits::F32(&[0.0, 5.0, 1.0]), 3, &[SamplingParams::greedy()], &options)?;
+/// assert_eq!(out[0].token, 2);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub fn sample_with(
+    logits: HostLogits<'_>,
+    vocab: u32,
+    params: &[SamplingParams],
+    options: &SampleOptions<'_>,
+) -> Result<Vec<SampleResult>> {
+    Ok(sample_traced_with(logits, vocab, params, options)?
+        .into_iter()
+        .map(|trace| trace.result)
+        .collect())
+}
+
+/// [`sample_with`], reporting for each row how close its decisions came to
+/// flipping (see [`RowTrace`]).
+pub fn sample_traced_with(
+    logits: HostLogits<'_>,
+    vocab: u32,
+    params: &[SamplingParams],
+    options: &SampleOptions<'_>,
+) -> Result<Vec<RowTrace>> {
     let gpu_params = validate_host_call(&logits, vocab, params)?;
+    if let Some(m) = &options.mask {
+        super::mask::check_host_mask(m, vocab, params.len())?;
+    }
     let v = vocab as usize;
     Ok(gpu_params
         .iter()
         .enumerate()
-        .map(|(r, p)| sample_row_traced(logits.slice(r * v, (r + 1) * v), p).result)
+        .map(|(r, p)| {
+            let mask = super::mask::host_row(options.mask.as_ref(), r, vocab);
+            sample_row_traced(logits.slice(r * v, (r + 1) * v), p, mask)
+        })
         .collect())
 }
 
@@ -193,11 +235,28 @@ pub fn sample_traced(row: HostLogits<'_>, params: &SamplingParams) -> Result<Row
         crate::Error::InvalidArgument(format!("a row of {} logits is past u32 tokens", row.len()))
     })?;
     let gpu = validate_host_call(&row, vocab, std::slice::from_ref(params))?;
-    Ok(sample_row_traced(row, &gpu[0]))
+    Ok(sample_row_traced(row, &gpu[0], None))
 }
 
-/// Samples one row (its `vocab` logits) and reports how close each decision was.
-pub(crate) fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTrace {
+/// Whether token `i` is allowed by a mask row (`None`: no mask).
+pub(crate) fn mask_allows(mask: Option<&[u32]>, i: usize) -> bool {
+    mask.is_none_or(|words| (words[i / 32] >> (i % 32)) & 1 == 1)
+}
+
+/// A group's (Σz, Σz²) over its finite values, in the shader's order.
+fn group_sums(z: [Option<f32>; 4]) -> (f32, f32) {
+    let v = z.map(|v| v.unwrap_or(0.0));
+    let q = v.map(|v| v * v);
+    ((v[0] + v[1]) + (v[2] + v[3]), (q[0] + q[1]) + (q[2] + q[3]))
+}
+
+/// Samples one row (its `vocab` logits, and its mask row if it has one) and
+/// reports how close each decision was.
+pub(crate) fn sample_row_traced(
+    row: HostLogits<'_>,
+    p: &GpuRowParams,
+    mask: Option<&[u32]>,
+) -> RowTrace {
     let vocab = row.len() as u32;
     let inv_t = if p.is_greedy() {
         1.0
@@ -205,7 +264,13 @@ pub(crate) fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTra
         p.inv_temperature
     };
     let z: Vec<u32> = (0..row.len())
-        .map(|i| scaled_bits(row.get_f32(i), inv_t))
+        .map(|i| {
+            if mask_allows(mask, i) {
+                scaled_bits(row.get_f32(i), inv_t)
+            } else {
+                NEG_INF_BITS
+            }
+        })
         .collect();
     let no_valid = RowTrace {
         result: SampleResult {
@@ -225,10 +290,12 @@ pub(crate) fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTra
     let mut stream_state = vec![Online::default(); STREAMS as usize];
     let mut stream_inf = vec![0u32; STREAMS as usize];
     let mut stream_finite = vec![0u32; STREAMS as usize];
+    let mut stream_sums = vec![(0.0f32, 0.0f32); STREAMS as usize];
     let groups = vocab.div_ceil(GROUP);
     let tile_groups = TILE_GROUPS * STREAMS;
     for tile_start in (0..groups).step_by(tile_groups as usize) {
         let mut tile_state = vec![Online::default(); STREAMS as usize];
+        let mut tile_sums = vec![(0.0f32, 0.0f32); STREAMS as usize];
         for g in tile_start..groups.min(tile_start + tile_groups) {
             let s = (g % STREAMS) as usize;
             let mut group = [None; 4];
@@ -246,9 +313,14 @@ pub(crate) fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTra
             if group.iter().any(Option::is_some) {
                 tile_state[s] = tile_state[s].add_group(group);
             }
+            let (s1, s2) = group_sums(group);
+            tile_sums[s] = (tile_sums[s].0 + s1, tile_sums[s].1 + s2);
         }
         for (state, tile) in stream_state.iter_mut().zip(tile_state) {
             *state = state.merge(tile);
+        }
+        for (sums, tile) in stream_sums.iter_mut().zip(tile_sums) {
+            *sums = (sums.0 + tile.0, sums.1 + tile.1);
         }
     }
     let row_inf: u32 = stream_inf.iter().sum();
@@ -287,6 +359,23 @@ pub(crate) fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTra
     let use_top_k = p.top_k != 0 && p.top_k < vocab;
     let use_top_p = p.top_p < 1.0;
     let use_min_p = p.uses_min_p();
+    let use_sigma = p.uses_top_n_sigma();
+    // top-nσ as the shader tests it: (max - z)² · N² > n² · (N·Σz² - (Σz)²)
+    // drops z, with no square root or division.
+    let (sigma_n2, sigma_rhs) = if use_sigma {
+        let (s1, s2) = fold_reduce(&stream_sums, |a, b| (a.0 + b.0, a.1 + b.1));
+        let n = stream_finite.iter().sum::<u32>() as f32;
+        let spread = n * s2 - s1 * s1;
+        let spread = if spread < 0.0 { 0.0 } else { spread };
+        (n * n, (p.top_n_sigma * p.top_n_sigma) * spread)
+    } else {
+        (0.0, 0.0)
+    };
+    let passes_floors = |z: f32| {
+        let d = row.max - z;
+        (!use_min_p || (z - row.max) >= p.log_min_p)
+            && (!use_sigma || !((d * d) * sigma_n2 > sigma_rhs))
+    };
     let mut threshold = 0u32;
     let mut top_p_margin = f32::INFINITY;
     if !has_inf && use_top_k {
@@ -329,11 +418,11 @@ pub(crate) fn sample_row_traced(row: HostLogits<'_>, p: &GpuRowParams) -> RowTra
         }
         is_finite_bits(bits)
             && key_from_bits(bits) >= threshold
-            && (!use_min_p || (f32::from_bits(bits) - row.max) >= p.log_min_p)
+            && passes_floors(f32::from_bits(bits))
     };
 
     // Pass 2: kept mass per stream.
-    let filtered = !has_inf && (use_top_k || use_top_p || use_min_p);
+    let filtered = !has_inf && (use_top_k || use_top_p || use_min_p || use_sigma);
     let mut kept_state = stream_state;
     let mut kept_count = if has_inf { stream_inf } else { stream_finite };
     if filtered {

@@ -1,14 +1,16 @@
 //! The sampler's GPU side: pipelines built once per context, the engine path
 //! (record into the caller's encoder) and the host path (slices in, `Vec` out).
 
+use super::mask::{check_host_mask, check_mask_rows, words_per_row, TokenMask};
 use super::{
     candidate_capacity, plan_chunks, shader_variants, validate_host_call, validate_params,
-    GpuRowParams, HostLogits, LogitsBinding, RowStatus, SampleResult, SamplingParams,
-    CANDIDATE_RANGE, TILE_TOKENS,
+    Features, GpuRowParams, HostLogits, LogitsBinding, RowStatus, SampleOptions, SampleResult,
+    SamplingParams, CANDIDATE_RANGE, NO_MASK, TILE_TOKENS,
 };
 use crate::gpu::buffer::{write_padded, GrowBuffer};
 use crate::gpu::logits::{DispatchRecords, LogitsKernel, LogitsKernelKey};
 use crate::{Error, GpuContext, Result};
+use std::sync::OnceLock;
 
 /// A row's result as the shader writes it (`RowResult` there).
 #[repr(C)]
@@ -105,10 +107,38 @@ impl SampleBatch {
         })
     }
 
-    /// Validates and uploads one parameter set per row (the batch's row count).
+    /// Validates and uploads one parameter set per row (the batch's row
+    /// count). No row reads a token mask until
+    /// [`SampleBatch::set_mask_rows`] says so.
     pub fn set_params(&mut self, params: &[SamplingParams]) -> Result<()> {
         let gpu = validate_params(params)?;
         self.set_gpu_params(&gpu)
+    }
+
+    /// Which mask row each batch row reads (`None`: no mask), one entry per
+    /// row of the last [`SampleBatch::set_params`]; the masks themselves are
+    /// bound at [`Sampler::encode_masked`], which checks that every named
+    /// row is there. A batch in which no row reads a mask reads none.
+    pub fn set_mask_rows(&mut self, rows: &[Option<u32>]) -> Result<()> {
+        check_mask_rows(rows, self.rows as usize, u64::from(u32::MAX))?;
+        for (p, m) in self.host_params.iter_mut().zip(rows) {
+            p.mask_row = m.unwrap_or(NO_MASK);
+        }
+        if !self.host_params.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(&self.params, 0, bytemuck::cast_slice(&self.host_params));
+        }
+        Ok(())
+    }
+
+    /// The largest mask row a batch row reads, if any.
+    fn max_mask_row(&self) -> Option<u32> {
+        self.host_params
+            .iter()
+            .map(|p| p.mask_row)
+            .filter(|&m| m != NO_MASK)
+            .max()
     }
 
     fn set_gpu_params(&mut self, gpu: &[GpuRowParams]) -> Result<()> {
@@ -209,17 +239,30 @@ pub const SPLIT_BELOW_ROWS: u32 = 32;
 /// # Ok::<(), rollcall::Error>(())
 /// ```
 pub struct Sampler {
-    kernel: LogitsKernel,
-    partials: LogitsKernel,
-    finish: LogitsKernel,
+    ctx: GpuContext,
+    candidates: u32,
+    /// The kernels of each feature set ([`Features::index`]), built when a
+    /// batch first needs them.
+    kernels: [OnceLock<Kernels>; 4],
+    max_chunk_bytes: Option<u64>,
+    /// Bound in place of the masks when no row reads one.
+    mask_stand_in: wgpu::Buffer,
     split: SplitRows,
     host: Option<HostBuffers>,
+}
+
+/// The three sampling kernels of one feature set.
+struct Kernels {
+    draw: LogitsKernel,
+    partials: LogitsKernel,
+    finish: LogitsKernel,
 }
 
 /// Reused by the host path; grown, never shrunk.
 struct HostBuffers {
     batch: SampleBatch,
     upload: GrowBuffer,
+    masks: GrowBuffer,
     readback: GrowBuffer,
 }
 
@@ -243,26 +286,60 @@ impl Sampler {
     fn build(ctx: &GpuContext, candidates: u32) -> Result<Self> {
         let fits = candidate_capacity(ctx.limits().max_compute_workgroup_storage_size);
         let candidates = candidates.clamp(CANDIDATE_RANGE.0, fits.max(CANDIDATE_RANGE.0));
-        // Bindings 2..5: params (read), tokens, results, split partials; 6: the
-        // logits as vectors.
-        let build = |label: &'static str, entry_point: &'static str| {
-            let key = LogitsKernelKey {
-                kernel: entry_point,
-                constant: candidates,
-                extra: &[true, false, false, false],
-            };
-            LogitsKernel::new(ctx, label, key, || shader_variants(candidates, entry_point))
-        };
-        let kernel = build("rollcall sampling", "sample_rows")?;
-        let partials = build("rollcall sampling partials", "stream_partials")?;
-        let finish = build("rollcall sampling finish", "finish_rows")?;
-        Ok(Self {
-            kernel,
-            partials,
-            finish,
+        let sampler = Self {
+            ctx: ctx.clone(),
+            candidates,
+            kernels: Default::default(),
+            max_chunk_bytes: None,
+            mask_stand_in: ctx.create_buffer(
+                "rollcall mask stand-in",
+                16,
+                wgpu::BufferUsages::STORAGE,
+            )?,
             split: SplitRows::Auto,
             host: None,
-        })
+        };
+        // The plain kernels now, so that a device that cannot build them
+        // fails here.
+        sampler.kernels(Features::default())?;
+        Ok(sampler)
+    }
+
+    /// The kernels of a feature set, built on first use (the context's
+    /// cache shares them between samplers).
+    fn kernels(&self, features: Features) -> Result<&Kernels> {
+        let cell = &self.kernels[features.index()];
+        if let Some(kernels) = cell.get() {
+            return Ok(kernels);
+        }
+        let candidates = self.candidates;
+        // Bindings 2..6: params (read), tokens, results, split partials,
+        // masks (read); 7: the logits as vectors.
+        let build = |label: &'static str, entry_point: &'static str| {
+            let key = LogitsKernelKey {
+                kernel: features.kernel_name(entry_point),
+                constant: candidates,
+                extra: &[true, false, false, false, true],
+            };
+            let mut kernel = LogitsKernel::new(&self.ctx, label, key, || {
+                shader_variants(candidates, entry_point, features)
+            })?;
+            if let Some(bytes) = self.max_chunk_bytes {
+                kernel.set_max_chunk_bytes(bytes);
+            }
+            Ok::<_, Error>(kernel)
+        };
+        let built = Kernels {
+            draw: build("rollcall sampling", "sample_rows")?,
+            partials: build("rollcall sampling partials", "stream_partials")?,
+            finish: build("rollcall sampling finish", "finish_rows")?,
+        };
+        Ok(cell.get_or_init(|| built))
+    }
+
+    /// The plain kernels (built by the constructor).
+    fn plain(&self) -> Result<&Kernels> {
+        self.kernels(Features::default())
     }
 
     /// How to lay rows over dispatches ([`SplitRows::Auto`] by default).
@@ -291,9 +368,14 @@ impl Sampler {
     /// For benchmarks and tests of chunking (feature `internals`).
     #[cfg(feature = "internals")]
     pub fn with_max_chunk_bytes(mut self, bytes: u64) -> Self {
-        self.kernel.set_max_chunk_bytes(bytes);
-        self.partials.set_max_chunk_bytes(bytes);
-        self.finish.set_max_chunk_bytes(bytes);
+        self.max_chunk_bytes = Some(bytes);
+        for cell in &mut self.kernels {
+            if let Some(kernels) = cell.get_mut() {
+                kernels.draw.set_max_chunk_bytes(bytes);
+                kernels.partials.set_max_chunk_bytes(bytes);
+                kernels.finish.set_max_chunk_bytes(bytes);
+            }
+        }
         self
     }
 
@@ -320,14 +402,100 @@ impl Sampler {
         logits: &LogitsBinding<'_>,
         batch: &mut SampleBatch,
     ) -> Result<()> {
+        self.encode_checked(encoder, logits, None, batch)
+    }
+
+    /// [`Sampler::encode`] with token masks: batch row `i` reads the mask
+    /// row [`SampleBatch::set_mask_rows`] gave it, inside the sampling
+    /// kernel's first pass. Refused before any work when a named mask row is
+    /// past `mask.rows`, the rows pass the buffer's end, or the offset is not
+    /// aligned.
+    pub fn encode_masked(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &LogitsBinding<'_>,
+        mask: &TokenMask<'_>,
+        batch: &mut SampleBatch,
+    ) -> Result<()> {
+        self.encode_checked(encoder, logits, Some(mask), batch)
+    }
+
+    fn encode_checked(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &LogitsBinding<'_>,
+        mask: Option<&TokenMask<'_>>,
+        batch: &mut SampleBatch,
+    ) -> Result<()> {
         if logits.rows != batch.rows {
             return Err(Error::ParamCountMismatch {
                 expected: logits.rows as usize,
                 got: batch.rows as usize,
             });
         }
-        let chunks = self.kernel.plan(logits)?;
-        self.encode_batch(encoder, logits, batch, &chunks, 0, logits.rows)
+        let mask_binding = self.mask_binding(mask, batch, logits.vocab)?;
+        let chunks = self.plain()?.draw.plan(logits)?;
+        self.encode_batch(
+            encoder,
+            logits,
+            batch,
+            &chunks,
+            0,
+            logits.rows,
+            mask_binding,
+        )
+    }
+
+    /// The binding of the batch's masks: the mask rows' range of the caller's
+    /// buffer, or the stand-in when no row reads a mask.
+    fn mask_binding<'a>(
+        &'a self,
+        mask: Option<&TokenMask<'a>>,
+        batch: &SampleBatch,
+        vocab: u32,
+    ) -> Result<wgpu::BindingResource<'a>> {
+        let Some(max_row) = batch.max_mask_row() else {
+            return Ok(self.mask_stand_in.as_entire_binding());
+        };
+        let Some(mask) = mask else {
+            return Err(Error::InvalidMask(format!(
+                "batch rows read mask rows (up to {max_row}) but no mask was given"
+            )));
+        };
+        if max_row >= mask.rows {
+            return Err(Error::InvalidMask(format!(
+                "a batch row reads mask row {max_row}, but the mask has {} rows",
+                mask.rows
+            )));
+        }
+        let bytes = u64::from(mask.rows) * words_per_row(vocab) as u64 * 4;
+        let align = u64::from(self.ctx.limits().min_storage_buffer_offset_alignment);
+        if !mask.offset.is_multiple_of(align) {
+            return Err(Error::InvalidMask(format!(
+                "offset {} is not a multiple of the device's storage offset alignment ({align})",
+                mask.offset
+            )));
+        }
+        if mask.offset.saturating_add(bytes) > mask.buffer.size() {
+            return Err(Error::BufferTooSmall {
+                what: "token mask",
+                needed: mask.offset.saturating_add(bytes),
+                got: mask.buffer.size(),
+            });
+        }
+        let limit = self.ctx.limits().max_storage_buffer_binding_size;
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: "token mask binding",
+                bytes,
+                limit,
+            });
+        }
+        Ok(wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: mask.buffer,
+            offset: mask.offset,
+            size: std::num::NonZeroU64::new(bytes),
+        }))
     }
 
     /// Host path: samples `params.len()` rows of `vocab` logits and returns one
@@ -339,10 +507,28 @@ impl Sampler {
         vocab: u32,
         params: &[SamplingParams],
     ) -> Result<Vec<SampleResult>> {
-        let gpu_params = validate_host_call(&logits, vocab, params)?;
-        let ctx = self.kernel.ctx().clone();
+        self.sample_with(logits, vocab, params, &SampleOptions::default())
+    }
+
+    /// [`Sampler::sample`] with token masks: the same bits as
+    /// [`cpu::sample_with`](super::cpu::sample_with).
+    pub fn sample_with(
+        &mut self,
+        logits: HostLogits<'_>,
+        vocab: u32,
+        params: &[SamplingParams],
+        options: &SampleOptions<'_>,
+    ) -> Result<Vec<SampleResult>> {
+        let mut gpu_params = validate_host_call(&logits, vocab, params)?;
+        if let Some(m) = &options.mask {
+            check_host_mask(m, vocab, params.len())?;
+            for (p, row) in gpu_params.iter_mut().zip(m.rows) {
+                p.mask_row = row.unwrap_or(NO_MASK);
+            }
+        }
+        let ctx = self.ctx.clone();
         ctx.scoped("sampling", || {
-            self.sample_validated(logits, vocab, &gpu_params)
+            self.sample_validated(logits, vocab, &gpu_params, options)
         })
     }
 
@@ -351,6 +537,7 @@ impl Sampler {
         logits: HostLogits<'_>,
         vocab: u32,
         gpu_params: &[GpuRowParams],
+        options: &SampleOptions<'_>,
     ) -> Result<Vec<SampleResult>> {
         if gpu_params.is_empty() {
             return Ok(Vec::new());
@@ -369,16 +556,24 @@ impl Sampler {
             dtype,
             0,
             (u64::from(rows) * row_bytes).div_ceil(4) * 4,
-            self.kernel.chunk_limits(),
+            self.plain()?.draw.chunk_limits(),
         )?;
         let upload_bytes = host_chunks
             .iter()
             .map(|c| (u64::from(c.rows) * row_bytes).div_ceil(4) * 4)
             .max()
             .unwrap_or(4);
-        let mut host = self.host_buffers(rows, upload_bytes)?;
+        let mask_words = options.mask.as_ref().map_or(&[][..], |m| m.words);
+        let mut host = self.host_buffers(rows, upload_bytes, mask_words)?;
         // Put back whatever happens: the buffers are reused by the next call.
-        let result = self.upload_and_encode(&mut host, logits, vocab, gpu_params, &host_chunks);
+        let result = self.upload_and_encode(
+            &mut host,
+            logits,
+            vocab,
+            gpu_params,
+            &host_chunks,
+            mask_words,
+        );
         let result = result.and_then(|()| self.read_results(&host, rows));
         self.host = Some(host);
         result
@@ -393,9 +588,18 @@ impl Sampler {
         vocab: u32,
         gpu_params: &[GpuRowParams],
         host_chunks: &[super::Chunk],
+        mask_words: &[u32],
     ) -> Result<()> {
-        let ctx = self.kernel.ctx();
+        let ctx = &self.ctx;
         host.batch.set_gpu_params(gpu_params)?;
+        let features = Features::of(gpu_params);
+        if features.masked {
+            write_padded(
+                &ctx.queue,
+                host.masks.buffer(),
+                bytemuck::cast_slice(mask_words),
+            );
+        }
         let rows = host.batch.rows;
         let dtype = logits.dtype();
         let row_bytes = u64::from(vocab) * dtype.size_bytes();
@@ -411,7 +615,12 @@ impl Sampler {
                 vocab,
                 dtype,
             };
-            let device_chunks = self.kernel.plan(&binding)?;
+            let device_chunks = self.plain()?.draw.plan(&binding)?;
+            let mask_binding = if features.masked {
+                host.masks.buffer().as_entire_binding()
+            } else {
+                self.mask_stand_in.as_entire_binding()
+            };
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
             self.encode_batch(
                 &mut encoder,
@@ -420,6 +629,7 @@ impl Sampler {
                 &device_chunks,
                 chunk.row_start,
                 rows,
+                mask_binding,
             )?;
             ctx.submit(encoder.finish());
         }
@@ -428,6 +638,7 @@ impl Sampler {
 
     /// Records the sampling of `chunks` (rows from `row_base` in `batch`'s
     /// buffers; `batch_rows` in the whole batch, which decides the split).
+    #[allow(clippy::too_many_arguments)]
     fn encode_batch(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -436,9 +647,15 @@ impl Sampler {
         chunks: &[super::Chunk],
         row_base: u32,
         batch_rows: u32,
+        masks: wgpu::BindingResource<'_>,
     ) -> Result<()> {
         let row_tiles = logits.vocab.div_ceil(TILE_TOKENS);
-        let is_cpu = self.kernel.ctx().adapter_info().device_type == wgpu::DeviceType::Cpu;
+        let is_cpu = self.ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        let dispatch_params = batch
+            .host_params
+            .get(row_base as usize..(row_base + logits.rows) as usize)
+            .unwrap_or(&[]);
+        let kernels = self.kernels(Features::of(dispatch_params))?;
         // The small finishing kernel draws only dispatches with no row that
         // needs top-k, top-p or min-p.
         // (A row without stored parameters counts as filtered: the full
@@ -470,10 +687,7 @@ impl Sampler {
                 * u64::from(tiles)
                 * u64::from(super::STREAMS)
                 * PARTIAL_BYTES;
-            let limit = self
-                .kernel
-                .ctx()
-                .whole_binding_limit(wgpu::BufferUsages::STORAGE);
+            let limit = self.ctx.whole_binding_limit(wgpu::BufferUsages::STORAGE);
             if needed > limit {
                 tiles = 0;
             } else {
@@ -485,25 +699,31 @@ impl Sampler {
             batch.tokens.as_entire_binding(),
             batch.results.as_entire_binding(),
             batch.partials.buffer().as_entire_binding(),
+            masks,
         ];
         let records = &mut batch.records;
         if tiles != 0 {
-            self.partials.encode_tiled(
+            kernels.partials.encode_tiled(
                 encoder, logits, chunks, records, &extra, row_base, tiles, tiles,
             )?;
         }
         let drawer = if tiles != 0 && !any_filtered {
-            &self.finish
+            &kernels.finish
         } else {
-            &self.kernel
+            &kernels.draw
         };
         drawer.encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)
     }
 
     /// The host path's buffers, taken out of the sampler (put them back),
     /// with room for `rows` rows and `upload_bytes` of logits.
-    fn host_buffers(&mut self, rows: u32, upload_bytes: u64) -> Result<HostBuffers> {
-        let ctx = self.kernel.ctx();
+    fn host_buffers(
+        &mut self,
+        rows: u32,
+        upload_bytes: u64,
+        mask_words: &[u32],
+    ) -> Result<HostBuffers> {
+        let ctx = &self.ctx;
         let mut host = match self.host.take() {
             Some(host) => host,
             None => HostBuffers {
@@ -514,6 +734,11 @@ impl Sampler {
                     "rollcall logits upload",
                     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     256,
+                )?,
+                masks: GrowBuffer::new(
+                    ctx,
+                    "rollcall mask upload",
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 )?,
                 readback: GrowBuffer::new(
                     ctx,
@@ -527,6 +752,8 @@ impl Sampler {
                 host.batch = SampleBatch::new(ctx, rows)?;
             }
             host.upload.reserve_doubling(ctx, upload_bytes)?;
+            host.masks
+                .reserve_doubling(ctx, (mask_words.len() as u64 * 4).max(4))?;
             host.readback
                 .reserve(ctx, u64::from(rows) * (TOKEN_BYTES + RESULT_BYTES))?;
             Ok(())
@@ -543,7 +770,7 @@ impl Sampler {
     /// Copies tokens and results to the readback buffer and maps it: the host
     /// path's one wait on the GPU.
     fn read_results(&self, host: &HostBuffers, rows: u32) -> Result<Vec<SampleResult>> {
-        let ctx = self.kernel.ctx();
+        let ctx = &self.ctx;
         let n = u64::from(rows);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         let readback = host.readback.buffer();

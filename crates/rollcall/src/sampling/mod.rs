@@ -70,8 +70,10 @@
 
 pub mod cpu;
 pub(crate) mod gpu;
+pub mod mask;
 
 pub use gpu::{SampleBatch, Sampler};
+pub use mask::{HostMask, TokenMask};
 
 pub(crate) use crate::gpu::logits::{plan_chunks, Chunk, HostLogits, LogitsBinding};
 use crate::{Error, Result};
@@ -208,6 +210,111 @@ impl SamplingParams {
     }
 }
 
+/// What a host-path call brings besides the rows' parameters.
+///
+/// ```
+/// use rollcall::sampling::{mask, HostMask, SampleOptions};
+/// let words = mask::allow_only(50, &[1, 2])?;
+/// let options = SampleOptions::default().mask(HostMask { words: &words, rows: &[Some(0), None] });
+/// assert!(options.mask.is_some());
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleOptions<'a> {
+    /// Allowed-token bitmasks and which rows read them.
+    pub mask: Option<HostMask<'a>>,
+}
+
+impl<'a> SampleOptions<'a> {
+    /// Sets the masks.
+    pub fn mask(mut self, mask: HostMask<'a>) -> Self {
+        self.mask = Some(mask);
+        self
+    }
+}
+
+/// Kernel variants a batch needs, chosen per batch so that rows without a
+/// feature cost nothing when no row of the batch uses it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Features {
+    /// Some row reads a token mask.
+    pub(crate) masked: bool,
+    /// Some row uses top-nσ (pass 1 also sums z and z²).
+    pub(crate) sigma: bool,
+}
+
+impl Features {
+    #[cfg(test)]
+    pub(crate) const ALL: [Features; 4] = [
+        Features {
+            masked: false,
+            sigma: false,
+        },
+        Features {
+            masked: true,
+            sigma: false,
+        },
+        Features {
+            masked: false,
+            sigma: true,
+        },
+        Features {
+            masked: true,
+            sigma: true,
+        },
+    ];
+
+    /// Position in [`Features::ALL`].
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.masked) | usize::from(self.sigma) << 1
+    }
+
+    /// The features `rows` need.
+    pub(crate) fn of(rows: &[GpuRowParams]) -> Self {
+        Self {
+            masked: rows.iter().any(|p| p.mask_row != NO_MASK),
+            sigma: rows.iter().any(GpuRowParams::uses_top_n_sigma),
+        }
+    }
+
+    fn prelude(self) -> String {
+        format!(
+            "const MASKED: bool = {};\nconst SIGMA_SUMS: bool = {};",
+            self.masked, self.sigma
+        )
+    }
+
+    /// The pipeline-cache name of `entry_point` with these features.
+    pub(crate) fn kernel_name(self, entry_point: &str) -> &'static str {
+        const NAMES: [[&str; 4]; 3] = [
+            [
+                "sample_rows",
+                "sample_rows+mask",
+                "sample_rows+sigma",
+                "sample_rows+mask+sigma",
+            ],
+            [
+                "stream_partials",
+                "stream_partials+mask",
+                "stream_partials+sigma",
+                "stream_partials+mask+sigma",
+            ],
+            [
+                "finish_rows",
+                "finish_rows+mask",
+                "finish_rows+sigma",
+                "finish_rows+mask+sigma",
+            ],
+        ];
+        let entry = match entry_point {
+            "sample_rows" => 0,
+            "stream_partials" => 1,
+            _ => 2,
+        };
+        NAMES[entry][self.index()]
+    }
+}
+
 /// Whether a row produced a token.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,6 +389,10 @@ impl GpuRowParams {
     pub(crate) fn uses_min_p(&self) -> bool {
         self.flags & FLAG_MIN_P != 0
     }
+    /// Whether top-nσ is in force (never for greedy rows).
+    pub(crate) fn uses_top_n_sigma(&self) -> bool {
+        !self.is_greedy() && self.flags & FLAG_TOP_N_SIGMA != 0
+    }
     /// Whether top-k, top-p or min-p is in force at this vocabulary (as
     /// `use_top_k || use_top_p || use_min_p` in the shader's `sample_rows`;
     /// greedy rows never are): the host sends a batch with such a row to the
@@ -302,7 +413,8 @@ impl GpuRowParams {
     /// when changing either copy.
     pub(crate) fn is_filtered(&self, vocab: u32) -> bool {
         let use_top_k = self.top_k != 0 && self.top_k < vocab;
-        !self.is_greedy() && (use_top_k || self.top_p < 1.0 || self.uses_min_p())
+        !self.is_greedy()
+            && (use_top_k || self.top_p < 1.0 || self.uses_min_p() || self.uses_top_n_sigma())
     }
 }
 
@@ -444,13 +556,15 @@ pub(crate) fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
 pub(crate) fn shader_variants(
     candidates: u32,
     entry_point: &'static str,
+    features: Features,
 ) -> Result<Vec<crate::gpu::shader::ShaderVariant>> {
     crate::gpu::logits::variants_with_vec4(
-        &format!("sampling/{entry_point}"),
+        &format!("sampling/{}", features.kernel_name(entry_point)),
         "sampling.wgsl",
         entry_point,
         &format!(
-            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;"
+            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;\n{}",
+            features.prelude()
         ),
     )
 }

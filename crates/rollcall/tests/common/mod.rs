@@ -65,6 +65,52 @@ pub fn assert_same_bits(
     }
 }
 
+/// How close a twin decision may come to a flip before the GPU may decide
+/// otherwise (exp and log differ between adapters and the host by an ulp).
+pub const NEAR_TIE: f32 = 1e-4;
+
+/// Compares a GPU row with the twin's trace: status and (away from a top-p
+/// near tie) kept count equal; the same token with the log-probability
+/// within 2e-4 relative, or another token only at a near tie. Returns
+/// whether the tokens differed.
+pub fn check_against_twin(
+    gpu: &rollcall::SampleResult,
+    trace: &rollcall::sampling::cpu::RowTrace,
+    context: &str,
+) -> bool {
+    let cpu = &trace.result;
+    assert_eq!(gpu.status, cpu.status, "{context}: status");
+    if gpu.status == rollcall::RowStatus::NoValidToken {
+        assert_eq!(
+            (gpu.token, gpu.logprob, gpu.kept),
+            (rollcall::NO_TOKEN, f32::NEG_INFINITY, 0),
+            "{context}"
+        );
+        return false;
+    }
+    if trace.top_p_margin >= NEAR_TIE {
+        assert_eq!(gpu.kept, cpu.kept, "{context}: kept (trace {trace:?})");
+    }
+    if gpu.token == cpu.token {
+        let tol = 2e-4 * cpu.logprob.abs().max(1.0);
+        assert!(
+            (gpu.logprob - cpu.logprob).abs() <= tol,
+            "{context}: logprob gpu {} twin {}",
+            gpu.logprob,
+            cpu.logprob
+        );
+        false
+    } else {
+        assert!(
+            trace.is_near_tie(NEAR_TIE),
+            "{context}: gpu token {} twin {} and no near tie ({trace:?})",
+            gpu.token,
+            cpu.token
+        );
+        true
+    }
+}
+
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
@@ -156,6 +202,17 @@ pub fn reference_distribution(row: &[f32], p: &rollcall::SamplingParams) -> Opti
     if p.min_p > 0.0 {
         for i in 0..n {
             keep[i] = keep[i] && (z[i] - max).exp() >= f64::from(p.min_p);
+        }
+    }
+    if p.top_n_sigma > 0.0 {
+        // The population standard deviation of the finite scaled logits.
+        let finite: Vec<f64> = z.iter().copied().filter(|v| v.is_finite()).collect();
+        let count = finite.len() as f64;
+        let mean = finite.iter().sum::<f64>() / count;
+        let sd = (finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count).sqrt();
+        let floor = max - f64::from(p.top_n_sigma) * sd;
+        for i in 0..n {
+            keep[i] = keep[i] && z[i] >= floor;
         }
     }
     let w: Vec<f64> = (0..n)
