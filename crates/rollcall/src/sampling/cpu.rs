@@ -374,7 +374,9 @@ pub(crate) fn sample_row_traced(
     let passes_floors = |z: f32| {
         let d = row.max - z;
         (!use_min_p || (z - row.max) >= p.log_min_p)
-            && (!use_sigma || !((d * d) * sigma_n2 > sigma_rhs))
+            && (!use_sigma
+                || (d * d) * sigma_n2 <= sigma_rhs
+                || (sigma_rhs.is_nan() || ((d * d) * sigma_n2).is_nan()))
     };
     let mut threshold = 0u32;
     let mut top_p_margin = f32::INFINITY;
