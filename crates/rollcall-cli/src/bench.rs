@@ -657,6 +657,29 @@ struct Grid<'a> {
     progress: &'a mut dyn FnMut(&str),
 }
 
+/// The bench row that samples with a token mask on every row.
+const MASKED_RUN: &str = "plain T=1, bitmask on every row";
+
+/// One mask row per batch row, shaped like a grammar's: runs of allowed and
+/// banned tokens (about half allowed), different per row.
+fn grammar_like_masks(rows: u32, vocab: u32) -> Vec<u32> {
+    let per_row = rollcall::sampling::mask::words_per_row(vocab);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..rows as usize * per_row)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Whole words allowed or banned, with some mixed ones.
+            match state % 4 {
+                0 => 0,
+                1 => u32::MAX,
+                _ => (state >> 32) as u32,
+            }
+        })
+        .collect()
+}
+
 /// A device-only storage buffer of `bytes` (at least one word).
 fn storage_buffer(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -815,6 +838,15 @@ impl Grid<'_> {
             if batch < rollcall::internals::SPLIT_BELOW_ROWS {
                 runs.push(("plain T=1, rows split".into(), modes[0].1, &split));
             }
+            // The engine features: a grammar mask on every row, top-nσ.
+            if batch >= 64 && matches!(shape, Model) && dtype == F32 {
+                runs.push((MASKED_RUN.into(), modes[0].1, &sampler));
+                runs.push((
+                    "top-nσ 1.0".into(),
+                    SamplingParams::new(1.0).top_n_sigma(1.0),
+                    &sampler,
+                ));
+            }
             // Masked rows (banned tokens, grammar masks, padded vocabularies
             // set to -inf) must not cost a second read: time them after the
             // clean ones, one token in 64 masked (every stream meets one).
@@ -879,17 +911,51 @@ impl Grid<'_> {
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
                 let mut out = SampleBatch::new(ctx, batch)?;
                 out.set_params(&params)?;
+                let masked = name == MASKED_RUN;
+                let mask_words = if masked {
+                    grammar_like_masks(batch, vocab)
+                } else {
+                    Vec::new()
+                };
+                let mask_buffer =
+                    storage_buffer(ctx, "rollcall bench masks", mask_words.len() as u64 * 4);
+                let mask_rows: Vec<Option<u32>> = (0..batch).map(Some).collect();
+                if masked {
+                    ctx.queue
+                        .write_buffer(&mask_buffer, 0, bytemuck::cast_slice(&mask_words));
+                    out.set_mask_rows(&mask_rows)?;
+                }
+                let token_mask = rollcall::sampling::TokenMask {
+                    buffer: &mask_buffer,
+                    offset: 0,
+                    rows: batch,
+                };
                 let (kernel, reference, repeats) = time_interleaved(
                     ctx,
                     options.iters,
                     Some(MIN_SPAN),
                     |_| {},
-                    |e| sampler.encode(e, &binding, &mut out),
+                    |e| sampler.encode_masked(e, &binding, &token_mask, &mut out),
                     |e| yardstick(read_once, word_read.as_ref(), &logits, e),
                 )?;
                 let cpu = if options.cpu_twin {
-                    let (out, t) =
-                        timed(|| sampling_cpu::sample(logits.host_logits(), vocab, &params));
+                    let host_mask = rollcall::sampling::HostMask {
+                        words: &mask_words,
+                        rows: &mask_rows,
+                    };
+                    let sample_options = if masked {
+                        rollcall::sampling::SampleOptions::default().mask(host_mask)
+                    } else {
+                        Default::default()
+                    };
+                    let (out, t) = timed(|| {
+                        sampling_cpu::sample_with(
+                            logits.host_logits(),
+                            vocab,
+                            &params,
+                            &sample_options,
+                        )
+                    });
                     out?;
                     Some(t)
                 } else {

@@ -46,6 +46,7 @@ const FLAG_GREEDY: u32 = 1u;
 const FLAG_MIN_P: u32 = 2u;
 const FLAG_TOP_N_SIGMA: u32 = 4u;
 const NO_MASK: u32 = 0xFFFFFFFFu;
+const MAX_TOP_LOGPROBS: u32 = 20u;
 const STATUS_OK: u32 = 0u;
 const STATUS_NO_VALID_TOKEN: u32 = 1u;
 
@@ -67,7 +68,7 @@ struct RowParams {
     flags: u32,
     mask_row: u32,     // NO_MASK: the row reads no token mask
     top_n_sigma: f32,  // used when FLAG_TOP_N_SIGMA is set
-    _pad: u32,
+    top_logprobs: u32, // 0..=MAX_TOP_LOGPROBS entries for `top_logprobs`
 }
 
 // Reduction results, written by invocation 0 and read by all in one
@@ -109,7 +110,11 @@ struct StreamPartial {
 // The bound logits range again, as 4-word vectors (its size rounded down to
 // 16 bytes): read instead of `logits` by the VEC4_LOADS variant, which the
 // host runs for f32 rows that start on a 16-byte boundary.
-@group(0) @binding(7) var<storage, read> logits_vec4: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read> logits_vec4: array<vec4<u32>>;
+// `top_logprobs`' output: MAX_TOP_LOGPROBS (token, logprob bits) per row,
+// the most likely first; entries past the row's request or its valid tokens
+// hold (NO_INDEX, -inf).
+@group(0) @binding(7) var<storage, read_write> top_out: array<vec2<u32>>;
 // Allowed-token bitmasks (MASKED variants): ceil(vocab / 32) words per mask
 // row, token t allowed when bit t % 32 of word t / 32 is set (the layout of
 // xgrammar and llguidance); a row reads mask row `params.mask_row`.
@@ -917,9 +922,10 @@ fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let row = wid.x;
     let tile = wid.y;
     let p = params[chunk.row_base + row];
-    set_row_mask(p.mask_row);
+    // The raw variant reads the model's logits: no mask, no temperature.
+    set_row_mask(select(p.mask_row, NO_MASK, RAW_LOGPROBS));
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
-    let inv_t = select(p.inv_temperature, 1.0, greedy);
+    let inv_t = select(p.inv_temperature, 1.0, greedy || RAW_LOGPROBS);
     let first = tile * WG * TILE_GROUPS + t;
     let groups = (chunk.vocab + GROUP - 1u) / GROUP;
     // One partial per row covers the whole row (its tiles folded in order,
@@ -1396,4 +1402,174 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         out_tokens[out_index] = token;
         out_results[out_index] = RowResult(logprob, STATUS_OK, total_kept, 0u);
     }
+}
+
+// The top-N log-probabilities of each row (and, with RAW_LOGPROBS, the
+// sampled token's log-probability rewritten under the raw logits), from the
+// per-stream partials of a separate first pass: processed (after masks,
+// edits and temperature; run before the edits are undone) or raw (the
+// model's logits; run after a raw first pass over the restored logits).
+// A bound from the stream maxima (the N-th largest: N tokens at least reach
+// it) limits the gather to the streams whose maximum reaches it; the
+// gathered tokens are ranked by key (ties to the lower token). A gather that
+// overflows falls back to the exact N-th largest key by radix select, the
+// tokens above it, and the ties at it in token order.
+@compute @workgroup_size(256)
+fn top_logprobs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let row = wid.x;
+    if t == 0u {
+        atomicStore(&cand_count, 0u);
+    }
+    let p = params[chunk.row_base + row];
+    let greedy = (p.flags & FLAG_GREEDY) != 0u;
+    set_row_mask(select(p.mask_row, NO_MASK, RAW_LOGPROBS));
+    let inv_t = select(p.inv_temperature, 1.0, greedy || RAW_LOGPROBS);
+    let vocab = chunk.vocab;
+    let out_index = chunk.row_base + row;
+    let n = min(p.top_logprobs, MAX_TOP_LOGPROBS);
+
+    let acc = row_partial(out_index, t);
+    red_f[t] = acc.max;
+    red_g[t] = acc.mass;
+    red_u[t] = acc.inf_count;
+    let stats = reduce_stats(t);
+    let row_max = stats.f0;
+    let log_mass = log(stats.f1);
+    let row_inf = stats.u0;
+    let has_inf = row_inf != 0u;
+    let valid = has_inf || stats.f1 != 0.0;
+
+    if RAW_LOGPROBS && t == 0u && valid {
+        let token = out_tokens[out_index];
+        if token != NO_INDEX {
+            out_results[out_index].logprob = logprob_of(scaled_bits(row, token, inv_t), has_inf, row_inf,
+                                                        row_max, log_mass);
+        }
+    }
+    if n == 0u || !valid {
+        write_empty_entries(t, out_index, 0u);
+        return;
+    }
+
+    // The bound: the n-th largest stream maximum (+inf for streams with +inf).
+    var stream_key = select(0u, key_from_bits(canonical_bits(bitcast<u32>(acc.max))), acc.mass != 0.0);
+    stream_key = select(stream_key, KEY_POS_INF, acc.inf_count != 0u);
+    stream_max_key[t] = stream_key;
+    let bound = select_threshold(t, false, row, vocab, inv_t, false, KEY_NEG_INF + 1u, n, 1.0, -1.0, row_max);
+    let gather_from = max(bound.x, KEY_NEG_INF + 1u);
+    if stream_key >= gather_from {
+        gather_stream(row, t, vocab, inv_t, gather_from, 0xFFFFFFFFu);
+    }
+    workgroupBarrier();
+    if t == 0u {
+        shared_u32 = atomicLoad(&cand_count);
+    }
+    var gathered = workgroupUniformLoad(&shared_u32);
+    if gathered > CANDIDATES {
+        // Exact: the n-th largest key over the row, every token above it
+        // (fewer than n), then the ties at it in token order.
+        let kth = select_threshold(t, true, row, vocab, inv_t, false, KEY_NEG_INF + 1u, n, 1.0, -1.0,
+                                   row_max).x;
+        if t == 0u {
+            atomicStore(&cand_count, 0u);
+        }
+        workgroupBarrier();
+        gather_stream(row, t, vocab, inv_t, kth + 1u, 0xFFFFFFFFu);
+        workgroupBarrier();
+        if t == 0u {
+            shared_u32 = atomicLoad(&cand_count);
+        }
+        let above = workgroupUniformLoad(&shared_u32);
+        gather_ties(row, t, vocab, inv_t, kth, n - min(above, n), above);
+        gathered = min(above + (n - min(above, n)), CANDIDATES);
+    }
+
+    // Rank: larger key first, then the lower token.
+    for (var c = t; c < gathered; c += WG) {
+        let key = cand_key[c];
+        let token = cand_index[c];
+        var rank = 0u;
+        for (var d = 0u; d < gathered; d++) {
+            let other = cand_key[d];
+            rank += select(0u, 1u, other > key || (other == key && cand_index[d] < token));
+        }
+        if rank < n {
+            let lp = logprob_of(bits_from_key(key), has_inf, row_inf, row_max, log_mass);
+            top_out[out_index * MAX_TOP_LOGPROBS + rank] = vec2<u32>(token, bitcast<u32>(lp));
+        }
+    }
+    // Ranks below min(n, gathered) were written above: no entry twice.
+    write_empty_entries(t, out_index, min(n, gathered));
+}
+
+// Entries from `first` on hold (NO_INDEX, -inf).
+fn write_empty_entries(t: u32, out_index: u32, first: u32) {
+    if t >= first && t < MAX_TOP_LOGPROBS {
+        top_out[out_index * MAX_TOP_LOGPROBS + t] = vec2<u32>(NO_INDEX, F32_NEG_INF_BITS);
+    }
+}
+
+// A token's log-probability: under the row's softmax, or with +inf in the
+// row -ln(count) for +inf tokens and -inf for the others.
+fn logprob_of(z_bits: u32, has_inf: bool, row_inf: u32, row_max: f32, log_mass: f32) -> f32 {
+    if has_inf {
+        return select(bitcast<f32>(F32_NEG_INF_BITS), -log(f32(row_inf)), z_bits == F32_POS_INF_BITS);
+    }
+    return (bitcast<f32>(z_bits) - row_max) - log_mass;
+}
+
+// Appends stream s's tokens with key in [lo, hi] to the candidates, in the
+// stream's visiting order (slots past CANDIDATES are counted, not stored).
+fn gather_stream(row: u32, s: u32, vocab: u32, inv_t: f32, lo: u32, hi: u32) {
+    for (var g = s; g * GROUP < vocab; g += WG) {
+        for (var j = 0u; j < GROUP; j++) {
+            let i = g * GROUP + j;
+            if i >= vocab {
+                break;
+            }
+            let key = key_from_bits(scaled_bits(row, i, inv_t));
+            if key >= lo && key <= hi {
+                let slot = atomicAdd(&cand_count, 1u);
+                if slot < CANDIDATES {
+                    cand_key[slot] = key;
+                    cand_index[slot] = i;
+                }
+            }
+        }
+    }
+}
+
+// Stores the first `needed` tokens (in token order) whose key is `key` at
+// candidate slots from `base`: each invocation counts the ties in its
+// contiguous run of tokens, and an exclusive scan over the runs places them.
+fn gather_ties(row: u32, t: u32, vocab: u32, inv_t: f32, key: u32, needed: u32, base: u32) {
+    let per = (vocab + WG - 1u) / WG;
+    let start = min(t * per, vocab);
+    let end = min(start + per, vocab);
+    var count = 0u;
+    for (var i = start; i < end; i++) {
+        count += select(0u, 1u, key_from_bits(scaled_bits(row, i, inv_t)) == key);
+    }
+    red_u[t] = count;
+    workgroupBarrier();
+    if t == 0u {
+        var sum = 0u;
+        for (var k = 0u; k < WG; k++) {
+            let c = red_u[k];
+            red_u[k] = sum;
+            sum += c;
+        }
+    }
+    workgroupBarrier();
+    var at = red_u[t];
+    for (var i = start; i < end && at < needed; i++) {
+        if key_from_bits(scaled_bits(row, i, inv_t)) == key {
+            if base + at < CANDIDATES {
+                cand_key[base + at] = key;
+                cand_index[base + at] = i;
+            }
+            at += 1u;
+        }
+    }
+    workgroupBarrier();
 }

@@ -291,7 +291,7 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("flags", GpuRowParams, flags),
                 field!("mask_row", GpuRowParams, mask_row),
                 field!("top_n_sigma", GpuRowParams, top_n_sigma),
-                field!("_pad", GpuRowParams, pad),
+                field!("top_logprobs", GpuRowParams, top_logprobs),
             ],
         ),
         "RowResult" => check_mirror(
@@ -744,6 +744,11 @@ fn sampling_constants_match_the_shader() {
                     "{s}"
                 );
                 assert_eq!(r.u32("NO_MASK"), crate::sampling::NO_MASK, "{s}");
+                assert_eq!(
+                    r.u32("MAX_TOP_LOGPROBS"),
+                    crate::sampling::MAX_TOP_LOGPROBS,
+                    "{s}"
+                );
                 assert_eq!(r.u32("NO_INDEX"), crate::NO_TOKEN, "{s}");
                 assert_eq!(r.u32("STATUS_OK"), RowStatus::Ok.code(), "{s}");
                 assert_eq!(

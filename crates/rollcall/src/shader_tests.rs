@@ -9,7 +9,12 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
     let (fewest, most) = crate::sampling::CANDIDATE_RANGE;
     let mut all = Vec::new();
     for candidates in [fewest, most] {
-        for entry in ["sample_rows", "stream_partials", "finish_rows"] {
+        for entry in [
+            "sample_rows",
+            "stream_partials",
+            "finish_rows",
+            "top_logprobs",
+        ] {
             for features in crate::sampling::Features::ALL {
                 all.extend(crate::sampling::shader_variants(candidates, entry, features).unwrap());
             }

@@ -10,7 +10,14 @@
 mod common;
 
 use rand::Rng;
-use rollcall::sampling::{cpu, mask, HostMask, SampleOptions, TokenMask};
+use rollcall::sampling::{cpu, mask, HostMask, LogprobsMode, SampleOptions, TokenMask, TopLogprob};
+
+/// Top lists as bits, for comparing routes.
+fn bits(tops: &[Vec<TopLogprob>]) -> Vec<Vec<(u32, u32)>> {
+    tops.iter()
+        .map(|row| row.iter().map(|e| (e.token, e.logprob.to_bits())).collect())
+        .collect()
+}
 use rollcall::{
     Error, LogitsBinding, LogitsDtype, RowStatus, SampleBatch, Sampler, SamplingParams,
 };
@@ -31,6 +38,9 @@ fn random_params(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32) -> SamplingParam
     }
     if rng.random_bool(0.4) {
         p = p.top_n_sigma([0.5, 1.0, 2.0, 3.0][rng.random_range(0..4)]);
+    }
+    if rng.random_bool(0.6) {
+        p = p.top_logprobs([1, 5, 20][rng.random_range(0..3)]);
     }
     p
 }
@@ -132,6 +142,7 @@ fn masked_batches_match_the_twin_on_every_route_and_dtype() {
     let mut checked = 0;
     let mut no_valid = 0;
     let mut near_tie_flips = 0;
+    let mut with_top = 0;
     for (seed, &(rows, vocab)) in shapes.iter().enumerate() {
         let case = random_case(seed as u64, rows, vocab);
         for dtype in LogitsDtype::ALL {
@@ -140,28 +151,45 @@ fn masked_batches_match_the_twin_on_every_route_and_dtype() {
                 words: &case.words,
                 rows: &case.mask_rows,
             });
-            let traces =
-                cpu::sample_traced_with(owned.view(), vocab, &case.params, &options).unwrap();
-            let mut first: Option<Vec<rollcall::SampleResult>> = None;
-            for (mode, sampler) in &mut samplers {
-                let got = sampler
-                    .sample_with(owned.view(), vocab, &case.params, &options)
-                    .unwrap();
-                let context = format!("{mode:?} {dtype:?} rows {rows} vocab {vocab}");
-                match &first {
-                    Some(first) => common::assert_same_bits(first, &got, &context),
-                    None => {
-                        for (r, (g, t)) in got.iter().zip(&traces).enumerate() {
-                            near_tie_flips += usize::from(common::check_against_twin(
-                                g,
-                                t,
-                                &format!("{context} row {r}"),
-                            ));
+            for mode in [LogprobsMode::Processed, LogprobsMode::Raw] {
+                let options = options.logprobs(mode);
+                let (traces, tops) =
+                    cpu::sample_traced_with(owned.view(), vocab, &case.params, &options).unwrap();
+                let mut first: Option<rollcall::sampling::Samples> = None;
+                for (route, sampler) in &mut samplers {
+                    let got = sampler
+                        .sample_with(owned.view(), vocab, &case.params, &options)
+                        .unwrap();
+                    let context = format!("{route:?} {mode:?} {dtype:?} rows {rows} vocab {vocab}");
+                    match &first {
+                        Some(first) => {
+                            common::assert_same_bits(&first.results, &got.results, &context);
+                            assert_eq!(
+                                bits(&first.top_logprobs),
+                                bits(&got.top_logprobs),
+                                "{context}"
+                            );
                         }
-                        first = Some(got);
+                        None => {
+                            for (r, (g, t)) in got.results.iter().zip(&traces).enumerate() {
+                                let context = format!("{context} row {r}");
+                                near_tie_flips +=
+                                    usize::from(common::check_against_twin(g, t, &context));
+                                common::check_top_logprobs(
+                                    &got.top_logprobs[r],
+                                    &tops[r],
+                                    &context,
+                                );
+                                with_top += usize::from(!tops[r].is_empty());
+                            }
+                            first = Some(got);
+                        }
                     }
                 }
             }
+            let traces = cpu::sample_traced_with(owned.view(), vocab, &case.params, &options)
+                .unwrap()
+                .0;
             let want: Vec<_> = traces.iter().map(|t| t.result).collect();
             checked += want.len();
             no_valid += want
@@ -183,8 +211,8 @@ fn masked_batches_match_the_twin_on_every_route_and_dtype() {
             }
         }
     }
-    eprintln!("{checked} rows, {no_valid} with no valid token, {near_tie_flips} near-tie flips");
-    assert!(checked > 100 && no_valid > 0 && near_tie_flips * 50 < checked);
+    eprintln!("{checked} rows, {no_valid} with no valid token, {with_top} top lists, {near_tie_flips} near-tie flips");
+    assert!(checked > 100 && no_valid > 0 && with_top > 100 && near_tie_flips * 50 < checked);
 }
 
 /// A row with no mask gives the same bits in a masked batch as alone without
@@ -206,7 +234,8 @@ fn unmasked_rows_are_batch_invariant() {
             &case.params,
             &options,
         )
-        .unwrap();
+        .unwrap()
+        .results;
     let plain = sampler
         .sample(rollcall::HostLogits::F32(&case.logits), 3000, &case.params)
         .unwrap();
@@ -223,7 +252,8 @@ fn unmasked_rows_are_batch_invariant() {
             &case.params,
             &allow_all,
         )
-        .unwrap();
+        .unwrap()
+        .results;
     common::assert_same_bits(&plain, &allowed, "mask allowing everything");
     let mut unmasked = 0;
     for r in 0..10 {
@@ -254,7 +284,8 @@ fn engine_path_reads_masks_from_the_callers_buffer() {
         &case.params,
         &options,
     )
-    .unwrap();
+    .unwrap()
+    .0;
 
     let align = ctx.limits().min_storage_buffer_offset_alignment as usize;
     let mut mask_bytes = vec![0xA5u8; align];
@@ -387,4 +418,79 @@ fn bad_host_masks_are_refused() {
             "{err}"
         );
     }
+}
+
+/// Top lists where ties overflow the gather (a flat row; a row whose 2000
+/// tokens tie below a small head; few valid tokens under a mask): the exact
+/// fallback ranks ties by token, like the twin, on a sampler that gathers
+/// at most 64 tokens and on the default one.
+#[test]
+fn top_logprobs_with_heavy_ties_match_the_twin() {
+    let Some(ctx) = common::gpu() else { return };
+    let vocab = 5000u32;
+    let flat = vec![0.5f32; vocab as usize];
+    let mut head_and_ties = vec![-3.0f32; vocab as usize];
+    for (i, x) in head_and_ties.iter_mut().enumerate().take(2000) {
+        *x = if i % 700 == 3 { 4.0 } else { 1.0 };
+    }
+    head_and_ties.reverse();
+    let logits = [flat.clone(), head_and_ties, flat].concat();
+    let words = [
+        mask::allow_all(vocab),
+        mask::allow_only(vocab, &[7, 4000, 4999]).unwrap(),
+    ]
+    .concat();
+    let mask_rows = [None, None, Some(1)];
+    let params = [
+        SamplingParams::new(1.0).top_logprobs(20).seed(1),
+        SamplingParams::new(0.5).top_logprobs(17).seed(2),
+        SamplingParams::greedy().top_logprobs(20),
+    ];
+    for mode in [LogprobsMode::Processed, LogprobsMode::Raw] {
+        let options = SampleOptions::default()
+            .mask(HostMask {
+                words: &words,
+                rows: &mask_rows,
+            })
+            .logprobs(mode);
+        let (traces, tops) =
+            cpu::sample_traced_with(rollcall::HostLogits::F32(&logits), vocab, &params, &options)
+                .unwrap();
+        assert_eq!(
+            tops[0].iter().map(|e| e.token).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<_>>()
+        );
+        let third = if mode == LogprobsMode::Raw { 20 } else { 3 };
+        assert_eq!(tops[2].len(), third, "{mode:?}");
+        for mut sampler in [
+            Sampler::with_candidate_capacity(&ctx, 64).unwrap(),
+            Sampler::new(&ctx).unwrap(),
+        ] {
+            let got = sampler
+                .sample_with(rollcall::HostLogits::F32(&logits), vocab, &params, &options)
+                .unwrap();
+            for r in 0..3 {
+                let context = format!("{mode:?} row {r}");
+                common::check_against_twin(&got.results[r], &traces[r], &context);
+                common::check_top_logprobs(&got.top_logprobs[r], &tops[r], &context);
+            }
+        }
+    }
+    let too_many = [SamplingParams::new(1.0).top_logprobs(21)];
+    let err = cpu::sample(
+        rollcall::HostLogits::F32(&logits[..vocab as usize]),
+        vocab,
+        &too_many,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooManyLogprobs {
+                requested: 21,
+                max: 20
+            }
+        ),
+        "{err}"
+    );
 }

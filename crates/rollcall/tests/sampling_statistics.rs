@@ -295,6 +295,7 @@ fn masked_draws_follow_the_allowed_distribution() {
         sampler
             .sample_with(HostLogits::F32(logits), VOCAB as u32, params, &options)
             .unwrap()
+            .results
     };
     check_masked(16384, &mut gpu, &words, "gpu");
     let mut twin = |logits: &[f32], params: &[SamplingParams]| {
@@ -303,7 +304,9 @@ fn masked_draws_follow_the_allowed_distribution() {
             words: &words,
             rows: &rows,
         });
-        cpu::sample_with(HostLogits::F32(logits), VOCAB as u32, params, &options).unwrap()
+        cpu::sample_with(HostLogits::F32(logits), VOCAB as u32, params, &options)
+            .unwrap()
+            .results
     };
     check_masked(8192, &mut twin, &words, "cpu");
 }

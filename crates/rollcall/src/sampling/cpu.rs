@@ -4,8 +4,8 @@
 //! each other ([`RowTrace`] says how close each decision was).
 
 use super::{
-    validate_host_call, GpuRowParams, HostLogits, RowStatus, SampleOptions, SampleResult,
-    SamplingParams, GROUP, NO_TOKEN, STREAMS, TILE_GROUPS,
+    validate_host_call, GpuRowParams, HostLogits, LogprobsMode, RowStatus, SampleOptions,
+    SampleResult, Samples, SamplingParams, TopLogprob, GROUP, NO_TOKEN, STREAMS, TILE_GROUPS,
 };
 use crate::math::keys::{canonical_bits, is_finite_bits, key_from_bits, u64_to_f32};
 use crate::math::philox::{exponential_from_bits, philox4x32_10};
@@ -29,7 +29,7 @@ pub fn sample(
     vocab: u32,
     params: &[SamplingParams],
 ) -> Result<Vec<SampleResult>> {
-    sample_with(logits, vocab, params, &SampleOptions::default())
+    Ok(sample_with(logits, vocab, params, &SampleOptions::default())?.results)
 }
 
 /// [`sample`] with masks (the twin of
@@ -49,11 +49,12 @@ pub fn sample_with(
     vocab: u32,
     params: &[SamplingParams],
     options: &SampleOptions<'_>,
-) -> Result<Vec<SampleResult>> {
-    Ok(sample_traced_with(logits, vocab, params, options)?
-        .into_iter()
-        .map(|trace| trace.result)
-        .collect())
+) -> Result<Samples> {
+    let (traces, top_logprobs) = sample_traced_with(logits, vocab, params, options)?;
+    Ok(Samples {
+        results: traces.into_iter().map(|trace| trace.result).collect(),
+        top_logprobs,
+    })
 }
 
 /// [`sample_with`], reporting for each row how close its decisions came to
@@ -63,20 +64,41 @@ pub fn sample_traced_with(
     vocab: u32,
     params: &[SamplingParams],
     options: &SampleOptions<'_>,
-) -> Result<Vec<RowTrace>> {
+) -> Result<(Vec<RowTrace>, Vec<Vec<TopLogprob>>)> {
     let gpu_params = validate_host_call(&logits, vocab, params)?;
     if let Some(m) = &options.mask {
         super::mask::check_host_mask(m, vocab, params.len())?;
     }
     let v = vocab as usize;
-    Ok(gpu_params
-        .iter()
-        .enumerate()
-        .map(|(r, p)| {
-            let mask = super::mask::host_row(options.mask.as_ref(), r, vocab);
-            sample_row_traced(logits.slice(r * v, (r + 1) * v), p, mask)
-        })
-        .collect())
+    let mut traces = Vec::with_capacity(params.len());
+    let mut tops = Vec::with_capacity(params.len());
+    for (r, p) in gpu_params.iter().enumerate() {
+        let mask = super::mask::host_row(options.mask.as_ref(), r, vocab);
+        let row = logits.slice(r * v, (r + 1) * v);
+        let mut trace = sample_row_traced(row, p, mask);
+        let raw = options.logprobs == LogprobsMode::Raw;
+        if p.top_logprobs > 0 || raw {
+            let z = if raw {
+                z_bits(row, 1.0, None)
+            } else {
+                let inv_t = if p.is_greedy() {
+                    1.0
+                } else {
+                    p.inv_temperature
+                };
+                z_bits(row, inv_t, mask)
+            };
+            let (top, sampled) = row_logprobs(&z, p.top_logprobs, trace.result.token);
+            if raw && trace.result.status == RowStatus::Ok {
+                trace.result.logprob = sampled;
+            }
+            tops.push(top);
+        } else {
+            tops.push(Vec::new());
+        }
+        traces.push(trace);
+    }
+    Ok((traces, tops))
 }
 
 /// How close a row's decisions came to flipping, for comparing devices whose
@@ -250,40 +272,17 @@ fn group_sums(z: [Option<f32>; 4]) -> (f32, f32) {
     ((v[0] + v[1]) + (v[2] + v[3]), (q[0] + q[1]) + (q[2] + q[3]))
 }
 
-/// Samples one row (its `vocab` logits, and its mask row if it has one) and
-/// reports how close each decision was.
-pub(crate) fn sample_row_traced(
-    row: HostLogits<'_>,
-    p: &GpuRowParams,
-    mask: Option<&[u32]>,
-) -> RowTrace {
-    let vocab = row.len() as u32;
-    let inv_t = if p.is_greedy() {
-        1.0
-    } else {
-        p.inv_temperature
-    };
-    let z: Vec<u32> = (0..row.len())
-        .map(|i| {
-            if mask_allows(mask, i) {
-                scaled_bits(row.get_f32(i), inv_t)
-            } else {
-                NEG_INF_BITS
-            }
-        })
-        .collect();
-    let no_valid = RowTrace {
-        result: SampleResult {
-            token: NO_TOKEN,
-            logprob: f32::NEG_INFINITY,
-            kept: 0,
-            status: RowStatus::NoValidToken,
-        },
-        top_p_margin: f32::INFINITY,
-        stream_gap: f32::INFINITY,
-        token_gap: f32::INFINITY,
-    };
+/// Pass 1's per-stream results.
+struct PassOne {
+    stream_state: Vec<Online>,
+    stream_inf: Vec<u32>,
+    stream_finite: Vec<u32>,
+    stream_sums: Vec<(f32, f32)>,
+}
 
+/// Pass 1 over a row's canonical z bits, as the shader folds it.
+fn pass_one(z: &[u32]) -> PassOne {
+    let vocab = z.len() as u32;
     // Pass 1, per stream, tile by tile: each tile's state from the stream's
     // groups in it, then the tiles folded in order (what the shader does in
     // one workgroup or across a split pass).
@@ -323,6 +322,109 @@ pub(crate) fn sample_row_traced(
             *sums = (sums.0 + tile.0, sums.1 + tile.1);
         }
     }
+    PassOne {
+        stream_state,
+        stream_inf,
+        stream_finite,
+        stream_sums,
+    }
+}
+
+/// Rows' top log-probabilities (as many as each asks, fewer when fewer
+/// tokens are valid): ranked by key, ties to the lower token, each under the
+/// softmax of the z bits `mode` says (processed: the draw's; raw: the
+/// model's logits) with pass 1's statistics. Also returns each row's
+/// sampled-token log-probability under that softmax.
+fn row_logprobs(z: &[u32], n: u32, token: u32) -> (Vec<TopLogprob>, f32) {
+    let PassOne {
+        stream_state,
+        stream_inf,
+        ..
+    } = pass_one(z);
+    let row_inf: u32 = stream_inf.iter().sum();
+    let row = fold_reduce(&stream_state, Online::merge);
+    let has_inf = row_inf != 0;
+    if !has_inf && row.mass == 0.0 {
+        return (Vec::new(), f32::NEG_INFINITY);
+    }
+    let log_mass = row.mass.ln();
+    let logprob_of = |bits: u32| {
+        if has_inf {
+            if bits == POS_INF_BITS {
+                -(row_inf as f32).ln()
+            } else {
+                f32::NEG_INFINITY
+            }
+        } else {
+            (f32::from_bits(bits) - row.max) - log_mass
+        }
+    };
+    let mut valid: Vec<(u32, u32)> = z
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b != NEG_INF_BITS)
+        .map(|(i, &b)| (key_from_bits(b), i as u32))
+        .collect();
+    valid.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let top = valid
+        .iter()
+        .take(n as usize)
+        .map(|&(_, token)| TopLogprob {
+            token,
+            logprob: logprob_of(z[token as usize]),
+        })
+        .collect();
+    let sampled = z
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |&b| logprob_of(b));
+    (top, sampled)
+}
+
+/// A row's z bits: the logits scaled by `inv_t`, masked, canonical.
+fn z_bits(row: HostLogits<'_>, inv_t: f32, mask: Option<&[u32]>) -> Vec<u32> {
+    (0..row.len())
+        .map(|i| {
+            if mask_allows(mask, i) {
+                scaled_bits(row.get_f32(i), inv_t)
+            } else {
+                NEG_INF_BITS
+            }
+        })
+        .collect()
+}
+
+/// Samples one row (its `vocab` logits, and its mask row if it has one) and
+/// reports how close each decision was.
+pub(crate) fn sample_row_traced(
+    row: HostLogits<'_>,
+    p: &GpuRowParams,
+    mask: Option<&[u32]>,
+) -> RowTrace {
+    let vocab = row.len() as u32;
+    let inv_t = if p.is_greedy() {
+        1.0
+    } else {
+        p.inv_temperature
+    };
+    let z = z_bits(row, inv_t, mask);
+    let no_valid = RowTrace {
+        result: SampleResult {
+            token: NO_TOKEN,
+            logprob: f32::NEG_INFINITY,
+            kept: 0,
+            status: RowStatus::NoValidToken,
+        },
+        top_p_margin: f32::INFINITY,
+        stream_gap: f32::INFINITY,
+        token_gap: f32::INFINITY,
+    };
+
+    let PassOne {
+        stream_state,
+        stream_inf,
+        stream_finite,
+        stream_sums,
+    } = pass_one(&z);
     let row_inf: u32 = stream_inf.iter().sum();
     let row = fold_reduce(&stream_state, Online::merge);
     let has_inf = row_inf != 0;

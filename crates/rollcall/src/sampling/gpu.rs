@@ -4,8 +4,9 @@
 use super::mask::{check_host_mask, check_mask_rows, words_per_row, TokenMask};
 use super::{
     candidate_capacity, plan_chunks, shader_variants, validate_host_call, validate_params,
-    Features, GpuRowParams, HostLogits, LogitsBinding, RowStatus, SampleOptions, SampleResult,
-    SamplingParams, CANDIDATE_RANGE, NO_MASK, TILE_TOKENS,
+    Features, GpuRowParams, HostLogits, LogitsBinding, LogprobsMode, RowStatus, SampleOptions,
+    SampleResult, Samples, SamplingParams, TopLogprob, CANDIDATE_RANGE, MAX_TOP_LOGPROBS, NO_MASK,
+    TILE_TOKENS, TOP_LOGPROB_BYTES,
 };
 use crate::gpu::buffer::{write_padded, GrowBuffer};
 use crate::gpu::logits::{DispatchRecords, LogitsKernel, LogitsKernelKey};
@@ -52,6 +53,9 @@ pub struct SampleBatch {
     host_params: Vec<GpuRowParams>,
     tokens: wgpu::Buffer,
     results: wgpu::Buffer,
+    /// MAX_TOP_LOGPROBS (token, logprob) entries per row.
+    top: wgpu::Buffer,
+    logprobs: LogprobsMode,
     records: DispatchRecords,
     capacity: u32,
     rows: u32,
@@ -94,6 +98,12 @@ impl SampleBatch {
                 RESULT_BYTES,
                 wgpu::BufferUsages::COPY_SRC,
             )?,
+            top: storage(
+                "rollcall top logprobs",
+                u64::from(MAX_TOP_LOGPROBS) * TOP_LOGPROB_BYTES,
+                wgpu::BufferUsages::COPY_SRC,
+            )?,
+            logprobs: LogprobsMode::Processed,
             partials: GrowBuffer::with_size(
                 ctx,
                 "rollcall sampling partials",
@@ -178,6 +188,26 @@ impl SampleBatch {
     pub fn results(&self) -> &wgpu::Buffer {
         &self.results
     }
+
+    /// [`MAX_TOP_LOGPROBS`] entries of [`TOP_LOGPROB_BYTES`] per row: token
+    /// (`u32`) and log-probability (`f32`), most likely first (ties to the
+    /// lower token); entries past the row's `top_logprobs` or its valid
+    /// tokens hold token [`NO_TOKEN`](super::NO_TOKEN) and −inf. Written
+    /// only when some row asks for top log-probabilities or the mode is raw.
+    pub fn top_logprobs(&self) -> &wgpu::Buffer {
+        &self.top
+    }
+
+    /// What the batch's log-probabilities are taken from (processed by
+    /// default); raw costs one more read of every row.
+    pub fn set_logprobs_mode(&mut self, mode: LogprobsMode) {
+        self.logprobs = mode;
+    }
+
+    /// Whether the top log-probabilities kernel runs for this batch.
+    fn wants_logprobs(&self, rows: &[GpuRowParams]) -> bool {
+        self.logprobs == LogprobsMode::Raw || rows.iter().any(|p| p.top_logprobs > 0)
+    }
 }
 
 /// Bytes of one stream's state over one tile (`StreamPartial` in the shader;
@@ -243,7 +273,7 @@ pub struct Sampler {
     candidates: u32,
     /// The kernels of each feature set ([`Features::index`]), built when a
     /// batch first needs them.
-    kernels: [OnceLock<Kernels>; 4],
+    kernels: [OnceLock<Kernels>; super::FEATURE_SETS],
     max_chunk_bytes: Option<u64>,
     /// Bound in place of the masks when no row reads one.
     mask_stand_in: wgpu::Buffer,
@@ -251,11 +281,12 @@ pub struct Sampler {
     host: Option<HostBuffers>,
 }
 
-/// The three sampling kernels of one feature set.
+/// The sampling kernels of one feature set.
 struct Kernels {
     draw: LogitsKernel,
     partials: LogitsKernel,
     finish: LogitsKernel,
+    top: LogitsKernel,
 }
 
 /// Reused by the host path; grown, never shrunk.
@@ -313,13 +344,13 @@ impl Sampler {
             return Ok(kernels);
         }
         let candidates = self.candidates;
-        // Bindings 2..6: params (read), tokens, results, split partials,
-        // masks (read); 7: the logits as vectors.
+        // Bindings 2..7: params (read), tokens, results, split partials,
+        // masks (read), top log-probabilities; 8: the logits as vectors.
         let build = |label: &'static str, entry_point: &'static str| {
             let key = LogitsKernelKey {
-                kernel: features.kernel_name(entry_point),
-                constant: candidates,
-                extra: &[true, false, false, false, true],
+                kernel: entry_point,
+                constant: candidates | (features.index() as u32) << 16,
+                extra: &[true, false, false, false, true, false],
             };
             let mut kernel = LogitsKernel::new(&self.ctx, label, key, || {
                 shader_variants(candidates, entry_point, features)
@@ -333,6 +364,7 @@ impl Sampler {
             draw: build("rollcall sampling", "sample_rows")?,
             partials: build("rollcall sampling partials", "stream_partials")?,
             finish: build("rollcall sampling finish", "finish_rows")?,
+            top: build("rollcall top logprobs", "top_logprobs")?,
         };
         Ok(cell.get_or_init(|| built))
     }
@@ -374,6 +406,7 @@ impl Sampler {
                 kernels.draw.set_max_chunk_bytes(bytes);
                 kernels.partials.set_max_chunk_bytes(bytes);
                 kernels.finish.set_max_chunk_bytes(bytes);
+                kernels.top.set_max_chunk_bytes(bytes);
             }
         }
         self
@@ -507,18 +540,21 @@ impl Sampler {
         vocab: u32,
         params: &[SamplingParams],
     ) -> Result<Vec<SampleResult>> {
-        self.sample_with(logits, vocab, params, &SampleOptions::default())
+        Ok(self
+            .sample_with(logits, vocab, params, &SampleOptions::default())?
+            .results)
     }
 
-    /// [`Sampler::sample`] with token masks: the same bits as
-    /// [`cpu::sample_with`](super::cpu::sample_with).
+    /// [`Sampler::sample`] with token masks and top log-probabilities: the
+    /// same bits as [`cpu::sample_with`](super::cpu::sample_with) but where
+    /// exp and log differ by an ulp.
     pub fn sample_with(
         &mut self,
         logits: HostLogits<'_>,
         vocab: u32,
         params: &[SamplingParams],
         options: &SampleOptions<'_>,
-    ) -> Result<Vec<SampleResult>> {
+    ) -> Result<Samples> {
         let mut gpu_params = validate_host_call(&logits, vocab, params)?;
         if let Some(m) = &options.mask {
             check_host_mask(m, vocab, params.len())?;
@@ -538,9 +574,9 @@ impl Sampler {
         vocab: u32,
         gpu_params: &[GpuRowParams],
         options: &SampleOptions<'_>,
-    ) -> Result<Vec<SampleResult>> {
+    ) -> Result<Samples> {
         if gpu_params.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Samples::default());
         }
         // The caller checked `rows × vocab` against the slice's length.
         let rows = u32::try_from(gpu_params.len()).map_err(|_| Error::BatchCapacity {
@@ -565,6 +601,7 @@ impl Sampler {
             .unwrap_or(4);
         let mask_words = options.mask.as_ref().map_or(&[][..], |m| m.words);
         let mut host = self.host_buffers(rows, upload_bytes, mask_words)?;
+        host.batch.set_logprobs_mode(options.logprobs);
         // Put back whatever happens: the buffers are reused by the next call.
         let result = self.upload_and_encode(
             &mut host,
@@ -574,7 +611,7 @@ impl Sampler {
             &host_chunks,
             mask_words,
         );
-        let result = result.and_then(|()| self.read_results(&host, rows));
+        let result = result.and_then(|()| self.read_results(&host, gpu_params));
         self.host = Some(host);
         result
     }
@@ -674,10 +711,14 @@ impl Sampler {
             SplitRows::Auto => SplitRows::Fused,
             mode => mode,
         };
+        // Top log-probabilities read the per-stream states of a separate
+        // first pass.
+        let wants_logprobs = batch.wants_logprobs(dispatch_params);
         // Per-stream states per row left by a separate first pass (0: none).
         let mut tiles = match mode {
             SplitRows::Always => row_tiles,
             SplitRows::Never => 1,
+            _ if wants_logprobs => 1,
             _ => 0,
         };
         if tiles != 0 {
@@ -688,7 +729,13 @@ impl Sampler {
                 * u64::from(super::STREAMS)
                 * PARTIAL_BYTES;
             let limit = self.ctx.whole_binding_limit(wgpu::BufferUsages::STORAGE);
-            if needed > limit {
+            if needed > limit && wants_logprobs {
+                return Err(Error::TooLarge {
+                    what: "per-stream states for top log-probabilities",
+                    bytes: needed,
+                    limit,
+                });
+            } else if needed > limit {
                 tiles = 0;
             } else {
                 batch.partials.reserve_doubling(&batch.ctx, needed)?;
@@ -700,6 +747,7 @@ impl Sampler {
             batch.results.as_entire_binding(),
             batch.partials.buffer().as_entire_binding(),
             masks,
+            batch.top.as_entire_binding(),
         ];
         let records = &mut batch.records;
         if tiles != 0 {
@@ -712,7 +760,28 @@ impl Sampler {
         } else {
             &kernels.draw
         };
-        drawer.encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)
+        drawer.encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)?;
+        if !wants_logprobs {
+            return Ok(());
+        }
+        // Every pass here writes the same records (same chunks and tiles):
+        // the records are written through the queue and the last write of a
+        // submit is what every dispatch of it reads.
+        match batch.logprobs {
+            LogprobsMode::Processed => kernels
+                .top
+                .encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1),
+            LogprobsMode::Raw => {
+                // A first pass over the model's logits (no mask, 1/T = 1),
+                // over the processed one's states, then the list.
+                let raw = self.kernels(Features::RAW)?;
+                raw.partials.encode_tiled(
+                    encoder, logits, chunks, records, &extra, row_base, tiles, tiles,
+                )?;
+                raw.top
+                    .encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)
+            }
+        }
     }
 
     /// The host path's buffers, taken out of the sampler (put them back),
@@ -754,8 +823,13 @@ impl Sampler {
             host.upload.reserve_doubling(ctx, upload_bytes)?;
             host.masks
                 .reserve_doubling(ctx, (mask_words.len() as u64 * 4).max(4))?;
-            host.readback
-                .reserve(ctx, u64::from(rows) * (TOKEN_BYTES + RESULT_BYTES))?;
+            host.readback.reserve(
+                ctx,
+                u64::from(rows)
+                    * (TOKEN_BYTES
+                        + RESULT_BYTES
+                        + u64::from(MAX_TOP_LOGPROBS) * TOP_LOGPROB_BYTES),
+            )?;
             Ok(())
         })();
         match grown {
@@ -769,19 +843,36 @@ impl Sampler {
 
     /// Copies tokens and results to the readback buffer and maps it: the host
     /// path's one wait on the GPU.
-    fn read_results(&self, host: &HostBuffers, rows: u32) -> Result<Vec<SampleResult>> {
+    fn read_results(&self, host: &HostBuffers, params: &[GpuRowParams]) -> Result<Samples> {
         let ctx = &self.ctx;
-        let n = u64::from(rows);
+        let n = params.len() as u64;
+        let wants_top = params.iter().any(|p| p.top_logprobs > 0);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         let readback = host.readback.buffer();
         let (token_bytes, result_bytes) = (n * TOKEN_BYTES, n * RESULT_BYTES);
+        let top_bytes = if wants_top {
+            n * u64::from(MAX_TOP_LOGPROBS) * TOP_LOGPROB_BYTES
+        } else {
+            0
+        };
         encoder.copy_buffer_to_buffer(&host.batch.tokens, 0, readback, 0, token_bytes);
         encoder.copy_buffer_to_buffer(&host.batch.results, 0, readback, token_bytes, result_bytes);
+        if wants_top {
+            encoder.copy_buffer_to_buffer(
+                &host.batch.top,
+                0,
+                readback,
+                token_bytes + result_bytes,
+                top_bytes,
+            );
+        }
         ctx.submit(encoder.finish());
-        let bytes = ctx.read_buffer(readback, token_bytes + result_bytes)?;
-        let tokens: &[u32] = bytemuck::cast_slice(&bytes[..token_bytes as usize]);
-        let results: &[GpuRowResult] = bytemuck::cast_slice(&bytes[token_bytes as usize..]);
-        Ok(tokens
+        let bytes = ctx.read_buffer(readback, token_bytes + result_bytes + top_bytes)?;
+        let (token_end, result_end) = (token_bytes as usize, (token_bytes + result_bytes) as usize);
+        let tokens: &[u32] = bytemuck::cast_slice(&bytes[..token_end]);
+        let results: &[GpuRowResult] = bytemuck::cast_slice(&bytes[token_end..result_end]);
+        let top: &[[u32; 2]] = bytemuck::cast_slice(&bytes[result_end..]);
+        let results = tokens
             .iter()
             .zip(results)
             .map(|(&token, r)| SampleResult {
@@ -794,6 +885,28 @@ impl Sampler {
                     RowStatus::NoValidToken
                 },
             })
-            .collect())
+            .collect();
+        let top_logprobs = params
+            .iter()
+            .enumerate()
+            .map(|(r, p)| {
+                let entries = top
+                    .get(r * MAX_TOP_LOGPROBS as usize..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .take(p.top_logprobs as usize);
+                entries
+                    .take_while(|e| e[0] != super::NO_TOKEN)
+                    .map(|e| TopLogprob {
+                        token: e[0],
+                        logprob: f32::from_bits(e[1]),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Samples {
+            results,
+            top_logprobs,
+        })
     }
 }

@@ -74,6 +74,9 @@ pub mod mask;
 
 pub use gpu::{SampleBatch, Sampler};
 pub use mask::{HostMask, TokenMask};
+/// Bytes of one top log-probability entry in [`SampleBatch::top_logprobs`]:
+/// the token (`u32`) and its log-probability (`f32`).
+pub const TOP_LOGPROB_BYTES: u64 = 8;
 
 pub(crate) use crate::gpu::logits::{plan_chunks, Chunk, HostLogits, LogitsBinding};
 use crate::{Error, Result};
@@ -133,7 +136,13 @@ pub struct SamplingParams {
     /// Frequency penalty over output tokens (OpenAI rule: subtracted once per
     /// occurrence), in [−2, 2]; 0 is off.
     pub frequency_penalty: f32,
+    /// How many of the most likely tokens to return with their
+    /// log-probabilities (OpenAI `top_logprobs`), 0 to [`MAX_TOP_LOGPROBS`].
+    pub top_logprobs: u32,
 }
+
+/// Most top log-probabilities a row can ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -155,6 +164,7 @@ impl SamplingParams {
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            top_logprobs: 0,
         }
     }
     /// Greedy decoding (temperature 0).
@@ -198,6 +208,11 @@ impl SamplingParams {
         self.frequency_penalty = frequency;
         self
     }
+    /// Sets how many top log-probabilities to return.
+    pub fn top_logprobs(mut self, n: u32) -> Self {
+        self.top_logprobs = n;
+        self
+    }
     /// Whether any penalty is on (it needs the row's token history).
     pub fn uses_penalties(&self) -> bool {
         self.repetition_penalty != 1.0
@@ -223,6 +238,8 @@ impl SamplingParams {
 pub struct SampleOptions<'a> {
     /// Allowed-token bitmasks and which rows read them.
     pub mask: Option<HostMask<'a>>,
+    /// What the returned log-probabilities are taken from.
+    pub logprobs: LogprobsMode,
 }
 
 impl<'a> SampleOptions<'a> {
@@ -231,7 +248,51 @@ impl<'a> SampleOptions<'a> {
         self.mask = Some(mask);
         self
     }
+    /// Sets the log-probability mode.
+    pub fn logprobs(mut self, mode: LogprobsMode) -> Self {
+        self.logprobs = mode;
+        self
+    }
 }
+
+/// What a batch's log-probabilities (the sampled token's and the top-N) are
+/// taken from. Both are before top-k, top-p, min-p and top-nσ.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogprobsMode {
+    /// After masks, bias, penalties and temperature: `softmax(z)` (greedy
+    /// rows: at temperature 1). vLLM's `processed_logprobs`.
+    #[default]
+    Processed,
+    /// The model's logits as given: `softmax(l)`, before masks, bias,
+    /// penalties and temperature (vLLM's default, `raw_logprobs`). Costs one
+    /// more read of every row.
+    Raw,
+}
+
+/// One of a row's top log-probabilities.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TopLogprob {
+    /// The token.
+    pub token: u32,
+    /// Its log-probability (in the batch's [`LogprobsMode`]).
+    pub logprob: f32,
+}
+
+/// What a host-path call with options returns: one result per row, and
+/// each row's top log-probabilities (as many as it asked for, fewer when
+/// fewer tokens are valid; most likely first, ties to the lower token).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Samples {
+    /// One result per row.
+    pub results: Vec<SampleResult>,
+    /// Per row, its top log-probabilities.
+    pub top_logprobs: Vec<Vec<TopLogprob>>,
+}
+
+/// How many feature sets there are.
+pub(crate) const FEATURE_SETS: usize = 5;
 
 /// Kernel variants a batch needs, chosen per batch so that rows without a
 /// feature cost nothing when no row of the batch uses it.
@@ -241,32 +302,52 @@ pub(crate) struct Features {
     pub(crate) masked: bool,
     /// Some row uses top-nσ (pass 1 also sums z and z²).
     pub(crate) sigma: bool,
+    /// The raw first pass and top log-probabilities: no mask, no temperature.
+    pub(crate) raw: bool,
 }
 
 impl Features {
+    /// Every feature set a batch can need: the four mask and top-nσ sets,
+    /// and the raw one.
     #[cfg(test)]
-    pub(crate) const ALL: [Features; 4] = [
+    pub(crate) const ALL: [Features; FEATURE_SETS] = [
         Features {
             masked: false,
             sigma: false,
+            raw: false,
         },
         Features {
             masked: true,
             sigma: false,
+            raw: false,
         },
         Features {
             masked: false,
             sigma: true,
+            raw: false,
         },
         Features {
             masked: true,
             sigma: true,
+            raw: false,
         },
+        Features::RAW,
     ];
 
-    /// Position in [`Features::ALL`].
+    /// The raw pass's features.
+    pub(crate) const RAW: Features = Features {
+        masked: false,
+        sigma: false,
+        raw: true,
+    };
+
+    /// Position in [`Features::ALL`] (below [`FEATURE_SETS`]).
     pub(crate) fn index(self) -> usize {
-        usize::from(self.masked) | usize::from(self.sigma) << 1
+        if self.raw {
+            4
+        } else {
+            usize::from(self.masked) | usize::from(self.sigma) << 1
+        }
     }
 
     /// The features `rows` need.
@@ -274,44 +355,15 @@ impl Features {
         Self {
             masked: rows.iter().any(|p| p.mask_row != NO_MASK),
             sigma: rows.iter().any(GpuRowParams::uses_top_n_sigma),
+            raw: false,
         }
     }
 
     fn prelude(self) -> String {
         format!(
-            "const MASKED: bool = {};\nconst SIGMA_SUMS: bool = {};",
-            self.masked, self.sigma
+            "const MASKED: bool = {};\nconst SIGMA_SUMS: bool = {};\nconst RAW_LOGPROBS: bool = {};",
+            self.masked, self.sigma, self.raw
         )
-    }
-
-    /// The pipeline-cache name of `entry_point` with these features.
-    pub(crate) fn kernel_name(self, entry_point: &str) -> &'static str {
-        const NAMES: [[&str; 4]; 3] = [
-            [
-                "sample_rows",
-                "sample_rows+mask",
-                "sample_rows+sigma",
-                "sample_rows+mask+sigma",
-            ],
-            [
-                "stream_partials",
-                "stream_partials+mask",
-                "stream_partials+sigma",
-                "stream_partials+mask+sigma",
-            ],
-            [
-                "finish_rows",
-                "finish_rows+mask",
-                "finish_rows+sigma",
-                "finish_rows+mask+sigma",
-            ],
-        ];
-        let entry = match entry_point {
-            "sample_rows" => 0,
-            "stream_partials" => 1,
-            _ => 2,
-        };
-        NAMES[entry][self.index()]
     }
 }
 
@@ -378,8 +430,8 @@ pub(crate) struct GpuRowParams {
     pub mask_row: u32,
     /// top-nσ's n (used when FLAG_TOP_N_SIGMA is set).
     pub top_n_sigma: f32,
-    /// Padding to 16-byte alignment.
-    pub pad: u32,
+    /// Top log-probabilities to return.
+    pub top_logprobs: u32,
 }
 
 impl GpuRowParams {
@@ -469,6 +521,12 @@ pub(crate) fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowPar
                     });
                 }
             }
+            if p.top_logprobs > MAX_TOP_LOGPROBS {
+                return Err(Error::TooManyLogprobs {
+                    requested: p.top_logprobs,
+                    max: MAX_TOP_LOGPROBS,
+                });
+            }
             let greedy = p.is_greedy();
             let mut flags = 0;
             if p.top_n_sigma > 0.0 {
@@ -496,7 +554,7 @@ pub(crate) fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowPar
                 flags,
                 mask_row: NO_MASK,
                 top_n_sigma: p.top_n_sigma,
-                pad: 0,
+                top_logprobs: p.top_logprobs,
             })
         })
         .collect()
@@ -559,7 +617,7 @@ pub(crate) fn shader_variants(
     features: Features,
 ) -> Result<Vec<crate::gpu::shader::ShaderVariant>> {
     crate::gpu::logits::variants_with_vec4(
-        &format!("sampling/{}", features.kernel_name(entry_point)),
+        &format!("sampling/{entry_point}/{features:?}"),
         "sampling.wgsl",
         entry_point,
         &format!(

@@ -94,7 +94,8 @@ pub fn check_against_twin(
     if gpu.token == cpu.token {
         let tol = 2e-4 * cpu.logprob.abs().max(1.0);
         assert!(
-            (gpu.logprob - cpu.logprob).abs() <= tol,
+            gpu.logprob.to_bits() == cpu.logprob.to_bits()
+                || (gpu.logprob - cpu.logprob).abs() <= tol,
             "{context}: logprob gpu {} twin {}",
             gpu.logprob,
             cpu.logprob
@@ -108,6 +109,30 @@ pub fn check_against_twin(
             cpu.token
         );
         true
+    }
+}
+
+/// A GPU top log-probability list against the twin's: the same tokens in
+/// the same order, log-probabilities within 2e-4 relative (ties in value
+/// may swap only where the twin's values are within that tolerance).
+pub fn check_top_logprobs(
+    gpu: &[rollcall::sampling::TopLogprob],
+    twin: &[rollcall::sampling::TopLogprob],
+    context: &str,
+) {
+    assert_eq!(gpu.len(), twin.len(), "{context}: top list length");
+    for (k, (g, t)) in gpu.iter().zip(twin).enumerate() {
+        assert_eq!(
+            g.token, t.token,
+            "{context}: top entry {k}: gpu {gpu:?} twin {twin:?}"
+        );
+        let tol = 2e-4 * t.logprob.abs().max(1.0);
+        assert!(
+            g.logprob.to_bits() == t.logprob.to_bits() || (g.logprob - t.logprob).abs() <= tol,
+            "{context}: top entry {k}: logprob gpu {} twin {}",
+            g.logprob,
+            t.logprob
+        );
     }
 }
 
