@@ -5,12 +5,20 @@
 //! Knobs on the public kernel objects are gated the same way:
 //! `Sampler::with_split_rows`, `Sampler::with_max_chunk_bytes`,
 //! `Sampler::with_candidate_capacity`, `Compactor::with_grid_width`,
-//! `TailStats::with_grid_width`.
+//! `TailStats::with_grid_width`, `EditKernels::with_max_chunk_bytes`.
+//!
+//! The logit edits (bias, penalties, min_tokens, the GPU token history) are
+//! reached from here until the sampler uses them.
 
+pub use crate::gpu::logits::Chunk;
 pub use crate::gpu::timing::{time_gpu, GpuTimer, Timing, TimingSource};
 pub use crate::math::philox::{exponential_from_bits, philox4x32_10, PhiloxWords, KNOWN_ANSWERS};
 pub use crate::math::special;
 pub use crate::read_once::ReadOnce;
+pub use crate::sampling::edits::{
+    round_to_halves, EditKernels, EditState, GpuHistoryRow, HistoryEntry, HistoryTwin, OwnedLogits,
+    RowHistory, RowTable,
+};
 pub use crate::sampling::gpu::{SplitRows, SPLIT_BELOW_ROWS};
 
 /// Tokens of a row in one tile of a split first pass.

@@ -269,6 +269,7 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
     use crate::compact::CompactParams;
     use crate::gpu::logits::{ChunkInfo, RECORD_BYTES};
     use crate::math::philox::PhiloxInput;
+    use crate::sampling::edits::{GpuEditParams, GpuEditRowState, GpuSlot};
     use crate::sampling::gpu::{GpuRowResult, PARTIAL_BYTES};
     use crate::sampling::GpuRowParams;
     use crate::tail::{EstimateParams, OrderParams};
@@ -423,6 +424,43 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("c_tilde", EstimateParams, c_tilde),
                 field!("threshold", EstimateParams, threshold),
                 field!("groups_x", EstimateParams, groups_x),
+            ],
+        ),
+        "HistorySlot" => check_mirror(
+            r,
+            name,
+            size_of::<GpuSlot>(),
+            &[
+                field!("token", GpuSlot, token),
+                field!("counts", GpuSlot, counts),
+                field!("bias", GpuSlot, bias),
+                field!("saved", GpuSlot, saved),
+            ],
+        ),
+        "EditParams" => check_mirror(
+            r,
+            name,
+            size_of::<GpuEditParams>(),
+            &[
+                field!("repetition", GpuEditParams, repetition),
+                field!("inv_repetition", GpuEditParams, inv_repetition),
+                field!("presence", GpuEditParams, presence),
+                field!("frequency", GpuEditParams, frequency),
+                field!("min_tokens", GpuEditParams, min_tokens),
+                field!("flags", GpuEditParams, flags),
+                field!("slot_shift", GpuEditParams, slot_shift),
+                field!("_pad", GpuEditParams, pad),
+            ],
+        ),
+        "EditRowState" => check_mirror(
+            r,
+            name,
+            size_of::<GpuEditRowState>(),
+            &[
+                field!("produced", GpuEditRowState, produced),
+                field!("distinct", GpuEditRowState, distinct),
+                field!("applied", GpuEditRowState, applied),
+                field!("_pad", GpuEditRowState, pad),
             ],
         ),
         "PhiloxInput" => check_mirror(
@@ -583,7 +621,10 @@ fn every_struct_the_host_shares_matches_its_mirror() {
         "CountParams",
         "DecideParams",
         "Decision",
+        "EditParams",
+        "EditRowState",
         "EstimateParams",
+        "HistorySlot",
         "OrderParams",
         "PhiloxInput",
         "PromptVotes",
@@ -904,6 +945,67 @@ fn other_kernels_constants_match_the_shaders() {
         assert_eq!(r.f32("EULER_GAMMA"), tail::EULER_GAMMA as f32, "{s}");
         check_special_constants(r);
     }
+}
+
+#[test]
+fn edits_constants_match_the_shader() {
+    use crate::sampling::edits::{self, shader_variants};
+    use crate::sampling::RowStatus;
+    use crate::LogitsDtype;
+    let variants = shader_variants().unwrap();
+    let mut entry_points = std::collections::BTreeSet::new();
+    for variant in &variants {
+        let r = reflect(variant);
+        let s = &r.label;
+        entry_points.insert(r.entry_point);
+        // Prepended by the host: the kernels' variants in dtype order.
+        if r.entry_point != "round_to_halves" {
+            let dtype = LogitsDtype::ALL
+                .iter()
+                .find(|d| s.ends_with(&format!("/{d:?}")))
+                .unwrap_or_else(|| panic!("{s}: no dtype"));
+            assert_eq!(r.u32("LOGITS_DTYPE"), dtype.index() as u32, "{s}");
+        }
+        for (name, dtype) in [
+            ("DTYPE_F32", LogitsDtype::F32),
+            ("DTYPE_F16", LogitsDtype::F16),
+            ("DTYPE_BF16", LogitsDtype::Bf16),
+        ] {
+            assert_eq!(r.u32(name), dtype.index() as u32, "{s}: {name}");
+        }
+        // Copied by the host and the CPU twin.
+        assert_eq!(r.u32("WG"), edits::WORKGROUP, "{s}");
+        assert_eq!(r.workgroup_width(), edits::WORKGROUP, "{s}");
+        for (name, value) in [
+            ("EMPTY_TOKEN", edits::EMPTY_TOKEN),
+            ("COUNT_MASK", edits::COUNT_MASK),
+            ("IN_PROMPT", edits::IN_PROMPT),
+            ("STOP_TOKEN", edits::STOP_TOKEN),
+            ("HASH_MULTIPLIER", edits::HASH_MULTIPLIER),
+            ("FLAG_PENALTIES", edits::FLAG_PENALTIES),
+            ("FLAG_BIAS", edits::FLAG_BIAS),
+            ("FLAG_STOP", edits::FLAG_STOP),
+            ("CANONICAL_NAN_BITS", edits::CANONICAL_NAN_BITS),
+            ("STATUS_OK", RowStatus::Ok.code()),
+            ("F32_NEG_INF_BITS", crate::math::keys::NEG_INF_BITS),
+        ] {
+            assert_eq!(r.u32(name), value, "{s}: {name}");
+        }
+    }
+    assert_eq!(
+        entry_points.into_iter().collect::<Vec<_>>(),
+        ["apply_edits", "restore_and_append", "round_to_halves"]
+    );
+    // The count and the two flags split a slot's `counts` word.
+    assert_eq!(
+        edits::COUNT_MASK & (edits::IN_PROMPT | edits::STOP_TOKEN),
+        0
+    );
+    assert_eq!(
+        edits::COUNT_MASK | edits::IN_PROMPT | edits::STOP_TOKEN,
+        u32::MAX
+    );
+    assert!(f32::from_bits(edits::CANONICAL_NAN_BITS).is_nan());
 }
 
 /// The host decodes the tail's segment statuses as the shader writes them

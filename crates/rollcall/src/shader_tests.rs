@@ -29,6 +29,7 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
         all.extend(crate::voting::gpu::shader_variants(capacity).unwrap());
     }
     all.extend(crate::tail::shader_variants().unwrap());
+    all.extend(crate::sampling::edits::shader_variants().unwrap());
     all
 }
 

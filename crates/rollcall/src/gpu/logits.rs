@@ -383,6 +383,9 @@ pub(crate) struct Pipelines {
     /// when the logits range is shorter than one vector (the variant that
     /// reads the view is then not used).
     vec4_view: (u32, wgpu::Buffer),
+    /// Whether the logits are bound read_write (the view is then always the
+    /// stand-in: one dispatch cannot bind a range both ways).
+    logits_writable: bool,
 }
 
 /// Index of the f32 variant that loads four logits at a time.
@@ -405,6 +408,16 @@ impl crate::gpu::cache::PipelineKey for LogitsKernelKey {
     type Built = Pipelines;
 }
 
+/// The cache key of a kernel that binds the logits read_write
+/// ([`LogitsKernel::with_writable_logits`]): a key type of its own, so its
+/// pipelines never share an entry with a read-only kernel's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct WritableLogitsKey(pub(crate) LogitsKernelKey);
+
+impl crate::gpu::cache::PipelineKey for WritableLogitsKey {
+    type Built = Pipelines;
+}
+
 impl LogitsKernel {
     /// The layout and one pipeline per variant (in `LogitsDtype::ALL` order,
     /// then the f32 variant that reads four logits per load), built once per
@@ -420,14 +433,39 @@ impl LogitsKernel {
         variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
     ) -> Result<Self> {
         let built = ctx.pipelines(&key, || {
-            Pipelines::build(ctx, label, &variants()?, key.extra)
+            Pipelines::build(ctx, label, &variants()?, key.extra, false)
         })?;
-        Ok(Self {
+        Ok(Self::with_pipelines(ctx, label, built))
+    }
+
+    /// Like [`LogitsKernel::new`], with the logits bound read_write at
+    /// binding 1 (the kernel edits them in place). The vector view's binding
+    /// is still in the layout but always holds a stand-in, and `variants`
+    /// has no vector variant.
+    pub(crate) fn with_writable_logits(
+        ctx: &GpuContext,
+        label: &'static str,
+        key: LogitsKernelKey,
+        variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
+    ) -> Result<Self> {
+        let extra = key.extra;
+        let built = ctx.pipelines(&WritableLogitsKey(key), || {
+            Pipelines::build(ctx, label, &variants()?, extra, true)
+        })?;
+        Ok(Self::with_pipelines(ctx, label, built))
+    }
+
+    fn with_pipelines(
+        ctx: &GpuContext,
+        label: &'static str,
+        built: std::sync::Arc<Pipelines>,
+    ) -> Self {
+        Self {
             ctx: ctx.clone(),
             label,
             built,
             max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
-        })
+        }
     }
 }
 
@@ -437,13 +475,16 @@ impl Pipelines {
         label: &str,
         variants: &[ShaderVariant],
         extra: &[bool],
+        logits_writable: bool,
     ) -> Result<Self> {
         use crate::gpu::shader::{layout_and_pipelines, Binding};
         let device = &ctx.device;
-        let mut bindings = vec![
-            (0, Binding::Uniform(Some(RECORD_BYTES))),
-            (1, Binding::Read),
-        ];
+        let logits = if logits_writable {
+            Binding::ReadWrite
+        } else {
+            Binding::Read
+        };
+        let mut bindings = vec![(0, Binding::Uniform(Some(RECORD_BYTES))), (1, logits)];
         bindings.extend(extra.iter().enumerate().map(|(i, &read_only)| {
             let kind = if read_only {
                 Binding::Read
@@ -465,6 +506,7 @@ impl Pipelines {
             layout,
             pipelines,
             vec4_view,
+            logits_writable,
         })
     }
 }
@@ -587,7 +629,7 @@ impl LogitsKernel {
                 let (binding, stand_in) = &self.built.vec4_view;
                 // The rows of a vector-read chunk end on a 16-byte boundary
                 // inside the range, so the rounded-down view covers them.
-                let (buffer, offset, size) = if vec4_bytes > 0 {
+                let (buffer, offset, size) = if vec4_bytes > 0 && !self.built.logits_writable {
                     (logits.buffer, chunk.bind_offset, vec4_bytes)
                 } else {
                     (stand_in, 0, 16)

@@ -23,10 +23,15 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../shaders/shared/special.wgsl"),
     ),
     (
+        "shared/chunk.wgsl",
+        include_str!("../../shaders/shared/chunk.wgsl"),
+    ),
+    (
         "shared/logits.wgsl",
         include_str!("../../shaders/shared/logits.wgsl"),
     ),
     ("sampling.wgsl", include_str!("../../shaders/sampling.wgsl")),
+    ("edits.wgsl", include_str!("../../shaders/edits.wgsl")),
     (
         "read_once.wgsl",
         include_str!("../../shaders/read_once.wgsl"),

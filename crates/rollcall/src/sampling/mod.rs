@@ -69,6 +69,7 @@
 //! on the engine path.
 
 pub mod cpu;
+pub(crate) mod edits;
 pub(crate) mod gpu;
 pub mod mask;
 

@@ -1,0 +1,335 @@
+// Logit edits, applied to the logits in place before sampling and undone
+// after it (vLLM v1 order): logit bias, the repetition, frequency and
+// presence penalties, and the min_tokens ban of stop tokens. Then the row's
+// sampled token joins its token history. One workgroup of WG invocations per
+// row; the CPU twin is `sampling/edits.rs`.
+//
+// Per row, a token history: an open-addressing hash table of `1 << slot_shift`
+// slots (linear probing from `(token * HASH_MULTIPLIER) >> (32 - slot_shift)`)
+// holding every token that can be edited: prompt and output tokens, biased
+// tokens and stop tokens. A token not in the table is never touched.
+//
+// Edited value of a token with logit l (decoded to f32), each arithmetic step
+// followed by `canonical` (below):
+//   v = l + bias                             (bias != 0)
+//   v = v > 0 ? v * inv_repetition : v * repetition
+//                                            (repetition on; in prompt or count > 0)
+//   v = v - frequency * count; v = v - presence  (count > 0; each when != 0)
+//   v = -inf                                 (stop token, produced < min_tokens)
+// A token none of these touch keeps its bits. f32 logits store v; f16 and
+// bf16 logits store v rounded to nearest-even in their dtype (integer ops,
+// bit for bit the `half` crate's `from_f32`).
+//
+// Two 16-bit logits share a 32-bit word (across rows too when vocab is odd),
+// so the logits are bound as atomics and every edit is an `atomicXor` of the
+// old bits with the new ones in place: only the token's half changes. The
+// delta is kept in the slot (`saved`) and XORed back by `restore_and_append`,
+// which leaves the buffer bit-identical to before `apply_edits`.
+//
+// Bit identity with the twin assumes the adapter rounds each product and
+// sum (Vulkan and Metal round f32 add and multiply correctly) and does not
+// fuse a product into the next subtraction: the product passes through
+// `canonical`, an integer select, before it is subtracted, and the tests
+// compare every edited bit with the twin's on the adapter they run on.
+
+#include "shared/chunk.wgsl"
+
+const WG: u32 = 64u;
+const EMPTY_TOKEN: u32 = 0xFFFFFFFFu;
+// HistorySlot.counts: output occurrences in bits 0..=29 (saturating), then flags.
+const COUNT_MASK: u32 = 0x3FFFFFFFu;
+const IN_PROMPT: u32 = 0x40000000u;
+const STOP_TOKEN: u32 = 0x80000000u;
+const HASH_MULTIPLIER: u32 = 0x9E3779B1u;
+// EditParams.flags.
+const FLAG_PENALTIES: u32 = 1u;  // a penalty is on: edit, and track the history
+const FLAG_BIAS: u32 = 2u;       // some slot has a bias
+const FLAG_STOP: u32 = 4u;       // some slot is a stop token and min_tokens > 0
+const STATUS_OK: u32 = 0u;
+const CANONICAL_NAN_BITS: u32 = 0x7FC00000u;
+
+struct HistorySlot {
+    token: u32,   // EMPTY_TOKEN: free
+    counts: u32,  // count | IN_PROMPT | STOP_TOKEN
+    bias: f32,    // 0: none
+    saved: u32,   // the XOR delta apply_edits wrote into the logits
+}
+
+// Written by the host only.
+struct EditParams {
+    repetition: f32,
+    inv_repetition: f32,  // 1 / repetition rounded once on the host
+    presence: f32,
+    frequency: f32,
+    min_tokens: u32,
+    flags: u32,
+    slot_shift: u32,      // log2 of the slots per row (1..=31)
+    _pad: u32,
+}
+
+// Written by the host at `set_row`, then by the kernels.
+struct EditRowState {
+    produced: u32,  // output tokens so far
+    distinct: u32,  // occupied slots
+    applied: u32,   // 1 between apply_edits and restore_and_append
+    _pad: u32,
+}
+
+// The sampler's per-row result (its `RowResult`).
+struct RowResult {
+    logprob: f32,
+    status: u32,
+    kept: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(1) var<storage, read_write> logits: array<atomic<u32>>;
+@group(0) @binding(2) var<storage, read> params: array<EditParams>;
+@group(0) @binding(3) var<storage, read_write> row_state: array<EditRowState>;
+@group(0) @binding(4) var<storage, read_write> table: array<HistorySlot>;
+// restore_and_append only: the sampler's outputs.
+@group(0) @binding(5) var<storage, read> sampled_tokens: array<u32>;
+@group(0) @binding(6) var<storage, read> sampled_results: array<RowResult>;
+
+// f32 `x` after an arithmetic step: NaN becomes the one quiet NaN and a
+// subnormal a zero of its sign, so results depend neither on NaN payloads
+// nor on whether the adapter flushes subnormals.
+fn canonical(x: f32) -> f32 {
+    let bits = bitcast<u32>(x);
+    if (bits & 0x7FFFFFFFu) > 0x7F800000u {
+        return bitcast<f32>(CANONICAL_NAN_BITS);
+    }
+    if (bits & 0x7F800000u) == 0u {
+        return bitcast<f32>(bits & 0x80000000u);
+    }
+    return x;
+}
+
+struct Edit {
+    changed: bool,
+    value: f32,
+}
+
+// The edited value of logit `l` of the token in `slot` (see the top).
+fn edit_logit(l: f32, slot: HistorySlot, p: EditParams, ban: bool) -> Edit {
+    if ban && (slot.counts & STOP_TOKEN) != 0u {
+        return Edit(true, bitcast<f32>(F32_NEG_INF_BITS));
+    }
+    let count = slot.counts & COUNT_MASK;
+    let penalties = (p.flags & FLAG_PENALTIES) != 0u;
+    let add_bias = slot.bias != 0.0;
+    let repeat = penalties && p.repetition != 1.0
+        && (count > 0u || (slot.counts & IN_PROMPT) != 0u);
+    let frequency = penalties && count > 0u && p.frequency != 0.0;
+    let presence = penalties && count > 0u && p.presence != 0.0;
+    if !(add_bias || repeat || frequency || presence) {
+        return Edit(false, l);
+    }
+    var v = canonical(l);
+    if add_bias {
+        v = canonical(v + slot.bias);
+    }
+    if repeat {
+        if v > 0.0 {
+            v = canonical(v * p.inv_repetition);
+        } else {
+            v = canonical(v * p.repetition);
+        }
+    }
+    if frequency {
+        let cost = canonical(p.frequency * f32(count));
+        v = canonical(v - cost);
+    }
+    if presence {
+        v = canonical(v - p.presence);
+    }
+    return Edit(true, v);
+}
+
+// IEEE half bits of f32 bits, rounded to nearest-even: subnormal halves,
+// overflow to inf, NaN kept NaN (quiet bit set, top payload bits kept).
+fn f16_bits_from_f32_bits(x: u32) -> u32 {
+    let sign = (x >> 16u) & 0x8000u;
+    let exponent = x & 0x7F800000u;
+    let mantissa = x & 0x007FFFFFu;
+    if exponent == 0x7F800000u {
+        let quiet = select(0u, 0x0200u, mantissa != 0u);
+        return sign | 0x7C00u | quiet | (mantissa >> 13u);
+    }
+    let half_exponent = i32(exponent >> 23u) - 112;  // - 127 + 15
+    if half_exponent >= 31 {
+        return sign | 0x7C00u;
+    }
+    if half_exponent <= 0 {
+        // Subnormal half (or zero): the mantissa with its leading one,
+        // shifted right by 14..=24 places.
+        if half_exponent < -10 {
+            return sign;
+        }
+        let full = mantissa | 0x00800000u;
+        let shift = u32(14 - half_exponent);
+        let round_bit = 1u << (shift - 1u);
+        var bits = full >> shift;
+        // Round up when above half, or at half with an odd result.
+        if (full & round_bit) != 0u && (full & (3u * round_bit - 1u)) != 0u {
+            bits += 1u;
+        }
+        return sign | bits;
+    }
+    let bits = sign | (u32(half_exponent) << 10u) | (mantissa >> 13u);
+    // A carry out of the mantissa bumps the exponent (to inf past the top).
+    if (mantissa & 0x1000u) != 0u && (mantissa & 0x2FFFu) != 0u {
+        return bits + 1u;
+    }
+    return bits;
+}
+
+// bfloat16 bits of f32 bits, rounded to nearest-even; NaN kept NaN (quiet
+// bit set).
+fn bf16_bits_from_f32_bits(x: u32) -> u32 {
+    if (x & 0x7FFFFFFFu) > 0x7F800000u {
+        return (x >> 16u) | 0x0040u;
+    }
+    let bits = x >> 16u;
+    if (x & 0x8000u) != 0u && (x & 0x17FFFu) != 0u {
+        return bits + 1u;
+    }
+    return bits;
+}
+
+// Edits token `token` of dispatch row `row` in place and returns the XOR
+// delta it applied to the token's word (0: unchanged).
+fn apply_to_logit(row: u32, token: u32, slot: HistorySlot, p: EditParams, ban: bool) -> u32 {
+    let e = chunk.elem_base + row * chunk.vocab + token;
+    if LOGITS_DTYPE == DTYPE_F32 {
+        let old_bits = atomicLoad(&logits[e]);
+        let edit = edit_logit(bitcast<f32>(old_bits), slot, p, ban);
+        if !edit.changed {
+            return 0u;
+        }
+        let delta = old_bits ^ bitcast<u32>(edit.value);
+        if delta != 0u {
+            atomicXor(&logits[e], delta);
+        }
+        return delta;
+    }
+    let word = e >> 1u;
+    let shift = (e & 1u) * 16u;
+    let old_half = (atomicLoad(&logits[word]) >> shift) & 0xFFFFu;
+    let edit = edit_logit(decode_half(old_half), slot, p, ban);
+    if !edit.changed {
+        return 0u;
+    }
+    var new_half: u32;
+    if LOGITS_DTYPE == DTYPE_F16 {
+        new_half = f16_bits_from_f32_bits(bitcast<u32>(edit.value));
+    } else {
+        new_half = bf16_bits_from_f32_bits(bitcast<u32>(edit.value));
+    }
+    let delta = (old_half ^ new_half) << shift;
+    if delta != 0u {
+        atomicXor(&logits[word], delta);
+    }
+    return delta;
+}
+
+@compute @workgroup_size(WG)
+fn apply_edits(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x;
+    let r = chunk.row_base + row;
+    let p = params[r];
+    let produced = row_state[r].produced;
+    let ban = (p.flags & FLAG_STOP) != 0u && produced < p.min_tokens;
+    let edits = (p.flags & (FLAG_PENALTIES | FLAG_BIAS)) != 0u || ban;
+    if row_state[r].distinct == 0u || !edits {
+        return;
+    }
+    let slots = 1u << p.slot_shift;
+    let base = r << p.slot_shift;
+    for (var s = lid; s < slots; s += WG) {
+        let slot = table[base + s];
+        if slot.token == EMPTY_TOKEN || slot.token >= chunk.vocab {
+            continue;
+        }
+        table[base + s].saved = apply_to_logit(row, slot.token, slot, p, ban);
+    }
+    if lid == 0u {
+        row_state[r].applied = 1u;
+    }
+}
+
+// Adds the sampled `token` to row `r`'s history (invocation 0 only).
+fn append_token(r: u32, token: u32, p: EditParams) {
+    row_state[r].produced = max(row_state[r].produced, row_state[r].produced + 1u);
+    if (p.flags & FLAG_PENALTIES) == 0u {
+        return;
+    }
+    let mask = (1u << p.slot_shift) - 1u;
+    let base = r << p.slot_shift;
+    var s = (token * HASH_MULTIPLIER) >> (32u - p.slot_shift);
+    // The host refuses steps that could fill the table, so an empty slot or
+    // the token is always found; the bound only guards against a hang.
+    for (var probe = 0u; probe <= mask; probe += 1u) {
+        let held = table[base + s].token;
+        if held == token {
+            let counts = table[base + s].counts;
+            if (counts & COUNT_MASK) != COUNT_MASK {
+                table[base + s].counts = counts + 1u;
+            }
+            return;
+        }
+        if held == EMPTY_TOKEN {
+            table[base + s] = HistorySlot(token, 1u, 0.0, 0u);
+            row_state[r].distinct += 1u;
+            return;
+        }
+        s = (s + 1u) & mask;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn restore_and_append(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x;
+    let r = chunk.row_base + row;
+    let p = params[r];
+    if row_state[r].applied != 0u {
+        let slots = 1u << p.slot_shift;
+        let base = r << p.slot_shift;
+        for (var s = lid; s < slots; s += WG) {
+            let delta = table[base + s].saved;
+            if delta == 0u {
+                continue;
+            }
+            let e = chunk.elem_base + row * chunk.vocab + table[base + s].token;
+            let word = select(e >> 1u, e, LOGITS_DTYPE == DTYPE_F32);
+            atomicXor(&logits[word], delta);
+            table[base + s].saved = 0u;
+        }
+    }
+    workgroupBarrier();
+    storageBarrier();
+    if lid == 0u {
+        row_state[r].applied = 0u;
+        let token = sampled_tokens[r];
+        if sampled_results[r].status == STATUS_OK && token < chunk.vocab {
+            append_token(r, token, p);
+        }
+    }
+}
+
+// Tests only: f16 bits | bf16 bits << 16 of every f32 bit pattern in
+// `round_in` (as `apply_edits` stores an edited 16-bit logit).
+@group(0) @binding(8) var<storage, read> round_in: array<u32>;
+@group(0) @binding(9) var<storage, read_write> round_out: array<u32>;
+
+@compute @workgroup_size(WG)
+fn round_to_halves(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = gid.x + gid.y * groups.x * WG;
+    if i < arrayLength(&round_in) {
+        let x = round_in[i];
+        round_out[i] = f16_bits_from_f32_bits(x) | (bf16_bits_from_f32_bits(x) << 16u);
+    }
+}
