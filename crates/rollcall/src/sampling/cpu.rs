@@ -3,6 +3,7 @@
 //! tokens match the GPU's except where two candidates are within rounding of
 //! each other ([`RowTrace`] says how close each decision was).
 
+use super::edits::{HistoryTwin, OwnedLogits};
 use super::{
     validate_host_call, GpuRowParams, HostLogits, LogprobsMode, RowStatus, SampleOptions,
     SampleResult, Samples, SamplingParams, TopLogprob, GROUP, NO_TOKEN, STREAMS, TILE_GROUPS,
@@ -69,13 +70,32 @@ pub fn sample_traced_with(
     if let Some(m) = &options.mask {
         super::mask::check_host_mask(m, vocab, params.len())?;
     }
+    let room = options.check_histories(params)?;
+    let edits = match options.histories {
+        Some(histories) => {
+            let mut twin = HistoryTwin::new(params.len() as u32, room)?;
+            for (r, h) in histories.iter().enumerate() {
+                twin.set_row(r as u32, vocab, h)?;
+            }
+            twin.set_penalties(params)?;
+            Some(twin)
+        }
+        None => None,
+    };
     let v = vocab as usize;
     let mut traces = Vec::with_capacity(params.len());
     let mut tops = Vec::with_capacity(params.len());
     for (r, p) in gpu_params.iter().enumerate() {
         let mask = super::mask::host_row(options.mask.as_ref(), r, vocab);
         let row = logits.slice(r * v, (r + 1) * v);
-        let mut trace = sample_row_traced(row, p, mask);
+        // The row as the sampler reads it: with bias, penalties and stop
+        // tokens applied (raw log-probabilities read the row as given).
+        let edited = match &edits {
+            Some(twin) => Some(twin.edit_row(r as u32, row)?),
+            None => None,
+        };
+        let processed = edited.as_ref().map_or(row, OwnedLogits::as_host);
+        let mut trace = sample_row_traced(processed, p, mask);
         let raw = options.logprobs == LogprobsMode::Raw;
         if p.top_logprobs > 0 || raw {
             let z = if raw {
@@ -86,7 +106,7 @@ pub fn sample_traced_with(
                 } else {
                     p.inv_temperature
                 };
-                z_bits(row, inv_t, mask)
+                z_bits(processed, inv_t, mask)
             };
             let (top, sampled) = row_logprobs(&z, p.top_logprobs, trace.result.token);
             if raw && trace.result.status == RowStatus::Ok {

@@ -1,6 +1,7 @@
 //! The sampler's GPU side: pipelines built once per context, the engine path
 //! (record into the caller's encoder) and the host path (slices in, `Vec` out).
 
+use super::edits::{EditKernels, EditState, RowHistory};
 use super::mask::{check_host_mask, check_mask_rows, words_per_row, TokenMask};
 use super::{
     candidate_capacity, plan_chunks, shader_variants, validate_host_call, validate_params,
@@ -56,6 +57,9 @@ pub struct SampleBatch {
     /// MAX_TOP_LOGPROBS (token, logprob) entries per row.
     top: wgpu::Buffer,
     logprobs: LogprobsMode,
+    /// Token histories, biases and stop tokens per row, when the batch was
+    /// created with room for them.
+    edits: Option<EditState>,
     records: DispatchRecords,
     capacity: u32,
     rows: u32,
@@ -104,6 +108,7 @@ impl SampleBatch {
                 wgpu::BufferUsages::COPY_SRC,
             )?,
             logprobs: LogprobsMode::Processed,
+            edits: None,
             partials: GrowBuffer::with_size(
                 ctx,
                 "rollcall sampling partials",
@@ -117,11 +122,60 @@ impl SampleBatch {
         })
     }
 
+    /// A batch that also keeps, per row, a token history on the GPU for the
+    /// penalties (room for `distinct_tokens` distinct tokens a row), logit
+    /// biases and `min_tokens` stop tokens ([`SampleBatch::set_history`]).
+    /// Each encode applies them to the logits in place before sampling,
+    /// undoes them after, and appends each row's sampled token to its
+    /// history: a decode loop sends no history from the host. A step after
+    /// which a penalised row could hold more distinct tokens is refused
+    /// ([`Error::HistoryFull`]).
+    pub fn with_history(ctx: &GpuContext, capacity: u32, distinct_tokens: u32) -> Result<Self> {
+        let mut batch = Self::new(ctx, capacity)?;
+        batch.edits = Some(EditState::new(ctx, batch.capacity, distinct_tokens)?);
+        Ok(batch)
+    }
+
+    /// Sets row `row`'s history (prompt and output tokens so far), logit
+    /// biases and stop tokens, for logits of `vocab` tokens; checks every
+    /// token id and bias first.
+    pub fn set_history(&mut self, row: u32, vocab: u32, history: &RowHistory<'_>) -> Result<()> {
+        self.edits_mut()?.set_row(row, vocab, history)
+    }
+
+    /// Forgets row `row`'s history, biases and stop tokens (a finished
+    /// request; the slot's next request sets its own).
+    pub fn clear_history(&mut self, row: u32) -> Result<()> {
+        self.edits_mut()?.clear_row(row);
+        Ok(())
+    }
+
+    fn edits_mut(&mut self) -> Result<&mut EditState> {
+        self.edits.as_mut().ok_or_else(|| {
+            Error::InvalidArgument(
+                "this batch keeps no token history: create it with SampleBatch::with_history"
+                    .into(),
+            )
+        })
+    }
+
     /// Validates and uploads one parameter set per row (the batch's row
     /// count). No row reads a token mask until
-    /// [`SampleBatch::set_mask_rows`] says so.
+    /// [`SampleBatch::set_mask_rows`] says so. Penalties need a batch made
+    /// with [`SampleBatch::with_history`].
     pub fn set_params(&mut self, params: &[SamplingParams]) -> Result<()> {
         let gpu = validate_params(params)?;
+        match &mut self.edits {
+            Some(edits) => edits.set_penalties(params)?,
+            None => {
+                if let Some(row) = params.iter().position(SamplingParams::uses_penalties) {
+                    return Err(Error::InvalidArgument(format!(
+                        "row {row} has penalties, which need a token history: create the batch \
+                         with SampleBatch::with_history"
+                    )));
+                }
+            }
+        }
         self.set_gpu_params(&gpu)
     }
 
@@ -275,6 +329,8 @@ pub struct Sampler {
     /// batch first needs them.
     kernels: [OnceLock<Kernels>; super::FEATURE_SETS],
     max_chunk_bytes: Option<u64>,
+    /// The logit-edit kernels, built when a batch first has edits.
+    edit_kernels: OnceLock<EditKernels>,
     /// Bound in place of the masks when no row reads one.
     mask_stand_in: wgpu::Buffer,
     split: SplitRows,
@@ -322,6 +378,7 @@ impl Sampler {
             candidates,
             kernels: Default::default(),
             max_chunk_bytes: None,
+            edit_kernels: OnceLock::new(),
             mask_stand_in: ctx.create_buffer(
                 "rollcall mask stand-in",
                 16,
@@ -367,6 +424,16 @@ impl Sampler {
             top: build("rollcall top logprobs", "top_logprobs")?,
         };
         Ok(cell.get_or_init(|| built))
+    }
+
+    /// The logit-edit kernels, built on first use (they run over the
+    /// sampler's chunks).
+    fn edit_kernels(&self) -> Result<&EditKernels> {
+        if let Some(kernels) = self.edit_kernels.get() {
+            return Ok(kernels);
+        }
+        let built = EditKernels::new(&self.ctx)?;
+        Ok(self.edit_kernels.get_or_init(|| built))
     }
 
     /// The plain kernels (built by the constructor).
@@ -468,6 +535,10 @@ impl Sampler {
         }
         let mask_binding = self.mask_binding(mask, batch, logits.vocab)?;
         let chunks = self.plain()?.draw.plan(logits)?;
+        let edits = batch.edits.as_ref().is_some_and(EditState::is_active);
+        if let (true, Some(state)) = (edits, &batch.edits) {
+            state.check_step(logits.rows)?;
+        }
         self.encode_batch(
             encoder,
             logits,
@@ -476,7 +547,11 @@ impl Sampler {
             0,
             logits.rows,
             mask_binding,
-        )
+        )?;
+        if let (true, Some(state)) = (edits, &mut batch.edits) {
+            state.note_step(logits.rows);
+        }
+        Ok(())
     }
 
     /// The binding of the batch's masks: the mask rows' range of the caller's
@@ -556,15 +631,29 @@ impl Sampler {
         options: &SampleOptions<'_>,
     ) -> Result<Samples> {
         let mut gpu_params = validate_host_call(&logits, vocab, params)?;
+        let room = options.check_histories(params)?;
         if let Some(m) = &options.mask {
             check_host_mask(m, vocab, params.len())?;
             for (p, row) in gpu_params.iter_mut().zip(m.rows) {
                 p.mask_row = row.unwrap_or(NO_MASK);
             }
         }
+        // The call's histories, in tables of this call's size.
+        let edits = match options.histories {
+            Some(histories) if !gpu_params.is_empty() => {
+                let mut state = EditState::new(&self.ctx, gpu_params.len() as u32, room)?;
+                for (r, h) in histories.iter().enumerate() {
+                    state.set_row(r as u32, vocab, h)?;
+                }
+                state.set_penalties(params)?;
+                state.check_step(gpu_params.len() as u32)?;
+                Some(state)
+            }
+            _ => None,
+        };
         let ctx = self.ctx.clone();
         ctx.scoped("sampling", || {
-            self.sample_validated(logits, vocab, &gpu_params, options)
+            self.sample_validated(logits, vocab, &gpu_params, options, edits)
         })
     }
 
@@ -574,6 +663,7 @@ impl Sampler {
         vocab: u32,
         gpu_params: &[GpuRowParams],
         options: &SampleOptions<'_>,
+        edits: Option<EditState>,
     ) -> Result<Samples> {
         if gpu_params.is_empty() {
             return Ok(Samples::default());
@@ -602,6 +692,7 @@ impl Sampler {
         let mask_words = options.mask.as_ref().map_or(&[][..], |m| m.words);
         let mut host = self.host_buffers(rows, upload_bytes, mask_words)?;
         host.batch.set_logprobs_mode(options.logprobs);
+        host.batch.edits = edits;
         // Put back whatever happens: the buffers are reused by the next call.
         let result = self.upload_and_encode(
             &mut host,
@@ -750,6 +841,15 @@ impl Sampler {
             batch.top.as_entire_binding(),
         ];
         let records = &mut batch.records;
+        // Bias, penalties and stop tokens, in place (undone below).
+        let edits = match &mut batch.edits {
+            Some(state) if state.is_active() => {
+                self.edit_kernels()?
+                    .encode_apply(encoder, logits, chunks, state, row_base)?;
+                Some(state)
+            }
+            _ => None,
+        };
         if tiles != 0 {
             kernels.partials.encode_tiled(
                 encoder, logits, chunks, records, &extra, row_base, tiles, tiles,
@@ -761,27 +861,38 @@ impl Sampler {
             &kernels.draw
         };
         drawer.encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)?;
-        if !wants_logprobs {
-            return Ok(());
-        }
         // Every pass here writes the same records (same chunks and tiles):
         // the records are written through the queue and the last write of a
         // submit is what every dispatch of it reads.
-        match batch.logprobs {
-            LogprobsMode::Processed => kernels
+        let raw = wants_logprobs && batch.logprobs == LogprobsMode::Raw;
+        if wants_logprobs && !raw {
+            // Processed: from the edited logits, before they are restored.
+            kernels
                 .top
-                .encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1),
-            LogprobsMode::Raw => {
-                // A first pass over the model's logits (no mask, 1/T = 1),
-                // over the processed one's states, then the list.
-                let raw = self.kernels(Features::RAW)?;
-                raw.partials.encode_tiled(
-                    encoder, logits, chunks, records, &extra, row_base, tiles, tiles,
-                )?;
-                raw.top
-                    .encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)
-            }
+                .encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)?;
         }
+        if let Some(state) = edits {
+            self.edit_kernels()?.encode_restore_append(
+                encoder,
+                logits,
+                chunks,
+                state,
+                &batch.tokens,
+                &batch.results,
+                row_base,
+            )?;
+        }
+        if raw {
+            // A first pass over the model's logits (restored; no mask,
+            // 1/T = 1), over the processed one's states, then the list.
+            let raw = self.kernels(Features::RAW)?;
+            raw.partials.encode_tiled(
+                encoder, logits, chunks, records, &extra, row_base, tiles, tiles,
+            )?;
+            raw.top
+                .encode_tiled(encoder, logits, chunks, records, &extra, row_base, tiles, 1)?;
+        }
+        Ok(())
     }
 
     /// The host path's buffers, taken out of the sampler (put them back),

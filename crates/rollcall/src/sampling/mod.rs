@@ -69,10 +69,11 @@
 //! on the engine path.
 
 pub mod cpu;
-pub(crate) mod edits;
+pub mod edits;
 pub(crate) mod gpu;
 pub mod mask;
 
+pub use edits::RowHistory;
 pub use gpu::{SampleBatch, Sampler};
 pub use mask::{HostMask, TokenMask};
 /// Bytes of one top log-probability entry in [`SampleBatch::top_logprobs`]:
@@ -241,6 +242,10 @@ pub struct SampleOptions<'a> {
     pub mask: Option<HostMask<'a>>,
     /// What the returned log-probabilities are taken from.
     pub logprobs: LogprobsMode,
+    /// One history per row (prompt and output tokens for the penalties,
+    /// logit biases, `min_tokens` stop tokens); needed when a row has
+    /// penalties.
+    pub histories: Option<&'a [RowHistory<'a>]>,
 }
 
 impl<'a> SampleOptions<'a> {
@@ -253,6 +258,39 @@ impl<'a> SampleOptions<'a> {
     pub fn logprobs(mut self, mode: LogprobsMode) -> Self {
         self.logprobs = mode;
         self
+    }
+    /// Sets the rows' histories.
+    pub fn histories(mut self, histories: &'a [RowHistory<'a>]) -> Self {
+        self.histories = Some(histories);
+        self
+    }
+
+    /// Checks the histories against the rows; returns the distinct-token
+    /// room a call's history tables need (0 when there are none).
+    pub(crate) fn check_histories(&self, params: &[SamplingParams]) -> Result<u32> {
+        let Some(histories) = self.histories else {
+            if let Some(row) = params.iter().position(SamplingParams::uses_penalties) {
+                return Err(Error::InvalidArgument(format!(
+                    "row {row} has penalties, which need its history (SampleOptions::histories)"
+                )));
+            }
+            return Ok(0);
+        };
+        if histories.len() != params.len() {
+            return Err(Error::LengthMismatch {
+                what: "histories (one per row)",
+                expected: params.len(),
+                got: histories.len(),
+            });
+        }
+        let room = histories
+            .iter()
+            .map(|h| h.prompt.len() + h.output.len() + h.logit_bias.len() + h.stop_tokens.len() + 1)
+            .max()
+            .unwrap_or(1);
+        u32::try_from(room).map_err(|_| {
+            Error::InvalidArgument(format!("a history of {room} tokens is past u32 tokens"))
+        })
     }
 }
 
