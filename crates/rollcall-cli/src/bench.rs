@@ -657,6 +657,17 @@ struct Grid<'a> {
     progress: &'a mut dyn FnMut(&str),
 }
 
+/// The bench row with penalties over 512 history tokens and 16 biases a row.
+const PENALTY_RUN: &str = "plain T=1, penalties (512 history) + 16 biases";
+
+/// Row `r`'s 512 history tokens and 16 biases for the penalty bench row.
+fn penalty_history(r: u32, vocab: u32) -> (Vec<u32>, Vec<(u32, f32)>) {
+    let token = |k: u32| (r.wrapping_mul(7919).wrapping_add(k.wrapping_mul(104_729))) % vocab;
+    let tokens = (0..512).map(token).collect();
+    let bias = (0..16).map(|k| (token(1000 + k), k as f32 - 8.0)).collect();
+    (tokens, bias)
+}
+
 /// The bench row that samples with a token mask on every row.
 const MASKED_RUN: &str = "plain T=1, bitmask on every row";
 
@@ -846,6 +857,16 @@ impl Grid<'_> {
                     SamplingParams::new(1.0).top_n_sigma(1.0),
                     &sampler,
                 ));
+                runs.push((
+                    PENALTY_RUN.into(),
+                    SamplingParams::new(1.0).penalties(1.1, 0.5, 0.5),
+                    &sampler,
+                ));
+                runs.push((
+                    "plain T=1, top-20 logprobs".into(),
+                    SamplingParams::new(1.0).top_logprobs(20),
+                    &sampler,
+                ));
             }
             // Masked rows (banned tokens, grammar masks, padded vocabularies
             // set to -inf) must not cost a second read: time them after the
@@ -909,7 +930,27 @@ impl Grid<'_> {
                 let binding = logits.binding();
                 let params: Vec<SamplingParams> =
                     (0..u64::from(batch)).map(|r| base.seed(r)).collect();
-                let mut out = SampleBatch::new(ctx, batch)?;
+                let penalised = name == PENALTY_RUN;
+                let mut out = if penalised {
+                    // Room for the 512 tokens and every timed step's append.
+                    let mut out = SampleBatch::with_history(ctx, batch, 1000)?;
+                    for r in 0..batch {
+                        let (tokens, bias) = penalty_history(r, vocab);
+                        out.set_history(
+                            r,
+                            vocab,
+                            &rollcall::sampling::RowHistory {
+                                prompt: &tokens[..256],
+                                output: &tokens[256..],
+                                logit_bias: &bias,
+                                ..Default::default()
+                            },
+                        )?;
+                    }
+                    out
+                } else {
+                    SampleBatch::new(ctx, batch)?
+                };
                 out.set_params(&params)?;
                 let masked = name == MASKED_RUN;
                 let mask_words = if masked {
@@ -943,11 +984,25 @@ impl Grid<'_> {
                         words: &mask_words,
                         rows: &mask_rows,
                     };
-                    let sample_options = if masked {
-                        rollcall::sampling::SampleOptions::default().mask(host_mask)
-                    } else {
-                        Default::default()
-                    };
+                    let histories: Vec<(Vec<u32>, Vec<(u32, f32)>)> = (0..batch)
+                        .map(|r| penalty_history(r, vocab))
+                        .collect();
+                    let row_histories: Vec<rollcall::sampling::RowHistory> = histories
+                        .iter()
+                        .map(|(tokens, bias)| rollcall::sampling::RowHistory {
+                            prompt: &tokens[..256],
+                            output: &tokens[256..],
+                            logit_bias: bias,
+                            ..Default::default()
+                        })
+                        .collect();
+                    let mut sample_options = rollcall::sampling::SampleOptions::default();
+                    if masked {
+                        sample_options = sample_options.mask(host_mask);
+                    }
+                    if penalised {
+                        sample_options = sample_options.histories(&row_histories);
+                    }
                     let (out, t) = timed(|| {
                         sampling_cpu::sample_with(
                             logits.host_logits(),
