@@ -678,6 +678,16 @@ fn sampling_workgroup_memory_is_within_the_host_budget() {
         real.insert(candidates, sampling_workgroup_bytes(candidates));
     }
     let slack = sampling_budget(fewest) - real[&fewest];
+    // The top log-probabilities kernel gathers into the same arrays and
+    // uses no more.
+    for candidates in [fewest, most] {
+        for features in crate::sampling::Features::ALL {
+            for v in crate::sampling::shader_variants(candidates, "top_logprobs", features).unwrap() {
+                let bytes = reflect(&v).workgroup_bytes();
+                assert!(bytes <= real[&candidates], "{}: {bytes} bytes", v.label);
+            }
+        }
+    }
     for (&candidates, &bytes) in &real {
         let budget = sampling_budget(candidates);
         assert!(
@@ -729,7 +739,9 @@ fn every_kernel_fits_the_default_workgroup_memory() {
         .max_compute_workgroup_storage_size
         .min(wgpu::Limits::default().max_compute_workgroup_storage_size);
     for r in every_variant() {
-        if r.entry_point == "sample_rows" {
+        // (The sampling kernels that gather candidates: checked against the
+        // host's budget above.)
+        if r.entry_point == "sample_rows" || r.entry_point == "top_logprobs" {
             continue;
         }
         let bytes = r.workgroup_bytes();
