@@ -984,9 +984,8 @@ impl Grid<'_> {
                         words: &mask_words,
                         rows: &mask_rows,
                     };
-                    let histories: Vec<(Vec<u32>, Vec<(u32, f32)>)> = (0..batch)
-                        .map(|r| penalty_history(r, vocab))
-                        .collect();
+                    let histories: Vec<(Vec<u32>, Vec<(u32, f32)>)> =
+                        (0..batch).map(|r| penalty_history(r, vocab)).collect();
                     let row_histories: Vec<rollcall::sampling::RowHistory> = histories
                         .iter()
                         .map(|(tokens, bias)| rollcall::sampling::RowHistory {

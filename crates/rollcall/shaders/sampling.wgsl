@@ -69,6 +69,16 @@ struct RowParams {
     mask_row: u32,     // NO_MASK: the row reads no token mask
     top_n_sigma: f32,  // used when FLAG_TOP_N_SIGMA is set
     top_logprobs: u32, // 0..=MAX_TOP_LOGPROBS entries for `top_logprobs`
+    logits_row: u32,   // the logits row it reads, when the chunk gathers
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// The row of this dispatch's logits that dispatch row `index` reads: its
+// own, or (several draws from one row) the one its parameters name.
+fn logits_row(p: RowParams, index: u32) -> u32 {
+    return select(index, p.logits_row - chunk.logits_base, chunk.gather != 0u);
 }
 
 // Reduction results, written by invocation 0 and read by all in one
@@ -212,7 +222,7 @@ struct RowState {
 fn passes_floors(z: f32, s: RowState) -> bool {
     let d = s.row_max - z;
     return (!s.use_min_p || (z - s.row_max) >= s.log_min_p)
-        && (!s.use_sigma || !((d * d) * s.sigma_n2 > s.sigma_rhs));
+        && (!SIGMA_SUMS || !s.use_sigma || !((d * d) * s.sigma_n2 > s.sigma_rhs));
 }
 
 // Whether a token can be drawn after all filters.
@@ -700,8 +710,10 @@ fn fold_partial(acc: StreamPartial, part: StreamPartial) -> StreamPartial {
     out.mass = state.y;
     out.inf_count += part.inf_count;
     out.finite_count += part.finite_count;
-    out.sum_z = acc.sum_z + part.sum_z;
-    out.sum_z2 = acc.sum_z2 + part.sum_z2;
+    if SIGMA_SUMS {
+        out.sum_z = acc.sum_z + part.sum_z;
+        out.sum_z2 = acc.sum_z2 + part.sum_z2;
+    }
     if key_beats(part.best_key, part.best_index, acc.best_key, acc.best_index) {
         out.best_key = part.best_key;
         out.best_index = part.best_index;
@@ -919,9 +931,10 @@ fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
 // speed of a plain read (either makes them run the loop under a mask).
 @compute @workgroup_size(256)
 fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let row = wid.x;
+    let index = wid.x;
     let tile = wid.y;
-    let p = params[chunk.row_base + row];
+    let p = params[chunk.row_base + index];
+    let row = logits_row(p, index);
     // The raw variant reads the model's logits: no mask, no temperature.
     set_row_mask(select(p.mask_row, NO_MASK, RAW_LOGPROBS));
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
@@ -931,7 +944,7 @@ fn stream_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     // One partial per row covers the whole row (its tiles folded in order,
     // as `sample_rows` folds them).
     let last = select(min(first + WG * TILE_GROUPS, groups), groups, chunk.tiles == 1u);
-    partials[((chunk.row_base + row) * chunk.tiles + tile) * WG + t] =
+    partials[((chunk.row_base + index) * chunk.tiles + tile) * WG + t] =
         stream_pass(row, first, last, chunk.vocab, inv_t, greedy);
 }
 
@@ -1019,13 +1032,14 @@ fn row_partial(out_index: u32, s: u32) -> StreamPartial {
 // min-p in force (it would ignore them); `sample_rows` draws the others.
 @compute @workgroup_size(FINISH_WG)
 fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row = wid.x;
-    let p = params[chunk.row_base + row];
+    let index = wid.x;
+    let p = params[chunk.row_base + index];
+    let row = logits_row(p, index);
     set_row_mask(p.mask_row);
     let vocab = chunk.vocab;
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
     let inv_t = select(p.inv_temperature, 1.0, greedy);
-    let out_index = chunk.row_base + row;
+    let out_index = chunk.row_base + index;
 
     // First level: this lane's streams, in order.
     var st_max: array<f32, FOLD>;
@@ -1130,18 +1144,19 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
 @compute @workgroup_size(256)
 fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let row = wid.x;
+    let index = wid.x;
     if t == 0u {
         atomicStore(&cand_count, 0u);
     }
     // Read by every invocation: a read-only buffer at a uniform index is
     // uniform, so no workgroup load (two barriers) is needed.
-    let p = params[chunk.row_base + row];
+    let p = params[chunk.row_base + index];
+    let row = logits_row(p, index);
     set_row_mask(p.mask_row);
     let vocab = chunk.vocab;
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
     let inv_t = select(p.inv_temperature, 1.0, greedy);
-    let out_index = chunk.row_base + row;
+    let out_index = chunk.row_base + index;
 
     // Pass 1, tile by tile (see `stream_pass`), or folded from a separate
     // first pass.
@@ -1416,16 +1431,17 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // tokens above it, and the ties at it in token order.
 @compute @workgroup_size(256)
 fn top_logprobs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let row = wid.x;
+    let index = wid.x;
     if t == 0u {
         atomicStore(&cand_count, 0u);
     }
-    let p = params[chunk.row_base + row];
+    let p = params[chunk.row_base + index];
+    let row = logits_row(p, index);
     let greedy = (p.flags & FLAG_GREEDY) != 0u;
     set_row_mask(select(p.mask_row, NO_MASK, RAW_LOGPROBS));
     let inv_t = select(p.inv_temperature, 1.0, greedy || RAW_LOGPROBS);
     let vocab = chunk.vocab;
-    let out_index = chunk.row_base + row;
+    let out_index = chunk.row_base + index;
     let n = min(p.top_logprobs, MAX_TOP_LOGPROBS);
 
     let acc = row_partial(out_index, t);

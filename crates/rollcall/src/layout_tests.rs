@@ -293,6 +293,10 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("mask_row", GpuRowParams, mask_row),
                 field!("top_n_sigma", GpuRowParams, top_n_sigma),
                 field!("top_logprobs", GpuRowParams, top_logprobs),
+                field!("logits_row", GpuRowParams, logits_row),
+                field!("_pad0", GpuRowParams, pad[0]),
+                field!("_pad1", GpuRowParams, pad[1]),
+                field!("_pad2", GpuRowParams, pad[2]),
             ],
         ),
         "RowResult" => check_mirror(
@@ -326,9 +330,9 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                     field!("elem_base", ChunkInfo, elem_base),
                     field!("row_base", ChunkInfo, row_base),
                     field!("tiles", ChunkInfo, tiles),
-                    field!("pad0", ChunkInfo, pad[0]),
-                    field!("pad1", ChunkInfo, pad[1]),
-                    field!("pad2", ChunkInfo, pad[2]),
+                    field!("gather", ChunkInfo, gather),
+                    field!("logits_base", ChunkInfo, logits_base),
+                    field!("pad0", ChunkInfo, pad),
                 ],
             );
             assert_eq!(u64::from(r.wgsl_struct(name).0), RECORD_BYTES);
@@ -682,7 +686,8 @@ fn sampling_workgroup_memory_is_within_the_host_budget() {
     // uses no more.
     for candidates in [fewest, most] {
         for features in crate::sampling::Features::ALL {
-            for v in crate::sampling::shader_variants(candidates, "top_logprobs", features).unwrap() {
+            for v in crate::sampling::shader_variants(candidates, "top_logprobs", features).unwrap()
+            {
                 let bytes = reflect(&v).workgroup_bytes();
                 assert!(bytes <= real[&candidates], "{}: {bytes} bytes", v.label);
             }

@@ -491,17 +491,19 @@ fn pipelines_are_built_once_per_context() {
     let Some(ctx) = common::gpu() else { return };
     let fresh = rollcall::GpuContext::from_device(ctx.device.clone(), ctx.queue.clone());
     assert_eq!(fresh.built_kernels(), 0);
-    // A sampler is three kernels: the full drawing kernel, the first pass
-    // on its own, and the small kernel that draws plain and greedy rows.
+    // A sampler starts with four kernels: the full drawing kernel, the
+    // first pass on its own, the small kernel that draws plain and greedy
+    // rows, and the top log-probabilities; the masked, top-nσ, raw and edit
+    // variants are built when a batch first needs them.
     let _a = Sampler::new(&fresh).unwrap();
-    assert_eq!(fresh.built_kernels(), 3);
+    assert_eq!(fresh.built_kernels(), 4);
     let _b = Sampler::new(&fresh.clone()).unwrap();
     let _c = Sampler::new(&fresh).unwrap();
-    assert_eq!(fresh.built_kernels(), 3);
+    assert_eq!(fresh.built_kernels(), 4);
     let _d = Sampler::with_candidate_capacity(&fresh, 64).unwrap();
     assert_eq!(
         fresh.built_kernels(),
-        6,
+        8,
         "another capacity is another set of kernels"
     );
 }

@@ -16,9 +16,9 @@ struct ChunkInfo {
     elem_base: u32,  // element offset of row 0 inside the bound logits range
     row_base: u32,   // index of row 0 in the kernel's per-row buffers
     tiles: u32,      // per-stream partials per row written by a split pass (0: none)
+    gather: u32,     // 1: each row reads the logits row its parameters name
+    logits_base: u32,  // (gather) the logits row at elem_base
     pad0: u32,
-    pad1: u32,
-    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> chunk: ChunkInfo;

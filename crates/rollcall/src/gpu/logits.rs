@@ -156,6 +156,10 @@ pub struct Chunk {
     pub bind_size: u64,
     /// Element index of the chunk's first logit inside the binding.
     pub elem_base: u32,
+    /// For a chunk of rows that each name the logits row they read (several
+    /// draws from one row): the logits row at `elem_base`. `None`: row `i`
+    /// of the chunk reads the chunk's logits row `i`.
+    pub logits_base: Option<u32>,
 }
 
 /// Limits that decide chunking.
@@ -230,6 +234,7 @@ pub fn plan_chunks(
             bind_offset,
             bind_size,
             elem_base: ((byte_start - bind_offset) / esize) as u32,
+            logits_base: None,
         });
         row_start += n;
     }
@@ -247,7 +252,11 @@ pub(crate) struct ChunkInfo {
     /// Per-stream partials per row that a separate first pass wrote (0: none;
     /// 1: one for the whole row; more: one per tile of a split row).
     pub(crate) tiles: u32,
-    pub(crate) pad: [u32; 3],
+    /// 1 when the chunk's rows name their logits row (`logits_base` set).
+    pub(crate) gather: u32,
+    /// The logits row at `elem_base` when `gather` is 1.
+    pub(crate) logits_base: u32,
+    pub(crate) pad: u32,
 }
 
 /// Bytes of a dispatch record the shaders read.
@@ -291,7 +300,9 @@ impl DispatchRecords {
                 elem_base: chunk.elem_base,
                 row_base: row_base + chunk.row_start,
                 tiles,
-                pad: [0; 3],
+                gather: u32::from(chunk.logits_base.is_some()),
+                logits_base: chunk.logits_base.unwrap_or(0),
+                pad: 0,
             };
             let at = c * RECORD_STRIDE as usize;
             bytes[at..at + RECORD_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&info));

@@ -33,7 +33,8 @@ pub fn sample(
     Ok(sample_with(logits, vocab, params, &SampleOptions::default())?.results)
 }
 
-/// [`sample`] with masks (the twin of
+/// [`sample`] with masks, histories, top log-probabilities and draws from
+/// shared rows (the twin of
 /// [`Sampler::sample_with`](crate::Sampler::sample_with)).
 ///
 /// ```
@@ -41,8 +42,10 @@ pub fn sample(
 /// use rollcall::{HostLogits, SamplingParams};
 /// let words = mask::allow_only(3, &[0, 2])?;
 /// let options = SampleOptions::default().mask(HostMask { words: &words, rows: &[Some(0)] });
-/// let out = cpu::sample_with(HostLogits::F32(&[0.0, 5.0, 1.0]), 3, &[SamplingParams::greedy()], &options)?;
-/// assert_eq!(out[0].token, 2);
+/// let params = [SamplingParams::greedy().top_logprobs(2)];
+/// let out = cpu::sample_with(HostLogits::F32(&[0.0, 5.0, 1.0]), 3, &params, &options)?;
+/// assert_eq!(out.results[0].token, 2);
+/// assert_eq!(out.top_logprobs[0].iter().map(|e| e.token).collect::<Vec<_>>(), [2, 0]);
 /// # Ok::<(), rollcall::Error>(())
 /// ```
 pub fn sample_with(
@@ -66,7 +69,7 @@ pub fn sample_traced_with(
     params: &[SamplingParams],
     options: &SampleOptions<'_>,
 ) -> Result<(Vec<RowTrace>, Vec<Vec<TopLogprob>>)> {
-    let gpu_params = validate_host_call(&logits, vocab, params)?;
+    let (gpu_params, _) = super::validate_options_call(&logits, vocab, params, options)?;
     if let Some(m) = &options.mask {
         super::mask::check_host_mask(m, vocab, params.len())?;
     }
@@ -87,7 +90,8 @@ pub fn sample_traced_with(
     let mut tops = Vec::with_capacity(params.len());
     for (r, p) in gpu_params.iter().enumerate() {
         let mask = super::mask::host_row(options.mask.as_ref(), r, vocab);
-        let row = logits.slice(r * v, (r + 1) * v);
+        let source = options.logits_rows.map_or(r, |rows| rows[r] as usize);
+        let row = logits.slice(source * v, (source + 1) * v);
         // The row as the sampler reads it: with bias, penalties and stop
         // tokens applied (raw log-probabilities read the row as given).
         let edited = match &edits {

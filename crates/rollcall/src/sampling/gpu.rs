@@ -4,10 +4,10 @@
 use super::edits::{EditKernels, EditState, RowHistory};
 use super::mask::{check_host_mask, check_mask_rows, words_per_row, TokenMask};
 use super::{
-    candidate_capacity, plan_chunks, shader_variants, validate_host_call, validate_params,
-    Features, GpuRowParams, HostLogits, LogitsBinding, LogprobsMode, RowStatus, SampleOptions,
-    SampleResult, Samples, SamplingParams, TopLogprob, CANDIDATE_RANGE, MAX_TOP_LOGPROBS, NO_MASK,
-    TILE_TOKENS, TOP_LOGPROB_BYTES,
+    candidate_capacity, check_logits_rows, gather_chunks, plan_chunks, shader_variants,
+    validate_options_call, validate_params, Features, GpuRowParams, HostLogits, LogitsBinding,
+    LogprobsMode, RowStatus, SampleOptions, SampleResult, Samples, SamplingParams, TopLogprob,
+    CANDIDATE_RANGE, MAX_TOP_LOGPROBS, NO_MASK, TILE_TOKENS, TOP_LOGPROB_BYTES,
 };
 use crate::gpu::buffer::{write_padded, GrowBuffer};
 use crate::gpu::logits::{DispatchRecords, LogitsKernel, LogitsKernelKey};
@@ -60,6 +60,9 @@ pub struct SampleBatch {
     /// Token histories, biases and stop tokens per row, when the batch was
     /// created with room for them.
     edits: Option<EditState>,
+    /// Whether rows name the logits row they read
+    /// ([`SampleBatch::set_logits_rows`]).
+    gathers: bool,
     records: DispatchRecords,
     capacity: u32,
     rows: u32,
@@ -109,6 +112,7 @@ impl SampleBatch {
             )?,
             logprobs: LogprobsMode::Processed,
             edits: None,
+            gathers: false,
             partials: GrowBuffer::with_size(
                 ctx,
                 "rollcall sampling partials",
@@ -196,6 +200,34 @@ impl SampleBatch {
         Ok(())
     }
 
+    /// Several draws from one logits row (vLLM's `n`, best-of-n): batch row
+    /// `i` reads logits row `rows[i]` (non-decreasing; one entry per row of
+    /// the last [`SampleBatch::set_params`], which resets this), so the
+    /// logits binding holds fewer rows than the batch. Each draw keeps its
+    /// own seed and step and gets the token a copy of the row would give;
+    /// nothing is copied. Not with a token history in force (its edits are
+    /// made in place, in rows draws would share).
+    pub fn set_logits_rows(&mut self, rows: &[u32]) -> Result<()> {
+        if rows.len() != self.rows as usize {
+            return Err(Error::LengthMismatch {
+                what: "logits rows (one per batch row)",
+                expected: self.rows as usize,
+                got: rows.len(),
+            });
+        }
+        check_logits_rows(rows, u32::MAX)?;
+        for (p, &row) in self.host_params.iter_mut().zip(rows) {
+            p.logits_row = row;
+        }
+        self.gathers = true;
+        if !self.host_params.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(&self.params, 0, bytemuck::cast_slice(&self.host_params));
+        }
+        Ok(())
+    }
+
     /// The largest mask row a batch row reads, if any.
     fn max_mask_row(&self) -> Option<u32> {
         self.host_params
@@ -220,6 +252,7 @@ impl SampleBatch {
         self.host_params.clear();
         self.host_params.extend_from_slice(gpu);
         self.rows = gpu.len() as u32;
+        self.gathers = gpu.iter().any(|p| p.logits_row != 0);
         Ok(())
     }
 
@@ -527,29 +560,37 @@ impl Sampler {
         mask: Option<&TokenMask<'_>>,
         batch: &mut SampleBatch,
     ) -> Result<()> {
-        if logits.rows != batch.rows {
-            return Err(Error::ParamCountMismatch {
-                expected: logits.rows as usize,
-                got: batch.rows as usize,
-            });
-        }
-        let mask_binding = self.mask_binding(mask, batch, logits.vocab)?;
-        let chunks = self.plain()?.draw.plan(logits)?;
+        let rows = batch.rows;
         let edits = batch.edits.as_ref().is_some_and(EditState::is_active);
+        let chunks = if batch.gathers {
+            let logits_rows: Vec<u32> = batch.host_params.iter().map(|p| p.logits_row).collect();
+            check_logits_rows(&logits_rows, logits.rows)?;
+            if edits {
+                return Err(Error::InvalidArgument(
+                    "a batch with logits rows cannot apply a token history's edits (they are \
+                     made in place, in rows several draws share)"
+                        .into(),
+                ));
+            }
+            let max_rows = self.ctx.limits().max_compute_workgroups_per_dimension;
+            let planned = self.plain()?.draw.plan(logits)?;
+            gather_chunks(&planned, &logits_rows, 0, 0, max_rows)
+        } else {
+            if logits.rows != rows {
+                return Err(Error::ParamCountMismatch {
+                    expected: logits.rows as usize,
+                    got: rows as usize,
+                });
+            }
+            self.plain()?.draw.plan(logits)?
+        };
+        let mask_binding = self.mask_binding(mask, batch, logits.vocab)?;
         if let (true, Some(state)) = (edits, &batch.edits) {
-            state.check_step(logits.rows)?;
+            state.check_step(rows)?;
         }
-        self.encode_batch(
-            encoder,
-            logits,
-            batch,
-            &chunks,
-            0,
-            logits.rows,
-            mask_binding,
-        )?;
+        self.encode_batch(encoder, logits, batch, &chunks, 0, rows, rows, mask_binding)?;
         if let (true, Some(state)) = (edits, &mut batch.edits) {
-            state.note_step(logits.rows);
+            state.note_step(rows);
         }
         Ok(())
     }
@@ -630,7 +671,7 @@ impl Sampler {
         params: &[SamplingParams],
         options: &SampleOptions<'_>,
     ) -> Result<Samples> {
-        let mut gpu_params = validate_host_call(&logits, vocab, params)?;
+        let (mut gpu_params, sources) = validate_options_call(&logits, vocab, params, options)?;
         let room = options.check_histories(params)?;
         if let Some(m) = &options.mask {
             check_host_mask(m, vocab, params.len())?;
@@ -653,14 +694,16 @@ impl Sampler {
         };
         let ctx = self.ctx.clone();
         ctx.scoped("sampling", || {
-            self.sample_validated(logits, vocab, &gpu_params, options, edits)
+            self.sample_validated(logits, vocab, sources, &gpu_params, options, edits)
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sample_validated(
         &mut self,
         logits: HostLogits<'_>,
         vocab: u32,
+        sources: u32,
         gpu_params: &[GpuRowParams],
         options: &SampleOptions<'_>,
         edits: Option<EditState>,
@@ -675,13 +718,14 @@ impl Sampler {
         })?;
         let dtype = logits.dtype();
         let row_bytes = u64::from(vocab) * dtype.size_bytes();
-        // Host chunks: as if the rows sat at offset 0 of one buffer.
+        // Host chunks of the logits rows: as if they sat at offset 0 of one
+        // buffer.
         let host_chunks = plan_chunks(
-            rows,
+            sources,
             vocab,
             dtype,
             0,
-            (u64::from(rows) * row_bytes).div_ceil(4) * 4,
+            (u64::from(sources) * row_bytes).div_ceil(4) * 4,
             self.plain()?.draw.chunk_limits(),
         )?;
         let upload_bytes = host_chunks
@@ -701,6 +745,7 @@ impl Sampler {
             gpu_params,
             &host_chunks,
             mask_words,
+            options.logits_rows,
         );
         let result = result.and_then(|()| self.read_results(&host, gpu_params));
         self.host = Some(host);
@@ -709,6 +754,7 @@ impl Sampler {
 
     /// Uploads the logits chunk by chunk and records and submits the
     /// sampling of each.
+    #[allow(clippy::too_many_arguments)]
     fn upload_and_encode(
         &self,
         host: &mut HostBuffers,
@@ -717,6 +763,7 @@ impl Sampler {
         gpu_params: &[GpuRowParams],
         host_chunks: &[super::Chunk],
         mask_words: &[u32],
+        logits_rows: Option<&[u32]>,
     ) -> Result<()> {
         let ctx = &self.ctx;
         host.batch.set_gpu_params(gpu_params)?;
@@ -743,7 +790,26 @@ impl Sampler {
                 vocab,
                 dtype,
             };
-            let device_chunks = self.plain()?.draw.plan(&binding)?;
+            // The batch rows this chunk's logits serve.
+            let (first, count) = match logits_rows {
+                Some(rows) => {
+                    let lo = rows.partition_point(|&r| r < chunk.row_start) as u32;
+                    let hi = rows.partition_point(|&r| r < chunk.row_start + chunk.rows) as u32;
+                    (lo, hi - lo)
+                }
+                None => (chunk.row_start, chunk.rows),
+            };
+            if count == 0 {
+                continue;
+            }
+            let planned = self.plain()?.draw.plan(&binding)?;
+            let device_chunks = match logits_rows {
+                Some(rows) => {
+                    let max_rows = ctx.limits().max_compute_workgroups_per_dimension;
+                    gather_chunks(&planned, rows, chunk.row_start, first, max_rows)
+                }
+                None => planned,
+            };
             let mask_binding = if features.masked {
                 host.masks.buffer().as_entire_binding()
             } else {
@@ -755,7 +821,8 @@ impl Sampler {
                 &binding,
                 &mut host.batch,
                 &device_chunks,
-                chunk.row_start,
+                first,
+                count,
                 rows,
                 mask_binding,
             )?;
@@ -774,6 +841,7 @@ impl Sampler {
         batch: &mut SampleBatch,
         chunks: &[super::Chunk],
         row_base: u32,
+        rows: u32,
         batch_rows: u32,
         masks: wgpu::BindingResource<'_>,
     ) -> Result<()> {
@@ -781,14 +849,14 @@ impl Sampler {
         let is_cpu = self.ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
         let dispatch_params = batch
             .host_params
-            .get(row_base as usize..(row_base + logits.rows) as usize)
+            .get(row_base as usize..(row_base + rows) as usize)
             .unwrap_or(&[]);
         let kernels = self.kernels(Features::of(dispatch_params))?;
         // The small finishing kernel draws only dispatches with no row that
         // needs top-k, top-p or min-p.
         // (A row without stored parameters counts as filtered: the full
         // kernel is right for every row.)
-        let any_filtered = (row_base..row_base + logits.rows).any(|r| {
+        let any_filtered = (row_base..row_base + rows).any(|r| {
             batch
                 .host_params
                 .get(r as usize)
@@ -815,7 +883,7 @@ impl Sampler {
         if tiles != 0 {
             // Every row of the batch keeps its states: grow to fit, or (past
             // the binding limit) fuse the first pass into the draw: same bits.
-            let needed = u64::from(row_base + logits.rows)
+            let needed = u64::from(row_base + rows)
                 * u64::from(tiles)
                 * u64::from(super::STREAMS)
                 * PARTIAL_BYTES;

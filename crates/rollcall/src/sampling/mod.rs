@@ -246,6 +246,13 @@ pub struct SampleOptions<'a> {
     /// logit biases, `min_tokens` stop tokens); needed when a row has
     /// penalties.
     pub histories: Option<&'a [RowHistory<'a>]>,
+    /// Several draws from one logits row (vLLM's `n`, best-of-n): row `i`
+    /// of the batch (one per parameter set) reads logits row
+    /// `logits_rows[i]`, non-decreasing; the logits then hold as many rows
+    /// as the largest index + 1 or more. Each draw has its own seed and
+    /// step, and gets the token `n` copies of the row would give, without
+    /// copying it. Not with histories (their edits are made in place).
+    pub logits_rows: Option<&'a [u32]>,
 }
 
 impl<'a> SampleOptions<'a> {
@@ -262,6 +269,11 @@ impl<'a> SampleOptions<'a> {
     /// Sets the rows' histories.
     pub fn histories(mut self, histories: &'a [RowHistory<'a>]) -> Self {
         self.histories = Some(histories);
+        self
+    }
+    /// Sets the logits row each batch row reads.
+    pub fn logits_rows(mut self, rows: &'a [u32]) -> Self {
+        self.logits_rows = Some(rows);
         self
     }
 
@@ -471,6 +483,11 @@ pub(crate) struct GpuRowParams {
     pub top_n_sigma: f32,
     /// Top log-probabilities to return.
     pub top_logprobs: u32,
+    /// The logits row this row reads when its batch gathers rows (several
+    /// draws from one row); unused otherwise.
+    pub logits_row: u32,
+    /// Padding to 16-byte alignment.
+    pub pad: [u32; 3],
 }
 
 impl GpuRowParams {
@@ -594,9 +611,108 @@ pub(crate) fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowPar
                 mask_row: NO_MASK,
                 top_n_sigma: p.top_n_sigma,
                 top_logprobs: p.top_logprobs,
+                logits_row: 0,
+                pad: [0; 3],
             })
         })
         .collect()
+}
+
+/// Checks a host call with options: its shapes (with `logits_rows`, the
+/// logits hold any whole number of rows and every batch row names one of
+/// them, in non-decreasing order); returns the rows' parameters with their
+/// logits rows set, and the number of logits rows.
+pub(crate) fn validate_options_call(
+    logits: &HostLogits<'_>,
+    vocab: u32,
+    params: &[SamplingParams],
+    options: &SampleOptions<'_>,
+) -> Result<(Vec<GpuRowParams>, u32)> {
+    let Some(rows) = options.logits_rows else {
+        let gpu = validate_host_call(logits, vocab, params)?;
+        return Ok((gpu, params.len() as u32));
+    };
+    if vocab == 0 {
+        return Err(Error::EmptyVocab);
+    }
+    if !logits.len().is_multiple_of(vocab as usize) {
+        return Err(Error::LogitsLengthMismatch {
+            expected: logits.len() / vocab as usize * vocab as usize,
+            got: logits.len(),
+        });
+    }
+    let sources = u32::try_from(logits.len() / vocab as usize).map_err(|_| {
+        Error::InvalidArgument(format!("{} logits rows is past u32 rows", logits.len()))
+    })?;
+    if rows.len() != params.len() {
+        return Err(Error::LengthMismatch {
+            what: "logits_rows (one per parameter set)",
+            expected: params.len(),
+            got: rows.len(),
+        });
+    }
+    check_logits_rows(rows, sources)?;
+    if options.histories.is_some() {
+        return Err(Error::InvalidArgument(
+            "histories cannot be combined with logits_rows: their edits are made in place on \
+             rows that several draws share"
+                .into(),
+        ));
+    }
+    let mut gpu = validate_params(params)?;
+    for (p, &row) in gpu.iter_mut().zip(rows) {
+        p.logits_row = row;
+    }
+    Ok((gpu, sources))
+}
+
+/// Logits rows named by batch rows: each below `sources`, non-decreasing.
+pub(crate) fn check_logits_rows(rows: &[u32], sources: u32) -> Result<()> {
+    if let Some(i) = rows.windows(2).position(|w| w[1] < w[0]) {
+        return Err(Error::InvalidArgument(format!(
+            "logits_rows must not decrease: row {} reads {} after {}",
+            i + 1,
+            rows[i + 1],
+            rows[i]
+        )));
+    }
+    if let Some((i, &row)) = rows.iter().enumerate().find(|(_, &r)| r >= sources) {
+        return Err(Error::InvalidArgument(format!(
+            "batch row {i} reads logits row {row}, but the logits have {sources} rows"
+        )));
+    }
+    Ok(())
+}
+
+/// The dispatches of a gathering batch: for each chunk of logits rows
+/// (`chunks`, whose row 0 is logits row `logits_offset`), the batch rows
+/// from `batch_start` on that read one of them (`logits_rows`: every batch
+/// row's logits row, non-decreasing), at most `max_rows` per dispatch.
+pub(crate) fn gather_chunks(
+    chunks: &[Chunk],
+    logits_rows: &[u32],
+    logits_offset: u32,
+    batch_start: u32,
+    max_rows: u32,
+) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    for c in chunks {
+        let first = logits_offset + c.row_start;
+        let lo = logits_rows.partition_point(|&r| r < first) as u32;
+        let hi = logits_rows.partition_point(|&r| r < first + c.rows) as u32;
+        let mut start = lo;
+        while start < hi {
+            let rows = (hi - start).min(max_rows.max(1));
+            out.push(Chunk {
+                row_start: start - batch_start,
+                rows,
+                logits_base: Some(first),
+                ..*c
+            });
+            start += rows;
+        }
+    }
+    out
 }
 
 /// Checks a host call's shapes before any work.
