@@ -660,8 +660,11 @@ struct Grid<'a> {
 /// The bench row with penalties over 512 history tokens and 16 biases a row.
 const PENALTY_RUN: &str = "plain T=1, penalties (512 history) + 16 biases";
 
+/// A bench row's history tokens and biases.
+type PenaltyHistory = (Vec<u32>, Vec<(u32, f32)>);
+
 /// Row `r`'s 512 history tokens and 16 biases for the penalty bench row.
-fn penalty_history(r: u32, vocab: u32) -> (Vec<u32>, Vec<(u32, f32)>) {
+fn penalty_history(r: u32, vocab: u32) -> PenaltyHistory {
     let token = |k: u32| (r.wrapping_mul(7919).wrapping_add(k.wrapping_mul(104_729))) % vocab;
     let tokens = (0..512).map(token).collect();
     let bias = (0..16).map(|k| (token(1000 + k), k as f32 - 8.0)).collect();
@@ -984,7 +987,7 @@ impl Grid<'_> {
                         words: &mask_words,
                         rows: &mask_rows,
                     };
-                    let histories: Vec<(Vec<u32>, Vec<(u32, f32)>)> =
+                    let histories: Vec<PenaltyHistory> =
                         (0..batch).map(|r| penalty_history(r, vocab)).collect();
                     let row_histories: Vec<rollcall::sampling::RowHistory> = histories
                         .iter()

@@ -524,6 +524,7 @@ impl Pipelines {
 
 impl LogitsKernel {
     /// The context the kernel was built on.
+    #[cfg(any(test, feature = "internals"))]
     pub fn ctx(&self) -> &GpuContext {
         &self.ctx
     }

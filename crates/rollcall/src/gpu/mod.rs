@@ -8,6 +8,8 @@ pub mod cache;
 pub mod context;
 pub mod logits;
 pub mod shader;
+// GPU timing serves the benchmarks (feature `internals`) and the tests.
+#[cfg(any(test, feature = "internals"))]
 pub mod timing;
 
 pub use context::{GpuContext, SyncCounts};

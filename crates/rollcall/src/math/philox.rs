@@ -51,6 +51,7 @@ pub fn exponential_from_bits(x: u32) -> f32 {
     -(1.0 - v).ln()
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Random123 known-answer vectors for philox4x32_10 (`kat_vectors`):
 /// (counter, key, output words).
 pub const KNOWN_ANSWERS: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
@@ -86,18 +87,22 @@ pub fn split_u64(x: u64) -> [u32; 2] {
 /// assert_eq!(words[0], rollcall::internals::philox4x32_10([0; 4], [0; 2]));
 /// # Ok::<(), rollcall::Error>(())
 /// ```
+#[cfg(any(test, feature = "internals"))]
 pub struct PhiloxWords {
     ctx: crate::GpuContext,
     pipeline: std::sync::Arc<(wgpu::BindGroupLayout, wgpu::ComputePipeline)>,
 }
 
+#[cfg(any(test, feature = "internals"))]
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PhiloxWordsKey;
 
+#[cfg(any(test, feature = "internals"))]
 impl crate::gpu::cache::PipelineKey for PhiloxWordsKey {
     type Built = (wgpu::BindGroupLayout, wgpu::ComputePipeline);
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// One (counter, key) as the shader reads it (`PhiloxInput` there).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -107,9 +112,11 @@ pub(crate) struct PhiloxInput {
     pub(crate) pad: [u32; 2],
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Invocations per workgroup of `philox_words` (one per input).
 pub(crate) const WORKGROUP: u32 = 64;
 
+#[cfg(any(test, feature = "internals"))]
 impl PhiloxWords {
     /// Builds the pipeline.
     pub fn new(ctx: &crate::GpuContext) -> crate::Result<Self> {
@@ -192,6 +199,7 @@ impl PhiloxWords {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The shader variant behind [`PhiloxWords`].
 pub fn shader_variants() -> crate::Result<Vec<crate::gpu::shader::ShaderVariant>> {
     Ok(vec![crate::gpu::shader::ShaderVariant {
