@@ -1,5 +1,41 @@
-//! Batched token sampling from logits: temperature, greedy, top-k, top-p and
-//! min-p per row; f32, f16 and bf16 logits; per-row seed and step.
+//! Batched token sampling from logits: temperature, greedy, top-k, top-p,
+//! min-p and top-nσ per row; allowed-token bitmasks; logit bias,
+//! repetition/presence/frequency penalties and `min_tokens` over a token
+//! history kept on the GPU; top-N log-probabilities; several draws from one
+//! row; f32, f16 and bf16 logits; per-row seed and step.
+//!
+//! # An engine step
+//! In vLLM's v1 order:
+//! 1. Raw log-probabilities ([`LogprobsMode::Raw`]) are taken from the
+//!    model's logits as given.
+//! 2. The row's token bitmask ([`mask`]): a disallowed token counts as −inf
+//!    (whatever its bias: the mask wins over a +inf bias).
+//! 3. Logit bias, then the penalties, from the row's history
+//!    ([`SampleBatch::with_history`], [`RowHistory`]): `v = l + bias`; then
+//!    with repetition `r ≠ 1` and the token in the prompt or the output,
+//!    `v = v > 0 ? v · (1/r) : v · r` (`1/r` rounded once on the host); then
+//!    for a token generated `c > 0` times `v = v − f·c`, `v = v − p`; then a
+//!    stop token of a row that has produced fewer than `min_tokens` is −inf.
+//!    These edits are made in place in the logits (16-bit logits store the
+//!    edited value rounded to nearest even in their dtype) and undone after
+//!    the draw, so the caller's buffer is unchanged afterwards; the sampled
+//!    token is appended to the row's history by the step itself.
+//! 4. Temperature and the filters below (top-k, top-p, min-p, top-nσ). Min-p
+//!    keeps Hugging Face's place, after top-k and top-p; vLLM applies it
+//!    before them. Top-nσ is, like min-p, a floor relative to the row's
+//!    maximum: `z ≥ max − n·σ`, σ the standard deviation of the row's finite
+//!    `z` (tested as `(max − z)² · N² ≤ n² · (N·Σz² − (Σz)²)` in f32, no
+//!    square root or division); it does not change the mass top-p targets.
+//! 5. Outputs: the token, its log-probability, the kept count, a status, and
+//!    the `top_logprobs` most likely tokens (up to [`MAX_TOP_LOGPROBS`],
+//!    ranked by value, ties to the lower token) with their log-probabilities,
+//!    processed (after steps 2–3 and temperature, before the filters) or raw.
+//!
+//! A batch row can read another row's logits ([`SampleBatch::set_logits_rows`],
+//! [`SampleOptions::logits_rows`]): `n` draws from one row, each on its own
+//! seed and step, with the bits `n` copies would give and no copy. Every
+//! feature is per row and batch invariant; a batch in which no row uses a
+//! feature runs kernels without it.
 //!
 //! # Contract
 //! Per row, in this order (the convention of HF, vLLM and llama.cpp):
@@ -47,6 +83,10 @@
 //! | temperature only | 1, plus the chosen stream's 1/256 of the row |
 //! | filtered, boundary gathered (the usual case) | 1, plus the streams whose maximum reaches a bound (a small fraction for a heavy head) |
 //! | filtered, exact fallback | 2, plus 1 to 4 radix rounds per filter, plus 1/256 |
+//! | token bitmask | no extra pass: one mask word per 32 tokens with the loads |
+//! | top-nσ | no extra pass: two more sums in pass 1 |
+//! | bias, penalties, `min_tokens` | two sparse dispatches that read the history table and touch only its tokens |
+//! | top-N log-probabilities | a separate pass 1 (per-stream states), then the streams whose maximum reaches the N-th largest stream maximum; raw mode one more read |
 //!
 //! In every mode a stream (1/256 of the row) that holds a NaN or +inf logit
 //! is read once more, with the masked update; -inf logits (masks, padding)
