@@ -156,8 +156,8 @@ fn sizes_past_the_adapters_limits_are_refused() {
         skipped.push("sample logits");
     }
 
-    // Per-row parameters (48 bytes a row) past the storage binding limit.
-    let rows = max_binding / 48 + 1;
+    // Per-row parameters past the storage binding limit.
+    let rows = max_binding / rollcall::SampleBatch::PARAMS_BYTES_PER_ROW + 1;
     if rows <= u64::from(u32::MAX) && host_fits(rows * 512) {
         assert_refused(
             &["sample", "--batch", &rows.to_string(), "--vocab", "1"],

@@ -74,11 +74,12 @@ fn allocations_past_the_limits_are_typed_errors() {
     let Some(ctx) = common::gpu() else { return };
     let limits = ctx.limits();
 
-    // 48 bytes of parameters per row, bound whole.
+    // The parameters of every row, bound whole.
     let err = SampleBatch::new(&ctx, u32::MAX).map(|_| ());
     assert!(
         matches!(err, Err(Error::TooLarge { bytes, limit, .. })
-            if bytes == u64::from(u32::MAX) * 48 && limit <= limits.max_buffer_size),
+            if bytes == u64::from(u32::MAX) * SampleBatch::PARAMS_BYTES_PER_ROW
+                && limit <= limits.max_buffer_size),
         "{err:?}"
     );
 

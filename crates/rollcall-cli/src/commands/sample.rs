@@ -262,8 +262,8 @@ impl Sizes {
 
     /// The logits' buffer (and, for 16-bit logits, the read-once reference's
     /// buffer of as many words) must fit one device buffer; the per-row
-    /// buffers, bound whole, one storage binding (the parameters, 48 bytes a
-    /// row, are the largest).
+    /// buffers, bound whole, one storage binding (the parameters are the
+    /// largest).
     fn check_device(&self, ctx: &GpuContext) -> CliResult<()> {
         let rows = u64::from(self.rows.max(1));
         let words = product(&[rows, u64::from(self.vocab.div_ceil(2)), 4]);
@@ -288,10 +288,9 @@ impl Sizes {
     }
 }
 
-/// Bytes of one row's parameters as the shader reads them (the library's
-/// `GpuRowParams`, crate-private): the sampler keeps them in a buffer bound
-/// whole, and two host copies.
-const GPU_ROW_PARAMS_BYTES: u64 = 48;
+/// Bytes of one row's parameters on the device: the sampler keeps them in a
+/// buffer bound whole, and two host copies.
+const GPU_ROW_PARAMS_BYTES: u64 = rollcall::SampleBatch::PARAMS_BYTES_PER_ROW;
 
 /// Host bytes per row the results are read back through: the sampler's
 /// tokens and results (20) and the engine path's tokens (4).

@@ -69,8 +69,13 @@ pub struct SampleBatch {
 }
 
 impl SampleBatch {
+    /// Bytes of one row's parameters on the device: the largest per-row
+    /// buffer of a batch (each is bound whole).
+    pub const PARAMS_BYTES_PER_ROW: u64 = std::mem::size_of::<GpuRowParams>() as u64;
+
     /// Buffers for up to `capacity` rows. Each of its per-row buffers is
-    /// bound whole, so a capacity whose parameters (48 bytes a row) pass the
+    /// bound whole, so a capacity whose parameters
+    /// ([`SampleBatch::PARAMS_BYTES_PER_ROW`] a row) pass the
     /// device's storage binding limit is [`Error::TooLarge`].
     ///
     /// ```no_run

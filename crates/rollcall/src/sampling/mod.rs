@@ -499,7 +499,7 @@ pub(crate) const FLAG_TOP_N_SIGMA: u32 = 4;
 /// `mask_row` of a row that reads no token mask.
 pub(crate) const NO_MASK: u32 = u32::MAX;
 
-/// A row's parameters as the shader reads them (48 bytes).
+/// A row's parameters as the shader reads them (64 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct GpuRowParams {
