@@ -1473,8 +1473,25 @@ fn top_logprobs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     stream_max_key[t] = stream_key;
     let bound = select_threshold(t, false, row, vocab, inv_t, false, KEY_NEG_INF + 1u, n, 1.0, -1.0, row_max);
     let gather_from = max(bound.x, KEY_NEG_INF + 1u);
-    if stream_key >= gather_from {
-        gather_stream(row, t, vocab, inv_t, gather_from, 0xFFFFFFFFu);
+    // The streams that reach the bound, listed; their groups are shared out
+    // over every invocation (one invocation per stream would leave most of
+    // the workgroup idle: a few dozen streams reach the bound).
+    red_u[t] = select(0u, 1u, stream_key >= gather_from);
+    workgroupBarrier();
+    if t == 0u {
+        var listed = 0u;
+        for (var k = 0u; k < WG; k++) {
+            if red_u[k] != 0u {
+                red_v[listed] = k;
+                listed += 1u;
+            }
+        }
+        shared_u32 = listed;
+    }
+    let reaching = workgroupUniformLoad(&shared_u32);
+    let stream_groups = (vocab + GROUP * WG - 1u) / (GROUP * WG);
+    for (var w = t; w < reaching * stream_groups; w += WG) {
+        gather_group(row, red_v[w % reaching] + (w / reaching) * WG, vocab, inv_t, gather_from, 0xFFFFFFFFu);
     }
     workgroupBarrier();
     if t == 0u {
@@ -1538,18 +1555,23 @@ fn logprob_of(z_bits: u32, has_inf: bool, row_inf: u32, row_max: f32, log_mass: 
 // stream's visiting order (slots past CANDIDATES are counted, not stored).
 fn gather_stream(row: u32, s: u32, vocab: u32, inv_t: f32, lo: u32, hi: u32) {
     for (var g = s; g * GROUP < vocab; g += WG) {
-        for (var j = 0u; j < GROUP; j++) {
-            let i = g * GROUP + j;
-            if i >= vocab {
-                break;
-            }
-            let key = key_from_bits(scaled_bits(row, i, inv_t));
-            if key >= lo && key <= hi {
-                let slot = atomicAdd(&cand_count, 1u);
-                if slot < CANDIDATES {
-                    cand_key[slot] = key;
-                    cand_index[slot] = i;
-                }
+        gather_group(row, g, vocab, inv_t, lo, hi);
+    }
+}
+
+// Appends group g's tokens with key in [lo, hi] to the candidates.
+fn gather_group(row: u32, g: u32, vocab: u32, inv_t: f32, lo: u32, hi: u32) {
+    for (var j = 0u; j < GROUP; j++) {
+        let i = g * GROUP + j;
+        if i >= vocab {
+            break;
+        }
+        let key = key_from_bits(scaled_bits(row, i, inv_t));
+        if key >= lo && key <= hi {
+            let slot = atomicAdd(&cand_count, 1u);
+            if slot < CANDIDATES {
+                cand_key[slot] = key;
+                cand_index[slot] = i;
             }
         }
     }
