@@ -410,3 +410,63 @@ fn chi_square_rejects_a_wrong_distribution() {
     );
     assert!(p_right >= P_THRESHOLD, "p = {p_right}");
 }
+
+/// Bias and penalties: draws follow the softmax of the logits edited as the
+/// contract says, computed here in f64 from the row, the history and the
+/// biases (not by the kernels): the head's best tokens sit in the prompt
+/// and the output, one is biased down and a body token biased up.
+#[test]
+fn penalised_draws_follow_the_edited_distribution() {
+    let Some(ctx) = common::gpu() else { return };
+    let row = test_row(31);
+    let mut head: Vec<u32> = (0..VOCAB as u32).collect();
+    head.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+    let prompt = vec![head[0], head[3]];
+    let output = vec![head[1], head[1], head[2], head[0]];
+    let bias = vec![(head[4], -1.5f32), (head[40], 6.0)];
+    let (r, presence, frequency) = (1.3f32, 0.4f32, 0.3f32);
+    let mut edited: Vec<f64> = row.iter().map(|&l| f64::from(l)).collect();
+    for &(t, b) in &bias {
+        edited[t as usize] += f64::from(b);
+    }
+    for t in 0..VOCAB as u32 {
+        let count = output.iter().filter(|&&o| o == t).count() as f64;
+        let v = &mut edited[t as usize];
+        if prompt.contains(&t) || count > 0.0 {
+            *v = if *v > 0.0 {
+                *v / f64::from(r)
+            } else {
+                *v * f64::from(r)
+            };
+        }
+        if count > 0.0 {
+            *v -= f64::from(frequency) * count + f64::from(presence);
+        }
+    }
+    let edited_row: Vec<f32> = edited.iter().map(|&v| v as f32).collect();
+    let params = SamplingParams::new(0.9).penalties(r, presence, frequency);
+    let reference = common::reference_distribution(&edited_row, &SamplingParams::new(0.9)).unwrap();
+    let kept = reference.iter().filter(|&&p| p > 0.0).count();
+    let history = rollcall::sampling::RowHistory {
+        prompt: &prompt,
+        output: &output,
+        logit_bias: &bias,
+        ..Default::default()
+    };
+    let mut sampler = Sampler::new(&ctx).unwrap();
+    let mut gpu = |logits: &[f32], params: &[SamplingParams]| {
+        let histories = vec![history; params.len()];
+        let options = SampleOptions::default().histories(&histories);
+        sampler
+            .sample_with(HostLogits::F32(logits), VOCAB as u32, params, &options)
+            .unwrap()
+            .results
+    };
+    let counts = draw_counts(&mut gpu, &row, params, 16384, kept, "gpu penalised");
+    let (stat, p, bins) = chi_square(&counts, &reference, "gpu penalised");
+    eprintln!("gpu penalised: kept {kept}, chi2 {stat:.1} over {bins} bins, p = {p:.3}");
+    assert!(
+        p >= P_THRESHOLD,
+        "penalised: chi-square p = {p} < {P_THRESHOLD}"
+    );
+}
