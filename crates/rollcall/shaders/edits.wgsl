@@ -4,10 +4,14 @@
 // sampled token joins its token history. One workgroup of WG invocations per
 // row; the CPU twin is `sampling/edits.rs`.
 //
-// Per row, a token history: an open-addressing hash table of `1 << slot_shift`
-// slots (linear probing from `(token * HASH_MULTIPLIER) >> (32 - slot_shift)`)
-// holding every token that can be edited: prompt and output tokens, biased
-// tokens and stop tokens. A token not in the table is never touched.
+// Per row, a token history: a dense list of entries (token, counts, bias,
+// saved delta), `distinct` long, holding every token that can be edited:
+// prompt and output tokens, biased tokens and stop tokens; and an
+// open-addressing hash index over it of `1 << slot_shift` slots (linear
+// probing from `(token * HASH_MULTIPLIER) >> (32 - slot_shift)`), each the
+// position of an entry or NO_ENTRY. The edits walk the list only; the index
+// is read by the append alone. A token not in the history is never touched.
+// A row's list has room for half its slots.
 //
 // Edited value of a token with logit l (decoded to f32), each arithmetic step
 // followed by `canonical` (below):
@@ -23,7 +27,7 @@
 // Two 16-bit logits share a 32-bit word (across rows too when vocab is odd),
 // so the logits are bound as atomics and every edit is an `atomicXor` of the
 // old bits with the new ones in place: only the token's half changes. The
-// delta is kept in the slot (`saved`) and XORed back by `restore_and_append`,
+// delta is kept in the entry (`saved`) and XORed back by `restore_and_append`,
 // which leaves the buffer bit-identical to before `apply_edits`.
 //
 // Bit identity with the twin assumes the adapter rounds each product and
@@ -35,21 +39,21 @@
 #include "shared/chunk.wgsl"
 
 const WG: u32 = 64u;
-const EMPTY_TOKEN: u32 = 0xFFFFFFFFu;
-// HistorySlot.counts: output occurrences in bits 0..=29 (saturating), then flags.
+const NO_ENTRY: u32 = 0xFFFFFFFFu;  // a free index slot
+// HistoryEntry.counts: output occurrences in bits 0..=29 (saturating), then flags.
 const COUNT_MASK: u32 = 0x3FFFFFFFu;
 const IN_PROMPT: u32 = 0x40000000u;
 const STOP_TOKEN: u32 = 0x80000000u;
 const HASH_MULTIPLIER: u32 = 0x9E3779B1u;
 // EditParams.flags.
 const FLAG_PENALTIES: u32 = 1u;  // a penalty is on: edit, and track the history
-const FLAG_BIAS: u32 = 2u;       // some slot has a bias
-const FLAG_STOP: u32 = 4u;       // some slot is a stop token and min_tokens > 0
+const FLAG_BIAS: u32 = 2u;       // some entry has a bias
+const FLAG_STOP: u32 = 4u;       // some entry is a stop token and min_tokens > 0
 const STATUS_OK: u32 = 0u;
 const CANONICAL_NAN_BITS: u32 = 0x7FC00000u;
 
-struct HistorySlot {
-    token: u32,   // EMPTY_TOKEN: free
+struct HistoryEntry {
+    token: u32,
     counts: u32,  // count | IN_PROMPT | STOP_TOKEN
     bias: f32,    // 0: none
     saved: u32,   // the XOR delta apply_edits wrote into the logits
@@ -63,14 +67,14 @@ struct EditParams {
     frequency: f32,
     min_tokens: u32,
     flags: u32,
-    slot_shift: u32,      // log2 of the slots per row (1..=31)
+    slot_shift: u32,      // log2 of the index slots per row (1..=30)
     _pad: u32,
 }
 
 // Written by the host at `set_row`, then by the kernels.
 struct EditRowState {
     produced: u32,  // output tokens so far
-    distinct: u32,  // occupied slots
+    distinct: u32,  // entries in the list
     applied: u32,   // 1 between apply_edits and restore_and_append
     _pad: u32,
 }
@@ -86,10 +90,13 @@ struct RowResult {
 @group(0) @binding(1) var<storage, read_write> logits: array<atomic<u32>>;
 @group(0) @binding(2) var<storage, read> params: array<EditParams>;
 @group(0) @binding(3) var<storage, read_write> row_state: array<EditRowState>;
-@group(0) @binding(4) var<storage, read_write> table: array<HistorySlot>;
-// restore_and_append only: the sampler's outputs.
+// Row r's list: entries[r << (slot_shift - 1) ..][..distinct].
+@group(0) @binding(4) var<storage, read_write> entries: array<HistoryEntry>;
+// restore_and_append only: the sampler's outputs, and the hash index (row
+// r's slots: index[r << slot_shift ..]).
 @group(0) @binding(5) var<storage, read> sampled_tokens: array<u32>;
 @group(0) @binding(6) var<storage, read> sampled_results: array<RowResult>;
+@group(0) @binding(7) var<storage, read_write> index: array<u32>;
 
 // f32 `x` after an arithmetic step: NaN becomes the one quiet NaN and a
 // subnormal a zero of its sign, so results depend neither on NaN payloads
@@ -110,16 +117,16 @@ struct Edit {
     value: f32,
 }
 
-// The edited value of logit `l` of the token in `slot` (see the top).
-fn edit_logit(l: f32, slot: HistorySlot, p: EditParams, ban: bool) -> Edit {
-    if ban && (slot.counts & STOP_TOKEN) != 0u {
+// The edited value of logit `l` of the token of `entry` (see the top).
+fn edit_logit(l: f32, entry: HistoryEntry, p: EditParams, ban: bool) -> Edit {
+    if ban && (entry.counts & STOP_TOKEN) != 0u {
         return Edit(true, bitcast<f32>(F32_NEG_INF_BITS));
     }
-    let count = slot.counts & COUNT_MASK;
+    let count = entry.counts & COUNT_MASK;
     let penalties = (p.flags & FLAG_PENALTIES) != 0u;
-    let add_bias = slot.bias != 0.0;
+    let add_bias = entry.bias != 0.0;
     let repeat = penalties && p.repetition != 1.0
-        && (count > 0u || (slot.counts & IN_PROMPT) != 0u);
+        && (count > 0u || (entry.counts & IN_PROMPT) != 0u);
     let frequency = penalties && count > 0u && p.frequency != 0.0;
     let presence = penalties && count > 0u && p.presence != 0.0;
     if !(add_bias || repeat || frequency || presence) {
@@ -127,7 +134,7 @@ fn edit_logit(l: f32, slot: HistorySlot, p: EditParams, ban: bool) -> Edit {
     }
     var v = canonical(l);
     if add_bias {
-        v = canonical(v + slot.bias);
+        v = canonical(v + entry.bias);
     }
     if repeat {
         if v > 0.0 {
@@ -199,11 +206,11 @@ fn bf16_bits_from_f32_bits(x: u32) -> u32 {
 
 // Edits token `token` of dispatch row `row` in place and returns the XOR
 // delta it applied to the token's word (0: unchanged).
-fn apply_to_logit(row: u32, token: u32, slot: HistorySlot, p: EditParams, ban: bool) -> u32 {
+fn apply_to_logit(row: u32, token: u32, entry: HistoryEntry, p: EditParams, ban: bool) -> u32 {
     let e = chunk.elem_base + row * chunk.vocab + token;
     if LOGITS_DTYPE == DTYPE_F32 {
         let old_bits = atomicLoad(&logits[e]);
-        let edit = edit_logit(bitcast<f32>(old_bits), slot, p, ban);
+        let edit = edit_logit(bitcast<f32>(old_bits), entry, p, ban);
         if !edit.changed {
             return 0u;
         }
@@ -216,7 +223,7 @@ fn apply_to_logit(row: u32, token: u32, slot: HistorySlot, p: EditParams, ban: b
     let word = e >> 1u;
     let shift = (e & 1u) * 16u;
     let old_half = (atomicLoad(&logits[word]) >> shift) & 0xFFFFu;
-    let edit = edit_logit(decode_half(old_half), slot, p, ban);
+    let edit = edit_logit(decode_half(old_half), entry, p, ban);
     if !edit.changed {
         return 0u;
     }
@@ -233,6 +240,12 @@ fn apply_to_logit(row: u32, token: u32, slot: HistorySlot, p: EditParams, ban: b
     return delta;
 }
 
+// Row `r`'s entries in the list: `distinct`, within the list's room (a
+// guard; the host keeps `distinct` within it).
+fn list_len(r: u32, p: EditParams) -> u32 {
+    return min(row_state[r].distinct, 1u << (p.slot_shift - 1u));
+}
+
 @compute @workgroup_size(WG)
 fn apply_edits(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -242,17 +255,17 @@ fn apply_edits(@builtin(workgroup_id) wid: vec3<u32>,
     let produced = row_state[r].produced;
     let ban = (p.flags & FLAG_STOP) != 0u && produced < p.min_tokens;
     let edits = (p.flags & (FLAG_PENALTIES | FLAG_BIAS)) != 0u || ban;
-    if row_state[r].distinct == 0u || !edits {
+    let len = list_len(r, p);
+    if len == 0u || !edits {
         return;
     }
-    let slots = 1u << p.slot_shift;
-    let base = r << p.slot_shift;
-    for (var s = lid; s < slots; s += WG) {
-        let slot = table[base + s];
-        if slot.token == EMPTY_TOKEN || slot.token >= chunk.vocab {
+    let base = r << (p.slot_shift - 1u);
+    for (var i = lid; i < len; i += WG) {
+        let entry = entries[base + i];
+        if entry.token >= chunk.vocab {
             continue;
         }
-        table[base + s].saved = apply_to_logit(row, slot.token, slot, p, ban);
+        entries[base + i].saved = apply_to_logit(row, entry.token, entry, p, ban);
     }
     if lid == 0u {
         row_state[r].applied = 1u;
@@ -266,22 +279,28 @@ fn append_token(r: u32, token: u32, p: EditParams) {
         return;
     }
     let mask = (1u << p.slot_shift) - 1u;
-    let base = r << p.slot_shift;
+    let slots = r << p.slot_shift;
+    let base = r << (p.slot_shift - 1u);
     var s = (token * HASH_MULTIPLIER) >> (32u - p.slot_shift);
-    // The host refuses steps that could fill the table, so an empty slot or
-    // the token is always found; the bound only guards against a hang.
+    // The host refuses steps that could fill the list (half the slots), so
+    // a free slot or the token is always found; the bounds only guard
+    // against a hang or a write past the row.
     for (var probe = 0u; probe <= mask; probe += 1u) {
-        let held = table[base + s].token;
-        if held == token {
-            let counts = table[base + s].counts;
-            if (counts & COUNT_MASK) != COUNT_MASK {
-                table[base + s].counts = counts + 1u;
+        let at = index[slots + s];
+        if at == NO_ENTRY {
+            let distinct = row_state[r].distinct;
+            if distinct < (1u << (p.slot_shift - 1u)) {
+                entries[base + distinct] = HistoryEntry(token, 1u, 0.0, 0u);
+                index[slots + s] = distinct;
+                row_state[r].distinct = distinct + 1u;
             }
             return;
         }
-        if held == EMPTY_TOKEN {
-            table[base + s] = HistorySlot(token, 1u, 0.0, 0u);
-            row_state[r].distinct += 1u;
+        if entries[base + at].token == token {
+            let counts = entries[base + at].counts;
+            if (counts & COUNT_MASK) != COUNT_MASK {
+                entries[base + at].counts = counts + 1u;
+            }
             return;
         }
         s = (s + 1u) & mask;
@@ -295,17 +314,17 @@ fn restore_and_append(@builtin(workgroup_id) wid: vec3<u32>,
     let r = chunk.row_base + row;
     let p = params[r];
     if row_state[r].applied != 0u {
-        let slots = 1u << p.slot_shift;
-        let base = r << p.slot_shift;
-        for (var s = lid; s < slots; s += WG) {
-            let delta = table[base + s].saved;
+        let len = list_len(r, p);
+        let base = r << (p.slot_shift - 1u);
+        for (var i = lid; i < len; i += WG) {
+            let delta = entries[base + i].saved;
             if delta == 0u {
                 continue;
             }
-            let e = chunk.elem_base + row * chunk.vocab + table[base + s].token;
+            let e = chunk.elem_base + row * chunk.vocab + entries[base + i].token;
             let word = select(e >> 1u, e, LOGITS_DTYPE == DTYPE_F32);
             atomicXor(&logits[word], delta);
-            table[base + s].saved = 0u;
+            entries[base + i].saved = 0u;
         }
     }
     workgroupBarrier();

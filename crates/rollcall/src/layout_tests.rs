@@ -269,7 +269,7 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
     use crate::compact::CompactParams;
     use crate::gpu::logits::{ChunkInfo, RECORD_BYTES};
     use crate::math::philox::PhiloxInput;
-    use crate::sampling::edits::{GpuEditParams, GpuEditRowState, GpuSlot};
+    use crate::sampling::edits::{GpuEditParams, GpuEditRowState, GpuEntry};
     use crate::sampling::gpu::{GpuRowResult, PARTIAL_BYTES};
     use crate::sampling::GpuRowParams;
     use crate::tail::{EstimateParams, OrderParams};
@@ -430,15 +430,15 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("groups_x", EstimateParams, groups_x),
             ],
         ),
-        "HistorySlot" => check_mirror(
+        "HistoryEntry" => check_mirror(
             r,
             name,
-            size_of::<GpuSlot>(),
+            size_of::<GpuEntry>(),
             &[
-                field!("token", GpuSlot, token),
-                field!("counts", GpuSlot, counts),
-                field!("bias", GpuSlot, bias),
-                field!("saved", GpuSlot, saved),
+                field!("token", GpuEntry, token),
+                field!("counts", GpuEntry, counts),
+                field!("bias", GpuEntry, bias),
+                field!("saved", GpuEntry, saved),
             ],
         ),
         "EditParams" => check_mirror(
@@ -628,7 +628,7 @@ fn every_struct_the_host_shares_matches_its_mirror() {
         "EditParams",
         "EditRowState",
         "EstimateParams",
-        "HistorySlot",
+        "HistoryEntry",
         "OrderParams",
         "PhiloxInput",
         "PromptVotes",
@@ -994,7 +994,7 @@ fn edits_constants_match_the_shader() {
         assert_eq!(r.u32("WG"), edits::WORKGROUP, "{s}");
         assert_eq!(r.workgroup_width(), edits::WORKGROUP, "{s}");
         for (name, value) in [
-            ("EMPTY_TOKEN", edits::EMPTY_TOKEN),
+            ("NO_ENTRY", edits::NO_ENTRY),
             ("COUNT_MASK", edits::COUNT_MASK),
             ("IN_PROMPT", edits::IN_PROMPT),
             ("STOP_TOKEN", edits::STOP_TOKEN),

@@ -674,6 +674,102 @@ fn history_follows_the_twin_over_a_generation() {
     }
 }
 
+/// Rows whose histories grow to exactly the capacity, one new token a step
+/// (capacity 8 fills the list's room of half the 16 index slots; 5 leaves
+/// room): edits, restores and appends equal the twin's at every step, and
+/// once more with the lists full.
+#[test]
+fn histories_fill_their_lists_to_the_capacity() {
+    let Some(ctx) = gpu() else { return };
+    let kernels = EditKernels::new(&ctx).unwrap();
+    let mut rng = common::rng(0xF111);
+    let (rows, vocab) = (3u32, 40u32);
+    for dtype in LogitsDtype::ALL {
+        for capacity in [8u32, 5] {
+            let specs: Vec<RowSpec> = (0..rows)
+                .map(|row| RowSpec {
+                    prompt: vec![row, row + 1],
+                    bias: vec![(row + 2, 1.5)],
+                    ..Default::default()
+                })
+                .collect();
+            let params = vec![SamplingParams::new(1.0).penalties(1.3, 0.2, 0.4); rows as usize];
+            let mut state = EditState::new(&ctx, rows, capacity).unwrap();
+            let mut twin = HistoryTwin::new(rows, capacity).unwrap();
+            for (row, spec) in specs.iter().enumerate() {
+                state.set_row(row as u32, vocab, &spec.history()).unwrap();
+                twin.set_row(row as u32, vocab, &spec.history()).unwrap();
+            }
+            state.set_penalties(&params).unwrap();
+            twin.set_penalties(&params).unwrap();
+            let original = random_logits(&mut rng, &specs, vocab, dtype);
+            let (buffer, before) = logits_buffer(&ctx, 0, original.bytes());
+            let binding = LogitsBinding {
+                buffer: &buffer,
+                offset: 0,
+                rows,
+                vocab,
+                dtype,
+            };
+            let chunks = kernels.plan(&binding).unwrap();
+            let sampled = Sampled::new(&ctx, rows);
+            // Each row's tokens so far, and the next new one to draw.
+            let mut fresh: Vec<u32> = (0..rows).map(|row| row + 3).collect();
+            for step in 0.. {
+                let context = format!("{dtype:?} capacity {capacity} step {step}");
+                // Appends a new token to every row while the capacity allows;
+                // once it refuses, one more step that appends nothing.
+                let full = state.check_step(rows).is_err();
+                let draws: Vec<(u32, u32)> = fresh
+                    .iter_mut()
+                    .map(|t| {
+                        *t += 3;
+                        (*t, u32::from(full))
+                    })
+                    .collect();
+                sampled.write(&ctx, &draws);
+                let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                kernels
+                    .encode_apply(&mut encoder, &binding, &chunks, &mut state, 0)
+                    .unwrap();
+                ctx.submit(encoder.finish());
+                let applied = read(&ctx, &buffer);
+                assert_edited_rows(&twin, &original, &applied, 0, rows, vocab, dtype, &context);
+                let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                kernels
+                    .encode_restore_append(
+                        &mut encoder,
+                        &binding,
+                        &chunks,
+                        &mut state,
+                        &sampled.tokens,
+                        &sampled.results,
+                        0,
+                    )
+                    .unwrap();
+                if !full {
+                    state.note_step(rows);
+                }
+                ctx.submit(encoder.finish());
+                assert!(read(&ctx, &buffer) == before, "{context}: restore");
+                for (row, &(token, status)) in draws.iter().enumerate() {
+                    if status == 0 {
+                        twin.append(row as u32, token);
+                    }
+                }
+                assert_same_history(&state.read_tables().unwrap(), &twin, rows, &context);
+                if full {
+                    for row in 0..rows {
+                        let entries = &twin.table(row).unwrap().entries;
+                        assert_eq!(entries.len(), capacity as usize, "{context}: row {row}");
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
 // ---- Rounding --------------------------------------------------------------------
 
 /// The shader's f32 → f16 and f32 → bf16 rounding, bit for bit `half`'s

@@ -29,18 +29,22 @@
 //! −inf). A logit bias repeated for one token: the last one wins.
 //!
 //! # Token history
-//! Per row, an open-addressing hash table on the GPU of `S` slots (`S` the
-//! power of two ≥ 2 × the state's distinct capacity) holding every token an
-//! edit can reach: prompt tokens, output tokens with their counts, biased
-//! tokens and (when `min_tokens > 0`) stop tokens. Tokens outside it are never
-//! touched, and a row whose table is empty or which has nothing to apply
-//! costs one read. A sampled token joins the history of a row whose
-//! penalties are on (only they read output counts), so a row without
-//! penalties never fills its table; every row counts its produced tokens.
-//! The host refuses ([`Error::HistoryFull`]) a step after which a row's
-//! table could hold more than the distinct capacity, from an upper bound it
-//! keeps without reading the GPU (distinct tokens at `set_row` plus the steps
-//! appended since, at most the vocabulary).
+//! Per row, on the GPU, a dense list of entries holding every token an edit
+//! can reach: prompt tokens, output tokens with their counts, biased tokens
+//! and (when `min_tokens > 0`) stop tokens; and an open-addressing hash index
+//! over the list of `S` slots (`S` the power of two ≥ 2 × the state's
+//! distinct capacity; the list has room for `S / 2` entries). Both edit
+//! kernels walk only the list's entries (16 bytes each), so their cost grows
+//! with the row's distinct tokens, not with the capacity; only the append
+//! probes the index. Tokens outside the list are never touched, and a row
+//! whose list is empty or which has nothing to apply costs one read. A
+//! sampled token joins the history of a row whose penalties are on (only
+//! they read output counts), so a row without penalties never fills its
+//! list; every row counts its produced tokens. The host refuses
+//! ([`Error::HistoryFull`]) a step after which a row's list could hold more
+//! than the distinct capacity, from an upper bound it keeps without reading
+//! the GPU (distinct tokens at `set_row` plus the steps appended since, at
+//! most the vocabulary).
 //!
 //! # One step on the engine path
 //! ```text
@@ -69,8 +73,10 @@ use std::collections::BTreeMap;
 
 /// Invocations per row (`WG` in the shader).
 pub(crate) const WORKGROUP: u32 = 64;
-/// The token of a free slot.
+/// The token of a free slot in [`row_slots`]' table.
 pub(crate) const EMPTY_TOKEN: u32 = u32::MAX;
+/// A free slot of the GPU's hash index (whose slots hold list positions).
+pub(crate) const NO_ENTRY: u32 = u32::MAX;
 /// Output occurrences in a slot's `counts` (saturating).
 pub(crate) const COUNT_MASK: u32 = 0x3FFF_FFFF;
 /// The token occurs in the prompt.
@@ -90,11 +96,12 @@ pub(crate) const FLAG_STOP: u32 = 4;
 /// The one NaN an arithmetic step leaves.
 pub(crate) const CANONICAL_NAN_BITS: u32 = 0x7FC0_0000;
 
-/// One slot of a row's table (`HistorySlot` in the shader).
+/// One entry of a row's list (`HistoryEntry` in the shader); also a slot
+/// of the table [`row_slots`] builds on the host.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct GpuSlot {
-    /// [`EMPTY_TOKEN`] when free.
+pub(crate) struct GpuEntry {
+    /// The token ([`EMPTY_TOKEN`] for a free slot of [`row_slots`]' table).
     pub(crate) token: u32,
     /// Output count | [`IN_PROMPT`] | [`STOP_TOKEN`].
     pub(crate) counts: u32,
@@ -104,7 +111,7 @@ pub(crate) struct GpuSlot {
     pub(crate) saved: u32,
 }
 
-const EMPTY_SLOT: GpuSlot = GpuSlot {
+const EMPTY_SLOT: GpuEntry = GpuEntry {
     token: EMPTY_TOKEN,
     counts: 0,
     bias: 0.0,
@@ -124,7 +131,7 @@ pub(crate) struct GpuEditParams {
     pub(crate) min_tokens: u32,
     /// [`FLAG_PENALTIES`] | [`FLAG_BIAS`] | [`FLAG_STOP`].
     pub(crate) flags: u32,
-    /// log2 of the slots per row.
+    /// log2 of the hash index's slots per row.
     pub(crate) slot_shift: u32,
     pub(crate) pad: u32,
 }
@@ -174,7 +181,7 @@ impl GpuEditParams {
 pub(crate) struct GpuEditRowState {
     /// Output tokens so far.
     pub(crate) produced: u32,
-    /// Occupied slots.
+    /// Entries in the row's list.
     pub(crate) distinct: u32,
     /// 1 between `apply_edits` and `restore_and_append`.
     pub(crate) applied: u32,
@@ -219,12 +226,12 @@ impl HistoryEntry {
             | if self.stop { STOP_TOKEN } else { 0 }
     }
 
-    fn from_slot(slot: &GpuSlot) -> Self {
+    fn from_entry(entry: &GpuEntry) -> Self {
         Self {
-            count: slot.counts & COUNT_MASK,
-            in_prompt: slot.counts & IN_PROMPT != 0,
-            stop: slot.counts & STOP_TOKEN != 0,
-            bias: slot.bias,
+            count: entry.counts & COUNT_MASK,
+            in_prompt: entry.counts & IN_PROMPT != 0,
+            stop: entry.counts & STOP_TOKEN != 0,
+            bias: entry.bias,
         }
     }
 }
@@ -244,11 +251,11 @@ pub struct RowTable {
 pub struct GpuHistoryRow {
     /// The history.
     pub table: RowTable,
-    /// The GPU's count of occupied slots.
+    /// The GPU's count of entries in the list.
     pub distinct: u32,
     /// Whether edits are applied and not yet restored.
     pub applied: bool,
-    /// Slots whose saved delta is not zero (none after a restore).
+    /// Entries whose saved delta is not zero (none after a restore).
     pub unrestored: u32,
 }
 
@@ -397,9 +404,9 @@ fn home_slot(token: u32, slot_shift: u32) -> u32 {
     token.wrapping_mul(HASH_MULTIPLIER) >> (32 - slot_shift)
 }
 
-/// A row's slots as the shader probes them: each token inserted, in token
-/// order, at the first free slot from its home.
-fn row_slots(entries: &BTreeMap<u32, HistoryEntry>, slot_shift: u32) -> Vec<GpuSlot> {
+/// A row's table as the shader's index probes it: each token inserted, in
+/// token order, at the first free slot from its home.
+fn row_slots(entries: &BTreeMap<u32, HistoryEntry>, slot_shift: u32) -> Vec<GpuEntry> {
     let mask = (1u32 << slot_shift) - 1;
     let mut slots = vec![EMPTY_SLOT; 1 << slot_shift];
     for (&token, entry) in entries {
@@ -407,7 +414,7 @@ fn row_slots(entries: &BTreeMap<u32, HistoryEntry>, slot_shift: u32) -> Vec<GpuS
         while slots[s as usize].token != EMPTY_TOKEN {
             s = (s + 1) & mask;
         }
-        slots[s as usize] = GpuSlot {
+        slots[s as usize] = GpuEntry {
             token,
             counts: entry.counts(),
             bias: entry.bias,
@@ -415,6 +422,27 @@ fn row_slots(entries: &BTreeMap<u32, HistoryEntry>, slot_shift: u32) -> Vec<GpuS
         };
     }
     slots
+}
+
+/// What the GPU holds for a row whose table is `slots` ([`row_slots`]): the
+/// list (the occupied slots in slot order, then free entries to the list's
+/// room of half the slots) and the index (each slot's list position, or
+/// [`NO_ENTRY`]).
+fn row_list(slots: &[GpuEntry]) -> (Vec<GpuEntry>, Vec<u32>) {
+    let mut list = Vec::with_capacity(slots.len() / 2);
+    let index = slots
+        .iter()
+        .map(|slot| {
+            if slot.token == EMPTY_TOKEN {
+                NO_ENTRY
+            } else {
+                list.push(*slot);
+                list.len() as u32 - 1
+            }
+        })
+        .collect();
+    list.resize(slots.len() / 2, EMPTY_SLOT);
+    (list, index)
 }
 
 /// log2 of the slots per row for `distinct_capacity` (at least twice it),
@@ -446,7 +474,10 @@ pub struct EditState {
     slot_shift: u32,
     params: wgpu::Buffer,
     row_state: wgpu::Buffer,
-    table: wgpu::Buffer,
+    /// Each row's list: `1 << (slot_shift - 1)` entries.
+    entries: wgpu::Buffer,
+    /// Each row's hash index: `1 << slot_shift` list positions.
+    index: wgpu::Buffer,
     host_params: Vec<GpuEditParams>,
     rows: Vec<HostRow>,
     apply_records: DispatchRecords,
@@ -455,15 +486,17 @@ pub struct EditState {
 
 const PARAMS_BYTES: u64 = std::mem::size_of::<GpuEditParams>() as u64;
 const ROW_STATE_BYTES: u64 = std::mem::size_of::<GpuEditRowState>() as u64;
-const SLOT_BYTES: u64 = std::mem::size_of::<GpuSlot>() as u64;
+const ENTRY_BYTES: u64 = std::mem::size_of::<GpuEntry>() as u64;
+const INDEX_SLOT_BYTES: u64 = std::mem::size_of::<u32>() as u64;
 const TOKEN_BYTES: u64 = std::mem::size_of::<u32>() as u64;
 const RESULT_BYTES: u64 = std::mem::size_of::<super::gpu::GpuRowResult>() as u64;
 
 impl EditState {
     /// Histories for `rows_capacity` rows of at most `distinct_capacity`
-    /// distinct tokens each (the table holds the power of two ≥ twice that
-    /// many slots of 16 bytes). A table past the device's storage binding
-    /// limit is [`Error::TooLarge`].
+    /// distinct tokens each (per row, with `S` the power of two ≥ twice
+    /// that: a hash index of `S` slots of 4 bytes and a list of `S / 2`
+    /// entries of 16 bytes). Buffers past the device's storage binding limit
+    /// are [`Error::TooLarge`].
     pub fn new(ctx: &GpuContext, rows_capacity: u32, distinct_capacity: u32) -> Result<Self> {
         let capacity = rows_capacity.max(1);
         let slot_shift = slot_shift(distinct_capacity)?;
@@ -477,11 +510,13 @@ impl EditState {
                     | wgpu::BufferUsages::COPY_SRC,
             )
         };
-        let table_bytes = rows.saturating_mul(SLOT_BYTES << slot_shift);
+        let entries_bytes = rows.saturating_mul(ENTRY_BYTES << (slot_shift - 1));
+        let index_bytes = rows.saturating_mul(INDEX_SLOT_BYTES << slot_shift);
         let state = Self {
             params: storage("rollcall edit params", rows * PARAMS_BYTES)?,
             row_state: storage("rollcall edit row state", rows * ROW_STATE_BYTES)?,
-            table: storage("rollcall token history", table_bytes)?,
+            entries: storage("rollcall token history", entries_bytes)?,
+            index: storage("rollcall token history index", index_bytes)?,
             host_params: vec![GpuEditParams::off(slot_shift); capacity as usize],
             rows: vec![HostRow::default(); capacity as usize],
             apply_records: DispatchRecords::new(ctx)?,
@@ -520,13 +555,19 @@ impl EditState {
         }
     }
 
-    fn write_row(&self, row: u32, slots: &[GpuSlot], state: GpuEditRowState) {
+    fn write_row(&self, row: u32, slots: &[GpuEntry], state: GpuEditRowState) {
         let queue = &self.ctx.queue;
         let at = u64::from(row);
+        let (list, index) = row_list(slots);
         queue.write_buffer(
-            &self.table,
-            at * (SLOT_BYTES << self.slot_shift),
-            bytemuck::cast_slice(slots),
+            &self.entries,
+            at * (ENTRY_BYTES << (self.slot_shift - 1)),
+            bytemuck::cast_slice(&list),
+        );
+        queue.write_buffer(
+            &self.index,
+            at * (INDEX_SLOT_BYTES << self.slot_shift),
+            bytemuck::cast_slice(&index),
         );
         queue.write_buffer(
             &self.row_state,
@@ -654,44 +695,67 @@ impl EditState {
         self.host_params.iter().any(|p| p.flags != 0)
     }
 
-    /// Reads every row's table back (waits for the GPU), for tests.
+    /// Reads every row's history back (waits for the GPU), for tests: the
+    /// entries the index reaches. An index slot past the list's `distinct`
+    /// entries, or two slots at one entry, is [`Error::Readback`].
     #[cfg(any(test, feature = "internals"))]
     pub fn read_tables(&self) -> Result<Vec<GpuHistoryRow>> {
         let ctx = &self.ctx;
         ctx.scoped("reading token histories", || {
-            let (state_bytes, table_bytes) = (self.row_state.size(), self.table.size());
+            let buffers = [&self.row_state, &self.entries, &self.index];
+            let total: u64 = buffers.iter().map(|b| b.size()).sum();
             let readback = ctx.create_buffer(
                 "rollcall token history readback",
-                state_bytes + table_bytes,
+                total,
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             )?;
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            encoder.copy_buffer_to_buffer(&self.row_state, 0, &readback, 0, state_bytes);
-            encoder.copy_buffer_to_buffer(&self.table, 0, &readback, state_bytes, table_bytes);
+            let mut at = 0;
+            for buffer in buffers {
+                encoder.copy_buffer_to_buffer(buffer, 0, &readback, at, buffer.size());
+                at += buffer.size();
+            }
             ctx.submit(encoder.finish());
-            let bytes = ctx.read_buffer(&readback, state_bytes + table_bytes)?;
-            let states: &[GpuEditRowState] = bytemuck::cast_slice(&bytes[..state_bytes as usize]);
-            let slots: &[GpuSlot] = bytemuck::cast_slice(&bytes[state_bytes as usize..]);
-            let per_row = 1usize << self.slot_shift;
-            Ok(states
+            let bytes = ctx.read_buffer(&readback, total)?;
+            let (states, rest) = bytes.split_at(self.row_state.size() as usize);
+            let (list, index) = rest.split_at(self.entries.size() as usize);
+            let states: &[GpuEditRowState] = bytemuck::cast_slice(states);
+            let list: &[GpuEntry] = bytemuck::cast_slice(list);
+            let index: &[u32] = bytemuck::cast_slice(index);
+            let slots = 1usize << self.slot_shift;
+            states
                 .iter()
-                .zip(slots.chunks(per_row))
-                .map(|(state, slots)| {
-                    let used = slots.iter().filter(|s| s.token != EMPTY_TOKEN);
-                    GpuHistoryRow {
+                .zip(list.chunks(slots / 2).zip(index.chunks(slots)))
+                .enumerate()
+                .map(|(row, (state, (list, index)))| {
+                    let mut reached = vec![false; list.len()];
+                    let mut used = Vec::new();
+                    for &at in index.iter().filter(|&&at| at != NO_ENTRY) {
+                        if at >= state.distinct.min(list.len() as u32)
+                            || std::mem::replace(&mut reached[at as usize], true)
+                        {
+                            return Err(Error::Readback(format!(
+                                "row {row}: an index slot holds list entry {at}, past the \
+                                 list's {} entries or held by another slot",
+                                state.distinct
+                            )));
+                        }
+                        used.push(list[at as usize]);
+                    }
+                    Ok(GpuHistoryRow {
                         table: RowTable {
                             produced: state.produced,
                             entries: used
-                                .clone()
-                                .map(|s| (s.token, HistoryEntry::from_slot(s)))
+                                .iter()
+                                .map(|e| (e.token, HistoryEntry::from_entry(e)))
                                 .collect(),
                         },
                         distinct: state.distinct,
                         applied: state.applied != 0,
-                        unrestored: used.filter(|s| s.saved != 0).count() as u32,
-                    }
+                        unrestored: used.iter().filter(|e| e.saved != 0).count() as u32,
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 }
@@ -734,8 +798,9 @@ fn round_variant() -> Result<ShaderVariant> {
 impl EditKernels {
     /// Compiles (once per context) the edit pipelines on `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        // Bindings 2..: params (read), row state, table; restore also reads
-        // the sampler's tokens and results.
+        // Bindings 2..: params (read), row state, the list; restore also
+        // reads the sampler's tokens and results, and appends through the
+        // index.
         let build = |label: &'static str, entry_point: &'static str, extra: &'static [bool]| {
             let key = LogitsKernelKey {
                 kernel: entry_point,
@@ -749,7 +814,7 @@ impl EditKernels {
             restore: build(
                 "rollcall restore edits",
                 "restore_and_append",
-                &[true, false, false, true, true],
+                &[true, false, false, true, true, false],
             )?,
         })
     }
@@ -819,7 +884,7 @@ impl EditKernels {
         let extra = [
             state.params.as_entire_binding(),
             state.row_state.as_entire_binding(),
-            state.table.as_entire_binding(),
+            state.entries.as_entire_binding(),
         ];
         self.apply.encode(
             encoder,
@@ -863,9 +928,10 @@ impl EditKernels {
         let extra = [
             state.params.as_entire_binding(),
             state.row_state.as_entire_binding(),
-            state.table.as_entire_binding(),
+            state.entries.as_entire_binding(),
             tokens.as_entire_binding(),
             results.as_entire_binding(),
+            state.index.as_entire_binding(),
         ];
         self.restore.encode(
             encoder,

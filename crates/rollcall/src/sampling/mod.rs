@@ -85,7 +85,7 @@
 //! | filtered, exact fallback | 2, plus 1 to 4 radix rounds per filter, plus 1/256 |
 //! | token bitmask | no extra pass: one mask word per 32 tokens with the loads |
 //! | top-nσ | no extra pass: two more sums in pass 1 |
-//! | bias, penalties, `min_tokens` | two sparse dispatches that read the history table and touch only its tokens |
+//! | bias, penalties, `min_tokens` | two sparse dispatches that read the history's entries (not its capacity) and touch only its tokens |
 //! | top-N log-probabilities | a separate pass 1 (per-stream states), then the streams whose maximum reaches the N-th largest stream maximum; raw mode one more read |
 //!
 //! In every mode a stream (1/256 of the row) that holds a NaN or +inf logit
