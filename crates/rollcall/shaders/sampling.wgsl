@@ -1257,19 +1257,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         let stream_active = stream_key >= gather_from && stream_key != 0u
             && (!gather_floors || passes_floors(stream_state.x, s));
         // (select_threshold and reduce_stats end in a barrier.)
-        red_u[t] = select(0u, 1u, stream_active);
-        workgroupBarrier();
-        if t == 0u {
-            var n = 0u;
-            for (var k = 0u; k < WG; k++) {
-                if red_u[k] != 0u {
-                    red_v[n] = k;
-                    n += 1u;
-                }
-            }
-            shared_u32 = n;
-        }
-        let n_active = workgroupUniformLoad(&shared_u32);
+        let n_active = list_streams(t, stream_active);
         if bound_found && t < n_active {
             let stream = red_v[t];
             for (var g = stream; g * GROUP < vocab; g += WG) {
@@ -1476,19 +1464,7 @@ fn top_logprobs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     // The streams that reach the bound, listed; their groups are shared out
     // over every invocation (one invocation per stream would leave most of
     // the workgroup idle: a few dozen streams reach the bound).
-    red_u[t] = select(0u, 1u, stream_key >= gather_from);
-    workgroupBarrier();
-    if t == 0u {
-        var listed = 0u;
-        for (var k = 0u; k < WG; k++) {
-            if red_u[k] != 0u {
-                red_v[listed] = k;
-                listed += 1u;
-            }
-        }
-        shared_u32 = listed;
-    }
-    let reaching = workgroupUniformLoad(&shared_u32);
+    let reaching = list_streams(t, stream_key >= gather_from);
     let stream_groups = (vocab + GROUP * WG - 1u) / (GROUP * WG);
     for (var w = t; w < reaching * stream_groups; w += WG) {
         gather_group(row, red_v[w % reaching] + (w / reaching) * WG, vocab, inv_t, gather_from, 0xFFFFFFFFu);
@@ -1540,6 +1516,25 @@ fn write_empty_entries(t: u32, out_index: u32, first: u32) {
     if t >= first && t < MAX_TOP_LOGPROBS {
         top_out[out_index * MAX_TOP_LOGPROBS + t] = vec2<u32>(NO_INDEX, F32_NEG_INF_BITS);
     }
+}
+
+// Lists the streams whose invocation passes `listed` in red_v (in stream
+// order) and returns how many, to every invocation. The caller's last use
+// of red_u and red_v must be behind a barrier.
+fn list_streams(t: u32, listed: bool) -> u32 {
+    red_u[t] = select(0u, 1u, listed);
+    workgroupBarrier();
+    if t == 0u {
+        var n = 0u;
+        for (var k = 0u; k < WG; k++) {
+            if red_u[k] != 0u {
+                red_v[n] = k;
+                n += 1u;
+            }
+        }
+        shared_u32 = n;
+    }
+    return workgroupUniformLoad(&shared_u32);
 }
 
 // A token's log-probability: under the row's softmax, or with +inf in the
