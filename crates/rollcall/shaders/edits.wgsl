@@ -84,7 +84,7 @@ struct RowResult {
     logprob: f32,
     status: u32,
     kept: u32,
-    _pad: u32,
+    probe_logprob: f32,
 }
 
 @group(0) @binding(1) var<storage, read_write> logits: array<atomic<u32>>;

@@ -32,6 +32,8 @@
 
 #include "shared/philox.wgsl"
 #include "shared/logits.wgsl"
+#include "shared/row_state.wgsl"
+#include "shared/mask.wgsl"
 
 const WG: u32 = 256u;
 const GROUP: u32 = 4u;
@@ -45,7 +47,9 @@ const TILE_TOKENS: u32 = TILE_GROUPS * WG * GROUP;
 const FLAG_GREEDY: u32 = 1u;
 const FLAG_MIN_P: u32 = 2u;
 const FLAG_TOP_N_SIGMA: u32 = 4u;
-const NO_MASK: u32 = 0xFFFFFFFFu;
+// The row's distribution goes to its first top log-probability slots as a
+// `StateRecord` (rows that ask for top log-probabilities never ask for it).
+const FLAG_WRITE_STATE: u32 = 8u;
 const MAX_TOP_LOGPROBS: u32 = 20u;
 const STATUS_OK: u32 = 0u;
 const STATUS_NO_VALID_TOKEN: u32 = 1u;
@@ -70,7 +74,7 @@ struct RowParams {
     top_n_sigma: f32,  // used when FLAG_TOP_N_SIGMA is set
     top_logprobs: u32, // 0..=MAX_TOP_LOGPROBS entries for `top_logprobs`
     logits_row: u32,   // the logits row it reads, when the chunk gathers
-    _pad0: u32,
+    probe: u32,        // a token whose probability the row reports, or NO_INDEX
     _pad1: u32,
     _pad2: u32,
 }
@@ -94,7 +98,10 @@ struct RowResult {
     logprob: f32,
     status: u32,
     kept: u32,
-    _pad: u32,
+    // ln of the probed token's probability under the row's processed,
+    // filtered distribution (greedy: 0 for the arg-max, else -inf); 0 when
+    // the row probes no token.
+    probe_logprob: f32,
 }
 
 @group(0) @binding(2) var<storage, read> params: array<RowParams>;
@@ -125,30 +132,6 @@ struct StreamPartial {
 // the most likely first; entries past the row's request or its valid tokens
 // hold (NO_INDEX, -inf).
 @group(0) @binding(7) var<storage, read_write> top_out: array<vec2<u32>>;
-// Allowed-token bitmasks (MASKED variants): ceil(vocab / 32) words per mask
-// row, token t allowed when bit t % 32 of word t / 32 is set (the layout of
-// xgrammar and llguidance); a row reads mask row `params.mask_row`.
-@group(0) @binding(6) var<storage, read> masks: array<u32>;
-
-// The invocation's row mask: the word its mask starts at, and all ones when
-// the row reads no mask (set by `set_row_mask` at each kernel's start; the
-// OR keeps the loads branch-free).
-var<private> mask_base: u32;
-var<private> mask_none: u32;
-
-fn set_row_mask(mask_row: u32) {
-    if MASKED {
-        let none = mask_row == NO_MASK;
-        mask_base = select(mask_row * ((chunk.vocab + 31u) / 32u), 0u, none);
-        mask_none = select(0u, 0xFFFFFFFFu, none);
-    }
-}
-
-// The 32 mask bits of tokens i & ~31 .. (i & ~31) + 31 of the row.
-fn mask_word(i: u32) -> u32 {
-    return masks[mask_base + (i >> 5u)] | mask_none;
-}
-
 // Reductions and per-stream values.
 var<workgroup> red_f: array<f32, WG>;
 var<workgroup> red_g: array<f32, WG>;
@@ -184,11 +167,7 @@ fn scaled_bits(row: u32, i: u32, inv_t: f32) -> u32 {
     if MASKED && ((mask_word(i) >> (i & 31u)) & 1u) == 0u {
         return F32_NEG_INF_BITS;
     }
-    let raw = bitcast<u32>(load_logit(row, i));
-    if !is_finite_bits(raw) {
-        return canonical_bits(raw);
-    }
-    return canonical_bits(bitcast<u32>(bitcast<f32>(raw) * inv_t));
+    return scaled_logit_bits(bitcast<u32>(load_logit(row, i)), inv_t);
 }
 
 // Fixed-point weight exp(z - m) * 2^32, saturated; exact integer sums of these
@@ -688,10 +667,66 @@ fn fold_argmax_key(t: u32) -> vec2<u32> {
     return best;
 }
 
+// Whether output row `out_index` probes a token.
+fn p_probes(out_index: u32) -> bool {
+    return params[out_index].probe != NO_INDEX;
+}
+
+// ln of the probed token's probability under the row's kept set: `s` its
+// filters, `kept` the kept tokens' (max, mass) folded in stream order, with
+// +inf in the row uniform over the +inf tokens. A token past the row's end
+// has probability 0; a row that probes none gets 0.
+fn probe_logprob(p: RowParams, row: u32, vocab: u32, inv_t: f32, s: RowState, row_inf: u32,
+                 kept: vec2<f32>) -> f32 {
+    if p.probe == NO_INDEX {
+        return 0.0;
+    }
+    let x = p.probe;
+    let neg_inf = bitcast<f32>(F32_NEG_INF_BITS);
+    if x >= vocab {
+        return neg_inf;
+    }
+    let z_bits = scaled_bits(row, x, inv_t);
+    if !is_kept(z_bits, s) {
+        return neg_inf;
+    }
+    if s.has_inf {
+        return -log(f32(row_inf));
+    }
+    return (bitcast<f32>(z_bits) - kept.x) - log(kept.y);
+}
+
+// The greedy distribution puts all its mass on the arg-max.
+fn greedy_probe_logprob(p: RowParams, argmax: u32) -> f32 {
+    if p.probe == NO_INDEX {
+        return 0.0;
+    }
+    return select(bitcast<f32>(F32_NEG_INF_BITS), 0.0, p.probe == argmax);
+}
+
+// The row's `StateRecord` into its top log-probability slots.
+fn write_state(p: RowParams, out_index: u32, s: RowState, log_mass: f32, kept: vec2<f32>, row_inf: u32) {
+    if (p.flags & FLAG_WRITE_STATE) == 0u {
+        return;
+    }
+    let flags = select(0u, STATE_HAS_INF, s.has_inf) | select(0u, STATE_MIN_P, s.use_min_p)
+        | select(0u, STATE_SIGMA, s.use_sigma);
+    let base = out_index * MAX_TOP_LOGPROBS;
+    top_out[base] = vec2<u32>(bitcast<u32>(s.row_max), bitcast<u32>(log_mass));
+    top_out[base + 1u] = vec2<u32>(bitcast<u32>(kept.x), bitcast<u32>(log(kept.y)));
+    top_out[base + 2u] = vec2<u32>(s.threshold_key, flags);
+    top_out[base + 3u] = vec2<u32>(bitcast<u32>(s.log_min_p), bitcast<u32>(s.sigma_n2));
+    top_out[base + 4u] = vec2<u32>(bitcast<u32>(s.sigma_rhs), row_inf);
+    top_out[base + 5u] = vec2<u32>(bitcast<u32>(p.inv_temperature), p.mask_row);
+    top_out[base + 6u] = vec2<u32>(p.seed_lo, p.seed_hi);
+    top_out[base + 7u] = vec2<u32>(p.step_lo, p.step_hi);
+}
+
 fn write_no_valid(t: u32, out_index: u32) {
     if t == 0u {
         out_tokens[out_index] = NO_INDEX;
-        out_results[out_index] = RowResult(bitcast<f32>(F32_NEG_INF_BITS), STATUS_NO_VALID_TOKEN, 0u, 0u);
+        let neg_inf = bitcast<f32>(F32_NEG_INF_BITS);
+        out_results[out_index] = RowResult(neg_inf, STATUS_NO_VALID_TOKEN, 0u, select(0.0, neg_inf, p_probes(out_index)));
     }
 }
 
@@ -1092,7 +1127,7 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                     logprob = (bitcast<f32>(bits_from_key(row_key)) - row_max) - log_mass;
                 }
                 out_tokens[out_index] = row_index;
-                out_results[out_index] = RowResult(logprob, STATUS_OK, 1u, 0u);
+                out_results[out_index] = RowResult(logprob, STATUS_OK, 1u, greedy_probe_logprob(p, row_index));
             } else {
                 write_no_valid(0u, out_index);
             }
@@ -1137,7 +1172,9 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                 logprob = (z - row_max) - log_mass;
             }
             out_tokens[out_index] = token;
-            out_results[out_index] = RowResult(logprob, STATUS_OK, select(row_finite, row_inf, has_inf), 0u);
+            out_results[out_index] = RowResult(logprob, STATUS_OK, select(row_finite, row_inf, has_inf),
+                                               probe_logprob(p, row, vocab, inv_t, s, row_inf, row_state));
+            write_state(p, out_index, s, log_mass, row_state, row_inf);
         }
     }
 }
@@ -1204,7 +1241,7 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                 logprob = (bitcast<f32>(bits_from_key(best.x)) - row_max) - log_mass;
             }
             out_tokens[out_index] = best.y;
-            out_results[out_index] = RowResult(logprob, STATUS_OK, 1u, 0u);
+            out_results[out_index] = RowResult(logprob, STATUS_OK, 1u, greedy_probe_logprob(p, best.y));
         }
         return;
     }
@@ -1344,6 +1381,17 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         }
     }
 
+    // The kept set's (max, mass) for a probed token, folded like the stats.
+    var probe_kept = vec2<f32>(row_max, row_mass);
+    if filtered && (p.probe != NO_INDEX || (p.flags & FLAG_WRITE_STATE) != 0u) {
+        // (Every route here passed a barrier after its last read of red_*.)
+        red_f[t] = kept_state.x;
+        red_g[t] = kept_state.y;
+        red_u[t] = 0u;
+        let kept_stats = reduce_stats(t);
+        probe_kept = vec2<f32>(kept_stats.f0, kept_stats.f1);
+    }
+
     // Race between streams: weight = kept mass (or +inf count), one exponential
     // each; a Philox call serves four streams (each invocation computes its
     // block's call: cheaper than sharing it through workgroup memory).
@@ -1403,7 +1451,9 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             logprob = (z - row_max) - log_mass;
         }
         out_tokens[out_index] = token;
-        out_results[out_index] = RowResult(logprob, STATUS_OK, total_kept, 0u);
+        out_results[out_index] = RowResult(logprob, STATUS_OK, total_kept,
+                                           probe_logprob(p, row, vocab, inv_t, s, row_inf, probe_kept));
+        write_state(p, out_index, s, log_mass, probe_kept, row_inf);
     }
 }
 

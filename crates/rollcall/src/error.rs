@@ -85,6 +85,9 @@ pub enum Error {
     /// row that is not there.
     #[error("token mask: {0}")]
     InvalidMask(String),
+    /// Draft tokens, lengths or distributions that do not fit the batch.
+    #[error("speculative verification: {0}")]
+    InvalidDrafts(String),
     /// More top log-probabilities than the sampler returns.
     #[error("top_logprobs must be at most {max}, got {requested}")]
     TooManyLogprobs { requested: u32, max: u32 },

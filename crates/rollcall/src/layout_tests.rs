@@ -294,9 +294,9 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("top_n_sigma", GpuRowParams, top_n_sigma),
                 field!("top_logprobs", GpuRowParams, top_logprobs),
                 field!("logits_row", GpuRowParams, logits_row),
-                field!("_pad0", GpuRowParams, pad[0]),
-                field!("_pad1", GpuRowParams, pad[1]),
-                field!("_pad2", GpuRowParams, pad[2]),
+                field!("probe", GpuRowParams, probe),
+                field!("_pad1", GpuRowParams, pad[0]),
+                field!("_pad2", GpuRowParams, pad[1]),
             ],
         ),
         "RowResult" => check_mirror(
@@ -307,7 +307,7 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("logprob", GpuRowResult, logprob),
                 field!("status", GpuRowResult, status),
                 field!("kept", GpuRowResult, kept),
-                field!("_pad", GpuRowResult, pad),
+                field!("probe_logprob", GpuRowResult, probe_logprob),
             ],
         ),
         // Never read by the host: only its size is shared.
@@ -456,6 +456,99 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("_pad", GpuEditParams, pad),
             ],
         ),
+        "VerifyRow" => {
+            use crate::speculative::GpuVerifyRow as V;
+            check_mirror(
+                r,
+                name,
+                size_of::<V>(),
+                &[
+                    field!("first_target", V, first_target),
+                    field!("drafts", V, drafts),
+                    field!("first_draft", V, first_draft),
+                    field!("flags", V, flags),
+                    field!("seed_lo", V, seed[0]),
+                    field!("seed_hi", V, seed[1]),
+                    field!("step_lo", V, step[0]),
+                    field!("step_hi", V, step[1]),
+                    field!("draft_elem", V, draft_elem),
+                    field!("_pad0", V, pad[0]),
+                    field!("_pad1", V, pad[1]),
+                    field!("_pad2", V, pad[2]),
+                ],
+            )
+        }
+        "Verdict" => {
+            use crate::speculative::GpuVerdict as V;
+            check_mirror(
+                r,
+                name,
+                size_of::<V>(),
+                &[
+                    field!("accepted", V, accepted),
+                    field!("emitted", V, emitted),
+                    field!("status", V, status),
+                    field!("mode", V, mode),
+                    field!("first_target", V, first_target),
+                    field!("draft_row", V, draft_row),
+                    field!("draft_elem", V, draft_elem),
+                    field!("out_base", V, out_base),
+                ],
+            )
+        }
+        "VerifyInfo" => {
+            use crate::speculative::VerifyInfo as V;
+            check_mirror(
+                r,
+                name,
+                size_of::<V>(),
+                &[
+                    field!("requests", V, requests),
+                    field!("stride", V, stride),
+                    field!("draft_rows", V, draft_rows),
+                    field!("rows", V, rows),
+                    field!("grid_width", V, grid_width),
+                    field!("elem_base", V, elem_base),
+                    field!("_pad1", V, pad[0]),
+                    field!("_pad2", V, pad[1]),
+                ],
+            )
+        }
+        "StateRecord" => {
+            use crate::sampling::GpuRowState as S;
+            check_mirror(
+                r,
+                name,
+                size_of::<S>(),
+                &[
+                    field!("row_max", S, row_max),
+                    field!("log_mass", S, log_mass),
+                    field!("kept_max", S, kept_max),
+                    field!("log_kept_mass", S, log_kept_mass),
+                    field!("threshold_key", S, threshold_key),
+                    field!("flags", S, flags),
+                    field!("log_min_p", S, log_min_p),
+                    field!("sigma_n2", S, sigma_n2),
+                    field!("sigma_rhs", S, sigma_rhs),
+                    field!("inf_count", S, inf_count),
+                    field!("inv_temperature", S, inv_temperature),
+                    field!("mask_row", S, mask_row),
+                    field!("seed_lo", S, seed[0]),
+                    field!("seed_hi", S, seed[1]),
+                    field!("step_lo", S, step[0]),
+                    field!("step_hi", S, step[1]),
+                ],
+            )
+        }
+        // A row's top log-probability slots, whose start holds its state.
+        "StateSlot" => {
+            let (span, members) = r.wgsl_struct(name);
+            let slot =
+                crate::sampling::MAX_TOP_LOGPROBS as u64 * crate::sampling::TOP_LOGPROB_BYTES;
+            assert_eq!(u64::from(span), slot, "{}", r.label);
+            assert_eq!(members[0].name.as_deref(), Some("state"));
+            assert_eq!(members[0].offset, 0);
+        }
         "EditRowState" => check_mirror(
             r,
             name,
@@ -637,7 +730,12 @@ fn every_struct_the_host_shares_matches_its_mirror() {
         "RowResult",
         "Rule",
         "Segment",
+        "StateRecord",
+        "StateSlot",
         "StreamPartial",
+        "Verdict",
+        "VerifyInfo",
+        "VerifyRow",
     ];
     assert_eq!(
         checked.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -803,6 +901,12 @@ fn sampling_constants_match_the_shader() {
                 );
                 assert_eq!(r.u32("NO_MASK"), crate::sampling::NO_MASK, "{s}");
                 assert_eq!(
+                    r.u32("FLAG_WRITE_STATE"),
+                    crate::sampling::FLAG_WRITE_STATE,
+                    "{s}"
+                );
+                check_state_flags(&r);
+                assert_eq!(
                     r.u32("MAX_TOP_LOGPROBS"),
                     crate::sampling::MAX_TOP_LOGPROBS,
                     "{s}"
@@ -891,6 +995,54 @@ fn other_kernels_constants_match_the_shaders() {
         assert_eq!(r.bool("VEC4_LOADS"), dtype.is_none(), "{}", r.label);
         let dtype = dtype.copied().unwrap_or(crate::LogitsDtype::F32);
         assert_eq!(r.u32("LOGITS_DTYPE"), dtype.index() as u32, "{}", r.label);
+    }
+
+    for i in family(&variants, "speculative/") {
+        use crate::sampling::GpuRowParams;
+        use crate::speculative as sp;
+        let r = &variants[i];
+        let s = &r.label;
+        assert_eq!(r.u32("PURPOSE_ACCEPT"), sp::PURPOSE_ACCEPT, "{s}");
+        assert_eq!(
+            r.u32("PURPOSE_RESIDUAL_STREAM"),
+            sp::PURPOSE_RESIDUAL_STREAM,
+            "{s}"
+        );
+        assert_eq!(
+            r.u32("PURPOSE_RESIDUAL_TOKEN"),
+            sp::PURPOSE_RESIDUAL_TOKEN,
+            "{s}"
+        );
+        assert_eq!(r.u32("VERIFY_COMPARE"), sp::VERIFY_COMPARE, "{s}");
+        assert_eq!(r.u32("MODE_DONE"), sp::MODE_DONE, "{s}");
+        assert_eq!(r.u32("MODE_FILL"), sp::MODE_FILL, "{s}");
+        assert_eq!(r.u32("MODE_RESIDUAL"), sp::MODE_RESIDUAL, "{s}");
+        assert_eq!(
+            r.u32("STATUS_NO_VALID_TOKEN"),
+            crate::RowStatus::NoValidToken.code(),
+            "{s}"
+        );
+        assert_eq!(r.u32("WG"), crate::sampling::STREAMS, "{s}");
+        assert_eq!(r.u32("GROUP"), crate::sampling::GROUP, "{s}");
+        // The sampling kernels' parameters, as words.
+        assert_eq!(
+            r.u32("PARAMS_WORDS") as usize * 4,
+            size_of::<GpuRowParams>(),
+            "{s}"
+        );
+        assert_eq!(
+            r.u32("PROBE_WORD") as usize * 4,
+            offset_of!(GpuRowParams, probe),
+            "{s}"
+        );
+        assert_eq!(r.u32("NO_MASK"), crate::sampling::NO_MASK, "{s}");
+        check_state_flags(r);
+        let width = if r.entry_point == "residual_rows" {
+            256
+        } else {
+            64
+        };
+        assert_eq!(r.workgroup_width(), width, "{s}");
     }
 
     for i in family(&variants, "compact/") {
@@ -1073,4 +1225,13 @@ fn estimators_send_their_kind() {
             "{estimator:?}"
         );
     }
+}
+
+/// The state record's flag bits, shared by the sampling and speculative
+/// shaders through `shared/row_state.wgsl`.
+fn check_state_flags(r: &Reflected) {
+    use crate::sampling::{STATE_HAS_INF, STATE_MIN_P, STATE_SIGMA};
+    assert_eq!(r.u32("STATE_HAS_INF"), STATE_HAS_INF, "{}", r.label);
+    assert_eq!(r.u32("STATE_MIN_P"), STATE_MIN_P, "{}", r.label);
+    assert_eq!(r.u32("STATE_SIGMA"), STATE_SIGMA, "{}", r.label);
 }

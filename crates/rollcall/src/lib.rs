@@ -7,6 +7,9 @@
 //! - [`sampling`]: batched token sampling from logits (temperature, greedy,
 //!   top-k, top-p, min-p; f32/f16/bf16; per-row seeds, batch invariant):
 //!   [`Sampler`] on the GPU, [`sampling::cpu`] its twin.
+//! - [`speculative`]: speculative decoding's verification step (draft
+//!   tokens with or without draft distributions, ragged per request):
+//!   [`speculative::Verifier`] and its twin [`speculative::cpu`].
 //! - [`voting`]: adaptive majority voting: [`voting::VoteTables`], the
 //!   stopping rules, the round [`voting::Scheduler`], rewards and GRPO
 //!   advantages, with [`voting::cpu`] as the twin; [`compact`]: stream
@@ -45,6 +48,7 @@ mod read_once;
 pub mod sampling;
 #[cfg(test)]
 mod shader_tests;
+pub mod speculative;
 pub mod tail;
 pub mod voting;
 

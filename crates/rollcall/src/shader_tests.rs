@@ -30,6 +30,7 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
     }
     all.extend(crate::tail::shader_variants().unwrap());
     all.extend(crate::sampling::edits::shader_variants().unwrap());
+    all.extend(crate::speculative::gpu::shader_variants().unwrap());
     all
 }
 

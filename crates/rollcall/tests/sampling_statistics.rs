@@ -8,7 +8,6 @@ use half::{bf16, f16};
 use rand::Rng;
 use rollcall::sampling::{cpu, HostMask, SampleOptions};
 use rollcall::{HostLogits, RowStatus, Sampler, SamplingParams};
-use statrs::distribution::{ChiSquared, ContinuousCDF};
 
 /// A sampler under test: logits and parameters in, one result per row out.
 type SampleFn<'a> = dyn FnMut(&[f32], &[SamplingParams]) -> Vec<rollcall::SampleResult> + 'a;
@@ -29,42 +28,6 @@ fn test_row(seed: u64) -> Vec<f32> {
     row[6 * 97 + 5] = row[3 * 97 + 5];
     row[9 * 97 + 5] = row[3 * 97 + 5];
     row
-}
-
-/// Chi-square statistic and p-value of `counts` against `probs`, pooling every
-/// token whose expected count is below 5 into one bin. Panics if a token with
-/// zero probability was drawn.
-fn chi_square(counts: &[u64], probs: &[f64], label: &str) -> (f64, f64, usize) {
-    let n: u64 = counts.iter().sum();
-    let mut stat = 0.0;
-    let mut bins = 0;
-    let (mut pooled_obs, mut pooled_exp) = (0.0, 0.0);
-    for (i, (&c, &p)) in counts.iter().zip(probs).enumerate() {
-        if p == 0.0 {
-            assert_eq!(
-                c, 0,
-                "{label}: token {i} has probability 0 but was drawn {c} times"
-            );
-            continue;
-        }
-        let expected = p * n as f64;
-        if expected < 5.0 {
-            pooled_obs += c as f64;
-            pooled_exp += expected;
-        } else {
-            stat += (c as f64 - expected).powi(2) / expected;
-            bins += 1;
-        }
-    }
-    if pooled_exp > 0.0 {
-        stat += (pooled_obs - pooled_exp).powi(2) / pooled_exp;
-        bins += 1;
-    }
-    if bins < 2 {
-        return (0.0, 1.0, bins);
-    }
-    let p = ChiSquared::new((bins - 1) as f64).unwrap().sf(stat);
-    (stat, p, bins)
 }
 
 struct Mode {
@@ -232,7 +195,7 @@ fn check_modes(draws: usize, sample: &mut SampleFn, who: &str) {
         let kept = probs.iter().filter(|&&p| p > 0.0).count();
         let label = format!("{who} {}", mode.name);
         let counts = draw_counts(sample, &row, mode.params, draws, kept, &label);
-        let (stat, p, bins) = chi_square(&counts, &probs, &label);
+        let (stat, p, bins) = common::chi_square(&counts, &probs, &label);
         eprintln!("{label}: kept {kept}, chi2 {stat:.1} over {bins} bins, p = {p:.3}");
         assert!(
             p >= P_THRESHOLD,
@@ -259,7 +222,7 @@ fn check_masked(draws: usize, sample: &mut SampleFn, mask_words: &[u32], who: &s
         let kept = probs.iter().filter(|&&p| p > 0.0).count();
         let label = format!("{who} masked {params:?}");
         let counts = draw_counts(sample, &row, params, draws, kept, &label);
-        let (stat, p, bins) = chi_square(&counts, &probs, &label);
+        let (stat, p, bins) = common::chi_square(&counts, &probs, &label);
         eprintln!("{label}: kept {kept}, chi2 {stat:.1} over {bins} bins, p = {p:.3}");
         assert!(
             p >= P_THRESHOLD,
@@ -375,7 +338,7 @@ fn gpu_half_precision_draws_follow_the_distribution() {
             }
         };
         let counts = draw_counts(&mut sample, &row, params, 8192, kept, name);
-        let (stat, p, bins) = chi_square(&counts, &probs, name);
+        let (stat, p, bins) = common::chi_square(&counts, &probs, name);
         eprintln!("gpu {name}: kept {kept}, chi2 {stat:.1} over {bins} bins, p = {p:.3}");
         assert!(p >= P_THRESHOLD, "{name}: p = {p}");
     }
@@ -402,8 +365,8 @@ fn chi_square_rejects_a_wrong_distribution() {
         10,
         "wrong",
     );
-    let (_, p_wrong, _) = chi_square(&counts, &right, "wrong");
-    let (_, p_right, _) = chi_square(&counts, &wrong, "right");
+    let (_, p_wrong, _) = common::chi_square(&counts, &right, "wrong");
+    let (_, p_right, _) = common::chi_square(&counts, &wrong, "right");
     assert!(
         p_wrong < P_THRESHOLD,
         "a temperature of 0.8 passed as 1.0: p = {p_wrong}"
@@ -463,7 +426,7 @@ fn penalised_draws_follow_the_edited_distribution() {
             .results
     };
     let counts = draw_counts(&mut gpu, &row, params, 16384, kept, "gpu penalised");
-    let (stat, p, bins) = chi_square(&counts, &reference, "gpu penalised");
+    let (stat, p, bins) = common::chi_square(&counts, &reference, "gpu penalised");
     eprintln!("gpu penalised: kept {kept}, chi2 {stat:.1} over {bins} bins, p = {p:.3}");
     assert!(
         p >= P_THRESHOLD,

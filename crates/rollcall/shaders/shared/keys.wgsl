@@ -23,6 +23,15 @@ fn canonical_bits(bits: u32) -> u32 {
     return bits;
 }
 
+// Canonical bits of a scaled logit z = l * inv_t (l's bits `raw`): NaN and
+// -inf become -inf, +inf stays +inf (inv_t is a positive normal number).
+fn scaled_logit_bits(raw: u32, inv_t: f32) -> u32 {
+    if !is_finite_bits(raw) {
+        return canonical_bits(raw);
+    }
+    return canonical_bits(bitcast<u32>(bitcast<f32>(raw) * inv_t));
+}
+
 // Monotone map from (canonical) f32 bits to u32: flip all bits of negatives,
 // the sign bit of positives.
 fn key_from_bits(bits: u32) -> u32 {

@@ -27,11 +27,23 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../shaders/shared/chunk.wgsl"),
     ),
     (
+        "shared/row_state.wgsl",
+        include_str!("../../shaders/shared/row_state.wgsl"),
+    ),
+    (
+        "shared/mask.wgsl",
+        include_str!("../../shaders/shared/mask.wgsl"),
+    ),
+    (
         "shared/logits.wgsl",
         include_str!("../../shaders/shared/logits.wgsl"),
     ),
     ("sampling.wgsl", include_str!("../../shaders/sampling.wgsl")),
     ("edits.wgsl", include_str!("../../shaders/edits.wgsl")),
+    (
+        "speculative.wgsl",
+        include_str!("../../shaders/speculative.wgsl"),
+    ),
     (
         "read_once.wgsl",
         include_str!("../../shaders/read_once.wgsl"),

@@ -5,8 +5,9 @@
 
 use super::edits::{HistoryTwin, OwnedLogits};
 use super::{
-    validate_host_call, GpuRowParams, HostLogits, LogprobsMode, RowStatus, SampleOptions,
-    SampleResult, Samples, SamplingParams, TopLogprob, GROUP, NO_TOKEN, STREAMS, TILE_GROUPS,
+    validate_host_call, GpuRowParams, GpuRowState, HostLogits, LogprobsMode, RowStatus,
+    SampleOptions, SampleResult, Samples, SamplingParams, TopLogprob, GROUP, NO_TOKEN,
+    STATE_HAS_INF, STATE_MIN_P, STATE_SIGMA, STREAMS, TILE_GROUPS,
 };
 use crate::math::keys::{canonical_bits, is_finite_bits, key_from_bits, u64_to_f32};
 use crate::math::philox::{exponential_from_bits, philox4x32_10};
@@ -222,7 +223,7 @@ impl Online {
 }
 
 /// The tokens of stream `s`, in the order the stream visits them.
-fn stream_tokens(s: u32, vocab: u32) -> impl Iterator<Item = u32> {
+pub(crate) fn stream_tokens(s: u32, vocab: u32) -> impl Iterator<Item = u32> {
     (0..)
         .map(move |n| s + n * STREAMS)
         .take_while(move |g| g * GROUP < vocab)
@@ -424,7 +425,48 @@ pub(crate) fn sample_row_traced(
     p: &GpuRowParams,
     mask: Option<&[u32]>,
 ) -> RowTrace {
+    sample_row_inner(row, p, mask, None).0
+}
+
+/// One row's draw with what speculative verification reads besides it.
+pub(crate) struct Probed {
+    pub trace: RowTrace,
+    /// ln of the probed token's probability under the kept set (the
+    /// shader's `probe_logprob`; 0 without a probe).
+    pub probe_logprob: f32,
+    /// The row's distribution (rows that drew by a race; not greedy rows or
+    /// rows with no valid token).
+    pub state: Option<GpuRowState>,
+}
+
+/// [`sample_row_traced`], also probing a token and returning the row's
+/// distribution.
+pub(crate) fn sample_row_probed(
+    row: HostLogits<'_>,
+    p: &GpuRowParams,
+    mask: Option<&[u32]>,
+    probe: Option<u32>,
+) -> Probed {
+    let (trace, probe_logprob, state) = sample_row_inner(row, p, mask, probe);
+    Probed {
+        trace,
+        probe_logprob,
+        state,
+    }
+}
+
+fn sample_row_inner(
+    row: HostLogits<'_>,
+    p: &GpuRowParams,
+    mask: Option<&[u32]>,
+    probe: Option<u32>,
+) -> (RowTrace, f32, Option<GpuRowState>) {
     let vocab = row.len() as u32;
+    let no_probe = if probe.is_some() {
+        f32::NEG_INFINITY
+    } else {
+        0.0
+    };
     let inv_t = if p.is_greedy() {
         1.0
     } else {
@@ -453,7 +495,7 @@ pub(crate) fn sample_row_traced(
     let row = fold_reduce(&stream_state, Online::merge);
     let has_inf = row_inf != 0;
     if !has_inf && row.mass == 0.0 {
-        return no_valid;
+        return (no_valid, no_probe, None);
     }
     let log_mass = row.mass.ln();
     let logprob_of = |token: u32| {
@@ -470,7 +512,7 @@ pub(crate) fn sample_row_traced(
                 best = i;
             }
         }
-        return RowTrace {
+        let trace = RowTrace {
             result: SampleResult {
                 token: best as u32,
                 logprob: logprob_of(best as u32),
@@ -479,6 +521,12 @@ pub(crate) fn sample_row_traced(
             },
             ..no_valid
         };
+        let probed = match probe {
+            Some(x) if x == best as u32 => 0.0,
+            Some(_) => f32::NEG_INFINITY,
+            None => 0.0,
+        };
+        return (trace, probed, None);
     }
 
     // Filters.
@@ -569,6 +617,41 @@ pub(crate) fn sample_row_traced(
         }
     }
 
+    // The probed token under the kept set, normalised by the kept states
+    // folded like the stats.
+    let kept = fold_reduce(&kept_state, Online::merge);
+    let probed = probe.map_or(0.0, |x| {
+        let Some(&zb) = z.get(x as usize) else {
+            return f32::NEG_INFINITY;
+        };
+        if !is_kept(zb) {
+            f32::NEG_INFINITY
+        } else if has_inf {
+            -(row_inf as f32).ln()
+        } else {
+            (f32::from_bits(zb) - kept.max) - kept.mass.ln()
+        }
+    });
+    let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+    let state = GpuRowState {
+        row_max: row.max,
+        log_mass,
+        kept_max: kept.max,
+        log_kept_mass: kept.mass.ln(),
+        threshold_key: threshold,
+        flags: flag(has_inf, STATE_HAS_INF)
+            | flag(use_min_p, STATE_MIN_P)
+            | flag(use_sigma, STATE_SIGMA),
+        log_min_p: p.log_min_p,
+        sigma_n2,
+        sigma_rhs,
+        inf_count: row_inf,
+        inv_temperature: p.inv_temperature,
+        mask_row: p.mask_row,
+        seed: p.seed,
+        step: p.step,
+    };
+
     // Stream race.
     let key = p.seed;
     let race: Vec<Option<f32>> = (0..STREAMS)
@@ -587,7 +670,7 @@ pub(crate) fn sample_row_traced(
         .collect();
     let (stream, stream_gap) = race_winner(race.iter().enumerate().map(|(s, k)| (s as u32, *k)));
     let Some(stream) = stream else {
-        return no_valid;
+        return (no_valid, no_probe, None);
     };
     let stream_max = kept_state[stream as usize].max;
 
@@ -607,9 +690,9 @@ pub(crate) fn sample_row_traced(
     });
     let (token, token_gap) = race_winner(token_race);
     let Some(token) = token else {
-        return no_valid;
+        return (no_valid, no_probe, None);
     };
-    RowTrace {
+    let trace = RowTrace {
         result: SampleResult {
             token,
             logprob: logprob_of(token),
@@ -619,12 +702,13 @@ pub(crate) fn sample_row_traced(
         top_p_margin,
         stream_gap,
         token_gap,
-    }
+    };
+    (trace, probed, Some(state))
 }
 
 /// Winner of a race (largest key, lowest index among ties) and its gap to the
 /// runner-up.
-fn race_winner(entries: impl Iterator<Item = (u32, Option<f32>)>) -> (Option<u32>, f32) {
+pub(crate) fn race_winner(entries: impl Iterator<Item = (u32, Option<f32>)>) -> (Option<u32>, f32) {
     let mut best: Option<(u32, f32)> = None;
     let mut second = f32::NEG_INFINITY;
     for (i, k) in entries {

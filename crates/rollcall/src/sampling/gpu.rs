@@ -21,7 +21,8 @@ pub(crate) struct GpuRowResult {
     pub(crate) logprob: f32,
     pub(crate) status: u32,
     pub(crate) kept: u32,
-    pub(crate) pad: u32,
+    /// ln of the probed token's probability (0 when the row probes none).
+    pub(crate) probe_logprob: f32,
 }
 
 /// Bytes of a row's token in the tokens buffer.
@@ -34,7 +35,8 @@ const RESULT_BYTES: u64 = std::mem::size_of::<GpuRowResult>() as u64;
 ///
 /// Outputs: [`SampleBatch::tokens`] holds one `u32` token per row (ready to
 /// feed an embedding lookup); [`SampleBatch::results`] holds per row
-/// `{ logprob: f32, status: u32 (0 ok, 1 no valid token), kept: u32, pad: u32 }`.
+/// `{ logprob: f32, status: u32 (0 ok, 1 no valid token), kept: u32, pad: u32 }`
+/// (`pad` is 0).
 ///
 /// Parameter and dispatch writes go through `Queue::write_buffer`, so they
 /// take effect at the next submit: encode one batch at most once per submit
@@ -63,7 +65,7 @@ pub struct SampleBatch {
     /// Whether rows name the logits row they read
     /// ([`SampleBatch::set_logits_rows`]).
     gathers: bool,
-    records: DispatchRecords,
+    pub(crate) records: DispatchRecords,
     capacity: u32,
     rows: u32,
 }
@@ -242,7 +244,7 @@ impl SampleBatch {
             .max()
     }
 
-    fn set_gpu_params(&mut self, gpu: &[GpuRowParams]) -> Result<()> {
+    pub(crate) fn set_gpu_params(&mut self, gpu: &[GpuRowParams]) -> Result<()> {
         if gpu.len() > self.capacity as usize {
             return Err(Error::BatchCapacity {
                 capacity: self.capacity as usize,
@@ -259,6 +261,12 @@ impl SampleBatch {
         self.rows = gpu.len() as u32;
         self.gathers = gpu.iter().any(|p| p.logits_row != 0);
         Ok(())
+    }
+
+    /// The rows' parameters on the device (speculative verification writes
+    /// the probe tokens there on the GPU).
+    pub(crate) fn params_buffer(&self) -> &wgpu::Buffer {
+        &self.params
     }
 
     /// Rows set by the last [`SampleBatch::set_params`].
@@ -440,7 +448,8 @@ impl Sampler {
         }
         let candidates = self.candidates;
         // Bindings 2..7: params (read), tokens, results, split partials,
-        // masks (read), top log-probabilities; 8: the logits as vectors.
+        // masks (read), top log-probabilities; 8: the logits as vectors
+        // (eight storage bindings: WebGPU's default limit).
         let build = |label: &'static str, entry_point: &'static str| {
             let key = LogitsKernelKey {
                 kernel: entry_point,
@@ -475,6 +484,11 @@ impl Sampler {
     }
 
     /// The plain kernels (built by the constructor).
+    /// Plans `logits`' chunks for the sampling kernels.
+    pub(crate) fn plan(&self, logits: &LogitsBinding<'_>) -> Result<Vec<super::Chunk>> {
+        self.plain()?.draw.plan(logits)
+    }
+
     fn plain(&self) -> Result<&Kernels> {
         self.kernels(Features::default())
     }
@@ -602,7 +616,7 @@ impl Sampler {
 
     /// The binding of the batch's masks: the mask rows' range of the caller's
     /// buffer, or the stand-in when no row reads a mask.
-    fn mask_binding<'a>(
+    pub(crate) fn mask_binding<'a>(
         &'a self,
         mask: Option<&TokenMask<'a>>,
         batch: &SampleBatch,
@@ -839,7 +853,7 @@ impl Sampler {
     /// Records the sampling of `chunks` (rows from `row_base` in `batch`'s
     /// buffers; `batch_rows` in the whole batch, which decides the split).
     #[allow(clippy::too_many_arguments)]
-    fn encode_batch(
+    pub(crate) fn encode_batch(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         logits: &LogitsBinding<'_>,

@@ -496,8 +496,72 @@ pub struct SampleResult {
 pub(crate) const FLAG_GREEDY: u32 = 1;
 pub(crate) const FLAG_MIN_P: u32 = 2;
 pub(crate) const FLAG_TOP_N_SIGMA: u32 = 4;
+/// The row writes its [`GpuRowState`] into its top log-probability slots.
+pub(crate) const FLAG_WRITE_STATE: u32 = 8;
+/// [`GpuRowState::flags`] bits.
+pub(crate) const STATE_HAS_INF: u32 = 1;
+pub(crate) const STATE_MIN_P: u32 = 2;
+pub(crate) const STATE_SIGMA: u32 = 4;
+
+/// A sampled row's distribution after its filters (`StateRecord` in
+/// `shaders/shared/row_state.wgsl`): enough to evaluate any token's
+/// probability later without redoing the filters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GpuRowState {
+    pub row_max: f32,
+    pub log_mass: f32,
+    pub kept_max: f32,
+    pub log_kept_mass: f32,
+    pub threshold_key: u32,
+    pub flags: u32,
+    pub log_min_p: f32,
+    pub sigma_n2: f32,
+    pub sigma_rhs: f32,
+    pub inf_count: u32,
+    pub inv_temperature: f32,
+    pub mask_row: u32,
+    pub seed: [u32; 2],
+    pub step: [u32; 2],
+}
+
+impl GpuRowState {
+    /// Whether a token with scaled bits `z_bits` survives the row's filters
+    /// (the shader's `is_kept`).
+    pub(crate) fn is_kept(&self, z_bits: u32) -> bool {
+        use crate::math::keys::{is_finite_bits, key_from_bits};
+        if self.flags & STATE_HAS_INF != 0 {
+            return z_bits == cpu::POS_INF_BITS;
+        }
+        if !is_finite_bits(z_bits) || key_from_bits(z_bits) < self.threshold_key {
+            return false;
+        }
+        let z = f32::from_bits(z_bits);
+        let d = self.row_max - z;
+        (self.flags & STATE_MIN_P == 0 || (z - self.row_max) >= self.log_min_p)
+            // NaN sums keep every token, as in the shader.
+            && (self.flags & STATE_SIGMA == 0
+                || (d * d) * self.sigma_n2 <= self.sigma_rhs
+                || ((d * d) * self.sigma_n2).is_nan()
+                || self.sigma_rhs.is_nan())
+    }
+
+    /// A token's probability under the row's kept set (the shader's
+    /// `state_probability`).
+    pub(crate) fn probability(&self, z_bits: u32) -> f32 {
+        if !self.is_kept(z_bits) {
+            0.0
+        } else if self.flags & STATE_HAS_INF != 0 {
+            (-(self.inf_count as f32).ln()).exp()
+        } else {
+            ((f32::from_bits(z_bits) - self.kept_max) - self.log_kept_mass).exp()
+        }
+    }
+}
 /// `mask_row` of a row that reads no token mask.
 pub(crate) const NO_MASK: u32 = u32::MAX;
+/// A row's `probe` when it reports no token's probability.
+pub(crate) const NO_PROBE: u32 = u32::MAX;
 
 /// A row's parameters as the shader reads them (64 bytes).
 #[repr(C)]
@@ -526,8 +590,11 @@ pub(crate) struct GpuRowParams {
     /// The logits row this row reads when its batch gathers rows (several
     /// draws from one row); unused otherwise.
     pub logits_row: u32,
+    /// A token whose probability under the row's processed, filtered
+    /// distribution the row reports, or [`NO_PROBE`].
+    pub probe: u32,
     /// Padding to 16-byte alignment.
-    pub pad: [u32; 3],
+    pub pad: [u32; 2],
 }
 
 impl GpuRowParams {
@@ -652,7 +719,8 @@ pub(crate) fn validate_params(params: &[SamplingParams]) -> Result<Vec<GpuRowPar
                 top_n_sigma: p.top_n_sigma,
                 top_logprobs: p.top_logprobs,
                 logits_row: 0,
-                pad: [0; 3],
+                probe: NO_PROBE,
+                pad: [0; 2],
             })
         })
         .collect()

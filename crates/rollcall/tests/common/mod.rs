@@ -408,3 +408,42 @@ pub fn gpd_reference(sorted_desc: &[f64], n: u32, k: usize, total: usize) -> f64
         value
     }
 }
+
+/// Chi-square statistic and p-value of `counts` against `probs`, pooling every
+/// token whose expected count is below 5 into one bin. Panics if a token with
+/// zero probability was drawn.
+pub fn chi_square(counts: &[u64], probs: &[f64], label: &str) -> (f64, f64, usize) {
+    let n: u64 = counts.iter().sum();
+    let mut stat = 0.0;
+    let mut bins = 0;
+    let (mut pooled_obs, mut pooled_exp) = (0.0, 0.0);
+    for (i, (&c, &p)) in counts.iter().zip(probs).enumerate() {
+        if p == 0.0 {
+            assert_eq!(
+                c, 0,
+                "{label}: token {i} has probability 0 but was drawn {c} times"
+            );
+            continue;
+        }
+        let expected = p * n as f64;
+        if expected < 5.0 {
+            pooled_obs += c as f64;
+            pooled_exp += expected;
+        } else {
+            stat += (c as f64 - expected).powi(2) / expected;
+            bins += 1;
+        }
+    }
+    if pooled_exp > 0.0 {
+        stat += (pooled_obs - pooled_exp).powi(2) / pooled_exp;
+        bins += 1;
+    }
+    if bins < 2 {
+        return (0.0, 1.0, bins);
+    }
+    use statrs::distribution::ContinuousCDF;
+    let p = statrs::distribution::ChiSquared::new((bins - 1) as f64)
+        .unwrap()
+        .sf(stat);
+    (stat, p, bins)
+}

@@ -1,0 +1,1009 @@
+//! Verification's GPU side: the sampler draws and probes every position,
+//! then `shaders/speculative.wgsl` decides and, for drafts with a
+//! distribution, draws the residual.
+
+use super::{
+    check_drafts, check_host_call, sampled_rows, validate_verify_params, verify_rows,
+    DraftDistribution, Drafts, GpuVerdict, Layout, Verification, VerifyInfo, VerifyOptions,
+};
+use crate::gpu::buffer::GrowBuffer;
+use crate::gpu::logits::{plan_chunks, Chunk, DispatchRecords, LogitsKernel, LogitsKernelKey};
+use crate::gpu::shader::{compose, layout_and_pipelines, Binding, ShaderVariant};
+use crate::sampling::mask::{check_mask_rows, TokenMask};
+use crate::sampling::{GpuRowParams, HostMask, SampleBatch, Sampler, MAX_TOP_LOGPROBS};
+use crate::{Error, GpuContext, HostLogits, LogitsBinding, LogitsDtype, Result, RowStatus};
+use crate::{SamplingParams, NO_TOKEN};
+use std::sync::{Arc, OnceLock};
+
+/// Invocations per workgroup of the small kernels.
+const SMALL_WG: u32 = 64;
+/// Bytes of a request's verdict in [`VerifyBatch::verdicts`].
+const VERDICT_BYTES: u64 = std::mem::size_of::<GpuVerdict>() as u64;
+
+/// The draft's distribution on the engine path.
+#[derive(Clone, Copy, Debug)]
+pub enum DraftBinding<'a> {
+    /// None: deterministic drafts.
+    Deterministic,
+    /// The draft model's logits, one row per draft token (`Σ lens` rows).
+    Logits(LogitsBinding<'a>),
+    /// The draft's probabilities, one row per draft token.
+    Probs(LogitsBinding<'a>),
+}
+
+impl DraftBinding<'_> {
+    fn values(&self) -> Option<&LogitsBinding<'_>> {
+        match self {
+            DraftBinding::Deterministic => None,
+            DraftBinding::Logits(b) | DraftBinding::Probs(b) => Some(b),
+        }
+    }
+}
+
+/// One small kernel: its layout and pipeline.
+struct SmallKernel {
+    layout: wgpu::BindGroupLayout,
+    pipeline: wgpu::ComputePipeline,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SmallKey {
+    entry_point: &'static str,
+    draft_dtype: usize,
+}
+
+impl crate::gpu::cache::PipelineKey for SmallKey {
+    type Built = SmallKernel;
+}
+
+fn small_kernel(
+    ctx: &GpuContext,
+    entry_point: &'static str,
+    draft_dtype: LogitsDtype,
+    bindings: &[(u32, Binding)],
+) -> Result<Arc<SmallKernel>> {
+    let key = SmallKey {
+        entry_point,
+        draft_dtype: draft_dtype.index(),
+    };
+    ctx.pipelines(&key, || {
+        let variant = small_variant(entry_point, draft_dtype)?;
+        let (layout, pipelines) = layout_and_pipelines(
+            &ctx.device,
+            &variant.label,
+            bindings,
+            std::slice::from_ref(&variant),
+        );
+        let pipeline = pipelines
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| unreachable!("one variant, one pipeline"));
+        Ok(SmallKernel { layout, pipeline })
+    })
+}
+
+/// A small kernel's shader: it reads no logits (the includes' constants
+/// are set to anything valid).
+fn small_variant(entry_point: &'static str, draft_dtype: LogitsDtype) -> Result<ShaderVariant> {
+    Ok(ShaderVariant {
+        label: format!("speculative/{entry_point}/{draft_dtype:?}"),
+        entry_point,
+        source: compose(
+            "speculative.wgsl",
+            &format!(
+                "const LOGITS_DTYPE: u32 = 0u;\nconst MASKED: bool = false;\n\
+                 const DRAFT_DTYPE: u32 = {}u;",
+                draft_dtype.index()
+            ),
+        )?,
+    })
+}
+
+/// The residual kernel's variants (per target dtype, and the vector loads).
+fn residual_variants(draft_dtype: LogitsDtype, masked: bool) -> Result<Vec<ShaderVariant>> {
+    crate::gpu::logits::variants_with_vec4(
+        &format!("speculative/residual_rows/{draft_dtype:?}/{masked}"),
+        "speculative.wgsl",
+        "residual_rows",
+        &format!(
+            "const MASKED: bool = {masked};\nconst DRAFT_DTYPE: u32 = {}u;",
+            draft_dtype.index()
+        ),
+    )
+}
+
+/// Every variant of the family, for the shader tests.
+#[cfg(test)]
+pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
+    let mut all = Vec::new();
+    for dtype in LogitsDtype::ALL {
+        for entry in ["set_probes", "verify_rows", "log_probs"] {
+            all.push(small_variant(entry, dtype)?);
+        }
+        for masked in [false, true] {
+            all.extend(residual_variants(dtype, masked)?);
+        }
+    }
+    Ok(all)
+}
+
+const UNIFORM: Binding = Binding::Uniform(None);
+const READ: Binding = Binding::Read;
+const WRITE: Binding = Binding::ReadWrite;
+
+/// The verifier: the sampler's pipelines and the verification kernels,
+/// built once per context.
+///
+/// ```no_run
+/// use rollcall::speculative::{Drafts, Verifier, VerifyOptions};
+/// use rollcall::{GpuContext, HostLogits, SamplingParams};
+/// let ctx = GpuContext::new()?;
+/// let mut verifier = Verifier::new(&ctx)?;
+/// // One request, two draft tokens, three target positions of vocabulary 4.
+/// let target = vec![0.0f32; 3 * 4];
+/// let drafts = Drafts { tokens: &[2, 1], lens: &[2] };
+/// let out = verifier.verify(HostLogits::F32(&target), 4, &[SamplingParams::new(1.0).seed(5)],
+///                           &drafts, &VerifyOptions::default())?;
+/// assert_eq!(out[0].tokens.len() as u32, out[0].accepted + 1);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+pub struct Verifier {
+    ctx: GpuContext,
+    sampler: Sampler,
+    set_probes: Arc<SmallKernel>,
+    verify: Arc<SmallKernel>,
+    /// Per draft dtype, built on first use.
+    log_probs: [OnceLock<Arc<SmallKernel>>; 3],
+    /// Per (draft dtype, masked), built on first use.
+    residual: [OnceLock<LogitsKernel>; 6],
+    stand_in: wgpu::Buffer,
+    host: Option<HostBuffers>,
+}
+
+/// Reused by the host path; grown, never shrunk.
+struct HostBuffers {
+    batch: VerifyBatch,
+    target: GrowBuffer,
+    draft: GrowBuffer,
+    tokens: GrowBuffer,
+    masks: GrowBuffer,
+    readback: GrowBuffer,
+}
+
+impl Verifier {
+    /// Builds the sampling and verification pipelines on `ctx`.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let f32 = LogitsDtype::F32;
+        Ok(Self {
+            ctx: ctx.clone(),
+            sampler: Sampler::new(ctx)?,
+            set_probes: small_kernel(
+                ctx,
+                "set_probes",
+                f32,
+                &[(10, UNIFORM), (12, READ), (13, WRITE), (14, READ)],
+            )?,
+            verify: small_kernel(
+                ctx,
+                "verify_rows",
+                f32,
+                &[
+                    (10, UNIFORM),
+                    (11, READ),
+                    (12, READ),
+                    (15, READ),
+                    (16, READ),
+                    (17, WRITE),
+                    (18, WRITE),
+                    (19, WRITE),
+                    (20, WRITE),
+                ],
+            )?,
+            log_probs: Default::default(),
+            residual: Default::default(),
+            stand_in: ctx.create_buffer(
+                "rollcall verify stand-in",
+                16,
+                wgpu::BufferUsages::STORAGE,
+            )?,
+            host: None,
+        })
+    }
+
+    fn log_probs_kernel(&self, dtype: LogitsDtype) -> Result<&SmallKernel> {
+        let cell = &self.log_probs[dtype.index()];
+        if let Some(k) = cell.get() {
+            return Ok(k);
+        }
+        let built = small_kernel(
+            &self.ctx,
+            "log_probs",
+            dtype,
+            &[(10, UNIFORM), (21, READ), (22, WRITE)],
+        )?;
+        Ok(cell.get_or_init(|| built))
+    }
+
+    fn residual_kernel(&self, draft_dtype: LogitsDtype, masked: bool) -> Result<&LogitsKernel> {
+        let index = draft_dtype.index() * 2 + usize::from(masked);
+        let cell = &self.residual[index];
+        if let Some(k) = cell.get() {
+            return Ok(k);
+        }
+        // Bindings 2..7: verdicts, states, draft values (read), emitted
+        // tokens, masks (read), emitted log-probabilities; 8: the vectors.
+        let key = LogitsKernelKey {
+            kernel: "residual_rows",
+            constant: index as u32,
+            extra: &[true, true, true, false, true, false],
+        };
+        let built = LogitsKernel::new(&self.ctx, "rollcall speculative residual", key, || {
+            residual_variants(draft_dtype, masked)
+        })?;
+        Ok(cell.get_or_init(|| built))
+    }
+
+    /// Engine path: records the verification of `batch`'s requests into
+    /// `encoder`. `target` holds the target logits of every position (`Σ
+    /// (lens + 1)` rows, request by request); `draft_tokens` the draft tokens
+    /// as `u32`, back to back from offset 0 (`STORAGE` usage); `draft` their
+    /// distribution, if any; `mask` the token masks the batch's mask rows
+    /// name. Outputs land in the batch's buffers; nothing is submitted or
+    /// read back. Shapes are checked before any work.
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        target: &LogitsBinding<'_>,
+        draft_tokens: &wgpu::Buffer,
+        draft: &DraftBinding<'_>,
+        mask: Option<&TokenMask<'_>>,
+        batch: &mut VerifyBatch,
+    ) -> Result<()> {
+        let layout = &batch.layout.clone();
+        let vocab = target.vocab;
+        if target.rows != layout.targets {
+            return Err(Error::InvalidDrafts(format!(
+                "target logits have {} rows; the requests' positions need {}",
+                target.rows, layout.targets
+            )));
+        }
+        if let Some(values) = draft.values() {
+            if values.rows != layout.drafts || values.vocab != vocab {
+                return Err(Error::InvalidDrafts(format!(
+                    "draft distributions are {} rows of {}; the batch needs {} rows of {vocab}",
+                    values.rows, values.vocab, layout.drafts
+                )));
+            }
+        }
+        let token_bytes = u64::from(layout.drafts) * 4;
+        if draft_tokens.size() < token_bytes {
+            return Err(Error::BufferTooSmall {
+                what: "draft tokens",
+                needed: token_bytes,
+                got: draft_tokens.size(),
+            });
+        }
+        if let Some(rows) = &batch.mask_rows {
+            if rows.len() != layout.targets as usize {
+                return Err(Error::InvalidMask(format!(
+                    "{} mask row entries for {} target positions",
+                    rows.len(),
+                    layout.targets
+                )));
+            }
+        }
+        if batch.params.is_empty() {
+            return Ok(());
+        }
+        let with_draft_rows = draft.values().is_some();
+        let probabilities = matches!(draft, DraftBinding::Probs(_));
+        let (rows, sources) = sampled_rows(
+            &batch.params,
+            layout,
+            &batch.lens,
+            with_draft_rows,
+            probabilities,
+            batch.mask_rows.as_deref(),
+        );
+        let draft_rows = if with_draft_rows { layout.drafts } else { 0 };
+        batch.samples.set_gpu_params(&rows)?;
+        let ctx = &self.ctx;
+        ctx.queue
+            .write_buffer(&batch.probe_sources, 0, bytemuck::cast_slice(&sources));
+
+        // The draft values as the residual reads them: the caller's logits,
+        // or the log-probabilities the first kernel writes (f32), bound whole.
+        let (draft_values, residual_dtype, draft_shift) = match draft {
+            DraftBinding::Deterministic => (None, LogitsDtype::F32, 0),
+            DraftBinding::Logits(b) => {
+                let (range, shift) = self.whole_range(b)?;
+                (Some(range), b.dtype, shift)
+            }
+            DraftBinding::Probs(_) => {
+                let bytes = u64::from(layout.drafts) * u64::from(vocab) * 4;
+                batch.log_probs.reserve_doubling(ctx, bytes.max(4))?;
+                let scratch = batch.log_probs.buffer();
+                let range = wgpu::BufferBinding {
+                    buffer: scratch,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(bytes.max(4)),
+                };
+                (Some(range), LogitsDtype::F32, 0)
+            }
+        };
+        let draft_elem: Vec<u32> = layout
+            .first_draft
+            .iter()
+            .map(|&first| u64::from(first) * u64::from(vocab) + u64::from(draft_shift))
+            .map(|e| u32::try_from(e).unwrap_or(u32::MAX))
+            .collect();
+        let requests = verify_rows(
+            &batch.params,
+            layout,
+            &batch.lens,
+            with_draft_rows,
+            &draft_elem,
+        );
+        ctx.queue
+            .write_buffer(&batch.requests, 0, bytemuck::cast_slice(&requests));
+        let tokens_binding = if layout.drafts == 0 {
+            &self.stand_in
+        } else {
+            draft_tokens
+        };
+
+        // Probe tokens into the sampled rows' parameters.
+        let probe_grid = self.write_info(
+            &batch.info[0],
+            batch.samples_rows(),
+            0,
+            &batch.layout,
+            draft_rows,
+            batch.max_drafts,
+        );
+        self.dispatch_small(
+            encoder,
+            &self.set_probes,
+            &[
+                (10, batch.info[0].as_entire_binding()),
+                (12, tokens_binding.as_entire_binding()),
+                (13, batch.samples.params_buffer().as_entire_binding()),
+                (14, batch.probe_sources.as_entire_binding()),
+            ],
+            probe_grid,
+        );
+
+        // Draft rows, then target rows.
+        if let DraftBinding::Probs(b) = draft {
+            let (range, shift) = self.whole_range(b)?;
+            let elements = layout.drafts * vocab;
+            let grid = self.write_info(
+                &batch.info[1],
+                elements,
+                shift,
+                &batch.layout,
+                draft_rows,
+                batch.max_drafts,
+            );
+            let scratch = batch.log_probs.buffer();
+            self.dispatch_small(
+                encoder,
+                self.log_probs_kernel(b.dtype)?,
+                &[
+                    (10, batch.info[1].as_entire_binding()),
+                    (21, wgpu::BindingResource::Buffer(range)),
+                    (22, scratch.as_entire_binding()),
+                ],
+                grid,
+            );
+        }
+        if draft_rows > 0 {
+            let scratch_binding;
+            let values = match draft {
+                DraftBinding::Probs(_) => {
+                    scratch_binding = LogitsBinding {
+                        buffer: batch.log_probs.buffer(),
+                        offset: 0,
+                        rows: layout.drafts,
+                        vocab,
+                        dtype: LogitsDtype::F32,
+                    };
+                    &scratch_binding
+                }
+                _ => draft.values().unwrap_or(target),
+            };
+            let chunks = self.sampler.plan(values)?;
+            // A second record set: one submit reads the last records written
+            // to a set.
+            std::mem::swap(&mut batch.samples.records, &mut batch.draft_records);
+            let masks = self.sampler.mask_binding(mask, &batch.samples, vocab)?;
+            let result = self.sampler.encode_batch(
+                encoder,
+                values,
+                &mut batch.samples,
+                &chunks,
+                0,
+                draft_rows,
+                draft_rows + layout.targets,
+                masks,
+            );
+            std::mem::swap(&mut batch.samples.records, &mut batch.draft_records);
+            result?;
+        }
+        let chunks = self.sampler.plan(target)?;
+        let masks = self.sampler.mask_binding(mask, &batch.samples, vocab)?;
+        self.sampler.encode_batch(
+            encoder,
+            target,
+            &mut batch.samples,
+            &chunks,
+            draft_rows,
+            layout.targets,
+            draft_rows + layout.targets,
+            masks,
+        )?;
+
+        // Decide.
+        let requests_count = batch.params.len() as u32;
+        let grid = self.write_info(
+            &batch.info[2],
+            requests_count,
+            0,
+            &batch.layout,
+            draft_rows,
+            batch.max_drafts,
+        );
+        self.dispatch_small(
+            encoder,
+            &self.verify,
+            &[
+                (10, batch.info[2].as_entire_binding()),
+                (11, batch.requests.as_entire_binding()),
+                (12, tokens_binding.as_entire_binding()),
+                (15, batch.samples.tokens().as_entire_binding()),
+                (16, batch.samples.results().as_entire_binding()),
+                (17, batch.verdicts.as_entire_binding()),
+                (18, batch.tokens.as_entire_binding()),
+                (19, batch.logprobs.as_entire_binding()),
+                (20, batch.acceptance.as_entire_binding()),
+            ],
+            grid,
+        );
+
+        // The residual draws and the accepted drafts' log-probabilities.
+        if let Some(values) = draft_values {
+            let masked = batch.samples_masked();
+            let kernel = self.residual_kernel(residual_dtype, masked)?;
+            let chunks = residual_chunks(&batch.layout, &batch.lens, target, draft_rows, kernel)?;
+            let masks = self.sampler.mask_binding(mask, &batch.samples, vocab)?;
+            let extra = [
+                batch.verdicts.as_entire_binding(),
+                batch.samples.top_logprobs().as_entire_binding(),
+                wgpu::BindingResource::Buffer(values),
+                batch.tokens.as_entire_binding(),
+                masks,
+                batch.logprobs.as_entire_binding(),
+            ];
+            kernel.encode(
+                encoder,
+                target,
+                &chunks,
+                &mut batch.residual_records,
+                &extra,
+                0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A draft binding bound whole (its offset aligned down): the range and
+    /// the element its first value sits at.
+    fn whole_range<'a>(&self, b: &LogitsBinding<'a>) -> Result<(wgpu::BufferBinding<'a>, u32)> {
+        let esize = b.dtype.size_bytes();
+        let bytes = u64::from(b.rows) * u64::from(b.vocab) * esize;
+        let align = u64::from(self.ctx.limits().min_storage_buffer_offset_alignment);
+        if !b.offset.is_multiple_of(esize) {
+            return Err(Error::MisalignedOffset(b.offset));
+        }
+        let bind_offset = b.offset - b.offset % align;
+        let size = (b.offset - bind_offset + bytes).div_ceil(4).max(1) * 4;
+        if bind_offset + size > b.buffer.size() {
+            return Err(Error::BufferTooSmall {
+                what: "draft distributions",
+                needed: bind_offset + size,
+                got: b.buffer.size(),
+            });
+        }
+        let limit = self
+            .ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(1 << 31);
+        if size > limit {
+            return Err(Error::TooLarge {
+                what: "draft distributions (bound whole)",
+                bytes: size,
+                limit,
+            });
+        }
+        Ok((
+            wgpu::BufferBinding {
+                buffer: b.buffer,
+                offset: bind_offset,
+                size: std::num::NonZeroU64::new(size),
+            },
+            ((b.offset - bind_offset) / esize) as u32,
+        ))
+    }
+
+    /// Writes a small kernel's record for `rows` invocations and returns its
+    /// grid.
+    fn write_info(
+        &self,
+        info: &wgpu::Buffer,
+        rows: u32,
+        elem_base: u32,
+        layout: &Layout,
+        draft_rows: u32,
+        stride: u32,
+    ) -> (u32, u32) {
+        let max = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        let groups = rows.div_ceil(SMALL_WG).max(1);
+        let x = groups.min(max);
+        let y = groups.div_ceil(x);
+        let record = VerifyInfo {
+            requests: layout.first_target.len() as u32,
+            stride,
+            draft_rows,
+            rows,
+            grid_width: x * SMALL_WG,
+            elem_base,
+            pad: [0; 2],
+        };
+        self.ctx
+            .queue
+            .write_buffer(info, 0, bytemuck::bytes_of(&record));
+        (x, y)
+    }
+
+    fn dispatch_small(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        kernel: &SmallKernel,
+        bindings: &[(u32, wgpu::BindingResource<'_>)],
+        grid: (u32, u32),
+    ) {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
+            .iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: resource.clone(),
+            })
+            .collect();
+        let group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("rollcall speculative"),
+                layout: &kernel.layout,
+                entries: &entries,
+            });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("rollcall speculative"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(grid.0, grid.1, 1);
+    }
+
+    /// Host path: verifies `params.len()` requests (see the module docs) and
+    /// returns one outcome per request; one submit and one readback.
+    pub fn verify(
+        &mut self,
+        target: HostLogits<'_>,
+        vocab: u32,
+        params: &[SamplingParams],
+        drafts: &Drafts<'_>,
+        options: &VerifyOptions<'_>,
+    ) -> Result<Vec<Verification>> {
+        validate_verify_params(params)?;
+        let layout = check_drafts(drafts, params.len(), vocab)?;
+        check_host_call(&target, vocab, &layout, options)?;
+        if params.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut host = match self.host.take() {
+            Some(host) => host,
+            None => HostBuffers::new(&self.ctx)?,
+        };
+        let result = self.verify_with(&mut host, target, vocab, params, drafts, options, &layout);
+        self.host = Some(host);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn verify_with(
+        &self,
+        host: &mut HostBuffers,
+        target: HostLogits<'_>,
+        vocab: u32,
+        params: &[SamplingParams],
+        drafts: &Drafts<'_>,
+        options: &VerifyOptions<'_>,
+        layout: &Layout,
+    ) -> Result<Vec<Verification>> {
+        let ctx = &self.ctx;
+        let requests = params.len() as u32;
+        if host.batch.capacity < requests || host.batch.max_drafts < layout.max_drafts {
+            let capacity = host.batch.capacity.max(requests);
+            let max_drafts = host.batch.max_drafts.max(layout.max_drafts);
+            host.batch = VerifyBatch::new(ctx, capacity, max_drafts)?;
+        }
+        host.batch.set_requests(params, drafts.lens)?;
+        if let Some(mask) = &options.mask {
+            host.batch.set_mask_rows(mask.rows)?;
+        } else {
+            host.batch.mask_rows = None;
+        }
+        let target_buffer = host.target.write(ctx, target.bytes())?;
+        let token_buffer = host
+            .tokens
+            .write(ctx, bytemuck::cast_slice(drafts.tokens))?;
+        let draft_bytes: &[u8] = match &options.draft {
+            DraftDistribution::Deterministic => &[],
+            DraftDistribution::Logits(v) | DraftDistribution::Probs(v) => v.bytes(),
+        };
+        let draft_buffer = host.draft.write(ctx, draft_bytes)?;
+        let mask_words = options
+            .mask
+            .as_ref()
+            .map_or(&[][..], |m: &HostMask<'_>| m.words);
+        let mask_buffer = host.masks.write(ctx, bytemuck::cast_slice(mask_words))?;
+        let target_binding = LogitsBinding {
+            buffer: target_buffer,
+            offset: 0,
+            rows: layout.targets,
+            vocab,
+            dtype: target.dtype(),
+        };
+        let draft_binding = |v: &HostLogits<'_>| LogitsBinding {
+            buffer: draft_buffer,
+            offset: 0,
+            rows: layout.drafts,
+            vocab,
+            dtype: v.dtype(),
+        };
+        let draft = match &options.draft {
+            DraftDistribution::Deterministic => DraftBinding::Deterministic,
+            DraftDistribution::Logits(v) => DraftBinding::Logits(draft_binding(v)),
+            DraftDistribution::Probs(v) => DraftBinding::Probs(draft_binding(v)),
+        };
+        let mask = options.mask.as_ref().map(|m| TokenMask {
+            buffer: mask_buffer,
+            offset: 0,
+            rows: (m.words.len() / crate::sampling::mask::words_per_row(vocab)) as u32,
+        });
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.encode(
+            &mut encoder,
+            &target_binding,
+            token_buffer,
+            &draft,
+            mask.as_ref(),
+            &mut host.batch,
+        )?;
+        let stride = u64::from(host.batch.max_drafts);
+        let n = u64::from(requests);
+        let sizes = [
+            n * VERDICT_BYTES,
+            n * (stride + 1) * 4,
+            n * (stride + 1) * 4,
+            n * stride * 4,
+        ];
+        let total: u64 = sizes.iter().sum();
+        host.readback.reserve(ctx, total.max(4))?;
+        let readback = host.readback.buffer();
+        let sources = [
+            &host.batch.verdicts,
+            &host.batch.tokens,
+            &host.batch.logprobs,
+            &host.batch.acceptance,
+        ];
+        let mut at = 0;
+        for (source, &size) in sources.iter().zip(&sizes) {
+            if size > 0 {
+                encoder.copy_buffer_to_buffer(source, 0, readback, at, size);
+            }
+            at += size;
+        }
+        ctx.submit(encoder.finish());
+        let bytes = ctx.read_buffer(readback, total)?;
+        let (verdicts, rest) = bytes.split_at(sizes[0] as usize);
+        let (tokens, rest) = rest.split_at(sizes[1] as usize);
+        let (logprobs, acceptance) = rest.split_at(sizes[2] as usize);
+        let verdicts: &[GpuVerdict] = bytemuck::cast_slice(verdicts);
+        let tokens: &[u32] = bytemuck::cast_slice(tokens);
+        let logprobs: &[f32] = bytemuck::cast_slice(logprobs);
+        let acceptance: &[f32] = bytemuck::cast_slice(acceptance);
+        let (stride, width) = (stride as usize, stride as usize + 1);
+        Ok(verdicts
+            .iter()
+            .enumerate()
+            .map(|(r, v)| {
+                let emitted = v.emitted as usize;
+                Verification {
+                    accepted: v.accepted,
+                    tokens: tokens[r * width..r * width + emitted].to_vec(),
+                    logprobs: logprobs[r * width..r * width + emitted].to_vec(),
+                    acceptance: acceptance[r * stride..r * stride + drafts.lens[r] as usize]
+                        .to_vec(),
+                    status: if v.status == RowStatus::Ok.code() {
+                        RowStatus::Ok
+                    } else {
+                        RowStatus::NoValidToken
+                    },
+                }
+            })
+            .collect())
+    }
+}
+
+/// The residual kernel's dispatches: groups of whole requests whose target
+/// rows fit one binding, each a chunk whose rows are the group's requests.
+fn residual_chunks(
+    layout: &Layout,
+    lens: &[u32],
+    target: &LogitsBinding<'_>,
+    draft_rows: u32,
+    kernel: &LogitsKernel,
+) -> Result<Vec<Chunk>> {
+    let limits = kernel.chunk_limits();
+    let row_bytes = u64::from(target.vocab) * target.dtype.size_bytes();
+    let max_binding = limits.max_binding.min(1 << 31);
+    let max_rows = (max_binding.saturating_sub(limits.offset_alignment + 4) / row_bytes) as u32;
+    let max_requests = limits.max_workgroups.max(1);
+    let mut chunks = Vec::new();
+    let mut r = 0usize;
+    while r < lens.len() {
+        let first = layout.first_target[r];
+        let mut end = r;
+        let mut rows = 0u32;
+        while end < lens.len() && (end - r) < max_requests as usize {
+            let next = lens[end] + 1;
+            if rows + next > max_rows && end > r {
+                break;
+            }
+            rows += next;
+            end += 1;
+        }
+        let planned = plan_chunks(
+            rows,
+            target.vocab,
+            target.dtype,
+            target.offset + u64::from(first) * row_bytes,
+            target.buffer.size(),
+            limits,
+        )?;
+        let [chunk] = planned.as_slice() else {
+            return Err(Error::TooLarge {
+                what: "one request's target positions",
+                bytes: u64::from(rows) * row_bytes,
+                limit: max_binding,
+            });
+        };
+        chunks.push(Chunk {
+            row_start: r as u32,
+            rows: (end - r) as u32,
+            logits_base: Some(draft_rows + first),
+            ..*chunk
+        });
+        r = end;
+    }
+    Ok(chunks)
+}
+
+impl HostBuffers {
+    fn new(ctx: &GpuContext) -> Result<Self> {
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        Ok(Self {
+            batch: VerifyBatch::new(ctx, 1, 1)?,
+            target: GrowBuffer::bound_in_ranges(
+                ctx,
+                "rollcall verify target upload",
+                storage,
+                256,
+            )?,
+            draft: GrowBuffer::new(ctx, "rollcall verify draft upload", storage)?,
+            tokens: GrowBuffer::new(ctx, "rollcall verify draft tokens", storage)?,
+            masks: GrowBuffer::new(ctx, "rollcall verify masks", storage)?,
+            readback: GrowBuffer::new(
+                ctx,
+                "rollcall verify readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            )?,
+        })
+    }
+}
+
+/// Per-batch GPU state of verification for the engine path: the requests'
+/// parameters and draft lengths, the sampled rows, and the outputs. Create
+/// once, reuse every step.
+///
+/// Outputs, per request `r` (with `k` = the batch's `max_drafts`):
+/// [`VerifyBatch::verdicts`] holds `{ accepted: u32, emitted: u32, status:
+/// u32 (0 ok, 1 no valid token), ... }` in 32 bytes; [`VerifyBatch::tokens`]
+/// `k + 1` `u32` from `r · (k + 1)`, the emitted tokens then [`NO_TOKEN`];
+/// [`VerifyBatch::logprobs`] their `f32` log-probabilities (−inf past them);
+/// [`VerifyBatch::acceptance`] `k` `f32` from `r · k`, the acceptance
+/// probability of each draft position (0 past the first rejection and the
+/// request's drafts).
+pub struct VerifyBatch {
+    samples: SampleBatch,
+    draft_records: DispatchRecords,
+    residual_records: DispatchRecords,
+    requests: wgpu::Buffer,
+    probe_sources: wgpu::Buffer,
+    /// The small kernels' records: probes, log-probabilities, verification.
+    info: [wgpu::Buffer; 3],
+    verdicts: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    logprobs: wgpu::Buffer,
+    acceptance: wgpu::Buffer,
+    log_probs: GrowBuffer,
+    params: Vec<GpuRowParams>,
+    lens: Vec<u32>,
+    layout: Layout,
+    mask_rows: Option<Vec<Option<u32>>>,
+    capacity: u32,
+    max_drafts: u32,
+}
+
+impl VerifyBatch {
+    /// Bytes of a request's record in [`VerifyBatch::verdicts`].
+    pub const VERDICT_BYTES: u64 = VERDICT_BYTES;
+
+    /// Buffers for up to `capacity` requests of up to `max_drafts` draft
+    /// tokens each.
+    pub fn new(ctx: &GpuContext, capacity: u32, max_drafts: u32) -> Result<Self> {
+        let capacity = capacity.max(1);
+        let rows = u64::from(capacity) * (2 * u64::from(max_drafts) + 1);
+        let rows = u32::try_from(rows).map_err(|_| Error::BatchCapacity {
+            capacity: u32::MAX as usize,
+            rows: rows as usize,
+        })?;
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let out = storage | wgpu::BufferUsages::COPY_SRC;
+        let n = u64::from(capacity);
+        let k = u64::from(max_drafts);
+        let uniform = || {
+            ctx.create_buffer(
+                "rollcall verify record",
+                std::mem::size_of::<VerifyInfo>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )
+        };
+        Ok(Self {
+            samples: SampleBatch::new(ctx, rows)?,
+            draft_records: DispatchRecords::new(ctx)?,
+            residual_records: DispatchRecords::new(ctx)?,
+            requests: ctx.create_bound_buffer(
+                "rollcall verify requests",
+                n * std::mem::size_of::<super::GpuVerifyRow>() as u64,
+                storage,
+            )?,
+            probe_sources: ctx.create_bound_buffer(
+                "rollcall verify probes",
+                u64::from(rows) * 4,
+                storage,
+            )?,
+            info: [uniform()?, uniform()?, uniform()?],
+            verdicts: ctx.create_bound_buffer("rollcall verdicts", n * VERDICT_BYTES, out)?,
+            tokens: ctx.create_bound_buffer("rollcall verified tokens", n * (k + 1) * 4, out)?,
+            logprobs: ctx.create_bound_buffer(
+                "rollcall verified logprobs",
+                n * (k + 1) * 4,
+                out,
+            )?,
+            acceptance: ctx.create_bound_buffer(
+                "rollcall acceptance probabilities",
+                (n * k * 4).max(4),
+                out,
+            )?,
+            log_probs: GrowBuffer::new(
+                ctx,
+                "rollcall draft log-probabilities",
+                wgpu::BufferUsages::STORAGE,
+            )?,
+            params: Vec::new(),
+            lens: Vec::new(),
+            layout: Layout::default(),
+            mask_rows: None,
+            capacity,
+            max_drafts,
+        })
+    }
+
+    /// Sets the requests' parameters and draft lengths (each at most the
+    /// batch's `max_drafts`); clears the mask rows.
+    pub fn set_requests(&mut self, params: &[SamplingParams], lens: &[u32]) -> Result<()> {
+        let gpu = validate_verify_params(params)?;
+        if params.len() > self.capacity as usize {
+            return Err(Error::BatchCapacity {
+                capacity: self.capacity as usize,
+                rows: params.len(),
+            });
+        }
+        if lens.len() != params.len() {
+            return Err(Error::InvalidDrafts(format!(
+                "{} draft lengths for {} requests",
+                lens.len(),
+                params.len()
+            )));
+        }
+        if let Some((r, &d)) = lens.iter().enumerate().find(|(_, &d)| d > self.max_drafts) {
+            return Err(Error::InvalidDrafts(format!(
+                "request {r} has {d} draft tokens; the batch holds at most {}",
+                self.max_drafts
+            )));
+        }
+        self.layout = Layout::of(lens)?;
+        self.params = gpu;
+        self.lens = lens.to_vec();
+        self.mask_rows = None;
+        Ok(())
+    }
+
+    /// The token mask row each target position reads (`Σ (lens + 1)`
+    /// entries, request by request), or `None`; draft logits rows read their
+    /// position's.
+    pub fn set_mask_rows(&mut self, rows: &[Option<u32>]) -> Result<()> {
+        check_mask_rows(rows, self.layout.targets as usize, u64::from(u32::MAX))?;
+        self.mask_rows = Some(rows.to_vec());
+        Ok(())
+    }
+
+    /// Per request: accepted and emitted counts and a status (see the type's
+    /// docs).
+    pub fn verdicts(&self) -> &wgpu::Buffer {
+        &self.verdicts
+    }
+
+    /// Emitted tokens, `max_drafts + 1` slots per request.
+    pub fn tokens(&self) -> &wgpu::Buffer {
+        &self.tokens
+    }
+
+    /// The emitted tokens' log-probabilities, `max_drafts + 1` per request.
+    pub fn logprobs(&self) -> &wgpu::Buffer {
+        &self.logprobs
+    }
+
+    /// Acceptance probabilities, `max_drafts` per request.
+    pub fn acceptance(&self) -> &wgpu::Buffer {
+        &self.acceptance
+    }
+
+    fn samples_rows(&self) -> u32 {
+        self.samples.rows()
+    }
+
+    fn samples_masked(&self) -> bool {
+        self.mask_rows
+            .as_ref()
+            .is_some_and(|rows| rows.iter().any(Option::is_some))
+    }
+}
+
+// The states the residual kernel reads sit in the sampled rows' top
+// log-probability slots.
+const _: () = assert!(
+    std::mem::size_of::<crate::sampling::GpuRowState>() as u64
+        <= MAX_TOP_LOGPROBS as u64 * crate::sampling::TOP_LOGPROB_BYTES
+);
+// (NO_TOKEN is the shader's NO_INDEX.)
+const _: () = assert!(NO_TOKEN == u32::MAX);
