@@ -407,6 +407,7 @@ pub fn run(
     };
     if wants("sampling") {
         grid.sampling()?;
+        grid.speculative()?;
     }
     if wants("voting") {
         grid.voting()?;
@@ -1031,6 +1032,128 @@ impl Grid<'_> {
                     repeats,
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Speculative verification of `k` = 4 drafts a request: deterministic
+    /// drafts (the target's most likely token at each position, as a good
+    /// n-gram or greedy draft proposes), and drafts with their draft
+    /// model's logits. Bytes: the target logits read once (and the draft
+    /// logits for the second row).
+    fn speculative(&mut self) -> Result<()> {
+        use rollcall::speculative::{
+            cpu as verify_cpu, DraftBinding, DraftDistribution, Drafts, Verifier, VerifyBatch,
+            VerifyOptions,
+        };
+        let (ctx, options) = (self.ctx, self.options);
+        let read_once = &self.read_once;
+        let (rows, progress) = (&mut self.rows, &mut self.progress);
+        let (requests, vocab) = if options.quick {
+            (8, 32_000)
+        } else {
+            (64, 128_256)
+        };
+        let k = 4u32;
+        let size = format!("{requests} x {k} drafts x {vocab} model-like");
+        let kinds = [
+            "speculative k=4, deterministic drafts, f32",
+            "speculative k=4, draft logits, f32",
+        ];
+        if !kinds.iter().any(|name| options.selects(name, &size)) {
+            return Ok(());
+        }
+        let target = DeviceLogits::new(ctx, requests * (k + 1), vocab, LogitsShape::Model);
+        let draft = DeviceLogits::new(ctx, requests * k, vocab, LogitsShape::Model);
+        let v = vocab as usize;
+        let mut tokens = Vec::with_capacity((requests * k) as usize);
+        for r in 0..requests {
+            for i in 0..k {
+                let row = &target.host[((r * (k + 1) + i) as usize) * v..][..v];
+                let best = (0..v)
+                    .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                    .unwrap_or(0);
+                tokens.push(best as u32);
+            }
+        }
+        let token_buffer =
+            storage_buffer(ctx, "rollcall bench draft tokens", tokens.len() as u64 * 4);
+        ctx.queue
+            .write_buffer(&token_buffer, 0, bytemuck::cast_slice(&tokens));
+        let params: Vec<SamplingParams> = (0..u64::from(requests))
+            .map(|r| SamplingParams::new(1.0).seed(r))
+            .collect();
+        let lens = vec![k; requests as usize];
+        let verifier = Verifier::new(ctx)?;
+        let mut batch = VerifyBatch::new(ctx, requests, k)?;
+        batch.set_requests(&params, &lens)?;
+        for (name, with_logits) in kinds.iter().zip([false, true]) {
+            if !options.selects(name, &size) {
+                continue;
+            }
+            progress(&format!("sampling {name} {size}"));
+            let draft_binding = if with_logits {
+                DraftBinding::Logits(draft.binding())
+            } else {
+                DraftBinding::Deterministic
+            };
+            let (kernel, reference, repeats) = time_interleaved(
+                ctx,
+                options.iters,
+                Some(MIN_SPAN),
+                |_| {},
+                |e| {
+                    verifier.encode(
+                        e,
+                        &target.binding(),
+                        &token_buffer,
+                        &draft_binding,
+                        None,
+                        &mut batch,
+                    )
+                },
+                |e| yardstick(read_once, None, &target, e),
+            )?;
+            let cpu = if options.cpu_twin {
+                let verify_options = VerifyOptions {
+                    draft: if with_logits {
+                        DraftDistribution::Logits(draft.host_logits())
+                    } else {
+                        DraftDistribution::Deterministic
+                    },
+                    mask: None,
+                };
+                let drafts = Drafts {
+                    tokens: &tokens,
+                    lens: &lens,
+                };
+                let (out, t) = timed(|| {
+                    verify_cpu::verify(
+                        target.host_logits(),
+                        vocab,
+                        &params,
+                        &drafts,
+                        &verify_options,
+                    )
+                });
+                out?;
+                Some(t)
+            } else {
+                None
+            };
+            let bytes_read = target.bytes() + if with_logits { draft.bytes() } else { 0 };
+            rows.push(row(
+                "sampling",
+                name.to_string(),
+                size.clone(),
+                &kernel,
+                &reference,
+                target.bytes(),
+                bytes_read,
+                u64::from(requests) * (u64::from(k) * 12 + 8 + 32),
+                cpu,
+                repeats,
+            ));
         }
         Ok(())
     }
