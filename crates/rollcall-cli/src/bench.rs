@@ -1122,6 +1122,7 @@ impl Grid<'_> {
                         DraftDistribution::Deterministic
                     },
                     mask: None,
+                    histories: None,
                 };
                 let drafts = Drafts {
                     tokens: &tokens,

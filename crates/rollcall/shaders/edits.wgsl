@@ -274,14 +274,20 @@ fn apply_edits(@builtin(workgroup_id) wid: vec3<u32>,
 
 // Adds the sampled `token` to row `r`'s history (invocation 0 only).
 fn append_token(r: u32, token: u32, p: EditParams) {
+    append_to_row(r, token, (p.flags & FLAG_PENALTIES) != 0u, p.slot_shift);
+}
+
+// Counts one more output token in row `r`, and with `track` adds `token` to
+// its list (invocation 0 only).
+fn append_to_row(r: u32, token: u32, track: bool, slot_shift: u32) {
     row_state[r].produced = max(row_state[r].produced, row_state[r].produced + 1u);
-    if (p.flags & FLAG_PENALTIES) == 0u {
+    if !track {
         return;
     }
-    let mask = (1u << p.slot_shift) - 1u;
-    let slots = r << p.slot_shift;
-    let base = r << (p.slot_shift - 1u);
-    var s = (token * HASH_MULTIPLIER) >> (32u - p.slot_shift);
+    let mask = (1u << slot_shift) - 1u;
+    let slots = r << slot_shift;
+    let base = r << (slot_shift - 1u);
+    var s = (token * HASH_MULTIPLIER) >> (32u - slot_shift);
     // The host refuses steps that could fill the list (half the slots), so
     // a free slot or the token is always found; the bounds only guard
     // against a hang or a write past the row.
@@ -289,7 +295,7 @@ fn append_token(r: u32, token: u32, p: EditParams) {
         let at = index[slots + s];
         if at == NO_ENTRY {
             let distinct = row_state[r].distinct;
-            if distinct < (1u << (p.slot_shift - 1u)) {
+            if distinct < (1u << (slot_shift - 1u)) {
                 entries[base + distinct] = HistoryEntry(token, 1u, 0.0, 0u);
                 index[slots + s] = distinct;
                 row_state[r].distinct = distinct + 1u;
@@ -333,6 +339,95 @@ fn restore_and_append(@builtin(workgroup_id) wid: vec3<u32>,
         row_state[r].applied = 0u;
         let token = sampled_tokens[r];
         if sampled_results[r].status == STATUS_OK && token < chunk.vocab {
+            append_token(r, token, p);
+        }
+    }
+}
+
+// ---- Speculative verification (small kernels, bindings 10 and up) ----
+//
+// A request's history lives in a request table; each of its target
+// positions samples from a copy of it (same slot_shift) with the draft
+// tokens before the position appended, and the tokens verification emits
+// join the request table afterwards.
+
+struct HistoryInfo {
+    rows: u32,        // sampled rows (expand) or requests (append)
+    slot_shift: u32,
+    vocab: u32,
+    grid_width: u32,  // invocations per row of the dispatch grid
+}
+
+// Where a sampled row's history comes from: its request's row (NO_INDEX:
+// none, the row keeps an empty history) and the draft tokens before it.
+struct PositionHistory {
+    request: u32,
+    first_draft: u32,
+    prefix: u32,
+    _pad: u32,
+}
+
+// Verification's per-request record, as words (`Verdict` in
+// speculative.wgsl).
+const VERDICT_WORDS: u32 = 8u;
+const VERDICT_EMITTED: u32 = 1u;
+const VERDICT_OUT_BASE: u32 = 7u;
+
+@group(0) @binding(10) var<uniform> history_info: HistoryInfo;
+@group(0) @binding(11) var<storage, read> positions: array<PositionHistory>;
+@group(0) @binding(12) var<storage, read> request_state: array<EditRowState>;
+@group(0) @binding(13) var<storage, read> request_entries: array<HistoryEntry>;
+@group(0) @binding(14) var<storage, read> request_index: array<u32>;
+@group(0) @binding(15) var<storage, read> draft_tokens: array<u32>;
+@group(0) @binding(16) var<storage, read> verdict_words: array<u32>;
+@group(0) @binding(17) var<storage, read> emitted_tokens: array<u32>;
+
+// Sampled row v's history: its request's, then the draft tokens before its
+// position. Rows of no request are left as they are.
+@compute @workgroup_size(WG)
+fn expand_histories(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let v = wid.x + wid.y * history_info.grid_width;
+    if v >= history_info.rows {
+        return;
+    }
+    let source = positions[v];
+    if source.request == NO_ENTRY {
+        return;
+    }
+    let shift = history_info.slot_shift;
+    let r = source.request;
+    let state = request_state[r];
+    let distinct = min(state.distinct, 1u << (shift - 1u));
+    for (var i = lid; i < distinct; i += WG) {
+        entries[(v << (shift - 1u)) + i] = request_entries[(r << (shift - 1u)) + i];
+    }
+    for (var s = lid; s < (1u << shift); s += WG) {
+        index[(v << shift) + s] = request_index[(r << shift) + s];
+    }
+    workgroupBarrier();
+    storageBarrier();
+    if lid == 0u {
+        row_state[v] = EditRowState(state.produced, distinct, 0u, 0u);
+        for (var j = 0u; j < source.prefix; j++) {
+            append_to_row(v, draft_tokens[source.first_draft + j], true, shift);
+        }
+    }
+}
+
+// Request r's emitted tokens join its history.
+@compute @workgroup_size(WG)
+fn append_emitted(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x + gid.y * history_info.grid_width;
+    if r >= history_info.rows {
+        return;
+    }
+    let p = params[r];
+    let emitted = verdict_words[r * VERDICT_WORDS + VERDICT_EMITTED];
+    let out_base = verdict_words[r * VERDICT_WORDS + VERDICT_OUT_BASE];
+    for (var j = 0u; j < emitted; j++) {
+        let token = emitted_tokens[out_base + j];
+        if token < history_info.vocab {
             append_token(r, token, p);
         }
     }

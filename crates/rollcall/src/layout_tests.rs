@@ -456,6 +456,34 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                 field!("_pad", GpuEditParams, pad),
             ],
         ),
+        "HistoryInfo" => {
+            use crate::sampling::edits::GpuHistoryInfo as H;
+            check_mirror(
+                r,
+                name,
+                size_of::<H>(),
+                &[
+                    field!("rows", H, rows),
+                    field!("slot_shift", H, slot_shift),
+                    field!("vocab", H, vocab),
+                    field!("grid_width", H, grid_width),
+                ],
+            )
+        }
+        "PositionHistory" => {
+            use crate::sampling::edits::GpuPositionHistory as P;
+            check_mirror(
+                r,
+                name,
+                size_of::<P>(),
+                &[
+                    field!("request", P, request),
+                    field!("first_draft", P, first_draft),
+                    field!("prefix", P, prefix),
+                    field!("_pad", P, pad),
+                ],
+            )
+        }
         "VerifyRow" => {
             use crate::speculative::GpuVerifyRow as V;
             check_mirror(
@@ -722,8 +750,10 @@ fn every_struct_the_host_shares_matches_its_mirror() {
         "EditRowState",
         "EstimateParams",
         "HistoryEntry",
+        "HistoryInfo",
         "OrderParams",
         "PhiloxInput",
+        "PositionHistory",
         "PromptVotes",
         "RewardParams",
         "RowParams",
@@ -1127,8 +1157,9 @@ fn edits_constants_match_the_shader() {
         let r = reflect(variant);
         let s = &r.label;
         entry_points.insert(r.entry_point);
-        // Prepended by the host: the kernels' variants in dtype order.
-        if r.entry_point != "round_to_halves" {
+        // Prepended by the host: the kernels' variants in dtype order (the
+        // small kernels read no logits).
+        if ["apply_edits", "restore_and_append"].contains(&r.entry_point) {
             let dtype = LogitsDtype::ALL
                 .iter()
                 .find(|d| s.ends_with(&format!("/{d:?}")))
@@ -1157,13 +1188,37 @@ fn edits_constants_match_the_shader() {
             ("CANONICAL_NAN_BITS", edits::CANONICAL_NAN_BITS),
             ("STATUS_OK", RowStatus::Ok.code()),
             ("F32_NEG_INF_BITS", crate::math::keys::NEG_INF_BITS),
+            ("NO_ENTRY", edits::NO_REQUEST),
         ] {
             assert_eq!(r.u32(name), value, "{s}: {name}");
         }
+        // Speculative verification's verdicts, read as words.
+        use crate::speculative::GpuVerdict;
+        assert_eq!(
+            r.u32("VERDICT_WORDS") as usize * 4,
+            size_of::<GpuVerdict>(),
+            "{s}"
+        );
+        assert_eq!(
+            r.u32("VERDICT_EMITTED") as usize * 4,
+            offset_of!(GpuVerdict, emitted),
+            "{s}"
+        );
+        assert_eq!(
+            r.u32("VERDICT_OUT_BASE") as usize * 4,
+            offset_of!(GpuVerdict, out_base),
+            "{s}"
+        );
     }
     assert_eq!(
         entry_points.into_iter().collect::<Vec<_>>(),
-        ["apply_edits", "restore_and_append", "round_to_halves"]
+        [
+            "append_emitted",
+            "apply_edits",
+            "expand_histories",
+            "restore_and_append",
+            "round_to_halves"
+        ]
     );
     // The count and the two flags split a slot's `counts` word.
     assert_eq!(

@@ -198,6 +198,7 @@ fn run_case(
             words: &case.mask_words,
             rows: &case.mask_rows,
         }),
+        histories: None,
     };
     let drafts = Drafts {
         tokens: &case.tokens,
@@ -307,6 +308,7 @@ fn engine_path_matches_the_host_path() {
                 words: &case.mask_words,
                 rows: &case.mask_rows,
             }),
+            histories: None,
         };
         let drafts = Drafts {
             tokens: &case.tokens,
@@ -491,6 +493,7 @@ fn bad_input_gets_typed_errors() {
             VerifyOptions {
                 draft: DraftDistribution::Logits(rollcall::HostLogits::F32(&draft[..20])),
                 mask: None,
+                histories: None,
             },
             vocab,
             &target,
@@ -502,6 +505,7 @@ fn bad_input_gets_typed_errors() {
             VerifyOptions {
                 draft: DraftDistribution::Probs(rollcall::HostLogits::F32(&nan_probs)),
                 mask: None,
+                histories: None,
             },
             vocab,
             &target,
@@ -513,6 +517,7 @@ fn bad_input_gets_typed_errors() {
             VerifyOptions {
                 draft: DraftDistribution::Probs(rollcall::HostLogits::F32(&negative)),
                 mask: None,
+                histories: None,
             },
             vocab,
             &target,
@@ -557,6 +562,7 @@ fn bad_input_gets_typed_errors() {
                     words: &[u32::MAX],
                     rows: &[Some(0), None],
                 }),
+                histories: None,
             },
             vocab,
             &target,
@@ -637,4 +643,238 @@ fn bad_input_gets_typed_errors() {
         &mut batch,
     );
     assert!(matches!(err, Err(Error::InvalidDrafts(_))), "{err:?}");
+}
+
+/// One request's history as the test keeps it on the host.
+struct HostHistory {
+    prompt: Vec<u32>,
+    output: Vec<u32>,
+    bias: Vec<(u32, f32)>,
+    stop: Vec<u32>,
+    min_tokens: u32,
+}
+
+impl HostHistory {
+    fn view(&self) -> rollcall::sampling::RowHistory<'_> {
+        rollcall::sampling::RowHistory {
+            prompt: &self.prompt,
+            output: &self.output,
+            logit_bias: &self.bias,
+            stop_tokens: &self.stop,
+            min_tokens: self.min_tokens,
+        }
+    }
+}
+
+/// Bias, penalties and min_tokens over several verification steps: the
+/// engine path keeps each request's history on the GPU (the emitted tokens
+/// join it), the host path and the twin take it from the host; all agree.
+/// Drafts repeat tokens so that the counts of the drafts before a position
+/// matter.
+#[test]
+fn penalised_verification_matches_the_twin_over_steps() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut verifier = Verifier::new(&ctx).unwrap();
+    let (requests, k, vocab) = (6usize, 3u32, 700u32);
+    let mut rng = common::rng(99);
+    let params: Vec<SamplingParams> = (0..requests)
+        .map(|r| {
+            let p = SamplingParams::new([0.0, 0.8, 1.0][r % 3]).seed(r as u64 * 31);
+            match r % 4 {
+                0 => p.penalties(1.4, 0.6, 0.4),
+                1 => p.penalties(1.0, 1.5, 0.0).top_k(30),
+                2 => p.penalties(0.8, 0.0, 0.9).top_p(0.9),
+                _ => p,
+            }
+        })
+        .collect();
+    let mut histories: Vec<HostHistory> = (0..requests)
+        .map(|r| HostHistory {
+            prompt: (0..20).map(|_| rng.random_range(0..vocab)).collect(),
+            output: (0..5).map(|_| rng.random_range(0..vocab)).collect(),
+            bias: if r % 2 == 0 {
+                vec![(3, 4.0), (rng.random_range(0..vocab), -2.0)]
+            } else {
+                Vec::new()
+            },
+            stop: if r % 3 == 1 { vec![1, 2] } else { Vec::new() },
+            min_tokens: if r % 3 == 1 { 9 } else { 0 },
+        })
+        .collect();
+    let mut batch = VerifyBatch::with_history(&ctx, requests as u32, k, 200).unwrap();
+    for (r, h) in histories.iter().enumerate() {
+        batch.set_history(r as u32, vocab, &h.view()).unwrap();
+    }
+    let (mut compared, mut total) = (0, 0);
+    for step in 0..6u64 {
+        let params: Vec<SamplingParams> = params.iter().map(|p| p.step(step * 10)).collect();
+        let lens: Vec<u32> = (0..requests).map(|_| rng.random_range(0..=k)).collect();
+        let targets: u32 = lens.iter().map(|d| d + 1).sum();
+        let drafts_total: u32 = lens.iter().sum();
+        let target: Vec<f32> = (0..targets)
+            .flat_map(|_| common::model_like_logits(&mut rng, vocab as usize))
+            .collect();
+        let draft_logits: Vec<f32> = (0..drafts_total)
+            .flat_map(|_| common::model_like_logits(&mut rng, vocab as usize))
+            .collect();
+        // Drafts from a few tokens, repeated, including biased and stop tokens.
+        let pool = [3u32, 1, 2, 17, 17, 250];
+        let tokens: Vec<u32> = (0..drafts_total)
+            .map(|_| pool[rng.random_range(0..pool.len())])
+            .collect();
+        let with_logits = step % 2 == 1;
+        let views: Vec<_> = histories.iter().map(HostHistory::view).collect();
+        let options = VerifyOptions {
+            draft: if with_logits {
+                DraftDistribution::Logits(rollcall::HostLogits::F32(&draft_logits))
+            } else {
+                DraftDistribution::Deterministic
+            },
+            mask: None,
+            histories: Some(&views),
+        };
+        let drafts = Drafts {
+            tokens: &tokens,
+            lens: &lens,
+        };
+        let host = verifier
+            .verify(
+                rollcall::HostLogits::F32(&target),
+                vocab,
+                &params,
+                &drafts,
+                &options,
+            )
+            .unwrap();
+        let twin = cpu::verify_traced(
+            rollcall::HostLogits::F32(&target),
+            vocab,
+            &params,
+            &drafts,
+            &options,
+        )
+        .unwrap();
+        compared += assert_same(&host, &twin, &format!("step {step} host path"));
+        total += host.len();
+
+        // The engine path, with the histories on the GPU.
+        let target_buffer = upload(&ctx, bytemuck::cast_slice(&target));
+        let token_buffer = upload(&ctx, bytemuck::cast_slice(&tokens));
+        let draft_buffer = upload(&ctx, bytemuck::cast_slice(&draft_logits));
+        batch.set_requests(&params, &lens).unwrap();
+        let draft_binding = LogitsBinding {
+            buffer: &draft_buffer,
+            offset: 0,
+            rows: drafts_total,
+            vocab,
+            dtype: LogitsDtype::F32,
+        };
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        verifier
+            .encode(
+                &mut encoder,
+                &LogitsBinding {
+                    buffer: &target_buffer,
+                    offset: 0,
+                    rows: targets,
+                    vocab,
+                    dtype: LogitsDtype::F32,
+                },
+                &token_buffer,
+                &if with_logits {
+                    DraftBinding::Logits(draft_binding)
+                } else {
+                    DraftBinding::Deterministic
+                },
+                None,
+                &mut batch,
+            )
+            .unwrap();
+        ctx.submit(encoder.finish());
+        let n = requests as u64;
+        let verdicts = read(&ctx, batch.verdicts(), n * VerifyBatch::VERDICT_BYTES);
+        let out_tokens = read(&ctx, batch.tokens(), n * u64::from(k + 1) * 4);
+        let verdicts: &[[u32; 8]] = bytemuck::cast_slice(&verdicts);
+        let out_tokens: &[u32] = bytemuck::cast_slice(&out_tokens);
+        for (r, h) in host.iter().enumerate() {
+            assert_eq!(verdicts[r][0], h.accepted, "step {step} engine request {r}");
+            let w = (k + 1) as usize;
+            assert_eq!(
+                &out_tokens[r * w..r * w + h.tokens.len()],
+                &h.tokens[..],
+                "step {step} engine request {r}"
+            );
+            // The host keeps the same history as the GPU.
+            histories[r]
+                .output
+                .extend(h.tokens.iter().copied().filter(|&t| t < vocab));
+        }
+    }
+    eprintln!("compared {compared} of {total} penalised requests");
+    assert!(compared * 10 >= total * 9, "only {compared} of {total}");
+}
+
+/// The drafts before a position count as output tokens there (vLLM's
+/// rule), exactly: a presence penalty on an accepted draft token moves the
+/// next position's arg-max, and `min_tokens` releases a stop token once the
+/// drafts before the position make up the count.
+#[test]
+fn draft_prefixes_count_as_output_tokens() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut verifier = Verifier::new(&ctx).unwrap();
+    let vocab = 10u32;
+    let mut row = vec![0.0f32; vocab as usize];
+    row[5] = 10.0;
+    row[6] = 9.0;
+    row[7] = 8.0;
+    // Request 0: presence 2 (5 drops to 8 once produced); request 1: stop
+    // token 5 until 4 tokens are out (3 are).
+    let target: Vec<f32> = (0..5).flat_map(|_| row.clone()).collect();
+    let params = [
+        SamplingParams::greedy().penalties(1.0, 2.0, 0.0),
+        SamplingParams::greedy(),
+    ];
+    let lens = [2u32, 1];
+    let tokens = [5u32, 5, 6];
+    let histories = [
+        rollcall::sampling::RowHistory::default(),
+        rollcall::sampling::RowHistory {
+            output: &[1, 2, 3],
+            stop_tokens: &[5],
+            min_tokens: 4,
+            ..Default::default()
+        },
+    ];
+    let options = VerifyOptions {
+        histories: Some(&histories),
+        ..Default::default()
+    };
+    let drafts = Drafts {
+        tokens: &tokens,
+        lens: &lens,
+    };
+    let expected = [(1, vec![5, 6]), (1, vec![6, 5])];
+    let gpu = verifier
+        .verify(
+            rollcall::HostLogits::F32(&target),
+            vocab,
+            &params,
+            &drafts,
+            &options,
+        )
+        .unwrap();
+    let twin = cpu::verify(
+        rollcall::HostLogits::F32(&target),
+        vocab,
+        &params,
+        &drafts,
+        &options,
+    )
+    .unwrap();
+    for (r, (accepted, emitted)) in expected.iter().enumerate() {
+        for (what, out) in [("gpu", &gpu[r]), ("twin", &twin[r])] {
+            assert_eq!(out.accepted, *accepted, "{what} request {r}: {out:?}");
+            assert_eq!(&out.tokens, emitted, "{what} request {r}: {out:?}");
+        }
+    }
 }

@@ -117,7 +117,11 @@ fn run(
                 tokens: &tokens,
                 lens: &lens,
             },
-            &VerifyOptions { draft, mask: None },
+            &VerifyOptions {
+                draft,
+                mask: None,
+                histories: None,
+            },
         )
         .unwrap();
     let mut tally = Tally {

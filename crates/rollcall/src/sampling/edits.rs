@@ -645,20 +645,27 @@ impl EditState {
         Ok(())
     }
 
-    /// The distinct tokens row `row` needs room for after one more append.
-    fn needed_after_step(&self, row: usize) -> Option<u64> {
+    /// The distinct tokens row `row` needs room for after `appends` more
+    /// tokens.
+    fn needed_after_step(&self, row: usize, appends: u32) -> Option<u64> {
         if self.host_params[row].flags & FLAG_PENALTIES == 0 {
             return None;
         }
         let r = self.rows[row];
         let vocab = r.vocab.map_or(u64::MAX, u64::from);
-        Some((r.bound + 1).min(vocab))
+        Some((r.bound + u64::from(appends)).min(vocab))
     }
 
     /// Refuses ([`Error::HistoryFull`]) a step over rows `0..rows` after
     /// which some row could hold more distinct tokens than the capacity.
     /// Call it before recording anything for the step.
     pub fn check_step(&self, rows: u32) -> Result<()> {
+        self.check_appends(rows, 1)
+    }
+
+    /// [`EditState::check_step`] for a step that appends up to `appends`
+    /// tokens a row.
+    pub(crate) fn check_appends(&self, rows: u32, appends: u32) -> Result<()> {
         if rows > self.capacity {
             return Err(Error::BatchCapacity {
                 capacity: self.capacity as usize,
@@ -666,7 +673,7 @@ impl EditState {
             });
         }
         for row in 0..rows as usize {
-            if let Some(needed) = self.needed_after_step(row) {
+            if let Some(needed) = self.needed_after_step(row, appends) {
                 if needed > u64::from(self.distinct_capacity) {
                     return Err(Error::HistoryFull {
                         row,
@@ -681,11 +688,57 @@ impl EditState {
 
     /// Host bookkeeping after a step over rows `0..rows` was recorded.
     pub fn note_step(&mut self, rows: u32) {
+        self.note_appends(rows, 1);
+    }
+
+    /// [`EditState::note_step`] for a step that appended up to `appends`
+    /// tokens a row.
+    pub(crate) fn note_appends(&mut self, rows: u32, appends: u32) {
         for row in 0..rows.min(self.capacity) as usize {
-            if let Some(needed) = self.needed_after_step(row) {
+            if let Some(needed) = self.needed_after_step(row, appends) {
                 self.rows[row].bound = needed;
             }
         }
+    }
+
+    /// Gives each row of this state the edit parameters and bookkeeping of a
+    /// row of `requests` (`sources[v]`: its request row and the tokens its
+    /// history adds to it), or none; both states have the same slots per
+    /// row. The tables themselves are copied on the GPU
+    /// ([`HistoryKernels::encode_expand`]).
+    pub(crate) fn take_params_from(
+        &mut self,
+        requests: &EditState,
+        sources: &[Option<(u32, u32)>],
+    ) -> Result<()> {
+        if sources.len() > self.capacity as usize {
+            return Err(Error::BatchCapacity {
+                capacity: self.capacity as usize,
+                rows: sources.len(),
+            });
+        }
+        for (v, source) in sources.iter().enumerate() {
+            match source {
+                Some((r, added)) => {
+                    self.host_params[v] = requests.host_params[*r as usize];
+                    let row = requests.rows[*r as usize];
+                    self.rows[v] = HostRow {
+                        vocab: row.vocab,
+                        bound: row.bound + u64::from(*added),
+                    };
+                }
+                None => {
+                    self.host_params[v] = GpuEditParams::off(self.slot_shift);
+                    self.rows[v] = HostRow::default();
+                }
+            }
+        }
+        self.write_params();
+        Ok(())
+    }
+
+    pub(crate) fn slot_shift(&self) -> u32 {
+        self.slot_shift
     }
 
     /// Whether some row has anything to apply or record (a bias, a stop
@@ -784,6 +837,8 @@ pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
     let mut all = kernel_variants("apply_edits")?;
     all.extend(kernel_variants("restore_and_append")?);
     all.push(round_variant()?);
+    all.push(history_variant("expand_histories")?);
+    all.push(history_variant("append_emitted")?);
     Ok(all)
 }
 
@@ -941,6 +996,224 @@ impl EditKernels {
             &extra,
             row_base,
         )
+    }
+}
+
+/// Where a sampled row's history comes from (`PositionHistory` in the
+/// shader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GpuPositionHistory {
+    /// Its request's row, or `NO_REQUEST`.
+    pub(crate) request: u32,
+    pub(crate) first_draft: u32,
+    pub(crate) prefix: u32,
+    pub(crate) pad: u32,
+}
+
+/// A sampled row with no request's history.
+pub(crate) const NO_REQUEST: u32 = u32::MAX;
+
+/// The small kernels' record (`HistoryInfo` in the shader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GpuHistoryInfo {
+    pub(crate) rows: u32,
+    pub(crate) slot_shift: u32,
+    pub(crate) vocab: u32,
+    pub(crate) grid_width: u32,
+}
+
+/// Speculative verification's history kernels: `expand_histories` (each
+/// target position's table from its request's and the drafts before it)
+/// and `append_emitted` (the emitted tokens join the request's table).
+pub(crate) struct HistoryKernels {
+    expand: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    append: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct HistoryKernelsKey;
+
+impl crate::gpu::cache::PipelineKey for HistoryKernelsKey {
+    type Built = HistoryKernels;
+}
+
+fn history_variant(entry_point: &'static str) -> Result<ShaderVariant> {
+    Ok(ShaderVariant {
+        label: format!("edits/{entry_point}"),
+        entry_point,
+        source: crate::gpu::shader::compose("edits.wgsl", "const LOGITS_DTYPE: u32 = 0u;")?,
+    })
+}
+
+impl HistoryKernels {
+    /// Builds (once per context) the two kernels.
+    pub(crate) fn new(ctx: &GpuContext) -> Result<std::sync::Arc<Self>> {
+        use crate::gpu::shader::{layout_and_pipelines, Binding};
+        let (read, write, uniform) = (Binding::Read, Binding::ReadWrite, Binding::Uniform(None));
+        ctx.pipelines(&HistoryKernelsKey, || {
+            let build = |entry_point: &'static str, bindings: &[(u32, Binding)]| -> Result<_> {
+                let variant = history_variant(entry_point)?;
+                let (layout, pipelines) = layout_and_pipelines(
+                    &ctx.device,
+                    &variant.label,
+                    bindings,
+                    std::slice::from_ref(&variant),
+                );
+                let pipeline = pipelines
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| unreachable!("one variant, one pipeline"));
+                Ok((layout, pipeline))
+            };
+            Ok(HistoryKernels {
+                expand: build(
+                    "expand_histories",
+                    &[
+                        (3, write),
+                        (4, write),
+                        (7, write),
+                        (10, uniform),
+                        (11, read),
+                        (12, read),
+                        (13, read),
+                        (14, read),
+                        (15, read),
+                    ],
+                )?,
+                append: build(
+                    "append_emitted",
+                    &[
+                        (2, read),
+                        (3, write),
+                        (4, write),
+                        (7, write),
+                        (10, uniform),
+                        (16, read),
+                        (17, read),
+                    ],
+                )?,
+            })
+        })
+    }
+
+    fn dispatch(
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        kernel: &(wgpu::BindGroupLayout, wgpu::ComputePipeline),
+        entries: &[(u32, wgpu::BindingResource<'_>)],
+        grid: (u32, u32),
+    ) {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
+            .iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: resource.clone(),
+            })
+            .collect();
+        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("rollcall histories"),
+            layout: &kernel.0,
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("rollcall histories"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&kernel.1);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(grid.0, grid.1, 1);
+    }
+
+    /// A grid of `groups` workgroups and its width.
+    fn grid(ctx: &GpuContext, groups: u32) -> (u32, u32) {
+        let max = ctx.limits().max_compute_workgroups_per_dimension.max(1);
+        let x = groups.clamp(1, max);
+        (x, groups.max(1).div_ceil(x))
+    }
+
+    /// Records the copy of each sampled row's history from its request's
+    /// (`positions`, one per sampled row of `sampled`), with the draft
+    /// tokens before its position appended. `info` is a 16-byte uniform
+    /// buffer this call writes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_expand(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        info: &wgpu::Buffer,
+        positions: &wgpu::Buffer,
+        rows: u32,
+        requests: &EditState,
+        sampled: &EditState,
+        draft_tokens: &wgpu::Buffer,
+    ) {
+        let grid = Self::grid(ctx, rows);
+        let record = GpuHistoryInfo {
+            rows,
+            slot_shift: sampled.slot_shift,
+            vocab: 0,
+            grid_width: grid.0,
+        };
+        ctx.queue.write_buffer(info, 0, bytemuck::bytes_of(&record));
+        Self::dispatch(
+            ctx,
+            encoder,
+            &self.expand,
+            &[
+                (3, sampled.row_state.as_entire_binding()),
+                (4, sampled.entries.as_entire_binding()),
+                (7, sampled.index.as_entire_binding()),
+                (10, info.as_entire_binding()),
+                (11, positions.as_entire_binding()),
+                (12, requests.row_state.as_entire_binding()),
+                (13, requests.entries.as_entire_binding()),
+                (14, requests.index.as_entire_binding()),
+                (15, draft_tokens.as_entire_binding()),
+            ],
+            grid,
+        );
+    }
+
+    /// Records the appending of each request's emitted tokens
+    /// (`verdicts`: 32 bytes a request, `tokens` the emitted tokens) to its
+    /// history. `info` is a 16-byte uniform buffer this call writes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_append(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        info: &wgpu::Buffer,
+        requests: &EditState,
+        rows: u32,
+        vocab: u32,
+        verdicts: &wgpu::Buffer,
+        tokens: &wgpu::Buffer,
+    ) {
+        let grid = Self::grid(ctx, rows.div_ceil(WORKGROUP));
+        let record = GpuHistoryInfo {
+            rows,
+            slot_shift: requests.slot_shift,
+            vocab,
+            grid_width: grid.0 * WORKGROUP,
+        };
+        ctx.queue.write_buffer(info, 0, bytemuck::bytes_of(&record));
+        Self::dispatch(
+            ctx,
+            encoder,
+            &self.append,
+            &[
+                (2, requests.params.as_entire_binding()),
+                (3, requests.row_state.as_entire_binding()),
+                (4, requests.entries.as_entire_binding()),
+                (7, requests.index.as_entire_binding()),
+                (10, info.as_entire_binding()),
+                (16, verdicts.as_entire_binding()),
+                (17, tokens.as_entire_binding()),
+            ],
+            grid,
+        );
     }
 }
 

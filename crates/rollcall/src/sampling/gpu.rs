@@ -161,7 +161,17 @@ impl SampleBatch {
         Ok(())
     }
 
-    fn edits_mut(&mut self) -> Result<&mut EditState> {
+    /// The batch's histories, taken out (none is applied while out).
+    pub(crate) fn take_edits(&mut self) -> Option<EditState> {
+        self.edits.take()
+    }
+
+    /// Puts back what [`SampleBatch::take_edits`] took.
+    pub(crate) fn put_edits(&mut self, edits: Option<EditState>) {
+        self.edits = edits;
+    }
+
+    pub(crate) fn edits_mut(&mut self) -> Result<&mut EditState> {
         self.edits.as_mut().ok_or_else(|| {
             Error::InvalidArgument(
                 "this batch keeps no token history: create it with SampleBatch::with_history"
@@ -475,7 +485,7 @@ impl Sampler {
 
     /// The logit-edit kernels, built on first use (they run over the
     /// sampler's chunks).
-    fn edit_kernels(&self) -> Result<&EditKernels> {
+    pub(crate) fn edit_kernels(&self) -> Result<&EditKernels> {
         if let Some(kernels) = self.edit_kernels.get() {
             return Ok(kernels);
         }

@@ -4,15 +4,16 @@
 //! ([`VerificationTrace::margin`] says how close).
 
 use super::{
-    accept_uniform, check_drafts, check_host_call, log_probability, sampled_rows,
+    accept_uniform, check_drafts, check_host_call, history_room, log_probability, sampled_rows,
     validate_verify_params, verify_rows, DraftDistribution, Drafts, GpuVerifyRow, Verification,
     VerifyOptions, MODE_DONE, MODE_FILL, MODE_RESIDUAL, PURPOSE_RESIDUAL_STREAM,
     PURPOSE_RESIDUAL_TOKEN, VERIFY_COMPARE,
 };
 use crate::math::philox::{exponential_from_bits, philox4x32_10};
 use crate::sampling::cpu::{
-    mask_allows, race_winner, sample_row_probed, scaled_bits, stream_tokens, Probed, POS_INF_BITS,
+    mask_allows, race_winner, sample_row_probed, scaled_bits, stream_tokens, Probed,
 };
+use crate::sampling::edits::{HistoryTwin, OwnedLogits};
 use crate::sampling::mask::words_per_row;
 use crate::sampling::{GpuRowState, NO_MASK, NO_PROBE, STATE_HAS_INF};
 use crate::{HostLogits, Result, RowStatus, SamplingParams, NO_TOKEN};
@@ -67,7 +68,7 @@ pub fn verify_traced(
     drafts: &Drafts<'_>,
     options: &VerifyOptions<'_>,
 ) -> Result<Vec<VerificationTrace>> {
-    let gpu_params = validate_verify_params(params)?;
+    let gpu_params = validate_verify_params(params, options.histories.is_some())?;
     let layout = check_drafts(drafts, params.len(), vocab)?;
     check_host_call(&target, vocab, &layout, options)?;
     let v = vocab as usize;
@@ -103,10 +104,33 @@ pub fn verify_traced(
         let m = mask_row as usize;
         Some(&mask.words[m * per_row..(m + 1) * per_row])
     };
+    // Target rows as the sampler reads them: with the request's bias,
+    // penalties and stop tokens over its history and the drafts before the
+    // position.
+    let mut edited: Vec<Option<OwnedLogits>> = Vec::new();
+    if let Some(histories) = options.histories {
+        let room = history_room(histories, layout.max_drafts)?;
+        for (r, &d) in drafts.lens.iter().enumerate() {
+            for i in 0..=d {
+                let t = (layout.first_target[r] + i) as usize;
+                let mut twin = HistoryTwin::new(1, room)?;
+                twin.set_row(0, vocab, &histories[r])?;
+                twin.set_penalties(std::slice::from_ref(&params[r]))?;
+                let first = layout.first_draft[r] as usize;
+                for &x in &drafts.tokens[first..first + i as usize] {
+                    twin.append(0, x);
+                }
+                edited.push(Some(twin.edit_row(0, target.slice(t * v, (t + 1) * v))?));
+            }
+        }
+    }
     let row_values = |s: usize| -> HostLogits<'_> {
         match (s < draft_rows, draft_values) {
             (true, Some(d)) => d.slice(s * v, (s + 1) * v),
-            _ => target.slice((s - draft_rows) * v, (s - draft_rows + 1) * v),
+            _ => match edited.get(s - draft_rows) {
+                Some(Some(row)) => row.as_host(),
+                _ => target.slice((s - draft_rows) * v, (s - draft_rows + 1) * v),
+            },
         }
     };
     let sampled: Vec<Probed> = rows
@@ -125,7 +149,7 @@ pub fn verify_traced(
             if out.mode != MODE_DONE {
                 let residual = Residual {
                     vocab,
-                    target: &row_values,
+                    values: &row_values,
                     mask_row: &mask_row,
                 };
                 residual.finish(q, draft_rows, &sampled, &mut out);
@@ -252,7 +276,7 @@ fn verify_request(
 struct Residual<'a, 'b> {
     vocab: u32,
     /// A sampled row's values (draft rows first, then target rows).
-    target: &'a dyn Fn(usize) -> HostLogits<'b>,
+    values: &'a dyn Fn(usize) -> HostLogits<'b>,
     mask_row: &'a dyn Fn(u32) -> Option<&'b [u32]>,
 }
 
@@ -262,7 +286,7 @@ impl Residual<'_, '_> {
         if !mask_allows((self.mask_row)(st.mask_row), i as usize) {
             return NEG_INF_BITS;
         }
-        scaled_bits((self.target)(s).get_f32(i as usize), st.inv_temperature)
+        scaled_bits((self.values)(s).get_f32(i as usize), st.inv_temperature)
     }
 
     fn logprob(&self, s: usize, token: u32, st: &GpuRowState) -> f32 {
@@ -329,6 +353,3 @@ impl Residual<'_, '_> {
         }
     }
 }
-
-// The +inf bits the residual's states compare against are the sampler's.
-const _: () = assert!(POS_INF_BITS == 0x7F80_0000);

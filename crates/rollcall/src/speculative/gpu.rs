@@ -9,6 +9,9 @@ use super::{
 use crate::gpu::buffer::GrowBuffer;
 use crate::gpu::logits::{plan_chunks, Chunk, DispatchRecords, LogitsKernel, LogitsKernelKey};
 use crate::gpu::shader::{compose, layout_and_pipelines, Binding, ShaderVariant};
+use crate::sampling::edits::{
+    EditState, GpuHistoryInfo, GpuPositionHistory, HistoryKernels, RowHistory, NO_REQUEST,
+};
 use crate::sampling::mask::{check_mask_rows, TokenMask};
 use crate::sampling::{GpuRowParams, HostMask, SampleBatch, Sampler, MAX_TOP_LOGPROBS};
 use crate::{Error, GpuContext, HostLogits, LogitsBinding, LogitsDtype, Result, RowStatus};
@@ -157,6 +160,7 @@ pub struct Verifier {
     /// Per (draft dtype, masked), built on first use.
     residual: [OnceLock<LogitsKernel>; 6],
     stand_in: wgpu::Buffer,
+    history_kernels: OnceLock<Arc<HistoryKernels>>,
     host: Option<HostBuffers>,
 }
 
@@ -206,8 +210,17 @@ impl Verifier {
                 16,
                 wgpu::BufferUsages::STORAGE,
             )?,
+            history_kernels: OnceLock::new(),
             host: None,
         })
+    }
+
+    fn history_kernels(&self) -> Result<&HistoryKernels> {
+        if let Some(k) = self.history_kernels.get() {
+            return Ok(k);
+        }
+        let built = HistoryKernels::new(&self.ctx)?;
+        Ok(self.history_kernels.get_or_init(|| built))
     }
 
     fn log_probs_kernel(&self, dtype: LogitsDtype) -> Result<&SmallKernel> {
@@ -308,6 +321,40 @@ impl Verifier {
         let draft_rows = if with_draft_rows { layout.drafts } else { 0 };
         batch.samples.set_gpu_params(&rows)?;
         let ctx = &self.ctx;
+        // Histories: every target position samples from its request's with
+        // the drafts before it (draft rows from none).
+        let with_history = batch.history.as_ref().is_some_and(EditState::is_active);
+        if let Some(history) = &batch.history {
+            let appends = batch.max_drafts + 1;
+            if with_history {
+                history.check_appends(batch.params.len() as u32, appends)?;
+            }
+            let mut sources = vec![None; draft_rows as usize];
+            let mut positions = vec![
+                GpuPositionHistory {
+                    request: NO_REQUEST,
+                    ..Default::default()
+                };
+                draft_rows as usize
+            ];
+            for (r, &d) in batch.lens.iter().enumerate() {
+                for i in 0..=d {
+                    sources.push(with_history.then_some((r as u32, i + 1)));
+                    positions.push(GpuPositionHistory {
+                        request: if with_history { r as u32 } else { NO_REQUEST },
+                        first_draft: layout.first_draft[r],
+                        prefix: i,
+                        pad: 0,
+                    });
+                }
+            }
+            batch
+                .samples
+                .edits_mut()?
+                .take_params_from(history, &sources)?;
+            ctx.queue
+                .write_buffer(&batch.positions, 0, bytemuck::cast_slice(&positions));
+        }
         ctx.queue
             .write_buffer(&batch.probe_sources, 0, bytemuck::cast_slice(&sources));
 
@@ -373,7 +420,23 @@ impl Verifier {
             probe_grid,
         );
 
-        // Draft rows, then target rows.
+        if with_history {
+            if let (Some(history), Some(sampled)) = (&batch.history, batch.samples.take_edits()) {
+                self.history_kernels()?.encode_expand(
+                    ctx,
+                    encoder,
+                    &batch.history_info[0],
+                    &batch.positions,
+                    draft_rows + layout.targets,
+                    history,
+                    &sampled,
+                    tokens_binding,
+                );
+                batch.samples.put_edits(Some(sampled));
+            }
+        }
+
+        // Draft rows (with no history), then target rows.
         if let DraftBinding::Probs(b) = draft {
             let (range, shift) = self.whole_range(b)?;
             let elements = layout.drafts * vocab;
@@ -416,6 +479,7 @@ impl Verifier {
             // A second record set: one submit reads the last records written
             // to a set.
             std::mem::swap(&mut batch.samples.records, &mut batch.draft_records);
+            let edits = batch.samples.take_edits();
             let masks = self.sampler.mask_binding(mask, &batch.samples, vocab)?;
             let result = self.sampler.encode_batch(
                 encoder,
@@ -427,16 +491,17 @@ impl Verifier {
                 draft_rows + layout.targets,
                 masks,
             );
+            batch.samples.put_edits(edits);
             std::mem::swap(&mut batch.samples.records, &mut batch.draft_records);
             result?;
         }
-        let chunks = self.sampler.plan(target)?;
+        let target_chunks = self.sampler.plan(target)?;
         let masks = self.sampler.mask_binding(mask, &batch.samples, vocab)?;
         self.sampler.encode_batch(
             encoder,
             target,
             &mut batch.samples,
-            &chunks,
+            &target_chunks,
             draft_rows,
             layout.targets,
             draft_rows + layout.targets,
@@ -475,6 +540,18 @@ impl Verifier {
             let masked = batch.samples_masked();
             let kernel = self.residual_kernel(residual_dtype, masked)?;
             let chunks = residual_chunks(&batch.layout, &batch.lens, target, draft_rows, kernel)?;
+            // The residual reads the target as sampled: with the histories'
+            // edits, applied again around it.
+            let edits = if with_history {
+                batch.samples.take_edits()
+            } else {
+                None
+            };
+            if let Some(mut state) = edits {
+                let kernels = self.sampler.edit_kernels()?;
+                kernels.encode_apply(encoder, target, &target_chunks, &mut state, draft_rows)?;
+                batch.samples.put_edits(Some(state));
+            }
             let masks = self.sampler.mask_binding(mask, &batch.samples, vocab)?;
             let extra = [
                 batch.verdicts.as_entire_binding(),
@@ -492,6 +569,36 @@ impl Verifier {
                 &extra,
                 0,
             )?;
+            if let (true, Some(mut state)) = (with_history, batch.samples.take_edits()) {
+                let kernels = self.sampler.edit_kernels()?;
+                let result = kernels.encode_restore_append(
+                    encoder,
+                    target,
+                    &target_chunks,
+                    &mut state,
+                    batch.samples.tokens(),
+                    batch.samples.results(),
+                    draft_rows,
+                );
+                batch.samples.put_edits(Some(state));
+                result?;
+            }
+        }
+
+        // The emitted tokens join their requests' histories.
+        if let (true, Some(history)) = (with_history, &mut batch.history) {
+            let requests = batch.params.len() as u32;
+            self.history_kernels()?.encode_append(
+                ctx,
+                encoder,
+                &batch.history_info[1],
+                history,
+                requests,
+                vocab,
+                &batch.verdicts,
+                &batch.tokens,
+            );
+            history.note_appends(requests, batch.max_drafts + 1);
         }
         Ok(())
     }
@@ -611,7 +718,7 @@ impl Verifier {
         drafts: &Drafts<'_>,
         options: &VerifyOptions<'_>,
     ) -> Result<Vec<Verification>> {
-        validate_verify_params(params)?;
+        validate_verify_params(params, options.histories.is_some())?;
         let layout = check_drafts(drafts, params.len(), vocab)?;
         check_host_call(&target, vocab, &layout, options)?;
         if params.is_empty() {
@@ -639,16 +746,29 @@ impl Verifier {
     ) -> Result<Vec<Verification>> {
         let ctx = &self.ctx;
         let requests = params.len() as u32;
-        if host.batch.capacity < requests || host.batch.max_drafts < layout.max_drafts {
+        // A batch with this call's histories, or the reused one.
+        let mut with_history = match options.histories {
+            Some(histories) => {
+                let room = super::history_room(histories, layout.max_drafts)?;
+                let mut batch = VerifyBatch::with_history(ctx, requests, layout.max_drafts, room)?;
+                for (r, h) in histories.iter().enumerate() {
+                    batch.set_history(r as u32, vocab, h)?;
+                }
+                Some(batch)
+            }
+            None => None,
+        };
+        if with_history.is_none()
+            && (host.batch.capacity < requests || host.batch.max_drafts < layout.max_drafts)
+        {
             let capacity = host.batch.capacity.max(requests);
             let max_drafts = host.batch.max_drafts.max(layout.max_drafts);
             host.batch = VerifyBatch::new(ctx, capacity, max_drafts)?;
         }
-        host.batch.set_requests(params, drafts.lens)?;
+        let batch = with_history.as_mut().unwrap_or(&mut host.batch);
+        batch.set_requests(params, drafts.lens)?;
         if let Some(mask) = &options.mask {
-            host.batch.set_mask_rows(mask.rows)?;
-        } else {
-            host.batch.mask_rows = None;
+            batch.set_mask_rows(mask.rows)?;
         }
         let target_buffer = host.target.write(ctx, target.bytes())?;
         let token_buffer = host
@@ -695,9 +815,9 @@ impl Verifier {
             token_buffer,
             &draft,
             mask.as_ref(),
-            &mut host.batch,
+            batch,
         )?;
-        let stride = u64::from(host.batch.max_drafts);
+        let stride = u64::from(batch.max_drafts);
         let n = u64::from(requests);
         let sizes = [
             n * VERDICT_BYTES,
@@ -709,10 +829,10 @@ impl Verifier {
         host.readback.reserve(ctx, total.max(4))?;
         let readback = host.readback.buffer();
         let sources = [
-            &host.batch.verdicts,
-            &host.batch.tokens,
-            &host.batch.logprobs,
-            &host.batch.acceptance,
+            &batch.verdicts,
+            &batch.tokens,
+            &batch.logprobs,
+            &batch.acceptance,
         ];
         let mut at = 0;
         for (source, &size) in sources.iter().zip(&sizes) {
@@ -855,6 +975,12 @@ pub struct VerifyBatch {
     logprobs: wgpu::Buffer,
     acceptance: wgpu::Buffer,
     log_probs: GrowBuffer,
+    /// Per request: its token history (bias, penalties, stop tokens), when
+    /// the batch keeps them; each sampled target row samples from a copy.
+    history: Option<EditState>,
+    /// Per sampled row: where its history comes from.
+    positions: wgpu::Buffer,
+    history_info: [wgpu::Buffer; 2],
     params: Vec<GpuRowParams>,
     lens: Vec<u32>,
     layout: Layout,
@@ -870,6 +996,52 @@ impl VerifyBatch {
     /// Buffers for up to `capacity` requests of up to `max_drafts` draft
     /// tokens each.
     pub fn new(ctx: &GpuContext, capacity: u32, max_drafts: u32) -> Result<Self> {
+        Self::build(ctx, capacity, max_drafts, None)
+    }
+
+    /// A batch that also keeps, per request, a token history on the GPU for
+    /// logit bias, penalties and `min_tokens` (room for `distinct_tokens`
+    /// distinct tokens a request: its prompt and output, biased and stop
+    /// tokens, and the `max_drafts + 1` tokens a step can add). Each
+    /// target position samples with its request's history and the drafts
+    /// before it; the emitted tokens join the history. A step that could
+    /// overflow a history is refused ([`Error::HistoryFull`]).
+    pub fn with_history(
+        ctx: &GpuContext,
+        capacity: u32,
+        max_drafts: u32,
+        distinct_tokens: u32,
+    ) -> Result<Self> {
+        Self::build(ctx, capacity, max_drafts, Some(distinct_tokens))
+    }
+
+    /// Sets request `row`'s history for logits of `vocab` tokens (see
+    /// [`SampleBatch::set_history`]).
+    pub fn set_history(&mut self, row: u32, vocab: u32, history: &RowHistory<'_>) -> Result<()> {
+        self.history_mut()?.set_row(row, vocab, history)
+    }
+
+    /// Forgets request `row`'s history.
+    pub fn clear_history(&mut self, row: u32) -> Result<()> {
+        self.history_mut()?.clear_row(row);
+        Ok(())
+    }
+
+    fn history_mut(&mut self) -> Result<&mut EditState> {
+        self.history.as_mut().ok_or_else(|| {
+            Error::InvalidArgument(
+                "this batch keeps no token history: create it with VerifyBatch::with_history"
+                    .into(),
+            )
+        })
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        capacity: u32,
+        max_drafts: u32,
+        distinct: Option<u32>,
+    ) -> Result<Self> {
         let capacity = capacity.max(1);
         let rows = u64::from(capacity) * (2 * u64::from(max_drafts) + 1);
         let rows = u32::try_from(rows).map_err(|_| Error::BatchCapacity {
@@ -887,8 +1059,28 @@ impl VerifyBatch {
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             )
         };
+        let small_uniform = || {
+            ctx.create_buffer(
+                "rollcall verify history record",
+                std::mem::size_of::<GpuHistoryInfo>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )
+        };
         Ok(Self {
-            samples: SampleBatch::new(ctx, rows)?,
+            samples: match distinct {
+                Some(d) => SampleBatch::with_history(ctx, rows, d)?,
+                None => SampleBatch::new(ctx, rows)?,
+            },
+            history: match distinct {
+                Some(d) => Some(EditState::new(ctx, capacity, d)?),
+                None => None,
+            },
+            positions: ctx.create_bound_buffer(
+                "rollcall verify positions",
+                u64::from(rows) * std::mem::size_of::<GpuPositionHistory>() as u64,
+                storage,
+            )?,
+            history_info: [small_uniform()?, small_uniform()?],
             draft_records: DispatchRecords::new(ctx)?,
             residual_records: DispatchRecords::new(ctx)?,
             requests: ctx.create_bound_buffer(
@@ -931,7 +1123,7 @@ impl VerifyBatch {
     /// Sets the requests' parameters and draft lengths (each at most the
     /// batch's `max_drafts`); clears the mask rows.
     pub fn set_requests(&mut self, params: &[SamplingParams], lens: &[u32]) -> Result<()> {
-        let gpu = validate_verify_params(params)?;
+        let gpu = validate_verify_params(params, self.history.is_some())?;
         if params.len() > self.capacity as usize {
             return Err(Error::BatchCapacity {
                 capacity: self.capacity as usize,
@@ -950,6 +1142,9 @@ impl VerifyBatch {
                 "request {r} has {d} draft tokens; the batch holds at most {}",
                 self.max_drafts
             )));
+        }
+        if let Some(history) = &mut self.history {
+            history.set_penalties(params)?;
         }
         self.layout = Layout::of(lens)?;
         self.params = gpu;

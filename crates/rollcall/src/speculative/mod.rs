@@ -40,9 +40,13 @@
 //! rate `Σ_x min(p(x), q(x))`. A position whose target row has no valid token
 //! ends the request with [`NO_TOKEN`] and [`RowStatus::NoValidToken`].
 //!
-//! Penalties (repetition, presence, frequency) and top log-probabilities are
-//! not applied in verification: a request that sets them is refused with a
-//! typed error.
+//! Logit bias, penalties and `min_tokens` apply as in the sampler, from the
+//! request's token history ([`VerifyBatch::with_history`],
+//! [`VerifyOptions::histories`]) with the drafts before the position counted
+//! as output tokens (vLLM's rule); the draft's own logits get none of them.
+//! On the engine path the emitted tokens join the request's history on the
+//! GPU. Top log-probabilities are not returned by verification: a request
+//! that asks for them is refused with a typed error.
 //!
 //! # Passes over memory
 //! Every target row is read as one sampling row (one pass, plus the chosen
@@ -58,6 +62,7 @@ pub(crate) mod gpu;
 pub use gpu::{DraftBinding, Verifier, VerifyBatch};
 
 use crate::sampling::mask::HostMask;
+use crate::sampling::RowHistory;
 use crate::sampling::{GpuRowParams, NO_PROBE};
 use crate::{Error, HostLogits, Result, RowStatus, SamplingParams};
 
@@ -108,6 +113,9 @@ pub struct VerifyOptions<'a> {
     /// Token masks per target position (`Σ (lens + 1)` entries, in request
     /// then position order); a draft row reads its position's mask.
     pub mask: Option<HostMask<'a>>,
+    /// One token history per request (bias, penalties, `min_tokens`): needed
+    /// by requests with penalties.
+    pub histories: Option<&'a [RowHistory<'a>]>,
 }
 
 /// One request's outcome.
@@ -209,13 +217,18 @@ impl Layout {
     }
 }
 
-/// Checks a request batch's parameters for verification and converts them.
-pub(crate) fn validate_verify_params(params: &[SamplingParams]) -> Result<Vec<GpuRowParams>> {
+/// Checks a request batch's parameters for verification and converts them;
+/// penalties need histories.
+pub(crate) fn validate_verify_params(
+    params: &[SamplingParams],
+    histories: bool,
+) -> Result<Vec<GpuRowParams>> {
     let gpu = crate::sampling::validate_params(params)?;
     for (row, p) in params.iter().enumerate() {
-        if p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
-            return Err(Error::InvalidDrafts(format!(
-                "row {row}: penalties are not applied in speculative verification"
+        if p.uses_penalties() && !histories {
+            return Err(Error::InvalidArgument(format!(
+                "row {row} has penalties, which need its history (VerifyOptions::histories, \
+                 VerifyBatch::with_history)"
             )));
         }
         if p.top_logprobs != 0 {
@@ -309,7 +322,29 @@ pub(crate) fn check_host_call(
     if let Some(mask) = &options.mask {
         crate::sampling::mask::check_host_mask(mask, vocab, layout.targets as usize)?;
     }
+    if let Some(histories) = options.histories {
+        if histories.len() != layout.first_target.len() {
+            return Err(Error::LengthMismatch {
+                what: "histories (one per request)",
+                expected: layout.first_target.len(),
+                got: histories.len(),
+            });
+        }
+    }
     Ok(())
+}
+
+/// The distinct tokens a request's history can reach in one verification:
+/// its own, every draft, and the emitted token.
+pub(crate) fn history_room(histories: &[RowHistory<'_>], max_drafts: u32) -> Result<u32> {
+    let room = histories
+        .iter()
+        .map(|h| h.prompt.len() + h.output.len() + h.logit_bias.len() + h.stop_tokens.len())
+        .max()
+        .unwrap_or(0)
+        .saturating_add(max_drafts as usize + 1);
+    u32::try_from(room)
+        .map_err(|_| Error::InvalidArgument(format!("a history of {room} tokens is past u32")))
 }
 
 /// The sampled rows of a batch: the draft rows (one per draft token, only
