@@ -90,7 +90,7 @@ struct VerifyInfo {
     rows: u32,          // sampled rows (set_probes) or elements (log_probs)
     grid_width: u32,    // invocations per row of the dispatch grid
     elem_base: u32,     // (log_probs) the element of the first probability in its binding
-    _pad1: u32,
+    out_elem_base: u32, // (log_probs) and of the first log-probability in its own
     _pad2: u32,
 }
 
@@ -167,7 +167,7 @@ fn log_probs(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let source = info.elem_base + e;
-    log_probs_out[e] = log_probability_bits(draft_element(probs_in[draft_word(source)], source));
+    log_probs_out[info.out_elem_base + e] = log_probability_bits(draft_element(probs_in[draft_word(source)], source));
 }
 
 // The uniform (0, 1] of position `offset` after the request's step.

@@ -537,8 +537,8 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                     field!("rows", V, rows),
                     field!("grid_width", V, grid_width),
                     field!("elem_base", V, elem_base),
-                    field!("_pad1", V, pad[0]),
-                    field!("_pad2", V, pad[1]),
+                    field!("out_elem_base", V, out_elem_base),
+                    field!("_pad2", V, pad),
                 ],
             )
         }

@@ -878,3 +878,60 @@ fn draft_prefixes_count_as_output_tokens() {
         }
     }
 }
+
+/// Bindings capped far below the adapter's limit: the target, the draft
+/// rows and the residual's groups of requests each take many dispatches,
+/// with the same bits as one dispatch each.
+#[test]
+fn chunked_dispatches_give_the_same_bits() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut whole = Verifier::new(&ctx).unwrap();
+    // Each dispatch binds at most four rows of 3000 f32 logits.
+    let mut chunked = Verifier::new(&ctx)
+        .unwrap()
+        .with_max_chunk_bytes(4 * 3000 * 4 + 512);
+    let case = random_case(5, 20, 3, 3000, false);
+    let probs = softmax_probs(&case.draft, 3000);
+    for kind in 0..3 {
+        let draft_values = match kind {
+            1 => common::Owned::new(&case.draft, LogitsDtype::F32),
+            _ => common::Owned::new(&probs, LogitsDtype::F32),
+        };
+        let options = VerifyOptions {
+            draft: match kind {
+                1 => DraftDistribution::Logits(draft_values.view()),
+                2 => DraftDistribution::Probs(draft_values.view()),
+                _ => DraftDistribution::Deterministic,
+            },
+            mask: Some(HostMask {
+                words: &case.mask_words,
+                rows: &case.mask_rows,
+            }),
+            histories: None,
+        };
+        let drafts = Drafts {
+            tokens: &case.tokens,
+            lens: &case.lens,
+        };
+        let target = rollcall::HostLogits::F32(&case.target);
+        let a = whole
+            .verify(target, 3000, &case.params, &drafts, &options)
+            .unwrap();
+        let b = chunked
+            .verify(target, 3000, &case.params, &drafts, &options)
+            .unwrap();
+        // Every output as bits (NaN-safe equality).
+        let bits = |v: &[Verification]| -> Vec<Vec<u32>> {
+            v.iter()
+                .map(|x| {
+                    let mut out = vec![x.accepted];
+                    out.extend(&x.tokens);
+                    out.extend(x.logprobs.iter().map(|f| f.to_bits()));
+                    out.extend(x.acceptance.iter().map(|f| f.to_bits()));
+                    out
+                })
+                .collect()
+        };
+        assert_eq!(bits(&a), bits(&b), "kind {kind}");
+    }
+}

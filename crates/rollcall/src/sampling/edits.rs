@@ -737,10 +737,6 @@ impl EditState {
         Ok(())
     }
 
-    pub(crate) fn slot_shift(&self) -> u32 {
-        self.slot_shift
-    }
-
     /// Whether some row has anything to apply or record (a bias, a stop
     /// token under `min_tokens`, a penalty): when not, both dispatches of a
     /// step can be skipped.

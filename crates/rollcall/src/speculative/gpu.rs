@@ -160,6 +160,7 @@ pub struct Verifier {
     /// Per (draft dtype, masked), built on first use.
     residual: [OnceLock<LogitsKernel>; 6],
     stand_in: wgpu::Buffer,
+    max_chunk_bytes: Option<u64>,
     history_kernels: OnceLock<Arc<HistoryKernels>>,
     host: Option<HostBuffers>,
 }
@@ -210,9 +211,25 @@ impl Verifier {
                 16,
                 wgpu::BufferUsages::STORAGE,
             )?,
+            max_chunk_bytes: None,
             history_kernels: OnceLock::new(),
             host: None,
         })
+    }
+
+    /// Caps the bytes of logits (and of draft rows) bound per dispatch,
+    /// below the adapter's own binding limit: the same results in more
+    /// dispatches. For tests of chunking (feature `internals`).
+    #[cfg(feature = "internals")]
+    pub fn with_max_chunk_bytes(mut self, bytes: u64) -> Self {
+        self.sampler = self.sampler.with_max_chunk_bytes(bytes);
+        self.max_chunk_bytes = Some(bytes);
+        for cell in &mut self.residual {
+            if let Some(kernel) = cell.get_mut() {
+                kernel.set_max_chunk_bytes(bytes);
+            }
+        }
+        self
     }
 
     fn history_kernels(&self) -> Result<&HistoryKernels> {
@@ -250,9 +267,12 @@ impl Verifier {
             constant: index as u32,
             extra: &[true, true, true, false, true, false],
         };
-        let built = LogitsKernel::new(&self.ctx, "rollcall speculative residual", key, || {
+        let mut built = LogitsKernel::new(&self.ctx, "rollcall speculative residual", key, || {
             residual_variants(draft_dtype, masked)
         })?;
+        if let Some(bytes) = self.max_chunk_bytes {
+            built.set_max_chunk_bytes(bytes);
+        }
         Ok(cell.get_or_init(|| built))
     }
 
@@ -358,32 +378,45 @@ impl Verifier {
         ctx.queue
             .write_buffer(&batch.probe_sources, 0, bytemuck::cast_slice(&sources));
 
-        // The draft values as the residual reads them: the caller's logits,
-        // or the log-probabilities the first kernel writes (f32), bound whole.
-        let (draft_values, residual_dtype, draft_shift) = match draft {
-            DraftBinding::Deterministic => (None, LogitsDtype::F32, 0),
-            DraftBinding::Logits(b) => {
-                let (range, shift) = self.whole_range(b)?;
-                (Some(range), b.dtype, shift)
-            }
-            DraftBinding::Probs(_) => {
-                let bytes = u64::from(layout.drafts) * u64::from(vocab) * 4;
-                batch.log_probs.reserve_doubling(ctx, bytes.max(4))?;
-                let scratch = batch.log_probs.buffer();
-                let range = wgpu::BufferBinding {
-                    buffer: scratch,
-                    offset: 0,
-                    size: std::num::NonZeroU64::new(bytes.max(4)),
-                };
-                (Some(range), LogitsDtype::F32, 0)
-            }
+        // The draft values as the residual reads them (the caller's logits,
+        // or the log-probabilities `log_probs` writes, f32), and the groups
+        // of requests each residual dispatch binds.
+        let residual_dtype = match draft {
+            DraftBinding::Logits(b) => b.dtype,
+            _ => LogitsDtype::F32,
         };
-        let draft_elem: Vec<u32> = layout
-            .first_draft
-            .iter()
-            .map(|&first| u64::from(first) * u64::from(vocab) + u64::from(draft_shift))
-            .map(|e| u32::try_from(e).unwrap_or(u32::MAX))
-            .collect();
+        if let DraftBinding::Probs(_) = draft {
+            let bytes = u64::from(layout.drafts) * u64::from(vocab) * 4;
+            batch.log_probs.reserve_doubling(ctx, bytes.max(4))?;
+        }
+        let limits = self.residual_kernel(residual_dtype, false)?.chunk_limits();
+        let groups = if with_draft_rows {
+            residual_groups(
+                layout,
+                &batch.lens,
+                target,
+                residual_dtype,
+                draft_rows,
+                limits,
+            )?
+        } else {
+            Vec::new()
+        };
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+        let mut draft_elem = vec![0u32; batch.lens.len()];
+        for group in &groups {
+            let shift = draft_shift(
+                draft_value_offset(draft, group.first_draft, vocab),
+                align,
+                residual_dtype,
+            );
+            for r in group.chunk.row_start..group.chunk.row_start + group.chunk.rows {
+                let e = u64::from(layout.first_draft[r as usize] - group.first_draft)
+                    * u64::from(vocab)
+                    + u64::from(shift);
+                draft_elem[r as usize] = u32::try_from(e).unwrap_or(u32::MAX);
+            }
+        }
         let requests = verify_rows(
             &batch.params,
             layout,
@@ -404,7 +437,7 @@ impl Verifier {
             &batch.info[0],
             batch.samples_rows(),
             0,
-            &batch.layout,
+            0,
             draft_rows,
             batch.max_drafts,
         );
@@ -438,27 +471,50 @@ impl Verifier {
 
         // Draft rows (with no history), then target rows.
         if let DraftBinding::Probs(b) = draft {
-            let (range, shift) = self.whole_range(b)?;
-            let elements = layout.drafts * vocab;
-            let grid = self.write_info(
-                &batch.info[1],
-                elements,
-                shift,
-                &batch.layout,
-                draft_rows,
-                batch.max_drafts,
-            );
-            let scratch = batch.log_probs.buffer();
-            self.dispatch_small(
-                encoder,
-                self.log_probs_kernel(b.dtype)?,
-                &[
-                    (10, batch.info[1].as_entire_binding()),
-                    (21, wgpu::BindingResource::Buffer(range)),
-                    (22, scratch.as_entire_binding()),
-                ],
-                grid,
-            );
+            batch.grow_group_records(ctx, groups.len())?;
+            let kernel = self.log_probs_kernel(b.dtype)?;
+            for (g, group) in groups.iter().enumerate() {
+                if group.drafts == 0 {
+                    continue;
+                }
+                let (input, in_shift) = draft_range(
+                    b.buffer,
+                    b.offset,
+                    b.dtype,
+                    vocab,
+                    group,
+                    align,
+                    limits.max_binding,
+                )?;
+                let (output, out_shift) = draft_range(
+                    batch.log_probs.buffer(),
+                    0,
+                    LogitsDtype::F32,
+                    vocab,
+                    group,
+                    align,
+                    limits.max_binding,
+                )?;
+                let info = &batch.group_info[g];
+                let grid = self.write_info(
+                    info,
+                    group.drafts * vocab,
+                    in_shift,
+                    out_shift,
+                    draft_rows,
+                    batch.max_drafts,
+                );
+                self.dispatch_small(
+                    encoder,
+                    kernel,
+                    &[
+                        (10, info.as_entire_binding()),
+                        (21, wgpu::BindingResource::Buffer(input)),
+                        (22, wgpu::BindingResource::Buffer(output)),
+                    ],
+                    grid,
+                );
+            }
         }
         if draft_rows > 0 {
             let scratch_binding;
@@ -514,7 +570,7 @@ impl Verifier {
             &batch.info[2],
             requests_count,
             0,
-            &batch.layout,
+            0,
             draft_rows,
             batch.max_drafts,
         );
@@ -536,10 +592,9 @@ impl Verifier {
         );
 
         // The residual draws and the accepted drafts' log-probabilities.
-        if let Some(values) = draft_values {
+        if with_draft_rows {
             let masked = batch.samples_masked();
             let kernel = self.residual_kernel(residual_dtype, masked)?;
-            let chunks = residual_chunks(&batch.layout, &batch.lens, target, draft_rows, kernel)?;
             // The residual reads the target as sampled: with the histories'
             // edits, applied again around it.
             let edits = if with_history {
@@ -552,23 +607,44 @@ impl Verifier {
                 kernels.encode_apply(encoder, target, &target_chunks, &mut state, draft_rows)?;
                 batch.samples.put_edits(Some(state));
             }
-            let masks = self.sampler.mask_binding(mask, &batch.samples, vocab)?;
-            let extra = [
-                batch.verdicts.as_entire_binding(),
-                batch.samples.top_logprobs().as_entire_binding(),
-                wgpu::BindingResource::Buffer(values),
-                batch.tokens.as_entire_binding(),
-                masks,
-                batch.logprobs.as_entire_binding(),
-            ];
-            kernel.encode(
-                encoder,
-                target,
-                &chunks,
-                &mut batch.residual_records,
-                &extra,
-                0,
-            )?;
+            batch.grow_group_records(ctx, groups.len())?;
+            let (values_buffer, values_offset) = match draft {
+                DraftBinding::Logits(b) => (b.buffer, b.offset),
+                _ => (batch.log_probs.buffer(), 0),
+            };
+            for (g, group) in groups.iter().enumerate() {
+                let values = if group.drafts == 0 {
+                    self.stand_in.as_entire_binding()
+                } else {
+                    let (range, _) = draft_range(
+                        values_buffer,
+                        values_offset,
+                        residual_dtype,
+                        vocab,
+                        group,
+                        align,
+                        limits.max_binding,
+                    )?;
+                    wgpu::BindingResource::Buffer(range)
+                };
+                let masks = self.sampler.mask_binding(mask, &batch.samples, vocab)?;
+                let extra = [
+                    batch.verdicts.as_entire_binding(),
+                    batch.samples.top_logprobs().as_entire_binding(),
+                    values,
+                    batch.tokens.as_entire_binding(),
+                    masks,
+                    batch.logprobs.as_entire_binding(),
+                ];
+                kernel.encode(
+                    encoder,
+                    target,
+                    std::slice::from_ref(&group.chunk),
+                    &mut batch.group_records[g],
+                    &extra,
+                    0,
+                )?;
+            }
             if let (true, Some(mut state)) = (with_history, batch.samples.take_edits()) {
                 let kernels = self.sampler.edit_kernels()?;
                 let result = kernels.encode_restore_append(
@@ -603,46 +679,6 @@ impl Verifier {
         Ok(())
     }
 
-    /// A draft binding bound whole (its offset aligned down): the range and
-    /// the element its first value sits at.
-    fn whole_range<'a>(&self, b: &LogitsBinding<'a>) -> Result<(wgpu::BufferBinding<'a>, u32)> {
-        let esize = b.dtype.size_bytes();
-        let bytes = u64::from(b.rows) * u64::from(b.vocab) * esize;
-        let align = u64::from(self.ctx.limits().min_storage_buffer_offset_alignment);
-        if !b.offset.is_multiple_of(esize) {
-            return Err(Error::MisalignedOffset(b.offset));
-        }
-        let bind_offset = b.offset - b.offset % align;
-        let size = (b.offset - bind_offset + bytes).div_ceil(4).max(1) * 4;
-        if bind_offset + size > b.buffer.size() {
-            return Err(Error::BufferTooSmall {
-                what: "draft distributions",
-                needed: bind_offset + size,
-                got: b.buffer.size(),
-            });
-        }
-        let limit = self
-            .ctx
-            .limits()
-            .max_storage_buffer_binding_size
-            .min(1 << 31);
-        if size > limit {
-            return Err(Error::TooLarge {
-                what: "draft distributions (bound whole)",
-                bytes: size,
-                limit,
-            });
-        }
-        Ok((
-            wgpu::BufferBinding {
-                buffer: b.buffer,
-                offset: bind_offset,
-                size: std::num::NonZeroU64::new(size),
-            },
-            ((b.offset - bind_offset) / esize) as u32,
-        ))
-    }
-
     /// Writes a small kernel's record for `rows` invocations and returns its
     /// grid.
     fn write_info(
@@ -650,7 +686,7 @@ impl Verifier {
         info: &wgpu::Buffer,
         rows: u32,
         elem_base: u32,
-        layout: &Layout,
+        out_elem_base: u32,
         draft_rows: u32,
         stride: u32,
     ) -> (u32, u32) {
@@ -663,13 +699,14 @@ impl Verifier {
         let x = groups.min(max);
         let y = groups.div_ceil(x);
         let record = VerifyInfo {
-            requests: layout.first_target.len() as u32,
+            requests: rows,
             stride,
             draft_rows,
             rows,
             grid_width: x * SMALL_WG,
             elem_base,
-            pad: [0; 2],
+            out_elem_base,
+            pad: 0,
         };
         self.ctx
             .queue
@@ -873,36 +910,55 @@ impl Verifier {
     }
 }
 
-/// The residual kernel's dispatches: groups of whole requests whose target
-/// rows fit one binding, each a chunk whose rows are the group's requests.
-fn residual_chunks(
+/// One residual dispatch: whole requests whose target rows fit one binding
+/// (`chunk`: its rows are the requests) and whose draft rows
+/// (`first_draft..first_draft + drafts`) fit another.
+struct Group {
+    chunk: Chunk,
+    first_draft: u32,
+    drafts: u32,
+}
+
+/// The residual kernel's dispatches, request by request.
+fn residual_groups(
     layout: &Layout,
     lens: &[u32],
     target: &LogitsBinding<'_>,
+    draft_dtype: LogitsDtype,
     draft_rows: u32,
-    kernel: &LogitsKernel,
-) -> Result<Vec<Chunk>> {
-    let limits = kernel.chunk_limits();
+    limits: crate::gpu::logits::ChunkLimits,
+) -> Result<Vec<Group>> {
     let row_bytes = u64::from(target.vocab) * target.dtype.size_bytes();
+    let draft_row_bytes = u64::from(target.vocab) * draft_dtype.size_bytes();
     let max_binding = limits.max_binding.min(1 << 31);
-    let max_rows = (max_binding.saturating_sub(limits.offset_alignment + 4) / row_bytes) as u32;
-    let max_requests = limits.max_workgroups.max(1);
-    let mut chunks = Vec::new();
+    let room = max_binding.saturating_sub(limits.offset_alignment + 4);
+    let max_rows = room / row_bytes;
+    let max_drafts = room / draft_row_bytes;
+    let max_requests = limits.max_workgroups.max(1) as usize;
+    let mut groups = Vec::new();
     let mut r = 0usize;
     while r < lens.len() {
-        let first = layout.first_target[r];
         let mut end = r;
-        let mut rows = 0u32;
-        while end < lens.len() && (end - r) < max_requests as usize {
-            let next = lens[end] + 1;
-            if rows + next > max_rows && end > r {
+        let (mut rows, mut drafts) = (0u64, 0u64);
+        while end < lens.len() && end - r < max_requests {
+            let (next_rows, next_drafts) = (u64::from(lens[end]) + 1, u64::from(lens[end]));
+            if end > r && (rows + next_rows > max_rows || drafts + next_drafts > max_drafts) {
                 break;
             }
-            rows += next;
+            rows += next_rows;
+            drafts += next_drafts;
             end += 1;
         }
+        if rows > max_rows || drafts > max_drafts {
+            return Err(Error::TooLarge {
+                what: "one request's target positions or drafts",
+                bytes: (rows * row_bytes).max(drafts * draft_row_bytes),
+                limit: max_binding,
+            });
+        }
+        let first = layout.first_target[r];
         let planned = plan_chunks(
-            rows,
+            rows as u32,
             target.vocab,
             target.dtype,
             target.offset + u64::from(first) * row_bytes,
@@ -912,19 +968,82 @@ fn residual_chunks(
         let [chunk] = planned.as_slice() else {
             return Err(Error::TooLarge {
                 what: "one request's target positions",
-                bytes: u64::from(rows) * row_bytes,
+                bytes: rows * row_bytes,
                 limit: max_binding,
             });
         };
-        chunks.push(Chunk {
-            row_start: r as u32,
-            rows: (end - r) as u32,
-            logits_base: Some(draft_rows + first),
-            ..*chunk
+        groups.push(Group {
+            chunk: Chunk {
+                row_start: r as u32,
+                rows: (end - r) as u32,
+                logits_base: Some(draft_rows + first),
+                ..*chunk
+            },
+            first_draft: layout.first_draft[r],
+            drafts: drafts as u32,
         });
         r = end;
     }
-    Ok(chunks)
+    Ok(groups)
+}
+
+/// Byte offset of draft row `first` of the residual's draft values.
+fn draft_value_offset(draft: &DraftBinding<'_>, first: u32, vocab: u32) -> u64 {
+    match draft {
+        DraftBinding::Logits(b) => {
+            b.offset + u64::from(first) * u64::from(vocab) * b.dtype.size_bytes()
+        }
+        _ => u64::from(first) * u64::from(vocab) * 4,
+    }
+}
+
+/// The element a range starting at byte `offset` begins at once its
+/// binding offset is aligned down.
+fn draft_shift(offset: u64, align: u64, dtype: LogitsDtype) -> u32 {
+    ((offset % align) / dtype.size_bytes()) as u32
+}
+
+/// A group's draft rows of `buffer` (values of `dtype` from byte `offset`)
+/// as a binding aligned down, and the element its first value sits at.
+fn draft_range<'a>(
+    buffer: &'a wgpu::Buffer,
+    offset: u64,
+    dtype: LogitsDtype,
+    vocab: u32,
+    group: &Group,
+    align: u64,
+    max_binding: u64,
+) -> Result<(wgpu::BufferBinding<'a>, u32)> {
+    let esize = dtype.size_bytes();
+    if !offset.is_multiple_of(esize) {
+        return Err(Error::MisalignedOffset(offset));
+    }
+    let start = offset + u64::from(group.first_draft) * u64::from(vocab) * esize;
+    let bytes = u64::from(group.drafts) * u64::from(vocab) * esize;
+    let bind_offset = start - start % align;
+    let size = (start - bind_offset + bytes).div_ceil(4).max(1) * 4;
+    if bind_offset + size > buffer.size() {
+        return Err(Error::BufferTooSmall {
+            what: "draft distributions",
+            needed: bind_offset + size,
+            got: buffer.size(),
+        });
+    }
+    if size > max_binding {
+        return Err(Error::TooLarge {
+            what: "a dispatch's draft rows",
+            bytes: size,
+            limit: max_binding,
+        });
+    }
+    Ok((
+        wgpu::BufferBinding {
+            buffer,
+            offset: bind_offset,
+            size: std::num::NonZeroU64::new(size),
+        },
+        ((start - bind_offset) / esize) as u32,
+    ))
 }
 
 impl HostBuffers {
@@ -965,7 +1084,10 @@ impl HostBuffers {
 pub struct VerifyBatch {
     samples: SampleBatch,
     draft_records: DispatchRecords,
-    residual_records: DispatchRecords,
+    /// One record set per residual dispatch group (a submit reads the last
+    /// records written to a set), and the groups' `log_probs` records.
+    group_records: Vec<DispatchRecords>,
+    group_info: Vec<wgpu::Buffer>,
     requests: wgpu::Buffer,
     probe_sources: wgpu::Buffer,
     /// The small kernels' records: probes, log-probabilities, verification.
@@ -1082,7 +1204,8 @@ impl VerifyBatch {
             )?,
             history_info: [small_uniform()?, small_uniform()?],
             draft_records: DispatchRecords::new(ctx)?,
-            residual_records: DispatchRecords::new(ctx)?,
+            group_records: Vec::new(),
+            group_info: Vec::new(),
             requests: ctx.create_bound_buffer(
                 "rollcall verify requests",
                 n * std::mem::size_of::<super::GpuVerifyRow>() as u64,
@@ -1106,10 +1229,11 @@ impl VerifyBatch {
                 (n * k * 4).max(4),
                 out,
             )?,
-            log_probs: GrowBuffer::new(
+            log_probs: GrowBuffer::bound_in_ranges(
                 ctx,
                 "rollcall draft log-probabilities",
                 wgpu::BufferUsages::STORAGE,
+                256,
             )?,
             params: Vec::new(),
             lens: Vec::new(),
@@ -1181,6 +1305,21 @@ impl VerifyBatch {
     /// Acceptance probabilities, `max_drafts` per request.
     pub fn acceptance(&self) -> &wgpu::Buffer {
         &self.acceptance
+    }
+
+    /// Room for `groups` residual dispatch groups.
+    fn grow_group_records(&mut self, ctx: &GpuContext, groups: usize) -> Result<()> {
+        while self.group_records.len() < groups {
+            self.group_records.push(DispatchRecords::new(ctx)?);
+        }
+        while self.group_info.len() < groups {
+            self.group_info.push(ctx.create_buffer(
+                "rollcall verify group record",
+                std::mem::size_of::<VerifyInfo>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )?);
+        }
+        Ok(())
     }
 
     fn samples_rows(&self) -> u32 {

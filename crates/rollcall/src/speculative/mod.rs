@@ -176,7 +176,8 @@ pub(crate) struct VerifyInfo {
     pub rows: u32,
     pub grid_width: u32,
     pub elem_base: u32,
-    pub pad: [u32; 2],
+    pub out_elem_base: u32,
+    pub pad: u32,
 }
 
 /// How a batch's requests map to sampled rows.
