@@ -2241,3 +2241,161 @@ fn tail_statistics_match_the_twin() {
     eprintln!("property `{name}`: estimates with a value, per estimator {names:?}: {valued:?}");
     assert!(valued.iter().all(|&n| n >= 20), "{names:?}: {valued:?}");
 }
+
+// ---- Speculative verification: the host path -------------------------------
+
+#[derive(Clone, Debug)]
+struct VerifyCase {
+    dtype: LogitsDtype,
+    vocab: u32,
+    target: Vec<f32>,
+    draft: Vec<f32>,
+    /// 0: deterministic, 1: logits, 2: probabilities.
+    kind: u8,
+    tokens: Vec<u32>,
+    lens: Vec<u32>,
+    params: Vec<SamplingParams>,
+}
+
+fn verify_case() -> impl Strategy<Value = VerifyCase> {
+    (
+        dtype(),
+        vec(0u32..=3, 0..=4),
+        prop_oneof![4 => 1u32..=8, 3 => 1u32..=300, 1 => select(vec![255, 257, 1025])],
+        0u8..3,
+        0u8..30,
+        any::<u16>(),
+    )
+        .prop_flat_map(|(dtype, lens, vocab, kind, mutation, arg)| {
+            let targets: usize = lens.iter().map(|&d| d as usize + 1).sum();
+            let drafts: usize = lens.iter().map(|&d| d as usize).sum();
+            let requests = lens.len();
+            (
+                Just(dtype),
+                Just(lens),
+                Just(vocab),
+                Just(kind),
+                vec(logits_row(vocab as usize, dtype), targets),
+                vec(logits_row(vocab as usize, dtype), drafts),
+                vec(prop_oneof![30 => 0..vocab, 1 => Just(vocab)], drafts),
+                vec(sampling_params(vocab), requests),
+                Just(mutation),
+                Just(arg),
+            )
+        })
+        .prop_map(
+            |(
+                dtype,
+                mut lens,
+                mut vocab,
+                kind,
+                target,
+                draft,
+                mut tokens,
+                mut params,
+                mutation,
+                arg,
+            )| {
+                let mut target = target.concat();
+                let mut draft = draft.concat();
+                if kind == 2 {
+                    // Probabilities: mostly valid, sometimes negative or NaN.
+                    for x in &mut draft {
+                        *x = if x.is_nan() || mutation == 9 {
+                            *x
+                        } else {
+                            x.abs().min(1.0)
+                        };
+                    }
+                }
+                match mutation {
+                    0 => vocab = 0,
+                    1 => target.truncate(target.len().saturating_sub(1 + usize::from(arg % 5))),
+                    2 => draft.push(0.5),
+                    3 => {
+                        lens.push(1);
+                    }
+                    4 => tokens.push(0),
+                    5 => params.push(SamplingParams::new(1.0)),
+                    6 => {
+                        if let Some(p) = params.first_mut() {
+                            p.top_logprobs = 1;
+                        }
+                    }
+                    _ => {}
+                }
+                VerifyCase {
+                    dtype,
+                    vocab,
+                    target,
+                    draft,
+                    kind,
+                    tokens,
+                    lens,
+                    params,
+                }
+            },
+        )
+}
+
+#[test]
+fn verification_host_path_matches_the_twin() {
+    use rollcall::speculative::{
+        cpu as verify_cpu, DraftDistribution, Drafts, Verifier, VerifyOptions,
+    };
+    let Some(ctx) = common::gpu() else { return };
+    let name = "Verifier::verify = speculative::cpu::verify";
+    let verifier = RefCell::new(Verifier::new(&ctx).unwrap());
+    let tally = Tally::default();
+    check(name, 1_500, verify_case(), |case| {
+        let target = common::Owned::new(&case.target, case.dtype);
+        let draft = common::Owned::new(&case.draft, case.dtype);
+        let options = VerifyOptions {
+            draft: match case.kind {
+                1 => DraftDistribution::Logits(draft.view()),
+                2 => DraftDistribution::Probs(draft.view()),
+                _ => DraftDistribution::Deterministic,
+            },
+            mask: None,
+            histories: None,
+        };
+        let drafts = Drafts {
+            tokens: &case.tokens,
+            lens: &case.lens,
+        };
+        let gpu = verifier.borrow_mut().verify(
+            target.view(),
+            case.vocab,
+            &case.params,
+            &drafts,
+            &options,
+        );
+        let twin =
+            verify_cpu::verify_traced(target.view(), case.vocab, &case.params, &drafts, &options);
+        if let Some((gpu, twin)) = outcomes(gpu, twin, &tally)? {
+            prop_assert_eq!(gpu.len(), twin.len());
+            for (r, (g, t)) in gpu.iter().zip(&twin).enumerate() {
+                Tally::add(&tally.compared, 1);
+                if t.margin < NEAR_TIE {
+                    Tally::add(&tally.near, 1);
+                    continue;
+                }
+                let c = &t.verification;
+                prop_assert_eq!(g.accepted, c.accepted, "request {}", r);
+                prop_assert_eq!(&g.tokens, &c.tokens, "request {}", r);
+                prop_assert_eq!(g.status, c.status, "request {}", r);
+                for (a, b) in g.logprobs.iter().zip(&c.logprobs) {
+                    prop_assert!(
+                        a.to_bits() == b.to_bits() || (a - b).abs() <= 2e-4 * b.abs().max(1.0),
+                        "request {}: logprob {} vs {}",
+                        r,
+                        a,
+                        b
+                    );
+                }
+            }
+        }
+        Ok(())
+    });
+    tally.report(name, "requests");
+}

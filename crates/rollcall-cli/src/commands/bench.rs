@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Families, comma-separated: sampling, voting, compact, tail.
+    /// Families, comma-separated: sampling (with speculative verification), voting, compact, tail.
     #[arg(
         long,
         value_delimiter = ',',

@@ -1073,6 +1073,27 @@ impl HostBuffers {
 /// parameters and draft lengths, the sampled rows, and the outputs. Create
 /// once, reuse every step.
 ///
+/// ```no_run
+/// use rollcall::speculative::{DraftBinding, VerifyBatch, Verifier};
+/// use rollcall::{GpuContext, LogitsBinding, LogitsDtype, SamplingParams};
+/// # let ctx = GpuContext::new()?;
+/// # let (target_logits, draft_tokens): (wgpu::Buffer, wgpu::Buffer) = unimplemented!();
+/// let verifier = Verifier::new(&ctx)?;
+/// // 8 requests of up to 4 drafts; this step they have 4, 0, 2, ... drafts.
+/// let mut batch = VerifyBatch::new(&ctx, 8, 4)?;
+/// let lens = [4, 0, 2, 4, 1, 3, 4, 4];
+/// batch.set_requests(&[SamplingParams::new(0.8).top_p(0.95).seed(1).step(40); 8], &lens)?;
+/// let positions: u32 = lens.iter().map(|d| d + 1).sum();
+/// let target = LogitsBinding {
+///     buffer: &target_logits, offset: 0, rows: positions, vocab: 128_256, dtype: LogitsDtype::Bf16,
+/// };
+/// let mut encoder = ctx.device.create_command_encoder(&Default::default());
+/// verifier.encode(&mut encoder, &target, &draft_tokens, &DraftBinding::Deterministic, None, &mut batch)?;
+/// ctx.submit(encoder.finish());
+/// // batch.tokens(): 5 slots a request, the emitted tokens then NO_TOKEN.
+/// # Ok::<(), rollcall::Error>(())
+/// ```
+///
 /// Outputs, per request `r` (with `k` = the batch's `max_drafts`):
 /// [`VerifyBatch::verdicts`] holds `{ accepted: u32, emitted: u32, status:
 /// u32 (0 ok, 1 no valid token), ... }` in 32 bytes; [`VerifyBatch::tokens`]
