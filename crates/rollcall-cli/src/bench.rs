@@ -850,7 +850,8 @@ impl Grid<'_> {
                 .filter(|(name, _)| !(matches!(shape, Flat) && *name == "greedy"))
                 .map(|(name, p)| (name.to_string(), *p, &sampler))
                 .collect();
-            if batch < rollcall::internals::SPLIT_BELOW_ROWS {
+            // Small batches: the split route beside the default.
+            if batch < 32 {
                 runs.push(("plain T=1, rows split".into(), modes[0].1, &split));
             }
             // The engine features: a grammar mask on every row, top-nσ.

@@ -7,7 +7,9 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use commands::{bench::BenchArgs, sample::SampleArgs, tail::TailArgs, vote::VoteArgs};
+use commands::{
+    bench::BenchArgs, check::CheckArgs, sample::SampleArgs, tail::TailArgs, vote::VoteArgs,
+};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -38,6 +40,10 @@ enum Command {
     /// Time every kernel family over a grid of sizes on this adapter, against
     /// a kernel that only reads the same bytes once, and the CPU twin.
     Bench(BenchArgs),
+    /// For a new adapter: every kernel family against its CPU twin and every
+    /// sampling route against the others (NaN, ±inf and ties included), then
+    /// a benchmark grid; writes one JSON report. Exit code 1 if a check fails.
+    Check(CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
         Command::Vote(args) => commands::vote::run(&args),
         Command::Tail(args) => commands::tail::run(&args),
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Check(args) => commands::check::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 //! anything large is allocated, and the note about slow adapters.
 
 pub mod bench;
+pub mod check;
 pub mod info;
 pub mod sample;
 pub mod tail;

@@ -13,8 +13,10 @@ use std::num::NonZeroU64;
 /// be bound (the largest `min_uniform_buffer_offset_alignment` allowed).
 const RECORD_STRIDE: u64 = 256;
 
-/// Default cap on the logits bound per dispatch (and uploaded per submit on
-/// host paths).
+/// Cap on the logits bound per dispatch (and uploaded per submit on host
+/// paths) on a CPU adapter, where it was tuned; other adapters bind up to
+/// their own limit (fewer, larger dispatches: a 256 × 128 256 f32 batch is
+/// one dispatch, not two dependent ones).
 pub const DEFAULT_MAX_CHUNK_BYTES: u64 = 64 << 20;
 
 /// Element type of the logits.
@@ -475,7 +477,11 @@ impl LogitsKernel {
             ctx: ctx.clone(),
             label,
             built,
-            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
+            max_chunk_bytes: if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
+                DEFAULT_MAX_CHUNK_BYTES
+            } else {
+                u64::MAX
+            },
         }
     }
 }

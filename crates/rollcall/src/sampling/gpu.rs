@@ -347,9 +347,9 @@ pub enum SplitRows {
     /// the small drawing kernel has few), else [`SplitRows::Fused`] (there a
     /// separate first pass is slower for filtered and 16-bit rows). On other
     /// adapters, [`SplitRows::Always`] when a batch has fewer than
-    /// [`SPLIT_BELOW_ROWS`] rows that span 2 tiles or more (too few
-    /// workgroups to fill a GPU otherwise), else [`SplitRows::Fused`] (one
-    /// dispatch). Measured figures are in docs/PERFORMANCE.md.
+    /// [`SPLIT_BELOW_ROWS`] rows that span 2 tiles or more (one workgroup a
+    /// row would leave a GPU partly idle: see the cost model in
+    /// docs/PERFORMANCE.md), else [`SplitRows::Fused`] (one dispatch).
     #[default]
     Auto,
     /// The first pass in its own dispatch, one workgroup per row.
@@ -363,8 +363,10 @@ pub enum SplitRows {
 }
 
 /// Batches below this many rows are split under [`SplitRows::Auto`] on
-/// adapters that are not CPUs.
-pub const SPLIT_BELOW_ROWS: u32 = 32;
+/// adapters that are not CPUs: the workgroups a large GPU keeps resident
+/// (an H100: 132 SMs × 8 workgroups of 256 invocations), so that a batch
+/// split into tiles fills it, and one that is not already does.
+pub const SPLIT_BELOW_ROWS: u32 = 1024;
 
 /// The sampler: one compute pipeline per logits dtype, built once.
 ///
@@ -390,6 +392,9 @@ pub struct Sampler {
     /// Bound in place of the masks when no row reads one.
     mask_stand_in: wgpu::Buffer,
     split: SplitRows,
+    /// Routes for a CPU adapter (lavapipe): decided by the adapter, or forced
+    /// either way for tests and benchmarks.
+    cpu_routes: bool,
     host: Option<HostBuffers>,
 }
 
@@ -441,6 +446,7 @@ impl Sampler {
                 wgpu::BufferUsages::STORAGE,
             )?,
             split: SplitRows::Auto,
+            cpu_routes: ctx.adapter_info().device_type == wgpu::DeviceType::Cpu,
             host: None,
         };
         // The plain kernels now, so that a device that cannot build them
@@ -521,6 +527,18 @@ impl Sampler {
     #[cfg(feature = "internals")]
     pub fn with_split_rows(mut self, split: SplitRows) -> Self {
         self.split = split;
+        self
+    }
+
+    /// Takes the routes of a GPU (`false`) or of a CPU adapter (`true`)
+    /// whatever the adapter is: the GPU routes draw with the 256-invocation
+    /// kernel after a separate first pass, and split batches up to
+    /// [`SPLIT_BELOW_ROWS`] rows; the CPU routes use the 16-invocation
+    /// drawing kernel. Results never depend on it. For route tests and
+    /// benchmarks (feature `internals`).
+    #[cfg(feature = "internals")]
+    pub fn with_cpu_routes(mut self, cpu: bool) -> Self {
+        self.cpu_routes = cpu;
         self
     }
 
@@ -875,7 +893,7 @@ impl Sampler {
         masks: wgpu::BindingResource<'_>,
     ) -> Result<()> {
         let row_tiles = logits.vocab.div_ceil(TILE_TOKENS);
-        let is_cpu = self.ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        let is_cpu = self.cpu_routes;
         let dispatch_params = batch
             .host_params
             .get(row_base as usize..(row_base + rows) as usize)
@@ -952,7 +970,9 @@ impl Sampler {
                 encoder, logits, chunks, records, &extra, row_base, tiles, tiles,
             )?;
         }
-        let drawer = if tiles != 0 && !any_filtered {
+        // The 16-invocation drawing kernel suits a CPU adapter (few
+        // barriers); on a GPU it would leave most of a wave idle.
+        let drawer = if tiles != 0 && !any_filtered && is_cpu {
             &kernels.finish
         } else {
             &kernels.draw

@@ -23,15 +23,26 @@ pub fn every_route(
     ctx: &rollcall::GpuContext,
 ) -> Vec<(rollcall::internals::SplitRows, rollcall::Sampler)> {
     use rollcall::internals::SplitRows;
-    [SplitRows::Always, SplitRows::Never, SplitRows::Fused]
-        .into_iter()
-        .map(|mode| {
-            (
-                mode,
-                rollcall::Sampler::new(ctx).unwrap().with_split_rows(mode),
-            )
-        })
-        .collect()
+    // The CPU adapter's routes and the GPU's (which draw after a separate
+    // first pass with the 256-invocation kernel), forced either way.
+    [
+        (SplitRows::Always, true),
+        (SplitRows::Never, true),
+        (SplitRows::Fused, true),
+        (SplitRows::Always, false),
+        (SplitRows::Never, false),
+    ]
+    .into_iter()
+    .map(|(mode, cpu)| {
+        (
+            mode,
+            rollcall::Sampler::new(ctx)
+                .unwrap()
+                .with_split_rows(mode)
+                .with_cpu_routes(cpu),
+        )
+    })
+    .collect()
 }
 
 /// Whether a row is drawn without top-k, top-p or min-p at `vocab` (after a

@@ -1,0 +1,591 @@
+//! `rollcall check`: on whatever adapter the machine has, every kernel
+//! family against its CPU twin and every sampling route against the others
+//! (the GPU routes and the CPU adapter's, forced either way), on rows with
+//! NaN, ±inf and ties; then a benchmark grid. For the first run on a new
+//! GPU: one command, one JSON file to share.
+
+use crate::bench::{tail_batch, TAIL_ESTIMATORS};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rollcall::internals::SplitRows;
+use rollcall::sampling::{cpu as sampling_cpu, mask, HostMask, SampleOptions};
+use rollcall::speculative::{
+    cpu as verify_cpu, DraftDistribution, Drafts, Verifier, VerifyOptions,
+};
+use rollcall::voting::{
+    cpu::run as run_cpu, Allocation, ReplayEngine, RuleConfig, Scheduler, StopRule,
+};
+use rollcall::{GpuContext, HostLogits, LogitsDtype, Result, Sampler, SamplingParams};
+use std::time::Instant;
+
+/// Decisions closer than this to a tie may go either way between devices
+/// (exp and log differ in the last place); they are counted, not compared.
+const NEAR_TIE: f32 = 1e-4;
+
+/// One check's outcome.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CheckResult {
+    /// What was checked.
+    pub name: String,
+    /// Whether every comparison held.
+    pub passed: bool,
+    /// Rows, requests, prompts or segments compared.
+    pub compared: u64,
+    /// Of those, left out as near ties.
+    pub near_ties: u64,
+    /// The first difference, or what was covered.
+    pub detail: String,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// What one check function reports: compared, near ties, and the first
+/// difference found (`None`: none).
+struct Found {
+    compared: u64,
+    near_ties: u64,
+    first_difference: Option<String>,
+    covered: String,
+}
+
+impl Found {
+    fn new(covered: impl Into<String>) -> Self {
+        Self {
+            compared: 0,
+            near_ties: 0,
+            first_difference: None,
+            covered: covered.into(),
+        }
+    }
+
+    fn differ(&mut self, what: String) {
+        if self.first_difference.is_none() {
+            self.first_difference = Some(what);
+        }
+    }
+}
+
+/// Runs every check on `ctx` (`quick`: smaller inputs), calling `progress`
+/// before each.
+pub fn run_checks(
+    ctx: &GpuContext,
+    quick: bool,
+    mut progress: impl FnMut(&str),
+) -> Vec<CheckResult> {
+    type CheckFn = fn(&GpuContext, bool) -> Result<Found>;
+    let checks: [(&str, CheckFn); 6] = [
+        (
+            "sampling: every route against the others and the twin",
+            sampling_routes,
+        ),
+        (
+            "sampling: masks, penalties, top-20 log-probabilities",
+            sampling_features,
+        ),
+        ("speculative verification against the twin", speculative),
+        ("voting scheduler against the twin", voting),
+        ("best-of-N tail estimators against the twin", tail),
+        ("stream compaction against the twin", compaction),
+    ];
+    checks
+        .iter()
+        .map(|(name, check)| {
+            progress(name);
+            let start = Instant::now();
+            let outcome = check(ctx, quick);
+            let seconds = start.elapsed().as_secs_f64();
+            match outcome {
+                Ok(found) => CheckResult {
+                    name: name.to_string(),
+                    passed: found.first_difference.is_none() && found.compared > 0,
+                    compared: found.compared,
+                    near_ties: found.near_ties,
+                    detail: found.first_difference.unwrap_or(found.covered),
+                    seconds,
+                },
+                Err(e) => CheckResult {
+                    name: name.to_string(),
+                    passed: false,
+                    compared: 0,
+                    near_ties: 0,
+                    detail: format!("error: {e}"),
+                    seconds,
+                },
+            }
+        })
+        .collect()
+}
+
+/// Logits like a model's (a heavy head over a Gaussian-ish body), with
+/// special rows: all NaN and −inf, one +inf, exact ties at the top.
+fn test_logits(rng: &mut ChaCha8Rng, rows: usize, vocab: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * vocab);
+    for r in 0..rows {
+        let mut row: Vec<f32> = (0..vocab).map(|_| rng.random_range(-4.0f32..2.0)).collect();
+        for _ in 0..vocab.min(40) {
+            let i = rng.random_range(0..vocab);
+            row[i] = rng.random_range(4.0f32..12.0);
+        }
+        match r % 8 {
+            5 => row.iter_mut().enumerate().for_each(|(i, x)| {
+                *x = if i % 3 == 0 {
+                    f32::NAN
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }),
+            6 => row[rng.random_range(0..vocab)] = f32::INFINITY,
+            7 if vocab > 2 => {
+                let top = row.iter().copied().fold(f32::MIN, f32::max) + 1.0;
+                row[0] = top;
+                row[vocab - 1] = top;
+            }
+            _ => {}
+        }
+        out.extend(row);
+    }
+    out
+}
+
+fn test_params(rng: &mut ChaCha8Rng, rows: usize) -> Vec<SamplingParams> {
+    (0..rows)
+        .map(|r| {
+            let p = SamplingParams::new([0.0, 0.7, 1.0, 1.5][r % 4])
+                .seed(rng.random())
+                .step(r as u64);
+            match r % 5 {
+                1 => p.top_k(40),
+                2 => p.top_p(0.9),
+                3 => p.top_k(50).top_p(0.95).min_p(0.02),
+                4 => p.top_n_sigma(1.0),
+                _ => p,
+            }
+        })
+        .collect()
+}
+
+/// Logits of one dtype, owned.
+enum Owned {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    Bf16(Vec<half::bf16>),
+}
+
+impl Owned {
+    fn new(values: &[f32], dtype: LogitsDtype) -> Self {
+        match dtype {
+            LogitsDtype::F32 => Owned::F32(values.to_vec()),
+            LogitsDtype::F16 => {
+                Owned::F16(values.iter().map(|&x| half::f16::from_f32(x)).collect())
+            }
+            LogitsDtype::Bf16 => {
+                Owned::Bf16(values.iter().map(|&x| half::bf16::from_f32(x)).collect())
+            }
+        }
+    }
+
+    fn view(&self) -> HostLogits<'_> {
+        match self {
+            Owned::F32(v) => HostLogits::F32(v),
+            Owned::F16(v) => HostLogits::F16(v),
+            Owned::Bf16(v) => HostLogits::Bf16(v),
+        }
+    }
+}
+
+/// Compares a GPU row with the twin's trace: tokens, kept counts and status
+/// exactly, log-probabilities within 2e-4, near ties counted instead.
+fn compare_row(
+    found: &mut Found,
+    gpu: &rollcall::SampleResult,
+    trace: &sampling_cpu::RowTrace,
+    what: impl Fn() -> String,
+) {
+    found.compared += 1;
+    if trace.is_near_tie(NEAR_TIE) {
+        found.near_ties += 1;
+        return;
+    }
+    let twin = &trace.result;
+    let logprob_close = gpu.logprob.to_bits() == twin.logprob.to_bits()
+        || (gpu.logprob - twin.logprob).abs() <= 2e-4 * twin.logprob.abs().max(1.0);
+    if gpu.token != twin.token
+        || gpu.status != twin.status
+        || gpu.kept != twin.kept
+        || !logprob_close
+    {
+        found.differ(format!("{}: gpu {gpu:?}, twin {twin:?}", what()));
+    }
+}
+
+fn sampling_routes(ctx: &GpuContext, quick: bool) -> Result<Found> {
+    let routes = [
+        ("cpu/split", SplitRows::Always, true),
+        ("cpu/separate first pass", SplitRows::Never, true),
+        ("cpu/fused", SplitRows::Fused, true),
+        ("gpu/split", SplitRows::Always, false),
+        ("gpu/separate first pass", SplitRows::Never, false),
+    ];
+    let mut samplers: Vec<(&str, Sampler)> = Vec::new();
+    for (name, split, cpu) in routes {
+        samplers.push((
+            name,
+            Sampler::new(ctx)?
+                .with_split_rows(split)
+                .with_cpu_routes(cpu),
+        ));
+    }
+    let vocabs: &[usize] = if quick {
+        &[1, 1000, 40_000]
+    } else {
+        &[1, 1000, 40_000, 128_256]
+    };
+    let rows = if quick { 16 } else { 40 };
+    let mut found = Found::new(format!(
+        "{} routes, vocabularies {vocabs:?}, f32/f16/bf16, greedy/temperature/top-k/top-p/min-p/top-nσ, NaN, ±inf and tied rows",
+        routes.len()
+    ));
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for &vocab in vocabs {
+        let values = test_logits(&mut rng, rows, vocab);
+        let params = test_params(&mut rng, rows);
+        for dtype in LogitsDtype::ALL {
+            let logits = Owned::new(&values, dtype);
+            let (traces, _) = sampling_cpu::sample_traced_with(
+                logits.view(),
+                vocab as u32,
+                &params,
+                &SampleOptions::default(),
+            )?;
+            let mut first: Option<Vec<rollcall::SampleResult>> = None;
+            for (name, sampler) in &mut samplers {
+                let out = sampler.sample(logits.view(), vocab as u32, &params)?;
+                match &first {
+                    None => {
+                        for (r, (g, t)) in out.iter().zip(&traces).enumerate() {
+                            compare_row(&mut found, g, t, || {
+                                format!("{name} vocab {vocab} {dtype:?} row {r}")
+                            });
+                        }
+                        first = Some(out);
+                    }
+                    Some(reference) => {
+                        // Routes agree bit for bit, ties and all.
+                        for (r, (a, b)) in out.iter().zip(reference).enumerate() {
+                            found.compared += 1;
+                            if (a.token, a.kept, a.status, a.logprob.to_bits())
+                                != (b.token, b.kept, b.status, b.logprob.to_bits())
+                            {
+                                found.differ(format!(
+                                    "route {name} against {}: vocab {vocab} {dtype:?} row {r}: {a:?} vs {b:?}",
+                                    routes[0].0
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A row's history tokens (prompt then output) and biases.
+type PenaltyHistory = (Vec<u32>, Vec<(u32, f32)>);
+
+fn sampling_features(ctx: &GpuContext, quick: bool) -> Result<Found> {
+    let mut sampler = Sampler::new(ctx)?;
+    let (rows, vocab) = if quick { (12, 5_000) } else { (32, 128_256) };
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let values = test_logits(&mut rng, rows, vocab);
+    let params: Vec<SamplingParams> = test_params(&mut rng, rows)
+        .into_iter()
+        .enumerate()
+        .map(|(r, p)| {
+            let p = p.top_logprobs(20);
+            if r % 2 == 0 {
+                p.penalties(1.2, 0.5, 0.3)
+            } else {
+                p
+            }
+        })
+        .collect();
+    let v = vocab as u32;
+    let histories_tokens: Vec<PenaltyHistory> = (0..rows)
+        .map(|_| {
+            let tokens = (0..300).map(|_| rng.random_range(0..v)).collect();
+            let bias = (0..8)
+                .map(|_| (rng.random_range(0..v), rng.random_range(-3.0f32..3.0)))
+                .collect();
+            (tokens, bias)
+        })
+        .collect();
+    let histories: Vec<rollcall::sampling::RowHistory> = histories_tokens
+        .iter()
+        .map(|(tokens, bias)| rollcall::sampling::RowHistory {
+            prompt: &tokens[..200],
+            output: &tokens[200..],
+            logit_bias: bias,
+            ..Default::default()
+        })
+        .collect();
+    let mut words = Vec::new();
+    let mut mask_rows = Vec::new();
+    for r in 0..rows {
+        if r % 3 == 0 {
+            mask_rows.push(None);
+        } else {
+            let allowed: Vec<u32> = (0..v).filter(|_| rng.random_bool(0.3)).collect();
+            mask_rows.push(Some((words.len() / mask::words_per_row(v)) as u32));
+            words.extend(mask::allow_only(v, &allowed)?);
+        }
+    }
+    let options = SampleOptions::default()
+        .mask(HostMask {
+            words: &words,
+            rows: &mask_rows,
+        })
+        .histories(&histories);
+    let mut found = Found::new(format!("{rows} rows x {vocab}: bitmasks, bias, penalties over a 300-token history, top-20 log-probabilities"));
+    let gpu = sampler.sample_with(HostLogits::F32(&values), v, &params, &options)?;
+    let (traces, tops) =
+        sampling_cpu::sample_traced_with(HostLogits::F32(&values), v, &params, &options)?;
+    for (r, (g, t)) in gpu.results.iter().zip(&traces).enumerate() {
+        compare_row(&mut found, g, t, || format!("row {r}"));
+        if t.is_near_tie(NEAR_TIE) {
+            continue;
+        }
+        let (a, b) = (&gpu.top_logprobs[r], &tops[r]);
+        let same = a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                let same_value = x.logprob.to_bits() == y.logprob.to_bits()
+                    || (x.logprob - y.logprob).abs() <= 2e-4 * y.logprob.abs().max(1.0);
+                // Tokens may trade places only within rounding of each other.
+                same_value
+                    && (x.token == y.token
+                        || x.logprob.to_bits() == y.logprob.to_bits()
+                        || (x.logprob - y.logprob).abs() < 1e-5)
+            });
+        if !same {
+            found.differ(format!(
+                "row {r} top log-probabilities: gpu {a:?}, twin {b:?}"
+            ));
+        }
+    }
+    Ok(found)
+}
+
+fn speculative(ctx: &GpuContext, quick: bool) -> Result<Found> {
+    let mut verifier = Verifier::new(ctx)?;
+    let (requests, vocab) = if quick { (12, 2_000) } else { (48, 128_256) };
+    let k = 4u32;
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let lens: Vec<u32> = (0..requests).map(|_| rng.random_range(0..=k)).collect();
+    let targets: usize = lens.iter().map(|&d| d as usize + 1).sum();
+    let drafts_total: usize = lens.iter().map(|&d| d as usize).sum();
+    let target = test_logits(&mut rng, targets, vocab);
+    let draft = test_logits(&mut rng, drafts_total, vocab);
+    let probs: Vec<f32> = draft
+        .chunks(vocab)
+        .flat_map(|row| {
+            let m = row
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .fold(f32::MIN, f32::max);
+            let e: Vec<f32> = row
+                .iter()
+                .map(|&x| if x.is_finite() { (x - m).exp() } else { 0.0 })
+                .collect();
+            let s: f32 = e.iter().sum();
+            e.into_iter()
+                .map(move |x| if s > 0.0 { x / s } else { 0.0 })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let tokens: Vec<u32> = (0..drafts_total)
+        .map(|_| rng.random_range(0..vocab as u32))
+        .collect();
+    let params = test_params(&mut rng, requests);
+    let drafts = Drafts {
+        tokens: &tokens,
+        lens: &lens,
+    };
+    let mut found = Found::new(format!(
+        "{requests} requests of 0..{k} drafts x {vocab}: deterministic drafts, draft logits, draft probabilities"
+    ));
+    for (kind, distribution) in [
+        ("deterministic", DraftDistribution::Deterministic),
+        (
+            "draft logits",
+            DraftDistribution::Logits(HostLogits::F32(&draft)),
+        ),
+        (
+            "draft probabilities",
+            DraftDistribution::Probs(HostLogits::F32(&probs)),
+        ),
+    ] {
+        let options = VerifyOptions {
+            draft: distribution,
+            mask: None,
+            histories: None,
+        };
+        let gpu = verifier.verify(
+            HostLogits::F32(&target),
+            vocab as u32,
+            &params,
+            &drafts,
+            &options,
+        )?;
+        let twin = verify_cpu::verify_traced(
+            HostLogits::F32(&target),
+            vocab as u32,
+            &params,
+            &drafts,
+            &options,
+        )?;
+        for (r, (g, t)) in gpu.iter().zip(&twin).enumerate() {
+            found.compared += 1;
+            if t.margin < NEAR_TIE {
+                found.near_ties += 1;
+                continue;
+            }
+            let c = &t.verification;
+            let close = g.logprobs.len() == c.logprobs.len()
+                && g.logprobs.iter().zip(&c.logprobs).all(|(a, b)| {
+                    a.to_bits() == b.to_bits() || (a - b).abs() <= 2e-4 * b.abs().max(1.0)
+                });
+            if g.accepted != c.accepted || g.tokens != c.tokens || g.status != c.status || !close {
+                found.differ(format!("{kind} request {r}: gpu {g:?}, twin {c:?}"));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn voting(ctx: &GpuContext, quick: bool) -> Result<Found> {
+    let prompts = if quick { 2_000 } else { 50_000 };
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    // Skewed answers: some prompts decisive, some split.
+    let answers: Vec<Vec<u32>> = (0..prompts)
+        .map(|p| {
+            let spread = 1 + p % 6;
+            (0..32).map(|_| rng.random_range(0..spread)).collect()
+        })
+        .collect();
+    // Integer rules: the GPU and the twin decide exactly alike.
+    let mut found = Found::new(format!("{prompts} prompts x up to 32 votes: ESC window 4, fixed budget; consensus, rollouts, rounds, rewards, advantages"));
+    for rule in [StopRule::EscWindow { window: 4 }, StopRule::FixedBudget] {
+        let config = RuleConfig {
+            rule,
+            min_votes: 2,
+            max_votes: 32,
+        };
+        let mut scheduler = Scheduler::new(ctx, prompts, 8, config, Allocation::Chunk(4))?;
+        let gpu = scheduler.run(&mut ReplayEngine::new(answers.clone()))?;
+        let twin = run_cpu(
+            prompts,
+            8,
+            config,
+            Allocation::Chunk(4),
+            &mut ReplayEngine::new(answers.clone()),
+        )?;
+        for (p, (g, t)) in gpu.prompts.iter().zip(&twin.prompts).enumerate() {
+            found.compared += 1;
+            if (g.consensus, g.rollouts, g.stopped_in_round)
+                != (t.consensus, t.rollouts, t.stopped_in_round)
+            {
+                found.differ(format!("{rule:?} prompt {p}: gpu {g:?}, twin {t:?}"));
+            }
+        }
+        if gpu.rewards != twin.rewards {
+            found.differ(format!("{rule:?}: rewards differ"));
+        }
+        let advantages_close = gpu.advantages.len() == twin.advantages.len()
+            && gpu
+                .advantages
+                .iter()
+                .zip(&twin.advantages)
+                .all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0));
+        if !advantages_close {
+            found.differ(format!("{rule:?}: advantages differ"));
+        }
+    }
+    Ok(found)
+}
+
+fn tail(ctx: &GpuContext, quick: bool) -> Result<Found> {
+    let (segments, m) = if quick { (256, 64) } else { (4_096, 64) };
+    let (mut rewards, offsets) = tail_batch(segments, m);
+    // Ties: a tenth of the rewards on a grid of ten values.
+    for (i, x) in rewards.iter_mut().enumerate() {
+        if i % 10 == 0 {
+            *x = (*x * 10.0).floor() / 10.0;
+        }
+    }
+    let mut stats = rollcall::tail::TailStats::new(ctx)?;
+    let mut found = Found::new(format!(
+        "{segments} segments x {m}, with ties: {} estimators",
+        TAIL_ESTIMATORS.len()
+    ));
+    for est in TAIL_ESTIMATORS {
+        let gpu = stats.estimate(&rewards, &offsets, est)?;
+        let twin = rollcall::tail::cpu::estimate(&rewards, &offsets, est)?;
+        let close =
+            |a: f32, b: f32| a.to_bits() == b.to_bits() || (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+        for s in 0..gpu.values.len() {
+            found.compared += 1;
+            if gpu.status[s] != twin.status[s] || !close(gpu.values[s], twin.values[s]) {
+                found.differ(format!(
+                    "{} segment {s}: gpu {} vs twin {}",
+                    est.name(),
+                    gpu.values[s],
+                    twin.values[s]
+                ));
+            }
+        }
+        if !gpu
+            .advantages
+            .iter()
+            .zip(&twin.advantages)
+            .all(|(&a, &b)| close(a, b))
+        {
+            found.differ(format!("{}: advantages differ", est.name()));
+        }
+    }
+    Ok(found)
+}
+
+fn compaction(ctx: &GpuContext, quick: bool) -> Result<Found> {
+    let compactor = rollcall::compact::Compactor::new(ctx)?;
+    let mut found = Found::new("flags of 1, 8 191, 8 193 and 10^5 (10^6) entries, half kept");
+    let mut rng = ChaCha8Rng::seed_from_u64(37);
+    let sizes: &[usize] = if quick {
+        &[1, 8_191, 8_193, 100_000]
+    } else {
+        &[1, 8_191, 8_193, 1_000_000]
+    };
+    for &n in sizes {
+        let flags: Vec<u32> = (0..n).map(|_| u32::from(rng.random_bool(0.5))).collect();
+        let gpu = compactor.compact(&flags)?;
+        let twin = rollcall::compact::cpu::compact(&flags);
+        found.compared += 1;
+        if gpu != twin {
+            found.differ(format!("{n} flags: the kept positions differ"));
+        }
+    }
+    Ok(found)
+}
+
+/// The benchmark rows the check runs: the headline workloads, a few minutes
+/// on lavapipe.
+pub const BENCH_ROWS: [&str; 8] = [
+    "plain T=1, f32 256 x 128256 model",
+    "top-k 50 + top-p 0.9, f32 256 x 128256 model",
+    "greedy, f32 256 x 128256 model",
+    "plain T=1, bf16 256 x 128256 model",
+    "speculative k=4, deterministic drafts",
+    "1000000 prompts",
+    "1000000 flags",
+    "4096 x 64",
+];
