@@ -111,6 +111,18 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
             r.cpu_twin_ms.map_or("-".to_string(), |t| format!("{t:.1}"))
         );
     }
+    let filled: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.yardstick != "rows")
+        .map(|r| r.kernel.as_str())
+        .collect();
+    println!(
+        "sampling ratios are against the faster of two reads of the same bytes: a workgroup per \
+         input row, or {} rows filling the adapter; the filled grid was faster for {} of the rows{}",
+        rollcall_cli::bench::FILL_ROWS,
+        filled.len(),
+        if filled.is_empty() { "" } else { " (`yardstick` in --json)" }
+    );
     if let (Some(unsplit), Some(split), Some(read_once)) =
         (batch_one.unsplit, batch_one.split, batch_one.read_once)
     {
