@@ -107,6 +107,9 @@ pub struct BenchRow {
     pub ratio_to_read_once: f64,
     /// CPU twin on the same input (one run), milliseconds.
     pub cpu_twin_ms: Option<f64>,
+    /// The ratio against the row-per-workgroup read alone (equal to
+    /// `ratio_to_read_once` when that read was the faster).
+    pub ratio_to_rows_read: f64,
     /// Which read the ratio is taken against: `rows` (one workgroup a row
     /// of the kernel's input) or `filled grid` (the same bytes as enough
     /// rows to fill the adapter, [`FILL_ROWS`], when that read was faster).
@@ -366,6 +369,7 @@ fn row(
         // Read-once time of the kernel's own byte count / kernel time.
         ratio_to_read_once: moved / (reference_gbps * 1e9) / timing.median.as_secs_f64().max(1e-12),
         cpu_twin_ms: cpu.map(ms),
+        ratio_to_rows_read: moved / (reference_gbps * 1e9) / timing.median.as_secs_f64().max(1e-12),
         yardstick: "rows".into(),
     }
 }
