@@ -665,6 +665,8 @@ pub struct BatchOneRatios {
 ///     read_once_gb_per_s: 0.0,
 ///     ratio_to_read_once: 0.0,
 ///     cpu_twin_ms: None,
+///     ratio_to_rows_read: 0.0,
+///     yardstick: "rows".into(),
 /// };
 /// let rows = [
 ///     row("plain T=1, f32", "1 x 128256 model-like", 0.4, 0.2),
