@@ -793,7 +793,12 @@ fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Str
     var sums = vec2<f32>(0.0);
     var tile_sums = vec2<f32>(0.0);
     var tile_end = first + WG * TILE_GROUPS;
-    for (var g = first; g < last; g += WG) {
+    // Two groups are loaded before either updates the state: twice the
+    // loads in flight, the updates in the same order (the same bits). A pair
+    // never straddles a tile (a stream meets TILE_GROUPS, an even number, of
+    // its groups in a tile). Past `last` the second is all -inf, which adds
+    // exactly nothing to the state and is not counted.
+    for (var g = first; g < last; g += 2u * WG) {
         if g >= tile_end {
             state = merge_state(state, vec2<f32>(lmax, lsum));
             lmax = F32_LOWEST;
@@ -804,19 +809,27 @@ fn sampling_pass(row: u32, first: u32, last: u32, vocab: u32, inv_t: f32) -> Str
             }
             tile_end += WG * TILE_GROUPS;
         }
-        let bits = load_scaled_group(row, g * GROUP, vocab, inv_t);
-        let neg = bits == vec4<u32>(F32_NEG_INF_BITS);
-        let is_neg_inf = select(vec4<u32>(0u), vec4<u32>(1u), neg);
-        neg_inf += (is_neg_inf.x + is_neg_inf.y) + (is_neg_inf.z + is_neg_inf.w);
-        let z = bitcast<vec4<f32>>(bits);
-        let m = max(lmax, max(max(z.x, z.y), max(z.z, z.w)));
-        let e = exp(z - m);
-        lsum = lsum * exp(lmax - m) + ((e.x + e.y) + (e.z + e.w));
-        lmax = m;
-        if SIGMA_SUMS {
-            // (NaN and +inf send the stream to `careful_pass`.)
-            tile_sums = tile_sums + group_sums(select(z, vec4<f32>(0.0), neg));
+        let second = g + WG < last;
+        var pair = array<vec4<u32>, 2>(
+            load_scaled_group(row, g * GROUP, vocab, inv_t),
+            select(vec4<u32>(F32_NEG_INF_BITS), load_scaled_group(row, (g + WG) * GROUP, vocab, inv_t),
+                   vec4<bool>(second)));
+        for (var k = 0u; k < 2u; k++) {
+            let bits = pair[k];
+            let neg = bits == vec4<u32>(F32_NEG_INF_BITS);
+            let is_neg_inf = select(vec4<u32>(0u), vec4<u32>(1u), neg);
+            neg_inf += (is_neg_inf.x + is_neg_inf.y) + (is_neg_inf.z + is_neg_inf.w);
+            let z = bitcast<vec4<f32>>(bits);
+            let m = max(lmax, max(max(z.x, z.y), max(z.z, z.w)));
+            let e = exp(z - m);
+            lsum = lsum * exp(lmax - m) + ((e.x + e.y) + (e.z + e.w));
+            lmax = m;
+            if SIGMA_SUMS {
+                // (NaN and +inf send the stream to `careful_pass`.)
+                tile_sums = tile_sums + group_sums(select(z, vec4<f32>(0.0), neg));
+            }
         }
+        neg_inf -= select(0u, GROUP, !second);
     }
     state = merge_state(state, vec2<f32>(lmax, lsum));
     if is_nan_bits(bitcast<u32>(state.y)) {
