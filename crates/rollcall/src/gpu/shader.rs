@@ -197,6 +197,64 @@ pub(crate) fn layout_and_pipelines(
     (layout, pipelines)
 }
 
+/// A kernel of one entry point over an explicit layout, dispatched over a
+/// grid of its own (no logits chunking): the small kernels of a family.
+pub(crate) struct PlainKernel {
+    layout: wgpu::BindGroupLayout,
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl PlainKernel {
+    /// Builds `variant`'s pipeline over a layout of `bindings`.
+    pub(crate) fn build(
+        device: &wgpu::Device,
+        variant: &ShaderVariant,
+        bindings: &[(u32, Binding)],
+    ) -> Self {
+        let (layout, pipelines) = layout_and_pipelines(
+            device,
+            &variant.label,
+            bindings,
+            std::slice::from_ref(variant),
+        );
+        let pipeline = pipelines
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| unreachable!("one variant, one pipeline"));
+        Self { layout, pipeline }
+    }
+
+    /// Records one dispatch of `grid` workgroups with `resources` bound.
+    pub(crate) fn dispatch(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        label: &str,
+        resources: &[(u32, wgpu::BindingResource<'_>)],
+        grid: (u32, u32),
+    ) {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+            .iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: resource.clone(),
+            })
+            .collect();
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(grid.0, grid.1, 1);
+    }
+}
+
 /// A bind group of whole buffers at the given binding numbers.
 pub(crate) fn bind_buffers(
     device: &wgpu::Device,

@@ -66,7 +66,7 @@
 #![cfg_attr(not(feature = "internals"), allow(dead_code))]
 
 use crate::gpu::logits::{Chunk, DispatchRecords, LogitsKernel, LogitsKernelKey};
-use crate::gpu::shader::ShaderVariant;
+use crate::gpu::shader::{PlainKernel, ShaderVariant};
 use crate::{Error, GpuContext, HostLogits, LogitsBinding, Result, SamplingParams};
 use half::{bf16, f16};
 use std::collections::BTreeMap;
@@ -1024,8 +1024,8 @@ pub(crate) struct GpuHistoryInfo {
 /// target position's table from its request's and the drafts before it)
 /// and `append_emitted` (the emitted tokens join the request's table).
 pub(crate) struct HistoryKernels {
-    expand: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
-    append: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    expand: PlainKernel,
+    append: PlainKernel,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -1046,22 +1046,15 @@ fn history_variant(entry_point: &'static str) -> Result<ShaderVariant> {
 impl HistoryKernels {
     /// Builds (once per context) the two kernels.
     pub(crate) fn new(ctx: &GpuContext) -> Result<std::sync::Arc<Self>> {
-        use crate::gpu::shader::{layout_and_pipelines, Binding};
+        use crate::gpu::shader::Binding;
         let (read, write, uniform) = (Binding::Read, Binding::ReadWrite, Binding::Uniform(None));
         ctx.pipelines(&HistoryKernelsKey, || {
             let build = |entry_point: &'static str, bindings: &[(u32, Binding)]| -> Result<_> {
-                let variant = history_variant(entry_point)?;
-                let (layout, pipelines) = layout_and_pipelines(
+                Ok(PlainKernel::build(
                     &ctx.device,
-                    &variant.label,
+                    &history_variant(entry_point)?,
                     bindings,
-                    std::slice::from_ref(&variant),
-                );
-                let pipeline = pipelines
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| unreachable!("one variant, one pipeline"));
-                Ok((layout, pipeline))
+                ))
             };
             Ok(HistoryKernels {
                 expand: build(
@@ -1092,34 +1085,6 @@ impl HistoryKernels {
                 )?,
             })
         })
-    }
-
-    fn dispatch(
-        ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
-        kernel: &(wgpu::BindGroupLayout, wgpu::ComputePipeline),
-        entries: &[(u32, wgpu::BindingResource<'_>)],
-        grid: (u32, u32),
-    ) {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
-            .iter()
-            .map(|(binding, resource)| wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: resource.clone(),
-            })
-            .collect();
-        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("rollcall histories"),
-            layout: &kernel.0,
-            entries: &entries,
-        });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("rollcall histories"),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&kernel.1);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(grid.0, grid.1, 1);
     }
 
     /// A grid of `groups` workgroups and its width.
@@ -1153,10 +1118,10 @@ impl HistoryKernels {
             grid_width: grid.0,
         };
         ctx.queue.write_buffer(info, 0, bytemuck::bytes_of(&record));
-        Self::dispatch(
-            ctx,
+        self.expand.dispatch(
+            &ctx.device,
             encoder,
-            &self.expand,
+            "rollcall histories",
             &[
                 (3, sampled.row_state.as_entire_binding()),
                 (4, sampled.entries.as_entire_binding()),
@@ -1195,10 +1160,10 @@ impl HistoryKernels {
             grid_width: grid.0 * WORKGROUP,
         };
         ctx.queue.write_buffer(info, 0, bytemuck::bytes_of(&record));
-        Self::dispatch(
-            ctx,
+        self.append.dispatch(
+            &ctx.device,
             encoder,
-            &self.append,
+            "rollcall histories",
             &[
                 (2, requests.params.as_entire_binding()),
                 (3, requests.row_state.as_entire_binding()),

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::gpu::buffer::GrowBuffer;
 use crate::gpu::logits::{plan_chunks, Chunk, DispatchRecords, LogitsKernel, LogitsKernelKey};
-use crate::gpu::shader::{compose, layout_and_pipelines, Binding, ShaderVariant};
+use crate::gpu::shader::{compose, Binding, PlainKernel, ShaderVariant};
 use crate::sampling::edits::{
     EditState, GpuHistoryInfo, GpuPositionHistory, HistoryKernels, RowHistory, NO_REQUEST,
 };
@@ -43,12 +43,6 @@ impl DraftBinding<'_> {
     }
 }
 
-/// One small kernel: its layout and pipeline.
-struct SmallKernel {
-    layout: wgpu::BindGroupLayout,
-    pipeline: wgpu::ComputePipeline,
-}
-
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct SmallKey {
     entry_point: &'static str,
@@ -56,7 +50,7 @@ struct SmallKey {
 }
 
 impl crate::gpu::cache::PipelineKey for SmallKey {
-    type Built = SmallKernel;
+    type Built = PlainKernel;
 }
 
 fn small_kernel(
@@ -64,24 +58,14 @@ fn small_kernel(
     entry_point: &'static str,
     draft_dtype: LogitsDtype,
     bindings: &[(u32, Binding)],
-) -> Result<Arc<SmallKernel>> {
+) -> Result<Arc<PlainKernel>> {
     let key = SmallKey {
         entry_point,
         draft_dtype: draft_dtype.index(),
     };
     ctx.pipelines(&key, || {
         let variant = small_variant(entry_point, draft_dtype)?;
-        let (layout, pipelines) = layout_and_pipelines(
-            &ctx.device,
-            &variant.label,
-            bindings,
-            std::slice::from_ref(&variant),
-        );
-        let pipeline = pipelines
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| unreachable!("one variant, one pipeline"));
-        Ok(SmallKernel { layout, pipeline })
+        Ok(PlainKernel::build(&ctx.device, &variant, bindings))
     })
 }
 
@@ -153,10 +137,10 @@ const WRITE: Binding = Binding::ReadWrite;
 pub struct Verifier {
     ctx: GpuContext,
     sampler: Sampler,
-    set_probes: Arc<SmallKernel>,
-    verify: Arc<SmallKernel>,
+    set_probes: Arc<PlainKernel>,
+    verify: Arc<PlainKernel>,
     /// Per draft dtype, built on first use.
-    log_probs: [OnceLock<Arc<SmallKernel>>; 3],
+    log_probs: [OnceLock<Arc<PlainKernel>>; 3],
     /// Per (draft dtype, masked), built on first use.
     residual: [OnceLock<LogitsKernel>; 6],
     stand_in: wgpu::Buffer,
@@ -240,7 +224,7 @@ impl Verifier {
         Ok(self.history_kernels.get_or_init(|| built))
     }
 
-    fn log_probs_kernel(&self, dtype: LogitsDtype) -> Result<&SmallKernel> {
+    fn log_probs_kernel(&self, dtype: LogitsDtype) -> Result<&PlainKernel> {
         let cell = &self.log_probs[dtype.index()];
         if let Some(k) = cell.get() {
             return Ok(k);
@@ -717,32 +701,17 @@ impl Verifier {
     fn dispatch_small(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        kernel: &SmallKernel,
+        kernel: &PlainKernel,
         bindings: &[(u32, wgpu::BindingResource<'_>)],
         grid: (u32, u32),
     ) {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
-            .iter()
-            .map(|(binding, resource)| wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: resource.clone(),
-            })
-            .collect();
-        let group = self
-            .ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("rollcall speculative"),
-                layout: &kernel.layout,
-                entries: &entries,
-            });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("rollcall speculative"),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&kernel.pipeline);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(grid.0, grid.1, 1);
+        kernel.dispatch(
+            &self.ctx.device,
+            encoder,
+            "rollcall speculative",
+            bindings,
+            grid,
+        );
     }
 
     /// Host path: verifies `params.len()` requests (see the module docs) and
