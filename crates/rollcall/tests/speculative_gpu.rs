@@ -940,3 +940,83 @@ fn chunked_dispatches_give_the_same_bits() {
         assert_eq!(bits(&a), bits(&b), "kind {kind}");
     }
 }
+
+/// A request's outcome does not depend on the batch around it: each request
+/// verified alone, and the batch reversed, give the batch's bits.
+#[test]
+fn verification_is_batch_invariant() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut verifier = Verifier::new(&ctx).unwrap();
+    let case = random_case(41, 10, 4, 700, true);
+    let v = case.vocab as usize;
+    let probs = softmax_probs(&case.draft, v);
+    // Per request: its target rows, draft rows and draft tokens.
+    let mut spans = Vec::new();
+    let (mut t, mut d) = (0usize, 0usize);
+    for &len in &case.lens {
+        let len = len as usize;
+        spans.push((t, len + 1, d, len));
+        t += len + 1;
+        d += len;
+    }
+    let bits = |x: &Verification| -> Vec<u32> {
+        let mut out = vec![x.accepted];
+        out.extend(&x.tokens);
+        out.extend(x.logprobs.iter().map(|f| f.to_bits()));
+        out.extend(x.acceptance.iter().map(|f| f.to_bits()));
+        out
+    };
+    for kind in 0..3 {
+        let draft_values = if kind == 2 { &probs } else { &case.draft };
+        let run = |verifier: &mut Verifier, order: &[usize]| -> Vec<Vec<u32>> {
+            let mut target = Vec::new();
+            let mut draft = Vec::new();
+            let mut tokens = Vec::new();
+            let mut lens = Vec::new();
+            let mut params = Vec::new();
+            for &r in order {
+                let (t0, tn, d0, dn) = spans[r];
+                target.extend_from_slice(&case.target[t0 * v..(t0 + tn) * v]);
+                draft.extend_from_slice(&draft_values[d0 * v..(d0 + dn) * v]);
+                tokens.extend_from_slice(&case.tokens[d0..d0 + dn]);
+                lens.push(case.lens[r]);
+                params.push(case.params[r]);
+            }
+            let options = VerifyOptions {
+                draft: match kind {
+                    1 => DraftDistribution::Logits(rollcall::HostLogits::F32(&draft)),
+                    2 => DraftDistribution::Probs(rollcall::HostLogits::F32(&draft)),
+                    _ => DraftDistribution::Deterministic,
+                },
+                mask: None,
+                histories: None,
+            };
+            let drafts = Drafts {
+                tokens: &tokens,
+                lens: &lens,
+            };
+            verifier
+                .verify(
+                    rollcall::HostLogits::F32(&target),
+                    case.vocab,
+                    &params,
+                    &drafts,
+                    &options,
+                )
+                .unwrap()
+                .iter()
+                .map(bits)
+                .collect()
+        };
+        let all: Vec<usize> = (0..case.lens.len()).collect();
+        let batch = run(&mut verifier, &all);
+        let reversed: Vec<usize> = all.iter().rev().copied().collect();
+        let mut backwards = run(&mut verifier, &reversed);
+        backwards.reverse();
+        assert_eq!(batch, backwards, "kind {kind}: reversed batch");
+        for r in [0, 3, 9] {
+            let alone = run(&mut verifier, &[r]);
+            assert_eq!(alone[0], batch[r], "kind {kind}: request {r} alone");
+        }
+    }
+}
