@@ -130,8 +130,9 @@ pub struct Verification {
     pub tokens: Vec<u32>,
     /// Their log-probabilities under the target's `softmax(z)`.
     pub logprobs: Vec<f32>,
-    /// Per draft token, `min(1, p(x) / q(x))` (0 past the first rejection's
-    /// position is not computed: entries after it are 0).
+    /// Per draft token, `min(1, p(x) / q(x))` at its position (`p(x)` for
+    /// deterministic drafts); positions after the first rejection are not
+    /// evaluated and read 0.
     pub acceptance: Vec<f32>,
     /// [`RowStatus::NoValidToken`] when a position on the way had no valid
     /// token.
