@@ -121,6 +121,16 @@ fn random_case(seed: u64, requests: usize, max_drafts: u32, vocab: u32, special:
     }
 }
 
+/// The draft distribution of test kind `kind` (0: none, 1: logits, 2:
+/// probabilities) over `values`.
+fn distribution(kind: usize, values: rollcall::HostLogits<'_>) -> DraftDistribution<'_> {
+    match kind {
+        1 => DraftDistribution::Logits(values),
+        2 => DraftDistribution::Probs(values),
+        _ => DraftDistribution::Deterministic,
+    }
+}
+
 fn softmax_probs(logits: &[f32], vocab: usize) -> Vec<f32> {
     logits
         .chunks(vocab)
@@ -182,16 +192,8 @@ fn run_case(
     let v = case.vocab as usize;
     let target = common::Owned::new(&case.target, dtype);
     let probs = softmax_probs(&case.draft, v);
-    let draft_values = match kind {
-        1 => Some(common::Owned::new(&case.draft, dtype)),
-        2 => Some(common::Owned::new(&probs, dtype)),
-        _ => None,
-    };
-    let draft = match (kind, &draft_values) {
-        (1, Some(d)) => DraftDistribution::Logits(d.view()),
-        (2, Some(d)) => DraftDistribution::Probs(d.view()),
-        _ => DraftDistribution::Deterministic,
-    };
+    let draft_values = common::Owned::new(if kind == 2 { &probs } else { &case.draft }, dtype);
+    let draft = distribution(kind, draft_values.view());
     let options = VerifyOptions {
         draft,
         mask: masked.then_some(HostMask {
@@ -304,11 +306,7 @@ fn engine_path_matches_the_host_path() {
             _ => common::Owned::new(&probs, dtype),
         };
         let options = VerifyOptions {
-            draft: match kind {
-                1 => DraftDistribution::Logits(draft_values.view()),
-                2 => DraftDistribution::Probs(draft_values.view()),
-                _ => DraftDistribution::Deterministic,
-            },
+            draft: distribution(kind, draft_values.view()),
             mask: Some(HostMask {
                 words: &case.mask_words,
                 rows: &case.mask_rows,
@@ -903,11 +901,7 @@ fn chunked_dispatches_give_the_same_bits() {
             _ => common::Owned::new(&probs, LogitsDtype::F32),
         };
         let options = VerifyOptions {
-            draft: match kind {
-                1 => DraftDistribution::Logits(draft_values.view()),
-                2 => DraftDistribution::Probs(draft_values.view()),
-                _ => DraftDistribution::Deterministic,
-            },
+            draft: distribution(kind, draft_values.view()),
             mask: Some(HostMask {
                 words: &case.mask_words,
                 rows: &case.mask_rows,
@@ -983,11 +977,7 @@ fn verification_is_batch_invariant() {
                 params.push(case.params[r]);
             }
             let options = VerifyOptions {
-                draft: match kind {
-                    1 => DraftDistribution::Logits(rollcall::HostLogits::F32(&draft)),
-                    2 => DraftDistribution::Probs(rollcall::HostLogits::F32(&draft)),
-                    _ => DraftDistribution::Deterministic,
-                },
+                draft: distribution(kind, rollcall::HostLogits::F32(&draft)),
                 mask: None,
                 histories: None,
             };
