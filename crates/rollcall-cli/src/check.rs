@@ -225,6 +225,7 @@ fn sampling_routes(ctx: &GpuContext, quick: bool) -> Result<Found> {
         ("cpu/fused", SplitRows::Fused, true),
         ("gpu/split", SplitRows::Always, false),
         ("gpu/separate first pass", SplitRows::Never, false),
+        ("gpu/fused", SplitRows::Fused, false),
     ];
     let mut samplers: Vec<(&str, Sampler)> = Vec::new();
     for (name, split, cpu) in routes {

@@ -147,7 +147,8 @@ var<workgroup> h_max_key: array<atomic<u32>, 256>;
 var<workgroup> cand_key: array<u32, CANDIDATES>;
 var<workgroup> cand_index: array<u32, CANDIDATES>;
 var<workgroup> cand_count: atomic<u32>;
-// The candidates ranked by key, descending, with their fixed-point weights.
+// The candidates ranked by key, descending, with their fixed-point weights
+// (the wide routes' sort keeps their tokens there instead).
 var<workgroup> sorted_key: array<u32, CANDIDATES>;
 var<workgroup> sorted_weight: array<u32, CANDIDATES>;
 // Scalars written by invocation 0 and read by all.
@@ -358,7 +359,13 @@ fn select_threshold(t: u32, from_row: bool, row: u32, vocab: u32, inv_t: f32, by
             }
         }
         workgroupBarrier();
-        if t == 0u {
+        if WIDE_ROUTES {
+            let hit = find_boundary_wide(t, by_mass, round == 0u, count_target, top_p);
+            if hit.x == t || (hit.x == WG && t == 0u) {
+                settle_round(select(256u, 255u - t, hit.x == t), vec2<u32>(hit.y, hit.z), round, prefix, mask,
+                             shift, by_mass, lo_key, count_target, row_max);
+            }
+        } else if t == 0u {
             if by_mass && round == 0u && sel_target < 0.0 {
                 var total = vec2<u32>(0u, 0u);
                 for (var b = 0u; b < 256u; b++) {
@@ -373,49 +380,14 @@ fn select_threshold(t: u32, from_row: bool, row: u32, vocab: u32, inv_t: f32, by
                 if c == 0u {
                     continue;
                 }
-                var cum: vec2<u32>;
-                var reached: bool;
-                if by_mass {
-                    cum = add_u64(above, vec2<u32>(atomicLoad(&h_mass_hi[b]), atomicLoad(&h_mass_lo[b])));
-                    reached = u64_to_f32(cum) >= sel_target;
-                } else {
-                    cum = add_u64(above, vec2<u32>(0u, c));
-                    reached = cum.x != 0u || cum.y >= count_target;
-                }
-                if reached {
+                let cum = add_u64(above, bucket_weight(u32(b), by_mass));
+                if reaches(cum, by_mass, count_target) {
                     boundary = u32(b);
                     break;
                 }
                 above = cum;
             }
-            if boundary == 256u {
-                // The source's weight never reaches the target.
-                sel_result = lo_key;
-                sel_done = 1u;
-            } else {
-                let max_key = atomicLoad(&h_max_key[boundary]);
-                var top_alone: bool;
-                if by_mass {
-                    let w = fixed_weight(bits_from_key(max_key), row_max);
-                    top_alone = u64_to_f32(add_u64(above, vec2<u32>(0u, w))) >= sel_target;
-                } else {
-                    let cum = add_u64(above, vec2<u32>(0u, 1u));
-                    top_alone = cum.x != 0u || cum.y >= count_target;
-                }
-                if top_alone {
-                    sel_result = max_key;
-                    sel_found = 1u;
-                    sel_done = 1u;
-                } else if round == 3u {
-                    sel_result = prefix | boundary;
-                    sel_found = 1u;
-                    sel_done = 1u;
-                } else {
-                    sel_prefix = prefix | (boundary << shift);
-                    sel_mask = mask | (0xFFu << shift);
-                    sel_above = above;
-                }
-            }
+            settle_round(boundary, above, round, prefix, mask, shift, by_mass, lo_key, count_target, row_max);
         }
         if workgroupUniformLoad(&sel_done) != 0u {
             break;
@@ -423,6 +395,53 @@ fn select_threshold(t: u32, from_row: bool, row: u32, vocab: u32, inv_t: f32, by
     }
     let result = workgroupUniformLoad(&sel_result);
     return vec2<u32>(result, workgroupUniformLoad(&sel_found));
+}
+
+// Bucket b's weight in a round: its count, or its fixed-point mass.
+fn bucket_weight(b: u32, by_mass: bool) -> vec2<u32> {
+    if by_mass {
+        return vec2<u32>(atomicLoad(&h_mass_hi[b]), atomicLoad(&h_mass_lo[b]));
+    }
+    return vec2<u32>(0u, atomicLoad(&h_count[b]));
+}
+
+// Whether a cumulative weight reaches the round's target.
+fn reaches(cum: vec2<u32>, by_mass: bool, count_target: u32) -> bool {
+    if by_mass {
+        return u64_to_f32(cum) >= sel_target;
+    }
+    return cum.x != 0u || cum.y >= count_target;
+}
+
+// One invocation ends a radix round: `boundary` (256: none) is the bucket
+// where the weight from the top first reaches the target, `above` the
+// weight of the keys above it (this round's and earlier rounds').
+fn settle_round(boundary: u32, above: vec2<u32>, round: u32, prefix: u32, mask: u32, shift: u32,
+                by_mass: bool, lo_key: u32, count_target: u32, row_max: f32) {
+    if boundary == 256u {
+        // The source's weight never reaches the target.
+        sel_result = lo_key;
+        sel_done = 1u;
+        return;
+    }
+    let max_key = atomicLoad(&h_max_key[boundary]);
+    var top_weight = vec2<u32>(0u, 1u);
+    if by_mass {
+        top_weight = vec2<u32>(0u, fixed_weight(bits_from_key(max_key), row_max));
+    }
+    if reaches(add_u64(above, top_weight), by_mass, count_target) {
+        sel_result = max_key;
+        sel_found = 1u;
+        sel_done = 1u;
+    } else if round == 3u {
+        sel_result = prefix | boundary;
+        sel_found = 1u;
+        sel_done = 1u;
+    } else {
+        sel_prefix = prefix | (boundary << shift);
+        sel_mask = mask | (0xFFu << shift);
+        sel_above = above;
+    }
 }
 
 // Thresholds among the `n` gathered candidates (which hold every token at or
@@ -434,6 +453,9 @@ fn select_threshold(t: u32, from_row: bool, row: u32, vocab: u32, inv_t: f32, by
 // (threshold, found); found is 0 when the top-p boundary lies below them.
 fn select_among_candidates(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: bool, top_p: f32,
                            row_mass_target: f32, row_max: f32) -> vec2<u32> {
+    if WIDE_ROUTES {
+        return select_among_candidates_wide(t, n, use_top_k, k, use_top_p, top_p, row_mass_target, row_max);
+    }
     workgroupBarrier();
     for (var c = t; c < n; c += WG) {
         let key = cand_key[c];
@@ -940,27 +962,38 @@ fn greedy_pass(row: u32, first: u32, last: u32, vocab: u32) -> StreamPartial {
     var tile_end = first + WG * TILE_GROUPS;
     var best_value = F32_LOWEST;
     var best_index = NO_INDEX;
-    for (var g = first; g < last; g += WG) {
+    // Two groups in flight, as in `sampling_pass`: a missing second group
+    // is all -inf (no finite token: it changes neither the state nor the
+    // arg-max) and is taken off the non-finite counts.
+    for (var g = first; g < last; g += 2u * WG) {
         if g >= tile_end {
             state = merge_state(state, local);
             local = EMPTY_STATE;
             tile_end += WG * TILE_GROUPS;
         }
-        let base = g * GROUP;
-        let bits = load_scaled_group(row, base, vocab, 1.0);
-        let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
-        nonfinite += vec4<u32>(!finite);
-        top_bits = max(top_bits, bitcast<vec4<i32>>(bits));
-        local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
-        // The group's best finite value and its first position.
-        let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(bits), finite);
-        let group_best = max(max(z.x, z.y), max(z.z, z.w));
-        let at = select(select(select(3u, 2u, finite.z && z.z == group_best),
-                               1u, finite.y && z.y == group_best),
-                        0u, finite.x && z.x == group_best);
-        let better = any(finite) && (best_index == NO_INDEX || group_best > best_value);
-        best_value = select(best_value, group_best, better);
-        best_index = select(best_index, base + at, better);
+        let second = g + WG < last;
+        var pair = array<vec4<u32>, 2>(
+            load_scaled_group(row, g * GROUP, vocab, 1.0),
+            select(vec4<u32>(F32_NEG_INF_BITS), load_scaled_group(row, (g + WG) * GROUP, vocab, 1.0),
+                   vec4<bool>(second)));
+        for (var k = 0u; k < 2u; k++) {
+            let base = (g + k * WG) * GROUP;
+            let bits = pair[k];
+            let finite = (bits & vec4<u32>(0x7F800000u)) != vec4<u32>(0x7F800000u);
+            nonfinite += vec4<u32>(!finite);
+            top_bits = max(top_bits, bitcast<vec4<i32>>(bits));
+            local = online_add_group(local, bitcast<vec4<f32>>(bits), finite);
+            // The group's best finite value and its first position.
+            let z = select(vec4<f32>(F32_LOWEST), bitcast<vec4<f32>>(bits), finite);
+            let group_best = max(max(z.x, z.y), max(z.z, z.w));
+            let at = select(select(select(3u, 2u, finite.z && z.z == group_best),
+                                   1u, finite.y && z.y == group_best),
+                            0u, finite.x && z.x == group_best);
+            let better = any(finite) && (best_index == NO_INDEX || group_best > best_value);
+            best_value = select(best_value, group_best, better);
+            best_index = select(best_index, base + at, better);
+        }
+        nonfinite -= vec4<u32>(select(0u, 1u, !second));
     }
     state = merge_state(state, local);
     let counts = stream_counts(row, first, last, vocab, 1.0, nonfinite, top_bits);
@@ -1288,16 +1321,13 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         let row_mass_target = (p.top_p * row_mass) * 4294967296.0;
         var gather_from = 0u;
         var bound_found = true;
-        if use_top_k {
-            let k_bound = select_threshold(t, false, row, vocab, inv_t, false, 1u,
-                                           p.top_k, 1.0, -1.0, row_max);
-            gather_from = k_bound.x;
-            bound_found = k_bound.y != 0u;
-        } else if use_top_p {
-            let p_bound = select_threshold(t, false, row, vocab, inv_t, true, 1u,
-                                           0u, p.top_p, row_mass_target, row_max);
-            gather_from = p_bound.x;
-            bound_found = p_bound.y != 0u;
+        // (One call site for both: each inlined copy of the selection costs
+        // a CPU adapter's compiler seconds.)
+        if use_top_k || use_top_p {
+            let bound = select_threshold(t, false, row, vocab, inv_t, !use_top_k, 1u,
+                                         p.top_k, p.top_p, row_mass_target, row_max);
+            gather_from = bound.x;
+            bound_found = bound.y != 0u;
         }
         // Pass 2 over the streams whose maximum reaches the bound (for min-p
         // alone: the kept tokens), each stream read by one invocation in its
@@ -1308,34 +1338,34 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             && (!gather_floors || passes_floors(stream_state.x, s));
         // (select_threshold and reduce_stats end in a barrier.)
         let n_active = list_streams(t, stream_active);
-        if bound_found && t < n_active {
-            let stream = red_v[t];
-            for (var g = stream; g * GROUP < vocab; g += WG) {
-                for (var j = 0u; j < GROUP; j++) {
-                    let i = g * GROUP + j;
-                    if i >= vocab {
-                        break;
-                    }
-                    let z_bits = scaled_bits(row, i, inv_t);
-                    if !is_finite_bits(z_bits) {
-                        continue;
-                    }
-                    let key = key_from_bits(z_bits);
-                    if key >= gather_from && (!gather_floors || passes_floors(bitcast<f32>(z_bits), s)) {
-                        let slot = atomicAdd(&cand_count, 1u);
-                        if slot < CANDIDATES {
-                            cand_key[slot] = key;
-                            cand_index[slot] = i;
+        var gathered = 0u;
+        if WIDE_ROUTES {
+            if bound_found {
+                gathered = gather_streams_wide(t, row, vocab, inv_t, n_active, gather_from, gather_floors, s);
+            }
+        } else {
+            if bound_found && t < n_active {
+                let stream = red_v[t];
+                for (var g = stream; g * GROUP < vocab; g += WG) {
+                    for (var j = 0u; j < GROUP && g * GROUP + j < vocab; j++) {
+                        let i = g * GROUP + j;
+                        let z_bits = scaled_bits(row, i, inv_t);
+                        if is_gathered(z_bits, gather_from, gather_floors, s) {
+                            let slot = atomicAdd(&cand_count, 1u);
+                            if slot < CANDIDATES {
+                                cand_key[slot] = key_from_bits(z_bits);
+                                cand_index[slot] = i;
+                            }
                         }
                     }
                 }
             }
+            workgroupBarrier();
+            if t == 0u {
+                shared_u32 = atomicLoad(&cand_count);
+            }
+            gathered = workgroupUniformLoad(&shared_u32);
         }
-        workgroupBarrier();
-        if t == 0u {
-            shared_u32 = atomicLoad(&cand_count);
-        }
-        let gathered = workgroupUniformLoad(&shared_u32);
         from_candidates = bound_found && gathered <= CANDIDATES && (!use_top_k || gathered >= p.top_k);
         n_candidates = select(0u, gathered, from_candidates);
 
@@ -1348,15 +1378,16 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             from_candidates = selected.y != 0u;
         }
         if !from_candidates {
+            // Top-k over the row, then top-p over the keys at or above its
+            // threshold (a loop: one call site).
             threshold = 0u;
-            if use_top_k {
-                threshold = select_threshold(t, true, row, vocab, inv_t, false, 0u,
-                                             p.top_k, 1.0, -1.0, row_max).x;
-            }
-            if use_top_p {
-                let mass_target = select(row_mass_target, -1.0, use_top_k);
-                threshold = select_threshold(t, true, row, vocab, inv_t, true, threshold,
-                                             0u, p.top_p, mass_target, row_max).x;
+            let mass_target = select(row_mass_target, -1.0, use_top_k);
+            for (var step = 0u; step < 2u; step++) {
+                let by_mass = step == 1u;
+                if select(use_top_k, use_top_p, by_mass) {
+                    threshold = select_threshold(t, true, row, vocab, inv_t, by_mass, threshold,
+                                                 p.top_k, p.top_p, mass_target, row_max).x;
+                }
             }
         }
         s.threshold_key = threshold;
@@ -1556,6 +1587,15 @@ fn top_logprobs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         gathered = min(above + (n - min(above, n)), CANDIDATES);
     }
 
+    if WIDE_ROUTES {
+        sort_candidates_wide(t, gathered);
+        for (var rank = t; rank < min(n, gathered); rank += WG) {
+            let lp = logprob_of(bits_from_key(sorted_key[rank]), has_inf, row_inf, row_max, log_mass);
+            top_out[out_index * MAX_TOP_LOGPROBS + rank] = vec2<u32>(sorted_weight[rank], bitcast<u32>(lp));
+        }
+        write_empty_entries(t, out_index, min(n, gathered));
+        return;
+    }
     // Rank: larger key first, then the lower token.
     for (var c = t; c < gathered; c += WG) {
         let key = cand_key[c];
@@ -1585,6 +1625,9 @@ fn write_empty_entries(t: u32, out_index: u32, first: u32) {
 // order) and returns how many, to every invocation. The caller's last use
 // of red_u and red_v must be behind a barrier.
 fn list_streams(t: u32, listed: bool) -> u32 {
+    if WIDE_ROUTES {
+        return list_streams_wide(t, listed);
+    }
     red_u[t] = select(0u, 1u, listed);
     workgroupBarrier();
     if t == 0u {
@@ -1668,4 +1711,239 @@ fn gather_ties(row: u32, t: u32, vocab: u32, inv_t: f32, key: u32, needed: u32, 
         }
     }
     workgroupBarrier();
+}
+
+// ---- Wide routes (WIDE_ROUTES, prepended by the host: non-CPU adapters) ----
+// Where the CPU route runs a step on one invocation (the active-stream
+// list, the radix and top-p scans) or on one invocation a stream (the
+// gather), or ranks candidates by O(n²) comparisons, these share the step
+// out over the workgroup. Their results are integers or positions, so they
+// give the CPU route's bits.
+
+var<workgroup> run_sums: array<vec2<u32>, FOLD>;
+var<workgroup> scan_total: vec2<u32>;
+var<workgroup> first_hit: atomic<u32>;
+
+// Exclusive prefix sums of the invocations' 64-bit (hi, lo) values in
+// invocation order: FOLD lanes each sum FOLD consecutive values, then every
+// invocation adds the sums and values before its own (integer sums: exact in
+// any order; at most 2 × FOLD steps). Writes red_u and red_v, after a
+// barrier (the callers' last reads of them); the caller then takes the
+// total with `scanned_total`, whose barrier ends the scan.
+fn scan_u64(t: u32, value: vec2<u32>) -> vec2<u32> {
+    workgroupBarrier();
+    red_u[t] = value.x;
+    red_v[t] = value.y;
+    workgroupBarrier();
+    if t < FOLD {
+        var acc = vec2<u32>(0u, 0u);
+        for (var j = t * FOLD; j < (t + 1u) * FOLD; j++) {
+            acc = add_u64(acc, vec2<u32>(red_u[j], red_v[j]));
+        }
+        run_sums[t] = acc;
+    }
+    workgroupBarrier();
+    // The runs below this invocation's, then the values before it in its run.
+    var before = vec2<u32>(0u, 0u);
+    for (var r = 0u; r < t / FOLD; r++) {
+        before = add_u64(before, run_sums[r]);
+    }
+    for (var j = t / FOLD * FOLD; j < t; j++) {
+        before = add_u64(before, vec2<u32>(red_u[j], red_v[j]));
+    }
+    if t == 0u {
+        var total = vec2<u32>(0u, 0u);
+        for (var r = 0u; r < FOLD; r++) {
+            total = add_u64(total, run_sums[r]);
+        }
+        scan_total = total;
+    }
+    return before;
+}
+
+// The last scan's total, to every invocation (uniform); its barrier also
+// ends the scan's reads of red_u, red_v and run_sums.
+fn scanned_total() -> vec2<u32> {
+    return workgroupUniformLoad(&scan_total);
+}
+
+// A radix round's boundary, every invocation at once: invocation t holds
+// bucket 255 - t (keys descending in invocation order), a scan gives the
+// weight above each, and the first non-empty bucket whose cumulative weight
+// reaches the target is the boundary the serial walk stops at. Returns
+// (the boundary's invocation or WG for none, then at that invocation the
+// weight above it).
+fn find_boundary_wide(t: u32, by_mass: bool, first_round: bool, count_target: u32, top_p: f32) -> vec3<u32> {
+    let b = 255u - t;
+    let weight = bucket_weight(b, by_mass);
+    if t == 0u {
+        atomicStore(&first_hit, WG);
+    }
+    let before = scan_u64(t, weight);
+    let total = scanned_total();
+    if t == 0u && by_mass && first_round && sel_target < 0.0 {
+        sel_target = top_p * u64_to_f32(total);
+    }
+    workgroupBarrier();
+    let above = add_u64(sel_above, before);
+    if atomicLoad(&h_count[b]) != 0u && reaches(add_u64(above, weight), by_mass, count_target) {
+        atomicMin(&first_hit, t);
+    }
+    workgroupBarrier();
+    return vec3<u32>(atomicLoad(&first_hit), above);
+}
+
+// `list_streams` by a scan of the flags. The list also goes to
+// stream_max_key (no longer read once streams are listed), where the wide
+// gather reads it while its own scan writes red_u and red_v.
+fn list_streams_wide(t: u32, listed: bool) -> u32 {
+    let before = scan_u64(t, vec2<u32>(0u, select(0u, 1u, listed))).y;
+    let total = scanned_total().y;
+    if listed {
+        red_v[before] = t;
+        stream_max_key[before] = t;
+    }
+    workgroupBarrier();
+    return total;
+}
+
+// Whether the filtered gather takes a token: finite, key at or above the
+// bound, and (for min-p or top-nσ alone) above the floors.
+fn is_gathered(z_bits: u32, gather_from: u32, floors: bool, s: RowState) -> bool {
+    return is_finite_bits(z_bits) && key_from_bits(z_bits) >= gather_from
+        && (!floors || passes_floors(bitcast<f32>(z_bits), s));
+}
+
+// The filtered gather over the `n_active` streams listed in stream_max_key
+// (by `list_streams_wide`), by every
+// invocation: the streams' groups, stream after stream and each stream's in
+// visiting order, are shared out in contiguous runs; each invocation counts
+// its run's tokens, a scan places them, and a second read stores them. Each
+// stream's tokens sit in its visiting order, as the one-invocation-a-stream
+// gather leaves them. Returns the count (uniform); stores nothing past
+// CANDIDATES.
+fn gather_streams_wide(t: u32, row: u32, vocab: u32, inv_t: f32, n_active: u32, gather_from: u32,
+                       floors: bool, s: RowState) -> u32 {
+    let stream_groups = (vocab + GROUP * WG - 1u) / (GROUP * WG);
+    let items = n_active * stream_groups;
+    let per = (items + WG - 1u) / WG;
+    let first = min(t * per, items);
+    let last = min(first + per, items);
+    var count = 0u;
+    for (var w = first; w < last; w++) {
+        let g = stream_max_key[w / stream_groups] + (w % stream_groups) * WG;
+        for (var j = 0u; j < GROUP && g * GROUP + j < vocab; j++) {
+            count += select(0u, 1u, is_gathered(scaled_bits(row, g * GROUP + j, inv_t), gather_from, floors, s));
+        }
+    }
+    var slot = scan_u64(t, vec2<u32>(0u, count)).y;
+    let total = scanned_total().y;
+    if total <= CANDIDATES {
+        for (var w = first; w < last; w++) {
+            let g = stream_max_key[w / stream_groups] + (w % stream_groups) * WG;
+            for (var j = 0u; j < GROUP && g * GROUP + j < vocab; j++) {
+                let i = g * GROUP + j;
+                let z_bits = scaled_bits(row, i, inv_t);
+                if is_gathered(z_bits, gather_from, floors, s) {
+                    cand_key[slot] = key_from_bits(z_bits);
+                    cand_index[slot] = i;
+                    slot += 1u;
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    return total;
+}
+
+// The `n` candidates (uniform) in sorted_key / sorted_weight (the latter
+// holding tokens here): larger key first, ties to the lower token. A bitonic
+// network whose comparators all point one way (each merge opens with a
+// mirrored step), so slots past `n` act as keys below every other and never
+// move: no padding is stored.
+fn sort_candidates_wide(t: u32, n: u32) {
+    for (var c = t; c < n; c += WG) {
+        sorted_key[c] = cand_key[c];
+        sorted_weight[c] = cand_index[c];
+    }
+    var size = 1u;
+    while size < n {
+        size <<= 1u;
+    }
+    for (var k = 2u; k <= size; k <<= 1u) {
+        for (var j = k >> 1u; j > 0u; j >>= 1u) {
+            workgroupBarrier();
+            for (var c = t; c < (size >> 1u); c += WG) {
+                let block = c / j;
+                let offset = c % j;
+                let a = block * 2u * j + offset;
+                let b = select(a + j, block * k + k - 1u - offset, j == (k >> 1u));
+                if b < n && key_beats(sorted_key[b], sorted_weight[b], sorted_key[a], sorted_weight[a]) {
+                    let key = sorted_key[a];
+                    let token = sorted_weight[a];
+                    sorted_key[a] = sorted_key[b];
+                    sorted_weight[a] = sorted_weight[b];
+                    sorted_key[b] = key;
+                    sorted_weight[b] = token;
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+// `select_among_candidates` on the sorted candidates: the top-k domain by a
+// count, the top-p boundary by a scan of the weights in sorted order, each
+// invocation walking its contiguous run.
+fn select_among_candidates_wide(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: bool, top_p: f32,
+                                row_mass_target: f32, row_max: f32) -> vec2<u32> {
+    sort_candidates_wide(t, n);
+    var threshold = 0u;
+    var found = 1u;
+    var domain = n;
+    if use_top_k {
+        // k <= n: the gather held at least k tokens.
+        threshold = sorted_key[k - 1u];
+        var at_or_above = 0u;
+        for (var c = t; c < n; c += WG) {
+            at_or_above += select(0u, 1u, sorted_key[c] >= threshold);
+        }
+        _ = scan_u64(t, vec2<u32>(0u, at_or_above));
+        domain = scanned_total().y;
+    }
+    if use_top_p {
+        let per = (domain + WG - 1u) / WG;
+        let first = min(t * per, domain);
+        let last = min(first + per, domain);
+        var run = vec2<u32>(0u, 0u);
+        for (var i = first; i < last; i++) {
+            run = add_u64(run, vec2<u32>(0u, fixed_weight(bits_from_key(sorted_key[i]), row_max)));
+        }
+        if t == 0u {
+            atomicStore(&first_hit, NO_INDEX);
+        }
+        var cum = scan_u64(t, run);
+        let mass_target = select(row_mass_target, top_p * u64_to_f32(scanned_total()), use_top_k);
+        for (var i = first; i < last; i++) {
+            cum = add_u64(cum, vec2<u32>(0u, fixed_weight(bits_from_key(sorted_key[i]), row_max)));
+            // Equal keys count together: test at the end of their run.
+            if i + 1u < domain && sorted_key[i + 1u] == sorted_key[i] {
+                continue;
+            }
+            if u64_to_f32(cum) >= mass_target {
+                atomicMin(&first_hit, i);
+                break;
+            }
+        }
+        workgroupBarrier();
+        let hit = atomicLoad(&first_hit);
+        found = select(0u, 1u, hit != NO_INDEX);
+        threshold = select(threshold, sorted_key[min(hit, CANDIDATES - 1u)], hit != NO_INDEX);
+    }
+    if t == 0u {
+        sel_result = threshold;
+        sel_found = found;
+    }
+    let result = workgroupUniformLoad(&sel_result);
+    return vec2<u32>(result, workgroupUniformLoad(&sel_found));
 }

@@ -786,7 +786,10 @@ fn sampling_budget(candidates: u32) -> u32 {
 fn sampling_workgroup_bytes(candidates: u32) -> u32 {
     let variants: Vec<_> = crate::sampling::Features::ALL
         .iter()
-        .flat_map(|&f| crate::sampling::shader_variants(candidates, "sample_rows", f).unwrap())
+        .flat_map(|&f| [(f, false), (f, true)])
+        .flat_map(|(f, wide)| {
+            crate::sampling::shader_variants(candidates, "sample_rows", f, wide).unwrap()
+        })
         .collect();
     let bytes: Vec<u32> = variants
         .iter()
@@ -814,7 +817,8 @@ fn sampling_workgroup_memory_is_within_the_host_budget() {
     // uses no more.
     for candidates in [fewest, most] {
         for features in crate::sampling::Features::ALL {
-            for v in crate::sampling::shader_variants(candidates, "top_logprobs", features).unwrap()
+            for v in crate::sampling::shader_variants(candidates, "top_logprobs", features, true)
+                .unwrap()
             {
                 let bytes = reflect(&v).workgroup_bytes();
                 assert!(bytes <= real[&candidates], "{}: {bytes} bytes", v.label);
@@ -895,9 +899,15 @@ fn sampling_constants_match_the_shader() {
     use crate::LogitsDtype;
     let (fewest, most) = CANDIDATE_RANGE;
     for candidates in [fewest, most] {
-        for entry in ["sample_rows", "stream_partials", "finish_rows"] {
+        for (entry, wide) in [
+            ("sample_rows", false),
+            ("sample_rows", true),
+            ("stream_partials", false),
+            ("finish_rows", false),
+        ] {
             let variants =
-                crate::sampling::shader_variants(candidates, entry, Default::default()).unwrap();
+                crate::sampling::shader_variants(candidates, entry, Default::default(), wide)
+                    .unwrap();
             // The pipelines are indexed by `LogitsDtype::index`, then the
             // vector variant.
             assert_eq!(variants.len(), VEC4_VARIANT + 1);
@@ -908,6 +918,7 @@ fn sampling_constants_match_the_shader() {
                 let dtype = LogitsDtype::ALL.get(i).copied().unwrap_or(LogitsDtype::F32);
                 assert_eq!(r.u32("LOGITS_DTYPE"), dtype.index() as u32, "{s}");
                 assert_eq!(r.bool("VEC4_LOADS"), i == VEC4_VARIANT, "{s}");
+                assert_eq!(r.bool("WIDE_ROUTES"), wide, "{s}");
                 for (name, dtype) in [
                     ("DTYPE_F32", LogitsDtype::F32),
                     ("DTYPE_F16", LogitsDtype::F16),
@@ -1077,7 +1088,11 @@ fn other_kernels_constants_match_the_shaders() {
 
     for i in family(&variants, "compact/") {
         let r = &variants[i];
-        assert_eq!(r.u32("BLOCK"), crate::compact::BLOCK, "{}", r.label);
+        assert!(
+            [crate::compact::BLOCK, crate::compact::GPU_BLOCK].contains(&r.u32("BLOCK")),
+            "{}",
+            r.label
+        );
         assert_eq!(r.u32("WG") * r.u32("PER_THREAD"), r.u32("BLOCK"));
         assert_eq!(r.workgroup_width(), r.u32("WG"), "{}", r.label);
     }

@@ -16,7 +16,12 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
             "top_logprobs",
         ] {
             for features in crate::sampling::Features::ALL {
-                all.extend(crate::sampling::shader_variants(candidates, entry, features).unwrap());
+                for wide in [false, true] {
+                    all.extend(
+                        crate::sampling::shader_variants(candidates, entry, features, wide)
+                            .unwrap(),
+                    );
+                }
             }
         }
     }
@@ -24,7 +29,9 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
     all.extend(crate::read_once::shader_variants().unwrap());
     all.extend(crate::read_once::vector_shader_variants().unwrap());
     all.extend(crate::read_once::exp_shader_variants().unwrap());
-    all.extend(crate::compact::shader_variants().unwrap());
+    for per_thread in [4, 32] {
+        all.extend(crate::compact::shader_variants(per_thread).unwrap());
+    }
     for capacity in [1, crate::voting::DEFAULT_CAPACITY, 256] {
         all.extend(crate::voting::gpu::shader_variants(capacity).unwrap());
     }

@@ -385,7 +385,7 @@ pub struct Sampler {
     candidates: u32,
     /// The kernels of each feature set ([`Features::index`]), built when a
     /// batch first needs them.
-    kernels: [OnceLock<Kernels>; super::FEATURE_SETS],
+    kernels: [[OnceLock<Kernels>; super::FEATURE_SETS]; 2],
     max_chunk_bytes: Option<u64>,
     /// The logit-edit kernels, built when a batch first has edits.
     edit_kernels: OnceLock<EditKernels>,
@@ -458,7 +458,8 @@ impl Sampler {
     /// The kernels of a feature set, built on first use (the context's
     /// cache shares them between samplers).
     fn kernels(&self, features: Features) -> Result<&Kernels> {
-        let cell = &self.kernels[features.index()];
+        let wide = !self.cpu_routes;
+        let cell = &self.kernels[usize::from(wide)][features.index()];
         if let Some(kernels) = cell.get() {
             return Ok(kernels);
         }
@@ -469,11 +470,11 @@ impl Sampler {
         let build = |label: &'static str, entry_point: &'static str| {
             let key = LogitsKernelKey {
                 kernel: entry_point,
-                constant: candidates | (features.index() as u32) << 16,
+                constant: candidates | (features.index() as u32) << 16 | u32::from(wide) << 24,
                 extra: &[true, false, false, false, true, false],
             };
             let mut kernel = LogitsKernel::new(&self.ctx, label, key, || {
-                shader_variants(candidates, entry_point, features)
+                shader_variants(candidates, entry_point, features, wide)
             })?;
             if let Some(bytes) = self.max_chunk_bytes {
                 kernel.set_max_chunk_bytes(bytes);
@@ -548,7 +549,7 @@ impl Sampler {
     #[cfg(feature = "internals")]
     pub fn with_max_chunk_bytes(mut self, bytes: u64) -> Self {
         self.max_chunk_bytes = Some(bytes);
-        for cell in &mut self.kernels {
+        for cell in self.kernels.iter_mut().flatten() {
             if let Some(kernels) = cell.get_mut() {
                 kernels.draw.set_max_chunk_bytes(bytes);
                 kernels.partials.set_max_chunk_bytes(bytes);

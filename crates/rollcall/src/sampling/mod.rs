@@ -874,17 +874,25 @@ pub(crate) fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
 /// variant per logits dtype, then an f32 variant that loads four logits at a
 /// time through a vector view of the logits (see
 /// [`LogitsKernel::new`](crate::gpu::logits::LogitsKernel::new)).
+///
+/// `wide` picks the routes for GPUs (`WIDE_ROUTES` in the shader: the
+/// gathers, scans and sorts shared out over the workgroup) over those for
+/// CPU adapters (one invocation runs them); both give the same bits, and
+/// each pipeline holds only one.
 pub(crate) fn shader_variants(
     candidates: u32,
     entry_point: &'static str,
     features: Features,
+    wide: bool,
 ) -> Result<Vec<crate::gpu::shader::ShaderVariant>> {
+    let route = if wide { "wide" } else { "cpu" };
     crate::gpu::logits::variants_with_vec4(
-        &format!("sampling/{entry_point}/{features:?}"),
+        &format!("sampling/{entry_point}/{features:?}/{route}"),
         "sampling.wgsl",
         entry_point,
         &format!(
-            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;\n{}",
+            "const CANDIDATES: u32 = {candidates}u;\nconst TILE_GROUPS: u32 = {TILE_GROUPS}u;\n\
+             const WIDE_ROUTES: bool = {wide};\n{}",
             features.prelude()
         ),
     )

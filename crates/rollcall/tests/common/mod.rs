@@ -24,13 +24,15 @@ pub fn every_route(
 ) -> Vec<(rollcall::internals::SplitRows, rollcall::Sampler)> {
     use rollcall::internals::SplitRows;
     // The CPU adapter's routes and the GPU's (which draw after a separate
-    // first pass with the 256-invocation kernel), forced either way.
+    // first pass with the 256-invocation kernel, and gather, scan and sort
+    // with the whole workgroup), forced either way.
     [
         (SplitRows::Always, true),
         (SplitRows::Never, true),
         (SplitRows::Fused, true),
         (SplitRows::Always, false),
         (SplitRows::Never, false),
+        (SplitRows::Fused, false),
     ]
     .into_iter()
     .map(|(mode, cpu)| {
