@@ -25,43 +25,50 @@ const EXP_SHIFT: f32 = 64.0;
 
 var<workgroup> w_sum: array<f32, WG>;
 
+// Logits base..base+3 of `row` (0 past the row's end), or their exp(l - 64).
+// The f32 group load is written out here as in the sampler; 16-bit groups
+// share the sampler's `load_half_group` (two word loads).
+fn load_group(row: u32, base: u32, vocab: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if base + GROUP <= vocab {
+        if VEC4_LOADS {
+            v = bitcast<vec4<f32>>(logits_vec4[(chunk.elem_base + row * vocab + base) >> 2u]);
+        } else if LOGITS_DTYPE != DTYPE_F32 {
+            v = load_half_group(row, base);
+        } else {
+            v = vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
+                          load_logit(row, base + 2u), load_logit(row, base + 3u));
+        }
+        if EXP_PER_LOGIT {
+            v = exp(v - EXP_SHIFT);
+        }
+    } else {
+        for (var j = 0u; base + j < vocab; j++) {
+            v[j] = load_logit(row, base + j);
+            if EXP_PER_LOGIT {
+                v[j] = exp(v[j] - EXP_SHIFT);
+            }
+        }
+    }
+    return v;
+}
+
 @compute @workgroup_size(256)
 fn read_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let row = wid.x;
     let vocab = chunk.vocab;
     // Four independent sums, so the loop is bound by loads, not by the
-    // latency of one chain of additions. The f32 group load is written out
-    // here (not a shared helper): on a CPU adapter the helper form read more
-    // slowly, and this kernel must be the fastest plain read we can write.
-    // 16-bit groups share the sampler's `load_half_group` (two word loads;
-    // not timed against a written-out copy).
+    // latency of one chain of additions; two groups are loaded before
+    // either is added (twice the loads in flight, the sums in the same
+    // order), as the sampler's first pass does.
     var sum = vec4<f32>(0.0);
-    for (var g = t; g * GROUP < vocab; g += WG) {
-        let base = g * GROUP;
-        if base + GROUP <= vocab {
-            var v: vec4<f32>;
-            if VEC4_LOADS {
-                v = bitcast<vec4<f32>>(logits_vec4[(chunk.elem_base + row * vocab + base) >> 2u]);
-            } else if LOGITS_DTYPE != DTYPE_F32 {
-                v = load_half_group(row, base);
-            } else {
-                v = vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),
-                              load_logit(row, base + 2u), load_logit(row, base + 3u));
-            }
-            if EXP_PER_LOGIT {
-                sum += exp(v - EXP_SHIFT);
-            } else {
-                sum += v;
-            }
-        } else {
-            var tail = vec4<f32>(0.0);
-            for (var j = 0u; base + j < vocab; j++) {
-                tail[j] = load_logit(row, base + j);
-                if EXP_PER_LOGIT {
-                    tail[j] = exp(tail[j] - EXP_SHIFT);
-                }
-            }
-            sum += tail;
+    for (var g = t; g * GROUP < vocab; g += 2u * WG) {
+        let second = (g + WG) * GROUP < vocab;
+        var pair = array<vec4<f32>, 2>(load_group(row, g * GROUP, vocab),
+                                       load_group(row, select(g, g + WG, second) * GROUP, vocab));
+        sum += pair[0];
+        if second {
+            sum += pair[1];
         }
     }
     w_sum[t] = (sum.x + sum.y) + (sum.z + sum.w);
