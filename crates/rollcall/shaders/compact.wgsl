@@ -2,13 +2,15 @@
 // their count, and optionally the values[i] that go with them. Reduce-then-scan in three dispatches, so no workgroup ever
 // waits on another (no forward-progress assumption; portable to Metal, WebGPU
 // and lavapipe):
-//   count_blocks: each workgroup counts its block of 8192 flags;
+//   count_blocks: each workgroup counts its block of BLOCK flags;
 //   scan_blocks:  one workgroup turns the block counts into offsets (and the total);
 //   scatter:      each workgroup writes its kept indices at its offset.
 
+// PER_THREAD (flags an invocation) is prepended by the host: 32 on CPU
+// adapters, 4 on GPUs (blocks small enough to fill the device, and
+// neighbouring invocations reading neighbouring words).
 const WG: u32 = 256u;
-const PER_THREAD: u32 = 32u;
-const BLOCK: u32 = 8192u;   // WG * PER_THREAD
+const BLOCK: u32 = WG * PER_THREAD;
 
 struct CompactParams {
     n: u32,          // flags
@@ -48,7 +50,9 @@ fn block_index(wid: vec3<u32>) -> u32 {
     return wid.x + wid.y * cp.blocks_x;
 }
 
-// Flags of invocation t in block b: elements b * BLOCK + t * PER_THREAD + 0..31 (a contiguous run per invocation keeps the output in order with one scan).
+// Flags of invocation t in block b: elements b * BLOCK + t * PER_THREAD
+// onwards (a contiguous run per invocation keeps the output in order with
+// one scan).
 fn thread_count(b: u32, t: u32) -> u32 {
     var c = 0u;
     let first = b * BLOCK + t * PER_THREAD;

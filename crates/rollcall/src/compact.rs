@@ -1,18 +1,37 @@
 //! Stream compaction on the GPU: the indices whose flag is set, in order, and
 //! their count. The voting scheduler uses it to launch only live prompts.
 //!
-//! Reduce-then-scan in three dispatches (count per block of 8192 flags, one
+//! Reduce-then-scan in three dispatches (count per block of flags, one
 //! workgroup scans the block counts, scatter), so no workgroup waits on
 //! another: portable to adapters without forward-progress guarantees. Each
 //! flag is read twice (count and scatter); each kept index written once.
+//!
+//! Blocks are sized per adapter: on a GPU 1 024 flags (4 an invocation, so
+//! neighbouring invocations read neighbouring words, and 10⁶ flags launch
+//! ~980 workgroups, more than a large GPU's multiprocessors); on a CPU
+//! adapter 8 192 (32 an invocation: fewer workgroups and barriers). The
+//! output is the same.
 
 use crate::gpu::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-/// Flags handled by one workgroup.
-pub(crate) const BLOCK: u32 = 8192;
+/// Invocations of a compaction workgroup.
+const WG: u32 = 256;
+
+/// Flags an invocation handles on a CPU adapter.
+const CPU_PER_THREAD: u32 = 32;
+
+/// Flags an invocation handles on other adapters.
+const GPU_PER_THREAD: u32 = 4;
+
+/// Flags one workgroup handles on a CPU adapter (the larger block).
+pub(crate) const BLOCK: u32 = WG * CPU_PER_THREAD;
+
+/// Flags one workgroup handles on other adapters (the smaller block, which
+/// sizes the scratch).
+pub(crate) const GPU_BLOCK: u32 = WG * GPU_PER_THREAD;
 
 /// The kernels' uniform (`CompactParams` in the shader).
 #[repr(C)]
@@ -40,23 +59,26 @@ pub mod cpu {
     }
 }
 
-/// The shader's three entry points.
-pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
+/// The shader's three entry points, `per_thread` flags an invocation.
+pub(crate) fn shader_variants(per_thread: u32) -> Result<Vec<ShaderVariant>> {
+    let prelude = format!("const PER_THREAD: u32 = {per_thread}u;");
     ["count_blocks", "scan_blocks", "scatter"]
         .into_iter()
         .map(|entry_point| {
             Ok(ShaderVariant {
-                label: format!("compact/{entry_point}"),
+                label: format!("compact/{entry_point}/{per_thread}"),
                 entry_point,
-                source: crate::gpu::shader::compose("compact.wgsl", "")?,
+                source: crate::gpu::shader::compose("compact.wgsl", &prelude)?,
             })
         })
         .collect()
 }
 
-/// The compaction kernels have no variants.
+/// The compaction kernels of one block size (flags an invocation).
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct CompactKey;
+struct CompactKey {
+    per_thread: u32,
+}
 
 impl crate::gpu::cache::PipelineKey for CompactKey {
     type Built = Pipelines;
@@ -81,7 +103,7 @@ pub struct CompactScratch {
 }
 
 impl CompactScratch {
-    /// Scratch for up to `capacity` flags (4 bytes per block of 8192 flags,
+    /// Scratch for up to `capacity` flags (4 bytes per block of 1 024 flags,
     /// bound whole: past the storage binding limit it is
     /// [`Error::TooLarge`]).
     ///
@@ -91,7 +113,7 @@ impl CompactScratch {
     /// # Ok::<(), rollcall::Error>(())
     /// ```
     pub fn new(ctx: &GpuContext, capacity: u32) -> Result<Self> {
-        let blocks = capacity.div_ceil(BLOCK).max(1);
+        let blocks = capacity.div_ceil(GPU_BLOCK).max(1);
         Ok(Self {
             params: ctx.create_buffer(
                 "rollcall compact params",
@@ -121,12 +143,19 @@ pub struct Compactor {
     ctx: GpuContext,
     built: Arc<Pipelines>,
     grid_width: u32,
+    per_thread: u32,
 }
 
 impl Compactor {
-    /// Builds (or reuses) the pipelines on `ctx`.
+    /// Builds (or reuses) the pipelines on `ctx`, with the block size for
+    /// its adapter.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let built = ctx.pipelines(&CompactKey, || {
+        let cpu = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        Self::with_per_thread(ctx, if cpu { CPU_PER_THREAD } else { GPU_PER_THREAD })
+    }
+
+    fn with_per_thread(ctx: &GpuContext, per_thread: u32) -> Result<Self> {
+        let built = ctx.pipelines(&CompactKey { per_thread }, || {
             use crate::gpu::shader::{layout_and_pipelines, Binding};
             let (read, write) = (Binding::Read, Binding::ReadWrite);
             let bindings = [
@@ -142,7 +171,7 @@ impl Compactor {
                 &ctx.device,
                 "rollcall compact",
                 &bindings,
-                &shader_variants()?,
+                &shader_variants(per_thread)?,
             );
             let [count, scan, scatter] = <[_; 3]>::try_from(pipelines)
                 .unwrap_or_else(|_| unreachable!("three entry points"));
@@ -157,7 +186,24 @@ impl Compactor {
             ctx: ctx.clone(),
             built,
             grid_width: ctx.limits().max_compute_workgroups_per_dimension.max(1),
+            per_thread,
         })
+    }
+
+    /// Forces the CPU adapter's block size (8 192 flags) or the GPU's
+    /// (1 024): for tests of both on any adapter (feature `internals`).
+    #[cfg(feature = "internals")]
+    pub fn with_cpu_routes(self, cpu: bool) -> Result<Self> {
+        let per_thread = if cpu { CPU_PER_THREAD } else { GPU_PER_THREAD };
+        Ok(Self {
+            grid_width: self.grid_width,
+            ..Self::with_per_thread(&self.ctx, per_thread)?
+        })
+    }
+
+    /// Flags one workgroup handles.
+    fn block(&self) -> u32 {
+        WG * self.per_thread
     }
 
     /// Caps the workgroups along x, so that large inputs use a 2-D grid (the
@@ -232,7 +278,7 @@ impl Compactor {
                 limit: max_binding,
             });
         }
-        let blocks = n.div_ceil(BLOCK);
+        let blocks = n.div_ceil(self.block());
         let blocks_x = blocks.clamp(1, self.grid_width);
         let params = CompactParams {
             n,
