@@ -8,6 +8,7 @@ use crate::gpu::shader::ShaderVariant;
 use crate::{Error, GpuContext, Result};
 use half::{bf16, f16};
 use std::num::NonZeroU64;
+use std::sync::OnceLock;
 
 /// Dispatch records sit this far apart in their uniform buffer so any one can
 /// be bound (the largest `min_uniform_buffer_offset_alignment` allowed).
@@ -391,7 +392,11 @@ pub struct LogitsKernel {
 /// The layout and the per-dtype pipelines, shared through the context's cache.
 pub(crate) struct Pipelines {
     layout: wgpu::BindGroupLayout,
-    pipelines: Vec<wgpu::ComputePipeline>,
+    pipeline_layout: wgpu::PipelineLayout,
+    /// One per dtype, then the vector variant; each compiled when a
+    /// dispatch first needs it (a caller with one dtype compiles a quarter).
+    variants: Vec<ShaderVariant>,
+    pipelines: Vec<OnceLock<wgpu::ComputePipeline>>,
     /// The binding of the vector view, and a 16-byte stand-in bound there
     /// when the logits range is shorter than one vector (the variant that
     /// reads the view is then not used).
@@ -494,7 +499,7 @@ impl Pipelines {
         extra: &[bool],
         logits_writable: bool,
     ) -> Result<Self> {
-        use crate::gpu::shader::{layout_and_pipelines, Binding};
+        use crate::gpu::shader::{layouts, Binding};
         let device = &ctx.device;
         let logits = if logits_writable {
             Binding::ReadWrite
@@ -512,7 +517,7 @@ impl Pipelines {
         }));
         let vec4_binding = 2 + extra.len() as u32;
         bindings.push((vec4_binding, Binding::Read));
-        let (layout, pipelines) = layout_and_pipelines(device, label, &bindings, variants);
+        let (layout, pipeline_layout) = layouts(device, label, &bindings);
         let stand_in = ctx.create_buffer(
             "rollcall logits vector view stand-in",
             16,
@@ -521,11 +526,39 @@ impl Pipelines {
         let vec4_view = (vec4_binding, stand_in);
         Ok(Self {
             layout,
-            pipelines,
+            pipeline_layout,
+            variants: variants.to_vec(),
+            pipelines: variants.iter().map(|_| OnceLock::new()).collect(),
             vec4_view,
             logits_writable,
         })
     }
+
+    /// Variant `index`'s pipeline, compiled on first use (a device error
+    /// comes back as `Err`).
+    fn pipeline(&self, ctx: &GpuContext, index: usize) -> Result<&wgpu::ComputePipeline> {
+        let (Some(cell), Some(variant)) = (self.pipelines.get(index), self.variants.get(index))
+        else {
+            return Err(Error::Shader {
+                name: variant_name(&self.variants),
+                reason: format!("no variant {index}"),
+            });
+        };
+        if let Some(pipeline) = cell.get() {
+            return Ok(pipeline);
+        }
+        let built = ctx.scoped("building pipelines", || {
+            Ok(variant.compute_pipeline(&ctx.device, &self.pipeline_layout))
+        })?;
+        Ok(cell.get_or_init(|| built))
+    }
+}
+
+/// The kernel a variant list belongs to, for errors.
+fn variant_name(variants: &[ShaderVariant]) -> String {
+    variants
+        .first()
+        .map_or_else(String::new, |v| v.label.clone())
 }
 
 impl LogitsKernel {
@@ -597,30 +630,39 @@ impl LogitsKernel {
             return Ok(());
         }
         records.write(&self.ctx, chunks, logits.vocab, row_base, tiles)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(self.label),
-            timestamp_writes: None,
-        });
-        for (c, chunk) in chunks.iter().enumerate() {
-            // Whole 16-byte vectors of this chunk's bound range.
-            let vec4_bytes = chunk.bind_size / 16 * 16;
-            // Rows on 16-byte boundaries of memory (the binding's offset too:
-            // a driver may allow storage offsets finer than 16 bytes).
-            let vec4_rows = self.built.pipelines.len() > VEC4_VARIANT
+        // Rows on 16-byte boundaries of memory (the binding's offset too: a
+        // driver may allow storage offsets finer than 16 bytes) read the
+        // vector view; such rows end on a 16-byte boundary too, so the view
+        // (the range rounded down to 16 bytes) is the whole range.
+        let vec4_rows = |chunk: &Chunk| {
+            self.built.variants.len() > VEC4_VARIANT
                 && logits.dtype == LogitsDtype::F32
                 && logits.vocab.is_multiple_of(4)
                 && chunk.elem_base.is_multiple_of(4)
                 && chunk.bind_offset.is_multiple_of(16)
-                && vec4_bytes > 0;
-            // Such rows end on a 16-byte boundary too, so the view (the range
-            // rounded down to 16 bytes) is the whole range.
-            debug_assert!(!vec4_rows || vec4_bytes == chunk.bind_size);
-            let variant = if vec4_rows {
-                VEC4_VARIANT
-            } else {
-                logits.dtype.index()
-            };
-            pass.set_pipeline(&self.built.pipelines[variant]);
+                && chunk.bind_size >= 16
+        };
+        // Compiled before the pass opens (compiling reports device errors).
+        let pipelines = chunks
+            .iter()
+            .map(|chunk| {
+                let variant = if vec4_rows(chunk) {
+                    VEC4_VARIANT
+                } else {
+                    logits.dtype.index()
+                };
+                self.built.pipeline(&self.ctx, variant)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(self.label),
+            timestamp_writes: None,
+        });
+        for (c, (chunk, pipeline)) in chunks.iter().zip(pipelines).enumerate() {
+            // Whole 16-byte vectors of this chunk's bound range.
+            let vec4_bytes = chunk.bind_size / 16 * 16;
+            debug_assert!(!vec4_rows(chunk) || vec4_bytes == chunk.bind_size);
+            pass.set_pipeline(pipeline);
             let mut entries = vec![
                 wgpu::BindGroupEntry {
                     binding: 0,

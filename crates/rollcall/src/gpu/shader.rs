@@ -184,17 +184,27 @@ pub(crate) fn layout_and_pipelines(
     bindings: &[(u32, Binding)],
     variants: &[ShaderVariant],
 ) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
+    let (layout, pipeline_layout) = layouts(device, label, bindings);
+    let pipelines = variants
+        .iter()
+        .map(|v| v.compute_pipeline(device, &pipeline_layout))
+        .collect();
+    (layout, pipelines)
+}
+
+/// The bind group layout of `bindings` and a pipeline layout of it alone.
+pub(crate) fn layouts(
+    device: &wgpu::Device,
+    label: &str,
+    bindings: &[(u32, Binding)],
+) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let layout = buffer_layout(device, label, bindings);
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(label),
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
-    let pipelines = variants
-        .iter()
-        .map(|v| v.compute_pipeline(device, &pipeline_layout))
-        .collect();
-    (layout, pipelines)
+    (layout, pipeline_layout)
 }
 
 /// A kernel of one entry point over an explicit layout, dispatched over a

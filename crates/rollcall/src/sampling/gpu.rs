@@ -467,7 +467,9 @@ impl Sampler {
         // Bindings 2..7: params (read), tokens, results, split partials,
         // masks (read), top log-probabilities; 8: the logits as vectors
         // (eight storage bindings: WebGPU's default limit).
-        let build = |label: &'static str, entry_point: &'static str| {
+        // Only the drawing and top log-probability kernels have wide
+        // routes; the others share one pipeline between both forms.
+        let build = |label: &'static str, entry_point: &'static str, wide: bool| {
             let key = LogitsKernelKey {
                 kernel: entry_point,
                 constant: candidates | (features.index() as u32) << 16 | u32::from(wide) << 24,
@@ -482,10 +484,10 @@ impl Sampler {
             Ok::<_, Error>(kernel)
         };
         let built = Kernels {
-            draw: build("rollcall sampling", "sample_rows")?,
-            partials: build("rollcall sampling partials", "stream_partials")?,
-            finish: build("rollcall sampling finish", "finish_rows")?,
-            top: build("rollcall top logprobs", "top_logprobs")?,
+            draw: build("rollcall sampling", "sample_rows", wide)?,
+            partials: build("rollcall sampling partials", "stream_partials", false)?,
+            finish: build("rollcall sampling finish", "finish_rows", false)?,
+            top: build("rollcall top logprobs", "top_logprobs", wide)?,
         };
         Ok(cell.get_or_init(|| built))
     }
