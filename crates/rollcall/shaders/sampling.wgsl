@@ -143,6 +143,8 @@ var<workgroup> h_count: array<atomic<u32>, 256>;
 var<workgroup> h_mass_lo: array<atomic<u32>, 256>;
 var<workgroup> h_mass_hi: array<atomic<u32>, 256>;
 var<workgroup> h_max_key: array<atomic<u32>, 256>;
+// Sums of FOLD runs: of histogram buckets, of sorted candidates, or of scan values.
+var<workgroup> run_sums: array<vec2<u32>, FOLD>;
 // Gathered candidates: (key, token), appended in each stream's visiting order.
 var<workgroup> cand_key: array<u32, CANDIDATES>;
 var<workgroup> cand_index: array<u32, CANDIDATES>;
@@ -359,33 +361,47 @@ fn select_threshold(t: u32, from_row: bool, row: u32, vocab: u32, inv_t: f32, by
             }
         }
         workgroupBarrier();
-        if WIDE_ROUTES {
-            let hit = find_boundary_wide(t, by_mass, round == 0u, count_target, top_p);
-            if hit.x == t || (hit.x == WG && t == 0u) {
-                settle_round(select(256u, 255u - t, hit.x == t), vec2<u32>(hit.y, hit.z), round, prefix, mask,
-                             shift, by_mass, lo_key, count_target, row_max);
+        // The buckets in FOLD runs from the top (run r: buckets 255 - FOLD r
+        // down): FOLD lanes sum a run each, then one invocation walks the
+        // runs and, inside the run where the weight from the top first
+        // reaches the target, its buckets (2 x FOLD steps, not 256; integer
+        // sums, so the boundary is the one a walk over every bucket finds).
+        if t < FOLD {
+            var sum = vec2<u32>(0u, 0u);
+            for (var j = 0u; j < FOLD; j++) {
+                sum = add_u64(sum, bucket_weight(255u - (t * FOLD + j), by_mass));
             }
-        } else if t == 0u {
+            run_sums[t] = sum;
+        }
+        workgroupBarrier();
+        if t == 0u {
             if by_mass && round == 0u && sel_target < 0.0 {
                 var total = vec2<u32>(0u, 0u);
-                for (var b = 0u; b < 256u; b++) {
-                    total = add_u64(total, vec2<u32>(atomicLoad(&h_mass_hi[b]), atomicLoad(&h_mass_lo[b])));
+                for (var r = 0u; r < FOLD; r++) {
+                    total = add_u64(total, run_sums[r]);
                 }
                 sel_target = top_p * u64_to_f32(total);
             }
             var above = sel_above;
             var boundary = 256u;
-            for (var b = 255; b >= 0; b--) {
-                let c = atomicLoad(&h_count[b]);
-                if c == 0u {
+            for (var r = 0u; r < FOLD && boundary == 256u; r++) {
+                if !reaches(add_u64(above, run_sums[r]), by_mass, count_target) {
+                    above = add_u64(above, run_sums[r]);
                     continue;
                 }
-                let cum = add_u64(above, bucket_weight(u32(b), by_mass));
-                if reaches(cum, by_mass, count_target) {
-                    boundary = u32(b);
-                    break;
+                // (A run of empty buckets finds nothing and adds nothing.)
+                for (var j = 0u; j < FOLD; j++) {
+                    let b = 255u - (r * FOLD + j);
+                    if atomicLoad(&h_count[b]) == 0u {
+                        continue;
+                    }
+                    let cum = add_u64(above, bucket_weight(b, by_mass));
+                    if reaches(cum, by_mass, count_target) {
+                        boundary = b;
+                        break;
+                    }
+                    above = cum;
                 }
-                above = cum;
             }
             settle_round(boundary, above, round, prefix, mask, shift, by_mass, lo_key, count_target, row_max);
         }
@@ -1715,14 +1731,12 @@ fn gather_ties(row: u32, t: u32, vocab: u32, inv_t: f32, key: u32, needed: u32, 
 
 // ---- Wide routes (WIDE_ROUTES, prepended by the host: non-CPU adapters) ----
 // Where the CPU route runs a step on one invocation (the active-stream
-// list, the radix and top-p scans) or on one invocation a stream (the
-// gather), or ranks candidates by O(n²) comparisons, these share the step
-// out over the workgroup. Their results are integers or positions, so they
-// give the CPU route's bits.
+// list) or on one invocation a stream (the gather), or ranks candidates by
+// O(n²) comparisons, these share the step out over the workgroup. Their
+// results are integers or positions, so they give the CPU route's bits.
+// (The radix rounds' bucket walk is two-level on both routes.)
 
-var<workgroup> run_sums: array<vec2<u32>, FOLD>;
 var<workgroup> scan_total: vec2<u32>;
-var<workgroup> first_hit: atomic<u32>;
 
 // Exclusive prefix sums of the invocations' 64-bit (hi, lo) values in
 // invocation order: FOLD lanes each sum FOLD consecutive values, then every
@@ -1765,32 +1779,6 @@ fn scan_u64(t: u32, value: vec2<u32>) -> vec2<u32> {
 // ends the scan's reads of red_u, red_v and run_sums.
 fn scanned_total() -> vec2<u32> {
     return workgroupUniformLoad(&scan_total);
-}
-
-// A radix round's boundary, every invocation at once: invocation t holds
-// bucket 255 - t (keys descending in invocation order), a scan gives the
-// weight above each, and the first non-empty bucket whose cumulative weight
-// reaches the target is the boundary the serial walk stops at. Returns
-// (the boundary's invocation or WG for none, then at that invocation the
-// weight above it).
-fn find_boundary_wide(t: u32, by_mass: bool, first_round: bool, count_target: u32, top_p: f32) -> vec3<u32> {
-    let b = 255u - t;
-    let weight = bucket_weight(b, by_mass);
-    if t == 0u {
-        atomicStore(&first_hit, WG);
-    }
-    let before = scan_u64(t, weight);
-    let total = scanned_total();
-    if t == 0u && by_mass && first_round && sel_target < 0.0 {
-        sel_target = top_p * u64_to_f32(total);
-    }
-    workgroupBarrier();
-    let above = add_u64(sel_above, before);
-    if atomicLoad(&h_count[b]) != 0u && reaches(add_u64(above, weight), by_mass, count_target) {
-        atomicMin(&first_hit, t);
-    }
-    workgroupBarrier();
-    return vec3<u32>(atomicLoad(&first_hit), above);
 }
 
 // `list_streams` by a scan of the flags. The list also goes to
@@ -1892,55 +1880,72 @@ fn sort_candidates_wide(t: u32, n: u32) {
     workgroupBarrier();
 }
 
-// `select_among_candidates` on the sorted candidates: the top-k domain by a
-// count, the top-p boundary by a scan of the weights in sorted order, each
-// invocation walking its contiguous run.
+// `select_among_candidates` on the sorted candidates: FOLD lanes sum the
+// weights of FOLD runs of them, then one invocation finds the top-k domain
+// (the k-th key and its ties) and walks the runs, and the candidates of
+// the run where the mass first reaches the top-p target.
 fn select_among_candidates_wide(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: bool, top_p: f32,
                                 row_mass_target: f32, row_max: f32) -> vec2<u32> {
     sort_candidates_wide(t, n);
-    var threshold = 0u;
-    var found = 1u;
-    var domain = n;
-    if use_top_k {
-        // k <= n: the gather held at least k tokens.
-        threshold = sorted_key[k - 1u];
-        var at_or_above = 0u;
-        for (var c = t; c < n; c += WG) {
-            at_or_above += select(0u, 1u, sorted_key[c] >= threshold);
+    let per = max((n + FOLD - 1u) / FOLD, 1u);
+    if t < FOLD {
+        var sum = vec2<u32>(0u, 0u);
+        for (var i = min(t * per, n); i < min((t + 1u) * per, n); i++) {
+            sum = add_u64(sum, vec2<u32>(0u, fixed_weight(bits_from_key(sorted_key[i]), row_max)));
         }
-        _ = scan_u64(t, vec2<u32>(0u, at_or_above));
-        domain = scanned_total().y;
+        run_sums[t] = sum;
     }
-    if use_top_p {
-        let per = (domain + WG - 1u) / WG;
-        let first = min(t * per, domain);
-        let last = min(first + per, domain);
-        var run = vec2<u32>(0u, 0u);
-        for (var i = first; i < last; i++) {
-            run = add_u64(run, vec2<u32>(0u, fixed_weight(bits_from_key(sorted_key[i]), row_max)));
-        }
-        if t == 0u {
-            atomicStore(&first_hit, NO_INDEX);
-        }
-        var cum = scan_u64(t, run);
-        let mass_target = select(row_mass_target, top_p * u64_to_f32(scanned_total()), use_top_k);
-        for (var i = first; i < last; i++) {
-            cum = add_u64(cum, vec2<u32>(0u, fixed_weight(bits_from_key(sorted_key[i]), row_max)));
-            // Equal keys count together: test at the end of their run.
-            if i + 1u < domain && sorted_key[i + 1u] == sorted_key[i] {
-                continue;
-            }
-            if u64_to_f32(cum) >= mass_target {
-                atomicMin(&first_hit, i);
-                break;
-            }
-        }
-        workgroupBarrier();
-        let hit = atomicLoad(&first_hit);
-        found = select(0u, 1u, hit != NO_INDEX);
-        threshold = select(threshold, sorted_key[min(hit, CANDIDATES - 1u)], hit != NO_INDEX);
-    }
+    workgroupBarrier();
     if t == 0u {
+        var threshold = 0u;
+        var found = 1u;
+        var domain = n;
+        if use_top_k {
+            // k <= n: the gather held at least k tokens.
+            threshold = sorted_key[k - 1u];
+            domain = k;
+            while domain < n && sorted_key[domain] == threshold {
+                domain += 1u;
+            }
+        }
+        if use_top_p {
+            // Whole runs inside the domain, then its last candidates.
+            var mass_target = row_mass_target;
+            if use_top_k {
+                let whole = min(domain / per, FOLD);
+                var total = vec2<u32>(0u, 0u);
+                for (var r = 0u; r < whole; r++) {
+                    total = add_u64(total, run_sums[r]);
+                }
+                for (var i = whole * per; i < domain; i++) {
+                    total = add_u64(total, vec2<u32>(0u, fixed_weight(bits_from_key(sorted_key[i]), row_max)));
+                }
+                mass_target = top_p * u64_to_f32(total);
+            }
+            var cum = vec2<u32>(0u, 0u);
+            found = 0u;
+            for (var r = 0u; r < FOLD && found == 0u && r * per < domain; r++) {
+                let last = min((r + 1u) * per, domain);
+                // A whole run whose end stays below the target holds no
+                // boundary (the mass only grows): add it at once.
+                if last == min((r + 1u) * per, n) && u64_to_f32(add_u64(cum, run_sums[r])) < mass_target {
+                    cum = add_u64(cum, run_sums[r]);
+                    continue;
+                }
+                for (var i = r * per; i < last; i++) {
+                    cum = add_u64(cum, vec2<u32>(0u, fixed_weight(bits_from_key(sorted_key[i]), row_max)));
+                    // Equal keys count together: test at the end of their run.
+                    if i + 1u < domain && sorted_key[i + 1u] == sorted_key[i] {
+                        continue;
+                    }
+                    if u64_to_f32(cum) >= mass_target {
+                        threshold = sorted_key[i];
+                        found = 1u;
+                        break;
+                    }
+                }
+            }
+        }
         sel_result = threshold;
         sel_found = found;
     }
