@@ -863,7 +863,8 @@ fn half_rounding_matches_the_half_crate() {
 /// it held. The twin refuses the same requests.
 #[test]
 fn bad_requests_are_typed_errors_before_gpu_work() {
-    let Some(ctx) = gpu() else { return };
+    // Its own context: the counts checked below are the context's.
+    let Some(ctx) = common::own_gpu() else { return };
     let mut state = EditState::new(&ctx, 2, 4).unwrap();
     let mut twin = HistoryTwin::new(2, 4).unwrap();
     let good = RowSpec {

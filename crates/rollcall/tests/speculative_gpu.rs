@@ -284,12 +284,9 @@ fn read(ctx: &rollcall::GpuContext, source: &wgpu::Buffer, bytes: u64) -> Vec<u8
 /// caller's buffers at their offsets, and gives the host path's bits.
 #[test]
 fn engine_path_matches_the_host_path() {
-    if common::gpu().is_none() {
-        return;
-    }
     // A context of its own: the submit counts below are the context's, and
     // the other tests of this file submit on the shared one concurrently.
-    let ctx = rollcall::GpuContext::new().unwrap();
+    let Some(ctx) = common::own_gpu() else { return };
     let mut verifier = Verifier::new(&ctx).unwrap();
     let case = random_case(77, 12, 4, 2000, true);
     let k = 4u32;
@@ -417,7 +414,8 @@ fn engine_path_matches_the_host_path() {
 /// before any GPU work.
 #[test]
 fn bad_input_gets_typed_errors() {
-    let Some(ctx) = common::gpu() else { return };
+    // Its own context: the submits counted below are the context's.
+    let Some(ctx) = common::own_gpu() else { return };
     let mut verifier = Verifier::new(&ctx).unwrap();
     let vocab = 10u32;
     let target = vec![0.5f32; 5 * 10];

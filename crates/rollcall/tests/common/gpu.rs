@@ -23,3 +23,11 @@ pub fn gpu() -> Option<rollcall::GpuContext> {
         ),
     }
 }
+
+/// A context of its own, for tests that count the context's submits and
+/// readbacks: the other tests of a binary use the shared one concurrently.
+/// `None` under the same opt-out as [`gpu`].
+pub fn own_gpu() -> Option<rollcall::GpuContext> {
+    gpu()?;
+    Some(rollcall::GpuContext::new().expect("a second context on the adapter just found"))
+}

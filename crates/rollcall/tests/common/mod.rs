@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 #[path = "gpu.rs"]
 mod gpu_context;
 #[allow(unused_imports)]
-pub use gpu_context::{gpu, ALLOW_NO_GPU};
+pub use gpu_context::{gpu, own_gpu, ALLOW_NO_GPU};
 
 /// One sampler per way of laying rows over dispatches (first pass split by
 /// tile, first pass per row, first pass fused into the draw): their results
