@@ -208,7 +208,7 @@ fn bf16_bits_from_f32_bits(x: u32) -> u32 {
 // delta it applied to the token's word (0: unchanged).
 fn apply_to_logit(row: u32, token: u32, entry: HistoryEntry, p: EditParams, ban: bool) -> u32 {
     let e = chunk.elem_base + row * chunk.vocab + token;
-    if LOGITS_DTYPE == DTYPE_F32 {
+    if logits_dtype() == DTYPE_F32 {
         let old_bits = atomicLoad(&logits[e]);
         let edit = edit_logit(bitcast<f32>(old_bits), entry, p, ban);
         if !edit.changed {
@@ -228,7 +228,7 @@ fn apply_to_logit(row: u32, token: u32, entry: HistoryEntry, p: EditParams, ban:
         return 0u;
     }
     var new_half: u32;
-    if LOGITS_DTYPE == DTYPE_F16 {
+    if logits_dtype() == DTYPE_F16 {
         new_half = f16_bits_from_f32_bits(bitcast<u32>(edit.value));
     } else {
         new_half = bf16_bits_from_f32_bits(bitcast<u32>(edit.value));
@@ -328,7 +328,7 @@ fn restore_and_append(@builtin(workgroup_id) wid: vec3<u32>,
                 continue;
             }
             let e = chunk.elem_base + row * chunk.vocab + entries[base + i].token;
-            let word = select(e >> 1u, e, LOGITS_DTYPE == DTYPE_F32);
+            let word = select(e >> 1u, e, logits_dtype() == DTYPE_F32);
             atomicXor(&logits[word], delta);
             entries[base + i].saved = 0u;
         }

@@ -19,8 +19,8 @@ const GROUP: u32 = 4u;
 const EXP_SHIFT: f32 = 64.0;
 
 @group(0) @binding(2) var<storage, read_write> out_sums: array<f32>;
-// The bound logits range again, as 4-word vectors, read by the VEC4_LOADS
-// variant (f32 rows on a 16-byte boundary), as the sampler does.
+// The bound logits range again, as 4-word vectors, read when the record says
+// so (f32 rows on a 16-byte boundary), as the sampler does.
 @group(0) @binding(3) var<storage, read> logits_vec4: array<vec4<u32>>;
 
 var<workgroup> w_sum: array<f32, WG>;
@@ -31,9 +31,9 @@ var<workgroup> w_sum: array<f32, WG>;
 fn load_group(row: u32, base: u32, vocab: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     if base + GROUP <= vocab {
-        if VEC4_LOADS {
+        if vec4_loads() {
             v = bitcast<vec4<f32>>(logits_vec4[(chunk.elem_base + row * vocab + base) >> 2u]);
-        } else if LOGITS_DTYPE != DTYPE_F32 {
+        } else if logits_dtype() != DTYPE_F32 {
             v = load_half_group(row, base);
         } else {
             v = vec4<f32>(load_logit(row, base), load_logit(row, base + 1u),

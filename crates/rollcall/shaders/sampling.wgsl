@@ -24,8 +24,8 @@
 // token does not depend on which one ran.
 //
 // `CANDIDATES` (workgroup-memory capacity of the gather) is prepended by the
-// host together with `LOGITS_DTYPE` and `VEC4_LOADS`; they change speed, never
-// results. So is `TILE_GROUPS`, which fixes the results (see below), and the
+// host; like the record's `loads` (dtype, vector reads) it changes speed,
+// never results. So is `TILE_GROUPS`, which fixes the results (see below), and the
 // batch's features: `MASKED` (some row reads a token bitmask: every load ANDs
 // the token's bit in, so a batch without masks reads none) and `SIGMA_SUMS`
 // (some row uses top-nσ: pass 1 also sums z and z² per stream).
@@ -125,8 +125,8 @@ struct StreamPartial {
 // partial for the whole row).
 @group(0) @binding(5) var<storage, read_write> partials: array<StreamPartial>;
 // The bound logits range again, as 4-word vectors (its size rounded down to
-// 16 bytes): read instead of `logits` by the VEC4_LOADS variant, which the
-// host runs for f32 rows that start on a 16-byte boundary.
+// 16 bytes): read instead of `logits` when the record says so, which the
+// host does for f32 rows that start on a 16-byte boundary.
 @group(0) @binding(8) var<storage, read> logits_vec4: array<vec4<u32>>;
 // `top_logprobs`' output: MAX_TOP_LOGPROBS (token, logprob bits) per row,
 // the most likely first; entries past the row's request or its valid tokens
@@ -149,8 +149,8 @@ var<workgroup> run_sums: array<vec2<u32>, FOLD>;
 var<workgroup> cand_key: array<u32, CANDIDATES>;
 var<workgroup> cand_index: array<u32, CANDIDATES>;
 var<workgroup> cand_count: atomic<u32>;
-// The candidates ranked by key, descending, with their fixed-point weights
-// (the wide routes' sort keeps their tokens there instead).
+// The candidates' keys sorted, descending (and their tokens, after the wide
+// routes' sort).
 var<workgroup> sorted_key: array<u32, CANDIDATES>;
 var<workgroup> sorted_weight: array<u32, CANDIDATES>;
 // Scalars written by invocation 0 and read by all.
@@ -238,11 +238,11 @@ fn load_scaled_group(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
 }
 
 fn load_scaled_group_unmasked(row: u32, base: u32, vocab: u32, inv_t: f32) -> vec4<u32> {
-    if VEC4_LOADS && base + GROUP <= vocab {
+    if vec4_loads() && base + GROUP <= vocab {
         let word = chunk.elem_base + row * chunk.vocab + base;
         return bitcast<vec4<u32>>(bitcast<vec4<f32>>(logits_vec4[word >> 2u]) * inv_t);
     }
-    if LOGITS_DTYPE != DTYPE_F32 && base + GROUP <= vocab {
+    if logits_dtype() != DTYPE_F32 && base + GROUP <= vocab {
         return bitcast<vec4<u32>>(load_half_group(row, base) * inv_t);
     }
     if base + GROUP <= vocab {
@@ -461,17 +461,26 @@ fn settle_round(boundary: u32, above: vec2<u32>, round: u32, prefix: u32, mask: 
 }
 
 // Thresholds among the `n` gathered candidates (which hold every token at or
-// above the bound): each invocation ranks its candidates by key (descending,
-// ties by slot), then one scan down the ranking finds the k-th largest key and
-// the largest key whose mass at or above it reaches the top-p target (over the
-// top-k set when top-k is on, else `row_mass_target`). The same thresholds as
-// radix selection over the candidates, without rounds. Returns
-// (threshold, found); found is 0 when the top-p boundary lies below them.
+// above the bound): the candidates' keys sorted (descending; a workgroup
+// sort on GPUs, a ranking on CPU adapters), then one walk down them finds
+// the k-th largest key and the largest key whose mass at or above it
+// reaches the top-p target (over the top-k set when top-k is on, else
+// `row_mass_target`). The same thresholds as radix selection over the
+// candidates, without rounds. Returns (threshold, found); found is 0 when
+// the top-p boundary lies below them.
 fn select_among_candidates(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: bool, top_p: f32,
                            row_mass_target: f32, row_max: f32) -> vec2<u32> {
     if WIDE_ROUTES {
-        return select_among_candidates_wide(t, n, use_top_k, k, use_top_p, top_p, row_mass_target, row_max);
+        sort_candidates_wide(t, n);
+    } else {
+        rank_candidates(t, n);
     }
+    return walk_sorted_candidates(t, n, use_top_k, k, use_top_p, top_p, row_mass_target, row_max);
+}
+
+// CPU adapters: each invocation ranks its candidates against all n (few
+// invocations, no sorting network) into sorted_key.
+fn rank_candidates(t: u32, n: u32) {
     workgroupBarrier();
     for (var c = t; c < n; c += WG) {
         let key = cand_key[c];
@@ -483,50 +492,8 @@ fn select_among_candidates(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: b
             }
         }
         sorted_key[rank] = key;
-        sorted_weight[rank] = fixed_weight(bits_from_key(key), row_max);
     }
     workgroupBarrier();
-    if t == 0u {
-        var threshold = 0u;
-        var found = 1u;
-        var domain = n;
-        if use_top_k {
-            // k <= n: the gather held at least k tokens.
-            threshold = sorted_key[k - 1u];
-            domain = k;
-            while domain < n && sorted_key[domain] == threshold {
-                domain += 1u;
-            }
-        }
-        if use_top_p {
-            var mass_target = row_mass_target;
-            if use_top_k {
-                var total = vec2<u32>(0u, 0u);
-                for (var i = 0u; i < domain; i++) {
-                    total = add_u64(total, vec2<u32>(0u, sorted_weight[i]));
-                }
-                mass_target = top_p * u64_to_f32(total);
-            }
-            var cum = vec2<u32>(0u, 0u);
-            found = 0u;
-            for (var i = 0u; i < domain; i++) {
-                cum = add_u64(cum, vec2<u32>(0u, sorted_weight[i]));
-                // Equal keys count together: test at the end of their run.
-                if i + 1u < domain && sorted_key[i + 1u] == sorted_key[i] {
-                    continue;
-                }
-                if u64_to_f32(cum) >= mass_target {
-                    threshold = sorted_key[i];
-                    found = 1u;
-                    break;
-                }
-            }
-        }
-        sel_result = threshold;
-        sel_found = found;
-    }
-    let result = workgroupUniformLoad(&sel_result);
-    return vec2<u32>(result, workgroupUniformLoad(&sel_found));
 }
 
 // The reductions over the workgroup's 256 values fold in two levels: the
@@ -1880,13 +1847,14 @@ fn sort_candidates_wide(t: u32, n: u32) {
     workgroupBarrier();
 }
 
-// `select_among_candidates` on the sorted candidates: FOLD lanes sum the
-// weights of FOLD runs of them, then one invocation finds the top-k domain
-// (the k-th key and its ties) and walks the runs, and the candidates of
-// the run where the mass first reaches the top-p target.
-fn select_among_candidates_wide(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: bool, top_p: f32,
-                                row_mass_target: f32, row_max: f32) -> vec2<u32> {
-    sort_candidates_wide(t, n);
+// `select_among_candidates` on the candidates' keys sorted into sorted_key
+// (largest first): FOLD lanes sum the weights of FOLD runs of them, then
+// one invocation finds the top-k domain (the k-th key and its ties) and
+// walks the runs, and the candidates of the run where the mass first
+// reaches the top-p target. Integer sums: the order of adding cannot
+// change a bit.
+fn walk_sorted_candidates(t: u32, n: u32, use_top_k: bool, k: u32, use_top_p: bool, top_p: f32,
+                          row_mass_target: f32, row_max: f32) -> vec2<u32> {
     let per = max((n + FOLD - 1u) / FOLD, 1u);
     if t < FOLD {
         var sum = vec2<u32>(0u, 0u);

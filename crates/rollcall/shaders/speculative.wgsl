@@ -19,8 +19,8 @@
 // first_target + i; position `drafts` is the bonus position). Position i of a
 // request samples with step + i.
 //
-// `LOGITS_DTYPE` (the target's), `MASKED` and `DRAFT_DTYPE` are prepended by
-// the host.
+// `MASKED` and `DRAFT_DTYPE` are prepended by the host; the target's dtype
+// is in each dispatch's record.
 
 #include "shared/philox.wgsl"
 #include "shared/logits.wgsl"

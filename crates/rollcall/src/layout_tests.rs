@@ -332,7 +332,7 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                     field!("tiles", ChunkInfo, tiles),
                     field!("gather", ChunkInfo, gather),
                     field!("logits_base", ChunkInfo, logits_base),
-                    field!("pad0", ChunkInfo, pad),
+                    field!("loads", ChunkInfo, loads),
                 ],
             );
             assert_eq!(u64::from(r.wgsl_struct(name).0), RECORD_BYTES);
@@ -782,13 +782,15 @@ fn sampling_budget(candidates: u32) -> u32 {
 }
 
 /// The sampling kernel's workgroup memory at `candidates` (the same for
-/// every dtype variant).
+/// every feature set and route).
 fn sampling_workgroup_bytes(candidates: u32) -> u32 {
     let variants: Vec<_> = crate::sampling::Features::ALL
         .iter()
         .flat_map(|&f| [(f, false), (f, true)])
-        .flat_map(|(f, wide)| {
-            crate::sampling::shader_variants(candidates, "sample_rows", f, wide).unwrap()
+        .map(|(f, wide)| {
+            crate::sampling::shader(candidates, "sample_rows", f, wide)
+                .unwrap()
+                .variant
         })
         .collect();
     let bytes: Vec<u32> = variants
@@ -817,12 +819,11 @@ fn sampling_workgroup_memory_is_within_the_host_budget() {
     // uses no more.
     for candidates in [fewest, most] {
         for features in crate::sampling::Features::ALL {
-            for v in crate::sampling::shader_variants(candidates, "top_logprobs", features, true)
+            let v = crate::sampling::shader(candidates, "top_logprobs", features, true)
                 .unwrap()
-            {
-                let bytes = reflect(&v).workgroup_bytes();
-                assert!(bytes <= real[&candidates], "{}: {bytes} bytes", v.label);
-            }
+                .variant;
+            let bytes = reflect(&v).workgroup_bytes();
+            assert!(bytes <= real[&candidates], "{}: {bytes} bytes", v.label);
         }
     }
     for (&candidates, &bytes) in &real {
@@ -894,7 +895,7 @@ fn every_kernel_fits_the_default_workgroup_memory() {
 
 #[test]
 fn sampling_constants_match_the_shader() {
-    use crate::gpu::logits::VEC4_VARIANT;
+    use crate::gpu::logits::LOADS_VEC4;
     use crate::sampling::{cpu, RowStatus, CANDIDATE_RANGE};
     use crate::LogitsDtype;
     let (fewest, most) = CANDIDATE_RANGE;
@@ -905,19 +906,18 @@ fn sampling_constants_match_the_shader() {
             ("stream_partials", false),
             ("finish_rows", false),
         ] {
-            let variants =
-                crate::sampling::shader_variants(candidates, entry, Default::default(), wide)
-                    .unwrap();
-            // The pipelines are indexed by `LogitsDtype::index`, then the
-            // vector variant.
-            assert_eq!(variants.len(), VEC4_VARIANT + 1);
-            assert_eq!(LogitsDtype::ALL.len(), VEC4_VARIANT);
-            for (i, variant) in variants.iter().enumerate() {
-                let r = reflect(variant);
+            let shader =
+                crate::sampling::shader(candidates, entry, Default::default(), wide).unwrap();
+            assert!(shader.vector_loads);
+            {
+                let r = reflect(&shader.variant);
                 let s = &r.label;
-                let dtype = LogitsDtype::ALL.get(i).copied().unwrap_or(LogitsDtype::F32);
-                assert_eq!(r.u32("LOGITS_DTYPE"), dtype.index() as u32, "{s}");
-                assert_eq!(r.bool("VEC4_LOADS"), i == VEC4_VARIANT, "{s}");
+                // The record's `loads`: the dtype's index, and the vector bit
+                // above every dtype's.
+                assert_eq!(r.u32("LOADS_VEC4"), LOADS_VEC4, "{s}");
+                assert!(LogitsDtype::ALL
+                    .iter()
+                    .all(|d| (d.index() as u32) < LOADS_VEC4));
                 assert_eq!(r.bool("WIDE_ROUTES"), wide, "{s}");
                 for (name, dtype) in [
                     ("DTYPE_F32", LogitsDtype::F32),
@@ -1030,12 +1030,18 @@ fn other_kernels_constants_match_the_shaders() {
 
     for i in family(&variants, "read_") {
         let r = &variants[i];
-        let dtype = crate::LogitsDtype::ALL
-            .iter()
-            .find(|d| r.label.ends_with(&format!("/{d:?}")));
-        assert_eq!(r.bool("VEC4_LOADS"), dtype.is_none(), "{}", r.label);
-        let dtype = dtype.copied().unwrap_or(crate::LogitsDtype::F32);
-        assert_eq!(r.u32("LOGITS_DTYPE"), dtype.index() as u32, "{}", r.label);
+        assert_eq!(
+            r.u32("LOADS_VEC4"),
+            crate::gpu::logits::LOADS_VEC4,
+            "{}",
+            r.label
+        );
+        assert_eq!(
+            r.bool("EXP_PER_LOGIT"),
+            r.label.ends_with("/exp"),
+            "{}",
+            r.label
+        );
     }
 
     for i in family(&variants, "speculative/") {
@@ -1172,15 +1178,6 @@ fn edits_constants_match_the_shader() {
         let r = reflect(variant);
         let s = &r.label;
         entry_points.insert(r.entry_point);
-        // Prepended by the host: the kernels' variants in dtype order (the
-        // small kernels read no logits).
-        if ["apply_edits", "restore_and_append"].contains(&r.entry_point) {
-            let dtype = LogitsDtype::ALL
-                .iter()
-                .find(|d| s.ends_with(&format!("/{d:?}")))
-                .unwrap_or_else(|| panic!("{s}: no dtype"));
-            assert_eq!(r.u32("LOGITS_DTYPE"), dtype.index() as u32, "{s}");
-        }
         for (name, dtype) in [
             ("DTYPE_F32", LogitsDtype::F32),
             ("DTYPE_F16", LogitsDtype::F16),

@@ -6,45 +6,30 @@
 //! and the same buffer: 1.0 would mean sampling costs no more than reading the
 //! logits once.
 
-use crate::gpu::logits::{DispatchRecords, LogitsKernel, LogitsKernelKey};
-use crate::gpu::shader::ShaderVariant;
+use crate::gpu::logits::{DispatchRecords, LogitsKernel, LogitsKernelKey, LogitsShader};
 use crate::{Error, GpuContext, HostLogits, LogitsBinding, Result};
 use std::sync::Mutex;
 
-/// Every variant of the read-once shader (one per logits dtype).
-pub fn shader_variants() -> Result<Vec<ShaderVariant>> {
-    scalar_variants("read_once", false)
-}
-
-/// The read-once variants of [`ReadOnce::with_vector_loads`]: the three of
-/// [`shader_variants`], then an f32 variant that loads four logits at a time
-/// (as the sampler does for f32 rows on a 16-byte boundary).
-pub fn vector_shader_variants() -> Result<Vec<ShaderVariant>> {
-    crate::gpu::logits::variants_with_vec4(
-        "read_once",
-        "read_once.wgsl",
-        "read_rows",
-        "const EXP_PER_LOGIT: bool = false;",
-    )
-}
-
-/// The three per-dtype variants with scalar loads only.
-fn scalar_variants(label: &str, exp_per_logit: bool) -> Result<Vec<ShaderVariant>> {
-    crate::gpu::logits::variants_per_dtype(
+/// The read-once shader: `exp_per_logit` also takes one `exp` per logit
+/// (see [`ReadOnce::with_exp_per_logit`]); `vector_loads` reads f32 rows that
+/// start on a 16-byte boundary four logits at a time, as the sampler does
+/// (see [`ReadOnce::with_vector_loads`]).
+pub(crate) fn shader(exp_per_logit: bool, vector_loads: bool) -> Result<LogitsShader> {
+    let label = match (exp_per_logit, vector_loads) {
+        (true, _) => "read_rows/exp",
+        (false, true) => "read_once/vec4",
+        (false, false) => "read_once",
+    };
+    crate::gpu::logits::logits_shader(
         label,
         "read_once.wgsl",
         "read_rows",
-        &format!("const EXP_PER_LOGIT: bool = {exp_per_logit};\nconst VEC4_LOADS: bool = false;"),
+        &format!("const EXP_PER_LOGIT: bool = {exp_per_logit};"),
+        vector_loads,
     )
 }
 
-/// Every variant of the read-once shader that also takes one `exp` per logit
-/// (see [`ReadOnce::with_exp_per_logit`]).
-pub fn exp_shader_variants() -> Result<Vec<ShaderVariant>> {
-    scalar_variants("read_rows/exp", true)
-}
-
-/// The read-once kernel: one pipeline per logits dtype, built once.
+/// The read-once kernel: one pipeline for every logits dtype, built once.
 ///
 /// [`ReadOnce::encode`] records, into the caller's encoder, one pass that reads
 /// every logit of a [`LogitsBinding`] once (same workgroup layout, element
@@ -93,16 +78,17 @@ pub struct ReadOnce {
 impl ReadOnce {
     /// Compiles the read-once pipelines on `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Self::build(ctx, "rollcall read-once", "read_rows", shader_variants)
+        Self::build(ctx, "rollcall read-once", "read_rows", false, false)
     }
 
     /// Every read-once kernel binds the per-row sums at 2 and the vector view
-    /// at 3 (the shader declares it; only the vector variant reads it).
+    /// at 3 (the shader declares it; only the vector loads read it).
     fn build(
         ctx: &GpuContext,
         label: &'static str,
         kernel: &'static str,
-        variants: fn() -> Result<Vec<ShaderVariant>>,
+        exp_per_logit: bool,
+        vector_loads: bool,
     ) -> Result<Self> {
         let key = LogitsKernelKey {
             kernel,
@@ -110,7 +96,7 @@ impl ReadOnce {
             extra: &[false],
         };
         Ok(Self {
-            kernel: LogitsKernel::new(ctx, label, key, variants)?,
+            kernel: LogitsKernel::new(ctx, label, key, || shader(exp_per_logit, vector_loads))?,
             records: Mutex::new(DispatchRecords::new(ctx)?),
         })
     }
@@ -133,7 +119,8 @@ impl ReadOnce {
             ctx,
             "rollcall read-once, vector loads",
             "read_rows/vec4",
-            vector_shader_variants,
+            false,
+            true,
         )
     }
 
@@ -156,7 +143,8 @@ impl ReadOnce {
             ctx,
             "rollcall read-once with exp",
             "read_rows/exp",
-            exp_shader_variants,
+            true,
+            false,
         )
     }
 

@@ -17,18 +17,23 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
         ] {
             for features in crate::sampling::Features::ALL {
                 for wide in [false, true] {
-                    all.extend(
-                        crate::sampling::shader_variants(candidates, entry, features, wide)
-                            .unwrap(),
+                    all.push(
+                        crate::sampling::shader(candidates, entry, features, wide)
+                            .unwrap()
+                            .variant,
                     );
                 }
             }
         }
     }
     all.extend(crate::math::philox::shader_variants().unwrap());
-    all.extend(crate::read_once::shader_variants().unwrap());
-    all.extend(crate::read_once::vector_shader_variants().unwrap());
-    all.extend(crate::read_once::exp_shader_variants().unwrap());
+    for (exp_per_logit, vector_loads) in [(false, false), (false, true), (true, false)] {
+        all.push(
+            crate::read_once::shader(exp_per_logit, vector_loads)
+                .unwrap()
+                .variant,
+        );
+    }
     for per_thread in [4, 32] {
         all.extend(crate::compact::shader_variants(per_thread).unwrap());
     }

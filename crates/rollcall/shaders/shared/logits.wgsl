@@ -1,7 +1,7 @@
 // Read-only loads shared by every kernel that reads a `rows x vocab` logits
 // matrix: binding 0 is this dispatch's record (`shared/chunk.wgsl`), binding
-// 1 the logits as 32-bit words (f32, or two f16/bf16 each). `LOGITS_DTYPE`
-// (0 = f32, 1 = f16, 2 = bf16) is prepended by the host.
+// 1 the logits as 32-bit words (f32, or two f16/bf16 each), of the dtype
+// the record names.
 
 #include "shared/chunk.wgsl"
 
@@ -11,7 +11,7 @@
 // ops, so no f16 capability is needed).
 fn load_logit(row: u32, i: u32) -> f32 {
     let e = chunk.elem_base + row * chunk.vocab + i;
-    if LOGITS_DTYPE == DTYPE_F32 {
+    if logits_dtype() == DTYPE_F32 {
         return bitcast<f32>(logits[e]);
     }
     let word = logits[e >> 1u];

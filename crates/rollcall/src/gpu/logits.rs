@@ -1,7 +1,7 @@
 //! What every kernel over a `rows × vocab` logits matrix shares: dtypes, host
 //! and GPU views of the logits, cutting a batch into dispatches that fit the
-//! adapter's binding limit, the per-dispatch records, and one pipeline per
-//! dtype built once.
+//! adapter's binding limit, the per-dispatch records (which also name the
+//! dtype: one pipeline serves every dtype), and that pipeline built once.
 
 use crate::gpu::buffer::GrowBuffer;
 use crate::gpu::shader::ShaderVariant;
@@ -259,8 +259,13 @@ pub(crate) struct ChunkInfo {
     pub(crate) gather: u32,
     /// The logits row at `elem_base` when `gather` is 1.
     pub(crate) logits_base: u32,
-    pub(crate) pad: u32,
+    /// How the dispatch reads its logits: [`LogitsDtype::index`], plus
+    /// [`LOADS_VEC4`] when f32 rows are read four at a time.
+    pub(crate) loads: u32,
 }
+
+/// In [`ChunkInfo::loads`]: the rows are read through the vector view.
+pub(crate) const LOADS_VEC4: u32 = 4;
 
 /// Bytes of a dispatch record the shaders read.
 pub(crate) const RECORD_BYTES: u64 = std::mem::size_of::<ChunkInfo>() as u64;
@@ -287,6 +292,8 @@ impl DispatchRecords {
         })
     }
 
+    /// One record per chunk; `loads(chunk)` is the chunk's
+    /// [`ChunkInfo::loads`].
     fn write(
         &mut self,
         ctx: &GpuContext,
@@ -294,6 +301,7 @@ impl DispatchRecords {
         vocab: u32,
         row_base: u32,
         tiles: u32,
+        loads: impl Fn(&Chunk) -> u32,
     ) -> Result<()> {
         let mut bytes = vec![0u8; chunks.len() * RECORD_STRIDE as usize];
         for (c, chunk) in chunks.iter().enumerate() {
@@ -305,7 +313,7 @@ impl DispatchRecords {
                 tiles,
                 gather: u32::from(chunk.logits_base.is_some()),
                 logits_base: chunk.logits_base.unwrap_or(0),
-                pad: 0,
+                loads: loads(chunk),
             };
             let at = c * RECORD_STRIDE as usize;
             bytes[at..at + RECORD_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&info));
@@ -315,73 +323,41 @@ impl DispatchRecords {
     }
 }
 
-/// One variant of a logits kernel per dtype: `const LOGITS_DTYPE` is prepended
-/// after `prelude`.
-pub fn variants_per_dtype(
-    label: &str,
-    file: &str,
-    entry_point: &'static str,
-    prelude: &str,
-) -> Result<Vec<ShaderVariant>> {
-    LogitsDtype::ALL
-        .iter()
-        .map(|&dtype| {
-            variant(
-                &format!("{label}/{dtype:?}"),
-                file,
-                entry_point,
-                prelude,
-                dtype,
-            )
-        })
-        .collect()
+/// A logits kernel's shader: one pipeline for every dtype (each dispatch's
+/// record names its dtype), and whether the shader can read f32 rows
+/// through the vector view.
+#[derive(Clone, Debug)]
+pub struct LogitsShader {
+    pub(crate) variant: ShaderVariant,
+    pub(crate) vector_loads: bool,
 }
 
-/// The variants of a logits kernel ([`LogitsKernel::new`]): one
-/// per dtype with `const VEC4_LOADS: bool = false;` after `prelude`, then the
-/// f32 one with `true`.
-pub fn variants_with_vec4(
+/// The shader of a logits kernel: `file`'s `entry_point` after `prelude`.
+/// With `vector_loads`, f32 rows on 16-byte boundaries are read four logits
+/// per load through the vector view (the shader must read the view when the
+/// record's `loads` says so).
+pub fn logits_shader(
     label: &str,
     file: &str,
     entry_point: &'static str,
     prelude: &str,
-) -> Result<Vec<ShaderVariant>> {
-    let mut variants = variants_per_dtype(
-        label,
-        file,
-        entry_point,
-        &format!("{prelude}\nconst VEC4_LOADS: bool = false;"),
-    )?;
-    variants.push(variant(
-        &format!("{label}/vec4"),
-        file,
-        entry_point,
-        &format!("{prelude}\nconst VEC4_LOADS: bool = true;"),
-        LogitsDtype::F32,
-    )?);
-    Ok(variants)
-}
-
-fn variant(
-    label: &str,
-    file: &str,
-    entry_point: &'static str,
-    prelude: &str,
-    dtype: LogitsDtype,
-) -> Result<ShaderVariant> {
-    let prelude = format!("{prelude}\nconst LOGITS_DTYPE: u32 = {}u;", dtype.index());
-    Ok(ShaderVariant {
-        label: label.to_string(),
-        entry_point,
-        source: crate::gpu::shader::compose(file, &prelude)?,
+    vector_loads: bool,
+) -> Result<LogitsShader> {
+    Ok(LogitsShader {
+        variant: ShaderVariant {
+            label: label.to_string(),
+            entry_point,
+            source: crate::gpu::shader::compose(file, prelude)?,
+        },
+        vector_loads,
     })
 }
 
 /// A kernel over logits, built once: binding 0 is the dispatch record, binding
 /// 1 the logits, bindings 2.. the kernel's own buffers; one workgroup per row.
-/// The binding after the kernel's
-/// own is the same logits range as `array<vec4<u32>>`, read by a fourth
-/// variant for f32 rows that start on a 16-byte boundary.
+/// The binding after the kernel's own is the same logits range as
+/// `array<vec4<u32>>`, read (when the shader has vector loads) for f32 rows
+/// that start on a 16-byte boundary.
 pub struct LogitsKernel {
     ctx: GpuContext,
     label: &'static str,
@@ -389,14 +365,13 @@ pub struct LogitsKernel {
     max_chunk_bytes: u64,
 }
 
-/// The layout and the per-dtype pipelines, shared through the context's cache.
+/// The layout and the pipeline, shared through the context's cache.
 pub(crate) struct Pipelines {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    /// One per dtype, then the vector variant; each compiled when a
-    /// dispatch first needs it (a caller with one dtype compiles a quarter).
-    variants: Vec<ShaderVariant>,
-    pipelines: Vec<OnceLock<wgpu::ComputePipeline>>,
+    /// Compiled when a dispatch first needs it.
+    shader: LogitsShader,
+    pipeline: OnceLock<wgpu::ComputePipeline>,
     /// The binding of the vector view, and a 16-byte stand-in bound there
     /// when the logits range is shorter than one vector (the variant that
     /// reads the view is then not used).
@@ -405,9 +380,6 @@ pub(crate) struct Pipelines {
     /// stand-in: one dispatch cannot bind a range both ways).
     logits_writable: bool,
 }
-
-/// Index of the f32 variant that loads four logits at a time.
-pub(crate) const VEC4_VARIANT: usize = 3;
 
 /// What the pipelines of a logits kernel depend on: the cache key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -437,38 +409,37 @@ impl crate::gpu::cache::PipelineKey for WritableLogitsKey {
 }
 
 impl LogitsKernel {
-    /// The layout and one pipeline per variant (in `LogitsDtype::ALL` order,
-    /// then the f32 variant that reads four logits per load), built once per
-    /// context under `key`. The logits are also bound as `array<vec4<u32>>`
-    /// at binding `2 + key.extra.len()`, read by the fourth variant for f32
-    /// rows that start on a 16-byte boundary of memory (vocab and the chunk's
-    /// element offset multiples of 4, the binding's offset a multiple of 16):
-    /// one load per four logits instead of four.
+    /// The layout and the pipeline of `shader`, built once per context
+    /// under `key`. The logits are also bound as `array<vec4<u32>>` at
+    /// binding `2 + key.extra.len()`, read (when the shader has vector loads)
+    /// for f32 rows that start on a 16-byte boundary of memory (vocab and the
+    /// chunk's element offset multiples of 4, the binding's offset a multiple
+    /// of 16): one load per four logits instead of four.
     pub(crate) fn new(
         ctx: &GpuContext,
         label: &'static str,
         key: LogitsKernelKey,
-        variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
+        shader: impl FnOnce() -> Result<LogitsShader>,
     ) -> Result<Self> {
         let built = ctx.pipelines(&key, || {
-            Pipelines::build(ctx, label, &variants()?, key.extra, false)
+            Pipelines::build(ctx, label, shader()?, key.extra, false)
         })?;
         Ok(Self::with_pipelines(ctx, label, built))
     }
 
     /// Like [`LogitsKernel::new`], with the logits bound read_write at
     /// binding 1 (the kernel edits them in place). The vector view's binding
-    /// is still in the layout but always holds a stand-in, and `variants`
-    /// has no vector variant.
+    /// is still in the layout but always holds a stand-in, and the shader
+    /// has no vector loads.
     pub(crate) fn with_writable_logits(
         ctx: &GpuContext,
         label: &'static str,
         key: LogitsKernelKey,
-        variants: impl FnOnce() -> Result<Vec<ShaderVariant>>,
+        shader: impl FnOnce() -> Result<LogitsShader>,
     ) -> Result<Self> {
         let extra = key.extra;
         let built = ctx.pipelines(&WritableLogitsKey(key), || {
-            Pipelines::build(ctx, label, &variants()?, extra, true)
+            Pipelines::build(ctx, label, shader()?, extra, true)
         })?;
         Ok(Self::with_pipelines(ctx, label, built))
     }
@@ -495,7 +466,7 @@ impl Pipelines {
     fn build(
         ctx: &GpuContext,
         label: &str,
-        variants: &[ShaderVariant],
+        shader: LogitsShader,
         extra: &[bool],
         logits_writable: bool,
     ) -> Result<Self> {
@@ -527,38 +498,27 @@ impl Pipelines {
         Ok(Self {
             layout,
             pipeline_layout,
-            variants: variants.to_vec(),
-            pipelines: variants.iter().map(|_| OnceLock::new()).collect(),
+            shader,
+            pipeline: OnceLock::new(),
             vec4_view,
             logits_writable,
         })
     }
 
-    /// Variant `index`'s pipeline, compiled on first use (a device error
-    /// comes back as `Err`).
-    fn pipeline(&self, ctx: &GpuContext, index: usize) -> Result<&wgpu::ComputePipeline> {
-        let (Some(cell), Some(variant)) = (self.pipelines.get(index), self.variants.get(index))
-        else {
-            return Err(Error::Shader {
-                name: variant_name(&self.variants),
-                reason: format!("no variant {index}"),
-            });
-        };
-        if let Some(pipeline) = cell.get() {
+    /// The pipeline, compiled on first use (a device error comes back as
+    /// `Err`).
+    fn pipeline(&self, ctx: &GpuContext) -> Result<&wgpu::ComputePipeline> {
+        if let Some(pipeline) = self.pipeline.get() {
             return Ok(pipeline);
         }
         let built = ctx.scoped("building pipelines", || {
-            Ok(variant.compute_pipeline(&ctx.device, &self.pipeline_layout))
+            Ok(self
+                .shader
+                .variant
+                .compute_pipeline(&ctx.device, &self.pipeline_layout))
         })?;
-        Ok(cell.get_or_init(|| built))
+        Ok(self.pipeline.get_or_init(|| built))
     }
-}
-
-/// The kernel a variant list belongs to, for errors.
-fn variant_name(variants: &[ShaderVariant]) -> String {
-    variants
-        .first()
-        .map_or_else(String::new, |v| v.label.clone())
 }
 
 impl LogitsKernel {
@@ -629,40 +589,33 @@ impl LogitsKernel {
         if chunks.is_empty() {
             return Ok(());
         }
-        records.write(&self.ctx, chunks, logits.vocab, row_base, tiles)?;
         // Rows on 16-byte boundaries of memory (the binding's offset too: a
         // driver may allow storage offsets finer than 16 bytes) read the
         // vector view; such rows end on a 16-byte boundary too, so the view
         // (the range rounded down to 16 bytes) is the whole range.
         let vec4_rows = |chunk: &Chunk| {
-            self.built.variants.len() > VEC4_VARIANT
+            self.built.shader.vector_loads
                 && logits.dtype == LogitsDtype::F32
                 && logits.vocab.is_multiple_of(4)
                 && chunk.elem_base.is_multiple_of(4)
                 && chunk.bind_offset.is_multiple_of(16)
                 && chunk.bind_size >= 16
         };
+        let loads = |chunk: &Chunk| {
+            logits.dtype.index() as u32 | if vec4_rows(chunk) { LOADS_VEC4 } else { 0 }
+        };
+        records.write(&self.ctx, chunks, logits.vocab, row_base, tiles, loads)?;
         // Compiled before the pass opens (compiling reports device errors).
-        let pipelines = chunks
-            .iter()
-            .map(|chunk| {
-                let variant = if vec4_rows(chunk) {
-                    VEC4_VARIANT
-                } else {
-                    logits.dtype.index()
-                };
-                self.built.pipeline(&self.ctx, variant)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let pipeline = self.built.pipeline(&self.ctx)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(self.label),
             timestamp_writes: None,
         });
-        for (c, (chunk, pipeline)) in chunks.iter().zip(pipelines).enumerate() {
+        pass.set_pipeline(pipeline);
+        for (c, chunk) in chunks.iter().enumerate() {
             // Whole 16-byte vectors of this chunk's bound range.
             let vec4_bytes = chunk.bind_size / 16 * 16;
             debug_assert!(!vec4_rows(chunk) || vec4_bytes == chunk.bind_size);
-            pass.set_pipeline(pipeline);
             let mut entries = vec![
                 wgpu::BindGroupEntry {
                     binding: 0,

@@ -65,7 +65,7 @@
 // the `internals` feature reach it.
 #![cfg_attr(not(feature = "internals"), allow(dead_code))]
 
-use crate::gpu::logits::{Chunk, DispatchRecords, LogitsKernel, LogitsKernelKey};
+use crate::gpu::logits::{Chunk, DispatchRecords, LogitsKernel, LogitsKernelKey, LogitsShader};
 use crate::gpu::shader::{PlainKernel, ShaderVariant};
 use crate::{Error, GpuContext, HostLogits, LogitsBinding, Result, SamplingParams};
 use half::{bf16, f16};
@@ -816,22 +816,23 @@ pub struct EditKernels {
     restore: LogitsKernel,
 }
 
-/// The variants of one edit kernel, one per dtype.
-fn kernel_variants(entry_point: &'static str) -> Result<Vec<ShaderVariant>> {
-    crate::gpu::logits::variants_per_dtype(
+/// The shader of one edit kernel (one pipeline for every dtype).
+fn kernel_shader(entry_point: &'static str) -> Result<LogitsShader> {
+    crate::gpu::logits::logits_shader(
         &format!("edits/{entry_point}"),
         "edits.wgsl",
         entry_point,
         "",
+        false,
     )
 }
 
-/// Every variant of the edits shader: both kernels per dtype, then the
-/// rounding kernel the tests drive.
+/// Every variant of the edits shader: both kernels, then the rounding
+/// kernel the tests drive and the history kernels.
 #[cfg(test)]
 pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
-    let mut all = kernel_variants("apply_edits")?;
-    all.extend(kernel_variants("restore_and_append")?);
+    let mut all = vec![kernel_shader("apply_edits")?.variant];
+    all.push(kernel_shader("restore_and_append")?.variant);
     all.push(round_variant()?);
     all.push(history_variant("expand_histories")?);
     all.push(history_variant("append_emitted")?);
@@ -842,7 +843,7 @@ fn round_variant() -> Result<ShaderVariant> {
     Ok(ShaderVariant {
         label: "edits/round_to_halves".into(),
         entry_point: "round_to_halves",
-        source: crate::gpu::shader::compose("edits.wgsl", "const LOGITS_DTYPE: u32 = 0u;")?,
+        source: crate::gpu::shader::compose("edits.wgsl", "")?,
     })
 }
 
@@ -858,7 +859,7 @@ impl EditKernels {
                 constant: 0,
                 extra,
             };
-            LogitsKernel::with_writable_logits(ctx, label, key, || kernel_variants(entry_point))
+            LogitsKernel::with_writable_logits(ctx, label, key, || kernel_shader(entry_point))
         };
         Ok(Self {
             apply: build("rollcall apply edits", "apply_edits", &[true, false, false])?,
@@ -1039,7 +1040,7 @@ fn history_variant(entry_point: &'static str) -> Result<ShaderVariant> {
     Ok(ShaderVariant {
         label: format!("edits/{entry_point}"),
         entry_point,
-        source: crate::gpu::shader::compose("edits.wgsl", "const LOGITS_DTYPE: u32 = 0u;")?,
+        source: crate::gpu::shader::compose("edits.wgsl", "")?,
     })
 }
 

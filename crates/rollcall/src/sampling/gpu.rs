@@ -4,7 +4,7 @@
 use super::edits::{EditKernels, EditState, RowHistory};
 use super::mask::{check_host_mask, check_mask_rows, words_per_row, TokenMask};
 use super::{
-    candidate_capacity, check_logits_rows, gather_chunks, plan_chunks, shader_variants,
+    candidate_capacity, check_logits_rows, gather_chunks, plan_chunks, shader,
     validate_options_call, validate_params, Features, GpuRowParams, HostLogits, LogitsBinding,
     LogprobsMode, RowStatus, SampleOptions, SampleResult, Samples, SamplingParams, TopLogprob,
     CANDIDATE_RANGE, MAX_TOP_LOGPROBS, NO_MASK, TILE_TOKENS, TOP_LOGPROB_BYTES,
@@ -476,7 +476,7 @@ impl Sampler {
                 extra: &[true, false, false, false, true, false],
             };
             let mut kernel = LogitsKernel::new(&self.ctx, label, key, || {
-                shader_variants(candidates, entry_point, features, wide)
+                shader(candidates, entry_point, features, wide)
             })?;
             if let Some(bytes) = self.max_chunk_bytes {
                 kernel.set_max_chunk_bytes(bytes);

@@ -870,23 +870,24 @@ pub(crate) fn candidate_capacity(max_workgroup_bytes: u32) -> u32 {
 }
 
 /// The sampling shader's `entry_point` (`sample_rows`; the first pass alone,
-/// `stream_partials`; or the small drawing kernel `finish_rows`), gathering at most `candidates` tokens per row: one
-/// variant per logits dtype, then an f32 variant that loads four logits at a
-/// time through a vector view of the logits (see
+/// `stream_partials`; or the small drawing kernel `finish_rows`), gathering
+/// at most `candidates` tokens per row: one pipeline for every dtype, which
+/// reads f32 rows on 16-byte boundaries four logits at a time through a
+/// vector view of the logits (see
 /// [`LogitsKernel::new`](crate::gpu::logits::LogitsKernel::new)).
 ///
 /// `wide` picks the routes for GPUs (`WIDE_ROUTES` in the shader: the
 /// gathers, scans and sorts shared out over the workgroup) over those for
 /// CPU adapters (one invocation runs them); both give the same bits, and
 /// each pipeline holds only one.
-pub(crate) fn shader_variants(
+pub(crate) fn shader(
     candidates: u32,
     entry_point: &'static str,
     features: Features,
     wide: bool,
-) -> Result<Vec<crate::gpu::shader::ShaderVariant>> {
+) -> Result<crate::gpu::logits::LogitsShader> {
     let route = if wide { "wide" } else { "cpu" };
-    crate::gpu::logits::variants_with_vec4(
+    crate::gpu::logits::logits_shader(
         &format!("sampling/{entry_point}/{features:?}/{route}"),
         "sampling.wgsl",
         entry_point,
@@ -895,6 +896,7 @@ pub(crate) fn shader_variants(
              const WIDE_ROUTES: bool = {wide};\n{}",
             features.prelude()
         ),
+        true,
     )
 }
 

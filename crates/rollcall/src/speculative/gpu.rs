@@ -7,7 +7,9 @@ use super::{
     DraftDistribution, Drafts, GpuVerdict, Layout, Verification, VerifyInfo, VerifyOptions,
 };
 use crate::gpu::buffer::GrowBuffer;
-use crate::gpu::logits::{plan_chunks, Chunk, DispatchRecords, LogitsKernel, LogitsKernelKey};
+use crate::gpu::logits::{
+    plan_chunks, Chunk, DispatchRecords, LogitsKernel, LogitsKernelKey, LogitsShader,
+};
 use crate::gpu::shader::{compose, Binding, PlainKernel, ShaderVariant};
 use crate::sampling::edits::{
     EditState, GpuHistoryInfo, GpuPositionHistory, HistoryKernels, RowHistory, NO_REQUEST,
@@ -78,17 +80,17 @@ fn small_variant(entry_point: &'static str, draft_dtype: LogitsDtype) -> Result<
         source: compose(
             "speculative.wgsl",
             &format!(
-                "const LOGITS_DTYPE: u32 = 0u;\nconst MASKED: bool = false;\n\
-                 const DRAFT_DTYPE: u32 = {}u;",
+                "const MASKED: bool = false;\nconst DRAFT_DTYPE: u32 = {}u;",
                 draft_dtype.index()
             ),
         )?,
     })
 }
 
-/// The residual kernel's variants (per target dtype, and the vector loads).
-fn residual_variants(draft_dtype: LogitsDtype, masked: bool) -> Result<Vec<ShaderVariant>> {
-    crate::gpu::logits::variants_with_vec4(
+/// The residual kernel's shader (one pipeline for every target dtype, with
+/// vector loads).
+fn residual_shader(draft_dtype: LogitsDtype, masked: bool) -> Result<LogitsShader> {
+    crate::gpu::logits::logits_shader(
         &format!("speculative/residual_rows/{draft_dtype:?}/{masked}"),
         "speculative.wgsl",
         "residual_rows",
@@ -96,6 +98,7 @@ fn residual_variants(draft_dtype: LogitsDtype, masked: bool) -> Result<Vec<Shade
             "const MASKED: bool = {masked};\nconst DRAFT_DTYPE: u32 = {}u;",
             draft_dtype.index()
         ),
+        true,
     )
 }
 
@@ -108,7 +111,7 @@ pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
             all.push(small_variant(entry, dtype)?);
         }
         for masked in [false, true] {
-            all.extend(residual_variants(dtype, masked)?);
+            all.push(residual_shader(dtype, masked)?.variant);
         }
     }
     Ok(all)
@@ -252,7 +255,7 @@ impl Verifier {
             extra: &[true, true, true, false, true, false],
         };
         let mut built = LogitsKernel::new(&self.ctx, "rollcall speculative residual", key, || {
-            residual_variants(draft_dtype, masked)
+            residual_shader(draft_dtype, masked)
         })?;
         if let Some(bytes) = self.max_chunk_bytes {
             built.set_max_chunk_bytes(bytes);
