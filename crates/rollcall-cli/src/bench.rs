@@ -765,8 +765,13 @@ fn storage_buffer(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
 /// A round of 4 votes per prompt over a few answers (most prompts agree):
 /// the voting benchmarks' workload.
 pub fn voting_round(prompts: u32, seed: u64) -> (Vec<Segment>, Vec<u32>) {
+    votes_round(prompts, 4, seed)
+}
+
+/// A round of `per` votes for each of `prompts` prompts, answers as in
+/// [`voting_round`].
+fn votes_round(prompts: u32, per: u32, seed: u64) -> (Vec<Segment>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let per = 4u32;
     let segments = (0..prompts)
         .map(|p| Segment {
             prompt: p,
@@ -1293,6 +1298,68 @@ impl Grid<'_> {
                 "voting",
                 kernel_name.into(),
                 format!("{prompts} prompts"),
+                &kernel,
+                &reference_timing,
+                reference.bytes,
+                bytes_read,
+                bytes_written,
+                cpu,
+                repeats,
+            ));
+        }
+        // An RL batch's round: every prompt's 64 rollouts at once, counted
+        // with an invocation a prompt (a serial loop of 64 votes) and with a
+        // workgroup a prompt (GPUs choose it from 8 votes a prompt).
+        use rollcall::internals::CountRoute;
+        let kernel_name = "count 64 votes a prompt (RL batch)";
+        let prompts = 1024u32;
+        for (route_name, route) in [
+            ("an invocation a prompt", CountRoute::PerInvocation),
+            ("a workgroup a prompt", CountRoute::PerWorkgroup),
+        ] {
+            let size = format!("{prompts} prompts, {route_name}");
+            if !options.selects(kernel_name, &size) {
+                continue;
+            }
+            progress(&format!("vote counting {size}"));
+            let (segments, answers) = votes_round(prompts, 64, 4);
+            let round = RoundVotes {
+                segments: &segments,
+                answers: &answers,
+                tokens: None,
+            };
+            let tables = std::cell::RefCell::new(
+                rollcall::voting::VoteTables::new(ctx, prompts, capacity)?.with_count_route(route),
+            );
+            let p = u64::from(prompts);
+            // Segments (16 B) and answers (4 B) read; totals (32 B) and the
+            // table entries used (6 answers, 8 B each) read and written.
+            let bytes_read = 16 * p + 4 * answers.len() as u64 + (32 + 6 * 8) * p;
+            let bytes_written = (32 + 6 * 8) * p;
+            let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+            let (kernel, reference_timing, repeats) = time_interleaved(
+                ctx,
+                options.iters,
+                None,
+                |e| tables.borrow().encode_reset(e),
+                |e| tables.borrow_mut().encode_count(e, &round),
+                |e| reference.encode(read_once, e),
+            )?;
+            let cpu = if options.cpu_twin {
+                let (counted, t) = timed(|| -> Result<()> {
+                    let mut twin = CpuVoteTables::new(prompts, capacity)?;
+                    twin.count(&round)?;
+                    Ok(())
+                });
+                counted?;
+                Some(t)
+            } else {
+                None
+            };
+            rows.push(row(
+                "voting",
+                kernel_name.into(),
+                size,
                 &kernel,
                 &reference_timing,
                 reference.bytes,

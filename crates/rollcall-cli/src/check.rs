@@ -7,13 +7,14 @@
 use crate::bench::{tail_batch, TAIL_ESTIMATORS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rollcall::internals::SplitRows;
+use rollcall::internals::{CountRoute, SplitRows};
 use rollcall::sampling::{cpu as sampling_cpu, mask, HostMask, SampleOptions};
 use rollcall::speculative::{
     cpu as verify_cpu, DraftDistribution, Drafts, Verifier, VerifyOptions,
 };
 use rollcall::voting::{
-    cpu::run as run_cpu, Allocation, ReplayEngine, RuleConfig, Scheduler, StopRule,
+    cpu::run as run_cpu, cpu::VoteTables as CpuVoteTables, Allocation, ReplayEngine, RoundVotes,
+    RuleConfig, Scheduler, Segment, StopRule, VoteTables,
 };
 use rollcall::{GpuContext, HostLogits, LogitsDtype, Result, Sampler, SamplingParams};
 use std::time::Instant;
@@ -475,7 +476,43 @@ fn voting(ctx: &GpuContext, quick: bool) -> Result<Found> {
         })
         .collect();
     // Integer rules: the GPU and the twin decide exactly alike.
-    let mut found = Found::new(format!("{prompts} prompts x up to 32 votes: ESC window 4, fixed budget; consensus, rollouts, rounds, rewards, advantages"));
+    let mut found = Found::new(format!("{prompts} prompts x up to 32 votes: ESC window 4, fixed budget; consensus, rollouts, rounds, rewards, advantages; vote tables on both counting routes"));
+    // The vote tables on both counting routes: a round of 28 votes a prompt
+    // (as an RL batch sends), then one of 4 (as the scheduler does).
+    for route in [CountRoute::PerInvocation, CountRoute::PerWorkgroup] {
+        let mut gpu = VoteTables::new(ctx, prompts, 8)?.with_count_route(route);
+        let mut twin = CpuVoteTables::new(prompts, 8)?;
+        for votes in [0..28, 28..32] {
+            let mut segments = Vec::new();
+            let mut round = Vec::new();
+            for (p, all) in answers.iter().enumerate() {
+                segments.push(Segment {
+                    prompt: p as u32,
+                    start: round.len() as u32,
+                    count: votes.len() as u32,
+                });
+                round.extend(&all[votes.clone()]);
+            }
+            let round = RoundVotes {
+                segments: &segments,
+                answers: &round,
+                tokens: None,
+            };
+            gpu.count(&round)?;
+            twin.count(&round)?;
+        }
+        let (totals, tables) = gpu.read()?;
+        for p in 0..prompts {
+            found.compared += 1;
+            let used = totals[p as usize].distinct as usize;
+            let table = &tables[p as usize * 8..][..used];
+            if &totals[p as usize] != twin.votes(p)? || table != twin.table(p)? {
+                found.differ(format!(
+                    "{route:?} prompt {p}: vote table differs from the twin"
+                ));
+            }
+        }
+    }
     for rule in [StopRule::EscWindow { window: 4 }, StopRule::FixedBudget] {
         let config = RuleConfig {
             rule,
@@ -592,13 +629,14 @@ fn compaction(ctx: &GpuContext, quick: bool) -> Result<Found> {
 
 /// The benchmark rows the check runs: the headline workloads, a few minutes
 /// on lavapipe.
-pub const BENCH_ROWS: [&str; 8] = [
+pub const BENCH_ROWS: [&str; 9] = [
     "plain T=1, f32 256 x 128256 model",
     "top-k 50 + top-p 0.9, f32 256 x 128256 model",
     "greedy, f32 256 x 128256 model",
     "plain T=1, bf16 256 x 128256 model",
     "speculative k=4, deterministic drafts",
     "1000000 prompts",
+    "1024 prompts, ",
     "1000000 flags",
     "4096 x 64",
 ];

@@ -4,7 +4,8 @@
 // (answer id, votes); answers past the capacity are counted in `overflow`
 // (they count as votes, never as a consensus). One invocation per prompt
 // segment of the round applies its new votes in order, so tables, ties and
-// overflow are deterministic. `CAPACITY` is prepended by the host.
+// overflow are deterministic (on GPUs, long segments take a workgroup each,
+// with the same results). `CAPACITY` is prepended by the host.
 
 #include "posterior.wgsl"
 
@@ -90,6 +91,145 @@ fn count_votes(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgr
         }
     }
     prompt_votes[seg.prompt] = state;
+}
+
+// ---- Counting with a workgroup per segment (GPUs) ---------------------------
+// The same totals, tables, runs and overflow as `count_votes` (integers only,
+// so the same bits): the segment's votes in chunks of WG, each lane one vote.
+// A lane finds its answer in the table as it stood before the chunk; a new
+// answer takes the slot after those of the new answers first seen earlier
+// in the chunk (overflow once the table is full), as the serial loop would.
+
+var<workgroup> chunk_answers: array<u32, WG>;
+// 1 for a lane whose answer is new to the table and first seen in the chunk.
+var<workgroup> chunk_firsts: array<u32, WG>;
+var<workgroup> chunk_tokens: array<u32, WG>;
+var<workgroup> slot_adds: array<atomic<u32>, CAPACITY>;
+var<workgroup> chunk_overflow: atomic<u32>;
+// One past the last lane whose answer differs from the chunk's last.
+var<workgroup> run_break: atomic<u32>;
+var<workgroup> segment_state: PromptVotes;
+var<workgroup> segment_votes: u32;
+
+@compute @workgroup_size(WG)
+fn count_votes_wide(@builtin(workgroup_id) wg: vec3<u32>,
+                    @builtin(num_workgroups) groups: vec3<u32>,
+                    @builtin(local_invocation_index) lane: u32) {
+    let s = wg.x + wg.y * groups.x;
+    if s >= count_params.segments {
+        return;
+    }
+    let seg = segments[s];
+    let base = seg.prompt * CAPACITY;
+    if lane == 0u {
+        segment_state = prompt_votes[seg.prompt];
+        segment_votes = seg.count;
+    }
+    let count = workgroupUniformLoad(&segment_votes);
+    for (var start = 0u; start < count; start += WG) {
+        let m = min(WG, count - start);
+        let state = segment_state;
+        for (var k = lane; k < CAPACITY; k += WG) {
+            atomicStore(&slot_adds[k], 0u);
+        }
+        if lane == 0u {
+            atomicStore(&chunk_overflow, 0u);
+            atomicStore(&run_break, 0u);
+        }
+        var answer = 0u;
+        var slot = CAPACITY;
+        if lane < m {
+            answer = answers[seg.start + start + lane];
+            for (var k = 0u; k < state.distinct; k++) {
+                if tables[base + k].x == answer {
+                    slot = k;
+                    break;
+                }
+            }
+            if count_params.has_tokens != 0u {
+                chunk_tokens[lane] = tokens[seg.start + start + lane];
+            }
+        }
+        chunk_answers[lane] = answer;
+        workgroupBarrier();
+        // A new answer's first lane in the chunk (itself when first).
+        var first_lane = lane;
+        if lane < m && slot == CAPACITY {
+            for (var j = 0u; j < lane; j++) {
+                if chunk_answers[j] == answer {
+                    first_lane = j;
+                    break;
+                }
+            }
+        }
+        chunk_firsts[lane] = select(0u, 1u, lane < m && slot == CAPACITY && first_lane == lane);
+        workgroupBarrier();
+        if lane < m {
+            if slot == CAPACITY {
+                var earlier = 0u;
+                for (var j = 0u; j < first_lane; j++) {
+                    earlier += chunk_firsts[j];
+                }
+                if state.distinct + earlier < CAPACITY {
+                    slot = state.distinct + earlier;
+                }
+            }
+            if slot < CAPACITY {
+                atomicAdd(&slot_adds[slot], 1u);
+            } else {
+                atomicAdd(&chunk_overflow, 1u);
+            }
+            if answer != chunk_answers[m - 1u] {
+                atomicMax(&run_break, lane + 1u);
+            }
+        }
+        workgroupBarrier();
+        // Each table entry the chunk touched is written by one lane: a new
+        // one by its answer's first lane, an old one by the lane striding
+        // over it.
+        if lane < m && chunk_firsts[lane] == 1u && slot < CAPACITY {
+            tables[base + slot] = vec2<u32>(answer, atomicLoad(&slot_adds[slot]));
+        }
+        for (var k = lane; k < state.distinct; k += WG) {
+            let add = atomicLoad(&slot_adds[k]);
+            if add != 0u {
+                tables[base + k].y += add;
+            }
+        }
+        if lane == 0u {
+            var next = state;
+            var firsts = 0u;
+            for (var j = 0u; j < m; j++) {
+                firsts += chunk_firsts[j];
+            }
+            next.distinct = min(state.distinct + firsts, CAPACITY);
+            next.overflow += atomicLoad(&chunk_overflow);
+            let last = chunk_answers[m - 1u];
+            let broken = atomicLoad(&run_break);
+            if broken == 0u && state.total != 0u && last == state.run_answer {
+                next.run_length += m;
+            } else {
+                next.run_answer = last;
+                next.run_length = m - broken;
+            }
+            next.total += m;
+            if count_params.has_tokens != 0u {
+                for (var j = 0u; j < m; j++) {
+                    let t = chunk_tokens[j];
+                    let lo = next.tokens_lo + t;
+                    next.tokens_hi += select(0u, 1u, lo < t);
+                    next.tokens_lo = lo;
+                }
+            }
+            segment_state = next;
+        }
+        // The next chunk reads the table entries and the state just written.
+        storageBarrier();
+        workgroupBarrier();
+    }
+    if lane == 0u {
+        prompt_votes[seg.prompt] = segment_state;
+    }
 }
 
 // ---- Stopping rules -------------------------------------------------------

@@ -27,6 +27,7 @@ const CPU_PER_THREAD: u32 = 32;
 const GPU_PER_THREAD: u32 = 4;
 
 /// Flags one workgroup handles on a CPU adapter (the larger block).
+#[cfg(any(test, feature = "internals"))]
 pub(crate) const BLOCK: u32 = WG * CPU_PER_THREAD;
 
 /// Flags one workgroup handles on other adapters (the smaller block, which

@@ -49,14 +49,19 @@ pub(crate) fn shader_variants(capacity: u32) -> Result<Vec<crate::gpu::shader::S
             rules::rule_kind_prelude()
         ),
     )?;
-    Ok(["count_votes", "decide", "rewards_and_advantages"]
-        .into_iter()
-        .map(|entry_point| crate::gpu::shader::ShaderVariant {
-            label: format!("voting/{entry_point}/{capacity}"),
-            entry_point,
-            source: source.clone(),
-        })
-        .collect())
+    Ok([
+        "count_votes",
+        "decide",
+        "rewards_and_advantages",
+        "count_votes_wide",
+    ]
+    .into_iter()
+    .map(|entry_point| crate::gpu::shader::ShaderVariant {
+        label: format!("voting/{entry_point}/{capacity}"),
+        entry_point,
+        source: source.clone(),
+    })
+    .collect())
 }
 
 /// What [`VoteTables::decide`] reads back, in list order.
@@ -137,7 +142,32 @@ pub struct VoteTables {
     round_tokens: GrowBuffer,
     /// Host-path buffers of `decide`, `rewards` and `read`, grown on demand.
     host: HostBuffers,
+    count_route: CountRoute,
+    /// The adapter is a CPU (lavapipe): one invocation a segment always.
+    cpu_adapter: bool,
 }
+
+/// How a round's votes are counted (feature `internals`: for tests and
+/// benchmarks; results never depend on it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub enum CountRoute {
+    /// Chosen per round and adapter: on GPUs a workgroup per segment when
+    /// segments average [`WIDE_COUNT_MIN_VOTES`] votes or more, else (and
+    /// always on CPU adapters) an invocation per segment.
+    #[default]
+    Auto,
+    /// An invocation per segment, votes in order.
+    PerInvocation,
+    /// A workgroup per segment, [`WORKGROUP`] votes at a time.
+    PerWorkgroup,
+}
+
+/// Mean votes per segment from which GPUs count with a workgroup per
+/// segment: below it most of a workgroup's lanes would idle, above it one
+/// invocation's serial loop (a table search per vote) is the round's
+/// latency (RL shapes: 64 rollouts per prompt in one round).
+pub(crate) const WIDE_COUNT_MIN_VOTES: usize = 8;
 
 /// What the voting pipelines depend on: the cache key.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -152,6 +182,8 @@ impl crate::gpu::cache::PipelineKey for VotingKey {
 /// One layout and pipeline per entry point (each binds its own buffers).
 struct Pipelines {
     count: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    /// `count_votes_wide`: a workgroup per segment, same bindings.
+    count_wide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
     decide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
     rewards: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
 }
@@ -166,18 +198,20 @@ impl Pipelines {
                 layout_and_pipelines(&ctx.device, label, bindings, std::slice::from_ref(variant));
             (layout, pipelines.remove(0))
         };
+        let count_bindings = [
+            (0, uniform),
+            (1, read),
+            (2, read),
+            (3, read),
+            (4, write),
+            (5, write),
+        ];
         Ok(Self {
-            count: build(
-                "rollcall count votes",
-                &[
-                    (0, uniform),
-                    (1, read),
-                    (2, read),
-                    (3, read),
-                    (4, write),
-                    (5, write),
-                ],
-                &variants[0],
+            count: build("rollcall count votes", &count_bindings, &variants[0]),
+            count_wide: build(
+                "rollcall count votes, a workgroup a segment",
+                &count_bindings,
+                &variants[3],
             ),
             decide: build(
                 "rollcall decide",
@@ -304,7 +338,28 @@ impl VoteTables {
             pipelines,
             capacity,
             prompts,
+            count_route: CountRoute::Auto,
+            cpu_adapter: ctx.adapter_info().device_type == wgpu::DeviceType::Cpu,
         })
+    }
+
+    /// Forces how rounds are counted (same results either way).
+    #[cfg(feature = "internals")]
+    pub fn with_count_route(mut self, route: CountRoute) -> Self {
+        self.count_route = route;
+        self
+    }
+
+    /// Whether a round of `segments` segments holding `votes` votes is
+    /// counted with a workgroup per segment.
+    fn counts_wide(&self, segments: usize, votes: usize) -> bool {
+        match self.count_route {
+            CountRoute::PerInvocation => false,
+            CountRoute::PerWorkgroup => true,
+            CountRoute::Auto => {
+                !self.cpu_adapter && votes >= segments.saturating_mul(WIDE_COUNT_MIN_VOTES)
+            }
+        }
     }
 
     /// Per-prompt totals, 32 bytes each: `total, distinct, overflow,
@@ -356,7 +411,13 @@ impl VoteTables {
         let params = count_params(n, round.tokens.is_some());
         ctx.queue
             .write_buffer(&self.count_params, 0, bytemuck::cast_slice(&params));
-        let (layout, pipeline) = &self.pipelines.count;
+        let votes = round.segments.iter().map(|s| s.count as usize).sum();
+        let wide = self.counts_wide(round.segments.len(), votes);
+        let (layout, pipeline) = if wide {
+            &self.pipelines.count_wide
+        } else {
+            &self.pipelines.count
+        };
         let bind_group = crate::gpu::shader::bind_buffers(
             &ctx.device,
             "rollcall count votes",
@@ -370,7 +431,11 @@ impl VoteTables {
                 (5, &self.tables),
             ],
         );
-        self.dispatch(encoder, pipeline, &bind_group, n);
+        if wide {
+            self.dispatch_groups(encoder, pipeline, &bind_group, n);
+        } else {
+            self.dispatch(encoder, pipeline, &bind_group, n);
+        }
         Ok(())
     }
 
@@ -427,7 +492,18 @@ impl VoteTables {
         bind_group: &wgpu::BindGroup,
         items: u32,
     ) {
-        let groups = items.div_ceil(WORKGROUP);
+        self.dispatch_groups(encoder, pipeline, bind_group, items.div_ceil(WORKGROUP));
+    }
+
+    /// Records one pass of `pipeline` over `groups` workgroups (a 2-D grid
+    /// past the adapter's per-dimension limit).
+    fn dispatch_groups(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        groups: u32,
+    ) {
         let max_x = self
             .ctx
             .limits()
