@@ -422,6 +422,17 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
+/// The CPU twin's time for `twin` when asked (`None` otherwise); its
+/// error, if any, is the bench's.
+fn twin_time<T>(asked: bool, twin: impl FnOnce() -> Result<T>) -> Result<Option<Duration>> {
+    if !asked {
+        return Ok(None);
+    }
+    let (out, t) = timed(twin);
+    std::hint::black_box(out?);
+    Ok(Some(t))
+}
+
 /// Runs the benchmark grid, calling `progress` before each kernel.
 ///
 /// ```no_run
@@ -1287,13 +1298,9 @@ impl Grid<'_> {
                 |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
                 |e| reference.encode(read_once, e),
             )?;
-            let cpu = if options.cpu_twin {
-                let (live, t) = timed(|| voting_round_cpu(&round, prompts, capacity, &config));
-                std::hint::black_box(live?);
-                Some(t)
-            } else {
-                None
-            };
+            let cpu = twin_time(options.cpu_twin, || {
+                voting_round_cpu(&round, prompts, capacity, &config)
+            })?;
             rows.push(row(
                 "voting",
                 kernel_name.into(),
@@ -1345,17 +1352,9 @@ impl Grid<'_> {
                 |e| tables.borrow_mut().encode_count(e, &round),
                 |e| reference.encode(read_once, e),
             )?;
-            let cpu = if options.cpu_twin {
-                let (counted, t) = timed(|| -> Result<()> {
-                    let mut twin = CpuVoteTables::new(prompts, capacity)?;
-                    twin.count(&round)?;
-                    Ok(())
-                });
-                counted?;
-                Some(t)
-            } else {
-                None
-            };
+            let cpu = twin_time(options.cpu_twin, || {
+                CpuVoteTables::new(prompts, capacity)?.count(&round)
+            })?;
             rows.push(row(
                 "voting",
                 kernel_name.into(),

@@ -350,14 +350,16 @@ impl VoteTables {
         self
     }
 
-    /// Whether a round of `segments` segments holding `votes` votes is
-    /// counted with a workgroup per segment.
-    fn counts_wide(&self, segments: usize, votes: usize) -> bool {
+    /// Whether a round of `segments` is counted with a workgroup per
+    /// segment (the votes are summed only where that decides it).
+    fn counts_wide(&self, segments: &[super::Segment]) -> bool {
         match self.count_route {
             CountRoute::PerInvocation => false,
             CountRoute::PerWorkgroup => true,
+            CountRoute::Auto if self.cpu_adapter => false,
             CountRoute::Auto => {
-                !self.cpu_adapter && votes >= segments.saturating_mul(WIDE_COUNT_MIN_VOTES)
+                let votes: usize = segments.iter().map(|s| s.count as usize).sum();
+                votes >= segments.len().saturating_mul(WIDE_COUNT_MIN_VOTES)
             }
         }
     }
@@ -411,8 +413,7 @@ impl VoteTables {
         let params = count_params(n, round.tokens.is_some());
         ctx.queue
             .write_buffer(&self.count_params, 0, bytemuck::cast_slice(&params));
-        let votes = round.segments.iter().map(|s| s.count as usize).sum();
-        let wide = self.counts_wide(round.segments.len(), votes);
+        let wide = self.counts_wide(round.segments);
         let (layout, pipeline) = if wide {
             &self.pipelines.count_wide
         } else {
