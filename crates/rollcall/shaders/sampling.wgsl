@@ -34,6 +34,7 @@
 #include "shared/logits.wgsl"
 #include "shared/row_state.wgsl"
 #include "shared/mask.wgsl"
+#include "shared/fold.wgsl"
 
 const WG: u32 = 256u;
 const GROUP: u32 = 4u;
@@ -85,15 +86,6 @@ fn logits_row(p: RowParams, index: u32) -> u32 {
     return select(index, p.logits_row - chunk.logits_base, chunk.gather != 0u);
 }
 
-// Reduction results, written by invocation 0 and read by all in one
-// uniform load.
-struct Broadcast {
-    f0: f32,
-    f1: f32,
-    u0: u32,
-    u1: u32,
-}
-
 struct RowResult {
     logprob: f32,
     status: u32,
@@ -132,10 +124,8 @@ struct StreamPartial {
 // the most likely first; entries past the row's request or its valid tokens
 // hold (NO_INDEX, -inf).
 @group(0) @binding(7) var<storage, read_write> top_out: array<vec2<u32>>;
-// Reductions and per-stream values.
-var<workgroup> red_f: array<f32, WG>;
-var<workgroup> red_g: array<f32, WG>;
-var<workgroup> red_u: array<u32, WG>;
+// Reductions and per-stream values (with red_f, red_g, red_u of
+// `shared/fold.wgsl`).
 var<workgroup> red_v: array<u32, WG>;
 var<workgroup> stream_max_key: array<u32, WG>;
 // Radix-select histograms: one bucket per invocation.
@@ -162,7 +152,6 @@ var<workgroup> sel_done: u32;
 var<workgroup> sel_found: u32;
 var<workgroup> sel_result: u32;
 var<workgroup> shared_u32: u32;
-var<workgroup> broadcast: Broadcast;
 
 // Canonical bits of the scaled logit z = l * (1 / T): NaN and -inf become -inf,
 // -0 becomes +0.
@@ -265,19 +254,6 @@ fn online_add(state: vec2<f32>, z: f32) -> vec2<f32> {
         return vec2<f32>(z, state.y * exp(state.x - z) + 1.0);
     }
     return vec2<f32>(state.x, state.y + exp(z - state.x));
-}
-
-// Two (max, mass) states combined (the later one second), as the row
-// reduction does.
-fn merge_state(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    if a.y == 0.0 {
-        return b;
-    }
-    if b.y == 0.0 {
-        return a;
-    }
-    let m = max(a.x, b.x);
-    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }
 
 // Online (max, mass) update with a group of four values (`live` marks the
@@ -496,72 +472,6 @@ fn rank_candidates(t: u32, n: u32) {
     workgroupBarrier();
 }
 
-// The reductions over the workgroup's 256 values fold in two levels: the
-// first FOLD invocations each fold FOLD consecutive values in order, then
-// invocation 0 folds those FOLD results in order (3 barriers, where a
-// pairwise tree takes 9 whose steps run masked on SIMD-on-CPU drivers).
-// Every reduction that returns to all
-// invocations ends in a barrier after its last read of red_*, so callers
-// may write red_* again right after one; `fold_race` and `fold_argmax_key`
-// return to invocation 0 only and end without one (the draw's last steps).
-const FOLD: u32 = 16u;
-
-// Row (max, mass) of the stream states (max in red_f, mass in red_g) and the
-// sum of red_u, to every invocation.
-fn reduce_stats(t: u32) -> Broadcast {
-    workgroupBarrier();
-    if t < FOLD {
-        var acc = vec2<f32>(red_f[t * FOLD], red_g[t * FOLD]);
-        var sum = red_u[t * FOLD];
-        for (var j = t * FOLD + 1u; j < (t + 1u) * FOLD; j++) {
-            acc = merge_state(acc, vec2<f32>(red_f[j], red_g[j]));
-            sum += red_u[j];
-        }
-        red_f[t * FOLD] = acc.x;
-        red_g[t * FOLD] = acc.y;
-        red_u[t * FOLD] = sum;
-    }
-    workgroupBarrier();
-    if t == 0u {
-        var acc = vec2<f32>(red_f[0], red_g[0]);
-        var sum = red_u[0];
-        for (var j = FOLD; j < WG; j += FOLD) {
-            acc = merge_state(acc, vec2<f32>(red_f[j], red_g[j]));
-            sum += red_u[j];
-        }
-        broadcast = Broadcast(acc.x, acc.y, sum, 0u);
-    }
-    return workgroupUniformLoad(&broadcast);
-}
-
-// The row's Σz (f0), Σz² (f1) and finite count (u0) from the streams' (in
-// red_f, red_g, red_u), folded in the order of `reduce_stats`.
-fn reduce_sums(t: u32) -> Broadcast {
-    workgroupBarrier();
-    if t < FOLD {
-        var acc = vec2<f32>(red_f[t * FOLD], red_g[t * FOLD]);
-        var count = red_u[t * FOLD];
-        for (var j = t * FOLD + 1u; j < (t + 1u) * FOLD; j++) {
-            acc = acc + vec2<f32>(red_f[j], red_g[j]);
-            count += red_u[j];
-        }
-        red_f[t * FOLD] = acc.x;
-        red_g[t * FOLD] = acc.y;
-        red_u[t * FOLD] = count;
-    }
-    workgroupBarrier();
-    if t == 0u {
-        var acc = vec2<f32>(red_f[0], red_g[0]);
-        var count = red_u[0];
-        for (var j = FOLD; j < WG; j += FOLD) {
-            acc = acc + vec2<f32>(red_f[j], red_g[j]);
-            count += red_u[j];
-        }
-        broadcast = Broadcast(acc.x, acc.y, count, 0u);
-    }
-    return workgroupUniformLoad(&broadcast);
-}
-
 // A stream's key in the stream race (x) and whether it takes part (y != 0):
 // ln of its kept weight less ln of its exponential. With +inf in the row the
 // weight is the stream's kept count (its +inf tokens); otherwise its kept
@@ -759,6 +669,18 @@ fn fold_partial(acc: StreamPartial, part: StreamPartial) -> StreamPartial {
         out.best_index = part.best_index;
     }
     return out;
+}
+
+// The tree of `reduce_stats` over 16 partials in registers (states merged,
+// sums added, counts and the arg-max key alike: order-free).
+fn tree_partials(leaves: array<StreamPartial, 16>) -> StreamPartial {
+    var a = leaves;
+    for (var step = 1u; step < 16u; step *= 2u) {
+        for (var j = 0u; j < 16u; j += 2u * step) {
+            a[j] = fold_partial(a[j], a[j + step]);
+        }
+    }
+    return a[0];
 }
 
 // Pass 1 over a stream's groups first, first + WG, ... below `last` (a whole
@@ -1105,21 +1027,20 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let inv_t = select(p.inv_temperature, 1.0, greedy);
     let out_index = chunk.row_base + index;
 
-    // First level: this lane's streams, in order.
+    // First level: the tree over this lane's streams.
     var st_max: array<f32, FOLD>;
     var st_mass: array<f32, FOLD>;
     var st_inf: array<u32, FOLD>;
     var st_log_e: array<f32, FOLD>;
-    // (Folding into the empty partial gives the bits of folding from the
-    // first stream, as the 256-wide reductions do.)
-    var acc = empty_partial();
+    var parts: array<StreamPartial, 16>;
     for (var j = 0u; j < FOLD; j++) {
         let part = row_partial(out_index, lane * FOLD + j);
         st_max[j] = part.max;
         st_mass[j] = part.mass;
         st_inf[j] = part.inf_count;
-        acc = fold_partial(acc, part);
+        parts[j] = part;
     }
+    let acc = tree_partials(parts);
     if !greedy {
         // A Philox call serves four streams.
         for (var b = 0u; b < FOLD / 4u; b++) {
@@ -1133,12 +1054,13 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     lane_summary[lane] = acc;
     workgroupBarrier();
 
-    // Second level, by every lane in the same order (so all hold the same
-    // bits and no broadcast is needed).
-    var summary = empty_partial();
+    // The top of the tree, by every lane alike (so all hold the same bits
+    // and no broadcast is needed).
+    var lanes: array<StreamPartial, 16>;
     for (var j = 0u; j < FINISH_WG; j++) {
-        summary = fold_partial(summary, lane_summary[j]);
+        lanes[j] = lane_summary[j];
     }
+    let summary = tree_partials(lanes);
     let row_state = vec2<f32>(summary.max, summary.mass);
     let row_inf = summary.inf_count;
     let row_finite = summary.finite_count;
@@ -1209,8 +1131,11 @@ fn finish_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 }
 
 @compute @workgroup_size(256)
-fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let index = wid.x;
+fn sample_rows(inv: Invocation) {
+    let t = inv.index;
+    let index = inv.workgroup.x;
+    // (The wide routes fold by subgroups where the device has them.)
+    init_subgroup_folds(inv, WG, WIDE_ROUTES);
     if t == 0u {
         atomicStore(&cand_count, 0u);
     }
@@ -1495,8 +1420,11 @@ fn sample_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // overflows falls back to the exact N-th largest key by radix select, the
 // tokens above it, and the ties at it in token order.
 @compute @workgroup_size(256)
-fn top_logprobs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let index = wid.x;
+fn top_logprobs(inv: Invocation) {
+    let t = inv.index;
+    let index = inv.workgroup.x;
+    // (The wide routes fold by subgroups where the device has them.)
+    init_subgroup_folds(inv, WG, WIDE_ROUTES);
     if t == 0u {
         atomicStore(&cand_count, 0u);
     }

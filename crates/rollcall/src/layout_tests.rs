@@ -786,9 +786,9 @@ fn sampling_budget(candidates: u32) -> u32 {
 fn sampling_workgroup_bytes(candidates: u32) -> u32 {
     let variants: Vec<_> = crate::sampling::Features::ALL
         .iter()
-        .flat_map(|&f| [(f, false), (f, true)])
-        .map(|(f, wide)| {
-            crate::sampling::shader(candidates, "sample_rows", f, wide)
+        .flat_map(|&f| [(f, false, false), (f, true, false), (f, true, true)])
+        .map(|(f, wide, subgroups)| {
+            crate::sampling::shader(candidates, "sample_rows", f, wide, subgroups)
                 .unwrap()
                 .variant
         })
@@ -819,7 +819,7 @@ fn sampling_workgroup_memory_is_within_the_host_budget() {
     // uses no more.
     for candidates in [fewest, most] {
         for features in crate::sampling::Features::ALL {
-            let v = crate::sampling::shader(candidates, "top_logprobs", features, true)
+            let v = crate::sampling::shader(candidates, "top_logprobs", features, true, true)
                 .unwrap()
                 .variant;
             let bytes = reflect(&v).workgroup_bytes();
@@ -907,7 +907,7 @@ fn sampling_constants_match_the_shader() {
             ("finish_rows", false),
         ] {
             let shader =
-                crate::sampling::shader(candidates, entry, Default::default(), wide).unwrap();
+                crate::sampling::shader(candidates, entry, Default::default(), wide, wide).unwrap();
             assert!(shader.vector_loads);
             {
                 let r = reflect(&shader.variant);
@@ -962,7 +962,10 @@ fn sampling_constants_match_the_shader() {
                 // Copied by the CPU twin.
                 assert_eq!(r.u32("PURPOSE_STREAM"), cpu::PURPOSE_STREAM, "{s}");
                 assert_eq!(r.u32("PURPOSE_TOKEN"), cpu::PURPOSE_TOKEN, "{s}");
-                assert_eq!(r.u32("FOLD") as usize, cpu::FOLD, "{s}");
+                // The reductions' register trees take 16 leaves: the lanes'
+                // subtrees (FOLD leaves) and the top (WG / FOLD results).
+                assert_eq!(r.u32("FOLD"), 16, "{s}");
+                assert_eq!(crate::sampling::STREAMS / r.u32("FOLD"), 16, "{s}");
                 assert_eq!(r.u32("F32_POS_INF_BITS"), cpu::POS_INF_BITS, "{s}");
                 assert_eq!(
                     r.u32("F32_NEG_INF_BITS"),
@@ -978,7 +981,7 @@ fn sampling_constants_match_the_shader() {
                     crate::sampling::STREAMS
                 };
                 assert_eq!(r.workgroup_width(), width, "{s}");
-                assert_eq!(r.u32("FINISH_WG") as usize, cpu::FOLD, "{s}");
+                assert_eq!(r.u32("FINISH_WG"), r.u32("FOLD"), "{s}");
             }
         }
     }

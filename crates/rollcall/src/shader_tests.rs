@@ -17,16 +17,21 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
         ] {
             for features in crate::sampling::Features::ALL {
                 for wide in [false, true] {
-                    all.push(
-                        crate::sampling::shader(candidates, entry, features, wide)
-                            .unwrap()
-                            .variant,
-                    );
+                    for subgroups in [false, true] {
+                        all.push(
+                            crate::sampling::shader(candidates, entry, features, wide, subgroups)
+                                .unwrap()
+                                .variant,
+                        );
+                    }
                 }
             }
         }
     }
     all.extend(crate::math::philox::shader_variants().unwrap());
+    for subgroups in [false, true] {
+        all.extend(crate::math::fold::shader_variants(subgroups).unwrap());
+    }
     for (exp_per_logit, vector_loads) in [(false, false), (false, true), (true, false)] {
         all.push(
             crate::read_once::shader(exp_per_logit, vector_loads)
@@ -46,12 +51,21 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
     all
 }
 
-/// Parses and validates a variant with no optional capability (no kernel
-/// needs one).
+/// Parses and validates a variant with no optional capability but
+/// subgroup operations in compute shaders for the variants that fold by
+/// subgroups (labelled so).
 pub(crate) fn validated_module(variant: &ShaderVariant) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = naga::front::wgsl::parse_str(&variant.source)
         .unwrap_or_else(|e| panic!("{}: {}", variant.label, e.emit_to_string(&variant.source)));
-    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    let mut validator = if variant.label.contains("/subgroups") {
+        let mut v = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP);
+        v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+        v
+    } else {
+        Validator::new(ValidationFlags::all(), Capabilities::empty())
+    };
+    let info = validator
         .validate(&module)
         .unwrap_or_else(|e| panic!("{}: {}", variant.label, e.emit_to_string(&variant.source)));
     (module, info)

@@ -440,6 +440,19 @@ fn adopted_device_samples_like_an_owned_one() {
         }
     }
     assert_eq!(tally.rows, 8);
+    // The GPU routes on a device without the subgroup feature (their
+    // reductions in workgroup memory) and on one with it (across subgroups
+    // where the adapter has them): the same bits. (The reductions alone, in
+    // both forms, are checked in tests/reductions_gpu.rs.)
+    let mixed = [params[0], params[1], SamplingParams::greedy(), params[3]];
+    let [without, with] = [&adopted, &owned].map(|ctx| {
+        Sampler::new(ctx)
+            .unwrap()
+            .with_cpu_routes(false)
+            .sample(HostLogits::F32(&logits), 5000, &mixed)
+            .unwrap()
+    });
+    common::assert_same_bits(&with, &without, "GPU routes with and without subgroups");
 }
 
 /// The gathered route (candidates in workgroup memory) and the streaming route

@@ -5,13 +5,15 @@ use crate::gpu::cache::{PipelineCache, PipelineKey};
 use crate::{Error, Result};
 use std::sync::{Arc, Mutex};
 
-/// The optional features rollcall asks for when the adapter has them: none
-/// for the kernels; GPU timestamps for the benchmarks (feature `internals`;
-/// wall time is used without them).
+/// The optional features rollcall asks for when the adapter has them:
+/// subgroups (the sampler's reductions on GPUs; every kernel works without
+/// them); GPU timestamps for the benchmarks (feature `internals`; wall time
+/// is used without them).
 #[cfg(feature = "internals")]
-const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY;
+const OPTIONAL_FEATURES: wgpu::Features =
+    wgpu::Features::SUBGROUP.union(wgpu::Features::TIMESTAMP_QUERY);
 #[cfg(not(feature = "internals"))]
-const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::empty();
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP;
 
 /// A device, its queue and what they can do. Cheap to clone (wgpu handles).
 ///
@@ -69,7 +71,7 @@ impl GpuContext {
     /// Opens a device on the adapter chosen by `WGPU_BACKEND` (e.g. `vulkan`,
     /// `metal`, `dx12`) and `WGPU_ADAPTER_NAME` (a case-insensitive substring),
     /// or the default adapter, with the adapter's own limits and the optional
-    /// features rollcall uses (none for the kernels; timestamps for the
+    /// features rollcall uses (subgroups for the sampler; timestamps for the
     /// benchmarks, feature `internals`).
     pub fn new() -> Result<Self> {
         pollster::block_on(Self::new_async())
@@ -341,6 +343,14 @@ impl GpuContext {
     pub fn describe(&self) -> String {
         let f = self.adapter_features;
         let has = |flag: wgpu::Features| if f.contains(flag) { "yes" } else { "no" };
+        let subgroups = if f.contains(wgpu::Features::SUBGROUP) {
+            format!(
+                "yes ({}-{} lanes)",
+                self.info.subgroup_min_size, self.info.subgroup_max_size
+            )
+        } else {
+            "no".to_string()
+        };
         let l = self.limits();
         format!(
             "{} ({:?}, {:?}, driver {} {}); subgroups: {}, f16: {}, timestamps: {}, immediates: {}; \
@@ -350,7 +360,7 @@ impl GpuContext {
             self.info.device_type,
             self.info.driver,
             self.info.driver_info,
-            has(wgpu::Features::SUBGROUP),
+            subgroups,
             has(wgpu::Features::SHADER_F16),
             has(wgpu::Features::TIMESTAMP_QUERY),
             has(wgpu::Features::IMMEDIATES),

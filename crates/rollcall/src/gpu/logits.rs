@@ -343,11 +343,24 @@ pub fn logits_shader(
     prelude: &str,
     vector_loads: bool,
 ) -> Result<LogitsShader> {
+    logits_shader_with(label, file, entry_point, prelude, vector_loads, &[])
+}
+
+/// [`logits_shader`] with included files substituted (see
+/// `gpu::shader::compose_with`).
+pub(crate) fn logits_shader_with(
+    label: &str,
+    file: &str,
+    entry_point: &'static str,
+    prelude: &str,
+    vector_loads: bool,
+    substitutes: &[(&str, &str)],
+) -> Result<LogitsShader> {
     Ok(LogitsShader {
         variant: ShaderVariant {
             label: label.to_string(),
             entry_point,
-            source: crate::gpu::shader::compose(file, prelude)?,
+            source: crate::gpu::shader::compose_with(file, prelude, substitutes)?,
         },
         vector_loads,
     })

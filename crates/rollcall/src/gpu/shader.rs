@@ -38,6 +38,18 @@ const SOURCES: &[(&str, &str)] = &[
         "shared/logits.wgsl",
         include_str!("../../shaders/shared/logits.wgsl"),
     ),
+    (
+        "shared/subgroups.wgsl",
+        include_str!("../../shaders/shared/subgroups.wgsl"),
+    ),
+    (
+        "shared/fold.wgsl",
+        include_str!("../../shaders/shared/fold.wgsl"),
+    ),
+    (
+        "shared/no_subgroups.wgsl",
+        include_str!("../../shaders/shared/no_subgroups.wgsl"),
+    ),
     ("sampling.wgsl", include_str!("../../shaders/sampling.wgsl")),
     ("edits.wgsl", include_str!("../../shaders/edits.wgsl")),
     (
@@ -47,6 +59,10 @@ const SOURCES: &[(&str, &str)] = &[
     (
         "read_once.wgsl",
         include_str!("../../shaders/read_once.wgsl"),
+    ),
+    (
+        "fold_values.wgsl",
+        include_str!("../../shaders/fold_values.wgsl"),
     ),
     (
         "philox_words.wgsl",
@@ -102,14 +118,34 @@ impl ShaderVariant {
 /// Resolves `#include "name"` lines (each file at most once) after `prelude`.
 ///
 pub(crate) fn compose(name: &str, prelude: &str) -> Result<String> {
+    compose_with(name, prelude, &[])
+}
+
+/// [`compose`], with each `(file, instead)` of `substitutes` included as
+/// `instead` (one interface, two implementations: e.g. the reductions with
+/// or without subgroup operations).
+pub(crate) fn compose_with(
+    name: &str,
+    prelude: &str,
+    substitutes: &[(&str, &str)],
+) -> Result<String> {
     let mut out = String::from(prelude);
     out.push('\n');
     let mut seen = Vec::new();
-    append(name, &mut out, &mut seen)?;
+    append(name, &mut out, &mut seen, substitutes)?;
     Ok(out)
 }
 
-fn append(name: &str, out: &mut String, seen: &mut Vec<String>) -> Result<()> {
+fn append(
+    name: &str,
+    out: &mut String,
+    seen: &mut Vec<String>,
+    substitutes: &[(&str, &str)],
+) -> Result<()> {
+    let name = substitutes
+        .iter()
+        .find(|(file, _)| *file == name)
+        .map_or(name, |(_, instead)| instead);
     if seen.iter().any(|s| s == name) {
         return Ok(());
     }
@@ -122,7 +158,7 @@ fn append(name: &str, out: &mut String, seen: &mut Vec<String>) -> Result<()> {
         match line.trim().strip_prefix("#include") {
             Some(rest) => {
                 let inner = rest.trim().trim_matches('"');
-                append(inner, out, seen)?;
+                append(inner, out, seen, substitutes)?;
             }
             None => {
                 out.push_str(line);

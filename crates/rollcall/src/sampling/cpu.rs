@@ -9,6 +9,7 @@ use super::{
     SampleOptions, SampleResult, Samples, SamplingParams, TopLogprob, GROUP, NO_TOKEN,
     STATE_HAS_INF, STATE_MIN_P, STATE_SIGMA, STREAMS, TILE_GROUPS,
 };
+use crate::math::fold::tree_fold;
 use crate::math::keys::{canonical_bits, is_finite_bits, key_from_bits, u64_to_f32};
 use crate::math::philox::{exponential_from_bits, philox4x32_10};
 use crate::Result;
@@ -231,19 +232,6 @@ pub(crate) fn stream_tokens(s: u32, vocab: u32) -> impl Iterator<Item = u32> {
         .map(|(_, i)| i)
 }
 
-/// Values per first-level fold of the shader's workgroup reductions.
-pub(crate) const FOLD: usize = 16;
-
-/// The shader's two-level reduction: each run of `FOLD` values folded in
-/// order, then the runs' results folded in order.
-fn fold_reduce<T: Copy>(v: &[T], f: impl Fn(T, T) -> T) -> T {
-    let runs: Vec<T> = v
-        .chunks(FOLD)
-        .map(|run| run[1..].iter().fold(run[0], |a, &b| f(a, b)))
-        .collect();
-    runs[1..].iter().fold(runs[0], |a, &b| f(a, b))
-}
-
 /// Largest key t (among keys ≥ `lo_key`) whose weight W(key ≥ t) reaches the
 /// target, and the relative margin of that decision (mass mode).
 fn select_threshold(
@@ -367,7 +355,7 @@ fn row_logprobs(z: &[u32], n: u32, token: u32) -> (Vec<TopLogprob>, f32) {
         ..
     } = pass_one(z);
     let row_inf: u32 = stream_inf.iter().sum();
-    let row = fold_reduce(&stream_state, Online::merge);
+    let row = tree_fold(&stream_state, Online::merge);
     let has_inf = row_inf != 0;
     if !has_inf && row.mass == 0.0 {
         return (Vec::new(), f32::NEG_INFINITY);
@@ -492,7 +480,7 @@ fn sample_row_inner(
         stream_sums,
     } = pass_one(&z);
     let row_inf: u32 = stream_inf.iter().sum();
-    let row = fold_reduce(&stream_state, Online::merge);
+    let row = tree_fold(&stream_state, Online::merge);
     let has_inf = row_inf != 0;
     if !has_inf && row.mass == 0.0 {
         return (no_valid, no_probe, None);
@@ -537,7 +525,7 @@ fn sample_row_inner(
     // top-nσ as the shader tests it: (max - z)² · N² > n² · (N·Σz² - (Σz)²)
     // drops z, with no square root or division.
     let (sigma_n2, sigma_rhs) = if use_sigma {
-        let (s1, s2) = fold_reduce(&stream_sums, |a, b| (a.0 + b.0, a.1 + b.1));
+        let (s1, s2) = tree_fold(&stream_sums, |a, b| (a.0 + b.0, a.1 + b.1));
         let n = stream_finite.iter().sum::<u32>() as f32;
         let spread = n * s2 - s1 * s1;
         let spread = if spread < 0.0 { 0.0 } else { spread };
@@ -619,7 +607,7 @@ fn sample_row_inner(
 
     // The probed token under the kept set, normalised by the kept states
     // folded like the stats.
-    let kept = fold_reduce(&kept_state, Online::merge);
+    let kept = tree_fold(&kept_state, Online::merge);
     let probed = probe.map_or(0.0, |x| {
         let Some(&zb) = z.get(x as usize) else {
             return f32::NEG_INFINITY;

@@ -464,6 +464,9 @@ impl Sampler {
             return Ok(kernels);
         }
         let candidates = self.candidates;
+        // The wide routes fold by subgroups where the device has them (the
+        // shader checks their shape and falls back to workgroup memory).
+        let subgroups = self.ctx.features().contains(wgpu::Features::SUBGROUP);
         // Bindings 2..7: params (read), tokens, results, split partials,
         // masks (read), top log-probabilities; 8: the logits as vectors
         // (eight storage bindings: WebGPU's default limit).
@@ -472,11 +475,14 @@ impl Sampler {
         let build = |label: &'static str, entry_point: &'static str, wide: bool| {
             let key = LogitsKernelKey {
                 kernel: entry_point,
-                constant: candidates | (features.index() as u32) << 16 | u32::from(wide) << 24,
+                constant: candidates
+                    | (features.index() as u32) << 16
+                    | u32::from(wide) << 24
+                    | u32::from(subgroups) << 25,
                 extra: &[true, false, false, false, true, false],
             };
             let mut kernel = LogitsKernel::new(&self.ctx, label, key, || {
-                shader(candidates, entry_point, features, wide)
+                shader(candidates, entry_point, features, wide, subgroups)
             })?;
             if let Some(bytes) = self.max_chunk_bytes {
                 kernel.set_max_chunk_bytes(bytes);

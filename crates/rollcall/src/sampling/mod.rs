@@ -853,9 +853,10 @@ pub(crate) fn validate_host_call(
 pub(crate) const CANDIDATE_RANGE: (u32, u32) = (64, 1024);
 
 /// Workgroup memory the sampling kernel uses besides its candidates, bytes:
-/// an upper bound (9 KiB of per-stream arrays and histograms, and a budget
-/// for the scalars), which the layout tests check against the shader.
-pub(crate) const FIXED_WORKGROUP_BYTES: u32 = 9600;
+/// an upper bound (9.4 KiB of per-stream arrays, histograms and reduction
+/// results, and a budget for the scalars), which the layout tests check
+/// against the shader.
+pub(crate) const FIXED_WORKGROUP_BYTES: u32 = 10_000;
 
 /// Workgroup memory per gathered candidate, bytes: its key and token, and
 /// its ranked key and weight.
@@ -885,10 +886,19 @@ pub(crate) fn shader(
     entry_point: &'static str,
     features: Features,
     wide: bool,
+    subgroups: bool,
 ) -> Result<crate::gpu::logits::LogitsShader> {
     let route = if wide { "wide" } else { "cpu" };
-    crate::gpu::logits::logits_shader(
-        &format!("sampling/{entry_point}/{features:?}/{route}"),
+    let folds = if subgroups { "subgroups" } else { "workgroup" };
+    // Without the device feature the subgroup operations must not appear in
+    // the text at all.
+    let substitutes: &[(&str, &str)] = if subgroups {
+        &[]
+    } else {
+        &[("shared/subgroups.wgsl", "shared/no_subgroups.wgsl")]
+    };
+    crate::gpu::logits::logits_shader_with(
+        &format!("sampling/{entry_point}/{features:?}/{route}/{folds}"),
         "sampling.wgsl",
         entry_point,
         &format!(
@@ -897,6 +907,7 @@ pub(crate) fn shader(
             features.prelude()
         ),
         true,
+        substitutes,
     )
 }
 
