@@ -1368,6 +1368,89 @@ impl Grid<'_> {
                 repeats,
             ));
         }
+        // The rule over that batch (a budget of 128, so prompts can stay
+        // live), with an invocation a prompt (the leader scan, the rule and
+        // ConSol's fewest-votes search in serial loops) and with a workgroup
+        // a prompt (GPUs choose it).
+        use rollcall::internals::DecideRoute;
+        let kernel_name = "decide 64 votes a prompt (RL batch)";
+        let (segments, answers) = votes_round(prompts, 64, 4);
+        let round = RoundVotes {
+            segments: &segments,
+            answers: &answers,
+            tokens: None,
+        };
+        let list: Vec<u32> = (0..prompts).collect();
+        let rules = [
+            (
+                "Beta 0.95",
+                StopRule::Beta {
+                    threshold: 0.95,
+                    prior: 1.0,
+                },
+                false,
+            ),
+            ("ConSol SPRT, fewest votes", StopRule::CONSOL_SPRT, true),
+        ];
+        for (rule_name, rule, want_fewest) in rules {
+            let config = RuleConfig {
+                rule,
+                min_votes: 1,
+                max_votes: 128,
+            };
+            for (route_name, route) in [
+                ("an invocation a prompt", DecideRoute::PerInvocation),
+                ("a workgroup a prompt", DecideRoute::PerWorkgroup),
+            ] {
+                let size = format!("{prompts} prompts, {rule_name}, {route_name}");
+                if !options.selects(kernel_name, &size) {
+                    continue;
+                }
+                progress(&format!("decide {size}"));
+                let mut counted = rollcall::voting::VoteTables::new(ctx, prompts, capacity)?
+                    .with_decide_route(route);
+                counted.count(&round)?;
+                let tables = std::cell::RefCell::new(counted);
+                let p = u64::from(prompts);
+                // List (4 B), totals (32 B) and the table entries used (6
+                // answers, 8 B each) read; decision (16 B), keep flag (4 B)
+                // and, asked, next votes (4 B) written.
+                let bytes_read = (4 + 32 + 6 * 8) * p;
+                let bytes_written = (16 + 4 + 4 * u64::from(want_fewest)) * p;
+                let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+                let (kernel, reference_timing, repeats) = time_interleaved(
+                    ctx,
+                    options.iters,
+                    None,
+                    |_| {},
+                    |e| {
+                        tables
+                            .borrow_mut()
+                            .encode_decide_list(e, &config, &list, want_fewest)
+                    },
+                    |e| reference.encode(read_once, e),
+                )?;
+                let cpu = twin_time(options.cpu_twin, || {
+                    let mut twin = CpuVoteTables::new(prompts, capacity)?;
+                    twin.count(&round)?;
+                    (0..prompts)
+                        .map(|p| twin.decide(&config, p))
+                        .collect::<Result<Vec<_>>>()
+                })?;
+                rows.push(row(
+                    "voting",
+                    kernel_name.into(),
+                    size,
+                    &kernel,
+                    &reference_timing,
+                    reference.bytes,
+                    bytes_read,
+                    bytes_written,
+                    cpu,
+                    repeats,
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 use crate::bench::{tail_batch, TAIL_ESTIMATORS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rollcall::internals::{CountRoute, SplitRows};
+use rollcall::internals::{CountRoute, DecideRoute, SplitRows};
 use rollcall::sampling::{cpu as sampling_cpu, mask, HostMask, SampleOptions};
 use rollcall::speculative::{
     cpu as verify_cpu, DraftDistribution, Drafts, Verifier, VerifyOptions,
@@ -476,7 +476,7 @@ fn voting(ctx: &GpuContext, quick: bool) -> Result<Found> {
         })
         .collect();
     // Integer rules: the GPU and the twin decide exactly alike.
-    let mut found = Found::new(format!("{prompts} prompts x up to 32 votes: ESC window 4, fixed budget; consensus, rollouts, rounds, rewards, advantages; vote tables on both counting routes"));
+    let mut found = Found::new(format!("{prompts} prompts x up to 32 votes: ESC window 4, fixed budget; consensus, rollouts, rounds, rewards, advantages; vote tables on both counting routes; decisions and fewest votes on both decide routes (SPRT, Beta 0.95, majority 0.8, ESC 4; a budget of 100)"));
     // The vote tables on both counting routes: a round of 28 votes a prompt
     // (as an RL batch sends), then one of 4 (as the scheduler does).
     for route in [CountRoute::PerInvocation, CountRoute::PerWorkgroup] {
@@ -513,6 +513,7 @@ fn voting(ctx: &GpuContext, quick: bool) -> Result<Found> {
             }
         }
     }
+    found = decide_routes(ctx, prompts, &answers, found)?;
     for rule in [StopRule::EscWindow { window: 4 }, StopRule::FixedBudget] {
         let config = RuleConfig {
             rule,
@@ -547,6 +548,101 @@ fn voting(ctx: &GpuContext, quick: bool) -> Result<Found> {
                 .all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0));
         if !advantages_close {
             found.differ(format!("{rule:?}: advantages differ"));
+        }
+    }
+    Ok(found)
+}
+
+/// The rule on both decide routes over every prompt's 32 votes: the routes
+/// alike bit for bit, and the twin's decisions and fewest votes (a budget of
+/// 100 puts ConSol's fewest-votes search past the workgroup route's first
+/// chunk of 64); a Beta probability within [`NEAR_TIE`] of its threshold is
+/// a near tie.
+fn decide_routes(
+    ctx: &GpuContext,
+    prompts: u32,
+    answers: &[Vec<u32>],
+    mut found: Found,
+) -> Result<Found> {
+    let mut twin = CpuVoteTables::new(prompts, 8)?;
+    let mut tables = Vec::new();
+    for route in [DecideRoute::PerInvocation, DecideRoute::PerWorkgroup] {
+        tables.push((
+            route,
+            VoteTables::new(ctx, prompts, 8)?.with_decide_route(route),
+        ));
+    }
+    let segments: Vec<Segment> = (0..prompts)
+        .map(|p| Segment {
+            prompt: p,
+            start: p * 32,
+            count: 32,
+        })
+        .collect();
+    let all: Vec<u32> = answers.concat();
+    let round = RoundVotes {
+        segments: &segments,
+        answers: &all,
+        tokens: None,
+    };
+    twin.count(&round)?;
+    for (_, gpu) in &mut tables {
+        gpu.count(&round)?;
+    }
+    let list: Vec<u32> = (0..prompts).collect();
+    let rules = [
+        StopRule::CONSOL_SPRT,
+        StopRule::Beta {
+            threshold: 0.95,
+            prior: 1.0,
+        },
+        StopRule::Majority { share: 0.8 },
+        StopRule::EscWindow { window: 4 },
+    ];
+    for rule in rules {
+        let config = RuleConfig {
+            rule,
+            min_votes: 2,
+            max_votes: 100,
+        };
+        let mut first: Option<rollcall::voting::DecideReadback> = None;
+        for (route, gpu) in &mut tables {
+            let got = gpu.decide(&config, &list)?;
+            for (i, &p) in list.iter().enumerate() {
+                found.compared += 1;
+                let (d, live) = (got.decisions[i], got.keep[i] == 1);
+                let t = twin.decide(&config, p)?;
+                if let Some(f) = &first {
+                    let e = f.decisions[i];
+                    let same = (d.stopped, d.consensus, d.confidence.to_bits(), d.votes)
+                        == (e.stopped, e.consensus, e.confidence.to_bits(), e.votes)
+                        && got.keep[i] == f.keep[i]
+                        && (!live || got.next[i] == f.next[i]);
+                    if !same {
+                        found.differ(format!(
+                            "{route:?} {rule:?} prompt {p}: {d:?} next {} against the other route's {e:?} next {}",
+                            got.next[i], f.next[i]
+                        ));
+                    }
+                }
+                if let StopRule::Beta { threshold, .. } = rule {
+                    if (t.confidence - threshold).abs() < NEAR_TIE {
+                        found.near_ties += 1;
+                        continue;
+                    }
+                }
+                let agrees = (d.stopped, d.consensus, d.votes) == (t.stopped, t.consensus, t.votes)
+                    && live != t.stopped
+                    && (!live || got.next[i] == t.next)
+                    && (d.confidence - t.confidence).abs() <= NEAR_TIE;
+                if !agrees {
+                    found.differ(format!(
+                        "{route:?} {rule:?} prompt {p}: gpu {d:?} next {}, twin {t:?}",
+                        got.next[i]
+                    ));
+                }
+            }
+            first.get_or_insert(got);
         }
     }
     Ok(found)

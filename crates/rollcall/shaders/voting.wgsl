@@ -481,6 +481,125 @@ fn decide(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
+// ---- Deciding with a workgroup per prompt (GPUs) ---------------------------
+// The same decisions, keep flags and next votes as `decide`, bit for bit:
+// the leader and runner-up are integer maxima and minima over the lanes
+// (order-free), and each `evaluate` call is the serial kernel's, whole, on
+// one lane. ConSol's fewest search runs in chunks of WG: lane j evaluates
+// t = chunk base + j (lane 0 of the first chunk evaluates the votes as they
+// are, t = 0), the fewest met t is an atomic minimum, and the search stops
+// at the first chunk that has one, which holds the serial loop's answer.
+
+var<workgroup> wide_leader_votes: atomic<u32>;
+var<workgroup> wide_leader: atomic<u32>;
+var<workgroup> wide_runner_up: atomic<u32>;
+var<workgroup> wide_fewest: atomic<u32>;
+// 1 while the fewest search goes on (written by lane 0).
+var<workgroup> wide_searching: u32;
+var<workgroup> wide_more: u32;
+
+@compute @workgroup_size(WG)
+fn decide_wide(@builtin(workgroup_id) wg: vec3<u32>,
+               @builtin(num_workgroups) groups: vec3<u32>,
+               @builtin(local_invocation_index) lane: u32) {
+    let position = wg.x + wg.y * groups.x;
+    if position >= decide_params.prompts {
+        return;
+    }
+    let rule = decide_params.rule;
+    let prompt = decide_list[position];
+    let votes = decide_votes[prompt];
+    let base = prompt * CAPACITY;
+    let distinct = votes.distinct;
+    let n = votes.total;
+    if lane == 0u {
+        atomicStore(&wide_leader_votes, 0u);
+        atomicStore(&wide_leader, CAPACITY);
+        atomicStore(&wide_runner_up, 0u);
+        atomicStore(&wide_fewest, 0xFFFFFFFFu);
+    }
+    workgroupBarrier();
+    // Leader: the most votes, ties to the lower slot; runner-up: the most
+    // votes of the other slots (0 without one).
+    for (var k = lane; k < distinct; k += WG) {
+        atomicMax(&wide_leader_votes, decide_tables[base + k].y);
+    }
+    workgroupBarrier();
+    let vl = atomicLoad(&wide_leader_votes);
+    for (var k = lane; k < distinct; k += WG) {
+        if decide_tables[base + k].y == vl {
+            atomicMin(&wide_leader, k);
+        }
+    }
+    workgroupBarrier();
+    var leader = atomicLoad(&wide_leader);
+    if leader == CAPACITY {
+        leader = 0u;
+    }
+    for (var k = lane; k < distinct; k += WG) {
+        if k != leader {
+            atomicMax(&wide_runner_up, decide_tables[base + k].y);
+        }
+    }
+    workgroupBarrier();
+    let vs = atomicLoad(&wide_runner_up);
+    var consensus = NO_CONSENSUS;
+    if distinct > 0u {
+        consensus = decide_tables[base + leader].x;
+    }
+    let want = decide_params.want_fewest != 0u;
+    // The fewest search's range, t in [1, room) (none once at the budget,
+    // where the prompt stops).
+    var room = 0u;
+    if n < rule.max_votes {
+        room = rule.max_votes - n;
+    }
+    var leader_run = 0u;
+    if distinct > 0u && votes.run_answer == consensus {
+        leader_run = votes.run_length;
+    }
+    var chunk = 0u;
+    loop {
+        let t = chunk + lane;
+        var evaluates = want && t >= 1u && t < room && n + t >= rule.min_votes;
+        var run = leader_run + t;
+        if t == 0u {
+            evaluates = true;
+            run = votes.run_length;
+        }
+        if evaluates {
+            let result = evaluate(rule, base, distinct, leader, n, vl, vs, run, t);
+            if t == 0u {
+                let stopped = n >= rule.max_votes
+                    || (n >= rule.min_votes && n > 0u && result.x != 0.0);
+                decisions[prompt] = Decision(select(0u, 1u, stopped), consensus, result.y, n);
+                keep_active[position] = select(1u, 0u, stopped);
+                wide_searching = select(0u, 1u, want && !stopped);
+            } else if result.x != 0.0 {
+                atomicMin(&wide_fewest, t);
+            }
+        }
+        workgroupBarrier();
+        if lane == 0u {
+            wide_more = select(0u, 1u, wide_searching != 0u
+                && atomicLoad(&wide_fewest) == 0xFFFFFFFFu && chunk + WG < room);
+        }
+        if workgroupUniformLoad(&wide_more) == 0u {
+            break;
+        }
+        chunk += WG;
+    }
+    // ConSol's allocation: the fewest more votes that would stop the prompt
+    // if they all went to the leader (the rest of the budget if none would).
+    if lane == 0u && wide_searching != 0u {
+        var fewest = atomicLoad(&wide_fewest);
+        if fewest == 0xFFFFFFFFu {
+            fewest = room;
+        }
+        next_votes[position] = max(fewest, 1u);
+    }
+}
+
 // ---- Rewards for the kept rollouts -----------------------------------------
 // TTRL's majority reward (1 when a rollout's answer is its prompt's consensus)
 // and GRPO's group-normalised advantages, (r − mean) / (std + eps) with the

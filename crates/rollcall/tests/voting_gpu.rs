@@ -1,17 +1,18 @@
 //! GPU vote tables against the CPU twin over many ragged rounds, including
 //! prompts that see more distinct answers than the table holds, on every
 //! counting route (an invocation or a workgroup per segment; segments
-//! longer than a workgroup). Fails without an adapter unless
-//! ROLLCALL_ALLOW_NO_GPU=1.
+//! longer than a workgroup), and the rules on every decide route. Fails
+//! without an adapter unless ROLLCALL_ALLOW_NO_GPU=1.
 
 mod common;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rollcall::internals::CountRoute;
+use rollcall::internals::{CountRoute, DecideRoute};
 use rollcall::voting::{
     cpu::VoteTables as CpuVoteTables, RoundVotes, Segment, VoteTables as GpuVoteTables,
 };
+use rollcall::voting::{RuleConfig, StopRule};
 use rollcall::Error;
 
 fn random_round(
@@ -235,5 +236,355 @@ fn bad_rounds_are_rejected() {
                 tokens: None
             })
             .is_err());
+    }
+}
+
+/// Every stopping rule, each with the parameters the rule tests use.
+fn all_rules() -> Vec<StopRule> {
+    vec![
+        StopRule::FixedBudget,
+        StopRule::Beta {
+            threshold: 0.95,
+            prior: 1.0,
+        },
+        StopRule::Beta {
+            threshold: 0.9,
+            prior: 0.5,
+        },
+        StopRule::Dirichlet {
+            threshold: 0.95,
+            prior: 1.0,
+            top: 5,
+        },
+        StopRule::Dirichlet {
+            threshold: 0.9,
+            prior: 0.5,
+            top: 0,
+        },
+        StopRule::OptPo {
+            p0: 0.6,
+            hypotheses: 0,
+            delta: 0.05,
+            alpha: 0.05,
+            beta: 0.05,
+        },
+        StopRule::OptPo {
+            p0: 0.5,
+            hypotheses: 8,
+            delta: 0.01,
+            alpha: 0.01,
+            beta: 0.1,
+        },
+        StopRule::CONSOL_SPRT,
+        StopRule::CONSOL_MSPRT,
+        StopRule::ConsolMsprt {
+            prior: 20.0,
+            alpha: 0.05,
+            beta: 0.2,
+        },
+        StopRule::EscWindow { window: 5 },
+        StopRule::Predictive {
+            prior: 0.3,
+            delta: 0.01,
+        },
+        StopRule::Predictive {
+            prior: 1.0,
+            delta: 0.05,
+        },
+        StopRule::Majority { share: 0.8 },
+        StopRule::Entropy {
+            max_normalized: 0.75,
+        },
+    ]
+}
+
+/// Rounds that give the prompts every shape the rule kernels branch on, by
+/// prompt index mod 8: no votes; one distinct answer; two answers tied for
+/// the leader; more answers than the table holds (tables at capacity, with
+/// overflow; more answers than a workgroup has lanes); exactly `fixed` votes (so that a budget of `fixed + r` leaves
+/// room r); skewed answers from 2, 5 and 12 ids.
+fn decide_rounds(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    prompts: u32,
+    capacity: u32,
+    fixed: u32,
+) -> Vec<(Vec<Segment>, Vec<u32>)> {
+    (0..3)
+        .map(|round| {
+            let mut segments = Vec::new();
+            let mut answers = Vec::new();
+            for p in 0..prompts {
+                let start = answers.len() as u32;
+                let count = match p % 8 {
+                    0 => 0,
+                    // Past a workgroup of distinct answers in three rounds.
+                    3 => rng.random_range(20..60),
+                    4 => fixed / 3 + u32::from(round < fixed % 3),
+                    _ => rng.random_range(0..25),
+                };
+                for v in 0..count {
+                    let a = match p % 8 {
+                        1 => 7,
+                        // Equal votes for 3 and 4 once the round is done.
+                        2 => 3 + v % 2,
+                        3 => rng.random_range(0..2 * capacity + 2),
+                        4 => rng.random_range(0..3u32).min(rng.random_range(0..3)),
+                        k => {
+                            let spread = [2, 5, 12][(k % 3) as usize];
+                            rng.random_range(0..spread).min(rng.random_range(0..spread))
+                        }
+                    };
+                    answers.push(a.wrapping_mul(2_654_435_761));
+                }
+                let count = answers.len() as u32 - start;
+                if count % 2 == 1 && p % 8 == 2 {
+                    answers.pop();
+                }
+                segments.push(Segment {
+                    prompt: p,
+                    start,
+                    count: answers.len() as u32 - start,
+                });
+            }
+            (segments, answers)
+        })
+        .collect()
+}
+
+/// The rule on every decide route (an invocation or a workgroup a prompt):
+/// the routes alike bit for bit (stopped, consensus, confidence bits, votes,
+/// keep flags and, when asked, ConSol's fewest votes), and the CPU twin's
+/// decisions, flags and fewest votes; every rule, budgets whose room crosses the
+/// 64-lane chunks of the workgroup route (63, 64, 65, 130 votes), minimums
+/// past the first chunk, lists of 0, 1, 64, 65 and all prompts.
+#[test]
+fn decide_routes_match_the_twin() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut rng = common::rng(29);
+    let fixed = 17;
+    // (prompts, capacity): small tables, and tables wider than a workgroup.
+    for &(prompts, capacity) in &[(150u32, 8u32), (70, 200)] {
+        let routes = [
+            DecideRoute::Auto,
+            DecideRoute::PerInvocation,
+            DecideRoute::PerWorkgroup,
+        ];
+        let mut gpus: Vec<_> = routes
+            .iter()
+            .map(|&route| {
+                GpuVoteTables::new(&ctx, prompts, capacity)
+                    .unwrap()
+                    .with_decide_route(route)
+            })
+            .collect();
+        let mut cpu = CpuVoteTables::new(prompts, capacity).unwrap();
+        for (segments, answers) in decide_rounds(&mut rng, prompts, capacity, fixed) {
+            let round = RoundVotes {
+                segments: &segments,
+                answers: &answers,
+                tokens: None,
+            };
+            for gpu in &mut gpus {
+                gpu.count(&round).unwrap();
+            }
+            cpu.count(&round).unwrap();
+        }
+        assert_eq!(cpu.votes(4).unwrap().total, fixed);
+        if capacity < 30 {
+            assert!(cpu.votes(3).unwrap().overflow > 0, "a table at capacity");
+        }
+        let all: Vec<u32> = (0..prompts).rev().collect();
+        let lists: [&[u32]; 5] = [&all, &all[..64], &all[..65], &all[5..6], &[]];
+        let budgets = [
+            (1, 40),
+            (8, 24),
+            (1, fixed + 63),
+            (1, fixed + 64),
+            (1, fixed + 65),
+            (1, fixed + 130),
+            (fixed + 63, fixed + 64),
+            (fixed + 64, fixed + 65),
+            (fixed + 100, fixed + 130),
+        ];
+        let (mut near, mut compared, mut exact) = (0, 0, 0);
+        let mut met_at = [0usize; 130];
+        for rule in all_rules() {
+            for (min_votes, max_votes) in budgets {
+                let config = RuleConfig {
+                    rule,
+                    min_votes,
+                    max_votes,
+                };
+                for (l, list) in lists.iter().enumerate() {
+                    for want_fewest in [true, false] {
+                        // The lists but the whole one only with the fewest.
+                        if l > 0 && !want_fewest {
+                            continue;
+                        }
+                        let mut got = Vec::new();
+                        for gpu in &mut gpus {
+                            got.push(gpu.decide_with_fewest(&config, list, want_fewest).unwrap());
+                        }
+                        let context = format!(
+                            "{rule:?} {min_votes}..{max_votes}, capacity {capacity}, list of {}, fewest {want_fewest}",
+                            list.len()
+                        );
+                        // The routes alike, bit for bit (the next votes of
+                        // live prompts only: stopped ones get none).
+                        for (route, g) in routes.iter().zip(&got) {
+                            assert_eq!(g.decisions.len(), list.len(), "{route:?} {context}");
+                            assert_eq!(g.keep.len(), list.len(), "{route:?} {context}");
+                            assert_eq!(g.next.len(), if want_fewest { list.len() } else { 0 });
+                            for (i, &p) in list.iter().enumerate() {
+                                let (d, e) = (g.decisions[i], got[1].decisions[i]);
+                                assert_eq!(
+                                    (
+                                        d.stopped,
+                                        d.consensus,
+                                        d.confidence.to_bits(),
+                                        d.votes,
+                                        g.keep[i]
+                                    ),
+                                    (
+                                        e.stopped,
+                                        e.consensus,
+                                        e.confidence.to_bits(),
+                                        e.votes,
+                                        got[1].keep[i]
+                                    ),
+                                    "{route:?} {context} prompt {p}"
+                                );
+                                if want_fewest && !d.stopped {
+                                    assert_eq!(
+                                        g.next[i], got[1].next[i],
+                                        "{route:?} {context} prompt {p}"
+                                    );
+                                }
+                            }
+                        }
+                        // The twin: the same decisions, flags and fewest
+                        // votes, the confidence within f32 rounding (the
+                        // GPU's exp and log are not the host's). Only a
+                        // probability within rounding of its threshold may
+                        // flip a decision (Beta and Dirichlet compare one
+                        // with their threshold).
+                        let g = &got[0];
+                        for (i, &p) in list.iter().enumerate() {
+                            let twin = cpu.decide(&config, p).unwrap();
+                            let d = g.decisions[i];
+                            let at = format!(
+                                "{context} prompt {p}: {d:?} keep {} next {:?}; twin {twin:?}",
+                                g.keep[i],
+                                g.next.get(i)
+                            );
+                            assert_eq!(
+                                (d.consensus, d.votes),
+                                (twin.consensus, twin.votes),
+                                "{at}"
+                            );
+                            assert!((d.confidence - twin.confidence).abs() < 1e-4, "{at}");
+                            assert_eq!(g.keep[i], u32::from(!d.stopped), "{at}");
+                            let same = d.stopped == twin.stopped
+                                && (!want_fewest || twin.stopped || g.next[i] == twin.next);
+                            if !same {
+                                assert!(
+                                    matches!(
+                                        rule,
+                                        StopRule::Beta { .. } | StopRule::Dirichlet { .. }
+                                    ),
+                                    "{at}"
+                                );
+                                near += 1;
+                            }
+                            compared += 1;
+                            if want_fewest && !d.stopped {
+                                let room = max_votes - d.votes;
+                                // Met at t (not the rest of the budget).
+                                if g.next[i] < room {
+                                    met_at[g.next[i].min(129) as usize] += 1;
+                                }
+                            }
+                            exact +=
+                                usize::from(d.confidence.to_bits() == twin.confidence.to_bits());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(near < 5, "{near} near-threshold flips");
+        // The fewest search met on both sides of the first chunk's edge and
+        // past it.
+        for t in [1, 63, 64, 65] {
+            assert!(met_at[t] > 0, "no prompt met at {t} more votes");
+        }
+        assert!(met_at[66..].iter().sum::<usize>() > 0);
+        eprintln!(
+            "capacity {capacity}: {compared} decisions, {exact} with the twin's confidence bits"
+        );
+    }
+}
+
+/// The scheduler's rounds on every decide route: the same outcome, bit for
+/// bit, and the twin's rollouts, rounds and consensus (ConSol's allocation
+/// reads the fewest votes back every round).
+#[test]
+fn scheduler_rounds_match_on_every_decide_route() {
+    use rand::Rng;
+    use rollcall::voting::cpu::run as run_cpu;
+    use rollcall::voting::{Allocation, ReplayEngine, Scheduler};
+    let Some(ctx) = common::gpu() else { return };
+    let mut rng = common::rng(41);
+    let budget = 150u32;
+    let data: Vec<Vec<u32>> = (0..130u32)
+        .map(|p| {
+            let spread = 1 + p % 6;
+            (0..budget)
+                .map(|_| rng.random_range(0..spread).min(rng.random_range(0..spread)))
+                .collect()
+        })
+        .collect();
+    for rule in [StopRule::CONSOL_SPRT, StopRule::Majority { share: 0.8 }] {
+        for allocation in [Allocation::FewestToPass { first: 2 }, Allocation::Chunk(3)] {
+            let config = RuleConfig {
+                rule,
+                min_votes: 2,
+                max_votes: budget,
+            };
+            let twin = run_cpu(
+                data.len() as u32,
+                8,
+                config,
+                allocation,
+                &mut ReplayEngine::new(data.clone()),
+            )
+            .unwrap();
+            let mut first = None;
+            for route in [
+                DecideRoute::Auto,
+                DecideRoute::PerInvocation,
+                DecideRoute::PerWorkgroup,
+            ] {
+                let mut scheduler = Scheduler::new(&ctx, data.len() as u32, 8, config, allocation)
+                    .unwrap()
+                    .with_decide_route(route);
+                let gpu = scheduler.run(&mut ReplayEngine::new(data.clone())).unwrap();
+                let context = format!("{route:?} {rule:?} {allocation:?}");
+                assert_eq!(
+                    (gpu.rounds, &gpu.rollouts),
+                    (twin.rounds, &twin.rollouts),
+                    "{context}"
+                );
+                for (p, (g, t)) in gpu.prompts.iter().zip(&twin.prompts).enumerate() {
+                    assert_eq!(
+                        (g.consensus, g.rollouts, g.stopped_in_round),
+                        (t.consensus, t.rollouts, t.stopped_in_round),
+                        "{context} prompt {p}"
+                    );
+                }
+                let bits: Vec<u32> = gpu.prompts.iter().map(|p| p.confidence.to_bits()).collect();
+                let first = first.get_or_insert(bits.clone());
+                assert_eq!(first, &bits, "{context}");
+            }
+        }
     }
 }

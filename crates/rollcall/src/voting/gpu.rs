@@ -54,6 +54,7 @@ pub(crate) fn shader_variants(capacity: u32) -> Result<Vec<crate::gpu::shader::S
         "decide",
         "rewards_and_advantages",
         "count_votes_wide",
+        "decide_wide",
     ]
     .into_iter()
     .map(|entry_point| crate::gpu::shader::ShaderVariant {
@@ -143,7 +144,9 @@ pub struct VoteTables {
     /// Host-path buffers of `decide`, `rewards` and `read`, grown on demand.
     host: HostBuffers,
     count_route: CountRoute,
-    /// The adapter is a CPU (lavapipe): one invocation a segment always.
+    decide_route: DecideRoute,
+    /// The adapter is a CPU (lavapipe): one invocation a segment (and a
+    /// listed prompt) always.
     cpu_adapter: bool,
 }
 
@@ -160,6 +163,25 @@ pub enum CountRoute {
     /// An invocation per segment, votes in order.
     PerInvocation,
     /// A workgroup per segment, [`WORKGROUP`] votes at a time.
+    PerWorkgroup,
+}
+
+/// How the rule runs over the listed prompts (feature `internals`: for tests
+/// and benchmarks; results never depend on it, bit for bit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub enum DecideRoute {
+    /// Chosen by adapter: on GPUs a workgroup per prompt, on CPU adapters
+    /// (where each workgroup barrier is a coroutine switch) an invocation
+    /// per prompt.
+    #[default]
+    Auto,
+    /// An invocation per prompt: the leader scan, the rule and ConSol's
+    /// fewest-votes search in one serial loop each.
+    PerInvocation,
+    /// A workgroup per prompt: the leader and runner-up reduced over
+    /// [`WORKGROUP`] lanes, ConSol's fewest-votes search [`WORKGROUP`]
+    /// candidate counts at a time (one rule evaluation a lane).
     PerWorkgroup,
 }
 
@@ -185,6 +207,8 @@ struct Pipelines {
     /// `count_votes_wide`: a workgroup per segment, same bindings.
     count_wide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
     decide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    /// `decide_wide`: a workgroup per listed prompt, same bindings.
+    decide_wide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
     rewards: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
 }
 
@@ -206,6 +230,15 @@ impl Pipelines {
             (4, write),
             (5, write),
         ];
+        let decide_bindings = [
+            (10, uniform),
+            (11, read),
+            (12, read),
+            (13, read),
+            (14, write),
+            (15, write),
+            (16, write),
+        ];
         Ok(Self {
             count: build("rollcall count votes", &count_bindings, &variants[0]),
             count_wide: build(
@@ -213,18 +246,11 @@ impl Pipelines {
                 &count_bindings,
                 &variants[3],
             ),
-            decide: build(
-                "rollcall decide",
-                &[
-                    (10, uniform),
-                    (11, read),
-                    (12, read),
-                    (13, read),
-                    (14, write),
-                    (15, write),
-                    (16, write),
-                ],
-                &variants[1],
+            decide: build("rollcall decide", &decide_bindings, &variants[1]),
+            decide_wide: build(
+                "rollcall decide, a workgroup a prompt",
+                &decide_bindings,
+                &variants[4],
             ),
             rewards: build(
                 "rollcall rewards",
@@ -339,6 +365,7 @@ impl VoteTables {
             capacity,
             prompts,
             count_route: CountRoute::Auto,
+            decide_route: DecideRoute::Auto,
             cpu_adapter: ctx.adapter_info().device_type == wgpu::DeviceType::Cpu,
         })
     }
@@ -348,6 +375,29 @@ impl VoteTables {
     pub fn with_count_route(mut self, route: CountRoute) -> Self {
         self.count_route = route;
         self
+    }
+
+    /// Forces how the rule runs over listed prompts, by [`VoteTables::decide`]
+    /// and by a scheduler's rounds (same results either way).
+    #[cfg(feature = "internals")]
+    pub fn with_decide_route(mut self, route: DecideRoute) -> Self {
+        self.decide_route = route;
+        self
+    }
+
+    /// Sets the decide route in place (a scheduler's own tables).
+    #[cfg(feature = "internals")]
+    pub(crate) fn set_decide_route(&mut self, route: DecideRoute) {
+        self.decide_route = route;
+    }
+
+    /// Whether the rule runs with a workgroup per listed prompt.
+    fn decides_wide(&self) -> bool {
+        match self.decide_route {
+            DecideRoute::PerInvocation => false,
+            DecideRoute::PerWorkgroup => true,
+            DecideRoute::Auto => !self.cpu_adapter,
+        }
     }
 
     /// Whether a round of `segments` is counted with a workgroup per
@@ -459,7 +509,12 @@ impl VoteTables {
         if n == 0 {
             return;
         }
-        let (layout, pipeline) = &self.pipelines.decide;
+        let wide = self.decides_wide();
+        let (layout, pipeline) = if wide {
+            &self.pipelines.decide_wide
+        } else {
+            &self.pipelines.decide
+        };
         let bind_group = crate::gpu::shader::bind_buffers(
             &self.ctx.device,
             "rollcall decide",
@@ -474,7 +529,11 @@ impl VoteTables {
                 (16, next),
             ],
         );
-        self.dispatch(encoder, pipeline, &bind_group, n);
+        if wide {
+            self.dispatch_groups(encoder, pipeline, &bind_group, n);
+        } else {
+            self.dispatch(encoder, pipeline, &bind_group, n);
+        }
     }
 
     /// Records the zeroing of every table (a fresh batch).
@@ -530,6 +589,43 @@ impl VoteTables {
     /// their decisions, keep flags (1 = still active) and the fewest more
     /// votes that could stop each live prompt (waits for the GPU).
     pub fn decide(&mut self, rule: &rules::RuleConfig, list: &[u32]) -> Result<DecideReadback> {
+        self.decide_asking(rule, list, true)
+    }
+
+    /// [`VoteTables::decide`], with or without ConSol's fewest-votes search
+    /// (without it `next` comes back empty).
+    #[cfg(feature = "internals")]
+    pub fn decide_with_fewest(
+        &mut self,
+        rule: &rules::RuleConfig,
+        list: &[u32],
+        want_fewest: bool,
+    ) -> Result<DecideReadback> {
+        self.decide_asking(rule, list, want_fewest)
+    }
+
+    /// Records the rule over `list` into `encoder` as [`VoteTables::decide`]
+    /// runs it, without the readback (for timing; the list and parameters
+    /// are written with `Queue::write_buffer`, so record one per submit).
+    #[cfg(feature = "internals")]
+    pub fn encode_decide_list(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        rule: &rules::RuleConfig,
+        list: &[u32],
+        want_fewest: bool,
+    ) -> Result<()> {
+        let (gpu_rule, n) = self.check_decide(rule, list)?;
+        let ctx = self.ctx.clone();
+        self.record_host_decide(&ctx, encoder, &gpu_rule, list, n, want_fewest)
+    }
+
+    /// The rule's GPU form and the list's length, every check done.
+    fn check_decide(
+        &self,
+        rule: &rules::RuleConfig,
+        list: &[u32],
+    ) -> Result<(rules::GpuRule, u32)> {
         let gpu_rule = rule.gpu_form()?;
         for &prompt in list {
             check_prompt(prompt, self.prompts)?;
@@ -538,11 +634,59 @@ impl VoteTables {
             capacity: u32::MAX as usize,
             rows: list.len(),
         })?;
+        Ok((gpu_rule, n))
+    }
+
+    fn decide_asking(
+        &mut self,
+        rule: &rules::RuleConfig,
+        list: &[u32],
+        want_fewest: bool,
+    ) -> Result<DecideReadback> {
+        let (gpu_rule, n) = self.check_decide(rule, list)?;
         if n == 0 {
             return Ok(DecideReadback::default());
         }
         let ctx = self.ctx.clone();
-        ctx.scoped("decide", || self.decide_on(&ctx, &gpu_rule, list, n))
+        ctx.scoped("decide", || {
+            self.decide_on(&ctx, &gpu_rule, list, n, want_fewest)
+        })
+    }
+
+    /// Uploads `list` and the rule's parameters to the host-path buffers and
+    /// records the rule over them (outputs in the host-path buffers).
+    fn record_host_decide(
+        &mut self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        gpu_rule: &rules::GpuRule,
+        list: &[u32],
+        n: u32,
+        want_fewest: bool,
+    ) -> Result<()> {
+        let dbytes = u64::from(self.prompts) * DECISION_BYTES;
+        let lbytes = u64::from(n) * 4;
+        let host = &mut self.host;
+        let [decisions, keep, next, ..] = &mut host.outputs;
+        decisions.reserve(ctx, dbytes)?;
+        keep.reserve(ctx, lbytes)?;
+        next.reserve(ctx, lbytes)?;
+        host.inputs[0].write(ctx, bytemuck::cast_slice(list))?;
+        ctx.queue.write_buffer(
+            &host.decide_params,
+            0,
+            &gpu_rule.decide_params(n, want_fewest),
+        );
+        self.encode_decide(
+            encoder,
+            &self.host.decide_params,
+            self.host.inputs[0].buffer(),
+            n,
+            self.host.outputs[0].buffer(),
+            self.host.outputs[1].buffer(),
+            self.host.outputs[2].buffer(),
+        );
+        Ok(())
     }
 
     fn decide_on(
@@ -551,28 +695,13 @@ impl VoteTables {
         gpu_rule: &rules::GpuRule,
         list: &[u32],
         n: u32,
+        want_fewest: bool,
     ) -> Result<DecideReadback> {
         let dbytes = u64::from(self.prompts) * DECISION_BYTES;
         let lbytes = u64::from(n) * 4;
-        let host = &mut self.host;
-        let [decisions, keep, next, ..] = &mut host.outputs;
-        decisions.reserve(ctx, dbytes)?;
-        keep.reserve(ctx, lbytes)?;
-        next.reserve(ctx, lbytes)?;
-        host.readback.reserve(ctx, dbytes + 2 * lbytes)?;
-        host.inputs[0].write(ctx, bytemuck::cast_slice(list))?;
-        ctx.queue
-            .write_buffer(&host.decide_params, 0, &gpu_rule.decide_params(n, true));
+        self.host.readback.reserve(ctx, dbytes + 2 * lbytes)?;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        self.encode_decide(
-            &mut encoder,
-            &self.host.decide_params,
-            self.host.inputs[0].buffer(),
-            n,
-            self.host.outputs[0].buffer(),
-            self.host.outputs[1].buffer(),
-            self.host.outputs[2].buffer(),
-        );
+        self.record_host_decide(ctx, &mut encoder, gpu_rule, list, n, want_fewest)?;
         let [decisions, keep, next, ..] = &self.host.outputs;
         let readback = self.host.readback.buffer();
         encoder.copy_buffer_to_buffer(decisions.buffer(), 0, readback, 0, dbytes);
@@ -585,7 +714,11 @@ impl VoteTables {
         Ok(DecideReadback {
             decisions: list.iter().map(|&p| all[p as usize].into()).collect(),
             keep: words[..n as usize].to_vec(),
-            next: words[n as usize..].to_vec(),
+            next: if want_fewest {
+                words[n as usize..].to_vec()
+            } else {
+                Vec::new()
+            },
         })
     }
 

@@ -184,6 +184,14 @@ impl Scheduler {
         })
     }
 
+    /// Forces how the rule runs over each round's live prompts (same
+    /// results either way).
+    #[cfg(feature = "internals")]
+    pub fn with_decide_route(mut self, route: super::gpu::DecideRoute) -> Self {
+        self.tables.set_decide_route(route);
+        self
+    }
+
     /// Records one round's GPU work into `encoder`: count `round`'s votes,
     /// run the rule over the `live` prompts, compact the survivors, and copy
     /// the live count, the surviving positions in `live` (and, with ConSol's
