@@ -20,6 +20,7 @@
 
 #include "shared/keys.wgsl"
 #include "shared/special.wgsl"
+#include "shared/segment.wgsl"
 
 // Invocations per workgroup of the order kernels (`tail::ORDER_THREADS`: the
 // host dispatches one per item of the per-item kernels).

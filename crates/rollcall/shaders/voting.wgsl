@@ -8,6 +8,7 @@
 // with the same results). `CAPACITY` is prepended by the host.
 
 #include "posterior.wgsl"
+#include "shared/segment.wgsl"
 
 // Invocations per workgroup of every kernel here (`voting::gpu::WORKGROUP`
 // on the host, which dispatches one invocation per item).

@@ -17,6 +17,7 @@ pub use crate::gpu::logits::Chunk;
 pub use crate::gpu::timing::{time_gpu, GpuTimer, Timing, TimingSource};
 pub use crate::math::fold::{tree_fold, FoldValues, FoldedValues, FOLD_WIDTH};
 pub use crate::math::philox::{exponential_from_bits, philox4x32_10, PhiloxWords, KNOWN_ANSWERS};
+pub use crate::math::segment;
 pub use crate::math::special;
 pub use crate::read_once::ReadOnce;
 pub use crate::sampling::edits::{

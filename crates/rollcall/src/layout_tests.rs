@@ -17,6 +17,7 @@
 //! cannot be checked here: see `GpuRowParams::is_filtered`.
 
 use crate::gpu::shader::ShaderVariant;
+use crate::math::segment::SEGMENT_LANES;
 use crate::shader_tests::{all_variants, validated_module, wgsl_u32};
 use naga::{AddressSpace, Literal, Module, ScalarKind, TypeInner};
 use std::mem::{offset_of, size_of};
@@ -1115,6 +1116,9 @@ fn other_kernels_constants_match_the_shaders() {
         assert_eq!(r.u32("WG"), WORKGROUP, "{s}");
         assert_eq!(r.workgroup_width(), WORKGROUP, "{s}");
         assert_eq!(r.u32("NO_CONSENSUS"), rules::NO_CONSENSUS, "{s}");
+        // The segment shape: one lane a workgroup invocation.
+        assert_eq!(r.u32("SEGMENT_LANES") as usize, SEGMENT_LANES, "{s}");
+        assert_eq!(r.u32("SEGMENT_LANES"), WORKGROUP, "{s}");
         assert_eq!(r.u32("DIRICHLET_NODES"), posterior::DIRICHLET_NODES, "{s}");
         assert_eq!(
             r.f32("MSPRT_NORMAL_PRIOR").to_bits(),
@@ -1137,6 +1141,9 @@ fn other_kernels_constants_match_the_shaders() {
         // Copied by the host.
         assert_eq!(r.u32("ORDER_THREADS"), tail::ORDER_THREADS, "{s}");
         assert_eq!(r.u32("ESTIMATE_THREADS"), tail::ESTIMATE_THREADS, "{s}");
+        // The segment shape: one lane a workgroup invocation.
+        assert_eq!(r.u32("SEGMENT_LANES") as usize, SEGMENT_LANES, "{s}");
+        assert_eq!(r.u32("SEGMENT_LANES"), tail::ESTIMATE_THREADS, "{s}");
         let width = if r.entry_point == "estimate" {
             tail::ESTIMATE_THREADS
         } else {

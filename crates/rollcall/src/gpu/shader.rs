@@ -47,6 +47,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../shaders/shared/fold.wgsl"),
     ),
     (
+        "shared/segment.wgsl",
+        include_str!("../../shaders/shared/segment.wgsl"),
+    ),
+    (
         "shared/no_subgroups.wgsl",
         include_str!("../../shaders/shared/no_subgroups.wgsl"),
     ),

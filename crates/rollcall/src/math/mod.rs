@@ -4,4 +4,5 @@
 pub mod fold;
 pub mod keys;
 pub mod philox;
+pub mod segment;
 pub mod special;
