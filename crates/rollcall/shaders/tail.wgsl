@@ -516,6 +516,20 @@ fn pass_at_k(m: u32, c: u32, k: u32) -> f32 {
     return 1.0 - miss;
 }
 
+// (r − mean)², a term of GRPO's squares.
+fn grpo_square(r: f32, mean: f32) -> f32 {
+    let d = r - mean;
+    return d * d;
+}
+
+// GRPO's unbiased deviation from the squares' sum of m rewards.
+fn grpo_deviation(squares: f32, m: u32) -> f32 {
+    if m > 1u {
+        return sqrt(squares / (f32(m) - 1.0));
+    }
+    return 0.0;
+}
+
 @compute @workgroup_size(ESTIMATE_THREADS)
 fn estimate(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -735,25 +749,22 @@ fn estimate(
             }
         }
         case EST_GRPO: {
-            var sum = 0.0;
-            for (var i = 0u; i < m; i++) {
-                sum += est_rewards[start + i];
-            }
-            let mean = sum / max(f32(m), 1.0);
-            var squares = 0.0;
+            let block = segment_block(m);
+            var sums: array<f32, SEGMENT_LANES>;
             var lo = bitcast<f32>(F32_POS_INF_BITS);
             var hi = bitcast<f32>(F32_NEG_INF_BITS);
-            for (var i = 0u; i < m; i++) {
-                let r = est_rewards[start + i];
-                let d = r - mean;
-                squares += d * d;
+            for (var q = 0u; q < m; q++) {
+                let r = est_rewards[start + q];
+                sums[q / block] += r;
                 lo = min(lo, r);
                 hi = max(hi, r);
             }
-            var deviation = 0.0;
-            if m > 1u {
-                deviation = sqrt(squares / (f32(m) - 1.0));
+            let mean = segment_tree(sums) / max(f32(m), 1.0);
+            var squares: array<f32, SEGMENT_LANES>;
+            for (var q = 0u; q < m; q++) {
+                squares[q / block] += grpo_square(est_rewards[start + q], mean);
             }
+            let deviation = grpo_deviation(segment_tree(squares), m);
             value = mean;
             if lo == hi {
                 status = STATUS_FLAT;

@@ -605,8 +605,10 @@ fn decide_wide(@builtin(workgroup_id) wg: vec3<u32>,
 // TTRL's majority reward (1 when a rollout's answer is its prompt's consensus)
 // and GRPO's group-normalised advantages, (r − mean) / (std + eps) with the
 // unbiased standard deviation of the prompt's group (0 when all its rewards
-// are equal).
-// One invocation per prompt segment.
+// are equal). The sums over a group take the segment shape
+// (shared/segment.wgsl): `rewards_and_advantages` runs it serially, one
+// invocation a prompt segment; `rewards_and_advantages_wide` (GPUs) a
+// workgroup a segment, a lane a block; the same bits.
 
 struct RewardParams {
     segments: u32,
@@ -635,33 +637,97 @@ fn rewards_and_advantages(@builtin(global_invocation_id) id: vec3<u32>, @builtin
             rewards[i] = select(0.0, 1.0, reward_answers[i] == consensus);
         }
     }
-    var sum = 0.0;
-    for (var i = seg.start; i < seg.start + seg.count; i++) {
-        sum += rewards[i];
+    let block = segment_block(seg.count);
+    var sums: array<f32, SEGMENT_LANES>;
+    for (var q = 0u; q < seg.count; q++) {
+        sums[q / block] += rewards[seg.start + q];
     }
     let n = f32(seg.count);
-    let mean = sum / max(n, 1.0);
-    var squares = 0.0;
-    for (var i = seg.start; i < seg.start + seg.count; i++) {
-        let d = rewards[i] - mean;
-        squares += d * d;
+    let mean = segment_tree(sums) / max(n, 1.0);
+    var squares: array<f32, SEGMENT_LANES>;
+    for (var q = 0u; q < seg.count; q++) {
+        squares[q / block] += reward_square(rewards[seg.start + q], mean);
     }
-    var deviation = 0.0;
-    if seg.count > 1u {
-        deviation = sqrt(squares / (n - 1.0));
-    }
+    let deviation = reward_deviation(segment_tree(squares), seg.count);
     // One reward value in the group: no signal, advantage 0.
-    var lo = 0.0;
-    var hi = 0.0;
+    var lo = bitcast<f32>(0x7F800000u);
+    var hi = bitcast<f32>(0xFF800000u);
     for (var i = seg.start; i < seg.start + seg.count; i++) {
-        if i == seg.start || rewards[i] < lo {
-            lo = rewards[i];
-        }
-        if i == seg.start || rewards[i] > hi {
-            hi = rewards[i];
-        }
+        lo = min(lo, rewards[i]);
+        hi = max(hi, rewards[i]);
     }
     for (var i = seg.start; i < seg.start + seg.count; i++) {
+        advantages[i] = select((rewards[i] - mean) / (deviation + reward_params.eps), 0.0, lo == hi);
+    }
+}
+
+// (r − mean)², a term of the squares' sum.
+fn reward_square(r: f32, mean: f32) -> f32 {
+    let d = r - mean;
+    return d * d;
+}
+
+// The unbiased deviation from the squares' sum of `count` rewards.
+fn reward_deviation(squares: f32, count: u32) -> f32 {
+    if count > 1u {
+        return sqrt(squares / (f32(count) - 1.0));
+    }
+    return 0.0;
+}
+
+// ---- Rewards with a workgroup per segment (GPUs) -----------------------------
+// Lane j takes block j of the segment's rollouts (the segment shape): its
+// majority rewards, its share of the sums (folded by every lane alike) and
+// of the minimum and maximum (order-free), then its advantages.
+
+var<workgroup> reward_lane_sums: array<f32, SEGMENT_LANES>;
+var<workgroup> reward_lane_squares: array<f32, SEGMENT_LANES>;
+var<workgroup> reward_lane_lo: array<f32, SEGMENT_LANES>;
+var<workgroup> reward_lane_hi: array<f32, SEGMENT_LANES>;
+
+@compute @workgroup_size(WG)
+fn rewards_and_advantages_wide(@builtin(workgroup_id) wg: vec3<u32>,
+                               @builtin(num_workgroups) groups: vec3<u32>,
+                               @builtin(local_invocation_index) lane: u32) {
+    let s = wg.x + wg.y * groups.x;
+    if s >= reward_params.segments {
+        return;
+    }
+    let seg = reward_segments[s];
+    let first = seg.start + segment_lane_start(seg.count, lane);
+    let end = seg.start + segment_lane_end(seg.count, lane);
+    if reward_params.majority != 0u {
+        let consensus = reward_consensus[seg.prompt].consensus;
+        for (var i = first; i < end; i++) {
+            rewards[i] = select(0.0, 1.0, reward_answers[i] == consensus);
+        }
+    }
+    var sum = 0.0;
+    var lo = bitcast<f32>(0x7F800000u);
+    var hi = bitcast<f32>(0xFF800000u);
+    for (var i = first; i < end; i++) {
+        let r = rewards[i];
+        sum += r;
+        lo = min(lo, r);
+        hi = max(hi, r);
+    }
+    reward_lane_sums[lane] = sum;
+    reward_lane_lo[lane] = lo;
+    reward_lane_hi[lane] = hi;
+    workgroupBarrier();
+    let mean = segment_tree(reward_lane_sums) / max(f32(seg.count), 1.0);
+    var squares = 0.0;
+    for (var i = first; i < end; i++) {
+        squares += reward_square(rewards[i], mean);
+    }
+    reward_lane_squares[lane] = squares;
+    for (var j = 0u; j < SEGMENT_LANES; j++) {
+        lo = min(lo, reward_lane_lo[j]);
+        hi = max(hi, reward_lane_hi[j]);
+    }
+    workgroupBarrier();
+    let deviation = reward_deviation(segment_tree(reward_lane_squares), seg.count);
+    for (var i = first; i < end; i++) {
         advantages[i] = select((rewards[i] - mean) / (deviation + reward_params.eps), 0.0, lo == hi);
     }
 }

@@ -8,7 +8,8 @@
 //! `TailStats::with_grid_width`, `EditKernels::with_max_chunk_bytes`,
 //! `VoteTables::with_count_route`, `VoteTables::with_decide_route`,
 //! `VoteTables::decide_with_fewest`, `VoteTables::encode_decide_list`,
-//! `Scheduler::with_decide_route`.
+//! `Scheduler::with_decide_route`, `VoteTables::with_reward_route`,
+//! `VoteTables::encode_rewards`, `Scheduler::with_reward_route`.
 //!
 //! The logit edits (bias, penalties, min_tokens, the GPU token history) are
 //! reached from here until the sampler uses them.
@@ -25,7 +26,7 @@ pub use crate::sampling::edits::{
     RowHistory, RowTable,
 };
 pub use crate::sampling::gpu::{SplitRows, SPLIT_BELOW_ROWS};
-pub use crate::voting::gpu::{CountRoute, DecideRoute};
+pub use crate::voting::gpu::{CountRoute, DecideRoute, RewardRoute};
 
 /// Tokens of a row in one tile of a split first pass.
 pub const TILE_TOKENS: u32 = crate::sampling::TILE_TOKENS;

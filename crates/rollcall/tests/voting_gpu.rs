@@ -1,14 +1,15 @@
 //! GPU vote tables against the CPU twin over many ragged rounds, including
 //! prompts that see more distinct answers than the table holds, on every
 //! counting route (an invocation or a workgroup per segment; segments
-//! longer than a workgroup), and the rules on every decide route. Fails
+//! longer than a workgroup), the rules on every decide route, and rewards
+//! and GRPO advantages on every reward route. Fails
 //! without an adapter unless ROLLCALL_ALLOW_NO_GPU=1.
 
 mod common;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rollcall::internals::{CountRoute, DecideRoute};
+use rollcall::internals::{CountRoute, DecideRoute, RewardRoute};
 use rollcall::voting::{
     cpu::VoteTables as CpuVoteTables, RoundVotes, Segment, VoteTables as GpuVoteTables,
 };
@@ -585,6 +586,177 @@ fn scheduler_rounds_match_on_every_decide_route() {
                 let first = first.get_or_insert(bits.clone());
                 assert_eq!(first, &bits, "{context}");
             }
+        }
+    }
+}
+
+/// Reward-route test groups: empty, one, two, around a lane a block (63,
+/// 64, 65), past it (127, 129, 300) and 4 096 rollouts.
+const REWARD_SIZES: &[u32] = &[0, 1, 2, 3, 63, 64, 65, 127, 128, 129, 300, 4096];
+
+/// A reward as the tests draw it: ties (a few levels), spread values, and
+/// now and then ±inf and ±0 (NaN is refused).
+fn draw_reward(rng: &mut rand_chacha::ChaCha8Rng, kind: u32) -> f32 {
+    match kind {
+        0 => rng.random_range(0..3) as f32 * 0.5,
+        1 => rng.random_range(-3.0f32..3.0) * 10f32.powi(rng.random_range(-3..4)),
+        _ => match rng.random_range(0..40) {
+            0 => f32::INFINITY,
+            1 => f32::NEG_INFINITY,
+            2 => -0.0,
+            3 => 0.0,
+            _ => rng.random_range(-1.0f32..1.0),
+        },
+    }
+}
+
+/// Same bits, NaN as NaN (a NaN's sign and payload are the device's).
+fn same_bits(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Rewards and advantages on every reward route: the routes alike bit for
+/// bit, the twin's rewards exactly and its advantages to rounding (the
+/// sums take the same shape; division and square root may round apart),
+/// over groups of every awkward size, flat groups, ties, ±inf and ±0, given
+/// and majority rewards, and segment counts not a multiple of 64.
+#[test]
+fn reward_routes_match_the_twin() {
+    use rollcall::voting::rewards::{group_advantages, majority_rewards};
+    let Some(ctx) = common::gpu() else { return };
+    let mut rng = common::rng(53);
+    let routes = [
+        RewardRoute::Auto,
+        RewardRoute::PerInvocation,
+        RewardRoute::PerWorkgroup,
+    ];
+    let prompts = 150u32;
+    let mut tables: Vec<GpuVoteTables> = routes
+        .iter()
+        .map(|&r| {
+            GpuVoteTables::new(&ctx, prompts, 4)
+                .unwrap()
+                .with_reward_route(r)
+        })
+        .collect();
+    let mut bit_equal = 0usize;
+    let mut compared = 0usize;
+    for trial in 0..12u32 {
+        // Every awkward size once, then random ones; some prompts left out,
+        // gaps between segments, a count that is not a multiple of 64.
+        let kind = trial % 3;
+        let mut sizes: Vec<u32> = REWARD_SIZES.to_vec();
+        let extra = rng.random_range(1..=(prompts as usize - sizes.len()));
+        sizes.extend((0..extra).map(|_| rng.random_range(0..=80)));
+        sizes.shuffle(&mut rng);
+        let mut order: Vec<u32> = (0..prompts).collect();
+        order.shuffle(&mut rng);
+        let mut segments = Vec::new();
+        let mut n = 0u32;
+        for (&count, &prompt) in sizes.iter().zip(&order) {
+            n += rng.random_range(0..2);
+            segments.push(Segment {
+                prompt,
+                start: n,
+                count,
+            });
+            n += count;
+        }
+        let given: Vec<f32> = (0..n).map(|_| draw_reward(&mut rng, kind)).collect();
+        // Flat groups: a few segments of one value (and one of +inf).
+        let mut given = given;
+        for (i, s) in segments.iter().enumerate().filter(|(i, _)| i % 7 == 0) {
+            let level = if i % 14 == 0 { f32::INFINITY } else { 0.25 };
+            for r in &mut given[s.start as usize..(s.start + s.count) as usize] {
+                *r = level;
+            }
+        }
+        let answers: Vec<u32> = (0..n).map(|_| rng.random_range(0..3)).collect();
+        let consensus: Vec<u32> = (0..prompts).map(|_| rng.random_range(0..4)).collect();
+        let majority = trial % 2 == 1;
+        let eps = [0.0, 1e-4, 0.5][trial as usize % 3];
+        let (c, g) = if majority {
+            (Some(&consensus[..]), None)
+        } else {
+            (None, Some(&given[..]))
+        };
+        let want_rewards = if majority {
+            majority_rewards(&segments, &answers, &consensus).unwrap()
+        } else {
+            given.clone()
+        };
+        let want = group_advantages(&segments, &want_rewards, eps).unwrap();
+        let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+        for (route, gpu) in routes.iter().zip(&mut tables) {
+            let (rewards, advantages) = gpu.rewards(&segments, &answers, c, g, eps).unwrap();
+            let context = format!("trial {trial} {route:?}");
+            assert_eq!(rewards.len(), n as usize, "{context}");
+            for i in 0..n as usize {
+                assert_eq!(
+                    rewards[i].to_bits(),
+                    want_rewards[i].to_bits(),
+                    "{context} reward {i}"
+                );
+                let (a, w) = (advantages[i], want[i]);
+                compared += 1;
+                bit_equal += usize::from(same_bits(a, w));
+                assert!(
+                    same_bits(a, w) || (a - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "{context} advantage {i}: gpu {a} twin {w}"
+                );
+            }
+            if let Some((r0, a0)) = &first {
+                for i in 0..n as usize {
+                    assert!(
+                        same_bits(rewards[i], r0[i]) && same_bits(advantages[i], a0[i]),
+                        "{context} rollout {i}: ({}, {}) against the first route's ({}, {})",
+                        rewards[i],
+                        advantages[i],
+                        r0[i],
+                        a0[i]
+                    );
+                }
+            } else {
+                first = Some((rewards, advantages));
+            }
+        }
+    }
+    eprintln!("reward routes: {bit_equal} of {compared} advantages bit for bit with the twin");
+}
+
+/// The scheduler's rewards on every reward route: the same bits.
+#[test]
+fn scheduler_rewards_match_on_every_reward_route() {
+    use rollcall::voting::{Allocation, ReplayEngine, Scheduler};
+    let Some(ctx) = common::gpu() else { return };
+    let mut rng = common::rng(59);
+    let budget = 80u32;
+    let data: Vec<Vec<u32>> = (0..70u32)
+        .map(|p| {
+            let spread = 1 + p % 5;
+            (0..budget).map(|_| rng.random_range(0..spread)).collect()
+        })
+        .collect();
+    let config = RuleConfig {
+        rule: StopRule::Majority { share: 0.9 },
+        min_votes: 4,
+        max_votes: budget,
+    };
+    let mut first: Option<(Vec<u32>, Vec<u32>)> = None;
+    for route in [RewardRoute::PerInvocation, RewardRoute::PerWorkgroup] {
+        let mut scheduler =
+            Scheduler::new(&ctx, data.len() as u32, 8, config, Allocation::Chunk(8))
+                .unwrap()
+                .with_reward_route(route);
+        let out = scheduler.run(&mut ReplayEngine::new(data.clone())).unwrap();
+        let bits = (
+            out.rewards.iter().map(|r| r.to_bits()).collect(),
+            out.advantages.iter().map(|a| a.to_bits()).collect(),
+        );
+        assert!(!out.advantages.is_empty());
+        match &first {
+            Some(f) => assert_eq!(f, &bits, "{route:?}"),
+            None => first = Some(bits),
         }
     }
 }

@@ -538,25 +538,18 @@ impl Segment<'_> {
                 (value, status)
             }
             _ => {
-                let seg = [crate::voting::Segment {
-                    prompt: 0,
-                    start: 0,
-                    count: m,
-                }];
-                let grpo = crate::voting::rewards::group_advantages_unchecked(
-                    &seg,
-                    self.rewards,
-                    self.p.threshold,
-                );
-                adv.copy_from_slice(&grpo);
-                let mean = self.rewards.iter().fold(0.0f32, |s, &r| s + r) / (m as f32).max(1.0);
-                let flat = self.rewards.iter().all(|&r| r == self.rewards[0]);
-                let status = if flat {
+                let stats = crate::voting::rewards::GroupStats::of(self.rewards);
+                if !stats.flat {
+                    for (a, &r) in adv.iter_mut().zip(self.rewards) {
+                        *a = (r - stats.mean) / (stats.deviation + self.p.threshold);
+                    }
+                }
+                let status = if stats.flat {
                     SegmentStatus::Flat
                 } else {
                     SegmentStatus::Ok
                 };
-                (mean, status)
+                (stats.mean, status)
             }
         }
     }

@@ -55,6 +55,7 @@ pub(crate) fn shader_variants(capacity: u32) -> Result<Vec<crate::gpu::shader::S
         "rewards_and_advantages",
         "count_votes_wide",
         "decide_wide",
+        "rewards_and_advantages_wide",
     ]
     .into_iter()
     .map(|entry_point| crate::gpu::shader::ShaderVariant {
@@ -145,6 +146,7 @@ pub struct VoteTables {
     host: HostBuffers,
     count_route: CountRoute,
     decide_route: DecideRoute,
+    reward_route: RewardRoute,
     /// The adapter is a CPU (lavapipe): one invocation a segment (and a
     /// listed prompt) always.
     cpu_adapter: bool,
@@ -185,6 +187,23 @@ pub enum DecideRoute {
     PerWorkgroup,
 }
 
+/// How rewards and GRPO advantages run over the segments (feature
+/// `internals`: for tests and benchmarks; results never depend on it, bit
+/// for bit: both kernels sum in the segment shape).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub enum RewardRoute {
+    /// Chosen by adapter: on GPUs a workgroup per segment, on CPU adapters
+    /// (where each workgroup barrier is a coroutine switch) an invocation
+    /// per segment.
+    #[default]
+    Auto,
+    /// An invocation per segment: the segment shape run serially.
+    PerInvocation,
+    /// A workgroup per segment: a lane a block of the shape, 2 barriers.
+    PerWorkgroup,
+}
+
 /// Mean votes per segment from which GPUs count with a workgroup per
 /// segment: below it most of a workgroup's lanes would idle, above it one
 /// invocation's serial loop (a table search per vote) is the round's
@@ -210,6 +229,8 @@ struct Pipelines {
     /// `decide_wide`: a workgroup per listed prompt, same bindings.
     decide_wide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
     rewards: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    /// `rewards_and_advantages_wide`: a workgroup per segment, same bindings.
+    rewards_wide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
 }
 
 impl Pipelines {
@@ -239,6 +260,14 @@ impl Pipelines {
             (15, write),
             (16, write),
         ];
+        let reward_bindings = [
+            (20, uniform),
+            (21, read),
+            (22, read),
+            (23, read),
+            (24, write),
+            (25, write),
+        ];
         Ok(Self {
             count: build("rollcall count votes", &count_bindings, &variants[0]),
             count_wide: build(
@@ -252,17 +281,11 @@ impl Pipelines {
                 &decide_bindings,
                 &variants[4],
             ),
-            rewards: build(
-                "rollcall rewards",
-                &[
-                    (20, uniform),
-                    (21, read),
-                    (22, read),
-                    (23, read),
-                    (24, write),
-                    (25, write),
-                ],
-                &variants[2],
+            rewards: build("rollcall rewards", &reward_bindings, &variants[2]),
+            rewards_wide: build(
+                "rollcall rewards, a workgroup a segment",
+                &reward_bindings,
+                &variants[5],
             ),
         })
     }
@@ -366,6 +389,7 @@ impl VoteTables {
             prompts,
             count_route: CountRoute::Auto,
             decide_route: DecideRoute::Auto,
+            reward_route: RewardRoute::Auto,
             cpu_adapter: ctx.adapter_info().device_type == wgpu::DeviceType::Cpu,
         })
     }
@@ -389,6 +413,29 @@ impl VoteTables {
     #[cfg(feature = "internals")]
     pub(crate) fn set_decide_route(&mut self, route: DecideRoute) {
         self.decide_route = route;
+    }
+
+    /// Forces how rewards and advantages run, by [`VoteTables::rewards`] and
+    /// a scheduler's rewards (same results either way).
+    #[cfg(feature = "internals")]
+    pub fn with_reward_route(mut self, route: RewardRoute) -> Self {
+        self.reward_route = route;
+        self
+    }
+
+    /// Sets the reward route in place (a scheduler's own tables).
+    #[cfg(feature = "internals")]
+    pub(crate) fn set_reward_route(&mut self, route: RewardRoute) {
+        self.reward_route = route;
+    }
+
+    /// Whether rewards run with a workgroup per segment.
+    fn rewards_wide(&self) -> bool {
+        match self.reward_route {
+            RewardRoute::PerInvocation => false,
+            RewardRoute::PerWorkgroup => true,
+            RewardRoute::Auto => !self.cpu_adapter,
+        }
     }
 
     /// Whether the rule runs with a workgroup per listed prompt.
@@ -779,6 +826,75 @@ impl VoteTables {
         eps: f32,
         n: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let bytes = n as u64 * 4;
+        self.host.readback.reserve(ctx, 2 * bytes)?;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.record_rewards(
+            ctx,
+            &mut encoder,
+            segments,
+            answers,
+            consensus,
+            given,
+            eps,
+            n,
+        )?;
+        let host = &self.host;
+        let readback = host.readback.buffer();
+        encoder.copy_buffer_to_buffer(host.outputs[3].buffer(), 0, readback, 0, bytes);
+        encoder.copy_buffer_to_buffer(host.outputs[4].buffer(), 0, readback, bytes, bytes);
+        ctx.submit(encoder.finish());
+        let data = ctx.read_buffer(readback, 2 * bytes)?;
+        let all: &[f32] = bytemuck::cast_slice(&data);
+        Ok((all[..n].to_vec(), all[n..].to_vec()))
+    }
+
+    /// Records [`VoteTables::rewards`]' GPU work into `encoder` without the
+    /// readback (for timing): the inputs are checked as there and written
+    /// with `Queue::write_buffer`, so record one per submit. The results stay
+    /// in the host-path buffers.
+    #[cfg(feature = "internals")]
+    pub fn encode_rewards(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        segments: &[Segment],
+        given: &[f32],
+        eps: f32,
+    ) -> Result<()> {
+        super::rewards::check_eps(eps)?;
+        super::rewards::check_segments(segments, given.len(), self.prompts)?;
+        super::rewards::check_not_nan(given)?;
+        if segments.is_empty() || given.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.ctx.clone();
+        self.record_rewards(
+            &ctx,
+            encoder,
+            segments,
+            &[],
+            None,
+            Some(given),
+            eps,
+            given.len(),
+        )
+    }
+
+    /// Uploads the segments, answers, consensus and starting rewards and
+    /// records the rewards kernel over them (outputs in the host-path
+    /// buffers).
+    #[allow(clippy::too_many_arguments)]
+    fn record_rewards(
+        &mut self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        segments: &[Segment],
+        answers: &[u32],
+        consensus: Option<&[u32]>,
+        given: Option<&[f32]>,
+        eps: f32,
+        n: usize,
+    ) -> Result<()> {
         let host = &mut self.host;
         // Each segment names a distinct prompt (validated): at most u32::MAX.
         let params = reward_params(segments.len() as u32, eps, consensus.is_some());
@@ -787,7 +903,6 @@ impl VoteTables {
         let [.., rewards, advantages] = &mut host.outputs;
         rewards.reserve(ctx, bytes)?;
         advantages.reserve(ctx, bytes)?;
-        host.readback.reserve(ctx, 2 * bytes)?;
         let decisions: Vec<GpuDecision> = consensus
             .unwrap_or(&[])
             .iter()
@@ -803,7 +918,12 @@ impl VoteTables {
         consensus_in.write(ctx, bytemuck::cast_slice(&decisions))?;
         rewards_in.write(ctx, bytemuck::cast_slice(&start))?;
         let host = &self.host;
-        let (layout, pipeline) = &self.pipelines.rewards;
+        let wide = self.rewards_wide();
+        let (layout, pipeline) = if wide {
+            &self.pipelines.rewards_wide
+        } else {
+            &self.pipelines.rewards
+        };
         let bind_group = crate::gpu::shader::bind_buffers(
             &ctx.device,
             "rollcall rewards",
@@ -817,8 +937,6 @@ impl VoteTables {
                 (25, host.outputs[4].buffer()),
             ],
         );
-        let readback = host.readback.buffer();
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
         // Rollouts in no segment get advantage 0, not an earlier call's.
         encoder.clear_buffer(host.outputs[4].buffer(), 0, Some(bytes));
         // The kernel adds to the rewards it finds: start from the given ones.
@@ -829,13 +947,13 @@ impl VoteTables {
             0,
             bytes,
         );
-        self.dispatch(&mut encoder, pipeline, &bind_group, segments.len() as u32);
-        encoder.copy_buffer_to_buffer(host.outputs[3].buffer(), 0, readback, 0, bytes);
-        encoder.copy_buffer_to_buffer(host.outputs[4].buffer(), 0, readback, bytes, bytes);
-        ctx.submit(encoder.finish());
-        let data = ctx.read_buffer(readback, 2 * bytes)?;
-        let all: &[f32] = bytemuck::cast_slice(&data);
-        Ok((all[..n].to_vec(), all[n..].to_vec()))
+        let groups = segments.len() as u32;
+        if wide {
+            self.dispatch_groups(encoder, pipeline, &bind_group, groups);
+        } else {
+            self.dispatch(encoder, pipeline, &bind_group, groups);
+        }
+        Ok(())
     }
 
     /// Reads totals and tables back (waits for the GPU).

@@ -2,7 +2,8 @@
 //! `shaders/voting.wgsl`: TTRL's majority reward and GRPO's group-normalised
 //! advantages, `(r − mean) / (std + eps)` with the unbiased standard deviation
 //! of each prompt's group; a group whose rewards are all equal (a group of
-//! one included) gets advantage 0.
+//! one included) gets advantage 0. The group sums take the segment shape
+//! (`math::segment`), as both kernels do.
 
 use super::Segment;
 use crate::{Error, Result};
@@ -127,37 +128,55 @@ pub(crate) fn group_advantages_unchecked(
     let mut advantages = vec![0.0; rewards.len()];
     for s in segments {
         let range = s.start as usize..(s.start + s.count) as usize;
-        let n = s.count as f32;
-        let mut sum = 0.0f32;
-        for &r in &rewards[range.clone()] {
-            sum += r;
-        }
-        let mean = sum / n.max(1.0);
-        let mut squares = 0.0f32;
-        for &r in &rewards[range.clone()] {
-            let d = r - mean;
-            squares += d * d;
-        }
-        let std = if s.count > 1 {
-            (squares / (n - 1.0)).sqrt()
-        } else {
-            0.0
-        };
-        // A group with one reward value carries no signal: advantage 0 (its
-        // f32 mean may differ from the value in the last place).
-        let mut lo = f32::INFINITY;
-        let mut hi = f32::NEG_INFINITY;
-        for &r in &rewards[range.clone()] {
-            lo = lo.min(r);
-            hi = hi.max(r);
-        }
-        for i in range {
-            advantages[i] = if lo == hi {
+        let group = &rewards[range.clone()];
+        let stats = GroupStats::of(group);
+        for (a, &r) in advantages[range].iter_mut().zip(group) {
+            // A group with one reward value carries no signal: advantage 0
+            // (its f32 mean may differ from the value in the last place).
+            *a = if stats.flat {
                 0.0
             } else {
-                (rewards[i] - mean) / (std + eps)
+                (r - stats.mean) / (stats.deviation + eps)
             };
         }
     }
     advantages
+}
+
+/// GRPO's statistics of one group, the kernels' f32 operations in the
+/// segment shape (`math::segment`): the sums of the rewards and of their
+/// squared deviations split in lane blocks and folded by the tree.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GroupStats {
+    /// The mean (0 for an empty group).
+    pub(crate) mean: f32,
+    /// The unbiased standard deviation (0 for fewer than two rewards).
+    pub(crate) deviation: f32,
+    /// Every reward equal (an empty group included).
+    pub(crate) flat: bool,
+}
+
+impl GroupStats {
+    pub(crate) fn of(group: &[f32]) -> Self {
+        use crate::math::segment::segment_sum;
+        let m = group.len();
+        let n = m as f32;
+        let mean = segment_sum(m, |q| group[q]) / n.max(1.0);
+        let squares = segment_sum(m, |q| {
+            let d = group[q] - mean;
+            d * d
+        });
+        let deviation = if m > 1 {
+            (squares / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        let lo = group.iter().fold(f32::INFINITY, |a, &r| a.min(r));
+        let hi = group.iter().fold(f32::NEG_INFINITY, |a, &r| a.max(r));
+        Self {
+            mean,
+            deviation,
+            flat: m == 0 || lo == hi,
+        }
+    }
 }

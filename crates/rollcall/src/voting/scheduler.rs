@@ -192,6 +192,14 @@ impl Scheduler {
         self
     }
 
+    /// Forces how the rewards of [`Scheduler::run`] run (same results either
+    /// way).
+    #[cfg(feature = "internals")]
+    pub fn with_reward_route(mut self, route: super::gpu::RewardRoute) -> Self {
+        self.tables.set_reward_route(route);
+        self
+    }
+
     /// Records one round's GPU work into `encoder`: count `round`'s votes,
     /// run the rule over the `live` prompts, compact the survivors, and copy
     /// the live count, the surviving positions in `live` (and, with ConSol's
