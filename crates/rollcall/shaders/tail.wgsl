@@ -15,8 +15,11 @@
 //
 // `estimate`: one invocation per segment walks the sorted segment once or a
 // few times and writes the segment's value, status and per-rollout
-// advantages. Sequential on purpose: the Rust twin (`tail::cpu`) repeats the
-// same f32 operations in the same order.
+// advantages. `estimate_wide` (GPUs): a workgroup per segment, a lane a
+// block. Every float sum, scan and product over a segment takes the segment
+// shape (shared/segment.wgsl), serially in `estimate`, a lane a block in
+// `estimate_wide`, and in the Rust twin (`tail::cpu`): the same f32
+// operations in the same order on every route.
 
 #include "shared/keys.wgsl"
 #include "shared/special.wgsl"
@@ -356,29 +359,41 @@ struct TailFit {
     deviation: f32,
 }
 
+// (r − mean)², a term of the tail's squares.
+fn tail_square(r: f32, mean: f32) -> f32 {
+    let d = r - mean;
+    return d * d;
+}
+
+// The tail's unbiased deviation from its squares' sum.
+fn tail_deviation(squares: f32, k: u32) -> f32 {
+    return sqrt(squares / f32(k - 1u));
+}
+
+// The sums run over the tail's ranks 0..k in the segment shape.
 fn fit_gaussian_tail(start: u32, m: u32, n: u32, k: u32) -> TailFit {
     var fit: TailFit;
+    let block = segment_block(k);
+    var sums: array<f32, SEGMENT_LANES>;
     var taken = 0u;
-    var sum = 0.0;
     for (var p = 0u; p < m && taken < k; p++) {
         if est_index[start + p] < n {
             let r = est_sorted[start + p];
-            sum += r;
+            sums[taken / block] += r;
             taken += 1u;
             fit.threshold = r;
         }
     }
-    fit.mean = sum / f32(k);
+    fit.mean = segment_tree(sums) / f32(k);
     taken = 0u;
-    var squares = 0.0;
+    var squares: array<f32, SEGMENT_LANES>;
     for (var p = 0u; p < m && taken < k; p++) {
         if est_index[start + p] < n {
-            let d = est_sorted[start + p] - fit.mean;
-            squares += d * d;
+            squares[taken / block] += tail_square(est_sorted[start + p], fit.mean);
             taken += 1u;
         }
     }
-    fit.deviation = sqrt(squares / f32(k - 1u));
+    fit.deviation = tail_deviation(segment_tree(squares), k);
     return fit;
 }
 
@@ -416,33 +431,34 @@ fn add_gaussian_tail_advantages(start: u32, m: u32, n: u32, k: u32, fit: TailFit
     }
 }
 
-// Sorted reward `d` of the segment with position `skip` removed.
-fn sorted_without(start: u32, d: u32, skip: u32) -> f32 {
-    return est_sorted[start + d + select(0u, 1u, d >= skip)];
-}
-
 // Probability-weighted moments (Hosking & Wallis 1987) of the k exceedances
-// over u, the (k+1)-th largest reward, with sorted position `skip` removed
-// (none when skip >= m).
+// over u, the (k+1)-th largest reward.
 struct GpdMoments {
     u: f32,
     a0: f32,
     a1: f32,
 }
 
-fn gpd_moments(start: u32, k: u32, skip: u32) -> GpdMoments {
+// Descending position d's terms of a0 and a1: y = R_(d) − u and y weighted
+// by its plotting position (k − d − 0.35) / k, as (d + 0.35) / k.
+fn gpd_moment_terms(start: u32, d: u32, k: u32, u: f32) -> vec2<f32> {
+    let y = est_sorted[start + d] - u;
+    return vec2<f32>(y, (f32(d) + 0.35) / f32(k) * y);
+}
+
+// Term t of the jackknife's suffix scan: d = k − 1 − t,
+// (d + 0.35)(R_(d+1) − R_(d)).
+fn gpd_suffix_term(start: u32, k: u32, t: u32) -> f32 {
+    let d = k - 1u - t;
+    return (f32(d) + 0.35) * (est_sorted[start + d + 1u] - est_sorted[start + d]);
+}
+
+// The moments from their sums.
+fn gpd_moments_from(u: f32, sums: vec2<f32>, k: u32) -> GpdMoments {
     var mo: GpdMoments;
-    mo.u = sorted_without(start, k, skip);
-    mo.a0 = 0.0;
-    mo.a1 = 0.0;
-    for (var d = 0u; d < k; d++) {
-        let y = sorted_without(start, d, skip) - mo.u;
-        mo.a0 += y;
-        // Descending position d has plotting position (k − d − 0.35) / k.
-        mo.a1 += (f32(d) + 0.35) / f32(k) * y;
-    }
-    mo.a0 = mo.a0 / f32(k);
-    mo.a1 = mo.a1 / f32(k);
+    mo.u = u;
+    mo.a0 = sums.x / f32(k);
+    mo.a1 = sums.y / f32(k);
     return mo;
 }
 
@@ -530,6 +546,94 @@ fn grpo_deviation(squares: f32, m: u32) -> f32 {
     return 0.0;
 }
 
+// A wrong rollout's chance that a k-subset holding it still passes:
+// 1 − C(m−c−1, k−1) / C(m−1, k−1) (this is the C(...) / C(...) part).
+fn pass_all_wrong(m: u32, c: u32, k: u32) -> f32 {
+    var all_wrong = 0.0;
+    if m - c >= k {
+        all_wrong = 1.0;
+        for (var i = m - c; i <= m - 1u; i++) {
+            all_wrong *= 1.0 - f32(k - 1u) / f32(i);
+        }
+    }
+    return all_wrong;
+}
+
+// max@N: the weight factor at ascending order statistic i, w_{i−1} = w_i ×
+// (i−N)/(i−1) (0 once i <= N).
+fn max_weight_factor(i: u32, n: u32) -> f32 {
+    if i > n {
+        return f32(i - n) / f32(i - 1u);
+    }
+    return 0.0;
+}
+
+// max@N: statistic i's own term of the value, w_i R_(i) for i >= N.
+fn max_own(w: f32, r: f32, i: u32, n: u32) -> f32 {
+    if i >= n {
+        return w * r;
+    }
+    return 0.0;
+}
+
+// max@N: statistic i's term of the suffix below it, C(i−2, N−2) / C(m, N)
+// R_(i) = w_i (N−1)/(i−1) R_(i).
+fn max_up(w: f32, r: f32, i: u32, n: u32) -> f32 {
+    if i >= 2u {
+        return w * f32(n - 1u) / f32(i - 1u) * r;
+    }
+    return 0.0;
+}
+
+// max@N: equal rewards share their credit equally: the run of equal keys
+// starting at sorted position p (which must start one), its advantages
+// added left to right and their mean written back.
+fn max_share_ties(start: u32, m: u32, p: u32) {
+    let key = reward_key(est_sorted[start + p]);
+    var end = p + 1u;
+    var sum = advantages[start + est_index[start + p]];
+    while end < m && reward_key(est_sorted[start + end]) == key {
+        sum += advantages[start + est_index[start + end]];
+        end += 1u;
+    }
+    let mean = sum / f32(end - p);
+    for (var q = p; q < end; q++) {
+        advantages[start + est_index[start + q]] = mean;
+    }
+}
+
+// The GPD jackknife's influence −(m − 1)(V₋j − V₋below) of sorted position
+// j, from suffix(j) = Σ_{d=j}^{k−1} (d + 0.35)(R_(d+1) − R_(d)).
+fn gpd_jackknife(start: u32, m: u32, k: u32, j: u32, suffix: f32, base: GpdMoments,
+                 fit_b: GpdFit, du: f32, weights: f32, log_n_zeta: f32) -> f32 {
+    let da0 = ((est_sorted[start + k] - est_sorted[start + j]) - f32(k) * du) / f32(k);
+    let da1 = (suffix - du * weights) / (f32(k) * f32(k));
+    var mo: GpdMoments;
+    mo.u = base.u + du;
+    mo.a0 = base.a0 + da0;
+    mo.a1 = base.a1 + da1;
+    let top_j = est_sorted[start + select(0u, 1u, j == 0u)];
+    let fit_j = gpd_fit(mo, log_n_zeta, top_j);
+    var dv = fit_j.value - fit_b.value;
+    if fit_b.linear && fit_j.linear {
+        let d_b = base.a0 - 2.0 * base.a1;
+        let dd = da0 - 2.0 * da1;
+        let d_j = d_b + dd;
+        let dsigma = 2.0 * (d_b * (base.a0 * da1 + base.a1 * da0 + da0 * da1) - base.a0 * base.a1 * dd) / (d_j * d_b);
+        let dxi = -(da0 * d_b - base.a0 * dd) / (d_j * d_b);
+        let h_j = gpd_h(fit_j.xi, log_n_zeta);
+        // H's difference: directly when ξ moves far, else its slope at the
+        // midpoint (exact to O(Δξ³), free of cancellation).
+        var dh = h_j - gpd_h(fit_b.xi, log_n_zeta);
+        if abs(dxi) < 0.01 {
+            let mid = fit_b.xi + 0.5 * dxi;
+            dh = (gpd_h(mid + 0.001, log_n_zeta) - gpd_h(mid - 0.001, log_n_zeta)) / 0.002 * dxi;
+        }
+        dv = du + dsigma * h_j + fit_b.sigma * dh;
+    }
+    return -f32(m - 1u) * dv;
+}
+
 @compute @workgroup_size(ESTIMATE_THREADS)
 fn estimate(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -559,44 +663,55 @@ fn estimate(
                 break;
             }
             // Ascending order statistic i = m − p has weight
-            // w_i = C(i−1, N−1) / C(m, N): w_m = N / m, w_{i−1} = w_i (i−N)/(i−1).
-            var w = f32(n) / f32(m);
-            var suffix = 0.0;
-            value = 0.0;
+            // w_i = C(i−1, N−1) / C(m, N): w_m = N / m, then the factors
+            // (i−N)/(i−1), multiplied in the segment shape (lane products,
+            // offsets left to right, each block from its offset). The value
+            // sums the own terms, the advantages add the suffix's scan.
+            let block = segment_block(m);
+            var products: array<f32, SEGMENT_LANES>;
+            for (var j = 0u; j < SEGMENT_LANES; j++) {
+                products[j] = 1.0;
+            }
             for (var p = 0u; p < m; p++) {
+                products[p / block] *= max_weight_factor(m - p, n);
+            }
+            // Each weight is parked in its rollout's advantage until the
+            // suffix's offsets are known.
+            var owns: array<f32, SEGMENT_LANES>;
+            var ups: array<f32, SEGMENT_LANES>;
+            var next = f32(n) / f32(m);
+            var w = 0.0;
+            for (var p = 0u; p < m; p++) {
+                if p % block == 0u {
+                    w = next;
+                    next = next * products[p / block];
+                }
                 let i = m - p;
                 let r = est_sorted[start + p];
-                var own = 0.0;
-                if i >= n {
-                    own = w * r;
-                }
-                value += own;
-                advantages[start + est_index[start + p]] = own + suffix;
-                if i >= 2u {
-                    // C(i−2, N−2) / C(m, N) = w_i (N−1)/(i−1).
-                    suffix += w * f32(n - 1u) / f32(i - 1u) * r;
-                }
-                if i > n {
-                    w = w * f32(i - n) / f32(i - 1u);
-                } else {
-                    w = 0.0;
-                }
+                advantages[start + est_index[start + p]] = w;
+                owns[p / block] += max_own(w, r, i, n);
+                ups[p / block] += max_up(w, r, i, n);
+                w = w * max_weight_factor(i, n);
             }
-            // Equal rewards share their credit equally.
-            var run = 0u;
-            while run < m {
-                let key = reward_key(est_sorted[start + run]);
-                var end = run + 1u;
-                var sum = advantages[start + est_index[start + run]];
-                while end < m && reward_key(est_sorted[start + end]) == key {
-                    sum += advantages[start + est_index[start + end]];
-                    end += 1u;
+            value = segment_tree(owns);
+            var offset = 0.0;
+            var suffix = 0.0;
+            for (var p = 0u; p < m; p++) {
+                if p % block == 0u {
+                    suffix = offset;
+                    offset = offset + ups[p / block];
                 }
-                let mean = sum / f32(end - run);
-                for (var p = run; p < end; p++) {
-                    advantages[start + est_index[start + p]] = mean;
+                let i = m - p;
+                let r = est_sorted[start + p];
+                let at = start + est_index[start + p];
+                let wp = advantages[at];
+                advantages[at] = max_own(wp, r, i, n) + suffix;
+                suffix = suffix + max_up(wp, r, i, n);
+            }
+            for (var p = 0u; p < m; p++) {
+                if p == 0u || reward_key(est_sorted[start + p - 1u]) != reward_key(est_sorted[start + p]) {
+                    max_share_ties(start, m, p);
                 }
-                run = end;
             }
         }
         case EST_PASS_AT_K: {
@@ -613,15 +728,7 @@ fn estimate(
             value = rho;
             let sigma = sqrt(rho * (1.0 - rho));
             if sigma > 0.0 {
-                // A wrong rollout's chance that a k-subset holding it still
-                // passes: 1 − C(m−c−1, k−1) / C(m−1, k−1).
-                var all_wrong = 0.0;
-                if m - c >= k {
-                    all_wrong = 1.0;
-                    for (var i = m - c; i <= m - 1u; i++) {
-                        all_wrong *= 1.0 - f32(k - 1u) / f32(i);
-                    }
-                }
+                let all_wrong = pass_all_wrong(m, c, k);
                 for (var i = 0u; i < m; i++) {
                     if est_rewards[start + i] >= est.threshold {
                         advantages[start + i] = (1.0 - rho) / sigma;
@@ -699,7 +806,19 @@ fn estimate(
                 break;
             }
             let top = est_sorted[start];
-            let base = gpd_moments(start, k, m);
+            let u = est_sorted[start + k];
+            let block = segment_block(k);
+            var a0s: array<f32, SEGMENT_LANES>;
+            var a1s: array<f32, SEGMENT_LANES>;
+            var suffixes: array<f32, SEGMENT_LANES>;
+            for (var d = 0u; d < k; d++) {
+                let terms = gpd_moment_terms(start, d, k, u);
+                a0s[d / block] += terms.x;
+                a1s[d / block] += terms.y;
+                // The jackknife's suffix scan over t = d: its lane totals.
+                suffixes[d / block] += gpd_suffix_term(start, k, d);
+            }
+            let base = gpd_moments_from(u, vec2<f32>(segment_tree(a0s), segment_tree(a1s)), k);
             value = gpd_fit(base, log(f32(est.n) * f32(k) / f32(m)), top).value;
             if top == est_sorted[start + k - 1u] {
                 status = STATUS_FLAT;
@@ -714,38 +833,19 @@ fn estimate(
             let fit_b = gpd_fit(base, log_n_zeta, top);
             let du = est_sorted[start + k + 1u] - est_sorted[start + k];
             let weights = f32(k) * (f32(k) - 1.0) * 0.5 + 0.35 * f32(k);
+            advantages[start + est_index[start + k]] =
+                gpd_jackknife(start, m, k, k, 0.0, base, fit_b, du, weights, log_n_zeta);
+            var offset = 0.0;
             var suffix = 0.0;
-            for (var step = 0u; step <= k; step++) {
-                let j = k - step;
-                if j < k {
-                    suffix += (f32(j) + 0.35) * (est_sorted[start + j + 1u] - est_sorted[start + j]);
+            for (var t = 0u; t < k; t++) {
+                if t % block == 0u {
+                    suffix = offset;
+                    offset = offset + suffixes[t / block];
                 }
-                let da0 = ((est_sorted[start + k] - est_sorted[start + j]) - f32(k) * du) / f32(k);
-                let da1 = (suffix - du * weights) / (f32(k) * f32(k));
-                var mo: GpdMoments;
-                mo.u = base.u + du;
-                mo.a0 = base.a0 + da0;
-                mo.a1 = base.a1 + da1;
-                let top_j = est_sorted[start + select(0u, 1u, j == 0u)];
-                let fit_j = gpd_fit(mo, log_n_zeta, top_j);
-                var dv = fit_j.value - fit_b.value;
-                if fit_b.linear && fit_j.linear {
-                    let d_b = base.a0 - 2.0 * base.a1;
-                    let dd = da0 - 2.0 * da1;
-                    let d_j = d_b + dd;
-                    let dsigma = 2.0 * (d_b * (base.a0 * da1 + base.a1 * da0 + da0 * da1) - base.a0 * base.a1 * dd) / (d_j * d_b);
-                    let dxi = -(da0 * d_b - base.a0 * dd) / (d_j * d_b);
-                    let h_j = gpd_h(fit_j.xi, log_n_zeta);
-                    // H's difference: directly when ξ moves far, else its slope
-                    // at the midpoint (exact to O(Δξ³), free of cancellation).
-                    var dh = h_j - gpd_h(fit_b.xi, log_n_zeta);
-                    if abs(dxi) < 0.01 {
-                        let mid = fit_b.xi + 0.5 * dxi;
-                        dh = (gpd_h(mid + 0.001, log_n_zeta) - gpd_h(mid - 0.001, log_n_zeta)) / 0.002 * dxi;
-                    }
-                    dv = du + dsigma * h_j + fit_b.sigma * dh;
-                }
-                advantages[start + est_index[start + j]] = -f32(m - 1u) * dv;
+                suffix = suffix + gpd_suffix_term(start, k, t);
+                let j = k - 1u - t;
+                advantages[start + est_index[start + j]] =
+                    gpd_jackknife(start, m, k, j, suffix, base, fit_b, du, weights, log_n_zeta);
             }
         }
         case EST_GRPO: {
@@ -778,4 +878,383 @@ fn estimate(
     }
     est_values[s] = value;
     est_status[s] = status;
+}
+
+// ---- Estimates with a workgroup per segment (GPUs) ---------------------------
+// The same values, statuses and advantages as `estimate`, bit for bit: lane j
+// takes block j of each run the segment shape splits (the segment's sorted
+// positions, its rollouts, the tail's ranks), every lane folds the lane
+// totals alike, and each per-rollout term is the serial kernel's expression.
+// Advantages are zeroed by the lane that later writes them (or, where lanes
+// write another lane's rollouts, before a storage barrier).
+
+// Lane totals of up to four sums, and lane counts.
+var<workgroup> wide_a: array<f32, SEGMENT_LANES>;
+var<workgroup> wide_b: array<f32, SEGMENT_LANES>;
+var<workgroup> wide_c: array<f32, SEGMENT_LANES>;
+var<workgroup> wide_d: array<f32, SEGMENT_LANES>;
+var<workgroup> wide_counts: array<u32, SEGMENT_LANES>;
+// The Gaussian tail's threshold, from the lane that holds rank k − 1.
+var<workgroup> wide_threshold: f32;
+
+// A Gaussian fit and the tail ranks before the lane's block of positions.
+struct WideFit {
+    fit: TailFit,
+    rank: u32,
+}
+
+// `fit_gaussian_tail` with a lane a block: the qualifying positions (index
+// < n) counted per block of positions (order-free), then each lane sums its
+// block of the tail's ranks 0..k, found by walking from the block of
+// positions that holds its first rank. 3 barriers.
+fn wide_fit_gaussian_tail(lane: u32, start: u32, m: u32, n: u32, k: u32) -> WideFit {
+    let first = segment_lane_start(m, lane);
+    let end = segment_lane_end(m, lane);
+    var count = 0u;
+    for (var p = first; p < end; p++) {
+        count += select(0u, 1u, est_index[start + p] < n);
+    }
+    wide_counts[lane] = count;
+    workgroupBarrier();
+    var out: WideFit;
+    out.rank = 0u;
+    for (var j = 0u; j < lane; j++) {
+        out.rank += wide_counts[j];
+    }
+    // The lane's ranks [a, b) and the position of rank a.
+    let a = segment_lane_start(k, lane);
+    let b = segment_lane_end(k, lane);
+    var rank_at = m;
+    var sum = 0.0;
+    if a < b {
+        var before = 0u;
+        var block = 0u;
+        while block + 1u < SEGMENT_LANES && before + wide_counts[block] <= a {
+            before += wide_counts[block];
+            block += 1u;
+        }
+        var q = before;
+        for (var p = segment_lane_start(m, block); p < m && q < b; p++) {
+            if est_index[start + p] < n {
+                if q >= a {
+                    if q == a {
+                        rank_at = p;
+                    }
+                    let r = est_sorted[start + p];
+                    sum += r;
+                    if q == k - 1u {
+                        wide_threshold = r;
+                    }
+                }
+                q += 1u;
+            }
+        }
+    }
+    wide_a[lane] = sum;
+    workgroupBarrier();
+    out.fit.mean = segment_tree(wide_a) / f32(k);
+    var squares = 0.0;
+    var q = a;
+    for (var p = rank_at; p < m && q < b; p++) {
+        if est_index[start + p] < n {
+            squares += tail_square(est_sorted[start + p], out.fit.mean);
+            q += 1u;
+        }
+    }
+    wide_b[lane] = squares;
+    workgroupBarrier();
+    out.fit.deviation = tail_deviation(segment_tree(wide_b), k);
+    out.fit.threshold = wide_threshold;
+    return out;
+}
+
+// Adds `weight` × the Gaussian-tail advantages of the tail's rollouts in the
+// lane's block of positions (`rank` tail ranks before it).
+fn wide_add_gaussian_tail_advantages(lane: u32, start: u32, m: u32, n: u32, k: u32,
+                                     fit: WideFit, weight: f32) {
+    var q = fit.rank;
+    let end = segment_lane_end(m, lane);
+    for (var p = segment_lane_start(m, lane); p < end && q < k; p++) {
+        let i = est_index[start + p];
+        if i < n {
+            let at = start + i;
+            advantages[at] += weight * gaussian_tail_advantage(fit.fit, est_sorted[start + p]);
+            q += 1u;
+        }
+    }
+}
+
+// Zeroes the advantages of the lane's block of rollouts (sampling order).
+fn wide_zero_rollouts(lane: u32, start: u32, m: u32) {
+    for (var i = segment_lane_start(m, lane); i < segment_lane_end(m, lane); i++) {
+        advantages[start + i] = 0.0;
+    }
+}
+
+// Zeroes the advantages of the rollouts at the lane's block of sorted
+// positions, from position `past` on.
+fn wide_zero_positions(lane: u32, start: u32, m: u32, past: u32) {
+    for (var p = max(past, segment_lane_start(m, lane)); p < segment_lane_end(m, lane); p++) {
+        advantages[start + est_index[start + p]] = 0.0;
+    }
+}
+
+@compute @workgroup_size(SEGMENT_LANES)
+fn estimate_wide(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let s = wg.x + wg.y * est.groups_x;
+    if s >= est.segments {
+        return;
+    }
+    let start = est_offsets[s];
+    let m = est_offsets[s + 1u] - start;
+    // The lane's block of sorted positions (and of rollouts).
+    let first = segment_lane_start(m, lane);
+    let end = segment_lane_end(m, lane);
+    var value = nan_f32();
+    var status = STATUS_OK;
+    if m == 0u {
+        status = STATUS_EMPTY;
+    } else {
+        switch est.kind {
+            case EST_EXPECTED_MAX: {
+                let n = est.n;
+                if m < n {
+                    status = STATUS_TOO_FEW;
+                    wide_zero_rollouts(lane, start, m);
+                    break;
+                }
+                // The weights' lane products, then each lane's weights from
+                // its offset (parked in the advantages), own and suffix
+                // terms; the suffix's scan; the runs of ties starting in
+                // the lane's block (each summed left to right, as serially).
+                var product = 1.0;
+                for (var p = first; p < end; p++) {
+                    product *= max_weight_factor(m - p, n);
+                }
+                wide_a[lane] = product;
+                workgroupBarrier();
+                var w = segment_product_offset(wide_a, lane, f32(n) / f32(m));
+                var own_total = 0.0;
+                var up_total = 0.0;
+                for (var p = first; p < end; p++) {
+                    let i = m - p;
+                    let r = est_sorted[start + p];
+                    advantages[start + est_index[start + p]] = w;
+                    own_total += max_own(w, r, i, n);
+                    up_total += max_up(w, r, i, n);
+                    w = w * max_weight_factor(i, n);
+                }
+                wide_b[lane] = own_total;
+                wide_c[lane] = up_total;
+                workgroupBarrier();
+                value = segment_tree(wide_b);
+                var suffix = segment_sum_offset(wide_c, lane);
+                for (var p = first; p < end; p++) {
+                    let i = m - p;
+                    let r = est_sorted[start + p];
+                    let at = start + est_index[start + p];
+                    let wp = advantages[at];
+                    advantages[at] = max_own(wp, r, i, n) + suffix;
+                    suffix = suffix + max_up(wp, r, i, n);
+                }
+                storageBarrier();
+                for (var p = first; p < end; p++) {
+                    if p == 0u || reward_key(est_sorted[start + p - 1u]) != reward_key(est_sorted[start + p]) {
+                        max_share_ties(start, m, p);
+                    }
+                }
+            }
+            case EST_PASS_AT_K: {
+                let k = est.n;
+                if m < k {
+                    status = STATUS_TOO_FEW;
+                    wide_zero_rollouts(lane, start, m);
+                    break;
+                }
+                var c = 0u;
+                for (var i = first; i < end; i++) {
+                    c += select(0u, 1u, est_rewards[start + i] >= est.threshold);
+                }
+                wide_counts[lane] = c;
+                workgroupBarrier();
+                c = 0u;
+                for (var j = 0u; j < SEGMENT_LANES; j++) {
+                    c += wide_counts[j];
+                }
+                // Every lane forms ρ and the wrong rollouts' share alike.
+                let rho = pass_at_k(m, c, k);
+                value = rho;
+                let sigma = sqrt(rho * (1.0 - rho));
+                if sigma > 0.0 {
+                    let all_wrong = pass_all_wrong(m, c, k);
+                    for (var i = first; i < end; i++) {
+                        if est_rewards[start + i] >= est.threshold {
+                            advantages[start + i] = (1.0 - rho) / sigma;
+                        } else {
+                            advantages[start + i] = (1.0 - rho - all_wrong) / sigma;
+                        }
+                    }
+                } else {
+                    wide_zero_rollouts(lane, start, m);
+                }
+            }
+            case EST_TEA: {
+                let k = tail_count(est.alpha, m);
+                if k < 2u {
+                    status = STATUS_TOO_FEW;
+                    wide_zero_rollouts(lane, start, m);
+                    break;
+                }
+                wide_zero_positions(lane, start, m, 0u);
+                let fit = wide_fit_gaussian_tail(lane, start, m, m, k);
+                value = gaussian_tail_value(fit.fit);
+                if is_flat(fit.fit) {
+                    status = STATUS_FLAT;
+                }
+                wide_add_gaussian_tail_advantages(lane, start, m, m, k, fit, 1.0);
+            }
+            case EST_PREFIX_TEA: {
+                var sizes: array<u32, MAX_PREFIXES>;
+                var used = 0u;
+                for (var j = 1u; j <= est.prefixes; j++) {
+                    let n = (j * m + est.prefixes - 1u) / est.prefixes;
+                    if tail_count(est.alpha, n) >= 2u && (used == 0u || sizes[used - 1u] != n) {
+                        sizes[used] = n;
+                        used += 1u;
+                    }
+                }
+                let k = tail_count(est.alpha, m);
+                if k < 2u {
+                    status = STATUS_TOO_FEW;
+                    wide_zero_rollouts(lane, start, m);
+                    break;
+                }
+                wide_zero_positions(lane, start, m, 0u);
+                if used < 2u {
+                    let fit = wide_fit_gaussian_tail(lane, start, m, m, k);
+                    value = gaussian_tail_value(fit.fit);
+                    status = STATUS_FALLBACK;
+                    wide_add_gaussian_tail_advantages(lane, start, m, m, k, fit, 1.0);
+                    break;
+                }
+                var s1 = 0.0;
+                var s2 = 0.0;
+                for (var j = 0u; j < used; j++) {
+                    let inv = 1.0 / f32(sizes[j]);
+                    s1 += inv;
+                    s2 += inv * inv;
+                }
+                let det = f32(used) * s2 - s1 * s1;
+                value = 0.0;
+                var flat = false;
+                for (var j = 0u; j < used; j++) {
+                    let n = sizes[j];
+                    let weight = (s2 - s1 / f32(n)) / det;
+                    let kj = tail_count(est.alpha, n);
+                    let fit = wide_fit_gaussian_tail(lane, start, m, n, kj);
+                    flat = flat || is_flat(fit.fit);
+                    value += weight * gaussian_tail_value(fit.fit);
+                    wide_add_gaussian_tail_advantages(lane, start, m, n, kj, fit, weight);
+                }
+                if flat {
+                    status = STATUS_FLAT;
+                }
+            }
+            case EST_GPD: {
+                let k = tail_count(est.alpha, m);
+                if k < 2u || m < k + 2u {
+                    status = STATUS_TOO_FEW;
+                    wide_zero_rollouts(lane, start, m);
+                    break;
+                }
+                // Positions past k get 0; the jackknife writes 0..=k.
+                wide_zero_positions(lane, start, m, k + 1u);
+                let top = est_sorted[start];
+                let u = est_sorted[start + k];
+                // The lane's block of the tail's positions d (and of the
+                // suffix scan's t): moments and suffix lane totals.
+                let a = segment_lane_start(k, lane);
+                let b = segment_lane_end(k, lane);
+                var a0 = 0.0;
+                var a1 = 0.0;
+                var suffix_total = 0.0;
+                for (var d = a; d < b; d++) {
+                    let terms = gpd_moment_terms(start, d, k, u);
+                    a0 += terms.x;
+                    a1 += terms.y;
+                    suffix_total += gpd_suffix_term(start, k, d);
+                }
+                wide_a[lane] = a0;
+                wide_b[lane] = a1;
+                wide_c[lane] = suffix_total;
+                workgroupBarrier();
+                let base = gpd_moments_from(u, vec2<f32>(segment_tree(wide_a), segment_tree(wide_b)), k);
+                value = gpd_fit(base, log(f32(est.n) * f32(k) / f32(m)), top).value;
+                if top == est_sorted[start + k - 1u] {
+                    status = STATUS_FLAT;
+                }
+                let log_n_zeta = log(f32(est.n) * f32(k) / f32(m - 1u));
+                let fit_b = gpd_fit(base, log_n_zeta, top);
+                let du = est_sorted[start + k + 1u] - est_sorted[start + k];
+                let weights = f32(k) * (f32(k) - 1.0) * 0.5 + 0.35 * f32(k);
+                if lane == 0u {
+                    advantages[start + est_index[start + k]] =
+                        gpd_jackknife(start, m, k, k, 0.0, base, fit_b, du, weights, log_n_zeta);
+                }
+                var suffix = segment_sum_offset(wide_c, lane);
+                for (var t = a; t < b; t++) {
+                    suffix = suffix + gpd_suffix_term(start, k, t);
+                    let j = k - 1u - t;
+                    advantages[start + est_index[start + j]] =
+                        gpd_jackknife(start, m, k, j, suffix, base, fit_b, du, weights, log_n_zeta);
+                }
+            }
+            case EST_GRPO: {
+                var sum = 0.0;
+                var lo = bitcast<f32>(F32_POS_INF_BITS);
+                var hi = bitcast<f32>(F32_NEG_INF_BITS);
+                for (var i = first; i < end; i++) {
+                    let r = est_rewards[start + i];
+                    sum += r;
+                    lo = min(lo, r);
+                    hi = max(hi, r);
+                }
+                wide_a[lane] = sum;
+                wide_c[lane] = lo;
+                wide_d[lane] = hi;
+                workgroupBarrier();
+                let mean = segment_tree(wide_a) / max(f32(m), 1.0);
+                var squares = 0.0;
+                for (var i = first; i < end; i++) {
+                    squares += grpo_square(est_rewards[start + i], mean);
+                }
+                wide_b[lane] = squares;
+                for (var j = 0u; j < SEGMENT_LANES; j++) {
+                    lo = min(lo, wide_c[j]);
+                    hi = max(hi, wide_d[j]);
+                }
+                workgroupBarrier();
+                let deviation = grpo_deviation(segment_tree(wide_b), m);
+                value = mean;
+                if lo == hi {
+                    status = STATUS_FLAT;
+                    wide_zero_rollouts(lane, start, m);
+                } else {
+                    for (var i = first; i < end; i++) {
+                        advantages[start + i] = (est_rewards[start + i] - mean) / (deviation + est.threshold);
+                    }
+                }
+            }
+            default: {
+                wide_zero_rollouts(lane, start, m);
+            }
+        }
+    }
+    if lane == 0u {
+        est_values[s] = value;
+        est_status[s] = status;
+    }
 }

@@ -9,7 +9,8 @@
 //! `VoteTables::with_count_route`, `VoteTables::with_decide_route`,
 //! `VoteTables::decide_with_fewest`, `VoteTables::encode_decide_list`,
 //! `Scheduler::with_decide_route`, `VoteTables::with_reward_route`,
-//! `VoteTables::encode_rewards`, `Scheduler::with_reward_route`.
+//! `VoteTables::encode_rewards`, `Scheduler::with_reward_route`,
+//! `TailStats::with_estimate_route`.
 //!
 //! The logit edits (bias, penalties, min_tokens, the GPU token history) are
 //! reached from here until the sampler uses them.
@@ -26,6 +27,7 @@ pub use crate::sampling::edits::{
     RowHistory, RowTable,
 };
 pub use crate::sampling::gpu::{SplitRows, SPLIT_BELOW_ROWS};
+pub use crate::tail::route::EstimateRoute;
 pub use crate::voting::gpu::{CountRoute, DecideRoute, RewardRoute};
 
 /// Tokens of a row in one tile of a split first pass.

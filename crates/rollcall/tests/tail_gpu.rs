@@ -1,11 +1,15 @@
 //! Tail kernels on the GPU against their CPU twin on random ragged batches:
-//! the order exactly, the estimators to rounding.
+//! the order exactly, the estimators to rounding, and the estimate routes
+//! (an invocation or a workgroup per segment) against each other bit for
+//! bit.
 
 mod common;
 
+use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use rollcall::tail::{cpu, Estimator, SegmentStatus, TailStats, NO_INDEX};
+use rollcall::internals::EstimateRoute;
+use rollcall::tail::{cpu, Estimates, Estimator, SegmentStatus, TailStats, NO_INDEX};
 
 /// Segment sizes that stress the kernels: empty, one, around the workgroup
 /// (256), the per-pass chunk (2048) and the tile (1024), and 4096.
@@ -503,4 +507,135 @@ fn bad_input_is_refused_before_gpu_work() {
     assert!(empty.values.is_empty() && empty.advantages.is_empty());
     let empty = tail.order(&[], &[0, 0, 0]).unwrap();
     assert!(empty.ranks.is_empty());
+}
+
+/// Every estimator the route tests run (each kind, small and large N, α and
+/// prefixes).
+fn route_estimators() -> Vec<Estimator> {
+    vec![
+        Estimator::ExpectedMax { n: 1 },
+        Estimator::ExpectedMax { n: 8 },
+        Estimator::ExpectedMax { n: 64 },
+        Estimator::PassAtK {
+            k: 4,
+            threshold: 0.5,
+        },
+        Estimator::PassAtK {
+            k: 1,
+            threshold: 0.5,
+        },
+        Estimator::Tea {
+            n: 128,
+            alpha: 0.25,
+        },
+        Estimator::Tea { n: 512, alpha: 0.1 },
+        Estimator::PrefixTea {
+            n: 128,
+            alpha: 0.25,
+            prefixes: 4,
+        },
+        Estimator::PrefixTea {
+            n: 256,
+            alpha: 0.6,
+            prefixes: 8,
+        },
+        Estimator::Gpd {
+            n: 128,
+            alpha: 0.25,
+        },
+        Estimator::Gpd {
+            n: 1000,
+            alpha: 0.1,
+        },
+        Estimator::Grpo { eps: 1e-4 },
+        Estimator::Grpo { eps: 0.0 },
+    ]
+}
+
+/// One `TailStats` per estimate route (Auto: the adapter's choice).
+fn every_estimate_route(ctx: &rollcall::GpuContext) -> Vec<(EstimateRoute, TailStats)> {
+    [
+        EstimateRoute::Auto,
+        EstimateRoute::PerInvocation,
+        EstimateRoute::PerWorkgroup,
+    ]
+    .into_iter()
+    .map(|route| {
+        (
+            route,
+            TailStats::new(ctx).unwrap().with_estimate_route(route),
+        )
+    })
+    .collect()
+}
+
+/// Values (NaN as NaN), statuses and advantages of `got` equal `want`'s bit
+/// for bit.
+fn assert_same_estimates(want: &Estimates, got: &Estimates, offsets: &[u32], context: &str) {
+    assert_eq!(want.status, got.status, "{context}: status");
+    let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    for (s, w) in offsets.windows(2).enumerate() {
+        let m = w[1] - w[0];
+        assert!(
+            same(want.values[s], got.values[s]),
+            "{context}: segment {s} (m = {m}) value {} vs {}",
+            want.values[s],
+            got.values[s]
+        );
+        for i in w[0] as usize..w[1] as usize {
+            assert!(
+                same(want.advantages[i], got.advantages[i]),
+                "{context}: segment {s} (m = {m}) rollout {} advantage {} vs {}",
+                i - w[0] as usize,
+                want.advantages[i],
+                got.advantages[i]
+            );
+        }
+    }
+}
+
+/// Every estimate route on ragged batches of every population: the routes
+/// alike bit for bit, each against the twin to rounding (as above).
+#[test]
+fn estimate_routes_agree_bit_for_bit() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut routes = every_estimate_route(&ctx);
+    let mut rng = common::rng(61);
+    for population in [
+        Population::Gaussian,
+        Population::Ties,
+        Population::Binary,
+        Population::Exponential,
+    ] {
+        let mut sizes = AWKWARD_SIZES.to_vec();
+        sizes.extend([63, 65, 127, 129, 4095]);
+        sizes.extend(random_sizes(&mut rng, 150, 4096));
+        // Not a multiple of 64 segments.
+        if sizes.len().is_multiple_of(64) {
+            sizes.push(3);
+        }
+        sizes.shuffle(&mut rng);
+        let (rewards, offsets) = batch(&mut rng, &sizes, population);
+        for est in route_estimators() {
+            let twin = cpu::estimate(&rewards, &offsets, est).unwrap();
+            let mut first: Option<Estimates> = None;
+            for (route, tail) in &mut routes {
+                let gpu = tail.estimate(&rewards, &offsets, est).unwrap();
+                let context = format!("{est:?} on {population:?}, {route:?}");
+                compare(
+                    &context,
+                    &rewards,
+                    &offsets,
+                    &gpu,
+                    &twin,
+                    1e-4,
+                    matches!(est, Estimator::Gpd { .. }),
+                );
+                match &first {
+                    Some(f) => assert_same_estimates(f, &gpu, &offsets, &context),
+                    None => first = Some(gpu),
+                }
+            }
+        }
+    }
 }

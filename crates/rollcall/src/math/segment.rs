@@ -17,8 +17,6 @@
 //!
 //! Integer counts, minima and maxima are order-free and take any order.
 
-#![cfg_attr(not(feature = "internals"), allow(dead_code))]
-
 use super::fold::tree_fold;
 use std::ops::Range;
 

@@ -8,6 +8,7 @@ use super::{
     NO_INDEX,
 };
 use crate::math::keys::{canonical_bits, key_from_bits};
+use crate::math::segment::{segment_product_scan, segment_scan, segment_sum};
 use crate::math::special::ln_gamma;
 use crate::{Error, Result};
 
@@ -256,35 +257,28 @@ impl Segment<'_> {
         self.rewards.len() as u32
     }
 
+    /// The Gaussian fit of the `k` largest rewards among the first `n`
+    /// rollouts: their sums over the tail's ranks in the segment shape.
     fn fit_gaussian_tail(&self, n: u32, k: u32) -> TailFit {
-        let mut fit = TailFit::default();
-        let mut sum = 0.0f32;
-        let mut taken = 0;
-        for (p, &r) in self.sorted.iter().enumerate() {
-            if taken >= k {
-                break;
-            }
-            if self.index[p] < n {
-                sum += r;
-                taken += 1;
-                fit.threshold = r;
-            }
+        let tail: Vec<f32> = self
+            .sorted
+            .iter()
+            .zip(self.index)
+            .filter(|(_, &i)| i < n)
+            .map(|(&r, _)| r)
+            .take(k as usize)
+            .collect();
+        let k = tail.len();
+        let mean = segment_sum(k, |q| tail[q]) / k as f32;
+        let squares = segment_sum(k, |q| {
+            let d = tail[q] - mean;
+            d * d
+        });
+        TailFit {
+            threshold: tail[k - 1],
+            mean,
+            deviation: (squares / (k - 1) as f32).sqrt(),
         }
-        fit.mean = sum / k as f32;
-        let mut squares = 0.0f32;
-        taken = 0;
-        for (p, &r) in self.sorted.iter().enumerate() {
-            if taken >= k {
-                break;
-            }
-            if self.index[p] < n {
-                let d = r - fit.mean;
-                squares += d * d;
-                taken += 1;
-            }
-        }
-        fit.deviation = (squares / (k - 1) as f32).sqrt();
-        fit
     }
 
     fn gaussian_tail_value(&self, fit: &TailFit) -> f32 {
@@ -326,23 +320,16 @@ impl Segment<'_> {
         }
     }
 
-    fn sorted_without(&self, d: u32, skip: u32) -> f32 {
-        self.sorted[(d + u32::from(d >= skip)) as usize]
-    }
-
-    fn gpd_moments(&self, k: u32, skip: u32) -> GpdMoments {
-        let u = self.sorted_without(k, skip);
-        let mut a0 = 0.0f32;
-        let mut a1 = 0.0f32;
-        for d in 0..k {
-            let y = self.sorted_without(d, skip) - u;
-            a0 += y;
-            a1 += (d as f32 + 0.35) / k as f32 * y;
-        }
+    /// The probability-weighted moments of the top k over u, the (k+1)-th
+    /// largest reward: sums over the tail in the segment shape.
+    fn gpd_moments(&self, k: u32) -> GpdMoments {
+        let (ku, kf) = (k as usize, k as f32);
+        let u = self.sorted[ku];
+        let y = |d: usize| self.sorted[d] - u;
         GpdMoments {
             u,
-            a0: a0 / k as f32,
-            a1: a1 / k as f32,
+            a0: segment_sum(ku, y) / kf,
+            a1: segment_sum(ku, |d| (d as f32 + 0.35) / kf * y(d)) / kf,
         }
     }
 
@@ -360,23 +347,39 @@ impl Segment<'_> {
                 if m < n {
                     return too_few;
                 }
-                let mut w = n as f32 / m as f32;
-                let mut suffix = 0.0f32;
-                let mut value = 0.0f32;
-                for p in 0..m {
-                    let i = m - p;
-                    let r = self.sorted[p as usize];
-                    let own = if i >= n { w * r } else { 0.0 };
-                    value += own;
-                    adv[self.index[p as usize] as usize] = own + suffix;
-                    if i >= 2 {
-                        suffix += w * (n - 1) as f32 / (i - 1) as f32 * r;
-                    }
-                    w = if i > n {
-                        w * (i - n) as f32 / (i - 1) as f32
+                // Ascending order statistic i = m − p has weight
+                // w_i = C(i−1, N−1) / C(m, N): w_m = N / m, then the factors
+                // (i−N)/(i−1), multiplied in the segment shape.
+                let mu = m as usize;
+                let sorted = self.sorted;
+                let w = segment_product_scan(mu, n as f32 / m as f32, |p| {
+                    let i = m - p as u32;
+                    if i > n {
+                        (i - n) as f32 / (i - 1) as f32
                     } else {
                         0.0
-                    };
+                    }
+                });
+                let own = |p: usize| {
+                    if m - p as u32 >= n {
+                        w[p] * sorted[p]
+                    } else {
+                        0.0
+                    }
+                };
+                // C(i−2, N−2) / C(m, N) = w_i (N−1)/(i−1): the suffix's terms.
+                let up = |p: usize| {
+                    let i = m - p as u32;
+                    if i >= 2 {
+                        w[p] * (n - 1) as f32 / (i - 1) as f32 * sorted[p]
+                    } else {
+                        0.0
+                    }
+                };
+                let value = segment_sum(mu, own);
+                let suffix = segment_scan(mu, up);
+                for p in 0..mu {
+                    adv[self.index[p] as usize] = own(p) + suffix[p];
                 }
                 let mut run = 0usize;
                 while run < m as usize {
@@ -487,7 +490,7 @@ impl Segment<'_> {
                 }
                 let sorted = self.sorted;
                 let (ku, top) = (k as usize, sorted[0]);
-                let base = self.gpd_moments(k, m);
+                let base = self.gpd_moments(k);
                 let n = self.p.n as f32;
                 let value = gpd_fit(base, (n * k as f32 / m as f32).ln(), top).value;
                 let status = if top == sorted[ku - 1] {
@@ -499,11 +502,20 @@ impl Segment<'_> {
                 let fit_b = gpd_fit(base, log_n_zeta, top);
                 let du = sorted[ku + 1] - sorted[ku];
                 let weights = k as f32 * (k as f32 - 1.0) * 0.5 + 0.35 * k as f32;
-                let mut suffix = 0.0f32;
+                // suffix(j) = Σ_{d=j}^{k−1} (d + 0.35)(R_(d+1) − R_(d)), a scan
+                // over t = k − 1 − d in the segment shape (0 at j = k).
+                let term = |t: usize| {
+                    let d = ku - 1 - t;
+                    (d as f32 + 0.35) * (sorted[d + 1] - sorted[d])
+                };
+                let scan = segment_scan(ku, term);
                 for j in (0..=ku).rev() {
-                    if j < ku {
-                        suffix += (j as f32 + 0.35) * (sorted[j + 1] - sorted[j]);
-                    }
+                    let suffix = if j < ku {
+                        let t = ku - 1 - j;
+                        scan[t] + term(t)
+                    } else {
+                        0.0
+                    };
                     let da0 = ((sorted[ku] - sorted[j]) - k as f32 * du) / k as f32;
                     let da1 = (suffix - du * weights) / (k as f32 * k as f32);
                     let mo = GpdMoments {

@@ -440,6 +440,27 @@ pub struct Estimates {
     pub advantages: Vec<f32>,
 }
 
+/// The estimate route (reached through `internals`, not the public API).
+pub(crate) mod route {
+    /// How the estimators run over the segments (feature `internals`: for tests
+    /// and benchmarks; results never depend on it, bit for bit: both kernels
+    /// take the segment shape for every float sum, scan and product).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
+    pub enum EstimateRoute {
+        /// Chosen by adapter: on GPUs a workgroup per segment, on CPU adapters
+        /// (where each workgroup barrier is a coroutine switch) an invocation
+        /// per segment.
+        #[default]
+        Auto,
+        /// An invocation per segment (64 a workgroup): the
+        /// segment shape run serially.
+        PerInvocation,
+        /// A workgroup per segment: a lane a block of the segment shape.
+        PerWorkgroup,
+    }
+}
+
 /// The order kernels' uniform (`OrderParams` in the shader).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -498,6 +519,7 @@ pub(crate) fn shader_variants() -> Result<Vec<ShaderVariant>> {
         "merge_ranks",
         "pad_top_k",
         "estimate",
+        "estimate_wide",
     ]
     .into_iter()
     .map(|entry_point| {
@@ -533,6 +555,8 @@ struct Pipelines {
     merge_ranks: wgpu::ComputePipeline,
     pad: wgpu::ComputePipeline,
     estimate: wgpu::ComputePipeline,
+    /// `estimate_wide`: a workgroup per segment, same bindings.
+    estimate_wide: wgpu::ComputePipeline,
 }
 
 /// Device buffers, each grown (never shrunk) to the largest call so far,
@@ -584,6 +608,9 @@ pub struct TailStats {
     uploaded: bool,
     /// The order pass's parameters as last written.
     order_shape: OrderParams,
+    estimate_route: route::EstimateRoute,
+    /// The adapter is a CPU (lavapipe): an invocation a segment always.
+    cpu_adapter: bool,
 }
 
 impl TailStats {
@@ -627,14 +654,15 @@ impl TailStats {
             );
             let [rank_elements, sort_chunks, merge_ranks, pad] = <[_; 4]>::try_from(order)
                 .unwrap_or_else(|_| unreachable!("four order entry points"));
-            let [estimate] = <[_; 1]>::try_from(estimate)
-                .unwrap_or_else(|_| unreachable!("one estimate entry point"));
+            let [estimate, estimate_wide] = <[_; 2]>::try_from(estimate)
+                .unwrap_or_else(|_| unreachable!("two estimate entry points"));
             Ok(Pipelines {
                 rank_elements,
                 sort_chunks,
                 merge_ranks,
                 pad,
                 estimate,
+                estimate_wide,
                 order_layout,
                 estimate_layout,
             })
@@ -660,6 +688,8 @@ impl TailStats {
             buffers: None,
             uploaded: false,
             order_shape: OrderParams::default(),
+            estimate_route: route::EstimateRoute::Auto,
+            cpu_adapter: ctx.adapter_info().device_type == wgpu::DeviceType::Cpu,
             grid_width: ctx.limits().max_compute_workgroups_per_dimension.max(1),
         })
     }
@@ -672,6 +702,22 @@ impl TailStats {
     pub fn with_grid_width(mut self, width: u32) -> Self {
         self.grid_width = width.clamp(1, self.grid_width);
         self
+    }
+
+    /// Forces how the estimators run (same results either way).
+    #[cfg(feature = "internals")]
+    pub fn with_estimate_route(mut self, route: route::EstimateRoute) -> Self {
+        self.estimate_route = route;
+        self
+    }
+
+    /// Whether the estimators run with a workgroup per segment.
+    fn estimates_wide(&self) -> bool {
+        match self.estimate_route {
+            route::EstimateRoute::PerInvocation => false,
+            route::EstimateRoute::PerWorkgroup => true,
+            route::EstimateRoute::Auto => !self.cpu_adapter,
+        }
     }
 
     /// Workgroups along x for `groups` workgroups in all.
@@ -836,7 +882,12 @@ impl TailStats {
             }
         };
         let segments = self.order_shape.segments;
-        let groups = segments.div_ceil(ESTIMATE_THREADS);
+        let wide = self.estimates_wide();
+        let groups = if wide {
+            segments
+        } else {
+            segments.div_ceil(ESTIMATE_THREADS)
+        };
         let groups_x = self.width(groups);
         let params = estimator.gpu_params(segments, groups_x)?;
         self.ctx
@@ -845,7 +896,11 @@ impl TailStats {
         let mut pass = encoder.begin_compute_pass(&Default::default());
         self.record_order(&mut pass);
         if groups > 0 {
-            pass.set_pipeline(&self.pipelines.estimate);
+            pass.set_pipeline(if wide {
+                &self.pipelines.estimate_wide
+            } else {
+                &self.pipelines.estimate
+            });
             pass.set_bind_group(0, &b.estimate_bind, &[]);
             pass.dispatch_workgroups(groups_x, groups.div_ceil(groups_x), 1);
         }
