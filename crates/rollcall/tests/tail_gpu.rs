@@ -639,3 +639,67 @@ fn estimate_routes_agree_bit_for_bit() {
         }
     }
 }
+
+/// The routes at the segment shape's edges: segments of 0, 1, 2, 63, 64,
+/// 65 and 4 096 rollouts, flat segments and tied tails, 67 segments over a
+/// two-dimensional grid (4 workgroups along x). The estimators take finite
+/// rewards only: NaN and ±inf are refused on every route before GPU work.
+#[test]
+fn estimate_routes_at_the_shape_edges() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut routes: Vec<(EstimateRoute, TailStats)> = every_estimate_route(&ctx)
+        .into_iter()
+        .map(|(route, tail)| (route, tail.with_grid_width(4)))
+        .collect();
+    let mut rng = common::rng(67);
+    let edges = [0u32, 1, 2, 63, 64, 65, 4096];
+    for population in [Population::Gaussian, Population::Ties, Population::Binary] {
+        let mut sizes: Vec<u32> = edges.iter().cycle().take(60).copied().collect();
+        sizes.extend([127, 128, 129, 191, 192, 193, 4095]);
+        assert_eq!(sizes.len(), 67);
+        let (mut rewards, offsets) = batch(&mut rng, &sizes, population);
+        // Every fifth segment flat; every seventh with a tied top quarter.
+        for (s, w) in offsets.windows(2).enumerate() {
+            let segment = &mut rewards[w[0] as usize..w[1] as usize];
+            if s % 5 == 0 {
+                segment.fill(1.5);
+            } else if s % 7 == 0 {
+                let top = segment.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let quarter = segment.len().div_ceil(4);
+                segment[..quarter].fill(top);
+            }
+        }
+        for est in route_estimators() {
+            let twin = cpu::estimate(&rewards, &offsets, est).unwrap();
+            let mut first: Option<Estimates> = None;
+            for (route, tail) in &mut routes {
+                let gpu = tail.estimate(&rewards, &offsets, est).unwrap();
+                let context = format!("edges: {est:?} on {population:?}, {route:?}");
+                compare(
+                    &context,
+                    &rewards,
+                    &offsets,
+                    &gpu,
+                    &twin,
+                    1e-4,
+                    matches!(est, Estimator::Gpd { .. }),
+                );
+                match &first {
+                    Some(f) => assert_same_estimates(f, &gpu, &offsets, &context),
+                    None => first = Some(gpu),
+                }
+            }
+        }
+    }
+    for (route, tail) in &mut routes {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let err = tail
+                .estimate(&[0.5, bad, 1.0], &[0, 3], Estimator::Grpo { eps: 1e-4 })
+                .unwrap_err();
+            assert!(
+                matches!(err, rollcall::Error::NonFiniteReward { index: 1, .. }),
+                "{route:?}: {err:?}"
+            );
+        }
+    }
+}
