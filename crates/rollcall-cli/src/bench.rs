@@ -1451,6 +1451,75 @@ impl Grid<'_> {
                 ));
             }
         }
+        // GRPO's rewards and advantages over that batch's 64 rollouts a
+        // prompt (given rewards, a tenth of them tied), with an invocation
+        // a prompt segment and with a workgroup a segment (GPUs choose it).
+        use rollcall::internals::RewardRoute;
+        let kernel_name = "GRPO rewards 64 a prompt (RL batch)";
+        let per = 64u32;
+        let segments: Vec<Segment> = (0..prompts)
+            .map(|p| Segment {
+                prompt: p,
+                start: p * per,
+                count: per,
+            })
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let given: Vec<f32> = (0..prompts * per)
+            .map(|i| {
+                if i % 10 == 0 {
+                    0.5
+                } else {
+                    rng.random::<f32>()
+                }
+            })
+            .collect();
+        for (route_name, route) in [
+            ("an invocation a prompt", RewardRoute::PerInvocation),
+            ("a workgroup a prompt", RewardRoute::PerWorkgroup),
+        ] {
+            let size = format!("{prompts} prompts, {route_name}");
+            if !options.selects(kernel_name, &size) {
+                continue;
+            }
+            progress(&format!("rewards {size}"));
+            let tables = std::cell::RefCell::new(
+                rollcall::voting::VoteTables::new(ctx, prompts, capacity)?.with_reward_route(route),
+            );
+            let n = u64::from(prompts * per);
+            // Segments (16 B a prompt) and rewards read; rewards and
+            // advantages written.
+            let bytes_read = 16 * u64::from(prompts) + 4 * n;
+            let bytes_written = 8 * n;
+            let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+            let (kernel, reference_timing, repeats) = time_interleaved(
+                ctx,
+                options.iters,
+                None,
+                |_| {},
+                |e| {
+                    tables
+                        .borrow_mut()
+                        .encode_rewards(e, &segments, &given, 1e-4)
+                },
+                |e| reference.encode(read_once, e),
+            )?;
+            let cpu = twin_time(options.cpu_twin, || {
+                rollcall::voting::rewards::group_advantages(&segments, &given, 1e-4)
+            })?;
+            rows.push(row(
+                "voting",
+                kernel_name.into(),
+                size,
+                &kernel,
+                &reference_timing,
+                reference.bytes,
+                bytes_read,
+                bytes_written,
+                cpu,
+                repeats,
+            ));
+        }
         Ok(())
     }
 
@@ -1559,6 +1628,66 @@ impl Grid<'_> {
                     "tail",
                     format!("sort + {}", est.name()),
                     size.clone(),
+                    &kernel,
+                    &reference_timing,
+                    reference.bytes,
+                    bytes_read,
+                    bytes_written,
+                    cpu,
+                    repeats,
+                ));
+            }
+        }
+        // The estimators alone (the sort written once before) at the
+        // long-segment RL shape on both estimate routes: an invocation a
+        // segment (64 segments: one workgroup) and a workgroup a segment
+        // (GPUs choose it).
+        use rollcall::internals::EstimateRoute;
+        let kernel_name = "estimate alone";
+        let (segments, m) = (64u32, 4_096u32);
+        let (rewards, offsets) = tail_batch(segments, m);
+        let n = u64::from(segments) * u64::from(m);
+        let s = u64::from(segments);
+        // (Not in the quick grid: the sort of 4 096-reward segments alone
+        // takes a few hundred milliseconds on a CPU adapter.)
+        let timed_estimators = if options.quick {
+            &[][..]
+        } else {
+            &TAIL_ESTIMATORS[1..]
+        };
+        for &est in timed_estimators {
+            for (route_name, route) in [
+                ("an invocation a segment", EstimateRoute::PerInvocation),
+                ("a workgroup a segment", EstimateRoute::PerWorkgroup),
+            ] {
+                let size = format!("{segments} x {m}, {}, {route_name}", est.name());
+                if !options.selects(kernel_name, &size) {
+                    continue;
+                }
+                progress(&format!("tail {size}"));
+                let mut tail = TailStats::new(ctx)?.with_estimate_route(route);
+                tail.upload(&rewards, &offsets)?;
+                let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                tail.encode_estimate(&mut encoder, est)?;
+                ctx.submit(encoder.finish());
+                let bytes_read = 4 * n + 4 * (s + 1);
+                let bytes_written = 4 * n + 8 * s;
+                let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+                let (kernel, reference_timing, repeats) = time_interleaved(
+                    ctx,
+                    options.iters,
+                    None,
+                    |_| {},
+                    |e| tail.encode_estimate_without_order(e, est),
+                    |e| reference.encode(read_once, e),
+                )?;
+                let cpu = options.cpu_twin.then(|| {
+                    timed(|| std::hint::black_box(tail_cpu::estimate(&rewards, &offsets, est))).1
+                });
+                rows.push(row(
+                    "tail",
+                    kernel_name.into(),
+                    size,
                     &kernel,
                     &reference_timing,
                     reference.bytes,

@@ -7,7 +7,7 @@
 use crate::bench::{tail_batch, TAIL_ESTIMATORS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rollcall::internals::{CountRoute, DecideRoute, SplitRows};
+use rollcall::internals::{CountRoute, DecideRoute, EstimateRoute, RewardRoute, SplitRows};
 use rollcall::sampling::{cpu as sampling_cpu, mask, HostMask, SampleOptions};
 use rollcall::speculative::{
     cpu as verify_cpu, DraftDistribution, Drafts, Verifier, VerifyOptions,
@@ -476,7 +476,7 @@ fn voting(ctx: &GpuContext, quick: bool) -> Result<Found> {
         })
         .collect();
     // Integer rules: the GPU and the twin decide exactly alike.
-    let mut found = Found::new(format!("{prompts} prompts x up to 32 votes: ESC window 4, fixed budget; consensus, rollouts, rounds, rewards, advantages; vote tables on both counting routes; decisions and fewest votes on both decide routes (SPRT, Beta 0.95, majority 0.8, ESC 4; a budget of 100)"));
+    let mut found = Found::new(format!("{prompts} prompts x up to 32 votes: ESC window 4, fixed budget; consensus, rollouts, rounds, rewards, advantages; vote tables on both counting routes; decisions and fewest votes on both decide routes (SPRT, Beta 0.95, majority 0.8, ESC 4; a budget of 100); GRPO rewards on both reward routes"));
     // The vote tables on both counting routes: a round of 28 votes a prompt
     // (as an RL batch sends), then one of 4 (as the scheduler does).
     for route in [CountRoute::PerInvocation, CountRoute::PerWorkgroup] {
@@ -514,6 +514,7 @@ fn voting(ctx: &GpuContext, quick: bool) -> Result<Found> {
         }
     }
     found = decide_routes(ctx, prompts, &answers, found)?;
+    found = reward_routes(ctx, prompts, &answers, found)?;
     for rule in [StopRule::EscWindow { window: 4 }, StopRule::FixedBudget] {
         let config = RuleConfig {
             rule,
@@ -648,6 +649,95 @@ fn decide_routes(
     Ok(found)
 }
 
+/// GRPO's rewards and advantages on both reward routes over every prompt's
+/// 32 votes (majority rewards), then over given rewards with ties, ±0 and
+/// ±inf in groups of 1 to 129: the routes alike bit for bit (NaN as NaN),
+/// the twin's rewards exactly and advantages to 1e-5.
+fn reward_routes(
+    ctx: &GpuContext,
+    prompts: u32,
+    answers: &[Vec<u32>],
+    mut found: Found,
+) -> Result<Found> {
+    use rollcall::voting::rewards::{group_advantages, majority_rewards};
+    let all: Vec<u32> = answers.concat();
+    let majority: Vec<Segment> = (0..prompts)
+        .map(|p| Segment {
+            prompt: p,
+            start: p * 32,
+            count: 32,
+        })
+        .collect();
+    let consensus: Vec<u32> = answers.iter().map(|a| a[0]).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(43);
+    let mut given_segments = Vec::new();
+    let mut n = 0u32;
+    for p in 0..prompts.min(2_000) {
+        let count = [1, 2, 63, 64, 65, 129][p as usize % 6];
+        given_segments.push(Segment {
+            prompt: p,
+            start: n,
+            count,
+        });
+        n += count;
+    }
+    let given: Vec<f32> = (0..n)
+        .map(|_| match rng.random_range(0..50) {
+            0 => f32::INFINITY,
+            1 => f32::NEG_INFINITY,
+            2 => -0.0,
+            3..=20 => 0.5,
+            _ => rng.random_range(-2.0f32..2.0),
+        })
+        .collect();
+    let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    // (segments, answers, consensus, given rewards).
+    type RewardCase<'a> = (
+        &'a [Segment],
+        &'a [u32],
+        Option<&'a [u32]>,
+        Option<&'a [f32]>,
+    );
+    let cases: [RewardCase; 2] = [
+        (&majority, &all, Some(&consensus), None),
+        (&given_segments, &[], None, Some(&given)),
+    ];
+    for (segments, votes, c, g) in cases {
+        let want_rewards = match (c, g) {
+            (Some(c), _) => majority_rewards(segments, votes, c)?,
+            (_, Some(g)) => g.to_vec(),
+            _ => unreachable!("each case has a reward source"),
+        };
+        let want = group_advantages(segments, &want_rewards, 1e-4)?;
+        let mut first: Option<Vec<f32>> = None;
+        for route in [RewardRoute::PerInvocation, RewardRoute::PerWorkgroup] {
+            let mut gpu = VoteTables::new(ctx, prompts, 8)?.with_reward_route(route);
+            let (rewards, advantages) = gpu.rewards(segments, votes, c, g, 1e-4)?;
+            found.compared += segments.len() as u64;
+            if let Some(i) = (0..rewards.len()).find(|&i| {
+                !same(rewards[i], want_rewards[i])
+                    || !(same(advantages[i], want[i])
+                        || (advantages[i] - want[i]).abs() <= 1e-5 * want[i].abs().max(1.0))
+            }) {
+                found.differ(format!(
+                    "{route:?} rollout {i}: reward {} advantage {}, twin {} {}",
+                    rewards[i], advantages[i], want_rewards[i], want[i]
+                ));
+            }
+            if let Some(f) = &first {
+                if let Some(i) = (0..advantages.len()).find(|&i| !same(advantages[i], f[i])) {
+                    found.differ(format!(
+                        "{route:?} rollout {i}: advantage {} against the other route's {}",
+                        advantages[i], f[i]
+                    ));
+                }
+            }
+            first.get_or_insert(advantages);
+        }
+    }
+    Ok(found)
+}
+
 fn tail(ctx: &GpuContext, quick: bool) -> Result<Found> {
     let (segments, m) = if quick { (256, 64) } else { (4_096, 64) };
     let (mut rewards, offsets) = tail_batch(segments, m);
@@ -657,46 +747,80 @@ fn tail(ctx: &GpuContext, quick: bool) -> Result<Found> {
             *x = (*x * 10.0).floor() / 10.0;
         }
     }
-    let mut stats = rollcall::tail::TailStats::new(ctx)?;
+    let mut routes = Vec::new();
+    for route in [EstimateRoute::PerInvocation, EstimateRoute::PerWorkgroup] {
+        routes.push((
+            route,
+            rollcall::tail::TailStats::new(ctx)?.with_estimate_route(route),
+        ));
+    }
     let mut found = Found::new(format!(
-        "{segments} segments x {m}, with ties: {} estimators",
-        TAIL_ESTIMATORS.len()
+        "{segments} segments x {m}, with ties: {} estimators on both estimate routes (alike bit for bit)",
+        TAIL_ESTIMATORS.len() + 3
     ));
-    for est in TAIL_ESTIMATORS {
-        let gpu = stats.estimate(&rewards, &offsets, est)?;
+    let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    let estimators = TAIL_ESTIMATORS.into_iter().chain([
+        rollcall::tail::Estimator::PassAtK {
+            k: 4,
+            threshold: 0.5,
+        },
+        rollcall::tail::Estimator::PrefixTea {
+            n: 128,
+            alpha: 0.25,
+            prefixes: 4,
+        },
+        rollcall::tail::Estimator::Grpo { eps: 1e-4 },
+    ]);
+    for est in estimators {
         let twin = rollcall::tail::cpu::estimate(&rewards, &offsets, est)?;
-        // Differences relative to the segment's scale (its largest reward,
-        // advantage or value), as the tail tests measure them; the GPD's
-        // jackknife advantages (differences of moments scaled by m − 1)
-        // are allowed 1e-3 of it more.
-        let jackknife = matches!(est, rollcall::tail::Estimator::Gpd { .. });
-        for (s, w) in offsets.windows(2).enumerate() {
-            let (start, end) = (w[0] as usize, w[1] as usize);
-            let scale = rewards[start..end]
-                .iter()
-                .chain(&twin.advantages[start..end])
-                .chain(std::iter::once(&twin.values[s]))
-                .filter(|x| x.is_finite())
-                .fold(1.0f32, |a, &x| a.max(x.abs()));
-            let (g, c) = (gpu.values[s], twin.values[s]);
-            found.compared += 1;
-            if gpu.status[s] != twin.status[s]
-                || !((g.is_nan() && c.is_nan()) || (g - c).abs() <= 1e-4 * scale)
-            {
-                found.differ(format!("{} segment {s}: gpu {g} vs twin {c}", est.name()));
-            }
-            let allowed = 1e-4 * scale + if jackknife { 1e-3 * scale } else { 0.0 };
-            if let Some(i) =
-                (start..end).find(|&i| (gpu.advantages[i] - twin.advantages[i]).abs() > allowed)
-            {
-                found.differ(format!(
-                    "{} segment {s} rollout {}: advantage {} vs twin {}",
-                    est.name(),
-                    i - start,
-                    gpu.advantages[i],
-                    twin.advantages[i]
+        let mut first: Option<rollcall::tail::Estimates> = None;
+        for (route, stats) in &mut routes {
+            let gpu = stats.estimate(&rewards, &offsets, est)?;
+            if let Some(f) = &first {
+                let values = (0..f.values.len()).find(|&s| !same(f.values[s], gpu.values[s]));
+                let advantages =
+                    (0..f.advantages.len()).find(|&i| !same(f.advantages[i], gpu.advantages[i]));
+                if f.status != gpu.status || values.is_some() || advantages.is_some() {
+                    found.differ(format!(
+                    "{} {route:?}: differs from the other route (segment {values:?}, rollout {advantages:?})",
+                    est.name()
                 ));
+                }
             }
+            // Differences relative to the segment's scale (its largest reward,
+            // advantage or value), as the tail tests measure them; the GPD's
+            // jackknife advantages (differences of moments scaled by m − 1)
+            // are allowed 1e-3 of it more.
+            let jackknife = matches!(est, rollcall::tail::Estimator::Gpd { .. });
+            for (s, w) in offsets.windows(2).enumerate() {
+                let (start, end) = (w[0] as usize, w[1] as usize);
+                let scale = rewards[start..end]
+                    .iter()
+                    .chain(&twin.advantages[start..end])
+                    .chain(std::iter::once(&twin.values[s]))
+                    .filter(|x| x.is_finite())
+                    .fold(1.0f32, |a, &x| a.max(x.abs()));
+                let (g, c) = (gpu.values[s], twin.values[s]);
+                found.compared += 1;
+                if gpu.status[s] != twin.status[s]
+                    || !((g.is_nan() && c.is_nan()) || (g - c).abs() <= 1e-4 * scale)
+                {
+                    found.differ(format!("{} segment {s}: gpu {g} vs twin {c}", est.name()));
+                }
+                let allowed = 1e-4 * scale + if jackknife { 1e-3 * scale } else { 0.0 };
+                if let Some(i) =
+                    (start..end).find(|&i| (gpu.advantages[i] - twin.advantages[i]).abs() > allowed)
+                {
+                    found.differ(format!(
+                        "{} segment {s} rollout {}: advantage {} vs twin {}",
+                        est.name(),
+                        i - start,
+                        gpu.advantages[i],
+                        twin.advantages[i]
+                    ));
+                }
+            }
+            first.get_or_insert(gpu);
         }
     }
     Ok(found)

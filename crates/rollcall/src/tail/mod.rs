@@ -873,6 +873,28 @@ impl TailStats {
         encoder: &mut wgpu::CommandEncoder,
         estimator: Estimator,
     ) -> Result<()> {
+        self.encode_passes(encoder, estimator, true)
+    }
+
+    /// Records `estimator` alone over the batch of the last
+    /// [`TailStats::upload`], whose order an earlier estimate's submit must
+    /// already have written (for timing the estimate kernels apart from the
+    /// sort).
+    #[cfg(feature = "internals")]
+    pub fn encode_estimate_without_order(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        estimator: Estimator,
+    ) -> Result<()> {
+        self.encode_passes(encoder, estimator, false)
+    }
+
+    fn encode_passes(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        estimator: Estimator,
+        with_order: bool,
+    ) -> Result<()> {
         let b = match (&self.buffers, self.uploaded) {
             (Some(b), true) => b,
             _ => {
@@ -894,7 +916,9 @@ impl TailStats {
             .queue
             .write_buffer(&self.estimate_params, 0, bytemuck::bytes_of(&params));
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        self.record_order(&mut pass);
+        if with_order {
+            self.record_order(&mut pass);
+        }
         if groups > 0 {
             pass.set_pipeline(if wide {
                 &self.pipelines.estimate_wide
