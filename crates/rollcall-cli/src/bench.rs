@@ -422,6 +422,58 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
+/// One tail estimator over one batch, timed as a bench row.
+struct TailTiming<'a> {
+    est: Estimator,
+    rewards: &'a [f32],
+    offsets: &'a [u32],
+}
+
+impl TailTiming<'_> {
+    /// `encode` (the estimator, with or without its sort) in alternation
+    /// with a read of the bytes it moves: rewards and offsets in, one value
+    /// and status per segment and one advantage per rollout out.
+    fn row(
+        &self,
+        ctx: &GpuContext,
+        options: &BenchOptions,
+        read_once: &ReadOnce,
+        kernel_name: String,
+        size: String,
+        encode: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<BenchRow> {
+        let n = self.rewards.len() as u64;
+        let s = (self.offsets.len() as u64).saturating_sub(1);
+        let bytes_read = 4 * n + 4 * (s + 1);
+        let bytes_written = 4 * n + 8 * s;
+        let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+        let (kernel, reference_timing, repeats) = time_interleaved(
+            ctx,
+            options.iters,
+            None,
+            |_| {},
+            encode,
+            |e| reference.encode(read_once, e),
+        )?;
+        let cpu = options.cpu_twin.then(|| {
+            let est = self.est;
+            timed(|| std::hint::black_box(tail_cpu::estimate(self.rewards, self.offsets, est))).1
+        });
+        Ok(row(
+            "tail",
+            kernel_name,
+            size,
+            &kernel,
+            &reference_timing,
+            reference.bytes,
+            bytes_read,
+            bytes_written,
+            cpu,
+            repeats,
+        ))
+    }
+}
+
 /// The CPU twin's time for `twin` when asked (`None` otherwise); its
 /// error, if any, is the bench's.
 fn twin_time<T>(asked: bool, twin: impl FnOnce() -> Result<T>) -> Result<Option<Duration>> {
@@ -1602,40 +1654,23 @@ impl Grid<'_> {
                 continue;
             }
             let (rewards, offsets) = tail_batch(segments, m);
-            let n = u64::from(segments) * u64::from(m);
-            let s = u64::from(segments);
             let mut tail = TailStats::new(ctx)?;
             tail.upload(&rewards, &offsets)?;
             for est in estimators {
                 progress(&format!("tail {} {size}", est.name()));
-                // Rewards and offsets in; one value and status per segment and
-                // one advantage per rollout out.
-                let bytes_read = 4 * n + 4 * (s + 1);
-                let bytes_written = 4 * n + 8 * s;
-                let reference = PlainRead::new(ctx, bytes_read + bytes_written);
-                let (kernel, reference_timing, repeats) = time_interleaved(
+                let timing = TailTiming {
+                    est,
+                    rewards: &rewards,
+                    offsets: &offsets,
+                };
+                rows.push(timing.row(
                     ctx,
-                    options.iters,
-                    None,
-                    |_| {},
-                    |e| tail.encode_estimate(e, est),
-                    |e| reference.encode(read_once, e),
-                )?;
-                let cpu = options.cpu_twin.then(|| {
-                    timed(|| std::hint::black_box(tail_cpu::estimate(&rewards, &offsets, est))).1
-                });
-                rows.push(row(
-                    "tail",
+                    options,
+                    read_once,
                     format!("sort + {}", est.name()),
                     size.clone(),
-                    &kernel,
-                    &reference_timing,
-                    reference.bytes,
-                    bytes_read,
-                    bytes_written,
-                    cpu,
-                    repeats,
-                ));
+                    |e| tail.encode_estimate(e, est),
+                )?);
             }
         }
         // The estimators alone (the sort written once before) at the
@@ -1646,8 +1681,6 @@ impl Grid<'_> {
         let kernel_name = "estimate alone";
         let (segments, m) = (64u32, 4_096u32);
         let (rewards, offsets) = tail_batch(segments, m);
-        let n = u64::from(segments) * u64::from(m);
-        let s = u64::from(segments);
         // (Not in the quick grid: the sort of 4 096-reward segments alone
         // takes a few hundred milliseconds on a CPU adapter.)
         let timed_estimators = if options.quick {
@@ -1670,32 +1703,16 @@ impl Grid<'_> {
                 let mut encoder = ctx.device.create_command_encoder(&Default::default());
                 tail.encode_estimate(&mut encoder, est)?;
                 ctx.submit(encoder.finish());
-                let bytes_read = 4 * n + 4 * (s + 1);
-                let bytes_written = 4 * n + 8 * s;
-                let reference = PlainRead::new(ctx, bytes_read + bytes_written);
-                let (kernel, reference_timing, repeats) = time_interleaved(
-                    ctx,
-                    options.iters,
-                    None,
-                    |_| {},
-                    |e| tail.encode_estimate_without_order(e, est),
-                    |e| reference.encode(read_once, e),
-                )?;
-                let cpu = options.cpu_twin.then(|| {
-                    timed(|| std::hint::black_box(tail_cpu::estimate(&rewards, &offsets, est))).1
-                });
-                rows.push(row(
-                    "tail",
-                    kernel_name.into(),
-                    size,
-                    &kernel,
-                    &reference_timing,
-                    reference.bytes,
-                    bytes_read,
-                    bytes_written,
-                    cpu,
-                    repeats,
-                ));
+                let timing = TailTiming {
+                    est,
+                    rewards: &rewards,
+                    offsets: &offsets,
+                };
+                rows.push(
+                    timing.row(ctx, options, read_once, kernel_name.into(), size, |e| {
+                        tail.encode_estimate_without_order(e, est)
+                    })?,
+                );
             }
         }
         Ok(())

@@ -240,70 +240,12 @@ fn bad_rounds_are_rejected() {
     }
 }
 
-/// Every stopping rule, each with the parameters the rule tests use.
-fn all_rules() -> Vec<StopRule> {
-    vec![
-        StopRule::FixedBudget,
-        StopRule::Beta {
-            threshold: 0.95,
-            prior: 1.0,
-        },
-        StopRule::Beta {
-            threshold: 0.9,
-            prior: 0.5,
-        },
-        StopRule::Dirichlet {
-            threshold: 0.95,
-            prior: 1.0,
-            top: 5,
-        },
-        StopRule::Dirichlet {
-            threshold: 0.9,
-            prior: 0.5,
-            top: 0,
-        },
-        StopRule::OptPo {
-            p0: 0.6,
-            hypotheses: 0,
-            delta: 0.05,
-            alpha: 0.05,
-            beta: 0.05,
-        },
-        StopRule::OptPo {
-            p0: 0.5,
-            hypotheses: 8,
-            delta: 0.01,
-            alpha: 0.01,
-            beta: 0.1,
-        },
-        StopRule::CONSOL_SPRT,
-        StopRule::CONSOL_MSPRT,
-        StopRule::ConsolMsprt {
-            prior: 20.0,
-            alpha: 0.05,
-            beta: 0.2,
-        },
-        StopRule::EscWindow { window: 5 },
-        StopRule::Predictive {
-            prior: 0.3,
-            delta: 0.01,
-        },
-        StopRule::Predictive {
-            prior: 1.0,
-            delta: 0.05,
-        },
-        StopRule::Majority { share: 0.8 },
-        StopRule::Entropy {
-            max_normalized: 0.75,
-        },
-    ]
-}
-
 /// Rounds that give the prompts every shape the rule kernels branch on, by
 /// prompt index mod 8: no votes; one distinct answer; two answers tied for
 /// the leader; more answers than the table holds (tables at capacity, with
-/// overflow; more answers than a workgroup has lanes); exactly `fixed` votes (so that a budget of `fixed + r` leaves
-/// room r); skewed answers from 2, 5 and 12 ids.
+/// overflow; more answers than a workgroup has lanes); exactly `fixed`
+/// votes (so that a budget of `fixed + r` leaves room r); skewed answers
+/// from 2, 5 and 12 ids.
 fn decide_rounds(
     rng: &mut rand_chacha::ChaCha8Rng,
     prompts: u32,
@@ -409,7 +351,7 @@ fn decide_routes_match_the_twin() {
         ];
         let (mut near, mut compared, mut exact) = (0, 0, 0);
         let mut met_at = [0usize; 130];
-        for rule in all_rules() {
+        for rule in common::all_rules() {
             for (min_votes, max_votes) in budgets {
                 let config = RuleConfig {
                     rule,

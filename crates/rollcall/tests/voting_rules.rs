@@ -11,64 +11,6 @@ use rollcall::voting::{
 use rollcall::voting::{RuleConfig, StopRule};
 use rollcall::Error;
 
-fn all_rules() -> Vec<StopRule> {
-    vec![
-        StopRule::FixedBudget,
-        StopRule::Beta {
-            threshold: 0.95,
-            prior: 1.0,
-        },
-        StopRule::Beta {
-            threshold: 0.9,
-            prior: 0.5,
-        },
-        StopRule::Dirichlet {
-            threshold: 0.95,
-            prior: 1.0,
-            top: 5,
-        },
-        StopRule::Dirichlet {
-            threshold: 0.9,
-            prior: 0.5,
-            top: 0,
-        },
-        StopRule::OptPo {
-            p0: 0.6,
-            hypotheses: 0,
-            delta: 0.05,
-            alpha: 0.05,
-            beta: 0.05,
-        },
-        StopRule::OptPo {
-            p0: 0.5,
-            hypotheses: 8,
-            delta: 0.01,
-            alpha: 0.01,
-            beta: 0.1,
-        },
-        StopRule::CONSOL_SPRT,
-        StopRule::CONSOL_MSPRT,
-        StopRule::ConsolMsprt {
-            prior: 20.0,
-            alpha: 0.05,
-            beta: 0.2,
-        },
-        StopRule::EscWindow { window: 5 },
-        StopRule::Predictive {
-            prior: 0.3,
-            delta: 0.01,
-        },
-        StopRule::Predictive {
-            prior: 1.0,
-            delta: 0.05,
-        },
-        StopRule::Majority { share: 0.8 },
-        StopRule::Entropy {
-            max_normalized: 0.75,
-        },
-    ]
-}
-
 fn table_of(counts: &[u32]) -> (PromptVotes, Vec<[u32; 2]>) {
     let total = counts.iter().sum();
     let votes = PromptVotes {
@@ -131,7 +73,7 @@ fn gpu_decisions_match_the_twin() {
     }
     let list: Vec<u32> = (0..prompts).rev().collect();
     let mut near = 0;
-    for rule in all_rules() {
+    for rule in common::all_rules() {
         for (min_votes, max_votes) in [(1, 40), (8, 24)] {
             let config = RuleConfig {
                 rule,
@@ -353,7 +295,7 @@ fn bad_reward_calls_are_rejected() {
 
 #[test]
 fn budgets_bound_every_rule() {
-    for rule in all_rules() {
+    for rule in common::all_rules() {
         let config = RuleConfig {
             rule,
             min_votes: 6,

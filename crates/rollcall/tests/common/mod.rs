@@ -460,3 +460,64 @@ pub fn chi_square(counts: &[u64], probs: &[f64], label: &str) -> (f64, f64, usiz
         .sf(stat);
     (stat, p, bins)
 }
+
+/// Every stopping rule, several with non-default settings: what the rule
+/// tests run over.
+pub fn all_rules() -> Vec<rollcall::voting::StopRule> {
+    use rollcall::voting::StopRule;
+    vec![
+        StopRule::FixedBudget,
+        StopRule::Beta {
+            threshold: 0.95,
+            prior: 1.0,
+        },
+        StopRule::Beta {
+            threshold: 0.9,
+            prior: 0.5,
+        },
+        StopRule::Dirichlet {
+            threshold: 0.95,
+            prior: 1.0,
+            top: 5,
+        },
+        StopRule::Dirichlet {
+            threshold: 0.9,
+            prior: 0.5,
+            top: 0,
+        },
+        StopRule::OptPo {
+            p0: 0.6,
+            hypotheses: 0,
+            delta: 0.05,
+            alpha: 0.05,
+            beta: 0.05,
+        },
+        StopRule::OptPo {
+            p0: 0.5,
+            hypotheses: 8,
+            delta: 0.01,
+            alpha: 0.01,
+            beta: 0.1,
+        },
+        StopRule::CONSOL_SPRT,
+        StopRule::CONSOL_MSPRT,
+        StopRule::ConsolMsprt {
+            prior: 20.0,
+            alpha: 0.05,
+            beta: 0.2,
+        },
+        StopRule::EscWindow { window: 5 },
+        StopRule::Predictive {
+            prior: 0.3,
+            delta: 0.01,
+        },
+        StopRule::Predictive {
+            prior: 1.0,
+            delta: 0.05,
+        },
+        StopRule::Majority { share: 0.8 },
+        StopRule::Entropy {
+            max_normalized: 0.75,
+        },
+    ]
+}
