@@ -119,6 +119,7 @@ pub const PRESETS: &[&str] = &[
 /// A named rule with budgets 1 to `max_votes`. Names may carry parameters
 /// after colons: `beta:THRESHOLD[:PRIOR]`, `predictive:PRIOR:DELTA`,
 /// `esc:WINDOW`, `majority:SHARE`, `entropy:MAX`, `dirichlet:THRESHOLD[:TOP]`,
+/// `margin:VOTES` (ConSol's SPRT set to stop at that lead),
 /// `margin-cap:CAP` (ConSol's SPRT with the maximum budget lowered to CAP).
 ///
 /// ```
@@ -147,6 +148,7 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
             prior: arg(1, 1.0),
         },
         "consol-sprt" => StopRule::CONSOL_SPRT,
+        "margin" => margin_rule(arg(0, 3.0)),
         "margin-cap" => {
             max = max_votes.min(arg(0, 16.0) as u32);
             StopRule::CONSOL_SPRT
@@ -182,6 +184,57 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
     config.validate().ok().map(|_| config)
 }
 
+/// ConSol's SPRT (p0 = 0.5, p1 = 0.5001, α = 0.05) with β set so that it
+/// stops when the leader leads the runner-up by `margin` votes (its
+/// defaults give 3).
+fn margin_rule(margin: f32) -> StopRule {
+    // Each vote moves the log ratio by ±ln(1.0002); put the bound halfway
+    // between margin − 1 and margin steps.
+    let step = (0.5001f64 / 0.5).ln();
+    let alpha = 0.05;
+    StopRule::ConsolSprt {
+        p0: 0.5,
+        p1: 0.5001,
+        alpha,
+        beta: 1.0 - alpha * ((f64::from(margin) - 0.5) * step).exp(),
+    }
+}
+
+/// Rule families and the parameter grid `rollcall vote --sweep` runs, as
+/// preset names: (family, settings from most eager to most cautious).
+pub fn sweep_grid() -> Vec<(&'static str, Vec<String>)> {
+    let thresholds = [0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995];
+    vec![
+        (
+            "AC Beta",
+            thresholds.iter().map(|t| format!("beta:{t}")).collect(),
+        ),
+        (
+            "Dirichlet",
+            thresholds
+                .iter()
+                .map(|t| format!("dirichlet:{t}"))
+                .collect(),
+        ),
+        ("margin", (2..=8).map(|m| format!("margin:{m}")).collect()),
+        ("ESC", (2..=8).map(|w| format!("esc:{w}")).collect()),
+        (
+            "majority share",
+            [0.6, 0.7, 0.8, 0.9, 0.95]
+                .iter()
+                .map(|s| format!("majority:{s}"))
+                .collect(),
+        ),
+        (
+            "predictive 0.3",
+            [0.2, 0.1, 0.05, 0.02, 0.01, 0.005]
+                .iter()
+                .map(|d| format!("predictive:0.3:{d}"))
+                .collect(),
+        ),
+    ]
+}
+
 /// Where the replay runs.
 pub enum Backend<'a> {
     /// The GPU scheduler and kernels.
@@ -190,13 +243,80 @@ pub enum Backend<'a> {
     Cpu,
 }
 
-/// Accuracy and mean samples of one rule.
+/// Accuracy, mean samples and flip rate of one rule.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReplayScore {
     /// Share of questions whose majority of revealed answers is the truth.
     pub accuracy: f64,
     /// Mean answers revealed per question.
     pub mean_samples: f64,
+    /// (question, shuffle) pairs whose answer at the stop differs from the
+    /// majority of the whole budget in the same shuffle (ties to the answer
+    /// seen first in both).
+    pub flips: u64,
+    /// (question, shuffle) pairs replayed.
+    pub pairs: u64,
+}
+
+impl ReplayScore {
+    /// `flips / pairs`.
+    pub fn flip_rate(&self) -> f64 {
+        self.flips as f64 / self.pairs.max(1) as f64
+    }
+
+    /// The Wilson score interval of the flip rate at 95 %, treating the
+    /// pairs as independent (the shuffles of one question are not, so read
+    /// it as a lower bound on the uncertainty).
+    pub fn flip_interval(&self) -> (f64, f64) {
+        wilson_interval(self.flips, self.pairs, 1.959_964)
+    }
+}
+
+/// Wilson's score interval for `successes` out of `trials` at `z` standard
+/// errors; (0, 1) without trials.
+///
+/// ```
+/// use rollcall_cli::replay::wilson_interval;
+/// let (lo, hi) = wilson_interval(0, 100, 1.96);
+/// assert_eq!(lo, 0.0);
+/// assert!((hi - 0.0370).abs() < 1e-3);
+/// let (lo, hi) = wilson_interval(50, 100, 1.96);
+/// assert!((lo - 0.4038).abs() < 1e-3 && (hi - 0.5962).abs() < 1e-3);
+/// ```
+pub fn wilson_interval(successes: u64, trials: u64, z: f64) -> (f64, f64) {
+    if trials == 0 {
+        return (0.0, 1.0);
+    }
+    let n = trials as f64;
+    let p = successes as f64 / n;
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// The majority of `votes` (answer ids), ties to the answer seen first.
+///
+/// ```
+/// use rollcall_cli::replay::first_seen_majority;
+/// assert_eq!(first_seen_majority(&[3, 1, 1, 3]), Some(3));
+/// assert_eq!(first_seen_majority(&[3, 1, 1]), Some(1));
+/// assert_eq!(first_seen_majority(&[]), None);
+/// ```
+pub fn first_seen_majority(votes: &[u32]) -> Option<u32> {
+    let mut table: Vec<(u32, u32)> = Vec::new();
+    for &v in votes {
+        match table.iter_mut().find(|(id, _)| *id == v) {
+            Some(slot) => slot.1 += 1,
+            None => table.push((v, 1)),
+        }
+    }
+    // The first of the largest counts: max_by_key keeps the last, so reverse.
+    table
+        .iter()
+        .rev()
+        .max_by_key(|(_, c)| *c)
+        .map(|(id, _)| *id)
 }
 
 /// Replays `problems` under `config` and `allocation` (the protocol reveals
@@ -231,6 +351,7 @@ pub fn replay(
         .collect();
     let mut correct = 0u64;
     let mut samples = 0u64;
+    let mut flips = 0u64;
     let mut scheduler = match backend {
         Backend::Gpu(ctx) => Some(Scheduler::new(
             ctx,
@@ -252,6 +373,10 @@ pub fn replay(
                 v
             })
             .collect();
+        let full: Vec<Option<u32>> = shuffled
+            .iter()
+            .map(|v| first_seen_majority(&v[..budget as usize]))
+            .collect();
         let mut engine = ReplayEngine::new(shuffled);
         let outcome = match scheduler.as_mut() {
             Some(scheduler) => scheduler.run(&mut engine)?,
@@ -261,6 +386,7 @@ pub fn replay(
             samples += u64::from(p.rollouts);
             let answer = problems[q].answers.get(p.consensus as usize);
             correct += u64::from(answer == Some(&problems[q].truth));
+            flips += u64::from(full[q] != Some(p.consensus));
         }
         progress(s + 1, shuffles);
     }
@@ -268,5 +394,7 @@ pub fn replay(
     Ok(ReplayScore {
         accuracy: correct as f64 / n,
         mean_samples: samples as f64 / n,
+        flips,
+        pairs: u64::from(shuffles) * problems.len() as u64,
     })
 }

@@ -43,8 +43,10 @@ fn synthetic_replay_gpu_matches_cpu() {
         .unwrap();
         assert_eq!(gpu.mean_samples, cpu.mean_samples, "{name}");
         assert!((gpu.accuracy - cpu.accuracy).abs() < 1e-9, "{name}");
+        assert_eq!((gpu.flips, gpu.pairs), (cpu.flips, cpu.pairs), "{name}");
         if name == "fixed" {
             assert_eq!(gpu.mean_samples, 40.0);
+            assert_eq!(gpu.flips, 0, "the whole budget is its own majority");
         } else {
             assert!(
                 gpu.mean_samples < 40.0,
@@ -52,6 +54,36 @@ fn synthetic_replay_gpu_matches_cpu() {
             );
         }
     }
+}
+
+/// `margin:3` is ConSol's SPRT with its defaults; leads of 2..8 stop in
+/// order (more votes, fewer flips, on the synthetic workload); the flip
+/// count is the pairs whose stop answer is not the whole budget's majority,
+/// recomputed here from the shuffles' outcome.
+#[test]
+fn margins_and_flip_counts() {
+    let problems = synthetic_workload(400, 40, 5);
+    let run = |name: &str| {
+        replay(
+            &problems,
+            preset(name, 40).unwrap(),
+            Allocation::Chunk(1),
+            3,
+            &Backend::Cpu,
+            |_, _| {},
+        )
+        .unwrap()
+    };
+    assert_eq!(run("margin:3"), run("consol-sprt"));
+    let scores: Vec<_> = (2..=8).map(|m| run(&format!("margin:{m}"))).collect();
+    for w in scores.windows(2) {
+        assert!(w[0].mean_samples < w[1].mean_samples, "{w:?}");
+        assert!(w[0].flips >= w[1].flips, "{w:?}");
+    }
+    assert!(scores[0].flips > 0, "a lead of 2 flips some questions");
+    assert_eq!(scores[0].pairs, 1200);
+    let (lo, hi) = scores[0].flip_interval();
+    assert!(lo < scores[0].flip_rate() && scores[0].flip_rate() < hi);
 }
 
 /// The vote data: `ROLLCALL_VOTE_DATA` if set (then it must be there), else
@@ -66,8 +98,9 @@ fn shared_data(name: &str) -> Option<String> {
             )
         }));
     }
+    // crates/rollcall-cli → the checkout → beside it.
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
+        .join("../../../shared/data")
         .join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
@@ -113,6 +146,37 @@ fn full_budget_accuracy_matches_the_published_figures() {
             score.accuracy
         );
     }
+}
+
+/// ConSol's SPRT (a lead of 3) on gsm8k flips 0.83 % of (question,
+/// shuffle) pairs with the note's shuffles (100); ours differ, so 20
+/// shuffles (26 360 pairs, Wilson half-width about 0.1 %) must land within
+/// 0.3 points of it.
+#[test]
+fn gsm8k_flip_rate_matches_the_note() {
+    let Some(text) = shared_data("consol_gsm8k_gpt4omini.json") else {
+        return;
+    };
+    let problems = parse_vote_file(&text).unwrap();
+    let score = replay(
+        &problems,
+        preset("consol-sprt", 40).unwrap(),
+        Allocation::Chunk(1),
+        20,
+        &Backend::Cpu,
+        |_, _| {},
+    )
+    .unwrap();
+    assert!(
+        (score.flip_rate() - 0.0083).abs() < 0.003,
+        "{}",
+        score.flip_rate()
+    );
+    assert!(
+        (score.mean_samples - 4.0).abs() < 0.1,
+        "{}",
+        score.mean_samples
+    );
 }
 
 #[test]
