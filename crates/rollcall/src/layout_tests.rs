@@ -1120,6 +1120,14 @@ fn other_kernels_constants_match_the_shaders() {
         assert_eq!(r.u32("SEGMENT_LANES") as usize, SEGMENT_LANES, "{s}");
         assert_eq!(r.u32("SEGMENT_LANES"), WORKGROUP, "{s}");
         assert_eq!(r.u32("DIRICHLET_NODES"), posterior::DIRICHLET_NODES, "{s}");
+        for (name, value) in [
+            ("GAUSS4_INNER", posterior::GAUSS4_INNER),
+            ("GAUSS4_OUTER", posterior::GAUSS4_OUTER),
+            ("GAUSS4_INNER_WEIGHT", posterior::GAUSS4_INNER_WEIGHT),
+            ("GAUSS4_OUTER_WEIGHT", posterior::GAUSS4_OUTER_WEIGHT),
+        ] {
+            assert_eq!(r.f32(name).to_bits(), value.to_bits(), "{s}: {name}");
+        }
         assert_eq!(
             r.f32("MSPRT_NORMAL_PRIOR").to_bits(),
             posterior::MSPRT_NORMAL_PRIOR.to_bits(),

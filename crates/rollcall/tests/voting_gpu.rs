@@ -467,6 +467,114 @@ fn decide_routes_match_the_twin() {
     }
 }
 
+/// The Dirichlet rule with the smallest alphas a table gives (one or two
+/// votes an answer, priors down to 10^-3), on every decide route: the
+/// routes alike bit for bit, the twin's decisions and its confidence within
+/// 1e-4 (as above), and tables of k equal counts (k the answers kept) 1/k.
+#[test]
+fn dirichlet_small_alphas_match_the_twin_and_exact_values() {
+    let Some(ctx) = common::gpu() else { return };
+    // Votes an answer, one prompt each.
+    let shapes: [&[u32]; 9] = [
+        &[1, 1, 1],
+        &[1, 1, 1, 1],
+        &[1; 8],
+        &[2, 2, 2, 2, 2],
+        &[2, 1, 1],
+        &[3, 1, 1, 1],
+        &[2, 2, 1, 1, 1, 1],
+        &[1, 1, 1, 1, 1, 1, 2],
+        &[4, 1, 1, 1, 1, 1, 1, 1],
+    ];
+    let prompts = shapes.len() as u32;
+    let capacity = 8;
+    let (mut segments, mut answers) = (Vec::new(), Vec::new());
+    for (p, counts) in shapes.iter().enumerate() {
+        let start = answers.len() as u32;
+        for (id, &c) in counts.iter().enumerate() {
+            answers.extend(std::iter::repeat_n(id as u32 * 11 + 5, c as usize));
+        }
+        segments.push(Segment {
+            prompt: p as u32,
+            start,
+            count: answers.len() as u32 - start,
+        });
+    }
+    let round = RoundVotes {
+        segments: &segments,
+        answers: &answers,
+        tokens: None,
+    };
+    let mut cpu = CpuVoteTables::new(prompts, capacity).unwrap();
+    cpu.count(&round).unwrap();
+    let mut gpus: Vec<_> = [
+        DecideRoute::Auto,
+        DecideRoute::PerInvocation,
+        DecideRoute::PerWorkgroup,
+    ]
+    .into_iter()
+    .map(|route| {
+        let mut gpu = GpuVoteTables::new(&ctx, prompts, capacity)
+            .unwrap()
+            .with_decide_route(route);
+        gpu.count(&round).unwrap();
+        gpu
+    })
+    .collect();
+    let list: Vec<u32> = (0..prompts).collect();
+    for prior in [0.001f32, 0.05, 0.5] {
+        for top in [0u32, 3] {
+            let config = RuleConfig {
+                rule: StopRule::Dirichlet {
+                    threshold: 0.99,
+                    prior,
+                    top,
+                },
+                min_votes: 1,
+                max_votes: 1000,
+            };
+            let got: Vec<_> = gpus
+                .iter_mut()
+                .map(|gpu| gpu.decide_with_fewest(&config, &list, false).unwrap())
+                .collect();
+            for (p, counts) in shapes.iter().enumerate() {
+                let at = format!("prior {prior} top {top} counts {counts:?}");
+                let d = got[0].decisions[p];
+                for g in &got[1..] {
+                    let e = g.decisions[p];
+                    assert_eq!(
+                        (e.stopped, e.consensus, e.confidence.to_bits(), e.votes),
+                        (d.stopped, d.consensus, d.confidence.to_bits(), d.votes),
+                        "{at}"
+                    );
+                }
+                let twin = cpu.decide(&config, p as u32).unwrap();
+                assert_eq!(
+                    (d.stopped, d.consensus, d.votes),
+                    (twin.stopped, twin.consensus, twin.votes),
+                    "{at}: {d:?} vs {twin:?}"
+                );
+                assert!(
+                    (d.confidence - twin.confidence).abs() < 1e-4,
+                    "{at}: {d:?} vs {twin:?}"
+                );
+                let kept = if top == 0 {
+                    counts.len()
+                } else {
+                    counts.len().min(top as usize)
+                };
+                let mut sorted = counts.to_vec();
+                sorted.sort_unstable_by(|a, b| b.cmp(a));
+                if sorted[..kept].iter().all(|&c| c == sorted[0]) {
+                    let exact = 1.0 / kept as f32;
+                    assert!((d.confidence - exact).abs() < 1e-4, "{at}: {d:?}");
+                    assert!((twin.confidence - exact).abs() < 1e-5, "{at}: {twin:?}");
+                }
+            }
+        }
+    }
+}
+
 /// The scheduler's rounds on every decide route: the same outcome, bit for
 /// bit, and the twin's rollouts, rounds and consensus (ConSol's allocation
 /// reads the fewest votes back every round).

@@ -19,7 +19,7 @@ pub fn ln_1p(u: f32) -> f32 {
 }
 
 /// Stirling remainder `lnΓ(x) − [(x − ½) ln x − x + ½ ln 2π]` for x ≥ 8.
-fn stirling_tail(x: f32) -> f32 {
+pub(crate) fn stirling_tail(x: f32) -> f32 {
     let inv = 1.0 / x;
     let inv2 = inv * inv;
     inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 * (1.0 / 1260.0 - inv2 * (1.0 / 1680.0))))

@@ -1,7 +1,9 @@
 //! Posterior and test statistics for the stopping rules, in f32 with the same
 //! operations as `shaders/posterior.wgsl` (the CPU twin of its math).
 
-use crate::math::special::{erf, gamma_p, incomplete_beta_half, ln_1p, ln_gamma, TWO_POW_64};
+use crate::math::special::{
+    erf, gamma_p, incomplete_beta_half, ln_1p, ln_gamma, stirling_tail, HALF_LN_TWO_PI, TWO_POW_64,
+};
 
 /// Posterior probability that the leader's share beats the runner-up's,
 /// `P(p_L > p_S)`, under a symmetric `Beta(prior, prior)` prior:
@@ -41,19 +43,41 @@ pub fn beta_leader_probability(leader: u32, runner_up: u32, prior: f32) -> f32 {
     1.0 - incomplete_beta_half(leader as f32 + prior, runner_up as f32 + prior)
 }
 
-/// Nodes of the Dirichlet integral's Simpson rule.
-pub(crate) const DIRICHLET_NODES: u32 = 256;
+/// Nodes of the Dirichlet integral: 48 panels of four Gauss–Legendre nodes.
+pub(crate) const DIRICHLET_NODES: u32 = 192;
+/// The four-point Gauss–Legendre rule on [−1, 1]: nodes ±`GAUSS4_INNER` with
+/// weight `GAUSS4_INNER_WEIGHT`, ±`GAUSS4_OUTER` with `GAUSS4_OUTER_WEIGHT`.
+pub(crate) const GAUSS4_INNER: f32 = 0.339_981_05;
+pub(crate) const GAUSS4_OUTER: f32 = 0.861_136_3;
+pub(crate) const GAUSS4_INNER_WEIGHT: f32 = 0.652_145_15;
+pub(crate) const GAUSS4_OUTER_WEIGHT: f32 = 0.347_854_85;
 
 /// Probability that the leader is the mode of `Dirichlet(alphas)`:
 /// `P(G_L > max_{j≠L} G_j)` with `G_j ~ Gamma(alpha_j)`, as the 1-D integral
-/// `∫ g_{α_L}(x) Π_{j≠L} P(α_j, x) dx` by Simpson's rule on 256 intervals over
-/// the bulk of `g_{α_L}` (mean ± 12 standard deviations, clipped at 0).
+/// `∫ g_{α_L}(x) Π_{j≠L} P(α_j, x) dx` over the bulk of `g_{α_L}` (mean ± 12
+/// standard deviations and 12 more above, clipped at 0).
+///
+/// Near 0 the integrand is `x^(σ−1)` (σ = Σ α_j) times a smooth function of
+/// x, which plain rules integrate poorly when σ is small. So the range
+/// `[lo, lo + w]` is mapped from `t ∈ [0, 1]` by `x = lo + w t^m` with
+/// `m = ⌈2σ⌉ / σ` (at least 2): in t the integrand is `t^(⌈2σ⌉−1)`, a whole
+/// power, times a smooth function of `t^m`. The t range is cut into 48
+/// panels of four Gauss–Legendre nodes each (192 evaluations, none at an
+/// endpoint). The Gamma density is taken in logs, with Stirling's series for
+/// lnΓ(α_L) when α_L ≥ 8 so that its large terms cancel in closed form
+/// rather than in f32. Against f64 references the error is a few 1e-6 for
+/// σ ≥ 0.07 and α_L up to 10^3 (a few 1e-5 at 2·10^4). Below σ ≈ 0.065
+/// `t^m` underflows f32 at the first nodes, which then count nothing: the
+/// result is low by about 4e-3 at σ = 0.05 and 0.1 at σ = 0.02.
 ///
 /// ```
 /// use rollcall::voting::posterior::dirichlet_mode_probability;
 /// // Counts [7, 2, 1, 1, 1, 1, 1] with a uniform prior (+1 each).
 /// let p = dirichlet_mode_probability(&[8.0, 3.0, 2.0, 2.0, 2.0, 2.0, 2.0], 0);
 /// assert!((p - 0.882).abs() < 0.001, "{p}");
+/// // Symmetric: each of k answers is the mode with probability 1/k.
+/// let p = dirichlet_mode_probability(&[0.5, 0.5, 0.5], 0);
+/// assert!((p - 1.0 / 3.0).abs() < 1e-5, "{p}");
 /// // A leader that is not one of the answers has no probability.
 /// assert!(dirichlet_mode_probability(&[8.0], 1).is_nan());
 /// ```
@@ -62,31 +86,57 @@ pub fn dirichlet_mode_probability(alphas: &[f32], leader: usize) -> f32 {
         return f32::NAN;
     };
     let lo = (a - 12.0 * a.sqrt()).max(0.0);
-    let hi = a + 12.0 * a.sqrt() + 12.0;
-    let h = (hi - lo) / DIRICHLET_NODES as f32;
-    let ln_norm = ln_gamma(a);
-    let mut sum = 0.0f32;
-    for i in 0..=DIRICHLET_NODES {
-        let x = lo + i as f32 * h;
-        if x <= 0.0 {
-            continue;
-        }
-        let mut f = ((a - 1.0) * x.ln() - x - ln_norm).exp();
-        for (j, &aj) in alphas.iter().enumerate() {
-            if j != leader {
-                f *= gamma_p(aj, x);
-            }
-        }
-        let weight = if i == 0 || i == DIRICHLET_NODES {
-            1.0
-        } else if i % 2 == 1 {
-            4.0
-        } else {
-            2.0
-        };
-        sum += weight * f;
+    let w = a + 12.0 * a.sqrt() + 12.0 - lo;
+    let mut sigma = 0.0f32;
+    for &aj in alphas {
+        sigma += aj;
     }
-    (sum * h / 3.0).min(1.0)
+    let m = (2.0 * sigma).ceil() / sigma;
+    // g(x) dx/dt = x^(a−1) e^−x / Γ(a) · m w t^(m−1): its constant factor in
+    // logs. For a ≥ 8 lnΓ(a) is Stirling's series, whose (a − ½) ln a − a
+    // cancels against (a − 1) ln x − x in closed form (as in `gamma_p`).
+    let stirling = a >= 8.0;
+    let ln_norm = if stirling {
+        0.5 * a.ln() - HALF_LN_TWO_PI - stirling_tail(a)
+    } else {
+        -ln_gamma(a)
+    };
+    let ln_scale = ln_norm + (m * w).ln();
+    let h = 1.0 / (DIRICHLET_NODES / 4) as f32;
+    let mut sum = 0.0f32;
+    for panel in 0..DIRICHLET_NODES / 4 {
+        let centre = (panel as f32 + 0.5) * h;
+        for q in 0..4u32 {
+            let (mut node, mut weight) = (GAUSS4_OUTER, GAUSS4_OUTER_WEIGHT);
+            if q == 1 || q == 2 {
+                (node, weight) = (GAUSS4_INNER, GAUSS4_INNER_WEIGHT);
+            }
+            if q < 2 {
+                node = -node;
+            }
+            let t = centre + 0.5 * h * node;
+            let ln_t = t.ln();
+            let x = lo + w * (m * ln_t).exp();
+            if x <= 0.0 {
+                continue;
+            }
+            let ln_x = x.ln();
+            let ln_density = if stirling {
+                let u = (x - a) / a;
+                a * (ln_1p(u) - u) - ln_x
+            } else {
+                (a - 1.0) * ln_x - x
+            };
+            let mut f = (ln_density + ln_scale + (m - 1.0) * ln_t).exp();
+            for (j, &aj) in alphas.iter().enumerate() {
+                if j != leader {
+                    f *= gamma_p(aj, x);
+                }
+            }
+            sum += weight * f;
+        }
+    }
+    (0.5 * h * sum).min(1.0)
 }
 
 /// Priors at least this large use the normal approximation of the Beta tail.
