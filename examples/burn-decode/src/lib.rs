@@ -11,7 +11,8 @@ use burn::backend::Cube;
 use burn::cubecl::wgpu::{AutoCompiler, WgpuResource, WgpuServer};
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+    TransformerEncoder, TransformerEncoderAutoregressiveCache, TransformerEncoderConfig,
+    TransformerEncoderInput,
 };
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -87,8 +88,20 @@ impl TinyLm {
         }
     }
 
-    /// Logits of each sequence's last position, `[batch, vocab]`.
-    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<2> {
+    /// An empty key/value cache for [`TinyLm::forward`].
+    pub fn new_cache(&self) -> TransformerEncoderAutoregressiveCache {
+        self.blocks.new_autoregressive_cache()
+    }
+
+    /// Logits of each sequence's last position, `[batch, vocab]`. `cache`
+    /// holds the earlier positions' keys, values and activations (burn's
+    /// autoregressive cache): only the newest position goes through the
+    /// projections and the MLP.
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        cache: &mut TransformerEncoderAutoregressiveCache,
+    ) -> Tensor<2> {
         let [b, s] = tokens.dims();
         let device = tokens.device();
         let d = self.norm.gamma.dims()[0];
@@ -97,9 +110,10 @@ impl TinyLm {
             .repeat_dim(0, b);
         let x = self.tokens.forward(tokens) + self.positions.forward(positions);
         let mask = generate_autoregressive_mask(b, s, &device);
-        let h = self
-            .blocks
-            .forward(TransformerEncoderInput::new(x).mask_attn(mask));
+        let h = self.blocks.forward_autoregressive_inference(
+            TransformerEncoderInput::new(x).mask_attn(mask),
+            cache,
+        );
         let last = h.slice([0..b, s - 1..s, 0..d]).reshape([b, d]);
         self.head.forward(self.norm.forward(last))
     }
@@ -139,7 +153,7 @@ impl Variant {
 /// others seeded top-k + top-p with a repetition penalty (history on the
 /// device for the GPU path).
 pub fn row_params(config: &DecodeConfig, row: usize, step: usize) -> SamplingParams {
-    if row % 4 == 0 {
+    if row.is_multiple_of(4) {
         return SamplingParams::greedy();
     }
     SamplingParams::new(0.8)
@@ -181,37 +195,70 @@ pub struct Decoder {
     model: TinyLm,
 }
 
-/// A concrete cube tensor (no copy); fails if the backend fuses kernels.
-fn cube<const R: usize, K>(t: Tensor<R, K>) -> CubeTensor
+/// What can go wrong in the loop: burn's side or rollcall's.
+#[derive(Debug)]
+pub enum EngineError {
+    /// burn failed (device, flush, readback) or its tensor hides its buffer.
+    Burn(String),
+    /// rollcall returned an error.
+    Rollcall(rollcall::Error),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Burn(e) => write!(f, "burn: {e}"),
+            EngineError::Rollcall(e) => write!(f, "rollcall: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<rollcall::Error> for EngineError {
+    fn from(e: rollcall::Error) -> Self {
+        EngineError::Rollcall(e)
+    }
+}
+
+fn burn_error(e: impl std::fmt::Debug) -> EngineError {
+    EngineError::Burn(format!("{e:?}"))
+}
+
+/// A concrete cube tensor (no copy); an error if the backend fuses kernels.
+pub fn cube<const R: usize, K>(t: Tensor<R, K>) -> Result<CubeTensor, EngineError>
 where
     K: burn::tensor::BackendPrimitive<Cube, Primitive = CubeTensor> + burn::tensor::kind::Basic,
 {
-    t.try_into_primitive::<Cube>()
-        .unwrap_or_else(|_| panic!("burn built with kernel fusion: its tensors hide their buffers"))
+    t.try_into_primitive::<Cube>().map_err(|_| {
+        EngineError::Burn("built with kernel fusion: its tensors hide their buffers".into())
+    })
 }
 
 /// The buffer, byte offset and size behind a contiguous cube tensor, and the
-/// pin that keeps the allocation in place while held. Getting it also
-/// submits burn's pending work on this thread.
-fn buffer_of(t: &CubeTensor) -> (WgpuResource, impl Sized) {
-    assert!(
-        t.is_contiguous() && !t.meta.is_tiled(),
-        "a contiguous tensor"
-    );
+/// pin that keeps the allocation in place while held: hold it (and the
+/// tensor) until rollcall's work on the buffer is submitted. Getting it
+/// also submits burn's pending work on this thread.
+pub fn buffer_of(t: &CubeTensor) -> Result<(WgpuResource, impl Sized), EngineError> {
+    if !t.is_contiguous() || t.meta.is_tiled() {
+        return Err(EngineError::Burn(
+            "the tensor is not contiguous: rollcall reads rows back to back".into(),
+        ));
+    }
     let pinned = t
         .client
         .get_resource::<WgpuServer<AutoCompiler>>(t.handle.clone())
-        .expect("the tensor's buffer");
-    (pinned.resource().clone(), pinned)
+        .map_err(burn_error)?;
+    Ok((pinned.resource().clone(), pinned))
 }
 
 impl Decoder {
     /// Opens burn's wgpu device (the adapter `WGPU_BACKEND` allows), hands its
     /// device and queue to rollcall, and builds the model.
-    pub fn new(config: DecodeConfig) -> Result<Self, String> {
+    pub fn new(config: DecodeConfig) -> Result<Self, EngineError> {
         let (device, setup) = Device::wgpu_options()
             .init_with_setup()
-            .map_err(|e| format!("burn's wgpu device: {e:?}"))?;
+            .map_err(|e| EngineError::Burn(format!("no wgpu device: {e:?}")))?;
         let ctx = GpuContext::from_device(setup.device.clone(), setup.queue.clone());
         device.seed(config.seed);
         let model = TinyLm::new(&config, &device);
@@ -243,13 +290,13 @@ impl Decoder {
 
     /// Decodes with `variant`; with `waits`, waits after each phase to time
     /// the forward pass and the sampling apart.
-    pub fn run(&self, variant: Variant, waits: bool) -> rollcall::Result<Run> {
+    pub fn run(&self, variant: Variant, waits: bool) -> Result<Run, EngineError> {
         self.run_steps(variant, waits, self.config.steps)
     }
 
     /// Builds every pipeline both libraries need (a CPU adapter compiles
     /// them on first use): a few steps of each variant, untimed.
-    pub fn warm_up(&self) -> rollcall::Result<()> {
+    pub fn warm_up(&self) -> Result<(), EngineError> {
         let steps = self.config.steps.min(2);
         for variant in Variant::ALL {
             for waits in [false, true] {
@@ -259,14 +306,14 @@ impl Decoder {
         Ok(())
     }
 
-    fn run_steps(&self, variant: Variant, waits: bool, steps: usize) -> rollcall::Result<Run> {
+    fn run_steps(&self, variant: Variant, waits: bool, steps: usize) -> Result<Run, EngineError> {
         match variant {
             Variant::RollcallGpu => self.run_gpu(waits, steps),
             _ => self.run_host(variant, waits, steps),
         }
     }
 
-    fn run_gpu(&self, waits: bool, steps: usize) -> rollcall::Result<Run> {
+    fn run_gpu(&self, waits: bool, steps: usize) -> Result<Run, EngineError> {
         let c = &DecodeConfig {
             steps,
             ..self.config
@@ -277,6 +324,7 @@ impl Decoder {
             TensorData::new(prompts.clone(), [b, PROMPT]),
             &self.device,
         );
+        let mut cache = self.model.new_cache();
         let sampler = Sampler::new(&self.ctx)?;
         let mut batch = SampleBatch::with_history(&self.ctx, b as u32, (PROMPT + c.steps) as u32)?;
         for r in 0..b {
@@ -306,19 +354,15 @@ impl Decoder {
         let mut pending = 0usize;
         for step in 0..c.steps {
             let t0 = Instant::now();
-            let logits = cube(self.model.forward(tokens.clone()));
-            let next = cube(Tensor::<2, Int>::zeros([b, 1], &self.device));
-            let (logits_buffer, logits_pin) = buffer_of(&logits);
-            let (next_buffer, next_pin) = buffer_of(&next);
+            let logits = cube(self.model.forward(tokens.clone(), &mut cache))?;
+            let next = cube(Tensor::<2, Int>::zeros([b, 1], &self.device))?;
+            let (logits_buffer, logits_pin) = buffer_of(&logits)?;
+            let (next_buffer, next_pin) = buffer_of(&next)?;
             // Everything burn recorded (the forward pass, the zeros) is
             // submitted before rollcall's work on the shared queue.
-            self.device
-                .flush()
-                .map_err(|e| rollcall::Error::InvalidArgument(format!("{e:?}")))?;
+            self.device.flush().map_err(burn_error)?;
             if waits {
-                self.device
-                    .sync()
-                    .map_err(|e| rollcall::Error::InvalidArgument(format!("{e:?}")))?;
+                self.device.sync().map_err(burn_error)?;
             }
             let t1 = Instant::now();
             batch.set_params(&self.params(step))?;
@@ -354,8 +398,9 @@ impl Decoder {
             pending += 1;
             let last = step + 1 == c.steps;
             if pending == c.readback_every || last {
-                let words: Vec<u32> =
-                    bytemuck_u32(&self.ctx.read_buffer(&readback, (pending * b * 4) as u64)?);
+                let words: Vec<u32> = bytemuck::pod_collect_to_vec(
+                    &self.ctx.read_buffer(&readback, (pending * b * 4) as u64)?,
+                );
                 for s in 0..pending {
                     for (r, row) in generated.iter_mut().enumerate() {
                         row.push(words[s * b + r]);
@@ -381,7 +426,7 @@ impl Decoder {
         })
     }
 
-    fn run_host(&self, variant: Variant, waits: bool, steps: usize) -> rollcall::Result<Run> {
+    fn run_host(&self, variant: Variant, waits: bool, steps: usize) -> Result<Run, EngineError> {
         let c = &DecodeConfig {
             steps,
             ..self.config
@@ -403,20 +448,16 @@ impl Decoder {
         let mut generated: Vec<Vec<u32>> = vec![Vec::with_capacity(c.steps); b];
         let mut timing = PhaseTimes::default();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
+        let mut cache = self.model.new_cache();
         let start = Instant::now();
         for step in 0..c.steps {
             let t0 = Instant::now();
-            let logits = self.model.forward(tokens.clone());
+            let logits = self.model.forward(tokens.clone(), &mut cache);
             if waits {
-                self.device
-                    .sync()
-                    .map_err(|e| rollcall::Error::InvalidArgument(format!("{e:?}")))?;
+                self.device.sync().map_err(burn_error)?;
             }
             let t1 = Instant::now();
-            let host: Vec<f32> = logits
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| rollcall::Error::InvalidArgument(format!("{e:?}")))?;
+            let host: Vec<f32> = logits.into_data().try_to_vec::<f32>().map_err(burn_error)?;
             let params = self.params(step);
             let next: Vec<u32> = match variant {
                 Variant::RollcallTwin => {
@@ -460,7 +501,7 @@ impl Decoder {
 
     /// Runs every variant twice (the loop as is, then with waits to time its
     /// phases apart) and reports per step.
-    pub fn report(&self, variant: Variant) -> rollcall::Result<DecodeReport> {
+    pub fn report(&self, variant: Variant) -> Result<DecodeReport, EngineError> {
         let fast = self.run(variant, false)?;
         let timed = self.run(variant, true)?;
         let steps = self.config.steps as f64;
@@ -507,13 +548,6 @@ impl PhaseTimes {
         self.forward += forward;
         self.sampling += sampling;
     }
-}
-
-fn bytemuck_u32(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks_exact(4)
-        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-        .collect()
 }
 
 /// What a Rust engine does on the host today (llama-burn's way): greedy

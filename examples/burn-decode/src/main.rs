@@ -1,4 +1,4 @@
-//! `cargo run -p rollcall-burn-decode --profile engine -- [--json] [--batch N] [--steps N]`
+//! `cargo run -p rollcall-burn-decode --release -- [--json] [--batch N] [--steps N] [--vocab N] [--readback-every N]`
 //!
 //! Decodes with a small random-weight transformer on burn's wgpu backend
 //! three ways (rollcall on the GPU from burn's buffer, rollcall's CPU twin,
@@ -37,7 +37,7 @@ fn run() -> Result<(), String> {
     if config.batch == 0 || config.steps == 0 || config.vocab < 2 || config.readback_every == 0 {
         return Err("batch, steps and readback-every must be positive, vocab at least 2".into());
     }
-    let decoder = Decoder::new(config)?;
+    let decoder = Decoder::new(config).map_err(|e| e.to_string())?;
     eprintln!("warming up (pipelines compile on first use)");
     decoder.warm_up().map_err(|e| e.to_string())?;
     let mut reports = Vec::new();
