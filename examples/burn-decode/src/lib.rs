@@ -171,7 +171,8 @@ pub struct DecodeReport {
     pub variant: Variant,
     /// Tokens generated per sequence.
     pub tokens: Vec<Vec<u32>>,
-    /// Whole-loop wall time per step, ms (no waits but the variant's own).
+    /// Whole-loop wall time per step, ms (no waits but the variant's own);
+    /// like every time here, the median over the rounds.
     pub step_ms: f64,
     /// Generated tokens per second over the loop.
     pub tokens_per_second: f64,
@@ -499,24 +500,43 @@ impl Decoder {
         })
     }
 
-    /// Runs every variant twice (the loop as is, then with waits to time its
-    /// phases apart) and reports per step.
-    pub fn report(&self, variant: Variant) -> Result<DecodeReport, EngineError> {
-        let fast = self.run(variant, false)?;
-        let timed = self.run(variant, true)?;
+    /// Runs every variant `rounds` times in alternation (a slow spell of the
+    /// machine hits every variant alike), each round twice: the loop as is,
+    /// then with waits to time its phases apart. Reports the medians per
+    /// step, in the order of [`Variant::ALL`].
+    pub fn reports(&self, rounds: usize) -> Result<Vec<DecodeReport>, EngineError> {
+        let rounds = rounds.max(1);
+        let mut runs: Vec<Vec<(Run, Run)>> = Variant::ALL.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, &variant) in Variant::ALL.iter().enumerate() {
+                let fast = self.run(variant, false)?;
+                let timed = self.run(variant, true)?;
+                runs[i].push((fast, timed));
+            }
+        }
         let steps = self.config.steps as f64;
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        Ok(DecodeReport {
-            variant,
-            step_ms: ms(fast.elapsed) / steps,
-            tokens_per_second: (self.config.batch * self.config.steps) as f64
-                / fast.elapsed.as_secs_f64(),
-            forward_ms: ms(timed.phases.forward) / steps,
-            sampling_ms: ms(timed.phases.sampling) / steps,
-            rollcall_submits_per_step: fast.rollcall_submits as f64 / steps,
-            readbacks_per_step: fast.readbacks as f64 / steps,
-            tokens: fast.tokens,
-        })
+        let median_ms = |mut v: Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2].as_secs_f64() * 1e3 / steps
+        };
+        Ok(Variant::ALL
+            .iter()
+            .zip(runs)
+            .map(|(&variant, runs)| {
+                let step_ms = median_ms(runs.iter().map(|(f, _)| f.elapsed).collect());
+                let first = &runs[0].0;
+                DecodeReport {
+                    variant,
+                    step_ms,
+                    tokens_per_second: self.config.batch as f64 * 1e3 / step_ms,
+                    forward_ms: median_ms(runs.iter().map(|(_, t)| t.phases.forward).collect()),
+                    sampling_ms: median_ms(runs.iter().map(|(_, t)| t.phases.sampling).collect()),
+                    rollcall_submits_per_step: first.rollcall_submits as f64 / steps,
+                    readbacks_per_step: first.readbacks as f64 / steps,
+                    tokens: first.tokens.clone(),
+                }
+            })
+            .collect())
     }
 }
 

@@ -1,4 +1,4 @@
-//! `cargo run -p rollcall-burn-decode --release -- [--json] [--batch N] [--steps N] [--vocab N] [--readback-every N]`
+//! `cargo run -p rollcall-burn-decode --release -- [--json] [--batch N] [--steps N] [--vocab N] [--readback-every N] [--rounds N]`
 //!
 //! Decodes with a small random-weight transformer on burn's wgpu backend
 //! three ways (rollcall on the GPU from burn's buffer, rollcall's CPU twin,
@@ -6,7 +6,7 @@
 //! pass, the sampling, tokens per second, and rollcall's submits and the
 //! host readbacks.
 
-use rollcall_burn_decode::{DecodeConfig, Decoder, Variant};
+use rollcall_burn_decode::{DecodeConfig, Decoder};
 
 fn main() {
     if let Err(e) = run() {
@@ -18,6 +18,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let mut config = DecodeConfig::default();
     let mut json = false;
+    let mut rounds = 3;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> Result<usize, String> {
@@ -31,24 +32,30 @@ fn run() -> Result<(), String> {
             "--steps" => config.steps = number("--steps")?,
             "--vocab" => config.vocab = number("--vocab")?,
             "--readback-every" => config.readback_every = number("--readback-every")?,
+            "--rounds" => rounds = number("--rounds")?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if config.batch == 0 || config.steps == 0 || config.vocab < 2 || config.readback_every == 0 {
-        return Err("batch, steps and readback-every must be positive, vocab at least 2".into());
+    if config.batch == 0
+        || config.steps == 0
+        || config.vocab < 2
+        || config.readback_every == 0
+        || rounds == 0
+    {
+        return Err(
+            "batch, steps, rounds and readback-every must be positive, vocab at least 2".into(),
+        );
     }
     let decoder = Decoder::new(config).map_err(|e| e.to_string())?;
     eprintln!("warming up (pipelines compile on first use)");
     decoder.warm_up().map_err(|e| e.to_string())?;
-    let mut reports = Vec::new();
-    for variant in Variant::ALL {
-        eprintln!("decoding: {}", variant.name());
-        reports.push(decoder.report(variant).map_err(|e| e.to_string())?);
-    }
+    eprintln!("decoding: {rounds} rounds of every variant");
+    let reports = decoder.reports(rounds).map_err(|e| e.to_string())?;
     if json {
         let out = serde_json::json!({
             "adapter": decoder.ctx().describe(),
             "config": config,
+            "rounds": rounds,
             "variants": reports.iter().map(|r| serde_json::json!({
                 "variant": r.variant,
                 "step_ms": r.step_ms,
@@ -68,13 +75,14 @@ fn run() -> Result<(), String> {
     }
     println!("{}", decoder.ctx().describe());
     println!(
-        "batch {} x {} steps, vocab {}, width {}, {} layers; tokens read back every {} steps",
+        "batch {} x {} steps, vocab {}, width {}, {} layers; tokens read back every {} steps; medians of {} rounds",
         config.batch,
         config.steps,
         config.vocab,
         config.width,
         config.layers,
-        config.readback_every
+        config.readback_every,
+        rounds
     );
     println!(
         "{:40} {:>9} {:>9} {:>11} {:>9} {:>9} {:>12} {:>10}",
