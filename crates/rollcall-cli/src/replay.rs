@@ -120,6 +120,7 @@ pub const PRESETS: &[&str] = &[
 /// after colons: `beta:THRESHOLD[:PRIOR]`, `predictive:PRIOR:DELTA`,
 /// `esc:WINDOW`, `majority:SHARE`, `entropy:MAX`, `dirichlet:THRESHOLD[:TOP]`,
 /// `margin:VOTES` (ConSol's SPRT set to stop at that lead),
+/// `calibrated:DELTA` (the flip budget; CPU twin only for now),
 /// `margin-cap:CAP` (ConSol's SPRT with the maximum budget lowered to CAP).
 ///
 /// ```
@@ -170,6 +171,9 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
         "entropy" => StopRule::Entropy {
             max_normalized: arg(0, 0.75),
         },
+        "calibrated" => StopRule::Calibrated {
+            delta: arg(0, 0.01),
+        },
         "predictive" => StopRule::Predictive {
             prior: arg(0, 0.3),
             delta: arg(1, 0.01),
@@ -181,6 +185,10 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
         min_votes: 1,
         max_votes: max,
     };
+    if matches!(rule, StopRule::Calibrated { .. }) {
+        // Validated by the scheduler, which holds the batch's prior.
+        return Some(config);
+    }
     config.validate().ok().map(|_| config)
 }
 

@@ -1117,6 +1117,8 @@ fn near_threshold(config: &RuleConfig, votes: &PromptVotes, table: &[[u32; 2]]) 
     };
     match config.rule {
         StopRule::FixedBudget | StopRule::EscWindow { .. } => false,
+        // Refused per prompt (it needs the batch's prior): never decided here.
+        StopRule::Calibrated { .. } => false,
         StopRule::Beta { threshold, .. } | StopRule::Dirichlet { threshold, .. } => {
             close(c, threshold, 1e-4)
         }

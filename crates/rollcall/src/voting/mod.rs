@@ -148,6 +148,7 @@ impl RoundVotes<'_> {
     }
 }
 
+pub mod calibrated;
 pub mod cpu;
 pub(crate) mod gpu;
 pub mod posterior;

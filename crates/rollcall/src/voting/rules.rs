@@ -78,6 +78,13 @@ pub enum StopRule {
     /// normalised by log2 of the number of answers (a pseudo-count of 1 is
     /// added to a unanimous prompt), at most `max_normalized` (n ≥ 2).
     Entropy { max_normalized: f32 },
+    /// Calibrated to a flip budget: stop once the probability that the
+    /// leader is not the majority at `max_votes` is at most `delta`, under a
+    /// prior over how decisive prompts are that is learned from the whole
+    /// batch every round (see [`super::calibrated`]); at least 2 votes;
+    /// `max_votes` at most [`super::calibrated::CALIBRATED_MAX_VOTES`].
+    /// Runs in the CPU twin's scheduler ([`super::cpu::run`]).
+    Calibrated { delta: f32 },
 }
 
 impl StopRule {
@@ -330,6 +337,9 @@ impl RuleConfig {
                     return bad("Entropy needs max_normalized in [0, 1]");
                 }
                 (RULE_ENTROPY, 0, [max_normalized, 0.0, 0.0, 0.0])
+            }
+            StopRule::Calibrated { .. } => {
+                return bad("Calibrated needs the batch's prior: it runs in the CPU twin's scheduler (voting::cpu::run), not per prompt or on the GPU yet");
             }
         };
         Ok(GpuRule {
