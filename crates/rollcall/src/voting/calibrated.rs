@@ -18,8 +18,9 @@
 //! each competitor are exact and added (a union bound), plus the races
 //! against the unseen categories.
 
-use super::rules::Decision;
+use super::rules::{Decision, RuleConfig, StopRule};
 use super::PromptVotes;
+use crate::{Error, Result};
 
 /// Categories of the model (answers a prompt could give).
 pub const CATEGORIES: u32 = 40;
@@ -140,14 +141,14 @@ impl CalibratedModel {
 
     /// The model for `budget`, with the races this thread computed before
     /// (they depend on the budget only); give it back with [`Self::keep`].
-    pub fn cached(budget: u32) -> Self {
+    pub(crate) fn cached(budget: u32) -> Self {
         MODELS
             .with(|m| m.borrow_mut().remove(&budget))
             .unwrap_or_else(|| Self::new(budget))
     }
 
     /// Keeps the model's races for the next [`Self::cached`] on this thread.
-    pub fn keep(self) {
+    pub(crate) fn keep(self) {
         MODELS.with(|m| m.borrow_mut().insert(self.budget, self));
     }
 
@@ -344,6 +345,95 @@ impl CalibratedModel {
             confidence: (1.0 - risk) as f32,
             votes: n,
             next: u32::from(!stopped),
+        }
+    }
+}
+
+/// The calibrated rule over a batch's rounds: the model, the batch's prior
+/// and the rounds it has seen. Each round refits the prior on every
+/// prompt's counts (50 EM steps the first round, 5 after) and then decides
+/// the live prompts; the CPU scheduler ([`super::cpu::run`]) and any other
+/// round loop over [`super::cpu::VoteTables`] use it alike.
+#[derive(Debug)]
+pub struct CalibratedRounds {
+    delta: f32,
+    config: RuleConfig,
+    model: Option<CalibratedModel>,
+    prior: BatchPrior,
+    rounds: u32,
+}
+
+impl CalibratedRounds {
+    /// For a `StopRule::Calibrated` config: δ in [0, 1], 0 < `max_votes` ≤
+    /// [`CALIBRATED_MAX_VOTES`], `min_votes` ≤ `max_votes`; else
+    /// [`Error::InvalidRule`].
+    pub fn new(config: &RuleConfig) -> Result<Self> {
+        let StopRule::Calibrated { delta } = config.rule else {
+            return Err(Error::InvalidRule(format!(
+                "CalibratedRounds needs StopRule::Calibrated, got {:?}",
+                config.rule
+            )));
+        };
+        if !(0.0..=1.0).contains(&delta)
+            || config.max_votes == 0
+            || config.max_votes > CALIBRATED_MAX_VOTES
+            || config.min_votes > config.max_votes
+        {
+            return Err(Error::InvalidRule(format!(
+                "Calibrated needs delta in [0, 1] and 0 < max_votes <= {CALIBRATED_MAX_VOTES}, min_votes <= max_votes; got {config:?}"
+            )));
+        }
+        Ok(Self {
+            delta,
+            config: *config,
+            model: Some(CalibratedModel::cached(config.max_votes)),
+            prior: BatchPrior::default(),
+            rounds: 0,
+        })
+    }
+
+    /// The prior as last refitted.
+    pub fn prior(&self) -> &BatchPrior {
+        &self.prior
+    }
+
+    /// Refits the prior on every prompt of `tables` (stopped ones
+    /// included), then decides the `live` prompts, in order. The budget and
+    /// `min_votes` hold as for every rule.
+    pub fn decide_round(
+        &mut self,
+        tables: &super::cpu::VoteTables,
+        live: &[u32],
+    ) -> Result<Vec<Decision>> {
+        let model = self.model.as_mut().expect("present until dropped");
+        let counts: Vec<Vec<u32>> = (0..tables.prompts())
+            .map(|p| Ok(tables.table(p)?.iter().map(|e| e[1]).collect()))
+            .collect::<Result<_>>()?;
+        self.rounds += 1;
+        let steps = if self.rounds == 1 {
+            FIRST_EM_STEPS
+        } else {
+            LATER_EM_STEPS
+        };
+        model.refit(&mut self.prior, counts.iter().map(Vec::as_slice), steps);
+        live.iter()
+            .map(|&p| {
+                let votes = tables.votes(p)?;
+                let d = model.decide(&self.prior, self.delta, votes, tables.table(p)?);
+                Ok(Decision {
+                    stopped: (d.stopped && votes.total >= self.config.min_votes)
+                        || votes.total >= self.config.max_votes,
+                    ..d
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for CalibratedRounds {
+    fn drop(&mut self) {
+        if let Some(model) = self.model.take() {
+            model.keep();
         }
     }
 }

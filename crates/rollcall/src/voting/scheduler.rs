@@ -522,30 +522,13 @@ pub fn run_cpu(
     allocation: Allocation,
     engine: &mut dyn RolloutEngine,
 ) -> Result<Outcome> {
-    use super::calibrated::{
-        BatchPrior, CalibratedModel, CALIBRATED_MAX_VOTES, FIRST_EM_STEPS, LATER_EM_STEPS,
-    };
+    use super::calibrated::CalibratedRounds;
     use super::cpu::VoteTables as CpuVoteTables;
     use super::rewards::{group_advantages, majority_rewards};
     use super::rules::{decide, StopRule};
     // The calibrated rule decides with the batch's prior, refitted each round.
     let mut calibrated = match config.rule {
-        StopRule::Calibrated { delta } => {
-            if !(0.0..=1.0).contains(&delta)
-                || config.max_votes == 0
-                || config.max_votes > CALIBRATED_MAX_VOTES
-                || config.min_votes > config.max_votes
-            {
-                return Err(Error::InvalidRule(format!(
-                    "Calibrated needs delta in [0, 1] and 0 < max_votes <= {CALIBRATED_MAX_VOTES}, min_votes <= max_votes; got {config:?}"
-                )));
-            }
-            Some((
-                delta,
-                CalibratedModel::cached(config.max_votes),
-                BatchPrior::default(),
-            ))
-        }
+        StopRule::Calibrated { .. } => Some(CalibratedRounds::new(&config)?),
         _ => None,
     };
     let rule = match calibrated {
@@ -597,31 +580,15 @@ pub fn run_cpu(
             answers: &round.answers,
             tokens: Some(&round.tokens),
         })?;
-        if let Some((_, model, prior)) = calibrated.as_mut() {
-            let counts: Vec<Vec<u32>> = (0..prompts)
-                .map(|p| Ok(tables.table(p)?.iter().map(|e| e[1]).collect()))
-                .collect::<Result<_>>()?;
-            let steps = if rounds == 1 {
-                FIRST_EM_STEPS
-            } else {
-                LATER_EM_STEPS
-            };
-            model.refit(prior, counts.iter().map(Vec::as_slice), steps);
-        }
+        let batch_decisions = match calibrated.as_mut() {
+            Some(rounds) => Some(rounds.decide_round(&tables, &live)?),
+            None => None,
+        };
         let mut next = Vec::new();
         let mut next_wants = Vec::new();
-        for &p in &live {
-            let d = match calibrated.as_mut() {
-                Some((delta, model, prior)) => {
-                    let d = model.decide(prior, *delta, tables.votes(p)?, tables.table(p)?);
-                    // The budget and the minimum hold as for every rule.
-                    let votes = tables.votes(p)?.total;
-                    super::rules::Decision {
-                        stopped: (d.stopped && votes >= config.min_votes)
-                            || votes >= config.max_votes,
-                        ..d
-                    }
-                }
+        for (i, &p) in live.iter().enumerate() {
+            let d = match &batch_decisions {
+                Some(decisions) => decisions[i],
                 None => decide(&rule, tables.votes(p)?, tables.table(p)?),
             };
             outcome[p as usize] = PromptOutcome {
@@ -637,9 +604,6 @@ pub fn run_cpu(
         }
         live = next;
         wants = next_wants;
-    }
-    if let Some((_, model, _)) = calibrated {
-        model.keep();
     }
     let (segments, answers) = group_by_prompt(&mut history, &used)?;
     let consensus: Vec<u32> = outcome.iter().map(|p| p.consensus).collect();
