@@ -149,7 +149,7 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
             prior: arg(1, 1.0),
         },
         "consol-sprt" => StopRule::CONSOL_SPRT,
-        "margin" => margin_rule(arg(0, 3.0)),
+        "margin" => StopRule::margin(arg(0, 3.0) as u32),
         "margin-cap" => {
             max = max_votes.min(arg(0, 16.0) as u32);
             StopRule::CONSOL_SPRT
@@ -190,22 +190,6 @@ pub fn preset(name: &str, max_votes: u32) -> Option<RuleConfig> {
         return Some(config);
     }
     config.validate().ok().map(|_| config)
-}
-
-/// ConSol's SPRT (p0 = 0.5, p1 = 0.5001, α = 0.05) with β set so that it
-/// stops when the leader leads the runner-up by `margin` votes (its
-/// defaults give 3).
-fn margin_rule(margin: f32) -> StopRule {
-    // Each vote moves the log ratio by ±ln(1.0002); put the bound halfway
-    // between margin − 1 and margin steps.
-    let step = (0.5001f64 / 0.5).ln();
-    let alpha = 0.05;
-    StopRule::ConsolSprt {
-        p0: 0.5,
-        p1: 0.5001,
-        alpha,
-        beta: 1.0 - alpha * ((f64::from(margin) - 0.5) * step).exp(),
-    }
 }
 
 /// Rule families and the parameter grid `rollcall vote --sweep` runs, as

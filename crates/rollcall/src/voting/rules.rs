@@ -88,6 +88,32 @@ pub enum StopRule {
 }
 
 impl StopRule {
+    /// ConSol's SPRT (p0 = 0.5, p1 = 0.5001, α = 0.05) with β set so that it
+    /// stops when the leader leads the runner-up by `votes` votes; its
+    /// defaults ([`StopRule::CONSOL_SPRT`]) stop at 3.
+    ///
+    /// ```
+    /// use rollcall::voting::{cpu, PromptVotes, RuleConfig, StopRule};
+    /// let config = RuleConfig { rule: StopRule::margin(5), min_votes: 1, max_votes: 40 };
+    /// let votes = PromptVotes { total: 7, distinct: 2, ..Default::default() };
+    /// assert!(!cpu::decide(&config, &votes, &[[1, 5], [2, 2]])?.stopped); // lead 3
+    /// let votes = PromptVotes { total: 5, distinct: 1, ..Default::default() };
+    /// assert!(cpu::decide(&config, &votes, &[[1, 5]])?.stopped); // lead 5
+    /// # Ok::<(), rollcall::Error>(())
+    /// ```
+    pub fn margin(votes: u32) -> StopRule {
+        // Each vote moves the log ratio by about ±ln(1.0002): the bound sits
+        // halfway between votes − 1 and votes steps.
+        let step = (0.5001f64 / 0.5).ln();
+        let alpha = 0.05;
+        StopRule::ConsolSprt {
+            p0: 0.5,
+            p1: 0.5001,
+            alpha,
+            beta: 1.0 - alpha * ((f64::from(votes) - 0.5) * step).exp(),
+        }
+    }
+
     /// ConSol's mixture SPRT with its defaults.
     pub const CONSOL_MSPRT: StopRule = StopRule::ConsolMsprt {
         prior: 1.0e6,
