@@ -35,7 +35,6 @@ from ._errors import (
     OutOfMemoryError,
     RollcallError,
     ShapeError,
-    UnsupportedRuleError,
 )
 from ._rollcall import (
     MAX_ANSWER_ID,
@@ -114,7 +113,6 @@ __all__ = [
     "InvalidValueError",
     "NonFiniteError",
     "InvalidRuleError",
-    "UnsupportedRuleError",
     "InvalidEstimatorError",
     "OutOfMemoryError",
     "GpuError",

@@ -27,10 +27,6 @@ class InvalidRuleError(InvalidValueError):
     """An unknown stopping rule, parameter, or parameter out of range."""
 
 
-class UnsupportedRuleError(InvalidRuleError, NotImplementedError):
-    """A stopping rule this version of rollcall does not have yet."""
-
-
 class InvalidEstimatorError(InvalidValueError):
     """An unknown tail estimator or parameter out of range."""
 
@@ -50,7 +46,6 @@ __all__ = [
     "InvalidValueError",
     "NonFiniteError",
     "InvalidRuleError",
-    "UnsupportedRuleError",
     "InvalidEstimatorError",
     "OutOfMemoryError",
     "GpuError",

@@ -1,9 +1,10 @@
 //! Stopping rules by name: one table of names, parameters and defaults, so a
-//! new rule (the calibrated rule, once rollcall has it) is one more entry.
+//! new rule is one more entry.
 
 use crate::{error, rollcall_error};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use rollcall::voting::calibrated::CalibratedRounds;
 use rollcall::voting::{RuleConfig, StopRule};
 
 /// A rule's entry: its name, other names, parameters with defaults, and the
@@ -14,19 +15,6 @@ struct Spec {
     params: &'static [(&'static str, f64)],
     build: fn(&[f64]) -> StopRule,
     summary: &'static str,
-}
-
-/// ConSol's SPRT's β that stops at a lead of `margin` votes (p0 = 0.5,
-/// p1 = 0.5001, α = 0.05), as the command line's `margin:VOTES`.
-fn margin_rule(margin: f64) -> StopRule {
-    let step = (0.5001f64 / 0.5).ln();
-    let alpha = 0.05;
-    StopRule::ConsolSprt {
-        p0: 0.5,
-        p1: 0.5001,
-        alpha,
-        beta: 1.0 - alpha * ((margin - 0.5) * step).exp(),
-    }
 }
 
 const SPECS: &[Spec] = &[
@@ -98,7 +86,7 @@ const SPECS: &[Spec] = &[
         name: "margin",
         aliases: &[],
         params: &[("votes", 3.0)],
-        build: |p| margin_rule(p[0]),
+        build: |p| StopRule::margin(p[0] as u32),
         summary: "ConSol's SPRT set to stop when the leader leads by `votes`",
     },
     Spec {
@@ -142,6 +130,15 @@ const SPECS: &[Spec] = &[
         summary: "normalised entropy of the answer counts <= max_normalized (n >= 2)",
     },
     Spec {
+        name: "calibrated",
+        aliases: &[],
+        params: &[("delta", 0.01)],
+        build: |p| StopRule::Calibrated {
+            delta: p[0] as f32,
+        },
+        summary: "stop once P(the leader is not the majority at max_votes) <= delta, under a prior learned from the whole batch every round (max_votes <= 64)",
+    },
+    Spec {
         name: "predictive",
         aliases: &[],
         params: &[("prior", 0.3), ("delta", 0.01)],
@@ -152,12 +149,6 @@ const SPECS: &[Spec] = &[
         summary: "risk that the runner-up ends ahead at max_votes <= delta (Beta-Binomial)",
     },
 ];
-
-/// Rules that are planned but not in this version of rollcall, with why.
-const PLANNED: &[(&str, &str)] = &[(
-    "calibrated",
-    "the calibrated stopping rule (rollcall issue 18) is not in this version of the rollcall library",
-)];
 
 /// Parameters that must be whole numbers (cast to u32).
 const INTEGER_PARAMS: &[&str] = &["top", "hypotheses", "window", "votes"];
@@ -175,8 +166,7 @@ fn find(name: &str) -> Option<&'static Spec> {
 /// params override the rule's defaults. `Rule.from_spec("beta:0.9:0.5")`
 /// takes the command line's spelling (parameters in order after colons).
 /// Raises `InvalidRuleError` for unknown names, parameters or values out of
-/// range, and `UnsupportedRuleError` for a rule this rollcall lacks (the
-/// calibrated rule).
+/// range.
 #[pyclass(module = "rollcall", frozen)]
 #[derive(Clone)]
 pub(crate) struct Rule {
@@ -196,9 +186,6 @@ impl Rule {
         let spec = match find(name) {
             Some(spec) => spec,
             None => {
-                if let Some((_, why)) = PLANNED.iter().find(|(n, _)| *n == name) {
-                    return Err(error(py, "UnsupportedRuleError", *why));
-                }
                 let known: Vec<&str> = SPECS.iter().map(|s| s.name).collect();
                 return Err(error(
                     py,
@@ -240,7 +227,12 @@ impl Rule {
             min_votes,
             max_votes,
         };
-        config.validate().map_err(|e| rollcall_error(py, e))?;
+        match config.rule {
+            // Validated with the batch state it needs.
+            StopRule::Calibrated { .. } => CalibratedRounds::new(&config).map(|_| ()),
+            _ => config.validate(),
+        }
+        .map_err(|e| rollcall_error(py, e))?;
         Ok(Rule {
             name: spec.name,
             values,
@@ -421,17 +413,13 @@ fn rules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
-/// One line per rule: `(name, summary)`, and the planned ones with why they
-/// are missing.
+/// One line per rule: `(name, summary)`.
 #[pyfunction]
 fn describe_rules(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-    let mut items: Vec<(String, String)> = SPECS
+    let items: Vec<(String, String)> = SPECS
         .iter()
         .map(|s| (s.name.to_string(), s.summary.to_string()))
         .collect();
-    for (name, why) in PLANNED {
-        items.push((name.to_string(), format!("not available: {why}")));
-    }
     PyTuple::new(py, items)
 }
 

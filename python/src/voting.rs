@@ -6,8 +6,11 @@ use crate::{error, read_f32, read_ids, rollcall_error, to_numpy, to_numpy2, Arra
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use rollcall::voting::calibrated::CalibratedRounds;
 use rollcall::voting::cpu::VoteTables;
-use rollcall::voting::{rewards, Allocation, ReplayEngine, RoundVotes, RuleConfig, Segment};
+use rollcall::voting::{
+    rewards, Allocation, ReplayEngine, RoundVotes, RuleConfig, Segment, StopRule,
+};
 
 /// `(need_more, counts)`: a bool mask over the prompts and int64 counts.
 type Request<'py> = (Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>);
@@ -21,6 +24,8 @@ type Rewards<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<i64>>);
 /// as `rollcall::voting::cpu::run` does.
 struct Core {
     config: RuleConfig,
+    /// The calibrated rule's batch state (its prior is refitted each round).
+    calibrated: Option<CalibratedRounds>,
     fewest: bool,
     chunk: u32,
     tables: VoteTables,
@@ -43,8 +48,13 @@ impl Core {
         let tables = VoteTables::new(prompts, capacity)?;
         let first = chunk.max(config.min_votes).min(config.max_votes);
         let n = prompts as usize;
+        let calibrated = match config.rule {
+            StopRule::Calibrated { .. } => Some(CalibratedRounds::new(&config)?),
+            _ => None,
+        };
         Ok(Core {
             config,
+            calibrated,
             fewest,
             chunk,
             tables,
@@ -70,11 +80,19 @@ impl Core {
             tokens: None,
         })?;
         self.rounds += 1;
-        for p in 0..self.live.len() {
-            if !self.live[p] {
-                continue;
-            }
-            let d = self.tables.decide(&self.config, p as u32)?;
+        let live: Vec<u32> = (0..self.live.len() as u32)
+            .filter(|&p| self.live[p as usize])
+            .collect();
+        let batch = match self.calibrated.as_mut() {
+            Some(rounds) => Some(rounds.decide_round(&self.tables, &live)?),
+            None => None,
+        };
+        for (i, &p) in live.iter().enumerate() {
+            let p = p as usize;
+            let d = match &batch {
+                Some(decisions) => decisions[i],
+                None => self.tables.decide(&self.config, p as u32)?,
+            };
             self.consensus[p] = d.consensus;
             self.confidence[p] = d.confidence;
             if d.stopped {

@@ -10,7 +10,7 @@ def test_error_hierarchy():
     assert issubclass(rollcall.ShapeError, ValueError)
     assert issubclass(rollcall.DTypeError, TypeError)
     for cls in [rollcall.ShapeError, rollcall.DTypeError, rollcall.InvalidRuleError,
-                rollcall.NonFiniteError, rollcall.UnsupportedRuleError]:
+                rollcall.NonFiniteError]:
         assert issubclass(cls, rollcall.RollcallError)
 
 

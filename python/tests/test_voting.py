@@ -33,7 +33,8 @@ def synthetic(prompts, votes, seed):
 def test_rules_by_name():
     names = rollcall.rules()
     for name in ["fixed", "beta", "dirichlet", "optpo", "consol-sprt",
-                 "consol-msprt", "esc", "majority", "entropy", "predictive", "margin"]:
+                 "consol-msprt", "esc", "majority", "entropy", "predictive", "margin",
+                 "calibrated"]:
         assert name in names
         rule = rollcall.Rule(name, max_votes=32)
         assert rule.name == name and rule.max_votes == 32
@@ -45,17 +46,32 @@ def test_rules_by_name():
     assert any(name == "calibrated" for name, _ in rollcall.describe_rules())
 
 
-def test_calibrated_rule_is_reported_missing():
-    with pytest.raises(rollcall.UnsupportedRuleError, match="issue 18"):
-        rollcall.Rule("calibrated")
-    with pytest.raises(NotImplementedError):
-        rollcall.Voter(4, "calibrated")
+def test_calibrated_rule_checks_its_settings():
+    assert rollcall.Rule("calibrated", delta=0.02).params == {"delta": pytest.approx(0.02)}
+    for bad in [dict(delta=1.5), dict(delta=-0.1), dict(delta=0.01, max_votes=65)]:
+        with pytest.raises(rollcall.InvalidRuleError):
+            rollcall.Rule("calibrated", **bad)
+
+
+def test_calibrated_voter_stops_early_on_a_decisive_batch():
+    answers = synthetic(300, 40, seed=3)
+    got = rollcall.replay(answers, rollcall.Rule("calibrated", delta=0.02, min_votes=2,
+                                                  max_votes=40), chunk=1)
+    assert got["votes"].mean() < 20
+
+    def first_seen_majority(row):
+        counts = Counter(row.tolist())
+        top = max(counts.values())
+        return next(a for a in row.tolist() if counts[a] == top)
+
+    flips = sum(first_seen_majority(row) != c for row, c in zip(answers, got["consensus"]))
+    assert flips / len(answers) <= 0.02
 
 
 @pytest.mark.parametrize("spec", ["fixed", "beta", "dirichlet:0.9:3", "optpo",
                                   "consol-sprt", "consol-msprt", "esc:4",
                                   "majority:0.7", "entropy:0.6", "predictive:0.5:0.02",
-                                  "margin:2"])
+                                  "margin:2", "calibrated:0.02"])
 @pytest.mark.parametrize("allocation,chunk", [("chunk", 1), ("chunk", 3), ("fewest", 2)])
 def test_replay_and_voter_match_rollcalls_round_loop(spec, allocation, chunk):
     answers = synthetic(40, 24, seed=len(spec) + chunk)
