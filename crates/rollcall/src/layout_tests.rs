@@ -388,6 +388,24 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
             ],
         ),
         "DecideParams" => check_decide_params(r),
+        "CalibratedParams" => {
+            use crate::voting::calibrated::gpu::CalibratedParams as P;
+            check_mirror(
+                r,
+                name,
+                size_of::<P>(),
+                &[
+                    field!("prompts", P, prompts),
+                    field!("groups", P, groups),
+                    field!("groups_x", P, groups_x),
+                    field!("listed", P, listed),
+                    field!("delta", P, delta),
+                    field!("min_votes", P, min_votes),
+                    field!("races", P, races),
+                    field!("_pad", P, pad),
+                ],
+            )
+        }
         "CountParams" => check_count_params(r),
         "RewardParams" => check_reward_params(r),
         "CompactParams" => check_mirror(
@@ -742,6 +760,7 @@ fn every_struct_the_host_shares_matches_its_mirror() {
     }
     // No entry of the table went stale (its struct renamed or gone).
     let expected = [
+        "CalibratedParams",
         "ChunkInfo",
         "CompactParams",
         "CountParams",
@@ -1105,6 +1124,40 @@ fn other_kernels_constants_match_the_shaders() {
         );
         assert_eq!(r.u32("WG") * r.u32("PER_THREAD"), r.u32("BLOCK"));
         assert_eq!(r.workgroup_width(), r.u32("WG"), "{}", r.label);
+    }
+
+    for i in family(&variants, "calibrated/") {
+        use crate::voting::calibrated::{self as cal, gpu::ModelLayout};
+        let r = &variants[i];
+        let s = &r.label;
+        let mut parts = s.rsplit('/');
+        let budget: u32 = parts.next().unwrap().parse().unwrap();
+        let capacity: u32 = parts.next().unwrap().parse().unwrap();
+        let layout = ModelLayout::new(budget);
+        for (name, value) in [
+            ("CAPACITY", capacity),
+            ("BUDGET", budget),
+            ("COMPONENTS", cal::COMPONENTS as u32),
+            ("CATEGORIES", cal::CATEGORIES),
+            ("MIN_VOTES", cal::MIN_VOTES),
+            ("WEIGHTS", layout.weights),
+            ("LN_SHARE", layout.ln_share),
+            ("LN_REST_SHARE", layout.ln_rest_share),
+            ("CONCENTRATION", layout.concentration),
+            ("REST_ONE", layout.rest_one),
+            ("REST_ALL", layout.rest_all),
+            ("RACES", layout.races),
+            ("RACE_BLOCK", layout.race_block),
+            ("WG", crate::voting::gpu::WORKGROUP),
+        ] {
+            assert_eq!(r.u32(name), value, "{s}: {name}");
+        }
+        assert_eq!(r.workgroup_width(), crate::voting::gpu::WORKGROUP, "{s}");
+        assert_eq!(
+            r.f32("PSEUDO_COUNT").to_bits(),
+            (cal::PSEUDO_COUNT as f32).to_bits(),
+            "{s}"
+        );
     }
 
     for i in family(&variants, "voting/") {

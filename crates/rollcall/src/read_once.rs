@@ -268,14 +268,7 @@ mod tests {
     use half::{bf16, f16};
 
     fn ctx() -> Option<GpuContext> {
-        match GpuContext::new() {
-            Ok(ctx) => Some(ctx),
-            Err(e) if std::env::var("ROLLCALL_ALLOW_NO_GPU").as_deref() == Ok("1") => {
-                eprintln!("skipping GPU test: {e}");
-                None
-            }
-            Err(e) => panic!("GPU test needs an adapter: {e}"),
-        }
+        GpuContext::for_tests()
     }
 
     /// The sum in the kernel's order: per invocation over its groups, then the

@@ -45,6 +45,9 @@ pub(crate) fn all_variants() -> Vec<ShaderVariant> {
     for capacity in [1, crate::voting::DEFAULT_CAPACITY, 256] {
         all.extend(crate::voting::gpu::shader_variants(capacity).unwrap());
     }
+    for (capacity, budget) in [(1, 1), (crate::voting::DEFAULT_CAPACITY, 40), (256, 64)] {
+        all.extend(crate::voting::calibrated::shader_variants(capacity, budget).unwrap());
+    }
     all.extend(crate::tail::shader_variants().unwrap());
     all.extend(crate::sampling::edits::shader_variants().unwrap());
     all.extend(crate::speculative::gpu::shader_variants().unwrap());

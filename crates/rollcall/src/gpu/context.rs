@@ -476,3 +476,19 @@ fn device_error(e: wgpu::Error) -> Error {
         other => Error::Device(other.to_string()),
     }
 }
+
+#[cfg(test)]
+impl GpuContext {
+    /// The unit tests' context: a test fails, never skips, when no adapter is
+    /// found, unless the user opted out with `ROLLCALL_ALLOW_NO_GPU=1`.
+    pub(crate) fn for_tests() -> Option<Self> {
+        match Self::new() {
+            Ok(ctx) => Some(ctx),
+            Err(e) if std::env::var("ROLLCALL_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+                eprintln!("skipping GPU test: {e}");
+                None
+            }
+            Err(e) => panic!("GPU test needs an adapter: {e}"),
+        }
+    }
+}

@@ -78,6 +78,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../shaders/posterior.wgsl"),
     ),
     ("voting.wgsl", include_str!("../../shaders/voting.wgsl")),
+    (
+        "calibrated.wgsl",
+        include_str!("../../shaders/calibrated.wgsl"),
+    ),
     ("tail.wgsl", include_str!("../../shaders/tail.wgsl")),
 ];
 

@@ -627,6 +627,11 @@ impl VoteTables {
         self.prompts
     }
 
+    /// Answers each prompt's table holds.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
     /// The context the tables live on.
     pub fn ctx(&self) -> &GpuContext {
         &self.ctx

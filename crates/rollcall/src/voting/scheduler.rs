@@ -4,8 +4,9 @@
 //! live prompts and its length). Memory is proportional to the prompts and
 //! the rollouts in flight.
 
+use super::calibrated::CalibratedGpu;
 use super::gpu::DECISION_BYTES;
-use super::rules::{DecideParams, GpuRule, RuleConfig};
+use super::rules::{DecideParams, GpuRule, RuleConfig, StopRule};
 use super::{GpuDecision, RoundVotes, Segment, VoteTables};
 use crate::compact::{CompactScratch, Compactor};
 use crate::{Error, GpuContext, Result};
@@ -107,7 +108,7 @@ pub struct Scheduler {
     tables: VoteTables,
     compactor: Compactor,
     scratch: CompactScratch,
-    rule: GpuRule,
+    rule: SchedulerRule,
     config: RuleConfig,
     allocation: Allocation,
     prompts: u32,
@@ -122,8 +123,16 @@ pub struct Scheduler {
     readback: wgpu::Buffer,
 }
 
+/// How the scheduler's rule runs: per prompt from its table, or the
+/// calibrated rule with the batch's prior.
+enum SchedulerRule {
+    PerPrompt(GpuRule),
+    Calibrated(CalibratedGpu),
+}
+
 impl Scheduler {
     /// A scheduler for `prompts` prompts with vote tables of `capacity`.
+    /// The calibrated rule builds its race table here (one submit).
     pub fn new(
         ctx: &GpuContext,
         prompts: u32,
@@ -131,7 +140,15 @@ impl Scheduler {
         config: RuleConfig,
         allocation: Allocation,
     ) -> Result<Self> {
-        let rule = config.gpu_form()?;
+        let rule = match config.rule {
+            StopRule::Calibrated { .. } => {
+                if !(1..=256).contains(&capacity) {
+                    return Err(Error::InvalidCapacity(capacity));
+                }
+                SchedulerRule::Calibrated(CalibratedGpu::new(ctx, prompts, capacity, &config)?)
+            }
+            _ => SchedulerRule::PerPrompt(config.gpu_form()?),
+        };
         if allocation.first() == 0 {
             return Err(Error::InvalidArgument(format!(
                 "an allocation needs at least 1 rollout, got {allocation:?}"
@@ -245,8 +262,6 @@ impl Scheduler {
         }
         // Every check before any GPU work.
         round.validate(self.prompts)?;
-        let params = self.rule.decide_params(n, fewest);
-        self.ctx.queue.write_buffer(&self.params, 0, &params);
         self.ctx
             .queue
             .write_buffer(&self.list, 0, bytemuck::cast_slice(live));
@@ -254,15 +269,32 @@ impl Scheduler {
             self.tables.encode_reset(encoder);
         }
         self.tables.encode_count(encoder, round)?;
-        self.tables.encode_decide(
-            encoder,
-            &self.params,
-            &self.list,
-            n,
-            &self.decisions,
-            &self.keep,
-            &self.next,
-        );
+        match &self.rule {
+            SchedulerRule::PerPrompt(rule) => {
+                let params = rule.decide_params(n, fewest);
+                self.ctx.queue.write_buffer(&self.params, 0, &params);
+                self.tables.encode_decide(
+                    encoder,
+                    &self.params,
+                    &self.list,
+                    n,
+                    &self.decisions,
+                    &self.keep,
+                    &self.next,
+                );
+            }
+            // A new batch (`reset`) refits its prior from uniform weights.
+            SchedulerRule::Calibrated(calibrated) => calibrated.encode_round(
+                encoder,
+                &self.tables,
+                &self.list,
+                n,
+                reset,
+                &self.decisions,
+                &self.keep,
+                &self.next,
+            ),
+        }
         let values = fewest.then_some((&self.next, &self.compacted_next));
         self.compactor.encode_with_values(
             encoder,

@@ -22,6 +22,13 @@ use super::rules::{Decision, RuleConfig, StopRule};
 use super::PromptVotes;
 use crate::{Error, Result};
 
+pub(crate) mod gpu;
+#[cfg(test)]
+pub(crate) use gpu::shader_variants;
+pub(crate) use gpu::CalibratedGpu;
+#[cfg(feature = "internals")]
+pub use gpu::CalibratedRoundsGpu;
+
 /// Categories of the model (answers a prompt could give).
 pub const CATEGORIES: u32 = 40;
 /// The dominant category's share, per component.
@@ -234,6 +241,28 @@ impl CalibratedModel {
         })
     }
 
+    /// The race-table entry the GPU form stores: component `g`, the leader
+    /// dominant (`leader_dominant`) or the competitor, a tie to the
+    /// competitor, `n` votes so far, the dominant side's `c_dom`, the
+    /// other's `c_other`.
+    #[cfg(test)]
+    pub(crate) fn race_entry(
+        &mut self,
+        g: usize,
+        leader_dominant: bool,
+        tie: bool,
+        n: u32,
+        c_dom: u32,
+        c_other: u32,
+    ) -> f64 {
+        let side = if leader_dominant {
+            Dominant::Leader
+        } else {
+            Dominant::Competitor
+        };
+        self.race(g, side, c_dom, c_other, n, tie)
+    }
+
     /// The probability that the leader (table slot `leader`) is not the
     /// majority at the budget, under `prior`.
     pub fn risk(&mut self, prior: &BatchPrior, counts: &[u32], leader: usize) -> f64 {
@@ -368,21 +397,7 @@ impl CalibratedRounds {
     /// [`CALIBRATED_MAX_VOTES`], `min_votes` ≤ `max_votes`; else
     /// [`Error::InvalidRule`].
     pub fn new(config: &RuleConfig) -> Result<Self> {
-        let StopRule::Calibrated { delta } = config.rule else {
-            return Err(Error::InvalidRule(format!(
-                "CalibratedRounds needs StopRule::Calibrated, got {:?}",
-                config.rule
-            )));
-        };
-        if !(0.0..=1.0).contains(&delta)
-            || config.max_votes == 0
-            || config.max_votes > CALIBRATED_MAX_VOTES
-            || config.min_votes > config.max_votes
-        {
-            return Err(Error::InvalidRule(format!(
-                "Calibrated needs delta in [0, 1] and 0 < max_votes <= {CALIBRATED_MAX_VOTES}, min_votes <= max_votes; got {config:?}"
-            )));
-        }
+        let delta = checked_delta(config)?;
         Ok(Self {
             delta,
             config: *config,
@@ -428,6 +443,28 @@ impl CalibratedRounds {
             })
             .collect()
     }
+}
+
+/// δ of a `StopRule::Calibrated` config, checked: δ in [0, 1], 0 <
+/// `max_votes` ≤ [`CALIBRATED_MAX_VOTES`], `min_votes` ≤ `max_votes`; else
+/// [`Error::InvalidRule`].
+fn checked_delta(config: &RuleConfig) -> Result<f32> {
+    let StopRule::Calibrated { delta } = config.rule else {
+        return Err(Error::InvalidRule(format!(
+            "the calibrated rule's rounds need StopRule::Calibrated, got {:?}",
+            config.rule
+        )));
+    };
+    if !(0.0..=1.0).contains(&delta)
+        || config.max_votes == 0
+        || config.max_votes > CALIBRATED_MAX_VOTES
+        || config.min_votes > config.max_votes
+    {
+        return Err(Error::InvalidRule(format!(
+            "Calibrated needs delta in [0, 1] and 0 < max_votes <= {CALIBRATED_MAX_VOTES}, min_votes <= max_votes; got {config:?}"
+        )));
+    }
+    Ok(delta)
 }
 
 impl Drop for CalibratedRounds {

@@ -1,0 +1,372 @@
+// The calibrated rule on the GPU, over voting.wgsl's vote tables (the model
+// and its f64 CPU twin: src/voting/calibrated/mod.rs; the pipelines:
+// src/voting/calibrated/gpu.rs).
+//
+// - races: the race table, one entry an invocation, once per budget.
+// - expect: every prompt's posterior over the components under the batch's
+//   weights; each workgroup sums its prompts' posteriors in lane order.
+// - maximise: one workgroup adds the workgroups' sums in a fixed order, adds
+//   the pseudo-count and renormalises the weights (one EM step with expect).
+// - calibrated_decide: a live prompt's risk that its leader is overtaken by
+//   the budget, from the posterior and the race table; decision, keep flag.
+//
+// Prepended by the host: CAPACITY, COMPONENTS, CATEGORIES, BUDGET,
+// MIN_VOTES, PSEUDO_COUNT, and the model buffer's offsets (WEIGHTS,
+// LN_SHARE, LN_REST_SHARE, CONCENTRATION, REST_ONE, REST_ALL, RACES) and
+// RACE_BLOCK (entries of one race block: Σ_{n < BUDGET} (n + 1)²).
+
+#include "voting.wgsl"
+
+struct CalibratedParams {
+    prompts: u32,     // prompts in the tables (expect)
+    groups: u32,      // expect's workgroups (maximise adds their sums)
+    groups_x: u32,    // grid width of two-dimensional dispatches
+    listed: u32,      // entries of the decide list
+    delta: f32,       // the flip budget
+    min_votes: u32,   // the config's least votes before a stop
+    races: u32,       // race-table entries
+    _pad: u32,
+}
+
+@group(0) @binding(30) var<uniform> cal: CalibratedParams;
+@group(0) @binding(31) var<storage, read> cal_list: array<u32>;
+@group(0) @binding(32) var<storage, read> cal_votes: array<PromptVotes>;
+@group(0) @binding(33) var<storage, read> cal_tables: array<vec2<u32>>;
+// The model: weights, per-component logs and rising factorials, races.
+@group(0) @binding(34) var<storage, read> model: array<f32>;
+// The same buffer, written by races (the table) and maximise (the weights).
+@group(0) @binding(35) var<storage, read_write> model_out: array<f32>;
+@group(0) @binding(36) var<storage, read_write> group_sums: array<f32>;
+@group(0) @binding(37) var<storage, read> group_sums_in: array<f32>;
+@group(0) @binding(38) var<storage, read_write> cal_decisions: array<Decision>;
+@group(0) @binding(39) var<storage, read_write> cal_keep: array<u32>;
+@group(0) @binding(40) var<storage, read_write> cal_next: array<u32>;
+
+const SMALLEST_NORMAL: f32 = 1.1754944e-38;
+const SIDE_LEADER: u32 = 0u;      // the leader is dominant
+const SIDE_COMPETITOR: u32 = 1u;  // the competitor is dominant
+
+// Entries of the race blocks before votes-so-far n: Σ_{k < n} (k + 1)².
+fn races_before(n: u32) -> u32 {
+    return n * (n + 1u) * (2u * n + 1u) / 6u;
+}
+
+fn race_index(g: u32, side: u32, tie: u32, n: u32, c_dom: u32, c_other: u32) -> u32 {
+    return RACES + ((g * 2u + side) * 2u + tie) * RACE_BLOCK + races_before(n)
+        + c_dom * (n + 1u) + c_other;
+}
+
+// ---- The race table ----------------------------------------------------------
+
+// The dominant side gains X ~ Bin(remaining, w), the other side
+// Y ~ BetaBin(remaining - X, a, mass - a): P(the other side ends ahead) with
+// other_wins, else P(the dominant side ends ahead); a final tie goes to the
+// competitor when `tie`. The twin's `race`, in f32.
+fn race(ln_w: f32, ln_rest: f32, remaining: u32, c_dom: u32, c_other: u32, a: f32, mass: f32,
+        other_wins: bool, tie: bool) -> f32 {
+    let b = mass - a;
+    var ln_choose = 0.0;
+    var total = 0.0;
+    for (var x = 0u; x <= remaining; x++) {
+        if x > 0u {
+            ln_choose += log(f32(remaining - x + 1u)) - log(f32(x));
+        }
+        let p_x = exp(ln_choose + f32(x) * ln_w + f32(remaining - x) * ln_rest);
+        if p_x < 1e-16 {
+            continue;
+        }
+        let rest = remaining - x;
+        var ln_p0 = 0.0;
+        for (var i = 0u; i < rest; i++) {
+            ln_p0 += log((b + f32(i)) / (a + b + f32(i)));
+        }
+        var p_y = exp(ln_p0);
+        var wins = 0.0;
+        for (var y = 0u; y <= rest; y++) {
+            let other = c_other + y;
+            let dom = c_dom + x;
+            var win: bool;
+            if other_wins {
+                win = other > dom || (other == dom && tie);
+            } else {
+                win = dom > other || (dom == other && tie);
+            }
+            if win {
+                wins += p_y;
+            }
+            if y < rest {
+                p_y *= f32(rest - y) / f32(y + 1u) * (a + f32(y)) / (b + f32(rest - y - 1u));
+            }
+        }
+        total += p_x * wins;
+    }
+    return total;
+}
+
+@compute @workgroup_size(WG)
+fn races(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = id.x + id.y * groups.x * WG;
+    if i >= cal.races {
+        return;
+    }
+    let block = i / RACE_BLOCK;
+    let within = i % RACE_BLOCK;
+    let g = block / 4u;
+    let side = (block / 2u) % 2u;
+    let tie = block % 2u;
+    var n = 0u;
+    while races_before(n + 1u) <= within {
+        n++;
+    }
+    let at = within - races_before(n);
+    let c_dom = at / (n + 1u);
+    let c_other = at % (n + 1u);
+    var p = 0.0;
+    if c_dom + c_other <= n {
+        let beta = model_out[CONCENTRATION + g];
+        // The urn's mass: the rest's prior plus the non-dominant votes.
+        let mass = f32(CATEGORIES - 1u) * beta + f32(n - c_dom);
+        p = race(model_out[LN_SHARE + g], model_out[LN_REST_SHARE + g], BUDGET - n, c_dom,
+                 c_other, f32(c_other) + beta, mass, side == SIDE_LEADER, tie == 1u);
+    }
+    model_out[RACES + i] = p;
+}
+
+// ---- A prompt's posterior ----------------------------------------------------
+
+// One prompt's table: its counts in slot order, slots, votes in the table.
+struct Counts {
+    c: array<u32, CAPACITY>,
+    m: u32,
+    n: u32,
+}
+
+fn load_counts(prompt: u32) -> Counts {
+    var counts: Counts;
+    counts.m = min(cal_votes[prompt].distinct, CAPACITY);
+    counts.n = 0u;
+    for (var k = 0u; k < counts.m; k++) {
+        counts.c[k] = cal_tables[prompt * CAPACITY + k].y;
+        counts.n += counts.c[k];
+    }
+    return counts;
+}
+
+fn rest_one(g: u32, c: u32) -> f32 {
+    return model[REST_ONE + g * (BUDGET + 1u) + c];
+}
+
+fn rest_all(g: u32, c: u32) -> f32 {
+    return model[REST_ALL + g * (BUDGET + 1u) + c];
+}
+
+// ln Π_k rising(β, c_k): common to every choice of the dominant category.
+fn rest_base(g: u32, counts: ptr<function, Counts>) -> f32 {
+    var base = 0.0;
+    for (var k = 0u; k < (*counts).m; k++) {
+        base += rest_one(g, (*counts).c[k]);
+    }
+    return base;
+}
+
+// Log-likelihood under component g with the dominant category at seen slot
+// d (d < m) or among the unseen categories (d == m, all K - m together).
+fn choice_log_likelihood(g: u32, base: f32, counts: ptr<function, Counts>, d: u32) -> f32 {
+    let n = (*counts).n;
+    let ln_rest = model[LN_REST_SHARE + g];
+    if d < (*counts).m {
+        let c = (*counts).c[d];
+        return f32(c) * model[LN_SHARE + g] + f32(n - c) * ln_rest + base - rest_one(g, c)
+            - rest_all(g, n - c);
+    }
+    return log(f32(CATEGORIES - (*counts).m)) + f32(n) * ln_rest + base - rest_all(g, n);
+}
+
+// Choices of the dominant category: the seen slots, and the unseen ones
+// together while any category is unseen.
+fn choices(counts: ptr<function, Counts>) -> u32 {
+    return select((*counts).m, (*counts).m + 1u, (*counts).m < CATEGORIES);
+}
+
+// ln Σ_d exp(choice_log_likelihood(g, d)): the component's evidence.
+fn log_evidence(g: u32, counts: ptr<function, Counts>) -> f32 {
+    let base = rest_base(g, counts);
+    let k = choices(counts);
+    var top = choice_log_likelihood(g, base, counts, 0u);
+    for (var d = 1u; d < k; d++) {
+        top = max(top, choice_log_likelihood(g, base, counts, d));
+    }
+    var sum = 0.0;
+    for (var d = 0u; d < k; d++) {
+        sum += exp(choice_log_likelihood(g, base, counts, d) - top);
+    }
+    return top + log(sum);
+}
+
+// The posterior over the components (into `post`) and each component's
+// evidence (into `evidence`), for a prompt with votes.
+fn posterior(counts: ptr<function, Counts>, post: ptr<function, array<f32, COMPONENTS>>,
+             evidence: ptr<function, array<f32, COMPONENTS>>) {
+    var top = -3.4028235e38;
+    for (var g = 0u; g < COMPONENTS; g++) {
+        (*evidence)[g] = log_evidence(g, counts);
+        (*post)[g] = log(max(model[WEIGHTS + g], SMALLEST_NORMAL)) + (*evidence)[g];
+        top = max(top, (*post)[g]);
+    }
+    var sum = 0.0;
+    for (var g = 0u; g < COMPONENTS; g++) {
+        sum += exp((*post)[g] - top);
+    }
+    let total = top + log(sum);
+    for (var g = 0u; g < COMPONENTS; g++) {
+        (*post)[g] = exp((*post)[g] - total);
+    }
+}
+
+// ---- EM over the batch -------------------------------------------------------
+
+var<workgroup> lane_posteriors: array<array<f32, COMPONENTS>, WG>;
+
+@compute @workgroup_size(WG)
+fn expect(@builtin(workgroup_id) wg: vec3<u32>,
+          @builtin(num_workgroups) groups: vec3<u32>,
+          @builtin(local_invocation_index) lane: u32) {
+    let group = wg.x + wg.y * groups.x;
+    let prompt = group * WG + lane;
+    var post: array<f32, COMPONENTS>;
+    if prompt < cal.prompts {
+        var counts = load_counts(prompt);
+        if counts.n > 0u {
+            var evidence: array<f32, COMPONENTS>;
+            posterior(&counts, &post, &evidence);
+        }
+    }
+    lane_posteriors[lane] = post;
+    workgroupBarrier();
+    if lane < COMPONENTS && group < cal.groups {
+        var sum = 0.0;
+        for (var l = 0u; l < WG; l++) {
+            sum += lane_posteriors[l][lane];
+        }
+        group_sums[group * COMPONENTS + lane] = sum;
+    }
+}
+
+var<workgroup> component_totals: array<f32, COMPONENTS>;
+
+@compute @workgroup_size(WG)
+fn maximise(@builtin(local_invocation_index) lane: u32) {
+    // Lane l adds workgroups l, l + WG, ...; then lane g adds component g
+    // over the lanes, in lane order.
+    var sums: array<f32, COMPONENTS>;
+    for (var w = lane; w < cal.groups; w += WG) {
+        for (var g = 0u; g < COMPONENTS; g++) {
+            sums[g] += group_sums_in[w * COMPONENTS + g];
+        }
+    }
+    lane_posteriors[lane] = sums;
+    workgroupBarrier();
+    if lane < COMPONENTS {
+        var sum = 0.0;
+        for (var l = 0u; l < WG; l++) {
+            sum += lane_posteriors[l][lane];
+        }
+        component_totals[lane] = sum + PSEUDO_COUNT;
+    }
+    workgroupBarrier();
+    if lane < COMPONENTS {
+        var total = 0.0;
+        for (var g = 0u; g < COMPONENTS; g++) {
+            total += component_totals[g];
+        }
+        model_out[WEIGHTS + lane] = component_totals[lane] / total;
+    }
+}
+
+// ---- Deciding ----------------------------------------------------------------
+
+// P(the leader, slot `leader`, is not the majority at the budget) under the
+// batch's weights: the twin's `CalibratedModel::risk`.
+fn calibrated_risk(counts: ptr<function, Counts>, leader: u32) -> f32 {
+    let n = (*counts).n;
+    if n >= BUDGET {
+        return 0.0;
+    }
+    let remaining = BUDGET - n;
+    let m = (*counts).m;
+    let c_l = (*counts).c[leader];
+    var post: array<f32, COMPONENTS>;
+    var evidence: array<f32, COMPONENTS>;
+    posterior(counts, &post, &evidence);
+    var risk = 0.0;
+    for (var g = 0u; g < COMPONENTS; g++) {
+        if post[g] < 1e-12 {
+            continue;
+        }
+        let base = rest_base(g, counts);
+        // The leader dominant: any competitor, seen or not, may pass it.
+        var leader_dominant = 0.0;
+        for (var j = 0u; j < m; j++) {
+            if j != leader && (*counts).c[j] + remaining >= c_l {
+                leader_dominant += model[race_index(g, SIDE_LEADER, select(0u, 1u, j < leader), n,
+                                                    c_l, (*counts).c[j])];
+            }
+        }
+        if m < CATEGORIES && remaining >= c_l {
+            leader_dominant += f32(CATEGORIES - m)
+                * model[race_index(g, SIDE_LEADER, 0u, n, c_l, 0u)];
+        }
+        let leader_ll = choice_log_likelihood(g, base, counts, leader);
+        var r = exp(leader_ll - evidence[g]) * min(leader_dominant, 1.0);
+        // Another category dominant: it races the leader.
+        for (var d = 0u; d < choices(counts); d++) {
+            var c_d = 0u;
+            if d < m {
+                c_d = (*counts).c[d];
+            }
+            if d != leader && c_d + remaining >= c_l {
+                let p_d = exp(choice_log_likelihood(g, base, counts, d) - evidence[g]);
+                r += p_d * model[race_index(g, SIDE_COMPETITOR, select(0u, 1u, d < leader), n,
+                                            c_d, c_l)];
+            }
+        }
+        risk += post[g] * r;
+    }
+    return min(risk, 1.0);
+}
+
+@compute @workgroup_size(WG)
+fn calibrated_decide(@builtin(global_invocation_id) id: vec3<u32>,
+                     @builtin(num_workgroups) groups: vec3<u32>) {
+    let position = id.x + id.y * groups.x * WG;
+    if position >= cal.listed {
+        return;
+    }
+    let prompt = cal_list[position];
+    var counts = load_counts(prompt);
+    let total = cal_votes[prompt].total;
+    // Leader: most votes, ties to the lower slot.
+    var leader = 0u;
+    for (var k = 1u; k < counts.m; k++) {
+        if counts.c[k] > counts.c[leader] {
+            leader = k;
+        }
+    }
+    var consensus = NO_CONSENSUS;
+    if counts.m > 0u {
+        consensus = cal_tables[prompt * CAPACITY + leader].x;
+    }
+    var stopped = total >= BUDGET;
+    var confidence = 1.0;
+    if !stopped {
+        var risk = 1.0;
+        if counts.m > 0u {
+            risk = calibrated_risk(&counts, leader);
+        }
+        stopped = total >= MIN_VOTES && total >= cal.min_votes && risk <= cal.delta;
+        confidence = 1.0 - risk;
+    }
+    cal_decisions[prompt] = Decision(select(0u, 1u, stopped), consensus, confidence, total);
+    cal_keep[position] = select(1u, 0u, stopped);
+    cal_next[position] = select(1u, 0u, stopped);
+}

@@ -1,0 +1,646 @@
+//! The calibrated rule on the GPU (calibrated.wgsl): the batch prior's EM
+//! steps and the decisions run over the vote tables where they live.
+//!
+//! One model buffer holds, as f32: the batch's weights, each component's
+//! ln w, ln(1 − w) and β, the log rising factorials (from the f64 twin) and
+//! the race table, which the `races` kernel fills once per scheduler. A
+//! round records `steps` EM steps (`expect` over every prompt, each
+//! workgroup summing its posteriors; `maximise` adding those sums in a fixed
+//! order) and then `calibrated_decide` over the live list: a round's result
+//! does not depend on the adapter's scheduling.
+
+use super::{
+    checked_delta, CalibratedModel, CATEGORIES, COMPONENTS, FIRST_EM_STEPS, LATER_EM_STEPS,
+    MIN_VOTES, PSEUDO_COUNT,
+};
+use crate::gpu::shader::{layout_and_pipelines, Binding, ShaderVariant};
+use crate::voting::rules::RuleConfig;
+use crate::voting::VoteTables;
+use crate::{GpuContext, Result};
+use std::sync::Arc;
+
+/// Invocations per workgroup (`WG` in voting.wgsl).
+const WORKGROUP: u32 = crate::voting::gpu::WORKGROUP;
+
+// `expect` keeps one posterior a lane in workgroup memory and sums a
+// component a lane.
+const _: () = assert!(COMPONENTS as u32 <= WORKGROUP);
+
+/// The kernels' uniform (`CalibratedParams` in the shader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct CalibratedParams {
+    pub(crate) prompts: u32,
+    pub(crate) groups: u32,
+    pub(crate) groups_x: u32,
+    pub(crate) listed: u32,
+    pub(crate) delta: f32,
+    pub(crate) min_votes: u32,
+    pub(crate) races: u32,
+    pub(crate) pad: u32,
+}
+
+/// Where each part of the model buffer starts (in f32 words), for a budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ModelLayout {
+    pub(crate) budget: u32,
+    pub(crate) weights: u32,
+    pub(crate) ln_share: u32,
+    pub(crate) ln_rest_share: u32,
+    pub(crate) concentration: u32,
+    pub(crate) rest_one: u32,
+    pub(crate) rest_all: u32,
+    pub(crate) races: u32,
+    /// Entries of one race block: Σ_{n < budget} (n + 1)².
+    pub(crate) race_block: u32,
+}
+
+impl ModelLayout {
+    pub(crate) fn new(budget: u32) -> Self {
+        let c = COMPONENTS as u32;
+        let factorials = c * (budget + 1);
+        Self {
+            budget,
+            weights: 0,
+            ln_share: c,
+            ln_rest_share: 2 * c,
+            concentration: 3 * c,
+            rest_one: 4 * c,
+            rest_all: 4 * c + factorials,
+            races: 4 * c + 2 * factorials,
+            race_block: races_before(budget),
+        }
+    }
+
+    /// Race-table entries: a block per (component, side, tie).
+    pub(crate) fn race_entries(&self) -> u32 {
+        4 * COMPONENTS as u32 * self.race_block
+    }
+
+    /// Words of the whole buffer.
+    pub(crate) fn words(&self) -> u64 {
+        u64::from(self.races) + u64::from(self.race_entries())
+    }
+
+    /// The race-table word of an entry (the shader's `race_index`).
+    #[cfg(test)]
+    pub(crate) fn race_index(
+        &self,
+        g: u32,
+        leader_dominant: bool,
+        tie: bool,
+        n: u32,
+        c_dom: u32,
+        c_other: u32,
+    ) -> u32 {
+        let side = u32::from(!leader_dominant);
+        self.races
+            + ((g * 2 + side) * 2 + u32::from(tie)) * self.race_block
+            + races_before(n)
+            + c_dom * (n + 1)
+            + c_other
+    }
+
+    /// The constants prepended to the shader.
+    fn prelude(&self, capacity: u32) -> String {
+        format!(
+            "const CAPACITY: u32 = {capacity}u;\n{}const COMPONENTS: u32 = {COMPONENTS}u;\n\
+             const CATEGORIES: u32 = {CATEGORIES}u;\nconst BUDGET: u32 = {}u;\n\
+             const MIN_VOTES: u32 = {MIN_VOTES}u;\nconst PSEUDO_COUNT: f32 = {:?};\n\
+             const WEIGHTS: u32 = {}u;\nconst LN_SHARE: u32 = {}u;\n\
+             const LN_REST_SHARE: u32 = {}u;\nconst CONCENTRATION: u32 = {}u;\n\
+             const REST_ONE: u32 = {}u;\nconst REST_ALL: u32 = {}u;\nconst RACES: u32 = {}u;\n\
+             const RACE_BLOCK: u32 = {}u;\n",
+            crate::voting::rules::rule_kind_prelude(),
+            self.budget,
+            PSEUDO_COUNT as f32,
+            self.weights,
+            self.ln_share,
+            self.ln_rest_share,
+            self.concentration,
+            self.rest_one,
+            self.rest_all,
+            self.races,
+            self.race_block,
+        )
+    }
+}
+
+/// Σ_{k < n} (k + 1)²: race entries before the block of `n` votes so far.
+fn races_before(n: u32) -> u32 {
+    n * (n + 1) * (2 * n + 1) / 6
+}
+
+/// The shader's entry points for `capacity` answers a prompt and `budget`.
+pub(crate) fn shader_variants(capacity: u32, budget: u32) -> Result<Vec<ShaderVariant>> {
+    let source = crate::gpu::shader::compose(
+        "calibrated.wgsl",
+        &ModelLayout::new(budget).prelude(capacity),
+    )?;
+    Ok(["races", "expect", "maximise", "calibrated_decide"]
+        .into_iter()
+        .map(|entry_point| ShaderVariant {
+            label: format!("calibrated/{entry_point}/{capacity}/{budget}"),
+            entry_point,
+            source: source.clone(),
+        })
+        .collect())
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CalibratedKey {
+    capacity: u32,
+    budget: u32,
+}
+
+impl crate::gpu::cache::PipelineKey for CalibratedKey {
+    type Built = Pipelines;
+}
+
+struct Pipelines {
+    races: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    expect: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    maximise: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    decide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+}
+
+impl Pipelines {
+    fn build(ctx: &GpuContext, capacity: u32, budget: u32) -> Result<Self> {
+        let variants = shader_variants(capacity, budget)?;
+        let (uniform, read, write) = (Binding::Uniform(None), Binding::Read, Binding::ReadWrite);
+        let build = |label: &str, bindings: &[(u32, Binding)], variant: &ShaderVariant| {
+            let (layout, mut pipelines) =
+                layout_and_pipelines(&ctx.device, label, bindings, std::slice::from_ref(variant));
+            (layout, pipelines.remove(0))
+        };
+        Ok(Self {
+            races: build(
+                "rollcall calibrated races",
+                &[(30, uniform), (35, write)],
+                &variants[0],
+            ),
+            expect: build(
+                "rollcall calibrated expect",
+                &[
+                    (30, uniform),
+                    (32, read),
+                    (33, read),
+                    (34, read),
+                    (36, write),
+                ],
+                &variants[1],
+            ),
+            maximise: build(
+                "rollcall calibrated maximise",
+                &[(30, uniform), (35, write), (37, read)],
+                &variants[2],
+            ),
+            decide: build(
+                "rollcall calibrated decide",
+                &[
+                    (30, uniform),
+                    (31, read),
+                    (32, read),
+                    (33, read),
+                    (34, read),
+                    (38, write),
+                    (39, write),
+                    (40, write),
+                ],
+                &variants[3],
+            ),
+        })
+    }
+}
+
+/// The calibrated rule's GPU state for one batch of `prompts` prompts: the
+/// model buffer (weights refitted each round) and the workgroups' sums.
+pub(crate) struct CalibratedGpu {
+    ctx: GpuContext,
+    built: Arc<Pipelines>,
+    layout: ModelLayout,
+    delta: f32,
+    min_votes: u32,
+    prompts: u32,
+    params: wgpu::Buffer,
+    model: wgpu::Buffer,
+    group_sums: wgpu::Buffer,
+}
+
+impl CalibratedGpu {
+    /// Checks `config` as the twin does, uploads the model and records the
+    /// race table's construction (submitted here, not waited on).
+    pub(crate) fn new(
+        ctx: &GpuContext,
+        prompts: u32,
+        capacity: u32,
+        config: &RuleConfig,
+    ) -> Result<Self> {
+        let delta = checked_delta(config)?;
+        let budget = config.max_votes;
+        let layout = ModelLayout::new(budget);
+        let built = ctx.pipelines(&CalibratedKey { capacity, budget }, || {
+            Pipelines::build(ctx, capacity, budget)
+        })?;
+        use wgpu::BufferUsages as U;
+        let model = ctx.create_bound_buffer(
+            "rollcall calibrated model",
+            layout.words() * 4,
+            U::STORAGE | U::COPY_DST | U::COPY_SRC,
+        )?;
+        let groups = prompts.div_ceil(WORKGROUP);
+        let group_sums = ctx.create_bound_buffer(
+            "rollcall calibrated workgroup sums",
+            u64::from(groups.max(1)) * COMPONENTS as u64 * 4,
+            U::STORAGE,
+        )?;
+        let params = ctx.create_buffer(
+            "rollcall calibrated params",
+            std::mem::size_of::<CalibratedParams>() as u64,
+            U::UNIFORM | U::COPY_DST,
+        )?;
+        let this = Self {
+            ctx: ctx.clone(),
+            built,
+            layout,
+            delta,
+            min_votes: config.min_votes,
+            prompts,
+            params,
+            model,
+            group_sums,
+        };
+        ctx.queue
+            .write_buffer(&this.model, 0, bytemuck::cast_slice(&this.constants()));
+        this.write_params(0);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        let (layout, pipeline) = &this.built.races;
+        let group = crate::gpu::shader::bind_buffers(
+            &ctx.device,
+            "rollcall calibrated races",
+            layout,
+            &[(30, &this.params), (35, &this.model)],
+        );
+        this.dispatch(
+            &mut encoder,
+            pipeline,
+            &group,
+            this.layout.race_entries().div_ceil(WORKGROUP),
+        );
+        ctx.submit(encoder.finish());
+        Ok(this)
+    }
+
+    /// The model buffer up to the race table: uniform weights, then the
+    /// per-component constants from the twin's f64 values.
+    fn constants(&self) -> Vec<f32> {
+        let twin = CalibratedModel::new(self.layout.budget);
+        let mut words = vec![1.0 / COMPONENTS as f32; COMPONENTS];
+        let components = || (0..COMPONENTS).map(super::component);
+        words.extend(components().map(|(w, _)| w.ln() as f32));
+        words.extend(components().map(|(w, _)| (1.0 - w).ln() as f32));
+        words.extend(components().map(|(_, beta)| beta as f32));
+        words.extend(twin.rest_one.iter().map(|&v| v as f32));
+        words.extend(twin.rest_all.iter().map(|&v| v as f32));
+        debug_assert_eq!(words.len() as u32, self.layout.races);
+        words
+    }
+
+    /// The uniform for a round over `listed` live prompts.
+    fn write_params(&self, listed: u32) {
+        let groups = self.prompts.div_ceil(WORKGROUP);
+        let params = CalibratedParams {
+            prompts: self.prompts,
+            groups,
+            groups_x: self.grid_width(),
+            listed,
+            delta: self.delta,
+            min_votes: self.min_votes,
+            races: self.layout.race_entries(),
+            pad: 0,
+        };
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+    }
+
+    fn grid_width(&self) -> u32 {
+        self.ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .max(1)
+    }
+
+    /// Records a pass of `groups` workgroups (a 2-D grid past the limit).
+    fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        group: &wgpu::BindGroup,
+        groups: u32,
+    ) {
+        if groups == 0 {
+            return;
+        }
+        let max_x = self.grid_width();
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
+    }
+
+    /// Records one round: `first` restarts the weights from uniform and
+    /// runs the first round's EM steps (else the later rounds'), then the
+    /// decisions of the `listed` prompts of `list` into `decisions` (by
+    /// prompt), `keep` and `next` (by position). The uniform and, on a
+    /// first round, the weights are written with `queue.write_buffer`:
+    /// record one round per submit.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_round(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        tables: &VoteTables,
+        list: &wgpu::Buffer,
+        listed: u32,
+        first: bool,
+        decisions: &wgpu::Buffer,
+        keep: &wgpu::Buffer,
+        next: &wgpu::Buffer,
+    ) {
+        self.write_params(listed);
+        if first {
+            let uniform = vec![1.0 / COMPONENTS as f32; COMPONENTS];
+            self.ctx
+                .queue
+                .write_buffer(&self.model, 0, bytemuck::cast_slice(&uniform));
+        }
+        let device = &self.ctx.device;
+        let bind = crate::gpu::shader::bind_buffers;
+        let expect = bind(
+            device,
+            "rollcall calibrated expect",
+            &self.built.expect.0,
+            &[
+                (30, &self.params),
+                (32, tables.votes_buffer()),
+                (33, tables.tables_buffer()),
+                (34, &self.model),
+                (36, &self.group_sums),
+            ],
+        );
+        let maximise = bind(
+            device,
+            "rollcall calibrated maximise",
+            &self.built.maximise.0,
+            &[
+                (30, &self.params),
+                (35, &self.model),
+                (37, &self.group_sums),
+            ],
+        );
+        let steps = if first {
+            FIRST_EM_STEPS
+        } else {
+            LATER_EM_STEPS
+        };
+        for _ in 0..steps {
+            self.dispatch(
+                encoder,
+                &self.built.expect.1,
+                &expect,
+                self.prompts.div_ceil(WORKGROUP),
+            );
+            self.dispatch(encoder, &self.built.maximise.1, &maximise, 1);
+        }
+        if listed == 0 {
+            return;
+        }
+        let decide = bind(
+            device,
+            "rollcall calibrated decide",
+            &self.built.decide.0,
+            &[
+                (30, &self.params),
+                (31, list),
+                (32, tables.votes_buffer()),
+                (33, tables.tables_buffer()),
+                (34, &self.model),
+                (38, decisions),
+                (39, keep),
+                (40, next),
+            ],
+        );
+        self.dispatch(
+            encoder,
+            &self.built.decide.1,
+            &decide,
+            listed.div_ceil(WORKGROUP),
+        );
+    }
+
+    /// Copies the weights into `out` (for reading back).
+    pub(crate) fn encode_copy_weights(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        out: &wgpu::Buffer,
+    ) {
+        encoder.copy_buffer_to_buffer(&self.model, 0, out, 0, COMPONENTS as u64 * 4);
+    }
+
+    /// The whole model buffer (weights, constants, race table), read back.
+    #[cfg(test)]
+    pub(crate) fn read_model(&self) -> Result<Vec<f32>> {
+        let bytes = self.layout.words() * 4;
+        let out = self.ctx.create_buffer(
+            "rollcall calibrated model readback",
+            bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.model, 0, &out, 0, bytes);
+        self.ctx.submit(encoder.finish());
+        let data = self.ctx.read_buffer(&out, bytes)?;
+        Ok(bytemuck::cast_slice(&data).to_vec())
+    }
+
+    /// Where the model's parts sit.
+    #[cfg(test)]
+    pub(crate) fn layout(&self) -> ModelLayout {
+        self.layout
+    }
+}
+
+/// The calibrated rule's rounds on the GPU over [`VoteTables`], for tests
+/// and benchmarks against the twin's [`super::CalibratedRounds`] (feature
+/// `internals`; the [`crate::voting::Scheduler`] runs it in its rounds).
+#[cfg(feature = "internals")]
+pub struct CalibratedRoundsGpu {
+    gpu: CalibratedGpu,
+    rounds: u32,
+    list: crate::gpu::buffer::GrowBuffer,
+    decisions: wgpu::Buffer,
+    flags: [crate::gpu::buffer::GrowBuffer; 2],
+    readback: crate::gpu::buffer::GrowBuffer,
+}
+
+#[cfg(feature = "internals")]
+impl CalibratedRoundsGpu {
+    /// For the prompts of `tables` and a `StopRule::Calibrated` config
+    /// (errors as [`super::CalibratedRounds::new`]).
+    pub fn new(tables: &VoteTables, config: &RuleConfig) -> Result<Self> {
+        use crate::gpu::buffer::GrowBuffer;
+        use wgpu::BufferUsages as U;
+        let ctx = tables.ctx();
+        let grow = |label| GrowBuffer::new(ctx, label, U::STORAGE | U::COPY_DST | U::COPY_SRC);
+        Ok(Self {
+            gpu: CalibratedGpu::new(ctx, tables.prompts(), tables.capacity(), config)?,
+            rounds: 0,
+            list: grow("rollcall calibrated list")?,
+            decisions: ctx.create_bound_buffer(
+                "rollcall calibrated decisions",
+                u64::from(tables.prompts().max(1)) * crate::voting::gpu::DECISION_BYTES,
+                U::STORAGE | U::COPY_SRC,
+            )?,
+            flags: [
+                grow("rollcall calibrated keep")?,
+                grow("rollcall calibrated next")?,
+            ],
+            readback: GrowBuffer::new(
+                ctx,
+                "rollcall calibrated readback",
+                U::MAP_READ | U::COPY_DST,
+            )?,
+        })
+    }
+
+    /// Refits the weights on every prompt of `tables` and decides the `live`
+    /// prompts, as the twin's `decide_round`: the decisions in `live`'s
+    /// order and the weights after the round.
+    pub fn decide_round(
+        &mut self,
+        tables: &VoteTables,
+        live: &[u32],
+    ) -> Result<(Vec<crate::voting::PromptDecision>, Vec<f32>)> {
+        for &p in live {
+            crate::voting::check_prompt(p, tables.prompts())?;
+        }
+        let ctx = tables.ctx().clone();
+        ctx.scoped("calibrated round", || {
+            let n = live.len() as u32;
+            let words = u64::from(n.max(1)) * 4;
+            self.list.write(&ctx, bytemuck::cast_slice(live))?;
+            self.flags[0].reserve(&ctx, words)?;
+            self.flags[1].reserve(&ctx, words)?;
+            let decision_bytes = u64::from(tables.prompts()) * crate::voting::gpu::DECISION_BYTES;
+            let weight_bytes = COMPONENTS as u64 * 4;
+            self.readback.reserve(&ctx, weight_bytes + decision_bytes)?;
+            let (list, keep, next) = (
+                self.list.buffer(),
+                self.flags[0].buffer(),
+                self.flags[1].buffer(),
+            );
+            let readback = self.readback.buffer();
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            self.gpu.encode_round(
+                &mut encoder,
+                tables,
+                list,
+                n,
+                self.rounds == 0,
+                &self.decisions,
+                keep,
+                next,
+            );
+            self.gpu.encode_copy_weights(&mut encoder, readback);
+            if decision_bytes > 0 {
+                encoder.copy_buffer_to_buffer(
+                    &self.decisions,
+                    0,
+                    readback,
+                    weight_bytes,
+                    decision_bytes,
+                );
+            }
+            ctx.submit(encoder.finish());
+            self.rounds += 1;
+            let data = ctx.read_buffer(readback, weight_bytes + decision_bytes)?;
+            let weights: Vec<f32> = bytemuck::cast_slice(&data[..weight_bytes as usize]).to_vec();
+            let all: &[crate::voting::GpuDecision] =
+                bytemuck::cast_slice(&data[weight_bytes as usize..]);
+            let decisions = live.iter().map(|&p| all[p as usize].into()).collect();
+            Ok((decisions, weights))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::voting::rules::StopRule;
+    use rand::{Rng, SeedableRng};
+
+    fn config(budget: u32) -> RuleConfig {
+        RuleConfig {
+            rule: StopRule::Calibrated { delta: 0.01 },
+            min_votes: 1,
+            max_votes: budget,
+        }
+    }
+
+    /// The GPU's constants and race table against the f64 twin: every
+    /// entry at small budgets, a seeded sample at 40.
+    #[test]
+    fn the_model_buffer_matches_the_twin() {
+        let Some(ctx) = GpuContext::for_tests() else {
+            return;
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for budget in [1, 2, 7, 40] {
+            let gpu = CalibratedGpu::new(&ctx, 5, 16, &config(budget)).unwrap();
+            let model = gpu.read_model().unwrap();
+            let layout = gpu.layout();
+            assert_eq!(model.len() as u64, layout.words());
+            assert_eq!(model[..layout.races as usize], gpu.constants()[..]);
+            let mut twin = CalibratedModel::new(budget);
+            let mut entries = Vec::new();
+            for g in 0..COMPONENTS as u32 {
+                for leader_dominant in [true, false] {
+                    for tie in [false, true] {
+                        for n in 0..budget {
+                            for c_dom in 0..=n {
+                                for c_other in 0..=n {
+                                    entries.push((g, leader_dominant, tie, n, c_dom, c_other));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(entries.len() as u32, layout.race_entries());
+            let every = budget <= 7;
+            let mut checked = 0;
+            for &(g, leader_dominant, tie, n, c_dom, c_other) in &entries {
+                if !every && rng.random::<f32>() > 0.004 {
+                    continue;
+                }
+                let at = layout.race_index(g, leader_dominant, tie, n, c_dom, c_other);
+                let got = model[at as usize];
+                if c_dom + c_other > n {
+                    assert_eq!(got, 0.0, "unused entry {at}");
+                    continue;
+                }
+                let want = twin.race_entry(g as usize, leader_dominant, tie, n, c_dom, c_other);
+                assert!(
+                    (f64::from(got) - want).abs() <= 2e-5 + 1e-4 * want,
+                    "budget {budget}, g {g}, leader dominant {leader_dominant}, tie {tie}, \
+                     n {n}, {c_dom} v {c_other}: GPU {got}, twin {want}"
+                );
+                checked += 1;
+            }
+            assert!(
+                checked >= if every { 200 } else { 5000 },
+                "{checked} entries checked at budget {budget}"
+            );
+        }
+    }
+}

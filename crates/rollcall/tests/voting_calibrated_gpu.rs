@@ -1,0 +1,225 @@
+//! The calibrated rule on the GPU against its f64 CPU twin: round by round
+//! on the same tables (weights, confidences, decisions) over awkward shapes,
+//! and whole batches through the scheduler.
+
+mod common;
+
+use rand::Rng;
+use rollcall::internals::CalibratedRoundsGpu;
+use rollcall::voting::calibrated::{CalibratedRounds, COMPONENTS};
+use rollcall::voting::cpu::{run as run_cpu, VoteTables as CpuVoteTables};
+use rollcall::voting::{
+    Allocation, ReplayEngine, RoundVotes, RuleConfig, Scheduler, Segment, StopRule, VoteTables,
+};
+
+/// Weights: the GPU sums posteriors in f32 in its own order (measured gap
+/// on lavapipe: 4e-7).
+const WEIGHT_TOLERANCE: f32 = 2e-5;
+/// Risk (1 − confidence): f32 exps and logs of log-likelihoods of a few
+/// hundred in magnitude (measured gap on lavapipe: 5e-6).
+const RISK_TOLERANCE: f32 = 2e-4;
+
+fn config(delta: f32, min_votes: u32, budget: u32) -> RuleConfig {
+    RuleConfig {
+        rule: StopRule::Calibrated { delta },
+        min_votes,
+        max_votes: budget,
+    }
+}
+
+/// One round of votes for the prompts below the budget: 0 to 4 each, from
+/// unanimous (prompt 0 mod 5) to split prompts, some answers past a small
+/// table's capacity.
+fn round_of(
+    prompts: u32,
+    totals: &mut [u32],
+    budget: u32,
+    rng: &mut impl Rng,
+) -> (Vec<Segment>, Vec<u32>) {
+    let mut segments = Vec::new();
+    let mut answers = Vec::new();
+    for p in 0..prompts {
+        let room = budget - totals[p as usize];
+        let count = rng.random_range(0..=4u32).min(room);
+        if count == 0 {
+            continue;
+        }
+        segments.push(Segment {
+            prompt: p,
+            start: answers.len() as u32,
+            count,
+        });
+        let spread = 1 + p % 5 * 3;
+        for _ in 0..count {
+            answers.push(rng.random_range(0..spread).min(rng.random_range(0..spread)));
+        }
+        totals[p as usize] += count;
+    }
+    (segments, answers)
+}
+
+#[test]
+fn gpu_rounds_match_the_twin() {
+    let Some(ctx) = common::gpu() else { return };
+    let mut rng = common::rng(21);
+    let mut compared = 0;
+    let mut stops = 0;
+    let (mut worst_weight, mut worst_risk) = (0f32, 0f32);
+    for (prompts, capacity, budget, delta, min_votes) in [
+        (0, 16, 10, 0.01, 1),
+        (1, 16, 40, 0.01, 1),
+        (63, 4, 12, 0.05, 3),
+        (65, 16, 40, 0.005, 2),
+        (300, 16, 40, 0.02, 1),
+        (130, 1, 7, 0.1, 1),
+        (70, 64, 64, 0.01, 1),
+    ] {
+        let config = config(delta, min_votes, budget);
+        let mut gpu_tables = VoteTables::new(&ctx, prompts, capacity).unwrap();
+        let mut cpu_tables = CpuVoteTables::new(prompts, capacity).unwrap();
+        let mut gpu = CalibratedRoundsGpu::new(&gpu_tables, &config).unwrap();
+        let mut twin = CalibratedRounds::new(&config).unwrap();
+        let mut totals = vec![0u32; prompts as usize];
+        for round in 0..6 {
+            let (segments, answers) = round_of(prompts, &mut totals, budget, &mut rng);
+            let votes = RoundVotes {
+                segments: &segments,
+                answers: &answers,
+                tokens: None,
+            };
+            gpu_tables.count(&votes).unwrap();
+            cpu_tables.count(&votes).unwrap();
+            // Live: a random subset in a random order.
+            let mut live: Vec<u32> = (0..prompts).filter(|_| rng.random::<f32>() < 0.7).collect();
+            for i in (1..live.len()).rev() {
+                live.swap(i, rng.random_range(0..=i));
+            }
+            let (decisions, weights) = gpu.decide_round(&gpu_tables, &live).unwrap();
+            let expected = twin.decide_round(&cpu_tables, &live).unwrap();
+            let at =
+                format!("{prompts} prompts, capacity {capacity}, budget {budget}, round {round}");
+            assert_eq!(weights.len(), COMPONENTS);
+            for (g, (&w, &c)) in weights.iter().zip(twin.prior().weights()).enumerate() {
+                worst_weight = worst_weight.max((w - c as f32).abs());
+                assert!(
+                    (w - c as f32).abs() <= WEIGHT_TOLERANCE,
+                    "{at}: weight {g}: GPU {w}, twin {c}"
+                );
+            }
+            assert_eq!(decisions.len(), live.len());
+            for ((g, c), &p) in decisions.iter().zip(&expected).zip(&live) {
+                assert_eq!(
+                    (g.consensus, g.votes),
+                    (c.consensus, c.votes),
+                    "{at}: prompt {p}"
+                );
+                let (risk, twin_risk) = (1.0 - g.confidence, 1.0 - c.confidence);
+                worst_risk = worst_risk.max((risk - twin_risk).abs());
+                assert!(
+                    (risk - twin_risk).abs() <= RISK_TOLERANCE,
+                    "{at}: prompt {p}: risk GPU {risk}, twin {twin_risk}"
+                );
+                // Decisions agree unless the twin's risk is within the
+                // tolerance of δ.
+                if (twin_risk - delta).abs() > RISK_TOLERANCE {
+                    assert_eq!(g.stopped, c.stopped, "{at}: prompt {p}: risk {twin_risk}");
+                }
+                stops += usize::from(c.stopped);
+                compared += 1;
+            }
+        }
+    }
+    eprintln!(
+        "{compared} decisions, {stops} stops; worst weight gap {worst_weight:e}, worst risk gap {worst_risk:e}"
+    );
+    assert!(
+        compared > 1000 && stops > 100,
+        "{compared} decisions, {stops} stops"
+    );
+}
+
+fn recorded(prompts: usize, budget: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = common::rng(seed);
+    (0..prompts)
+        .map(|p| {
+            let spread = 1 + (p % 9) as u32;
+            (0..budget)
+                .map(|_| rng.random_range(0..spread).min(rng.random_range(0..spread)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Whole batches: the GPU scheduler runs the calibrated rule as its twin's
+/// scheduler does. A decision may differ only where f32 and f64 risks fall
+/// on either side of δ, after which that prompt's rounds differ; nearly
+/// every prompt must match exactly.
+#[test]
+fn the_scheduler_runs_the_calibrated_rule_as_its_twin() {
+    let Some(ctx) = common::gpu() else { return };
+    let data = recorded(500, 40, 5);
+    for allocation in [Allocation::Chunk(1), Allocation::FewestToPass { first: 2 }] {
+        for delta in [0.005, 0.05] {
+            let config = config(delta, 2, 40);
+            let mut scheduler = Scheduler::new(&ctx, 500, 16, config, allocation).unwrap();
+            let gpu = scheduler.run(&mut ReplayEngine::new(data.clone())).unwrap();
+            let cpu = run_cpu(
+                500,
+                16,
+                config,
+                allocation,
+                &mut ReplayEngine::new(data.clone()),
+            )
+            .unwrap();
+            let same = gpu
+                .prompts
+                .iter()
+                .zip(&cpu.prompts)
+                .filter(|(g, c)| (g.consensus, g.rollouts) == (c.consensus, c.rollouts))
+                .count();
+            eprintln!(
+                "{allocation:?}, delta {delta}: {same}/500 prompts identical, rounds {} v {}",
+                gpu.rounds, cpu.rounds
+            );
+            assert!(same >= 495, "{allocation:?}, delta {delta}: {same}/500");
+            let mean = |o: &rollcall::voting::Outcome| {
+                o.prompts.iter().map(|p| f64::from(p.rollouts)).sum::<f64>() / 500.0
+            };
+            assert!(mean(&gpu) < 40.0 && (mean(&gpu) - mean(&cpu)).abs() < 0.2);
+            // A new batch restarts from uniform weights: the same run again
+            // gives the same outcome.
+            let again = scheduler.run(&mut ReplayEngine::new(data.clone())).unwrap();
+            assert_eq!(again.prompts, gpu.prompts);
+        }
+    }
+}
+
+#[test]
+fn bad_calibrated_settings_are_typed_errors_before_gpu_work() {
+    let Some(ctx) = common::gpu() else { return };
+    for bad in [
+        config(f32::NAN, 1, 40),
+        config(1.5, 1, 40),
+        config(0.01, 1, 65),
+        config(0.01, 1, 0),
+        config(0.01, 41, 40),
+    ] {
+        let err = Scheduler::new(&ctx, 10, 16, bad, Allocation::Chunk(1)).err();
+        assert!(
+            matches!(err, Some(rollcall::Error::InvalidRule(_))),
+            "{bad:?}: {err:?}"
+        );
+    }
+    let err = Scheduler::new(&ctx, 10, 0, config(0.01, 1, 40), Allocation::Chunk(1)).err();
+    assert!(
+        matches!(err, Some(rollcall::Error::InvalidCapacity(0))),
+        "{err:?}"
+    );
+    // Per prompt, without the batch, the rule has no GPU form.
+    let mut tables = VoteTables::new(&ctx, 4, 16).unwrap();
+    let err = tables.decide(&config(0.01, 1, 40), &[0, 1]).err();
+    assert!(
+        matches!(err, Some(rollcall::Error::InvalidRule(_))),
+        "{err:?}"
+    );
+}
