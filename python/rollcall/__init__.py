@@ -1,5 +1,8 @@
-"""rollcall for Python: the CPU twins of rollcall's voting and best-of-N
-kernels for RL loops (TTRL, GRPO, best-of-N training), numpy in and out.
+"""rollcall for Python: rollcall's voting and best-of-N kernels for RL loops
+(TTRL, GRPO, best-of-N training), numpy in and out. The CPU twins run by
+default; ``device="gpu"`` (Voter, replay, majority_rewards, estimate and its
+shorthands, order, top_k) runs the GPU kernels on one device per process,
+opened on first use (GpuError when no adapter exists).
 
 Voting
     Rule, rules, describe_rules: stopping rules by name with their parameters.
@@ -25,17 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._errors import (
-    DTypeError,
-    GpuError,
-    InvalidEstimatorError,
-    InvalidRuleError,
-    InvalidValueError,
-    NonFiniteError,
-    OutOfMemoryError,
-    RollcallError,
-    ShapeError,
-)
+from . import _errors
+from ._errors import *  # noqa: F401,F403  (the classes listed in _errors.__all__)
 from ._rollcall import (
     MAX_ANSWER_ID,
     Rule,
@@ -53,25 +47,34 @@ from ._rollcall import (
 )
 
 
-def max_at_k(rewards: Any, k: int, *, lengths: Optional[Any] = None) -> np.ndarray:
+def max_at_k(
+    rewards: Any, k: int, *, lengths: Optional[Any] = None, device: str = "cpu"
+) -> np.ndarray:
     """Exact expected max of k draws per prompt (unbiased, from m >= k
     rollouts; NaN when a row has fewer): ``estimate(rewards, "max@k", n=k)``'s
     values."""
-    return estimate(rewards, "max@k", n=k, lengths=lengths)["values"]
+    return estimate(rewards, "max@k", n=k, lengths=lengths, device=device)["values"]
 
 
-def pkpo_weights(rewards: Any, k: int, *, lengths: Optional[Any] = None) -> np.ndarray:
+def pkpo_weights(
+    rewards: Any, k: int, *, lengths: Optional[Any] = None, device: str = "cpu"
+) -> np.ndarray:
     """PKPO's per-rollout weights for max@k (shaped like ``rewards``; equal
     rewards share credit). Subtract your own baseline before a policy update."""
-    return estimate(rewards, "max@k", n=k, lengths=lengths)["advantages"]
+    return estimate(rewards, "max@k", n=k, lengths=lengths, device=device)["advantages"]
 
 
 def tea(
-    rewards: Any, n: int, alpha: float = 0.25, *, lengths: Optional[Any] = None
+    rewards: Any,
+    n: int,
+    alpha: float = 0.25,
+    *,
+    lengths: Optional[Any] = None,
+    device: str = "cpu",
 ) -> dict:
     """TEA's Gaussian-tail estimate of best-of-n and its advantages:
     ``estimate(rewards, "tea", n=n, alpha=alpha)``."""
-    return estimate(rewards, "tea", n=n, alpha=alpha, lengths=lengths)
+    return estimate(rewards, "tea", n=n, alpha=alpha, lengths=lengths, device=device)
 
 
 def prefix_tea(
@@ -81,11 +84,18 @@ def prefix_tea(
     prefixes: int = 4,
     *,
     lengths: Optional[Any] = None,
+    device: str = "cpu",
 ) -> dict:
     """Prefix-TEA (TEA on sampling-order prefixes, combined to cancel the 1/m
     bias): ``estimate(rewards, "prefix-tea", n=n, alpha=alpha, prefixes=prefixes)``."""
     return estimate(
-        rewards, "prefix-tea", n=n, alpha=alpha, prefixes=prefixes, lengths=lengths
+        rewards,
+        "prefix-tea",
+        n=n,
+        alpha=alpha,
+        prefixes=prefixes,
+        lengths=lengths,
+        device=device,
     )
 
 
@@ -107,13 +117,5 @@ __all__ = [
     "pass_at_k",
     "order",
     "top_k",
-    "RollcallError",
-    "ShapeError",
-    "DTypeError",
-    "InvalidValueError",
-    "NonFiniteError",
-    "InvalidRuleError",
-    "InvalidEstimatorError",
-    "OutOfMemoryError",
-    "GpuError",
+    *_errors.__all__,
 ]

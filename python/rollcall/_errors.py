@@ -36,9 +36,12 @@ class OutOfMemoryError(RollcallError, MemoryError):
 
 
 class GpuError(RollcallError, RuntimeError):
-    """A GPU adapter or device error."""
+    """A GPU adapter or device error: no adapter for ``device="gpu"`` (install
+    a Vulkan driver such as Mesa's lavapipe, or pass ``device="cpu"``), or
+    the device failed or was lost."""
 
 
+# The one list of the error classes (``rollcall.__all__`` takes it from here).
 __all__ = [
     "RollcallError",
     "ShapeError",

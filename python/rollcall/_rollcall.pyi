@@ -1,6 +1,6 @@
 """Type stubs of the native module (re-exported by ``rollcall``)."""
 
-from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +12,7 @@ ArrayLike = npt.ArrayLike
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
+Device = Literal["cpu", "gpu"]
 
 class Rule:
     """A stopping rule with the budgets every prompt is held to."""
@@ -44,6 +45,7 @@ class Voter:
         capacity: int = 16,
         allocation: str = "chunk",
         chunk: int = 4,
+        device: Device = "cpu",
     ) -> None: ...
     def feed(
         self, answers: ArrayLike, prompts: Optional[ArrayLike] = None
@@ -70,6 +72,8 @@ class Voter:
     def prompts(self) -> int: ...
     @property
     def rule(self) -> Rule: ...
+    @property
+    def device(self) -> Device: ...
 
 class ReplayResult(TypedDict):
     consensus: IntArray
@@ -87,6 +91,7 @@ def replay(
     capacity: int = 16,
     allocation: str = "chunk",
     chunk: int = 1,
+    device: Device = "cpu",
 ) -> ReplayResult: ...
 def _twin_replay(
     answers: ArrayLike,
@@ -95,9 +100,10 @@ def _twin_replay(
     capacity: int = 16,
     allocation: str = "chunk",
     chunk: int = 1,
+    device: Device = "cpu",
 ) -> Dict[str, Any]: ...
 def majority_rewards(
-    answers: ArrayLike, consensus: Optional[ArrayLike] = None
+    answers: ArrayLike, consensus: Optional[ArrayLike] = None, *, device: Device = "cpu"
 ) -> Tuple[FloatArray, IntArray]: ...
 def grpo_advantages(
     scores: ArrayLike,
@@ -124,11 +130,16 @@ def estimate(
     threshold: float = 0.5,
     eps: float = 1e-4,
     lengths: Optional[ArrayLike] = None,
+    device: Device = "cpu",
 ) -> TailEstimate: ...
 def pass_at_k(n: ArrayLike, c: ArrayLike, k: int) -> FloatArray: ...
 def order(
-    rewards: ArrayLike, *, lengths: Optional[ArrayLike] = None
+    rewards: ArrayLike, *, lengths: Optional[ArrayLike] = None, device: Device = "cpu"
 ) -> Tuple[IntArray, FloatArray, IntArray]: ...
 def top_k(
-    rewards: ArrayLike, k: int, *, lengths: Optional[ArrayLike] = None
+    rewards: ArrayLike,
+    k: int,
+    *,
+    lengths: Optional[ArrayLike] = None,
+    device: Device = "cpu",
 ) -> Tuple[FloatArray, IntArray]: ...

@@ -1,6 +1,8 @@
-//! Python bindings for rollcall's CPU twins (module `rollcall._rollcall`,
-//! re-exported by the `rollcall` package): adaptive voting, TTRL rewards,
-//! GRPO advantages and best-of-N tail statistics, numpy arrays in and out.
+//! Python bindings for rollcall (module `rollcall._rollcall`, re-exported by
+//! the `rollcall` package): adaptive voting, TTRL rewards, GRPO advantages
+//! and best-of-N tail statistics, numpy arrays in and out. The CPU twins run
+//! by default; `device="gpu"` runs the GPU kernels on one context per
+//! process, opened on first use.
 //!
 //! Every input is converted and checked here, under the GIL, before any
 //! rollcall call; the calls themselves run with the GIL released. Errors are
@@ -11,6 +13,7 @@ use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
+use std::sync::Mutex;
 
 mod rules;
 mod tail;
@@ -53,6 +56,87 @@ pub(crate) fn rollcall_error(py: Python<'_>, e: rollcall::Error) -> PyErr {
         _ => "RollcallError",
     };
     error(py, class, e.to_string())
+}
+
+/// Where a call runs: the CPU twin (the default) or the GPU kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Device {
+    Cpu,
+    Gpu,
+}
+
+impl Device {
+    /// Parses the `device` keyword: "cpu" or "gpu".
+    pub(crate) fn parse(py: Python<'_>, device: &str) -> PyResult<Self> {
+        match device {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Ok(Device::Gpu),
+            other => Err(error(
+                py,
+                "InvalidValueError",
+                format!("device must be \"cpu\" or \"gpu\", got {other:?}"),
+            )),
+        }
+    }
+}
+
+/// The process's GPU context: opened on first use, then reused. A failed
+/// open is not kept, so a later call tries again.
+static GPU: Mutex<Option<rollcall::GpuContext>> = Mutex::new(None);
+
+/// The shared GPU context for `what` (the call that asked for it). Call it
+/// with the GIL released: the first call opens the device. No adapter (or a
+/// device the adapter refuses) is a `GpuError` that says what was asked and
+/// how to get an adapter.
+pub(crate) fn gpu_context(what: &str) -> Result<rollcall::GpuContext, GpuOpenError> {
+    let mut slot = GPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(ctx) = slot.as_ref() {
+        return Ok(ctx.clone());
+    }
+    let ctx = rollcall::GpuContext::new().map_err(|e| {
+        // rollcall's own message says how to get an adapter when none is found.
+        let hint = match e {
+            rollcall::Error::NoAdapter(_) => "",
+            _ => ". On a machine without a GPU, install a Vulkan driver such as Mesa's lavapipe",
+        };
+        GpuOpenError(format!(
+            "{what} with device=\"gpu\": {e}{hint}; or pass device=\"cpu\" to run the CPU twin"
+        ))
+    })?;
+    *slot = Some(ctx.clone());
+    Ok(ctx)
+}
+
+/// A GPU context that could not be opened (raised as `GpuError`).
+#[derive(Debug)]
+pub(crate) struct GpuOpenError(String);
+
+/// What a call running with the GIL released can fail with: rollcall's
+/// error, or no GPU context.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    Rollcall(rollcall::Error),
+    Gpu(GpuOpenError),
+}
+
+impl From<rollcall::Error> for CallError {
+    fn from(e: rollcall::Error) -> Self {
+        CallError::Rollcall(e)
+    }
+}
+
+impl From<GpuOpenError> for CallError {
+    fn from(e: GpuOpenError) -> Self {
+        CallError::Gpu(e)
+    }
+}
+
+/// Raises a [`CallError`] as its Python class.
+pub(crate) fn call_error(py: Python<'_>, e: CallError) -> PyErr {
+    match e {
+        CallError::Rollcall(e) => rollcall_error(py, e),
+        CallError::Gpu(GpuOpenError(message)) => error(py, "GpuError", message),
+    }
 }
 
 /// A numpy array converted from a Python object: contiguous data and shape.
@@ -260,7 +344,7 @@ pub(crate) fn to_numpy2<'py, T: numpy::Element>(
     numpy::PyArray1::from_vec(py, data).reshape([rows, cols])
 }
 
-/// rollcall's CPU twins for Python.
+/// rollcall for Python: the CPU twins, and the GPU kernels on request.
 #[pymodule]
 fn _rollcall(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -2,11 +2,14 @@
 //! PKPO's weights, pass@k, TEA, Prefix-TEA, GPD, GRPO's baseline), pass@k
 //! from counts, and the segmented order and top-k.
 
-use crate::{error, read_f32, read_u32, rollcall_error, to_numpy, to_numpy2, Array};
+use crate::{
+    call_error, error, gpu_context, read_f32, read_u32, rollcall_error, to_numpy, to_numpy2, Array,
+    CallError, Device,
+};
 use numpy::{PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use rollcall::tail::{cpu, Estimator, SegmentStatus};
+use rollcall::tail::{cpu, Estimator, SegmentStatus, TailStats};
 
 /// Top-k values and indices, shaped (prompts, k).
 type TopK<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>);
@@ -77,6 +80,23 @@ fn read_rows(
         positions,
         rows,
         cols,
+    })
+}
+
+/// Runs `on_gpu` with a `TailStats` on the shared context for `device="gpu"`,
+/// `on_cpu` otherwise (call with the GIL released).
+fn on_device<T>(
+    device: Device,
+    what: &str,
+    on_cpu: impl FnOnce() -> rollcall::Result<T>,
+    on_gpu: impl FnOnce(&mut TailStats) -> rollcall::Result<T>,
+) -> Result<T, CallError> {
+    Ok(match device {
+        Device::Cpu => on_cpu()?,
+        Device::Gpu => {
+            let ctx = gpu_context(what)?;
+            on_gpu(&mut TailStats::new(&ctx)?)?
+        }
     })
 }
 
@@ -166,8 +186,16 @@ fn estimator(
 /// Returns a dict: `values` (float32 per prompt, NaN when empty or too few
 /// rollouts), `advantages` (float32 shaped like `rewards`, 0 in padding),
 /// `status` (list of "ok", "empty", "too-few", "flat", "fallback").
+///
+/// `device="gpu"` runs rollcall's GPU tail kernels (`TailStats`) and
+/// returns the same keys, shapes and dtypes. Both sides compute in f32 with
+/// the same operations in the same order; the GPU's exp, log and fused
+/// multiply-adds differ in the last bits, so `status` is identical and
+/// `values` and `advantages` agree to 1e-4 of the row's scale (the largest
+/// of 1 and the magnitudes of its rewards, value and advantages); the
+/// GPD's jackknife advantages to 1e-3 of it.
 #[pyfunction]
-#[pyo3(signature = (rewards, estimator, *, n = None, k = None, alpha = 0.25, prefixes = 4, threshold = 0.5, eps = 1e-4, lengths = None))]
+#[pyo3(signature = (rewards, estimator, *, n = None, k = None, alpha = 0.25, prefixes = 4, threshold = 0.5, eps = 1e-4, lengths = None, device = "cpu"))]
 #[allow(clippy::too_many_arguments)]
 fn estimate<'py>(
     py: Python<'py>,
@@ -180,13 +208,23 @@ fn estimate<'py>(
     threshold: f64,
     eps: f64,
     lengths: Option<&Bound<'py, PyAny>>,
+    device: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let device = Device::parse(py, device)?;
     let est = self::estimator(py, estimator, n, k, alpha, prefixes, threshold, eps)?;
     est.validate().map_err(|e| rollcall_error(py, e))?;
     let rows = read_rows(py, rewards, lengths)?;
+    let (rewards, offsets) = (&rows.rewards, &rows.offsets);
     let out = py
-        .detach(|| cpu::estimate(&rows.rewards, &rows.offsets, est))
-        .map_err(|e| rollcall_error(py, e))?;
+        .detach(|| {
+            on_device(
+                device,
+                "estimate",
+                || cpu::estimate(rewards, offsets, est),
+                |tail| tail.estimate(rewards, offsets, est),
+            )
+        })
+        .map_err(|e| call_error(py, e))?;
     let mut adv = vec![0.0f32; rows.rows * rows.cols];
     for (&pos, &a) in rows.positions.iter().zip(&out.advantages) {
         adv[pos] = a;
@@ -251,22 +289,33 @@ fn pass_at_k<'py>(
 /// row (0 = best; ties by position), the row's rewards in descending order,
 /// and their positions. With `lengths`, entries past a row's length are
 /// rank -1, value NaN and index -1. NaN rewards are refused.
+/// `device="gpu"` sorts on the GPU; the results equal the CPU's exactly.
 #[pyfunction]
-#[pyo3(signature = (rewards, *, lengths = None))]
+#[pyo3(signature = (rewards, *, lengths = None, device = "cpu"))]
 #[allow(clippy::type_complexity)]
 fn order<'py>(
     py: Python<'py>,
     rewards: &Bound<'py, PyAny>,
     lengths: Option<&Bound<'py, PyAny>>,
+    device: &str,
 ) -> PyResult<(
     Bound<'py, PyArray2<i64>>,
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray2<i64>>,
 )> {
+    let device = Device::parse(py, device)?;
     let rows = read_rows(py, rewards, lengths)?;
+    let (rewards, offsets) = (&rows.rewards, &rows.offsets);
     let o = py
-        .detach(|| cpu::order(&rows.rewards, &rows.offsets))
-        .map_err(|e| rollcall_error(py, e))?;
+        .detach(|| {
+            on_device(
+                device,
+                "order",
+                || cpu::order(rewards, offsets),
+                |tail| tail.order(rewards, offsets),
+            )
+        })
+        .map_err(|e| call_error(py, e))?;
     let size = rows.rows * rows.cols;
     let (mut ranks, mut values, mut index) =
         (vec![-1i64; size], vec![f32::NAN; size], vec![-1i64; size]);
@@ -286,15 +335,18 @@ fn order<'py>(
 
 /// The k best rewards of each prompt: `(values, indices)` shaped
 /// (prompts, k), best first (ties by position); rows shorter than k are
-/// padded with -inf and index -1.
+/// padded with -inf and index -1. `device="gpu"` selects on the GPU; the
+/// results equal the CPU's exactly.
 #[pyfunction]
-#[pyo3(signature = (rewards, k, *, lengths = None))]
+#[pyo3(signature = (rewards, k, *, lengths = None, device = "cpu"))]
 fn top_k<'py>(
     py: Python<'py>,
     rewards: &Bound<'py, PyAny>,
     k: i64,
     lengths: Option<&Bound<'py, PyAny>>,
+    device: &str,
 ) -> PyResult<TopK<'py>> {
+    let device = Device::parse(py, device)?;
     let rows = read_rows(py, rewards, lengths)?;
     let k = u32::try_from(k).map_err(|_| {
         error(
@@ -303,9 +355,17 @@ fn top_k<'py>(
             format!("k must be at least 1, got {k}"),
         )
     })?;
+    let (rewards, offsets) = (&rows.rewards, &rows.offsets);
     let t = py
-        .detach(|| cpu::top_k(&rows.rewards, &rows.offsets, k))
-        .map_err(|e| rollcall_error(py, e))?;
+        .detach(|| {
+            on_device(
+                device,
+                "top_k",
+                || cpu::top_k(rewards, offsets, k),
+                |tail| tail.top_k(rewards, offsets, k),
+            )
+        })
+        .map_err(|e| call_error(py, e))?;
     let indices = t
         .indices
         .iter()

@@ -2,14 +2,18 @@
 //! rewards and GRPO's advantages (verl's conventions or rollcall's).
 
 use crate::rules::{rule_arg, Rule};
-use crate::{error, read_f32, read_ids, rollcall_error, to_numpy, to_numpy2, Array};
+use crate::{
+    call_error, error, gpu_context, read_f32, read_ids, rollcall_error, to_numpy, to_numpy2, Array,
+    CallError, Device,
+};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rollcall::voting::calibrated::CalibratedRounds;
 use rollcall::voting::cpu::VoteTables;
 use rollcall::voting::{
-    rewards, Allocation, ReplayEngine, RoundVotes, RuleConfig, Segment, StopRule,
+    rewards, Allocation, ReplayEngine, RoundVotes, RuleConfig, Scheduler, Segment, StopRule,
+    VoteTables as GpuVoteTables,
 };
 
 /// `(need_more, counts)`: a bool mask over the prompts and int64 counts.
@@ -19,16 +23,35 @@ type IdArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 /// Rewards shaped like the answers and the consensus per prompt.
 type Rewards<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<i64>>);
 
-/// The voter's state, free of Python: the twin's tables, the rule, and per
-/// prompt what the last decision said. Each round decides every live prompt,
-/// as `rollcall::voting::cpu::run` does.
+/// The vote tables a voter counts into: the CPU twin's, or the GPU's (whose
+/// rule runs on the GPU too).
+enum Tables {
+    Cpu(VoteTables),
+    Gpu(Box<GpuVoteTables>),
+}
+
+/// What the rule said about one prompt: stopped, consensus, confidence and
+/// the fewest more votes that could stop it.
+struct Said {
+    stopped: bool,
+    consensus: u32,
+    confidence: f32,
+    next: u32,
+}
+
+/// The voter's state, free of Python: the tables, the rule, and per prompt
+/// what the last decision said. Each round decides every live prompt, as
+/// `rollcall::voting::cpu::run` and the GPU's `Scheduler` do.
 struct Core {
     config: RuleConfig,
-    /// The calibrated rule's batch state (its prior is refitted each round).
+    /// The calibrated rule's batch state on the CPU (its prior is refitted
+    /// each round). The GPU tables decide every rule themselves.
     calibrated: Option<CalibratedRounds>,
     fewest: bool,
     chunk: u32,
-    tables: VoteTables,
+    tables: Tables,
+    /// Votes counted per prompt.
+    counted: Vec<u32>,
     live: Vec<bool>,
     wants: Vec<u32>,
     consensus: Vec<u32>,
@@ -38,26 +61,42 @@ struct Core {
 }
 
 impl Core {
+    /// A voter's state on the CPU twin, or on `gpu`'s tables (the rule is
+    /// checked for the GPU first: the library refuses there what its GPU
+    /// kernels cannot run).
     fn new(
         prompts: u32,
         capacity: u32,
         config: RuleConfig,
         fewest: bool,
         chunk: u32,
+        gpu: Option<&rollcall::GpuContext>,
     ) -> rollcall::Result<Self> {
-        let tables = VoteTables::new(prompts, capacity)?;
+        let (tables, calibrated) = match gpu {
+            None => {
+                let calibrated = match config.rule {
+                    StopRule::Calibrated { .. } => Some(CalibratedRounds::new(&config)?),
+                    _ => None,
+                };
+                (Tables::Cpu(VoteTables::new(prompts, capacity)?), calibrated)
+            }
+            Some(ctx) => {
+                config.validate()?;
+                (
+                    Tables::Gpu(Box::new(GpuVoteTables::new(ctx, prompts, capacity)?)),
+                    None,
+                )
+            }
+        };
         let first = chunk.max(config.min_votes).min(config.max_votes);
         let n = prompts as usize;
-        let calibrated = match config.rule {
-            StopRule::Calibrated { .. } => Some(CalibratedRounds::new(&config)?),
-            _ => None,
-        };
         Ok(Core {
             config,
             calibrated,
             fewest,
             chunk,
             tables,
+            counted: vec![0; n],
             live: vec![true; n],
             wants: vec![first; n],
             consensus: vec![u32::MAX; n],
@@ -68,31 +107,96 @@ impl Core {
     }
 
     fn votes(&self, prompt: usize) -> u32 {
-        self.tables.votes(prompt as u32).map_or(0, |v| v.total)
+        self.counted[prompt]
+    }
+
+    fn device(&self) -> Device {
+        match self.tables {
+            Tables::Cpu(_) => Device::Cpu,
+            Tables::Gpu(_) => Device::Gpu,
+        }
+    }
+
+    /// One prompt's table in first-seen order (`[answer, votes]`).
+    fn table(&mut self, prompt: u32) -> rollcall::Result<Vec<[u32; 2]>> {
+        match &mut self.tables {
+            Tables::Cpu(t) => Ok(t.table(prompt)?.to_vec()),
+            Tables::Gpu(t) => {
+                let prompts = t.prompts();
+                if prompt >= prompts {
+                    return Err(rollcall::Error::PromptOutOfRange { prompt, prompts });
+                }
+                let (votes, tables) = t.read()?;
+                let capacity = tables.len() / prompts as usize;
+                let start = prompt as usize * capacity;
+                let used = (votes[prompt as usize].distinct as usize).min(capacity);
+                Ok(tables[start..start + used].to_vec())
+            }
+        }
     }
 
     /// Counts a round (segments name live prompts only) and decides every
     /// live prompt.
     fn feed(&mut self, segments: &[Segment], answers: &[u32]) -> rollcall::Result<()> {
-        self.tables.count(&RoundVotes {
+        let round = RoundVotes {
             segments,
             answers,
             tokens: None,
-        })?;
+        };
+        match &mut self.tables {
+            Tables::Cpu(t) => t.count(&round)?,
+            Tables::Gpu(t) => t.count(&round)?,
+        }
+        for s in segments {
+            let c = &mut self.counted[s.prompt as usize];
+            *c = c.wrapping_add(s.count);
+        }
         self.rounds += 1;
         let live: Vec<u32> = (0..self.live.len() as u32)
             .filter(|&p| self.live[p as usize])
             .collect();
-        let batch = match self.calibrated.as_mut() {
-            Some(rounds) => Some(rounds.decide_round(&self.tables, &live)?),
-            None => None,
+        let said: Vec<Said> = match &mut self.tables {
+            Tables::Cpu(t) => {
+                let decisions = match self.calibrated.as_mut() {
+                    Some(rounds) => rounds.decide_round(t, &live)?,
+                    None => live
+                        .iter()
+                        .map(|&p| t.decide(&self.config, p))
+                        .collect::<rollcall::Result<_>>()?,
+                };
+                decisions
+                    .iter()
+                    .map(|d| Said {
+                        stopped: d.stopped,
+                        consensus: d.consensus,
+                        confidence: d.confidence,
+                        next: d.next,
+                    })
+                    .collect()
+            }
+            Tables::Gpu(t) => {
+                let read = t.decide(&self.config, &live)?;
+                read.decisions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| Said {
+                        stopped: d.stopped,
+                        consensus: d.consensus,
+                        confidence: d.confidence,
+                        next: read.next.get(i).copied().unwrap_or(0),
+                    })
+                    .collect()
+            }
         };
-        for (i, &p) in live.iter().enumerate() {
+        if said.len() != live.len() {
+            return Err(rollcall::Error::Device(format!(
+                "{} decisions for {} live prompts",
+                said.len(),
+                live.len()
+            )));
+        }
+        for (&p, d) in live.iter().zip(&said) {
             let p = p as usize;
-            let d = match &batch {
-                Some(decisions) => decisions[i],
-                None => self.tables.decide(&self.config, p as u32)?,
-            };
             self.consensus[p] = d.consensus;
             self.confidence[p] = d.confidence;
             if d.stopped {
@@ -106,6 +210,22 @@ impl Core {
             }
         }
         Ok(())
+    }
+}
+
+/// The GPU context when `device` is the GPU (opens it on first use; call
+/// with the GIL released).
+fn context_for(device: Device, what: &str) -> Result<Option<rollcall::GpuContext>, CallError> {
+    Ok(match device {
+        Device::Cpu => None,
+        Device::Gpu => Some(gpu_context(what)?),
+    })
+}
+
+fn device_name(device: Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Gpu => "gpu",
     }
 }
 
@@ -197,6 +317,14 @@ fn id_out(v: u32) -> i64 {
 /// Semantics match rollcall's CPU round loop (`voting::cpu::run`): ties go to
 /// the answer seen first; a prompt stops at `max_votes` or once the rule is
 /// met past `min_votes`.
+///
+/// `device="gpu"` keeps the vote tables on the GPU and runs the rule there
+/// (each `feed` is one count and one decide on the device, one small
+/// readback); rules the GPU cannot run (today `calibrated`) raise
+/// `InvalidRuleError`. Consensus, votes, requests and rounds are the CPU's;
+/// the confidence agrees to 1e-4 (the GPU's exp and log), so the Beta and
+/// Dirichlet rules may stop a prompt a round apart when its probability
+/// lies within rounding of the threshold.
 #[pyclass(module = "rollcall")]
 pub(crate) struct Voter {
     core: Core,
@@ -206,7 +334,7 @@ pub(crate) struct Voter {
 #[pymethods]
 impl Voter {
     #[new]
-    #[pyo3(signature = (prompts, rule, *, capacity = 16, allocation = "chunk", chunk = 4))]
+    #[pyo3(signature = (prompts, rule, *, capacity = 16, allocation = "chunk", chunk = 4, device = "cpu"))]
     fn new(
         py: Python<'_>,
         prompts: usize,
@@ -214,12 +342,26 @@ impl Voter {
         capacity: u32,
         allocation: &str,
         chunk: u32,
+        device: &str,
     ) -> PyResult<Self> {
+        let device = Device::parse(py, device)?;
         let rule = rule_arg(py, rule)?;
         let fewest = self::allocation(py, allocation, chunk)?;
         let prompts = check_sizes(py, prompts, capacity)?;
-        let core = Core::new(prompts, capacity, rule.config, fewest, chunk)
-            .map_err(|e| rollcall_error(py, e))?;
+        let config = rule.config;
+        let core = py
+            .detach(|| -> Result<Core, CallError> {
+                let ctx = context_for(device, "Voter")?;
+                Ok(Core::new(
+                    prompts,
+                    capacity,
+                    config,
+                    fewest,
+                    chunk,
+                    ctx.as_ref(),
+                )?)
+            })
+            .map_err(|e| call_error(py, e))?;
         Ok(Voter { core, rule })
     }
 
@@ -384,13 +526,19 @@ impl Voter {
         self.rule.clone()
     }
 
-    /// One prompt's vote table in first-seen order: `(answer_ids, counts)`.
-    fn table<'py>(&self, py: Python<'py>, prompt: usize) -> PyResult<IdArrays<'py>> {
+    /// Where the voter runs: "cpu" or "gpu".
+    #[getter]
+    fn device(&self) -> &'static str {
+        device_name(self.core.device())
+    }
+
+    /// One prompt's vote table in first-seen order: `(answer_ids, counts)`
+    /// (on the GPU, a readback of the tables).
+    fn table<'py>(&mut self, py: Python<'py>, prompt: usize) -> PyResult<IdArrays<'py>> {
         let p = u32::try_from(prompt).unwrap_or(u32::MAX);
-        let table = self
-            .core
-            .tables
-            .table(p)
+        let core = &mut self.core;
+        let table = py
+            .detach(|| core.table(p))
             .map_err(|e| rollcall_error(py, e))?;
         Ok((
             to_numpy(py, table.iter().map(|e| i64::from(e[0])).collect()),
@@ -400,12 +548,69 @@ impl Voter {
 
     fn __repr__(&self) -> String {
         let live = self.core.live.iter().filter(|&&l| l).count();
+        let device = match self.core.device() {
+            Device::Cpu => "",
+            Device::Gpu => ", device=\"gpu\"",
+        };
         format!(
-            "Voter(prompts={}, live={live}, rounds={}, rule={})",
+            "Voter(prompts={}, live={live}, rounds={}, rule={}{device})",
             self.core.live.len(),
             self.core.rounds,
             self.rule.__repr__()
         )
+    }
+}
+
+/// The arguments `replay` and `_twin_replay` share, read and checked.
+struct ReplayArgs {
+    device: Device,
+    rule: Rule,
+    fewest: bool,
+    chunk: u32,
+    capacity: u32,
+    ids: Array<i64>,
+    prompts: u32,
+}
+
+impl ReplayArgs {
+    fn read(
+        py: Python<'_>,
+        answers: &Bound<'_, PyAny>,
+        rule: &Bound<'_, PyAny>,
+        capacity: u32,
+        allocation: &str,
+        chunk: u32,
+        device: &str,
+    ) -> PyResult<Self> {
+        let device = Device::parse(py, device)?;
+        let rule = rule_arg(py, rule)?;
+        let fewest = self::allocation(py, allocation, chunk)?;
+        let ids = read_ids(answers, "answers", &[2], " shaped (prompts, votes)")?;
+        let prompts = check_sizes(py, ids.rows_cols().0, capacity)?;
+        Ok(ReplayArgs {
+            device,
+            rule,
+            fewest,
+            chunk,
+            capacity,
+            ids,
+            prompts,
+        })
+    }
+
+    /// Each row's answers (padding skipped) with their columns.
+    fn recorded(&self) -> Vec<Vec<(u32, usize)>> {
+        let (rows, cols) = self.ids.rows_cols();
+        (0..rows)
+            .map(|r| {
+                self.ids.data[r * cols..(r + 1) * cols]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v >= 0)
+                    .map(|(c, &v)| (v as u32, c))
+                    .collect()
+            })
+            .collect()
     }
 }
 
@@ -418,8 +623,17 @@ impl Voter {
 /// Returns a dict of arrays: `consensus` (-1: no votes), `confidence`,
 /// `votes`, `stopped_in_round`, `exhausted`, `used` (bool, shaped like
 /// `answers`: the answers revealed) and `rounds` (an int).
+///
+/// `device="gpu"` counts and decides on the GPU (rollcall's `VoteTables`,
+/// the kernels of its round `Scheduler`: one count, one decide and one small
+/// readback per round) and returns the same keys and dtypes. Rules the GPU
+/// cannot run (today `calibrated`) raise `InvalidRuleError`. Consensus,
+/// votes, rounds, `exhausted` and `used` equal the CPU's; `confidence`
+/// agrees to 1e-4 (f32 on both sides, the GPU's exp and log differ in the
+/// last bits), so Beta and Dirichlet may stop a prompt whose probability is
+/// within rounding of the threshold a round apart.
 #[pyfunction]
-#[pyo3(signature = (answers, rule, *, capacity = 16, allocation = "chunk", chunk = 1))]
+#[pyo3(signature = (answers, rule, *, capacity = 16, allocation = "chunk", chunk = 1, device = "cpu"))]
 fn replay<'py>(
     py: Python<'py>,
     answers: &Bound<'py, PyAny>,
@@ -427,27 +641,22 @@ fn replay<'py>(
     capacity: u32,
     allocation: &str,
     chunk: u32,
+    device: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let rule = rule_arg(py, rule)?;
-    let fewest = self::allocation(py, allocation, chunk)?;
-    let ids = read_ids(answers, "answers", &[2], " shaped (prompts, votes)")?;
-    let (rows, cols) = ids.rows_cols();
-    let prompts = check_sizes(py, rows, capacity)?;
-    let mut core = Core::new(prompts, capacity, rule.config, fewest, chunk)
-        .map_err(|e| rollcall_error(py, e))?;
-    // Each row's answers (padding skipped) with their columns.
-    let recorded: Vec<Vec<(u32, usize)>> = (0..rows)
-        .map(|r| {
-            ids.data[r * cols..(r + 1) * cols]
-                .iter()
-                .enumerate()
-                .filter(|(_, &v)| v >= 0)
-                .map(|(c, &v)| (v as u32, c))
-                .collect()
-        })
-        .collect();
-    let (exhausted, used) = py
-        .detach(|| -> rollcall::Result<(Vec<bool>, Vec<bool>)> {
+    let args = ReplayArgs::read(py, answers, rule, capacity, allocation, chunk, device)?;
+    let (rows, cols) = args.ids.rows_cols();
+    let recorded = args.recorded();
+    let (core, exhausted, used) = py
+        .detach(|| -> Result<(Core, Vec<bool>, Vec<bool>), CallError> {
+            let ctx = context_for(args.device, "replay")?;
+            let mut core = Core::new(
+                args.prompts,
+                args.capacity,
+                args.rule.config,
+                args.fewest,
+                args.chunk,
+                ctx.as_ref(),
+            )?;
             let mut next = vec![0usize; rows];
             let mut exhausted = vec![false; rows];
             let mut used = vec![false; rows * cols];
@@ -479,12 +688,12 @@ fn replay<'py>(
                     next[p] += take;
                 }
                 if segments.is_empty() {
-                    return Ok((exhausted, used));
+                    return Ok((core, exhausted, used));
                 }
                 core.feed(&segments, &flat)?;
             }
         })
-        .map_err(|e| rollcall_error(py, e))?;
+        .map_err(|e| call_error(py, e))?;
     let out = PyDict::new(py);
     out.set_item(
         "consensus",
@@ -505,12 +714,13 @@ fn replay<'py>(
     Ok(out)
 }
 
-/// rollcall's own round loop (`voting::cpu::run` with a `ReplayEngine`), for
-/// the tests: every row must hold at least `max_votes` answers. Returns its
-/// per-prompt outcome and its rewards and advantages (rollouts grouped by
-/// prompt, in revealed order).
+/// rollcall's own round loop with a `ReplayEngine`, for the tests: the CPU
+/// twin's (`voting::cpu::run`) or, with `device="gpu"`, the GPU's
+/// `Scheduler::run`. Every row must hold at least `max_votes` answers.
+/// Returns its per-prompt outcome and its rewards and advantages (rollouts
+/// grouped by prompt, in revealed order).
 #[pyfunction]
-#[pyo3(signature = (answers, rule, *, capacity = 16, allocation = "chunk", chunk = 1))]
+#[pyo3(signature = (answers, rule, *, capacity = 16, allocation = "chunk", chunk = 1, device = "cpu"))]
 fn _twin_replay<'py>(
     py: Python<'py>,
     answers: &Bound<'py, PyAny>,
@@ -518,32 +728,36 @@ fn _twin_replay<'py>(
     capacity: u32,
     allocation: &str,
     chunk: u32,
+    device: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let rule = rule_arg(py, rule)?;
-    let fewest = self::allocation(py, allocation, chunk)?;
-    let ids = read_ids(answers, "answers", &[2], " shaped (prompts, votes)")?;
-    let (rows, cols) = ids.rows_cols();
-    let prompts = check_sizes(py, rows, capacity)?;
-    let recorded: Vec<Vec<u32>> = (0..rows)
-        .map(|r| {
-            ids.data[r * cols..(r + 1) * cols]
-                .iter()
-                .filter(|&&v| v >= 0)
-                .map(|&v| v as u32)
-                .collect()
-        })
+    let args = ReplayArgs::read(py, answers, rule, capacity, allocation, chunk, device)?;
+    let recorded: Vec<Vec<u32>> = args
+        .recorded()
+        .into_iter()
+        .map(|row| row.into_iter().map(|(v, _)| v).collect())
         .collect();
-    let alloc = if fewest {
-        Allocation::FewestToPass { first: chunk }
+    let alloc = if args.fewest {
+        Allocation::FewestToPass { first: args.chunk }
     } else {
-        Allocation::Chunk(chunk)
+        Allocation::Chunk(args.chunk)
     };
+    let config = args.rule.config;
     let outcome = py
-        .detach(|| {
+        .detach(|| -> Result<_, CallError> {
             let mut engine = ReplayEngine::new(recorded);
-            rollcall::voting::cpu::run(prompts, capacity, rule.config, alloc, &mut engine)
+            Ok(match context_for(args.device, "_twin_replay")? {
+                None => rollcall::voting::cpu::run(
+                    args.prompts,
+                    args.capacity,
+                    config,
+                    alloc,
+                    &mut engine,
+                )?,
+                Some(ctx) => Scheduler::new(&ctx, args.prompts, args.capacity, config, alloc)?
+                    .run(&mut engine)?,
+            })
         })
-        .map_err(|e| rollcall_error(py, e))?;
+        .map_err(|e| call_error(py, e))?;
     let out = PyDict::new(py);
     let p = &outcome.prompts;
     out.set_item(
@@ -598,13 +812,19 @@ fn leaders(tables: &VoteTables) -> rollcall::Result<Vec<u32>> {
 /// Returns `(rewards, consensus)`: float32 rewards shaped like `answers`
 /// (1.0 where the answer is its prompt's consensus, 0.0 elsewhere and in
 /// padding) and the int64 consensus.
+///
+/// `device="gpu"` counts the votes and picks the leaders in rollcall's GPU
+/// `VoteTables` and computes the rewards there; the results equal the CPU's
+/// exactly (ids and 0/1 rewards).
 #[pyfunction]
-#[pyo3(signature = (answers, consensus = None))]
+#[pyo3(signature = (answers, consensus = None, *, device = "cpu"))]
 fn majority_rewards<'py>(
     py: Python<'py>,
     answers: &Bound<'py, PyAny>,
     consensus: Option<&Bound<'py, PyAny>>,
+    device: &str,
 ) -> PyResult<Rewards<'py>> {
+    let device = Device::parse(py, device)?;
     let ids = read_ids(answers, "answers", &[2], " shaped (prompts, votes)")?;
     let (rows, cols) = ids.rows_cols();
     let prompts = check_sizes(py, rows, 1)?;
@@ -631,12 +851,17 @@ fn majority_rewards<'py>(
         }
     };
     let (segments, flat, positions) = segments_of(&ids, |r| r as u32);
+    let capacity = cols.clamp(1, 256) as u32;
     let (flat_rewards, consensus) = py
-        .detach(|| -> rollcall::Result<(Vec<f32>, Vec<u32>)> {
+        .detach(|| -> Result<(Vec<f32>, Vec<u32>), CallError> {
+            if let Some(ctx) = context_for(device, "majority_rewards")? {
+                return Ok(gpu_majority(
+                    &ctx, prompts, capacity, &segments, &flat, given,
+                )?);
+            }
             let consensus = match given {
                 Some(c) => c,
                 None => {
-                    let capacity = cols.clamp(1, 256) as u32;
                     let mut tables = VoteTables::new(prompts, capacity)?;
                     tables.count(&RoundVotes {
                         segments: &segments,
@@ -651,7 +876,7 @@ fn majority_rewards<'py>(
                 consensus,
             ))
         })
-        .map_err(|e| rollcall_error(py, e))?;
+        .map_err(|e| call_error(py, e))?;
     let mut out = vec![0.0f32; rows * cols];
     for (&pos, &r) in positions.iter().zip(&flat_rewards) {
         out[pos] = r;
@@ -660,6 +885,46 @@ fn majority_rewards<'py>(
         to_numpy2(py, out, rows, cols)?,
         to_numpy(py, consensus.iter().map(|&c| id_out(c)).collect()),
     ))
+}
+
+/// [`majority_rewards`] on the GPU: the votes counted in GPU tables, each
+/// prompt's leader from the GPU's decide (any rule's consensus is the
+/// leader, ties to the answer seen first), the rewards from the GPU.
+fn gpu_majority(
+    ctx: &rollcall::GpuContext,
+    prompts: u32,
+    capacity: u32,
+    segments: &[Segment],
+    answers: &[u32],
+    given: Option<Vec<u32>>,
+) -> rollcall::Result<(Vec<f32>, Vec<u32>)> {
+    // Given a consensus the tables only carry the prompt count.
+    let capacity = if given.is_some() { 1 } else { capacity };
+    let mut tables = GpuVoteTables::new(ctx, prompts, capacity)?;
+    let consensus = match given {
+        Some(c) => c,
+        None => {
+            tables.count(&RoundVotes {
+                segments,
+                answers,
+                tokens: None,
+            })?;
+            let all: Vec<u32> = (0..prompts).collect();
+            let leader = RuleConfig {
+                rule: StopRule::FixedBudget,
+                min_votes: 1,
+                max_votes: 1,
+            };
+            tables
+                .decide(&leader, &all)?
+                .decisions
+                .iter()
+                .map(|d| d.consensus)
+                .collect()
+        }
+    };
+    let (rewards, _) = tables.rewards(segments, answers, Some(&consensus), None, 1e-4)?;
+    Ok((rewards, consensus))
 }
 
 /// Group ids 0..groups for `index` (any values numpy can sort), via

@@ -100,3 +100,21 @@ def test_random_inputs_never_crash():
                     call(x)
                 except (rollcall.RollcallError, TypeError, ValueError):
                     pass
+
+
+@pytest.mark.parametrize("bad", ["GPU", "cuda", "", "cpu "])
+def test_bad_device_names_the_allowed_values(bad):
+    answers = [[1, 2]]
+    calls = [
+        lambda: rollcall.replay(answers, "beta", device=bad),
+        lambda: rollcall._rollcall._twin_replay(answers, "beta", device=bad),
+        lambda: rollcall.majority_rewards(answers, device=bad),
+        lambda: rollcall.estimate([[1.0]], "grpo", device=bad),
+        lambda: rollcall.max_at_k([[1.0]], 1, device=bad),
+        lambda: rollcall.order([[1.0]], device=bad),
+        lambda: rollcall.top_k([[1.0]], 1, device=bad),
+        lambda: rollcall.Voter(1, "beta", device=bad),
+    ]
+    for call in calls:
+        with pytest.raises(rollcall.InvalidValueError, match='"cpu" or "gpu"'):
+            call()
