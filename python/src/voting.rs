@@ -9,7 +9,7 @@ use crate::{
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use rollcall::voting::calibrated::CalibratedRounds;
+use rollcall::voting::calibrated::{CalibratedRounds, CalibratedRoundsGpu};
 use rollcall::voting::cpu::VoteTables;
 use rollcall::voting::{
     rewards, Allocation, ReplayEngine, RoundVotes, RuleConfig, Scheduler, Segment, StopRule,
@@ -44,9 +44,11 @@ struct Said {
 /// `rollcall::voting::cpu::run` and the GPU's `Scheduler` do.
 struct Core {
     config: RuleConfig,
-    /// The calibrated rule's batch state on the CPU (its prior is refitted
-    /// each round). The GPU tables decide every rule themselves.
+    /// The calibrated rule's batch state (its prior is refitted each
+    /// round): on the CPU, or on the GPU over the GPU tables. The GPU
+    /// tables decide every other rule themselves.
     calibrated: Option<CalibratedRounds>,
+    calibrated_gpu: Option<CalibratedRoundsGpu>,
     fewest: bool,
     chunk: u32,
     tables: Tables,
@@ -72,20 +74,29 @@ impl Core {
         chunk: u32,
         gpu: Option<&rollcall::GpuContext>,
     ) -> rollcall::Result<Self> {
-        let (tables, calibrated) = match gpu {
+        let is_calibrated = matches!(config.rule, StopRule::Calibrated { .. });
+        let (tables, calibrated, calibrated_gpu) = match gpu {
             None => {
-                let calibrated = match config.rule {
-                    StopRule::Calibrated { .. } => Some(CalibratedRounds::new(&config)?),
-                    _ => None,
+                let calibrated = match is_calibrated {
+                    true => Some(CalibratedRounds::new(&config)?),
+                    false => None,
                 };
-                (Tables::Cpu(VoteTables::new(prompts, capacity)?), calibrated)
-            }
-            Some(ctx) => {
-                config.validate()?;
                 (
-                    Tables::Gpu(Box::new(GpuVoteTables::new(ctx, prompts, capacity)?)),
+                    Tables::Cpu(VoteTables::new(prompts, capacity)?),
+                    calibrated,
                     None,
                 )
+            }
+            Some(ctx) => {
+                if !is_calibrated {
+                    config.validate()?;
+                }
+                let tables = GpuVoteTables::new(ctx, prompts, capacity)?;
+                let calibrated_gpu = match is_calibrated {
+                    true => Some(CalibratedRoundsGpu::new(&tables, &config)?),
+                    false => None,
+                };
+                (Tables::Gpu(Box::new(tables)), None, calibrated_gpu)
             }
         };
         let first = chunk.max(config.min_votes).min(config.max_votes);
@@ -93,6 +104,7 @@ impl Core {
         Ok(Core {
             config,
             calibrated,
+            calibrated_gpu,
             fewest,
             chunk,
             tables,
@@ -171,6 +183,19 @@ impl Core {
                         consensus: d.consensus,
                         confidence: d.confidence,
                         next: d.next,
+                    })
+                    .collect()
+            }
+            Tables::Gpu(t) if self.calibrated_gpu.is_some() => {
+                let rounds = self.calibrated_gpu.as_mut().expect("checked by the guard");
+                let (decisions, _weights) = rounds.decide_round(t, &live)?;
+                decisions
+                    .iter()
+                    .map(|d| Said {
+                        stopped: d.stopped,
+                        consensus: d.consensus,
+                        confidence: d.confidence,
+                        next: u32::from(!d.stopped),
                     })
                     .collect()
             }
@@ -320,7 +345,7 @@ fn id_out(v: u32) -> i64 {
 ///
 /// `device="gpu"` keeps the vote tables on the GPU and runs the rule there
 /// (each `feed` is one count and one decide on the device, one small
-/// readback); rules the GPU cannot run (today `calibrated`) raise
+/// readback); rules the GPU refuses raise
 /// `InvalidRuleError`. Consensus, votes, requests and rounds are the CPU's;
 /// the confidence agrees to 1e-4 (the GPU's exp and log), so the Beta and
 /// Dirichlet rules may stop a prompt a round apart when its probability
@@ -627,7 +652,7 @@ impl ReplayArgs {
 /// `device="gpu"` counts and decides on the GPU (rollcall's `VoteTables`,
 /// the kernels of its round `Scheduler`: one count, one decide and one small
 /// readback per round) and returns the same keys and dtypes. Rules the GPU
-/// cannot run (today `calibrated`) raise `InvalidRuleError`. Consensus,
+/// refuses raise `InvalidRuleError`. Consensus,
 /// votes, rounds, `exhausted` and `used` equal the CPU's; `confidence`
 /// agrees to 1e-4 (f32 on both sides, the GPU's exp and log differ in the
 /// last bits), so Beta and Dirichlet may stop a prompt whose probability is

@@ -867,6 +867,36 @@ pub fn voting_rule() -> RuleConfig {
     }
 }
 
+/// The calibrated rule at δ = 1%, 2 to 40 votes (the budget of
+/// docs/VOTING.md's measurements).
+pub fn calibrated_voting_rule() -> RuleConfig {
+    RuleConfig {
+        rule: StopRule::Calibrated { delta: 0.01 },
+        min_votes: 2,
+        max_votes: 40,
+    }
+}
+
+/// The CPU twin of a benchmark round of the calibrated rule: count `round`
+/// into fresh tables, refit `rounds`' prior (50 EM steps its first round, 5
+/// after), decide every prompt and compact the live ones.
+fn calibrated_round_cpu(
+    rounds: &mut rollcall::voting::calibrated::CalibratedRounds,
+    round: &RoundVotes<'_>,
+    prompts: u32,
+    capacity: u32,
+) -> Result<Vec<u32>> {
+    let mut tables = CpuVoteTables::new(prompts, capacity)?;
+    tables.count(round)?;
+    let live: Vec<u32> = (0..prompts).collect();
+    let keep: Vec<u32> = rounds
+        .decide_round(&tables, &live)?
+        .iter()
+        .map(|d| u32::from(!d.stopped))
+        .collect();
+    Ok(compact_cpu(&keep))
+}
+
 /// The CPU twin of one benchmark round: count `round` into fresh tables of
 /// `capacity` answers, decide every prompt by `config`, compact the live ones.
 ///
@@ -1311,60 +1341,97 @@ impl Grid<'_> {
             &[10_000, 100_000, 1_000_000]
         };
         let capacity = 16;
-        let config = voting_rule();
-        let kernel_name = "round: count 4 votes, Beta 0.95 rule, compaction";
-        for &prompts in sizes {
-            if !options.selects(kernel_name, &format!("{prompts} prompts")) {
-                continue;
+        // The calibrated rule refits its prior over every prompt in each
+        // round (5 EM steps after the first round's 50) before deciding.
+        for (rule_name, config) in [
+            ("Beta 0.95", voting_rule()),
+            ("calibrated 1%", calibrated_voting_rule()),
+        ] {
+            let calibrated = matches!(config.rule, StopRule::Calibrated { .. });
+            let kernel_name = format!("round: count 4 votes, {rule_name} rule, compaction");
+            for &prompts in sizes {
+                if !options.selects(&kernel_name, &format!("{prompts} prompts")) {
+                    continue;
+                }
+                progress(&format!("voting round {prompts} prompts, {rule_name}"));
+                let (segments, answers) = voting_round(prompts, 3);
+                let live: Vec<u32> = (0..prompts).collect();
+                let scheduler = std::cell::RefCell::new(Scheduler::new(
+                    ctx,
+                    prompts,
+                    capacity,
+                    config,
+                    Allocation::Chunk(4),
+                )?);
+                let round = RoundVotes {
+                    segments: &segments,
+                    answers: &answers,
+                    tokens: None,
+                };
+                let votes = answers.len() as u64;
+                let p = u64::from(prompts);
+                // Count: segments (16 B) and answers (4 B) read, per-prompt
+                // totals (32 B) and 2 table entries (8 B) read and written.
+                // Rule: list (4 B), totals and 2 entries read, decision (16 B)
+                // and flag (4 B) written. Compaction: flags read, positions
+                // written. The calibrated rule's EM steps each read every
+                // prompt's totals and 2 entries, and write and read back 52
+                // floats per workgroup of 64 prompts (3.25 B a prompt).
+                let em_steps = if calibrated {
+                    u64::from(rollcall::voting::calibrated::LATER_EM_STEPS)
+                } else {
+                    0
+                };
+                let sums = (p.div_ceil(64) * 52 * 4) * em_steps;
+                let bytes_read = 16 * p
+                    + 4 * votes
+                    + (32 + 16) * p
+                    + (4 + 32 + 16) * p
+                    + 4 * p
+                    + em_steps * (32 + 16) * p
+                    + sums;
+                let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p + sums;
+                let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+                // Each timed round starts from empty tables (cleared untimed);
+                // the calibrated rule's weights carry over (a later round).
+                let (kernel, reference_timing, repeats) = time_interleaved(
+                    ctx,
+                    options.iters,
+                    None,
+                    |e| scheduler.borrow().encode_reset(e),
+                    |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
+                    |e| reference.encode(read_once, e),
+                )?;
+                // The f64 twin's refit takes seconds a step past 10⁴ prompts:
+                // timed there only.
+                let cpu = if calibrated {
+                    let asked = options.cpu_twin && prompts <= 10_000;
+                    let mut rounds = rollcall::voting::calibrated::CalibratedRounds::new(&config)?;
+                    if asked {
+                        // The first round (50 EM steps), untimed.
+                        calibrated_round_cpu(&mut rounds, &round, prompts, capacity)?;
+                    }
+                    twin_time(asked, || {
+                        calibrated_round_cpu(&mut rounds, &round, prompts, capacity)
+                    })?
+                } else {
+                    twin_time(options.cpu_twin, || {
+                        voting_round_cpu(&round, prompts, capacity, &config)
+                    })?
+                };
+                rows.push(row(
+                    "voting",
+                    kernel_name.clone(),
+                    format!("{prompts} prompts"),
+                    &kernel,
+                    &reference_timing,
+                    reference.bytes,
+                    bytes_read,
+                    bytes_written,
+                    cpu,
+                    repeats,
+                ));
             }
-            progress(&format!("voting round {prompts} prompts"));
-            let (segments, answers) = voting_round(prompts, 3);
-            let live: Vec<u32> = (0..prompts).collect();
-            let scheduler = std::cell::RefCell::new(Scheduler::new(
-                ctx,
-                prompts,
-                capacity,
-                config,
-                Allocation::Chunk(4),
-            )?);
-            let round = RoundVotes {
-                segments: &segments,
-                answers: &answers,
-                tokens: None,
-            };
-            let votes = answers.len() as u64;
-            let p = u64::from(prompts);
-            // Count: segments (16 B) and answers (4 B) read, per-prompt totals
-            // (32 B) and 2 table entries (8 B) read and written. Rule: list (4 B),
-            // totals and 2 entries read, decision (16 B) and flag (4 B) written.
-            // Compaction: flags read, positions written.
-            let bytes_read = 16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p;
-            let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p;
-            let reference = PlainRead::new(ctx, bytes_read + bytes_written);
-            // Each timed round starts from empty tables (cleared untimed).
-            let (kernel, reference_timing, repeats) = time_interleaved(
-                ctx,
-                options.iters,
-                None,
-                |e| scheduler.borrow().encode_reset(e),
-                |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
-                |e| reference.encode(read_once, e),
-            )?;
-            let cpu = twin_time(options.cpu_twin, || {
-                voting_round_cpu(&round, prompts, capacity, &config)
-            })?;
-            rows.push(row(
-                "voting",
-                kernel_name.into(),
-                format!("{prompts} prompts"),
-                &kernel,
-                &reference_timing,
-                reference.bytes,
-                bytes_read,
-                bytes_written,
-                cpu,
-                repeats,
-            ));
         }
         // An RL batch's round: every prompt's 64 rollouts at once, counted
         // with an invocation a prompt (a serial loop of 64 votes) and with a

@@ -120,7 +120,7 @@ pub const PRESETS: &[&str] = &[
 /// after colons: `beta:THRESHOLD[:PRIOR]`, `predictive:PRIOR:DELTA`,
 /// `esc:WINDOW`, `majority:SHARE`, `entropy:MAX`, `dirichlet:THRESHOLD[:TOP]`,
 /// `margin:VOTES` (ConSol's SPRT set to stop at that lead),
-/// `calibrated:DELTA` (the flip budget; CPU twin only for now),
+/// `calibrated:DELTA` (the flip budget),
 /// `margin-cap:CAP` (ConSol's SPRT with the maximum budget lowered to CAP).
 ///
 /// ```
@@ -222,6 +222,13 @@ pub fn sweep_grid() -> Vec<(&'static str, Vec<String>)> {
             [0.2, 0.1, 0.05, 0.02, 0.01, 0.005]
                 .iter()
                 .map(|d| format!("predictive:0.3:{d}"))
+                .collect(),
+        ),
+        (
+            "calibrated",
+            [0.05, 0.02, 0.01, 0.005, 0.002]
+                .iter()
+                .map(|d| format!("calibrated:{d}"))
                 .collect(),
         ),
     ]

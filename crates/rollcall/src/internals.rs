@@ -28,7 +28,6 @@ pub use crate::sampling::edits::{
 };
 pub use crate::sampling::gpu::{SplitRows, SPLIT_BELOW_ROWS};
 pub use crate::tail::route::EstimateRoute;
-pub use crate::voting::calibrated::CalibratedRoundsGpu;
 pub use crate::voting::gpu::{CountRoute, DecideRoute, RewardRoute};
 
 /// Tokens of a row in one tile of a split first pass.

@@ -5,8 +5,7 @@
 mod common;
 
 use rand::Rng;
-use rollcall::internals::CalibratedRoundsGpu;
-use rollcall::voting::calibrated::{CalibratedRounds, COMPONENTS};
+use rollcall::voting::calibrated::{CalibratedRounds, CalibratedRoundsGpu, COMPONENTS};
 use rollcall::voting::cpu::{run as run_cpu, VoteTables as CpuVoteTables};
 use rollcall::voting::{
     Allocation, ReplayEngine, RoundVotes, RuleConfig, Scheduler, Segment, StopRule, VoteTables,

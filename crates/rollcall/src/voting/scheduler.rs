@@ -127,7 +127,7 @@ pub struct Scheduler {
 /// calibrated rule with the batch's prior.
 enum SchedulerRule {
     PerPrompt(GpuRule),
-    Calibrated(CalibratedGpu),
+    Calibrated(Box<CalibratedGpu>),
 }
 
 impl Scheduler {
@@ -145,7 +145,9 @@ impl Scheduler {
                 if !(1..=256).contains(&capacity) {
                     return Err(Error::InvalidCapacity(capacity));
                 }
-                SchedulerRule::Calibrated(CalibratedGpu::new(ctx, prompts, capacity, &config)?)
+                SchedulerRule::Calibrated(Box::new(CalibratedGpu::new(
+                    ctx, prompts, capacity, &config,
+                )?))
             }
             _ => SchedulerRule::PerPrompt(config.gpu_form()?),
         };

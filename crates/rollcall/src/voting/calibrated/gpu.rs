@@ -222,6 +222,7 @@ pub(crate) struct CalibratedGpu {
     delta: f32,
     min_votes: u32,
     prompts: u32,
+    capacity: u32,
     params: wgpu::Buffer,
     model: wgpu::Buffer,
     group_sums: wgpu::Buffer,
@@ -266,6 +267,7 @@ impl CalibratedGpu {
             delta,
             min_votes: config.min_votes,
             prompts,
+            capacity,
             params,
             model,
             group_sums,
@@ -470,10 +472,24 @@ impl CalibratedGpu {
     }
 }
 
-/// The calibrated rule's rounds on the GPU over [`VoteTables`], for tests
-/// and benchmarks against the twin's [`super::CalibratedRounds`] (feature
-/// `internals`; the [`crate::voting::Scheduler`] runs it in its rounds).
-#[cfg(feature = "internals")]
+/// The calibrated rule's rounds on the GPU over [`VoteTables`] the caller
+/// counts into (the [`crate::voting::Scheduler`] runs the same kernels in its
+/// rounds); the twin is [`super::CalibratedRounds`]. Each call is one submit
+/// and one readback.
+///
+/// ```no_run
+/// use rollcall::voting::calibrated::CalibratedRoundsGpu;
+/// use rollcall::voting::{RoundVotes, RuleConfig, Segment, StopRule, VoteTables};
+/// let ctx = rollcall::GpuContext::new()?;
+/// let config = RuleConfig { rule: StopRule::Calibrated { delta: 0.01 }, min_votes: 2, max_votes: 40 };
+/// let mut tables = VoteTables::new(&ctx, 2, 16)?;
+/// let mut rounds = CalibratedRoundsGpu::new(&tables, &config)?;
+/// let segments = [Segment { prompt: 0, start: 0, count: 2 }, Segment { prompt: 1, start: 2, count: 2 }];
+/// tables.count(&RoundVotes { segments: &segments, answers: &[7, 7, 1, 2], tokens: None })?;
+/// let (decisions, _weights) = rounds.decide_round(&tables, &[0, 1])?;
+/// assert_eq!(decisions[0].consensus, 7);
+/// # Ok::<(), rollcall::Error>(())
+/// ```
 pub struct CalibratedRoundsGpu {
     gpu: CalibratedGpu,
     rounds: u32,
@@ -483,7 +499,6 @@ pub struct CalibratedRoundsGpu {
     readback: crate::gpu::buffer::GrowBuffer,
 }
 
-#[cfg(feature = "internals")]
 impl CalibratedRoundsGpu {
     /// For the prompts of `tables` and a `StopRule::Calibrated` config
     /// (errors as [`super::CalibratedRounds::new`]).
@@ -513,14 +528,26 @@ impl CalibratedRoundsGpu {
         })
     }
 
-    /// Refits the weights on every prompt of `tables` and decides the `live`
+    /// Refits the weights on every prompt of `tables` (the first call from
+    /// uniform weights, 50 EM steps; later calls 5) and decides the `live`
     /// prompts, as the twin's `decide_round`: the decisions in `live`'s
-    /// order and the weights after the round.
+    /// order and the weights after the round. `tables` must be the ones
+    /// given to [`Self::new`] (or as many prompts of the same capacity);
+    /// a prompt out of range is [`crate::Error::PromptOutOfRange`].
     pub fn decide_round(
         &mut self,
         tables: &VoteTables,
         live: &[u32],
     ) -> Result<(Vec<crate::voting::PromptDecision>, Vec<f32>)> {
+        if (tables.prompts(), tables.capacity()) != (self.gpu.prompts, self.gpu.capacity) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "the calibrated rounds were made for {} prompts of capacity {}, got tables of {} and {}",
+                self.gpu.prompts,
+                self.gpu.capacity,
+                tables.prompts(),
+                tables.capacity()
+            )));
+        }
         for &p in live {
             crate::voting::check_prompt(p, tables.prompts())?;
         }

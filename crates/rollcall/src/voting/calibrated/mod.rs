@@ -26,7 +26,6 @@ pub(crate) mod gpu;
 #[cfg(test)]
 pub(crate) use gpu::shader_variants;
 pub(crate) use gpu::CalibratedGpu;
-#[cfg(feature = "internals")]
 pub use gpu::CalibratedRoundsGpu;
 
 /// Categories of the model (answers a prompt could give).
