@@ -152,7 +152,7 @@ def test_gpu_scheduler_matches_its_twin(spec, allocation, chunk):
         assert replayed["rounds"] == twin["rounds"]
 
 
-@pytest.mark.parametrize("spec", ["consol-sprt", "majority:0.6", "fixed"])
+@pytest.mark.parametrize("spec", ["consol-sprt", "majority:0.6", "fixed", "calibrated:0.05"])
 @pytest.mark.parametrize("allocation", ["chunk", "fewest"])
 def test_voter_gpu_matches_cpu(spec, allocation):
     answers = answers_like(37, 30, seed=9, pad=0.0)

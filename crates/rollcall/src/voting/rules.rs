@@ -83,7 +83,10 @@ pub enum StopRule {
     /// prior over how decisive prompts are that is learned from the whole
     /// batch every round (see [`super::calibrated`]); at least 2 votes;
     /// `max_votes` at most [`super::calibrated::CALIBRATED_MAX_VOTES`].
-    /// Runs in the CPU twin's scheduler ([`super::cpu::run`]).
+    /// Runs in the GPU [`super::Scheduler`], in
+    /// [`super::calibrated::CalibratedRoundsGpu`] and in the CPU twin's
+    /// rounds ([`super::cpu::run`], [`super::calibrated::CalibratedRounds`]),
+    /// never per prompt alone.
     Calibrated { delta: f32 },
 }
 
@@ -365,7 +368,7 @@ impl RuleConfig {
                 (RULE_ENTROPY, 0, [max_normalized, 0.0, 0.0, 0.0])
             }
             StopRule::Calibrated { .. } => {
-                return bad("Calibrated needs the batch's prior: it runs in the CPU twin's scheduler (voting::cpu::run), not per prompt or on the GPU yet");
+                return bad("Calibrated needs the batch's prior: it runs in the scheduler (GPU or CPU) or in CalibratedRoundsGpu / CalibratedRounds, not per prompt");
             }
         };
         Ok(GpuRule {
