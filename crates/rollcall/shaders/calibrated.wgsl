@@ -12,8 +12,9 @@
 //
 // Prepended by the host: CAPACITY, COMPONENTS, CATEGORIES, BUDGET,
 // MIN_VOTES, PSEUDO_COUNT, and the model buffer's offsets (WEIGHTS,
-// LN_SHARE, LN_REST_SHARE, CONCENTRATION, REST_ONE, REST_ALL, RACES) and
-// RACE_BLOCK (entries of one race block: Σ_{n < BUDGET} (n + 1)²).
+// LN_WEIGHTS, LN_SHARE, LN_REST_SHARE, CONCENTRATION, REST_ONE, CHOICE,
+// CHOICE_EXP, CHOICE_MAX, RACES) and RACE_BLOCK (entries of one race block:
+// Σ_{n < BUDGET} (n + 1)²).
 
 #include "voting.wgsl"
 
@@ -133,6 +134,15 @@ fn races(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // ---- A prompt's posterior ----------------------------------------------------
+//
+// Under component g with n votes, the dominant category at a seen answer of
+// c votes contributes `base + choice(g, n, c)` to the log-likelihood (base:
+// the rest's rising factorials of every seen answer, common to all choices),
+// and the K - m unseen categories together `base + ln(K - m) + choice(g, n,
+// 0)`. The host tabulates choice(g, n, c) = c ln w + (n - c) ln(1 - w)
+// - ln β^(c) - ln ((K-1)β)^(n-c), its maximum over c, and exp(choice - max),
+// so a component's evidence is m + 1 lookups and one log; only when every
+// term of a prompt underflows in f32 does it take the exact path.
 
 // One prompt's table: its counts in slot order, slots, votes in the table.
 struct Counts {
@@ -152,74 +162,89 @@ fn load_counts(prompt: u32) -> Counts {
     return counts;
 }
 
-fn rest_one(g: u32, c: u32) -> f32 {
-    return model[REST_ONE + g * (BUDGET + 1u) + c];
+fn choice_at(g: u32, n: u32, c: u32) -> u32 {
+    return (g * (BUDGET + 1u) + n) * (BUDGET + 1u) + c;
 }
 
-fn rest_all(g: u32, c: u32) -> f32 {
-    return model[REST_ALL + g * (BUDGET + 1u) + c];
-}
-
-// ln Π_k rising(β, c_k): common to every choice of the dominant category.
+// ln Π_k β^(c_k): the rest's rising factorials of every seen answer.
 fn rest_base(g: u32, counts: ptr<function, Counts>) -> f32 {
     var base = 0.0;
     for (var k = 0u; k < (*counts).m; k++) {
-        base += rest_one(g, (*counts).c[k]);
+        base += model[REST_ONE + g * (BUDGET + 1u) + (*counts).c[k]];
     }
     return base;
 }
 
-// Log-likelihood under component g with the dominant category at seen slot
-// d (d < m) or among the unseen categories (d == m, all K - m together).
-fn choice_log_likelihood(g: u32, base: f32, counts: ptr<function, Counts>, d: u32) -> f32 {
+// The unseen categories' count while any is unseen, else 0.
+fn unseen(counts: ptr<function, Counts>) -> f32 {
+    return f32(CATEGORIES - min((*counts).m, CATEGORIES));
+}
+
+// A component's evidence: x = ln Σ_d exp(log-likelihood of choice d), and
+// y = Σ_d exp(choice - max) from the tables (0 after the exact path), so
+// that choice d's posterior is its scaled term / y.
+fn component_evidence(g: u32, counts: ptr<function, Counts>) -> vec2<f32> {
     let n = (*counts).n;
-    let ln_rest = model[LN_REST_SHARE + g];
-    if d < (*counts).m {
-        let c = (*counts).c[d];
-        return f32(c) * model[LN_SHARE + g] + f32(n - c) * ln_rest + base - rest_one(g, c)
-            - rest_all(g, n - c);
-    }
-    return log(f32(CATEGORIES - (*counts).m)) + f32(n) * ln_rest + base - rest_all(g, n);
-}
-
-// Choices of the dominant category: the seen slots, and the unseen ones
-// together while any category is unseen.
-fn choices(counts: ptr<function, Counts>) -> u32 {
-    return select((*counts).m, (*counts).m + 1u, (*counts).m < CATEGORIES);
-}
-
-// ln Σ_d exp(choice_log_likelihood(g, d)): the component's evidence.
-fn log_evidence(g: u32, counts: ptr<function, Counts>) -> f32 {
     let base = rest_base(g, counts);
-    let k = choices(counts);
-    var top = choice_log_likelihood(g, base, counts, 0u);
-    for (var d = 1u; d < k; d++) {
-        top = max(top, choice_log_likelihood(g, base, counts, d));
+    let others = unseen(counts);
+    var sum = others * model[CHOICE_EXP + choice_at(g, n, 0u)];
+    for (var d = 0u; d < (*counts).m; d++) {
+        sum += model[CHOICE_EXP + choice_at(g, n, (*counts).c[d])];
     }
-    var sum = 0.0;
-    for (var d = 0u; d < k; d++) {
-        sum += exp(choice_log_likelihood(g, base, counts, d) - top);
+    if sum >= 1e-30 {
+        return vec2<f32>(base + model[CHOICE_MAX + g * (BUDGET + 1u) + n] + log(sum), sum);
     }
-    return top + log(sum);
+    // Every term underflowed: the exact log-sum-exp.
+    var top = -3.4028235e38;
+    for (var d = 0u; d < (*counts).m; d++) {
+        top = max(top, model[CHOICE + choice_at(g, n, (*counts).c[d])]);
+    }
+    if others > 0.0 {
+        top = max(top, log(others) + model[CHOICE + choice_at(g, n, 0u)]);
+    }
+    var exact = 0.0;
+    for (var d = 0u; d < (*counts).m; d++) {
+        exact += exp(model[CHOICE + choice_at(g, n, (*counts).c[d])] - top);
+    }
+    if others > 0.0 {
+        exact += exp(log(others) + model[CHOICE + choice_at(g, n, 0u)] - top);
+    }
+    return vec2<f32>(base + top + log(exact), 0.0);
+}
+
+// Posterior probability of choice d (a seen slot d < m, or the unseen ones
+// together at d == m) under component g, given its evidence.
+fn choice_probability(g: u32, counts: ptr<function, Counts>, d: u32, evidence: vec2<f32>) -> f32 {
+    let n = (*counts).n;
+    var c = 0u;
+    var times = unseen(counts);
+    if d < (*counts).m {
+        c = (*counts).c[d];
+        times = 1.0;
+    }
+    if evidence.y > 0.0 {
+        return times * model[CHOICE_EXP + choice_at(g, n, c)] / evidence.y;
+    }
+    return times * exp(rest_base(g, counts) + model[CHOICE + choice_at(g, n, c)] - evidence.x);
 }
 
 // The posterior over the components (into `post`) and each component's
 // evidence (into `evidence`), for a prompt with votes.
 fn posterior(counts: ptr<function, Counts>, post: ptr<function, array<f32, COMPONENTS>>,
-             evidence: ptr<function, array<f32, COMPONENTS>>) {
+             evidence: ptr<function, array<vec2<f32>, COMPONENTS>>) {
     var top = -3.4028235e38;
     for (var g = 0u; g < COMPONENTS; g++) {
-        (*evidence)[g] = log_evidence(g, counts);
-        (*post)[g] = log(max(model[WEIGHTS + g], SMALLEST_NORMAL)) + (*evidence)[g];
+        (*evidence)[g] = component_evidence(g, counts);
+        (*post)[g] = model[LN_WEIGHTS + g] + (*evidence)[g].x;
         top = max(top, (*post)[g]);
     }
     var sum = 0.0;
     for (var g = 0u; g < COMPONENTS; g++) {
-        sum += exp((*post)[g] - top);
+        (*post)[g] = exp((*post)[g] - top);
+        sum += (*post)[g];
     }
-    let total = top + log(sum);
     for (var g = 0u; g < COMPONENTS; g++) {
-        (*post)[g] = exp((*post)[g] - total);
+        (*post)[g] /= sum;
     }
 }
 
@@ -237,7 +262,7 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
     if prompt < cal.prompts {
         var counts = load_counts(prompt);
         if counts.n > 0u {
-            var evidence: array<f32, COMPONENTS>;
+            var evidence: array<vec2<f32>, COMPONENTS>;
             posterior(&counts, &post, &evidence);
         }
     }
@@ -279,7 +304,9 @@ fn maximise(@builtin(local_invocation_index) lane: u32) {
         for (var g = 0u; g < COMPONENTS; g++) {
             total += component_totals[g];
         }
-        model_out[WEIGHTS + lane] = component_totals[lane] / total;
+        let weight = component_totals[lane] / total;
+        model_out[WEIGHTS + lane] = weight;
+        model_out[LN_WEIGHTS + lane] = log(max(weight, SMALLEST_NORMAL));
     }
 }
 
@@ -296,14 +323,14 @@ fn calibrated_risk(counts: ptr<function, Counts>, leader: u32) -> f32 {
     let m = (*counts).m;
     let c_l = (*counts).c[leader];
     var post: array<f32, COMPONENTS>;
-    var evidence: array<f32, COMPONENTS>;
+    var evidence: array<vec2<f32>, COMPONENTS>;
     posterior(counts, &post, &evidence);
+    let choices = select(m, m + 1u, m < CATEGORIES);
     var risk = 0.0;
     for (var g = 0u; g < COMPONENTS; g++) {
         if post[g] < 1e-12 {
             continue;
         }
-        let base = rest_base(g, counts);
         // The leader dominant: any competitor, seen or not, may pass it.
         var leader_dominant = 0.0;
         for (var j = 0u; j < m; j++) {
@@ -316,18 +343,16 @@ fn calibrated_risk(counts: ptr<function, Counts>, leader: u32) -> f32 {
             leader_dominant += f32(CATEGORIES - m)
                 * model[race_index(g, SIDE_LEADER, 0u, n, c_l, 0u)];
         }
-        let leader_ll = choice_log_likelihood(g, base, counts, leader);
-        var r = exp(leader_ll - evidence[g]) * min(leader_dominant, 1.0);
+        var r = choice_probability(g, counts, leader, evidence[g]) * min(leader_dominant, 1.0);
         // Another category dominant: it races the leader.
-        for (var d = 0u; d < choices(counts); d++) {
+        for (var d = 0u; d < choices; d++) {
             var c_d = 0u;
             if d < m {
                 c_d = (*counts).c[d];
             }
             if d != leader && c_d + remaining >= c_l {
-                let p_d = exp(choice_log_likelihood(g, base, counts, d) - evidence[g]);
-                r += p_d * model[race_index(g, SIDE_COMPETITOR, select(0u, 1u, d < leader), n,
-                                            c_d, c_l)];
+                r += choice_probability(g, counts, d, evidence[g])
+                    * model[race_index(g, SIDE_COMPETITOR, select(0u, 1u, d < leader), n, c_d, c_l)];
             }
         }
         risk += post[g] * r;

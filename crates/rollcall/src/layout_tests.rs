@@ -1140,16 +1140,11 @@ fn other_kernels_constants_match_the_shaders() {
             ("COMPONENTS", cal::COMPONENTS as u32),
             ("CATEGORIES", cal::CATEGORIES),
             ("MIN_VOTES", cal::MIN_VOTES),
-            ("WEIGHTS", layout.weights),
-            ("LN_SHARE", layout.ln_share),
-            ("LN_REST_SHARE", layout.ln_rest_share),
-            ("CONCENTRATION", layout.concentration),
-            ("REST_ONE", layout.rest_one),
-            ("REST_ALL", layout.rest_all),
-            ("RACES", layout.races),
-            ("RACE_BLOCK", layout.race_block),
             ("WG", crate::voting::gpu::WORKGROUP),
-        ] {
+        ]
+        .into_iter()
+        .chain(layout.offsets())
+        {
             assert_eq!(r.u32(name), value, "{s}: {name}");
         }
         assert_eq!(r.workgroup_width(), crate::voting::gpu::WORKGROUP, "{s}");

@@ -45,11 +45,18 @@ pub(crate) struct CalibratedParams {
 pub(crate) struct ModelLayout {
     pub(crate) budget: u32,
     pub(crate) weights: u32,
+    pub(crate) ln_weights: u32,
     pub(crate) ln_share: u32,
     pub(crate) ln_rest_share: u32,
     pub(crate) concentration: u32,
+    /// ln β^(c) per component and c ≤ budget.
     pub(crate) rest_one: u32,
-    pub(crate) rest_all: u32,
+    /// A choice's log-likelihood term per component, n and c ≤ n.
+    pub(crate) choice: u32,
+    /// exp(choice − its maximum over c), per component, n and c.
+    pub(crate) choice_exp: u32,
+    /// The maximum over c, per component and n.
+    pub(crate) choice_max: u32,
     pub(crate) races: u32,
     /// Entries of one race block: Σ_{n < budget} (n + 1)².
     pub(crate) race_block: u32,
@@ -58,16 +65,23 @@ pub(crate) struct ModelLayout {
 impl ModelLayout {
     pub(crate) fn new(budget: u32) -> Self {
         let c = COMPONENTS as u32;
-        let factorials = c * (budget + 1);
+        let side = budget + 1;
+        let rest_one = 5 * c;
+        let choice = rest_one + c * side;
+        let choice_exp = choice + c * side * side;
+        let choice_max = choice_exp + c * side * side;
         Self {
             budget,
             weights: 0,
-            ln_share: c,
-            ln_rest_share: 2 * c,
-            concentration: 3 * c,
-            rest_one: 4 * c,
-            rest_all: 4 * c + factorials,
-            races: 4 * c + 2 * factorials,
+            ln_weights: c,
+            ln_share: 2 * c,
+            ln_rest_share: 3 * c,
+            concentration: 4 * c,
+            rest_one,
+            choice,
+            choice_exp,
+            choice_max,
+            races: choice_max + c * side,
             race_block: races_before(budget),
         }
     }
@@ -103,26 +117,35 @@ impl ModelLayout {
 
     /// The constants prepended to the shader.
     fn prelude(&self, capacity: u32) -> String {
-        format!(
+        let mut prelude = format!(
             "const CAPACITY: u32 = {capacity}u;\n{}const COMPONENTS: u32 = {COMPONENTS}u;\n\
              const CATEGORIES: u32 = {CATEGORIES}u;\nconst BUDGET: u32 = {}u;\n\
-             const MIN_VOTES: u32 = {MIN_VOTES}u;\nconst PSEUDO_COUNT: f32 = {:?};\n\
-             const WEIGHTS: u32 = {}u;\nconst LN_SHARE: u32 = {}u;\n\
-             const LN_REST_SHARE: u32 = {}u;\nconst CONCENTRATION: u32 = {}u;\n\
-             const REST_ONE: u32 = {}u;\nconst REST_ALL: u32 = {}u;\nconst RACES: u32 = {}u;\n\
-             const RACE_BLOCK: u32 = {}u;\n",
+             const MIN_VOTES: u32 = {MIN_VOTES}u;\nconst PSEUDO_COUNT: f32 = {:?};\n",
             crate::voting::rules::rule_kind_prelude(),
             self.budget,
             PSEUDO_COUNT as f32,
-            self.weights,
-            self.ln_share,
-            self.ln_rest_share,
-            self.concentration,
-            self.rest_one,
-            self.rest_all,
-            self.races,
-            self.race_block,
-        )
+        );
+        for (name, offset) in self.offsets() {
+            prelude.push_str(&format!("const {name}: u32 = {offset}u;\n"));
+        }
+        prelude
+    }
+
+    /// The parts' offsets (and the race block's size) by their shader names.
+    pub(crate) fn offsets(&self) -> [(&'static str, u32); 11] {
+        [
+            ("WEIGHTS", self.weights),
+            ("LN_WEIGHTS", self.ln_weights),
+            ("LN_SHARE", self.ln_share),
+            ("LN_REST_SHARE", self.ln_rest_share),
+            ("CONCENTRATION", self.concentration),
+            ("REST_ONE", self.rest_one),
+            ("CHOICE", self.choice),
+            ("CHOICE_EXP", self.choice_exp),
+            ("CHOICE_MAX", self.choice_max),
+            ("RACES", self.races),
+            ("RACE_BLOCK", self.race_block),
+        ]
     }
 }
 
@@ -293,19 +316,56 @@ impl CalibratedGpu {
         Ok(this)
     }
 
-    /// The model buffer up to the race table: uniform weights, then the
-    /// per-component constants from the twin's f64 values.
+    /// The model buffer up to the race table: uniform weights and their
+    /// logs, then the per-component constants and choice tables from the
+    /// twin's f64 values.
     fn constants(&self) -> Vec<f32> {
         let twin = CalibratedModel::new(self.layout.budget);
-        let mut words = vec![1.0 / COMPONENTS as f32; COMPONENTS];
+        let side = self.layout.budget as usize + 1;
         let components = || (0..COMPONENTS).map(super::component);
+        let mut words = self.constants_head();
         words.extend(components().map(|(w, _)| w.ln() as f32));
         words.extend(components().map(|(w, _)| (1.0 - w).ln() as f32));
         words.extend(components().map(|(_, beta)| beta as f32));
         words.extend(twin.rest_one.iter().map(|&v| v as f32));
-        words.extend(twin.rest_all.iter().map(|&v| v as f32));
+        // choice(g, n, c) for c ≤ n (0 past n: never read), its maximum
+        // over c and exp(choice − maximum), in f64 before rounding.
+        let mut choice = vec![0.0f64; COMPONENTS * side * side];
+        let mut maximum = vec![f64::NEG_INFINITY; COMPONENTS * side];
+        for g in 0..COMPONENTS {
+            let (w, _) = super::component(g);
+            for n in 0..side {
+                for c in 0..=n {
+                    let v = c as f64 * w.ln() + (n - c) as f64 * (1.0 - w).ln()
+                        - twin.rest_one[g * side + c]
+                        - twin.rest_all[g * side + n - c];
+                    choice[(g * side + n) * side + c] = v;
+                    maximum[g * side + n] = maximum[g * side + n].max(v);
+                }
+            }
+        }
+        words.extend(choice.iter().map(|&v| v as f32));
+        words.extend((0..choice.len()).map(|i| {
+            let (gn, c) = (i / side, i % side);
+            if c > gn % side {
+                0.0
+            } else {
+                (choice[i] - maximum[gn]).exp() as f32
+            }
+        }));
+        words.extend(maximum.iter().map(|&v| v as f32));
         debug_assert_eq!(words.len() as u32, self.layout.races);
         words
+    }
+
+    /// Uniform weights and their logs: the first words of the model.
+    fn constants_head(&self) -> Vec<f32> {
+        let mut head = vec![1.0 / COMPONENTS as f32; COMPONENTS];
+        head.extend(std::iter::repeat_n(
+            (1.0 / COMPONENTS as f32).ln(),
+            COMPONENTS,
+        ));
+        head
     }
 
     /// The uniform for a round over `listed` live prompts.
@@ -371,10 +431,10 @@ impl CalibratedGpu {
     ) {
         self.write_params(listed);
         if first {
-            let uniform = vec![1.0 / COMPONENTS as f32; COMPONENTS];
+            let uniform = &self.constants_head();
             self.ctx
                 .queue
-                .write_buffer(&self.model, 0, bytemuck::cast_slice(&uniform));
+                .write_buffer(&self.model, 0, bytemuck::cast_slice(uniform));
         }
         let device = &self.ctx.device;
         let bind = crate::gpu::shader::bind_buffers;
