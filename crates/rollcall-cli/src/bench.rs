@@ -422,6 +422,39 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
+/// Times `kernel` (each run after an untimed `setup`) in alternation with a
+/// plain read of the `bytes` (read, written) it moves, then the CPU twin by
+/// `cpu`, and makes the row.
+#[allow(clippy::too_many_arguments)]
+fn read_once_row(
+    ctx: &GpuContext,
+    options: &BenchOptions,
+    read_once: &ReadOnce,
+    (family, kernel_name, size): (&str, String, String),
+    (bytes_read, bytes_written): (u64, u64),
+    setup: impl FnMut(&mut wgpu::CommandEncoder),
+    kernel: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+    cpu: impl FnOnce() -> Result<Option<Duration>>,
+) -> Result<BenchRow> {
+    let reference = PlainRead::new(ctx, bytes_read + bytes_written);
+    let (timing, reference_timing, repeats) =
+        time_interleaved(ctx, options.iters, None, setup, kernel, |e| {
+            reference.encode(read_once, e)
+        })?;
+    Ok(row(
+        family,
+        kernel_name,
+        size,
+        &timing,
+        &reference_timing,
+        reference.bytes,
+        bytes_read,
+        bytes_written,
+        cpu()?,
+        repeats,
+    ))
+}
+
 /// One tail estimator over one batch, timed as a bench row.
 struct TailTiming<'a> {
     est: Estimator,
@@ -446,31 +479,24 @@ impl TailTiming<'_> {
         let s = (self.offsets.len() as u64).saturating_sub(1);
         let bytes_read = 4 * n + 4 * (s + 1);
         let bytes_written = 4 * n + 8 * s;
-        let reference = PlainRead::new(ctx, bytes_read + bytes_written);
-        let (kernel, reference_timing, repeats) = time_interleaved(
+        read_once_row(
             ctx,
-            options.iters,
-            None,
+            options,
+            read_once,
+            ("tail", kernel_name, size),
+            (bytes_read, bytes_written),
             |_| {},
             encode,
-            |e| reference.encode(read_once, e),
-        )?;
-        let cpu = options.cpu_twin.then(|| {
-            let est = self.est;
-            timed(|| std::hint::black_box(tail_cpu::estimate(self.rewards, self.offsets, est))).1
-        });
-        Ok(row(
-            "tail",
-            kernel_name,
-            size,
-            &kernel,
-            &reference_timing,
-            reference.bytes,
-            bytes_read,
-            bytes_written,
-            cpu,
-            repeats,
-        ))
+            || {
+                let est = self.est;
+                Ok(options.cpu_twin.then(|| {
+                    timed(|| {
+                        std::hint::black_box(tail_cpu::estimate(self.rewards, self.offsets, est))
+                    })
+                    .1
+                }))
+            },
+        )
     }
 }
 
@@ -1391,46 +1417,36 @@ impl Grid<'_> {
                     + em_steps * (32 + 16) * p
                     + sums;
                 let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p + sums;
-                let reference = PlainRead::new(ctx, bytes_read + bytes_written);
                 // Each timed round starts from empty tables (cleared untimed);
                 // the calibrated rule's weights carry over (a later round).
-                let (kernel, reference_timing, repeats) = time_interleaved(
+                rows.push(read_once_row(
                     ctx,
-                    options.iters,
-                    None,
+                    options,
+                    read_once,
+                    ("voting", kernel_name.clone(), format!("{prompts} prompts")),
+                    (bytes_read, bytes_written),
                     |e| scheduler.borrow().encode_reset(e),
                     |e| scheduler.borrow_mut().encode_round(e, &round, &live, false),
-                    |e| reference.encode(read_once, e),
-                )?;
-                // The f64 twin's refit takes seconds a step past 10⁴ prompts:
-                // timed there only.
-                let cpu = if calibrated {
-                    let asked = options.cpu_twin && prompts <= 10_000;
-                    let mut rounds = rollcall::voting::calibrated::CalibratedRounds::new(&config)?;
-                    if asked {
-                        // The first round (50 EM steps), untimed.
-                        calibrated_round_cpu(&mut rounds, &round, prompts, capacity)?;
-                    }
-                    twin_time(asked, || {
-                        calibrated_round_cpu(&mut rounds, &round, prompts, capacity)
-                    })?
-                } else {
-                    twin_time(options.cpu_twin, || {
-                        voting_round_cpu(&round, prompts, capacity, &config)
-                    })?
-                };
-                rows.push(row(
-                    "voting",
-                    kernel_name.clone(),
-                    format!("{prompts} prompts"),
-                    &kernel,
-                    &reference_timing,
-                    reference.bytes,
-                    bytes_read,
-                    bytes_written,
-                    cpu,
-                    repeats,
-                ));
+                    || {
+                        if !calibrated {
+                            return twin_time(options.cpu_twin, || {
+                                voting_round_cpu(&round, prompts, capacity, &config)
+                            });
+                        }
+                        // The f64 twin's refit takes seconds a step past 10⁴
+                        // prompts: timed there only.
+                        let asked = options.cpu_twin && prompts <= 10_000;
+                        let mut rounds =
+                            rollcall::voting::calibrated::CalibratedRounds::new(&config)?;
+                        if asked {
+                            // The first round (50 EM steps), untimed.
+                            calibrated_round_cpu(&mut rounds, &round, prompts, capacity)?;
+                        }
+                        twin_time(asked, || {
+                            calibrated_round_cpu(&mut rounds, &round, prompts, capacity)
+                        })
+                    },
+                )?);
             }
         }
         // An RL batch's round: every prompt's 64 rollouts at once, counted
@@ -1462,30 +1478,20 @@ impl Grid<'_> {
             // table entries used (6 answers, 8 B each) read and written.
             let bytes_read = 16 * p + 4 * answers.len() as u64 + (32 + 6 * 8) * p;
             let bytes_written = (32 + 6 * 8) * p;
-            let reference = PlainRead::new(ctx, bytes_read + bytes_written);
-            let (kernel, reference_timing, repeats) = time_interleaved(
+            rows.push(read_once_row(
                 ctx,
-                options.iters,
-                None,
+                options,
+                read_once,
+                ("voting", kernel_name.into(), size),
+                (bytes_read, bytes_written),
                 |e| tables.borrow().encode_reset(e),
                 |e| tables.borrow_mut().encode_count(e, &round),
-                |e| reference.encode(read_once, e),
-            )?;
-            let cpu = twin_time(options.cpu_twin, || {
-                CpuVoteTables::new(prompts, capacity)?.count(&round)
-            })?;
-            rows.push(row(
-                "voting",
-                kernel_name.into(),
-                size,
-                &kernel,
-                &reference_timing,
-                reference.bytes,
-                bytes_read,
-                bytes_written,
-                cpu,
-                repeats,
-            ));
+                || {
+                    twin_time(options.cpu_twin, || {
+                        CpuVoteTables::new(prompts, capacity)?.count(&round)
+                    })
+                },
+            )?);
         }
         // The rule over that batch (a budget of 128, so prompts can stay
         // live), with an invocation a prompt (the leader scan, the rule and
@@ -1536,38 +1542,28 @@ impl Grid<'_> {
                 // and, asked, next votes (4 B) written.
                 let bytes_read = (4 + 32 + 6 * 8) * p;
                 let bytes_written = (16 + 4 + 4 * u64::from(want_fewest)) * p;
-                let reference = PlainRead::new(ctx, bytes_read + bytes_written);
-                let (kernel, reference_timing, repeats) = time_interleaved(
+                rows.push(read_once_row(
                     ctx,
-                    options.iters,
-                    None,
+                    options,
+                    read_once,
+                    ("voting", kernel_name.into(), size),
+                    (bytes_read, bytes_written),
                     |_| {},
                     |e| {
                         tables
                             .borrow_mut()
                             .encode_decide_list(e, &config, &list, want_fewest)
                     },
-                    |e| reference.encode(read_once, e),
-                )?;
-                let cpu = twin_time(options.cpu_twin, || {
-                    let mut twin = CpuVoteTables::new(prompts, capacity)?;
-                    twin.count(&round)?;
-                    (0..prompts)
-                        .map(|p| twin.decide(&config, p))
-                        .collect::<Result<Vec<_>>>()
-                })?;
-                rows.push(row(
-                    "voting",
-                    kernel_name.into(),
-                    size,
-                    &kernel,
-                    &reference_timing,
-                    reference.bytes,
-                    bytes_read,
-                    bytes_written,
-                    cpu,
-                    repeats,
-                ));
+                    || {
+                        twin_time(options.cpu_twin, || {
+                            let mut twin = CpuVoteTables::new(prompts, capacity)?;
+                            twin.count(&round)?;
+                            (0..prompts)
+                                .map(|p| twin.decide(&config, p))
+                                .collect::<Result<Vec<_>>>()
+                        })
+                    },
+                )?);
             }
         }
         // GRPO's rewards and advantages over that batch's 64 rollouts a
@@ -1610,34 +1606,24 @@ impl Grid<'_> {
             // advantages written.
             let bytes_read = 16 * u64::from(prompts) + 4 * n;
             let bytes_written = 8 * n;
-            let reference = PlainRead::new(ctx, bytes_read + bytes_written);
-            let (kernel, reference_timing, repeats) = time_interleaved(
+            rows.push(read_once_row(
                 ctx,
-                options.iters,
-                None,
+                options,
+                read_once,
+                ("voting", kernel_name.into(), size),
+                (bytes_read, bytes_written),
                 |_| {},
                 |e| {
                     tables
                         .borrow_mut()
                         .encode_rewards(e, &segments, &given, 1e-4)
                 },
-                |e| reference.encode(read_once, e),
-            )?;
-            let cpu = twin_time(options.cpu_twin, || {
-                rollcall::voting::rewards::group_advantages(&segments, &given, 1e-4)
-            })?;
-            rows.push(row(
-                "voting",
-                kernel_name.into(),
-                size,
-                &kernel,
-                &reference_timing,
-                reference.bytes,
-                bytes_read,
-                bytes_written,
-                cpu,
-                repeats,
-            ));
+                || {
+                    twin_time(options.cpu_twin, || {
+                        rollcall::voting::rewards::group_advantages(&segments, &given, 1e-4)
+                    })
+                },
+            )?);
         }
         Ok(())
     }
@@ -1674,30 +1660,20 @@ impl Grid<'_> {
             let scratch = CompactScratch::new(ctx, n)?;
             let bytes_read = u64::from(n) * 4;
             let bytes_written = kept * 4 + 4;
-            let reference = PlainRead::new(ctx, bytes_read + bytes_written);
-            let (kernel, reference_timing, repeats) = time_interleaved(
+            rows.push(read_once_row(
                 ctx,
-                options.iters,
-                None,
+                options,
+                read_once,
+                ("compact", kernel_name.into(), format!("{n} flags")),
+                (bytes_read, bytes_written),
                 |_| {},
                 |e| compactor.encode(e, &flags, n, &scratch, &out, &count),
-                |e| reference.encode(read_once, e),
-            )?;
-            let cpu = options
-                .cpu_twin
-                .then(|| timed(|| std::hint::black_box(compact_cpu(&keep))).1);
-            rows.push(row(
-                "compact",
-                kernel_name.into(),
-                format!("{n} flags"),
-                &kernel,
-                &reference_timing,
-                reference.bytes,
-                bytes_read,
-                bytes_written,
-                cpu,
-                repeats,
-            ));
+                || {
+                    Ok(options
+                        .cpu_twin
+                        .then(|| timed(|| std::hint::black_box(compact_cpu(&keep))).1))
+                },
+            )?);
         }
         Ok(())
     }
