@@ -1401,22 +1401,22 @@ impl Grid<'_> {
                 // Rule: list (4 B), totals and 2 entries read, decision (16 B)
                 // and flag (4 B) written. Compaction: flags read, positions
                 // written. The calibrated rule's EM steps each read every
-                // prompt's totals and 2 entries, and write and read back 52
-                // floats per workgroup of 64 prompts (3.25 B a prompt).
-                let em_steps = if calibrated {
-                    u64::from(rollcall::voting::calibrated::LATER_EM_STEPS)
+                // prompt's totals and its cached evidence (53 words), the
+                // first step after new votes also its 2 entries (writing the
+                // evidence), and write and read back 52 floats per workgroup
+                // of 64 prompts (3.25 B a prompt).
+                let (em_steps, cache) = if calibrated {
+                    let steps = rollcall::voting::calibrated::LATER_EM_STEPS;
+                    (u64::from(steps), 53 * 4)
                 } else {
-                    0
+                    (0, 0)
                 };
                 let sums = (p.div_ceil(64) * 52 * 4) * em_steps;
-                let bytes_read = 16 * p
-                    + 4 * votes
-                    + (32 + 16) * p
-                    + (4 + 32 + 16) * p
-                    + 4 * p
-                    + em_steps * (32 + 16) * p
-                    + sums;
-                let bytes_written = (32 + 16) * p + (16 + 4) * p + 4 * p + sums;
+                let em_read = em_steps.min(1) * 16 * p + em_steps * (32 + cache) * p;
+                let bytes_read =
+                    16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p + em_read + sums;
+                let bytes_written =
+                    (32 + 16) * p + (16 + 4) * p + 4 * p + em_steps.min(1) * cache * p + sums;
                 // Each timed round starts from empty tables (cleared untimed);
                 // the calibrated rule's weights carry over (a later round).
                 rows.push(read_once_row(

@@ -26,7 +26,7 @@ struct CalibratedParams {
     delta: f32,       // the flip budget
     min_votes: u32,   // the config's least votes before a stop
     races: u32,       // race-table entries
-    _pad: u32,
+    cache_split: u32, // prompts in `evidence_low`; the rest in `evidence_high`
 }
 
 @group(0) @binding(30) var<uniform> cal: CalibratedParams;
@@ -42,6 +42,11 @@ struct CalibratedParams {
 @group(0) @binding(38) var<storage, read_write> cal_decisions: array<Decision>;
 @group(0) @binding(39) var<storage, read_write> cal_keep: array<u32>;
 @group(0) @binding(40) var<storage, read_write> cal_next: array<u32>;
+// Each prompt's 52 log-evidences and the stamp they were computed at (its
+// vote total + 1, as f32 bits; 0: none), over two bindings past the binding
+// size limit.
+@group(0) @binding(41) var<storage, read_write> evidence_low: array<f32>;
+@group(0) @binding(42) var<storage, read_write> evidence_high: array<f32>;
 
 const SMALLEST_NORMAL: f32 = 1.1754944e-38;
 const SIDE_LEADER: u32 = 0u;      // the leader is dominant
@@ -228,14 +233,10 @@ fn choice_probability(g: u32, counts: ptr<function, Counts>, d: u32, evidence: v
     return times * exp(rest_base(g, counts) + model[CHOICE + choice_at(g, n, c)] - evidence.x);
 }
 
-// The posterior over the components (into `post`) and each component's
-// evidence (into `evidence`), for a prompt with votes.
-fn posterior(counts: ptr<function, Counts>, post: ptr<function, array<f32, COMPONENTS>>,
-             evidence: ptr<function, array<vec2<f32>, COMPONENTS>>) {
+// From unnormalised log-posteriors to the posterior, in place.
+fn normalise(post: ptr<function, array<f32, COMPONENTS>>) {
     var top = -3.4028235e38;
     for (var g = 0u; g < COMPONENTS; g++) {
-        (*evidence)[g] = component_evidence(g, counts);
-        (*post)[g] = model[LN_WEIGHTS + g] + (*evidence)[g].x;
         top = max(top, (*post)[g]);
     }
     var sum = 0.0;
@@ -248,7 +249,39 @@ fn posterior(counts: ptr<function, Counts>, post: ptr<function, array<f32, COMPO
     }
 }
 
+// The posterior over the components (into `post`) and each component's
+// evidence (into `evidence`), for a prompt with votes.
+fn posterior(counts: ptr<function, Counts>, post: ptr<function, array<f32, COMPONENTS>>,
+             evidence: ptr<function, array<vec2<f32>, COMPONENTS>>) {
+    for (var g = 0u; g < COMPONENTS; g++) {
+        (*evidence)[g] = component_evidence(g, counts);
+        (*post)[g] = model[LN_WEIGHTS + g] + (*evidence)[g].x;
+    }
+    normalise(post);
+}
+
 // ---- EM over the batch -------------------------------------------------------
+//
+// A prompt's evidence under each component depends on its table only: the
+// first EM step after its votes change computes it and caches it with a
+// stamp; later steps (and rounds, while the prompt is stopped) read it.
+
+const CACHE_WORDS: u32 = COMPONENTS + 1u;
+
+fn cached(prompt: u32, i: u32) -> f32 {
+    if prompt < cal.cache_split {
+        return evidence_low[prompt * CACHE_WORDS + i];
+    }
+    return evidence_high[(prompt - cal.cache_split) * CACHE_WORDS + i];
+}
+
+fn cache(prompt: u32, i: u32, value: f32) {
+    if prompt < cal.cache_split {
+        evidence_low[prompt * CACHE_WORDS + i] = value;
+    } else {
+        evidence_high[(prompt - cal.cache_split) * CACHE_WORDS + i] = value;
+    }
+}
 
 var<workgroup> lane_posteriors: array<array<f32, COMPONENTS>, WG>;
 
@@ -259,12 +292,21 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
     let group = wg.x + wg.y * groups.x;
     let prompt = group * WG + lane;
     var post: array<f32, COMPONENTS>;
-    if prompt < cal.prompts {
-        var counts = load_counts(prompt);
-        if counts.n > 0u {
-            var evidence: array<vec2<f32>, COMPONENTS>;
-            posterior(&counts, &post, &evidence);
+    // A prompt has votes in its table once it has any (a first vote always
+    // finds a slot).
+    if prompt < cal.prompts && cal_votes[prompt].distinct > 0u {
+        let stamp = cal_votes[prompt].total + 1u;
+        if bitcast<u32>(cached(prompt, COMPONENTS)) != stamp {
+            var counts = load_counts(prompt);
+            for (var g = 0u; g < COMPONENTS; g++) {
+                cache(prompt, g, component_evidence(g, &counts).x);
+            }
+            cache(prompt, COMPONENTS, bitcast<f32>(stamp));
         }
+        for (var g = 0u; g < COMPONENTS; g++) {
+            post[g] = model[LN_WEIGHTS + g] + cached(prompt, g);
+        }
+        normalise(&post);
     }
     lane_posteriors[lane] = post;
     workgroupBarrier();

@@ -402,7 +402,7 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                     field!("delta", P, delta),
                     field!("min_votes", P, min_votes),
                     field!("races", P, races),
-                    field!("_pad", P, pad),
+                    field!("cache_split", P, cache_split),
                 ],
             )
         }

@@ -185,12 +185,54 @@ fn the_scheduler_runs_the_calibrated_rule_as_its_twin() {
                 o.prompts.iter().map(|p| f64::from(p.rollouts)).sum::<f64>() / 500.0
             };
             assert!(mean(&gpu) < 40.0 && (mean(&gpu) - mean(&cpu)).abs() < 0.2);
-            // A new batch restarts from uniform weights: the same run again
-            // gives the same outcome.
+            // A new batch restarts from uniform weights and fresh tables:
+            // the same run again gives the same outcome, and other answers
+            // (a cached evidence of the last batch would be stale) the
+            // twin's.
             let again = scheduler.run(&mut ReplayEngine::new(data.clone())).unwrap();
             assert_eq!(again.prompts, gpu.prompts);
+            let other = recorded(500, 40, 6);
+            let gpu = scheduler
+                .run(&mut ReplayEngine::new(other.clone()))
+                .unwrap();
+            let cpu = run_cpu(500, 16, config, allocation, &mut ReplayEngine::new(other)).unwrap();
+            let same = gpu
+                .prompts
+                .iter()
+                .zip(&cpu.prompts)
+                .filter(|(g, c)| (g.consensus, g.rollouts) == (c.consensus, c.rollouts))
+                .count();
+            assert!(same >= 495, "second batch: {same}/500");
         }
     }
+}
+
+/// A scheduler's next batch starts afresh: its weights after the batch are
+/// those of a new scheduler's, bit for bit (nothing of the last batch, such
+/// as a prompt's cached evidence at the same vote total, carries over).
+#[test]
+fn a_reused_scheduler_forgets_the_last_batch() {
+    let Some(ctx) = common::gpu() else { return };
+    let config = config(0.01, 2, 40);
+    // Unanimous prompts stop at 2 votes; the next batch's prompts reach 2
+    // votes with other counts.
+    let first = vec![vec![7u32; 40]; 300];
+    let second = recorded(300, 40, 8);
+    let mut reused = Scheduler::new(&ctx, 300, 16, config, Allocation::Chunk(1)).unwrap();
+    reused.run(&mut ReplayEngine::new(first)).unwrap();
+    let outcome = reused.run(&mut ReplayEngine::new(second.clone())).unwrap();
+    let mut fresh = Scheduler::new(&ctx, 300, 16, config, Allocation::Chunk(1)).unwrap();
+    let expected = fresh.run(&mut ReplayEngine::new(second)).unwrap();
+    let differ = (outcome.prompts.iter().zip(&expected.prompts))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        differ, 0,
+        "{differ} of 300 prompts differ from a fresh scheduler's"
+    );
+    let weights = reused.calibrated_weights().unwrap().unwrap();
+    assert_eq!(weights.len(), COMPONENTS);
+    assert_eq!(weights, fresh.calibrated_weights().unwrap().unwrap());
 }
 
 #[test]

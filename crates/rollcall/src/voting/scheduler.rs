@@ -203,6 +203,16 @@ impl Scheduler {
         })
     }
 
+    /// The calibrated rule's batch weights as last refitted (`None` for
+    /// other rules): for tests.
+    #[cfg(feature = "internals")]
+    pub fn calibrated_weights(&self) -> Result<Option<Vec<f32>>> {
+        match &self.rule {
+            SchedulerRule::Calibrated(calibrated) => calibrated.read_weights().map(Some),
+            SchedulerRule::PerPrompt(_) => Ok(None),
+        }
+    }
+
     /// Forces how the rule runs over each round's live prompts (same
     /// results either way).
     #[cfg(feature = "internals")]
@@ -268,7 +278,7 @@ impl Scheduler {
             .queue
             .write_buffer(&self.list, 0, bytemuck::cast_slice(live));
         if reset {
-            self.tables.encode_reset(encoder);
+            self.encode_reset(encoder);
         }
         self.tables.encode_count(encoder, round)?;
         match &self.rule {
@@ -325,9 +335,13 @@ impl Scheduler {
     }
 
     /// Records the clearing of every prompt's vote table (a new batch; what
-    /// `encode_round` does first when asked to reset).
+    /// `encode_round` does first when asked to reset), and of the calibrated
+    /// rule's per-prompt evidence cache.
     pub fn encode_reset(&self, encoder: &mut wgpu::CommandEncoder) {
         self.tables.encode_reset(encoder);
+        if let SchedulerRule::Calibrated(calibrated) = &self.rule {
+            calibrated.encode_clear_cache(encoder);
+        }
     }
 
     /// Runs rounds until every prompt has stopped. Each round's GPU work and

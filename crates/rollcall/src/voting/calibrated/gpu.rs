@@ -37,7 +37,7 @@ pub(crate) struct CalibratedParams {
     pub(crate) delta: f32,
     pub(crate) min_votes: u32,
     pub(crate) races: u32,
-    pub(crate) pad: u32,
+    pub(crate) cache_split: u32,
 }
 
 /// Where each part of the model buffer starts (in f32 words), for a budget.
@@ -210,6 +210,8 @@ impl Pipelines {
                     (33, read),
                     (34, read),
                     (36, write),
+                    (41, write),
+                    (42, write),
                 ],
                 &variants[1],
             ),
@@ -249,7 +251,14 @@ pub(crate) struct CalibratedGpu {
     params: wgpu::Buffer,
     model: wgpu::Buffer,
     group_sums: wgpu::Buffer,
+    /// Prompts whose evidence is cached in `evidence[0]`; the rest in
+    /// `evidence[1]`.
+    cache_split: u32,
+    evidence: [wgpu::Buffer; 2],
 }
+
+/// Words of a prompt's cached evidence: 52 log-evidences and a stamp.
+const CACHE_WORDS: u64 = COMPONENTS as u64 + 1;
 
 impl CalibratedGpu {
     /// Checks `config` as the twin does, uploads the model and records the
@@ -278,6 +287,21 @@ impl CalibratedGpu {
             u64::from(groups.max(1)) * COMPONENTS as u64 * 4,
             U::STORAGE,
         )?;
+        // The evidence cache over two bindings, each within the limit.
+        let per_binding = ctx.limits().max_storage_buffer_binding_size / (CACHE_WORDS * 4);
+        let cache_split = u64::from(prompts).min(per_binding) as u32;
+        let evidence = [
+            ctx.create_bound_buffer(
+                "rollcall calibrated evidence",
+                u64::from(cache_split.max(1)) * CACHE_WORDS * 4,
+                U::STORAGE | U::COPY_DST,
+            )?,
+            ctx.create_bound_buffer(
+                "rollcall calibrated evidence, past the first binding",
+                u64::from((prompts - cache_split).max(1)) * CACHE_WORDS * 4,
+                U::STORAGE | U::COPY_DST,
+            )?,
+        ];
         let params = ctx.create_buffer(
             "rollcall calibrated params",
             std::mem::size_of::<CalibratedParams>() as u64,
@@ -294,6 +318,8 @@ impl CalibratedGpu {
             params,
             model,
             group_sums,
+            cache_split,
+            evidence,
         };
         ctx.queue
             .write_buffer(&this.model, 0, bytemuck::cast_slice(&this.constants()));
@@ -379,7 +405,7 @@ impl CalibratedGpu {
             delta: self.delta,
             min_votes: self.min_votes,
             races: self.layout.race_entries(),
-            pad: 0,
+            cache_split: self.cache_split,
         };
         self.ctx
             .queue
@@ -448,6 +474,8 @@ impl CalibratedGpu {
                 (33, tables.tables_buffer()),
                 (34, &self.model),
                 (36, &self.group_sums),
+                (41, &self.evidence[0]),
+                (42, &self.evidence[1]),
             ],
         );
         let maximise = bind(
@@ -500,6 +528,14 @@ impl CalibratedGpu {
         );
     }
 
+    /// Records the clearing of the evidence cache: tables were cleared (a
+    /// new batch), so stamps no longer name the counts they were taken at.
+    pub(crate) fn encode_clear_cache(&self, encoder: &mut wgpu::CommandEncoder) {
+        for buffer in &self.evidence {
+            encoder.clear_buffer(buffer, 0, None);
+        }
+    }
+
     /// Copies the weights into `out` (for reading back).
     pub(crate) fn encode_copy_weights(
         &self,
@@ -509,10 +545,22 @@ impl CalibratedGpu {
         encoder.copy_buffer_to_buffer(&self.model, 0, out, 0, COMPONENTS as u64 * 4);
     }
 
+    /// The batch's weights as last refitted, read back.
+    #[cfg(feature = "internals")]
+    pub(crate) fn read_weights(&self) -> Result<Vec<f32>> {
+        self.read_words(COMPONENTS as u64)
+    }
+
     /// The whole model buffer (weights, constants, race table), read back.
     #[cfg(test)]
     pub(crate) fn read_model(&self) -> Result<Vec<f32>> {
-        let bytes = self.layout.words() * 4;
+        self.read_words(self.layout.words())
+    }
+
+    /// The model buffer's first `words` words, read back.
+    #[cfg(any(test, feature = "internals"))]
+    fn read_words(&self, words: u64) -> Result<Vec<f32>> {
+        let bytes = words * 4;
         let out = self.ctx.create_buffer(
             "rollcall calibrated model readback",
             bytes,
@@ -535,7 +583,8 @@ impl CalibratedGpu {
 /// The calibrated rule's rounds on the GPU over [`VoteTables`] the caller
 /// counts into (the [`crate::voting::Scheduler`] runs the same kernels in its
 /// rounds); the twin is [`super::CalibratedRounds`]. Each call is one submit
-/// and one readback.
+/// and one readback. One per batch: it caches each prompt's evidence by its
+/// vote total, so tables cleared for a new batch need a new one.
 ///
 /// ```no_run
 /// use rollcall::voting::calibrated::CalibratedRoundsGpu;
