@@ -38,9 +38,10 @@ pub const DOMINANT_SHARES: [f64; 13] = [
 pub const REST_CONCENTRATIONS: [f64; 4] = [0.01, 0.05, 0.2, 1.0];
 /// Components: every (share, concentration) pair.
 pub const COMPONENTS: usize = DOMINANT_SHARES.len() * REST_CONCENTRATIONS.len();
-/// Pseudo-count added to every component's weight at each EM step.
+/// Mean pseudo-count per component added at each EM step, spread over the
+/// components by [`hyperprior`].
 pub const PSEUDO_COUNT: f64 = 0.3;
-/// EM steps in the first round (from uniform weights).
+/// EM steps in the first round (from the hyperprior).
 pub const FIRST_EM_STEPS: u32 = 50;
 /// EM steps in later rounds (from the previous round's weights).
 pub const LATER_EM_STEPS: u32 = 5;
@@ -69,10 +70,46 @@ pub struct BatchPrior {
     weights: Vec<f64>,
 }
 
+/// The hyperprior's shape over the components: per component, the share
+/// of [`SHARE_FLOOR`, 1] its dominant share stands for (the cell between
+/// the midpoints to its grid neighbours), split evenly over the
+/// concentrations; sums to 1. The EM starts from it and its pseudo-counts
+/// ([`PSEUDO_COUNT`] × [`COMPONENTS`] in all) follow it, so the hyperprior
+/// is uniform over the dominant share and does not change where the grid
+/// is refined (uniform weights put 46 % of it on shares ≥ 0.95, which
+/// cover 9 % of [0.15, 1]; early rounds, whose votes do not identify the prior, kept
+/// that lean to decisive prompts).
+pub fn hyperprior() -> Vec<f64> {
+    let s = &DOMINANT_SHARES;
+    let cells: Vec<f64> = (0..s.len())
+        .map(|i| {
+            let lo = if i == 0 {
+                SHARE_FLOOR
+            } else {
+                0.5 * (s[i - 1] + s[i])
+            };
+            let hi = if i + 1 == s.len() {
+                1.0
+            } else {
+                0.5 * (s[i] + s[i + 1])
+            };
+            hi - lo
+        })
+        .collect();
+    let total: f64 = cells.iter().sum();
+    (0..COMPONENTS)
+        .map(|g| cells[g / REST_CONCENTRATIONS.len()] / total / REST_CONCENTRATIONS.len() as f64)
+        .collect()
+}
+
+/// The lower end of the smallest share's cell (as far below 0.2 as the
+/// grid's spacing there).
+pub const SHARE_FLOOR: f64 = 0.15;
+
 impl Default for BatchPrior {
     fn default() -> Self {
         Self {
-            weights: vec![1.0 / COMPONENTS as f64; COMPONENTS],
+            weights: hyperprior(),
         }
     }
 }
@@ -314,8 +351,12 @@ impl CalibratedModel {
         prompts: impl Iterator<Item = &'a [u32]> + Clone,
         steps: u32,
     ) {
+        let pseudo: Vec<f64> = hyperprior()
+            .iter()
+            .map(|h| h * PSEUDO_COUNT * COMPONENTS as f64)
+            .collect();
         for _ in 0..steps {
-            let mut sums = vec![PSEUDO_COUNT; COMPONENTS];
+            let mut sums = pseudo.clone();
             for counts in prompts.clone() {
                 let n: u32 = counts.iter().sum();
                 if n == 0 {
