@@ -6,13 +6,13 @@
 // - expect: every prompt's posterior over the components under the batch's
 //   weights; each workgroup sums its prompts' posteriors in lane order.
 // - maximise: one workgroup adds the workgroups' sums in a fixed order, adds
-//   the pseudo-count and renormalises the weights (one EM step with expect).
+//   the pseudo-counts and renormalises the weights (one EM step with expect).
 // - calibrated_decide: a live prompt's risk that its leader is overtaken by
 //   the budget, from the posterior and the race table; decision, keep flag.
 //
 // Prepended by the host: CAPACITY, COMPONENTS, CATEGORIES, BUDGET,
-// MIN_VOTES, PSEUDO_COUNT, and the model buffer's offsets (WEIGHTS,
-// LN_WEIGHTS, LN_SHARE, LN_REST_SHARE, CONCENTRATION, REST_ONE, CHOICE,
+// MIN_VOTES, and the model buffer's offsets (WEIGHTS, LN_WEIGHTS,
+// PSEUDO_COUNTS, LN_SHARE, LN_REST_SHARE, CONCENTRATION, REST_ONE, CHOICE,
 // CHOICE_EXP, CHOICE_MAX, RACES) and RACE_BLOCK (entries of one race block:
 // Σ_{n < BUDGET} (n + 1)²).
 
@@ -338,7 +338,7 @@ fn maximise(@builtin(local_invocation_index) lane: u32) {
         for (var l = 0u; l < WG; l++) {
             sum += lane_posteriors[l][lane];
         }
-        component_totals[lane] = sum + PSEUDO_COUNT;
+        component_totals[lane] = sum + model_out[PSEUDO_COUNTS + lane];
     }
     workgroupBarrier();
     if lane < COMPONENTS {

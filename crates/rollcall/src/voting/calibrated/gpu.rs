@@ -11,7 +11,7 @@
 
 use super::{
     checked_delta, CalibratedModel, CATEGORIES, COMPONENTS, FIRST_EM_STEPS, LATER_EM_STEPS,
-    MIN_VOTES, PSEUDO_COUNT,
+    MIN_VOTES,
 };
 use crate::gpu::shader::{layout_and_pipelines, Binding, ShaderVariant};
 use crate::voting::rules::RuleConfig;
@@ -46,6 +46,8 @@ pub(crate) struct ModelLayout {
     pub(crate) budget: u32,
     pub(crate) weights: u32,
     pub(crate) ln_weights: u32,
+    /// Each component's pseudo-count per EM step.
+    pub(crate) pseudo_counts: u32,
     pub(crate) ln_share: u32,
     pub(crate) ln_rest_share: u32,
     pub(crate) concentration: u32,
@@ -66,7 +68,7 @@ impl ModelLayout {
     pub(crate) fn new(budget: u32) -> Self {
         let c = COMPONENTS as u32;
         let side = budget + 1;
-        let rest_one = 5 * c;
+        let rest_one = 6 * c;
         let choice = rest_one + c * side;
         let choice_exp = choice + c * side * side;
         let choice_max = choice_exp + c * side * side;
@@ -74,9 +76,10 @@ impl ModelLayout {
             budget,
             weights: 0,
             ln_weights: c,
-            ln_share: 2 * c,
-            ln_rest_share: 3 * c,
-            concentration: 4 * c,
+            pseudo_counts: 2 * c,
+            ln_share: 3 * c,
+            ln_rest_share: 4 * c,
+            concentration: 5 * c,
             rest_one,
             choice,
             choice_exp,
@@ -120,10 +123,9 @@ impl ModelLayout {
         let mut prelude = format!(
             "const CAPACITY: u32 = {capacity}u;\n{}const COMPONENTS: u32 = {COMPONENTS}u;\n\
              const CATEGORIES: u32 = {CATEGORIES}u;\nconst BUDGET: u32 = {}u;\n\
-             const MIN_VOTES: u32 = {MIN_VOTES}u;\nconst PSEUDO_COUNT: f32 = {:?};\n",
+             const MIN_VOTES: u32 = {MIN_VOTES}u;\n",
             crate::voting::rules::rule_kind_prelude(),
             self.budget,
-            PSEUDO_COUNT as f32,
         );
         for (name, offset) in self.offsets() {
             prelude.push_str(&format!("const {name}: u32 = {offset}u;\n"));
@@ -132,10 +134,11 @@ impl ModelLayout {
     }
 
     /// The parts' offsets (and the race block's size) by their shader names.
-    pub(crate) fn offsets(&self) -> [(&'static str, u32); 11] {
+    pub(crate) fn offsets(&self) -> [(&'static str, u32); 12] {
         [
             ("WEIGHTS", self.weights),
             ("LN_WEIGHTS", self.ln_weights),
+            ("PSEUDO_COUNTS", self.pseudo_counts),
             ("LN_SHARE", self.ln_share),
             ("LN_REST_SHARE", self.ln_rest_share),
             ("CONCENTRATION", self.concentration),
@@ -342,14 +345,15 @@ impl CalibratedGpu {
         Ok(this)
     }
 
-    /// The model buffer up to the race table: uniform weights and their
-    /// logs, then the per-component constants and choice tables from the
-    /// twin's f64 values.
+    /// The model buffer up to the race table: the starting weights and
+    /// their logs, the pseudo-counts, then the per-component constants and
+    /// choice tables from the twin's f64 values.
     fn constants(&self) -> Vec<f32> {
         let twin = CalibratedModel::new(self.layout.budget);
         let side = self.layout.budget as usize + 1;
         let components = || (0..COMPONENTS).map(super::component);
         let mut words = self.constants_head();
+        words.extend(super::pseudo_counts().iter().map(|&p| p as f32));
         words.extend(components().map(|(w, _)| w.ln() as f32));
         words.extend(components().map(|(w, _)| (1.0 - w).ln() as f32));
         words.extend(components().map(|(_, beta)| beta as f32));
@@ -384,14 +388,13 @@ impl CalibratedGpu {
         words
     }
 
-    /// Uniform weights and their logs: the first words of the model.
+    /// The starting weights (the hyperprior, as the twin's
+    /// `BatchPrior::default`) and their logs: the first words of the model.
     fn constants_head(&self) -> Vec<f32> {
-        let mut head = vec![1.0 / COMPONENTS as f32; COMPONENTS];
-        head.extend(std::iter::repeat_n(
-            (1.0 / COMPONENTS as f32).ln(),
-            COMPONENTS,
-        ));
-        head
+        let start = super::BatchPrior::default();
+        let weights: Vec<f32> = start.weights().iter().map(|&w| w as f32).collect();
+        let logs = weights.iter().map(|&w| w.max(f32::MIN_POSITIVE).ln());
+        weights.iter().copied().chain(logs).collect()
     }
 
     /// The uniform for a round over `listed` live prompts.
@@ -437,7 +440,7 @@ impl CalibratedGpu {
         pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
     }
 
-    /// Records one round: `first` restarts the weights from uniform and
+    /// Records one round: `first` restarts the weights from the hyperprior and
     /// runs the first round's EM steps (else the later rounds'), then the
     /// decisions of the `listed` prompts of `list` into `decisions` (by
     /// prompt), `keep` and `next` (by position). The uniform and, on a

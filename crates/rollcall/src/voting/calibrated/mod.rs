@@ -102,6 +102,15 @@ pub fn hyperprior() -> Vec<f64> {
         .collect()
 }
 
+/// Each component's pseudo-count per EM step: [`PSEUDO_COUNT`] ×
+/// [`COMPONENTS`] spread by the [`hyperprior`].
+pub fn pseudo_counts() -> Vec<f64> {
+    hyperprior()
+        .iter()
+        .map(|h| h * PSEUDO_COUNT * COMPONENTS as f64)
+        .collect()
+}
+
 /// The lower end of the smallest share's cell (as far below 0.2 as the
 /// grid's spacing there).
 pub const SHARE_FLOOR: f64 = 0.15;
@@ -351,10 +360,7 @@ impl CalibratedModel {
         prompts: impl Iterator<Item = &'a [u32]> + Clone,
         steps: u32,
     ) {
-        let pseudo: Vec<f64> = hyperprior()
-            .iter()
-            .map(|h| h * PSEUDO_COUNT * COMPONENTS as f64)
-            .collect();
+        let pseudo = pseudo_counts();
         for _ in 0..steps {
             let mut sums = pseudo.clone();
             for counts in prompts.clone() {
