@@ -74,7 +74,7 @@ pub fn run_checks(
     mut progress: impl FnMut(&str),
 ) -> Vec<CheckResult> {
     type CheckFn = fn(&GpuContext, bool) -> Result<Found>;
-    let checks: [(&str, CheckFn); 6] = [
+    let checks: [(&str, CheckFn); 7] = [
         (
             "sampling: every route against the others and the twin",
             sampling_routes,
@@ -85,6 +85,7 @@ pub fn run_checks(
         ),
         ("speculative verification against the twin", speculative),
         ("voting scheduler against the twin", voting),
+        ("calibrated rule's rounds against the twin", calibrated),
         ("best-of-N tail estimators against the twin", tail),
         ("stream compaction against the twin", compaction),
     ];
@@ -549,6 +550,83 @@ fn voting(ctx: &GpuContext, quick: bool) -> Result<Found> {
                 .all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0));
         if !advantages_close {
             found.differ(format!("{rule:?}: advantages differ"));
+        }
+    }
+    Ok(found)
+}
+
+/// The calibrated rule's rounds (EM refit and decisions) on the GPU against
+/// the f64 twin on the same tables: weights within 2e-5, risks within 2e-4,
+/// decisions alike unless the twin's risk is within 2e-4 of δ (a near tie).
+fn calibrated(ctx: &GpuContext, quick: bool) -> Result<Found> {
+    use rollcall::voting::calibrated::{CalibratedRounds, CalibratedRoundsGpu};
+    const WEIGHT_TOLERANCE: f64 = 2e-5;
+    const RISK_TOLERANCE: f32 = 2e-4;
+    let prompts: u32 = if quick { 500 } else { 4_000 };
+    let (delta, capacity) = (0.01f32, 16);
+    let config = RuleConfig {
+        rule: StopRule::Calibrated { delta },
+        min_votes: 2,
+        max_votes: 40,
+    };
+    let mut found = Found::new(format!(
+        "{prompts} prompts, 6 rounds of 0 to 4 votes, budget 40, delta 1 %: weights, risks, decisions"
+    ));
+    let mut rng = ChaCha8Rng::seed_from_u64(37);
+    let mut gpu_tables = VoteTables::new(ctx, prompts, capacity)?;
+    let mut cpu_tables = CpuVoteTables::new(prompts, capacity)?;
+    let mut gpu = CalibratedRoundsGpu::new(&gpu_tables, &config)?;
+    let mut twin = CalibratedRounds::new(&config)?;
+    let mut totals = vec![0u32; prompts as usize];
+    for round in 0..6 {
+        let mut segments = Vec::new();
+        let mut answers = Vec::new();
+        for p in 0..prompts {
+            let count = rng.random_range(0..=4u32).min(40 - totals[p as usize]);
+            if count == 0 {
+                continue;
+            }
+            segments.push(Segment {
+                prompt: p,
+                start: answers.len() as u32,
+                count,
+            });
+            let spread = 1 + p % 5 * 3;
+            answers.extend(
+                (0..count).map(|_| rng.random_range(0..spread).min(rng.random_range(0..spread))),
+            );
+            totals[p as usize] += count;
+        }
+        let votes = RoundVotes {
+            segments: &segments,
+            answers: &answers,
+            tokens: None,
+        };
+        gpu_tables.count(&votes)?;
+        cpu_tables.count(&votes)?;
+        let live: Vec<u32> = (0..prompts).collect();
+        let (decisions, weights) = gpu.decide_round(&gpu_tables, &live)?;
+        let expected = twin.decide_round(&cpu_tables, &live)?;
+        for (g, (&w, &c)) in weights.iter().zip(twin.prior().weights()).enumerate() {
+            if (f64::from(w) - c).abs() > WEIGHT_TOLERANCE {
+                found.differ(format!("round {round}: weight {g}: gpu {w}, twin {c}"));
+            }
+        }
+        for ((g, c), p) in decisions.iter().zip(&expected).zip(0..) {
+            found.compared += 1;
+            let (risk, twin_risk) = (1.0 - g.confidence, 1.0 - c.confidence);
+            if (g.consensus, g.votes) != (c.consensus, c.votes)
+                || (risk - twin_risk).abs() > RISK_TOLERANCE
+            {
+                found.differ(format!("round {round}, prompt {p}: gpu {g:?}, twin {c:?}"));
+            } else if (twin_risk - delta).abs() <= RISK_TOLERANCE {
+                found.near_ties += 1;
+            } else if g.stopped != c.stopped {
+                found.differ(format!(
+                    "round {round}, prompt {p}: gpu stopped {}, twin {}",
+                    g.stopped, c.stopped
+                ));
+            }
         }
     }
     Ok(found)

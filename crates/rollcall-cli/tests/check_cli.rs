@@ -27,7 +27,7 @@ fn the_adapter_check_passes_and_writes_its_report() {
     std::fs::remove_file(&out).ok();
     assert_eq!(report["passed"], true, "{report:#}");
     let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 6, "{report:#}");
+    assert_eq!(checks.len(), 7, "{report:#}");
     for c in checks {
         assert_eq!(c["passed"], true, "{c}");
         assert!(c["compared"].as_u64().unwrap() > 0, "{c}");
