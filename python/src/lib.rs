@@ -212,6 +212,37 @@ fn extract<T: numpy::Element + Copy>(arr: &Bound<'_, PyAny>, dtype: &str) -> PyR
     Ok(Array { data, shape })
 }
 
+/// Reads an integer array of any integer dtype, widened so no value wraps;
+/// another dtype is a `DTypeError` saying `expected`.
+fn read_integers(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    ndims: &[usize],
+    hint: &str,
+    expected: &str,
+) -> PyResult<Array<i128>> {
+    let arr = as_ndarray(obj, what)?;
+    let (kind, size) = kind_of(&arr)?;
+    if kind != "i" && kind != "u" {
+        return Err(error(
+            obj.py(),
+            "DTypeError",
+            format!("{what}: expected {expected}, got dtype kind '{kind}'"),
+        ));
+    }
+    check_ndim(&arr, what, ndims, hint)?;
+    let data = if kind == "u" && size == 8 {
+        let a: Array<u64> = extract(&arr, "uint64")?;
+        a.data.into_iter().map(i128::from).collect()
+    } else {
+        let a: Array<i64> = extract(&arr, "int64")?;
+        a.data.into_iter().map(i128::from).collect()
+    };
+    // The input's own shape (a 0-d array stays 0-d).
+    let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+    Ok(Array { data, shape })
+}
+
 /// Reads integer answer ids: any integer dtype, -1 is padding, ids in
 /// `0..=MAX_ID`. Returns them as `i64` (padding kept as -1).
 pub(crate) fn read_ids(
@@ -220,42 +251,30 @@ pub(crate) fn read_ids(
     ndims: &[usize],
     hint: &str,
 ) -> PyResult<Array<i64>> {
-    let py = obj.py();
-    let arr = as_ndarray(obj, what)?;
-    let (kind, size) = kind_of(&arr)?;
-    if kind != "i" && kind != "u" {
+    let wide = read_integers(
+        obj,
+        what,
+        ndims,
+        hint,
+        "integer answer ids (map answer strings to ids first, \
+         for example with numpy.unique(..., return_inverse=True))",
+    )?;
+    if let Some(&bad) = wide
+        .data
+        .iter()
+        .find(|&&v| !(-1..=i128::from(MAX_ID)).contains(&v))
+    {
         return Err(error(
-            py,
-            "DTypeError",
-            format!(
-                "{what}: expected integer answer ids (map answer strings to ids first, \
-                 for example with numpy.unique(..., return_inverse=True)), got dtype kind '{kind}'"
-            ),
-        ));
-    }
-    check_ndim(&arr, what, ndims, hint)?;
-    let ids: Array<i64> = if kind == "u" && size == 8 {
-        // uint64 past i64::MAX would wrap to negative ids (or to -1, padding).
-        let wide: Array<u64> = extract(&arr, "uint64")?;
-        Array {
-            data: wide
-                .data
-                .iter()
-                .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
-                .collect(),
-            shape: wide.shape,
-        }
-    } else {
-        extract(&arr, "int64")?
-    };
-    if let Some(&bad) = ids.data.iter().find(|&&v| !(-1..=MAX_ID).contains(&v)) {
-        return Err(error(
-            py,
+            obj.py(),
             "InvalidValueError",
             format!("{what}: answer ids must be -1 (padding) or in 0..={MAX_ID}, got {bad}"),
         ));
     }
-    Ok(ids)
+    Ok(Array {
+        // In range: each fits an i64.
+        data: wide.data.iter().map(|&v| v as i64).collect(),
+        shape: wide.shape,
+    })
 }
 
 /// The largest answer id (`u32::MAX` marks "no consensus" in rollcall).
@@ -288,42 +307,18 @@ pub(crate) fn read_u32(
     ndims: &[usize],
     hint: &str,
 ) -> PyResult<Array<u32>> {
-    let py = obj.py();
-    let arr = as_ndarray(obj, what)?;
-    let (kind, size) = kind_of(&arr)?;
-    if kind != "i" && kind != "u" {
+    let wide = read_integers(obj, what, ndims, hint, "integers")?;
+    if let Some(&bad) = wide.data.iter().find(|&&v| u32::try_from(v).is_err()) {
         return Err(error(
-            py,
-            "DTypeError",
-            format!("{what}: expected integers, got dtype kind '{kind}'"),
+            obj.py(),
+            "InvalidValueError",
+            format!("{what}: expected integers in 0..={}, got {bad}", u32::MAX),
         ));
     }
-    check_ndim(&arr, what, ndims, hint)?;
-    let wide: Vec<i128> = if kind == "u" && size == 8 {
-        let a: Array<u64> = extract(&arr, "uint64")?;
-        a.data.into_iter().map(i128::from).collect::<Vec<_>>()
-    } else {
-        let a: Array<i64> = extract(&arr, "int64")?;
-        a.data.into_iter().map(i128::from).collect()
-    };
-    let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
-    let data = wide
-        .iter()
-        .map(|&v| u32::try_from(v))
-        .collect::<Result<Vec<u32>, _>>()
-        .map_err(|_| {
-            let bad = wide
-                .iter()
-                .find(|&&v| u32::try_from(v).is_err())
-                .copied()
-                .unwrap_or(-1);
-            error(
-                py,
-                "InvalidValueError",
-                format!("{what}: expected integers in 0..={}, got {bad}", u32::MAX),
-            )
-        })?;
-    Ok(Array { data, shape })
+    Ok(Array {
+        data: wide.data.iter().map(|&v| v as u32).collect(),
+        shape: wide.shape,
+    })
 }
 
 /// A 1-D numpy array from a vector.
