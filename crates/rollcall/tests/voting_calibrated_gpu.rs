@@ -149,6 +149,13 @@ fn recorded(prompts: usize, budget: usize, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Prompts with the same consensus and rollouts in both outcomes.
+fn identical(a: &rollcall::voting::Outcome, b: &rollcall::voting::Outcome) -> usize {
+    (a.prompts.iter().zip(&b.prompts))
+        .filter(|(x, y)| (x.consensus, x.rollouts) == (y.consensus, y.rollouts))
+        .count()
+}
+
 /// Whole batches: the GPU scheduler runs the calibrated rule as its twin's
 /// scheduler does. A decision may differ only where f32 and f64 risks fall
 /// on either side of δ, after which that prompt's rounds differ; nearly
@@ -170,12 +177,7 @@ fn the_scheduler_runs_the_calibrated_rule_as_its_twin() {
                 &mut ReplayEngine::new(data.clone()),
             )
             .unwrap();
-            let same = gpu
-                .prompts
-                .iter()
-                .zip(&cpu.prompts)
-                .filter(|(g, c)| (g.consensus, g.rollouts) == (c.consensus, c.rollouts))
-                .count();
+            let same = identical(&gpu, &cpu);
             eprintln!(
                 "{allocation:?}, delta {delta}: {same}/500 prompts identical, rounds {} v {}",
                 gpu.rounds, cpu.rounds
@@ -185,7 +187,7 @@ fn the_scheduler_runs_the_calibrated_rule_as_its_twin() {
                 o.prompts.iter().map(|p| f64::from(p.rollouts)).sum::<f64>() / 500.0
             };
             assert!(mean(&gpu) < 40.0 && (mean(&gpu) - mean(&cpu)).abs() < 0.2);
-            // A new batch restarts from uniform weights and fresh tables:
+            // A new batch restarts from the hyperprior and fresh tables:
             // the same run again gives the same outcome, and other answers
             // (a cached evidence of the last batch would be stale) the
             // twin's.
@@ -196,12 +198,7 @@ fn the_scheduler_runs_the_calibrated_rule_as_its_twin() {
                 .run(&mut ReplayEngine::new(other.clone()))
                 .unwrap();
             let cpu = run_cpu(500, 16, config, allocation, &mut ReplayEngine::new(other)).unwrap();
-            let same = gpu
-                .prompts
-                .iter()
-                .zip(&cpu.prompts)
-                .filter(|(g, c)| (g.consensus, g.rollouts) == (c.consensus, c.rollouts))
-                .count();
+            let same = identical(&gpu, &cpu);
             assert!(same >= 495, "second batch: {same}/500");
         }
     }
