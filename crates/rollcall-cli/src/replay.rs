@@ -374,7 +374,7 @@ pub fn replay(
             .collect();
         let full: Vec<Option<u32>> = shuffled
             .iter()
-            .map(|v| first_seen_majority(&v[..budget as usize]))
+            .map(|v| first_seen_majority(&v[..config.max_votes as usize]))
             .collect();
         let mut engine = ReplayEngine::new(shuffled);
         let outcome = match scheduler.as_mut() {

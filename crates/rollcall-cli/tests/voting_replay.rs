@@ -86,6 +86,27 @@ fn margins_and_flip_counts() {
     assert!(lo < scores[0].flip_rate() && scores[0].flip_rate() < hi);
 }
 
+/// With a budget below the recorded answers, flips are counted against the
+/// majority of the budget's votes (what a run of that budget would use), not
+/// of every recorded answer: stopping at the budget never flips.
+#[test]
+fn flips_are_against_the_budget_not_the_recording() {
+    let problems = synthetic_workload(400, 40, 5);
+    for budget in [1, 7, 12] {
+        let score = replay(
+            &problems,
+            preset("fixed", budget).unwrap(),
+            Allocation::Chunk(1),
+            3,
+            &Backend::Cpu,
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(score.mean_samples, f64::from(budget));
+        assert_eq!(score.flips, 0, "budget {budget}");
+    }
+}
+
 /// The vote data: `ROLLCALL_VOTE_DATA` if set (then it must be there), else
 /// `../shared/data` beside the checkout (skipped, with a message, if absent).
 fn shared_data(name: &str) -> Option<String> {
