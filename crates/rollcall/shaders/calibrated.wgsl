@@ -4,15 +4,18 @@
 //
 // - races: the race table, one entry an invocation, once per budget.
 // - expect: every prompt's posterior over the components under the batch's
-//   weights; each workgroup sums its prompts' posteriors in lane order.
+//   weights and its pairwise agreement; each workgroup sums them in lane
+//   order.
 // - maximise: one workgroup adds the workgroups' sums in a fixed order, adds
-//   the pseudo-counts and renormalises the weights (one EM step with expect).
+//   the pseudo-counts and renormalises the weights (one EM step with expect),
+//   and writes the least risk at two votes from the batch's agreement.
 // - calibrated_decide: a live prompt's risk that its leader is overtaken by
 //   the budget, from the posterior and the race table; decision, keep flag.
 //
 // Prepended by the host: CAPACITY, COMPONENTS, CATEGORIES, BUDGET,
 // MIN_VOTES, and the model buffer's offsets (WEIGHTS, LN_WEIGHTS,
-// PSEUDO_COUNTS, LN_SHARE, LN_REST_SHARE, CONCENTRATION, REST_ONE, CHOICE,
+// PSEUDO_COUNTS, LN_SHARE, LN_REST_SHARE, CONCENTRATION, TWO_VOTE_RISK,
+// REST_ONE, CHOICE,
 // CHOICE_EXP, CHOICE_MAX, RACES) and RACE_BLOCK (entries of one race block:
 // Σ_{n < BUDGET} (n + 1)²).
 
@@ -42,9 +45,9 @@ struct CalibratedParams {
 @group(0) @binding(38) var<storage, read_write> cal_decisions: array<Decision>;
 @group(0) @binding(39) var<storage, read_write> cal_keep: array<u32>;
 @group(0) @binding(40) var<storage, read_write> cal_next: array<u32>;
-// Each prompt's 52 log-evidences and the stamp they were computed at (its
-// vote total + 1, as f32 bits; 0: none), over two bindings past the binding
-// size limit.
+// Each prompt's 52 log-evidences, the stamp they were computed at (its vote
+// total + 1, as f32 bits; 0: none) and its pairwise agreement (negative below
+// two votes), over two bindings past the binding size limit.
 @group(0) @binding(41) var<storage, read_write> evidence_low: array<f32>;
 @group(0) @binding(42) var<storage, read_write> evidence_high: array<f32>;
 
@@ -266,7 +269,26 @@ fn posterior(counts: ptr<function, Counts>, post: ptr<function, array<f32, COMPO
 // first EM step after its votes change computes it and caches it with a
 // stamp; later steps (and rounds, while the prompt is stopped) read it.
 
-const CACHE_WORDS: u32 = COMPONENTS + 1u;
+const CACHE_WORDS: u32 = COMPONENTS + 2u;
+const STAMP: u32 = COMPONENTS;
+const AGREEMENT: u32 = COMPONENTS + 1u;
+// A workgroup's sums: the posteriors, then the agreements and their count.
+const SUM_WORDS: u32 = COMPONENTS + 2u;
+
+// Σ_k c_k (c_k - 1) / (n (n - 1)): the share of the prompt's vote pairs that
+// agree (the twin's `pair_agreement`); -1 below two votes.
+fn pair_agreement(counts: ptr<function, Counts>) -> f32 {
+    let n = (*counts).n;
+    if n < 2u {
+        return -1.0;
+    }
+    var pairs = 0.0;
+    for (var k = 0u; k < (*counts).m; k++) {
+        let c = f32((*counts).c[k]);
+        pairs += c * (c - 1.0);
+    }
+    return pairs / (f32(n) * f32(n - 1u));
+}
 
 fn cached(prompt: u32, i: u32) -> f32 {
     if prompt < cal.cache_split {
@@ -283,7 +305,7 @@ fn cache(prompt: u32, i: u32, value: f32) {
     }
 }
 
-var<workgroup> lane_posteriors: array<array<f32, COMPONENTS>, WG>;
+var<workgroup> lane_sums: array<array<f32, SUM_WORDS>, WG>;
 
 @compute @workgroup_size(WG)
 fn expect(@builtin(workgroup_id) wg: vec3<u32>,
@@ -292,55 +314,77 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
     let group = wg.x + wg.y * groups.x;
     let prompt = group * WG + lane;
     var post: array<f32, COMPONENTS>;
+    var agreement = -1.0;
     // A prompt has votes in its table once it has any (a first vote always
     // finds a slot).
     if prompt < cal.prompts && cal_votes[prompt].distinct > 0u {
         let stamp = cal_votes[prompt].total + 1u;
-        if bitcast<u32>(cached(prompt, COMPONENTS)) != stamp {
+        if bitcast<u32>(cached(prompt, STAMP)) != stamp {
             var counts = load_counts(prompt);
             for (var g = 0u; g < COMPONENTS; g++) {
                 cache(prompt, g, component_evidence(g, &counts).x);
             }
-            cache(prompt, COMPONENTS, bitcast<f32>(stamp));
+            cache(prompt, STAMP, bitcast<f32>(stamp));
+            cache(prompt, AGREEMENT, pair_agreement(&counts));
         }
         for (var g = 0u; g < COMPONENTS; g++) {
             post[g] = model[LN_WEIGHTS + g] + cached(prompt, g);
         }
         normalise(&post);
+        agreement = cached(prompt, AGREEMENT);
     }
-    lane_posteriors[lane] = post;
+    for (var g = 0u; g < COMPONENTS; g++) {
+        lane_sums[lane][g] = post[g];
+    }
+    lane_sums[lane][COMPONENTS] = max(agreement, 0.0);
+    lane_sums[lane][COMPONENTS + 1u] = select(0.0, 1.0, agreement >= 0.0);
     workgroupBarrier();
-    if lane < COMPONENTS && group < cal.groups {
+    if lane < SUM_WORDS && group < cal.groups {
         var sum = 0.0;
         for (var l = 0u; l < WG; l++) {
-            sum += lane_posteriors[l][lane];
+            sum += lane_sums[l][lane];
         }
-        group_sums[group * COMPONENTS + lane] = sum;
+        group_sums[group * SUM_WORDS + lane] = sum;
     }
 }
 
 var<workgroup> component_totals: array<f32, COMPONENTS>;
+var<workgroup> agreement_totals: array<f32, 2>;
 
 @compute @workgroup_size(WG)
 fn maximise(@builtin(local_invocation_index) lane: u32) {
     // Lane l adds workgroups l, l + WG, ...; then lane g adds component g
     // over the lanes, in lane order.
-    var sums: array<f32, COMPONENTS>;
+    var sums: array<f32, SUM_WORDS>;
     for (var w = lane; w < cal.groups; w += WG) {
-        for (var g = 0u; g < COMPONENTS; g++) {
-            sums[g] += group_sums_in[w * COMPONENTS + g];
+        for (var g = 0u; g < SUM_WORDS; g++) {
+            sums[g] += group_sums_in[w * SUM_WORDS + g];
         }
     }
-    lane_posteriors[lane] = sums;
+    lane_sums[lane] = sums;
     workgroupBarrier();
-    if lane < COMPONENTS {
+    if lane < SUM_WORDS {
         var sum = 0.0;
         for (var l = 0u; l < WG; l++) {
-            sum += lane_posteriors[l][lane];
+            sum += lane_sums[l][lane];
         }
-        component_totals[lane] = sum + model_out[PSEUDO_COUNTS + lane];
+        if lane < COMPONENTS {
+            component_totals[lane] = sum + model_out[PSEUDO_COUNTS + lane];
+        } else {
+            agreement_totals[lane - COMPONENTS] = sum;
+        }
     }
     workgroupBarrier();
+    if lane == 0u {
+        // The twin's `batch_two_vote_risk`: (1 - a) / 2a over the prompts
+        // with two votes or more, 1 without any.
+        let a = agreement_totals[0] / max(agreement_totals[1], 1.0);
+        var bound = 1.0;
+        if agreement_totals[1] > 0.0 && a > 0.0 {
+            bound = clamp((1.0 - a) / (2.0 * a), 0.0, 1.0);
+        }
+        model_out[TWO_VOTE_RISK] = bound;
+    }
     if lane < COMPONENTS {
         var total = 0.0;
         for (var g = 0u; g < COMPONENTS; g++) {
@@ -429,6 +473,11 @@ fn calibrated_decide(@builtin(global_invocation_id) id: vec3<u32>,
         var risk = 1.0;
         if counts.m > 0u {
             risk = calibrated_risk(&counts, leader);
+        }
+        // A 2-0 start's risk is not identified by the batch: at least the
+        // bound from its agreement.
+        if total == 2u {
+            risk = max(risk, model[TWO_VOTE_RISK]);
         }
         stopped = total >= MIN_VOTES && total >= cal.min_votes && risk <= cal.delta;
         confidence = 1.0 - risk;

@@ -1141,6 +1141,8 @@ fn other_kernels_constants_match_the_shaders() {
             ("CATEGORIES", cal::CATEGORIES),
             ("MIN_VOTES", cal::MIN_VOTES),
             ("WG", crate::voting::gpu::WORKGROUP),
+            ("CACHE_WORDS", cal::gpu::CACHE_WORDS as u32),
+            ("SUM_WORDS", cal::gpu::SUM_WORDS as u32),
         ]
         .into_iter()
         .chain(layout.offsets())

@@ -1,12 +1,15 @@
 //! The calibrated rule's model on the CPU: its risk against a Monte Carlo
 //! of the same model, the batch refit recovering a known prior, the rule's
-//! flip rate on batches drawn from a known prior, and its typed errors.
+//! flip rate on batches drawn from a known prior, the two-vote bound (the
+//! inequality behind it, exactly on small budgets, and the rule keeping to
+//! it), and its typed errors.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution, Gamma};
 use rollcall::voting::calibrated::{
-    component, BatchPrior, CalibratedModel, CATEGORIES, COMPONENTS,
+    batch_two_vote_risk, component, pair_agreement, two_vote_risk, BatchPrior, CalibratedModel,
+    CATEGORIES, COMPONENTS,
 };
 use rollcall::voting::{cpu, Allocation, ReplayEngine, RuleConfig, StopRule};
 
@@ -260,6 +263,175 @@ fn flip_rate_stays_within_delta_on_the_model() {
         assert!(rate <= f64::from(delta), "δ {delta}: flip rate {rate}");
         assert!(mean < 20.0, "δ {delta}: {mean} samples a prompt");
     }
+}
+
+/// Calls `visit(x, probability)` for every split `x` of `remaining` votes
+/// over the answers of shares `p` (multinomial probabilities).
+fn for_each_split(p: &[f64], remaining: u32, visit: &mut impl FnMut(&[u32], f64)) {
+    fn go(p: &[f64], left: u32, x: &mut Vec<u32>, ln_p: f64, visit: &mut impl FnMut(&[u32], f64)) {
+        let i = x.len();
+        if i + 1 == p.len() {
+            x.push(left);
+            let ln = ln_p + ln_power(p[i], left) - ln_factorial(left);
+            visit(x, ln.exp());
+            x.pop();
+            return;
+        }
+        for k in 0..=left {
+            x.push(k);
+            go(
+                p,
+                left - k,
+                x,
+                ln_p + ln_power(p[i], k) - ln_factorial(k),
+                visit,
+            );
+            x.pop();
+        }
+    }
+    fn ln_power(p: f64, k: u32) -> f64 {
+        if k == 0 {
+            0.0
+        } else {
+            f64::from(k) * p.ln()
+        }
+    }
+    fn ln_factorial(k: u32) -> f64 {
+        (1..=k).map(|i| f64::from(i).ln()).sum()
+    }
+    go(
+        p,
+        remaining,
+        &mut Vec::new(),
+        ln_factorial(remaining),
+        visit,
+    );
+}
+
+/// The inequality behind the two-vote bound, exactly: with shares `p` and
+/// `budget` votes, P(the first two votes agree on an answer that is not the
+/// majority at the budget, ties to it as seen first) ≤ (1 − Σ p²) / 2, on
+/// seeded shares (near ties, zeros, up to four answers) and budgets 3..14;
+/// and on the replay protocol's draws without replacement from a recorded
+/// multiset. The worst case reached must be close to the bound (else the
+/// cases would not test it).
+#[test]
+fn the_two_vote_bound_holds_for_any_shares() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut worst: f64 = 0.0;
+    for case in 0..400 {
+        let answers = 2 + case % 3;
+        let budget = 3 + rng.random_range(0..12u32);
+        let mut p: Vec<f64> = (0..answers)
+            .map(|_| match rng.random_range(0..4) {
+                0 => 0.0,
+                1 => 1.0,
+                _ => rng.random::<f64>(),
+            })
+            .collect();
+        let total: f64 = p.iter().sum();
+        if total == 0.0 {
+            continue;
+        }
+        p.iter_mut().for_each(|x| *x /= total);
+        let mut flips = 0.0;
+        for k in 0..answers {
+            if p[k] == 0.0 {
+                continue;
+            }
+            let mut lose = 0.0;
+            for_each_split(&p, budget - 2, &mut |x, prob| {
+                if (0..answers).any(|j| j != k && x[j] > x[k] + 2) {
+                    lose += prob;
+                }
+            });
+            flips += p[k] * p[k] * lose;
+        }
+        let disagree = 1.0 - p.iter().map(|x| x * x).sum::<f64>();
+        assert!(
+            flips <= disagree / 2.0 + 1e-12,
+            "shares {p:?}, budget {budget}: {flips} > {}",
+            disagree / 2.0
+        );
+        if disagree > 0.0 {
+            worst = worst.max(flips / (disagree / 2.0));
+        }
+    }
+    assert!(worst > 0.5, "the cases reach {worst} of the bound");
+    // Without replacement: a prompt's recorded counts c, shuffled.
+    for _ in 0..2000 {
+        let counts: Vec<u64> = (0..rng.random_range(1..6))
+            .map(|_| rng.random_range(0..15))
+            .collect();
+        let b: u64 = counts.iter().sum();
+        if b < 2 {
+            continue;
+        }
+        let pairs = (b * (b - 1)) as f64;
+        let top = *counts.iter().max().unwrap();
+        let flips: f64 = counts
+            .iter()
+            .filter(|&&c| c < top)
+            .map(|&c| (c * c.saturating_sub(1)) as f64 / pairs)
+            .sum();
+        let agree: f64 = counts
+            .iter()
+            .map(|&c| (c * c.saturating_sub(1)) as f64 / pairs)
+            .sum();
+        assert!(flips <= (1.0 - agree) / 2.0 + 1e-12, "{counts:?}");
+    }
+}
+
+#[test]
+fn pair_agreement_and_the_two_vote_risk() {
+    assert_eq!(pair_agreement(&[]), None);
+    assert_eq!(pair_agreement(&[1]), None);
+    assert_eq!(pair_agreement(&[0, 1]), None);
+    assert_eq!(pair_agreement(&[2]), Some(1.0));
+    assert_eq!(pair_agreement(&[1, 1]), Some(0.0));
+    assert_eq!(pair_agreement(&[3, 1]), Some(0.5));
+    assert_eq!(two_vote_risk(1.0), 0.0);
+    assert_eq!(two_vote_risk(0.5), 0.5);
+    assert!((two_vote_risk(0.9) - 0.1 / 1.8).abs() < 1e-15);
+    assert_eq!(two_vote_risk(0.2), 1.0);
+    assert_eq!(two_vote_risk(0.0), 1.0);
+    let batch: [&[u32]; 4] = [&[2], &[1, 1], &[1], &[]];
+    assert_eq!(batch_two_vote_risk(batch.into_iter()), 0.5);
+    assert_eq!(batch_two_vote_risk([&[1u32][..]].into_iter()), 1.0);
+}
+
+/// A batch whose first two votes agree on 90 % of prompts (bound 0.1 / 1.8
+/// ≈ 5.6 %): at δ = 5 % no prompt stops at two votes, though the model
+/// alone would stop the unanimous ones there (it does at δ = 20 %).
+#[test]
+fn no_stop_at_two_votes_past_the_batch_bound() {
+    let answers: Vec<Vec<u32>> = (0..200)
+        .map(|p| {
+            if p % 10 == 0 {
+                (0..40).map(|i| i % 2).collect()
+            } else {
+                vec![7; 40]
+            }
+        })
+        .collect();
+    let run = |delta: f32| {
+        let config = RuleConfig {
+            rule: StopRule::Calibrated { delta },
+            min_votes: 2,
+            max_votes: 40,
+        };
+        let mut engine = ReplayEngine::new(answers.clone());
+        cpu::run(200, 16, config, Allocation::Chunk(1), &mut engine).unwrap()
+    };
+    let at_two = |delta| {
+        run(delta)
+            .prompts
+            .iter()
+            .filter(|o| o.rollouts == 2)
+            .count()
+    };
+    assert_eq!(at_two(0.05), 0);
+    assert_eq!(at_two(0.2), 180);
 }
 
 #[test]

@@ -81,7 +81,9 @@ pub enum StopRule {
     /// Calibrated to a flip budget: stop once the probability that the
     /// leader is not the majority at `max_votes` is at most `delta`, under a
     /// prior over how decisive prompts are that is learned from the whole
-    /// batch every round (see [`super::calibrated`]); at least 2 votes;
+    /// batch every round (see [`super::calibrated`]); at least 2 votes, and
+    /// at two votes only when the batch's agreement bounds the flip rate of
+    /// 2–0 starts by `delta` ([`super::calibrated::two_vote_risk`]);
     /// `max_votes` at most [`super::calibrated::CALIBRATED_MAX_VOTES`].
     /// Runs in the GPU [`super::Scheduler`], in
     /// [`super::calibrated::CalibratedRoundsGpu`] and in the CPU twin's

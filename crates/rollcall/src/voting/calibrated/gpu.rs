@@ -51,6 +51,9 @@ pub(crate) struct ModelLayout {
     pub(crate) ln_share: u32,
     pub(crate) ln_rest_share: u32,
     pub(crate) concentration: u32,
+    /// The least risk at two votes, from the batch's agreement (one word,
+    /// written by `maximise`).
+    pub(crate) two_vote_risk: u32,
     /// ln β^(c) per component and c ≤ budget.
     pub(crate) rest_one: u32,
     /// A choice's log-likelihood term per component, n and c ≤ n.
@@ -68,7 +71,7 @@ impl ModelLayout {
     pub(crate) fn new(budget: u32) -> Self {
         let c = COMPONENTS as u32;
         let side = budget + 1;
-        let rest_one = 6 * c;
+        let rest_one = 6 * c + 1;
         let choice = rest_one + c * side;
         let choice_exp = choice + c * side * side;
         let choice_max = choice_exp + c * side * side;
@@ -80,6 +83,7 @@ impl ModelLayout {
             ln_share: 3 * c,
             ln_rest_share: 4 * c,
             concentration: 5 * c,
+            two_vote_risk: 6 * c,
             rest_one,
             choice,
             choice_exp,
@@ -134,7 +138,7 @@ impl ModelLayout {
     }
 
     /// The parts' offsets (and the race block's size) by their shader names.
-    pub(crate) fn offsets(&self) -> [(&'static str, u32); 12] {
+    pub(crate) fn offsets(&self) -> [(&'static str, u32); 13] {
         [
             ("WEIGHTS", self.weights),
             ("LN_WEIGHTS", self.ln_weights),
@@ -142,6 +146,7 @@ impl ModelLayout {
             ("LN_SHARE", self.ln_share),
             ("LN_REST_SHARE", self.ln_rest_share),
             ("CONCENTRATION", self.concentration),
+            ("TWO_VOTE_RISK", self.two_vote_risk),
             ("REST_ONE", self.rest_one),
             ("CHOICE", self.choice),
             ("CHOICE_EXP", self.choice_exp),
@@ -260,8 +265,13 @@ pub(crate) struct CalibratedGpu {
     evidence: [wgpu::Buffer; 2],
 }
 
-/// Words of a prompt's cached evidence: 52 log-evidences and a stamp.
-const CACHE_WORDS: u64 = COMPONENTS as u64 + 1;
+/// Words of a prompt's cached evidence: 52 log-evidences, a stamp and its
+/// pairwise agreement (`CACHE_WORDS` in the shader).
+pub(crate) const CACHE_WORDS: u64 = COMPONENTS as u64 + 2;
+
+/// Words of a workgroup's sums: the posteriors, the agreements and their
+/// count (`SUM_WORDS` in the shader).
+pub(crate) const SUM_WORDS: u64 = COMPONENTS as u64 + 2;
 
 impl CalibratedGpu {
     /// Checks `config` as the twin does, uploads the model and records the
@@ -287,7 +297,7 @@ impl CalibratedGpu {
         let groups = prompts.div_ceil(WORKGROUP);
         let group_sums = ctx.create_bound_buffer(
             "rollcall calibrated workgroup sums",
-            u64::from(groups.max(1)) * COMPONENTS as u64 * 4,
+            u64::from(groups.max(1)) * SUM_WORDS * 4,
             U::STORAGE,
         )?;
         // The evidence cache over two bindings, each within the limit.
@@ -346,8 +356,8 @@ impl CalibratedGpu {
     }
 
     /// The model buffer up to the race table: the starting weights and
-    /// their logs, the pseudo-counts, then the per-component constants and
-    /// choice tables from the twin's f64 values.
+    /// their logs, the pseudo-counts, the per-component constants, the
+    /// two-vote bound, then the choice tables from the twin's f64 values.
     fn constants(&self) -> Vec<f32> {
         let twin = CalibratedModel::new(self.layout.budget);
         let side = self.layout.budget as usize + 1;
@@ -357,6 +367,8 @@ impl CalibratedGpu {
         words.extend(components().map(|(w, _)| w.ln() as f32));
         words.extend(components().map(|(w, _)| (1.0 - w).ln() as f32));
         words.extend(components().map(|(_, beta)| beta as f32));
+        // The two-vote bound before any fit: no stop at two votes.
+        words.push(1.0);
         words.extend(twin.rest_one.iter().map(|&v| v as f32));
         // choice(g, n, c) for c ≤ n (0 past n: never read), its maximum
         // over c and exp(choice − maximum), in f64 before rounding.

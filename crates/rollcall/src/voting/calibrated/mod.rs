@@ -17,6 +17,16 @@
 //! binomially and to the rest by a Pólya urn; the leader's races against
 //! each competitor are exact and added (a union bound), plus the races
 //! against the unseen categories.
+//!
+//! After two votes a prompt only says whether they agree, and the batch
+//! only how often two votes agree (`a`): that does not determine the risk
+//! of a 2–0 start, which the model would then read off its hyperprior. So
+//! at two votes the risk is at least [`two_vote_risk`]`(a) = (1 − a) / 2a`,
+//! a bound on the flip rate of 2–0 starts that holds for any batch: for a
+//! prompt whose answers have shares `p`, a 2–0 start on an answer that is
+//! not the majority at the budget is at most half as likely as a
+//! disagreeing pair (`Σ_{k≠top} p_k² ≤ Σ_{j<k} p_j p_k`, and the finite
+//! budget only lowers it).
 
 use super::rules::{Decision, RuleConfig, StopRule};
 use super::PromptVotes;
@@ -109,6 +119,45 @@ pub fn pseudo_counts() -> Vec<f64> {
         .iter()
         .map(|h| h * PSEUDO_COUNT * COMPONENTS as f64)
         .collect()
+}
+
+/// A prompt's pairwise agreement: the share of its pairs of votes that
+/// agree, `Σ_k c_k (c_k − 1) / (n (n − 1))` (an unbiased estimate of the
+/// probability that two of its votes agree); `None` below two votes.
+pub fn pair_agreement(counts: &[u32]) -> Option<f64> {
+    let n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    (n >= 2).then(|| {
+        let pairs: u64 = counts
+            .iter()
+            .map(|&c| u64::from(c) * u64::from(c.saturating_sub(1)))
+            .sum();
+        pairs as f64 / (n * (n - 1)) as f64
+    })
+}
+
+/// The least risk of a prompt at two votes when two votes of the batch
+/// agree with probability `agreement`: `(1 − a) / 2a`, at most 1 (1 when
+/// nothing agrees). The flip rate of prompts stopped at a 2–0 start is at
+/// most this, whatever the batch (see the module's introduction).
+pub fn two_vote_risk(agreement: f64) -> f64 {
+    if agreement > 0.0 {
+        ((1.0 - agreement) / (2.0 * agreement)).clamp(0.0, 1.0)
+    } else {
+        1.0
+    }
+}
+
+/// The batch's [`two_vote_risk`] from every prompt with two votes or more
+/// (1 when there is none).
+pub fn batch_two_vote_risk<'a>(prompts: impl Iterator<Item = &'a [u32]>) -> f64 {
+    let (sum, count) = prompts
+        .filter_map(pair_agreement)
+        .fold((0.0, 0u64), |(s, n), a| (s + a, n + 1));
+    if count == 0 {
+        1.0
+    } else {
+        two_vote_risk(sum / count as f64)
+    }
 }
 
 /// The lower end of the smallest share's cell (as far below 0.2 as the
@@ -379,11 +428,14 @@ impl CalibratedModel {
     }
 
     /// The calibrated rule's decision for one prompt: stop once the risk is
-    /// at most `delta` (after at least 2 votes) or at the budget.
+    /// at most `delta` (after at least 2 votes) or at the budget; at two
+    /// votes the risk is at least `two_vote_risk` (the batch's
+    /// [`batch_two_vote_risk`]).
     pub fn decide(
         &mut self,
         prior: &BatchPrior,
         delta: f32,
+        two_vote_risk: f64,
         votes: &PromptVotes,
         table: &[[u32; 2]],
     ) -> Decision {
@@ -407,11 +459,14 @@ impl CalibratedModel {
                 next: 0,
             };
         }
-        let risk = if counts.is_empty() {
+        let mut risk = if counts.is_empty() {
             1.0
         } else {
             self.risk(prior, &counts, leader)
         };
+        if n == 2 {
+            risk = risk.max(two_vote_risk);
+        }
         let stopped = n >= MIN_VOTES && risk <= f64::from(delta);
         Decision {
             stopped,
@@ -426,8 +481,8 @@ impl CalibratedModel {
 
 /// The calibrated rule over a batch's rounds: the model, the batch's prior
 /// and the rounds it has seen. Each round refits the prior on every
-/// prompt's counts (50 EM steps the first round, 5 after) and then decides
-/// the live prompts; the CPU scheduler ([`super::cpu::run`]) and any other
+/// prompt's counts (50 EM steps the first round, 5 after), takes the
+/// batch's [`batch_two_vote_risk`], and then decides the live prompts; the CPU scheduler ([`super::cpu::run`]) and any other
 /// round loop over [`super::cpu::VoteTables`] use it alike.
 #[derive(Debug)]
 pub struct CalibratedRounds {
@@ -477,10 +532,17 @@ impl CalibratedRounds {
             LATER_EM_STEPS
         };
         model.refit(&mut self.prior, counts.iter().map(Vec::as_slice), steps);
+        let two_vote_risk = batch_two_vote_risk(counts.iter().map(Vec::as_slice));
         live.iter()
             .map(|&p| {
                 let votes = tables.votes(p)?;
-                let d = model.decide(&self.prior, self.delta, votes, tables.table(p)?);
+                let d = model.decide(
+                    &self.prior,
+                    self.delta,
+                    two_vote_risk,
+                    votes,
+                    tables.table(p)?,
+                );
                 Ok(Decision {
                     stopped: (d.stopped && votes.total >= self.config.min_votes)
                         || votes.total >= self.config.max_votes,
