@@ -136,7 +136,7 @@ const SPECS: &[Spec] = &[
         build: |p| StopRule::Calibrated {
             delta: p[0] as f32,
         },
-        summary: "stop once P(the leader is not the majority at max_votes) <= delta, under a prior learned from the whole batch every round (max_votes <= 64)",
+        summary: "stop once P(the leader is not the majority at max_votes) <= delta, under a prior learned from the whole batch every round; at two votes only if the batch agrees often enough to bound 2-0 flips by delta (max_votes <= 64)",
     },
     Spec {
         name: "predictive",

@@ -1401,17 +1401,19 @@ impl Grid<'_> {
                 // Rule: list (4 B), totals and 2 entries read, decision (16 B)
                 // and flag (4 B) written. Compaction: flags read, positions
                 // written. The calibrated rule's EM steps each read every
-                // prompt's totals and its cached evidence (53 words), the
-                // first step after new votes also its 2 entries (writing the
-                // evidence), and write and read back 52 floats per workgroup
-                // of 64 prompts (3.25 B a prompt).
+                // prompt's totals and its cached evidence (52 log-evidences,
+                // a stamp, its pairwise agreement), the first step after new
+                // votes also its 2 entries (writing the cache), and write and
+                // read back the 52 posteriors and 2 agreement sums per
+                // workgroup of 64 prompts.
+                let words = rollcall::voting::calibrated::COMPONENTS as u64 + 2;
                 let (em_steps, cache) = if calibrated {
                     let steps = rollcall::voting::calibrated::LATER_EM_STEPS;
-                    (u64::from(steps), 53 * 4)
+                    (u64::from(steps), words * 4)
                 } else {
                     (0, 0)
                 };
-                let sums = (p.div_ceil(64) * 52 * 4) * em_steps;
+                let sums = (p.div_ceil(64) * words * 4) * em_steps;
                 let em_read = em_steps.min(1) * 16 * p + em_steps * (32 + cache) * p;
                 let bytes_read =
                     16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p + em_read + sums;
