@@ -275,11 +275,11 @@ const AGREEMENT: u32 = COMPONENTS + 1u;
 // A workgroup's sums: the posteriors, then the agreements and their count.
 const SUM_WORDS: u32 = COMPONENTS + 2u;
 
-// Σ_k c_k (c_k - 1) / (n (n - 1)): the share of the prompt's vote pairs that
-// agree (the twin's `pair_agreement`); -1 below two votes.
-fn pair_agreement(counts: ptr<function, Counts>) -> f32 {
-    let n = (*counts).n;
-    if n < 2u {
+// Σ_k c_k (c_k - 1) / (n (n - 1)) over the table's counts and the prompt's
+// `total` votes n: the share of its vote pairs that agree (the twin's
+// `pair_agreement`); -1 below two votes.
+fn pair_agreement(counts: ptr<function, Counts>, total: u32) -> f32 {
+    if total < 2u {
         return -1.0;
     }
     var pairs = 0.0;
@@ -287,7 +287,7 @@ fn pair_agreement(counts: ptr<function, Counts>) -> f32 {
         let c = f32((*counts).c[k]);
         pairs += c * (c - 1.0);
     }
-    return pairs / (f32(n) * f32(n - 1u));
+    return min(pairs / (f32(total) * f32(total - 1u)), 1.0);
 }
 
 fn cached(prompt: u32, i: u32) -> f32 {
@@ -325,7 +325,7 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
                 cache(prompt, g, component_evidence(g, &counts).x);
             }
             cache(prompt, STAMP, bitcast<f32>(stamp));
-            cache(prompt, AGREEMENT, pair_agreement(&counts));
+            cache(prompt, AGREEMENT, pair_agreement(&counts, cal_votes[prompt].total));
         }
         for (var g = 0u; g < COMPONENTS; g++) {
             post[g] = model[LN_WEIGHTS + g] + cached(prompt, g);
@@ -376,11 +376,12 @@ fn maximise(@builtin(local_invocation_index) lane: u32) {
     }
     workgroupBarrier();
     if lane == 0u {
-        // The twin's `batch_two_vote_risk`: (1 - a) / 2a over the prompts
-        // with two votes or more, 1 without any.
-        let a = agreement_totals[0] / max(agreement_totals[1], 1.0);
+        // The twin's `batch_two_vote_risk`: (1 - a) / 2a, a the mean
+        // agreement of the prompts with two votes or more and one more that
+        // disagrees.
+        let a = agreement_totals[0] / (agreement_totals[1] + 1.0);
         var bound = 1.0;
-        if agreement_totals[1] > 0.0 && a > 0.0 {
+        if a > 0.0 {
             bound = clamp((1.0 - a) / (2.0 * a), 0.0, 1.0);
         }
         model_out[TWO_VOTE_RISK] = bound;

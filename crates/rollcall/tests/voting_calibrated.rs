@@ -358,51 +358,119 @@ fn the_two_vote_bound_holds_for_any_shares() {
         }
     }
     assert!(worst > 0.5, "the cases reach {worst} of the bound");
-    // Without replacement: a prompt's recorded counts c, shuffled.
-    for _ in 0..2000 {
-        let counts: Vec<u64> = (0..rng.random_range(1..6))
-            .map(|_| rng.random_range(0..15))
+    // Without replacement, as the replay draws: a prompt's recorded counts
+    // c (N answers) shuffled, and a budget B ≤ N of them revealed.
+    let mut worst: f64 = 0.0;
+    for _ in 0..300 {
+        let counts: Vec<u32> = (0..rng.random_range(2..5))
+            .map(|_| rng.random_range(0..6))
             .collect();
-        let b: u64 = counts.iter().sum();
-        if b < 2 {
+        let recorded: u32 = counts.iter().sum();
+        if recorded < 3 {
             continue;
         }
-        let pairs = (b * (b - 1)) as f64;
-        let top = *counts.iter().max().unwrap();
-        let flips: f64 = counts
-            .iter()
-            .filter(|&&c| c < top)
-            .map(|&c| (c * c.saturating_sub(1)) as f64 / pairs)
-            .sum();
+        let pairs = f64::from(recorded * (recorded - 1));
         let agree: f64 = counts
             .iter()
-            .map(|&c| (c * c.saturating_sub(1)) as f64 / pairs)
+            .map(|&c| f64::from(c * c.saturating_sub(1)) / pairs)
             .sum();
-        assert!(flips <= (1.0 - agree) / 2.0 + 1e-12, "{counts:?}");
+        for budget in 3..=recorded {
+            let mut flips = 0.0;
+            for k in 0..counts.len() {
+                if counts[k] < 2 {
+                    continue;
+                }
+                let mut left = counts.clone();
+                left[k] -= 2;
+                let mut lose = 0.0;
+                for_each_draw(&left, budget - 2, &mut |x, prob| {
+                    if (0..counts.len()).any(|j| j != k && x[j] > x[k] + 2) {
+                        lose += prob;
+                    }
+                });
+                flips += f64::from(counts[k] * (counts[k] - 1)) / pairs * lose;
+            }
+            assert!(
+                flips <= (1.0 - agree) / 2.0 + 1e-12,
+                "counts {counts:?}, budget {budget}: {flips}"
+            );
+            if agree < 1.0 {
+                worst = worst.max(flips / ((1.0 - agree) / 2.0));
+            }
+        }
     }
+    assert!(worst > 0.5, "the recorded cases reach {worst} of the bound");
+}
+
+/// Calls `visit(x, probability)` for every way `draws` votes drawn without
+/// replacement from the answers' remaining `counts` split over them
+/// (multivariate hypergeometric probabilities).
+fn for_each_draw(counts: &[u32], draws: u32, visit: &mut impl FnMut(&[u32], f64)) {
+    fn ln_choose(n: u32, k: u32) -> f64 {
+        (0..k)
+            .map(|i| f64::from(n - i).ln() - f64::from(i + 1).ln())
+            .sum()
+    }
+    fn go(
+        counts: &[u32],
+        left: u32,
+        x: &mut Vec<u32>,
+        ln_p: f64,
+        visit: &mut impl FnMut(&[u32], f64),
+    ) {
+        let i = x.len();
+        if i == counts.len() {
+            if left == 0 {
+                visit(x, ln_p.exp());
+            }
+            return;
+        }
+        for k in 0..=left.min(counts[i]) {
+            x.push(k);
+            go(counts, left - k, x, ln_p + ln_choose(counts[i], k), visit);
+            x.pop();
+        }
+    }
+    let total: u32 = counts.iter().sum();
+    go(
+        counts,
+        draws,
+        &mut Vec::new(),
+        -ln_choose(total, draws),
+        visit,
+    );
 }
 
 #[test]
 fn pair_agreement_and_the_two_vote_risk() {
-    assert_eq!(pair_agreement(&[]), None);
-    assert_eq!(pair_agreement(&[1]), None);
-    assert_eq!(pair_agreement(&[0, 1]), None);
-    assert_eq!(pair_agreement(&[2]), Some(1.0));
-    assert_eq!(pair_agreement(&[1, 1]), Some(0.0));
-    assert_eq!(pair_agreement(&[3, 1]), Some(0.5));
+    assert_eq!(pair_agreement(&[], 0), None);
+    assert_eq!(pair_agreement(&[1], 1), None);
+    assert_eq!(pair_agreement(&[0, 1], 1), None);
+    assert_eq!(pair_agreement(&[2], 2), Some(1.0));
+    assert_eq!(pair_agreement(&[1, 1], 2), Some(0.0));
+    assert_eq!(pair_agreement(&[3, 1], 4), Some(0.5));
+    // A vote that found no slot agrees with none: a 1–1 start in a table
+    // of one slot, and 3 of 4 votes in it.
+    assert_eq!(pair_agreement(&[1], 2), Some(0.0));
+    assert_eq!(pair_agreement(&[3], 4), Some(0.5));
     assert_eq!(two_vote_risk(1.0), 0.0);
     assert_eq!(two_vote_risk(0.5), 0.5);
     assert!((two_vote_risk(0.9) - 0.1 / 1.8).abs() < 1e-15);
     assert_eq!(two_vote_risk(0.2), 1.0);
     assert_eq!(two_vote_risk(0.0), 1.0);
-    let batch: [&[u32]; 4] = [&[2], &[1, 1], &[1], &[]];
-    assert_eq!(batch_two_vote_risk(batch.into_iter()), 0.5);
-    assert_eq!(batch_two_vote_risk([&[1u32][..]].into_iter()), 1.0);
+    // One disagreeing prompt is added to the batch's mean.
+    let batch: [(&[u32], u32); 5] = [(&[2], 2), (&[2], 2), (&[2], 2), (&[1], 1), (&[], 0)];
+    let a: f64 = 3.0 / 4.0;
+    assert!((batch_two_vote_risk(batch.into_iter()) - (1.0 - a) / (2.0 * a)).abs() < 1e-15);
+    assert_eq!(batch_two_vote_risk([(&[2u32][..], 2)].into_iter()), 0.5);
+    assert_eq!(batch_two_vote_risk([(&[1u32][..], 1)].into_iter()), 1.0);
+    assert_eq!(batch_two_vote_risk(std::iter::empty()), 1.0);
 }
 
-/// A batch whose first two votes agree on 90 % of prompts (bound 0.1 / 1.8
-/// ≈ 5.6 %): at δ = 5 % no prompt stops at two votes, though the model
-/// alone would stop the unanimous ones there (it does at δ = 20 %).
+/// A batch whose first two votes agree on 90 % of prompts (bound with the
+/// added disagreeing prompt: a = 180 / 201, about 5.8 %): at δ = 5 % no
+/// prompt stops at two votes, though the model alone would stop a 2–0
+/// start there (checked directly), and at δ = 20 % the unanimous ones do.
 #[test]
 fn no_stop_at_two_votes_past_the_batch_bound() {
     let answers: Vec<Vec<u32>> = (0..200)
@@ -432,6 +500,30 @@ fn no_stop_at_two_votes_past_the_batch_bound() {
     };
     assert_eq!(at_two(0.05), 0);
     assert_eq!(at_two(0.2), 180);
+    // The control: the same round's model, without the bound, stops a 2–0
+    // start at δ = 5 %; with the batch's bound it does not.
+    let round: Vec<Vec<u32>> = (0..200)
+        .map(|p| if p % 10 == 0 { vec![1, 1] } else { vec![2] })
+        .collect();
+    let mut model = CalibratedModel::new(40);
+    let mut prior = BatchPrior::default();
+    model.refit(
+        &mut prior,
+        round.iter().map(Vec::as_slice),
+        rollcall::voting::calibrated::FIRST_EM_STEPS,
+    );
+    let bound = batch_two_vote_risk(round.iter().map(|c| (c.as_slice(), 2)));
+    assert!((bound - (21.0 / 201.0) / (360.0 / 201.0)).abs() < 1e-12);
+    let votes = rollcall::voting::PromptVotes {
+        total: 2,
+        distinct: 1,
+        ..Default::default()
+    };
+    let decide = |model: &mut CalibratedModel, floor| {
+        model.decide(&prior, 0.05, floor, &votes, &[[7, 2]]).stopped
+    };
+    assert!(decide(&mut model, 0.0));
+    assert!(!decide(&mut model, bound));
 }
 
 #[test]

@@ -22,11 +22,14 @@
 //! only how often two votes agree (`a`): that does not determine the risk
 //! of a 2–0 start, which the model would then read off its hyperprior. So
 //! at two votes the risk is at least [`two_vote_risk`]`(a) = (1 − a) / 2a`,
-//! a bound on the flip rate of 2–0 starts that holds for any batch: for a
+//! a bound on the flip rate of 2–0 starts for any batch of agreement `a`: for a
 //! prompt whose answers have shares `p`, a 2–0 start on an answer that is
 //! not the majority at the budget is at most half as likely as a
 //! disagreeing pair (`Σ_{k≠top} p_k² ≤ Σ_{j<k} p_j p_k`, and the finite
-//! budget only lowers it).
+//! budget only lowers it). The rule estimates `a` from the batch's own
+//! votes with one disagreeing prompt added ([`batch_two_vote_risk`]): the
+//! bound holds for the batch's true agreement, and a small batch's estimate
+//! can run high by chance.
 
 use super::rules::{Decision, RuleConfig, StopRule};
 use super::PromptVotes;
@@ -122,16 +125,17 @@ pub fn pseudo_counts() -> Vec<f64> {
 }
 
 /// A prompt's pairwise agreement: the share of its pairs of votes that
-/// agree, `Σ_k c_k (c_k − 1) / (n (n − 1))` (an unbiased estimate of the
-/// probability that two of its votes agree); `None` below two votes.
-pub fn pair_agreement(counts: &[u32]) -> Option<f64> {
-    let n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+/// agree, `Σ_k c_k (c_k − 1) / (n (n − 1))` over its table's counts `c`
+/// and its `total` votes n (votes that found no slot count as agreeing
+/// with none); `None` below two votes.
+pub fn pair_agreement(counts: &[u32], total: u32) -> Option<f64> {
+    let n = u64::from(total);
     (n >= 2).then(|| {
         let pairs: u64 = counts
             .iter()
             .map(|&c| u64::from(c) * u64::from(c.saturating_sub(1)))
             .sum();
-        pairs as f64 / (n * (n - 1)) as f64
+        (pairs as f64 / (n * (n - 1)) as f64).min(1.0)
     })
 }
 
@@ -147,17 +151,16 @@ pub fn two_vote_risk(agreement: f64) -> f64 {
     }
 }
 
-/// The batch's [`two_vote_risk`] from every prompt with two votes or more
-/// (1 when there is none).
-pub fn batch_two_vote_risk<'a>(prompts: impl Iterator<Item = &'a [u32]>) -> f64 {
+/// The batch's [`two_vote_risk`] from its prompts' (table counts, vote
+/// total): the agreement is the mean [`pair_agreement`] over the prompts
+/// with two votes or more and one more that disagrees, so that a small
+/// batch which happens to agree throughout is not taken to agree always
+/// (one prompt: a ≤ 1/2; 30 that all agree: a = 30/31, a bound of 1.7 %).
+pub fn batch_two_vote_risk<'a>(prompts: impl Iterator<Item = (&'a [u32], u32)>) -> f64 {
     let (sum, count) = prompts
-        .filter_map(pair_agreement)
+        .filter_map(|(counts, total)| pair_agreement(counts, total))
         .fold((0.0, 0u64), |(s, n), a| (s + a, n + 1));
-    if count == 0 {
-        1.0
-    } else {
-        two_vote_risk(sum / count as f64)
-    }
+    two_vote_risk(sum / (count + 1) as f64)
 }
 
 /// The lower end of the smallest share's cell (as far below 0.2 as the
@@ -532,7 +535,11 @@ impl CalibratedRounds {
             LATER_EM_STEPS
         };
         model.refit(&mut self.prior, counts.iter().map(Vec::as_slice), steps);
-        let two_vote_risk = batch_two_vote_risk(counts.iter().map(Vec::as_slice));
+        let totals: Vec<u32> = (0..tables.prompts())
+            .map(|p| Ok(tables.votes(p)?.total))
+            .collect::<Result<_>>()?;
+        let two_vote_risk =
+            batch_two_vote_risk(counts.iter().map(Vec::as_slice).zip(totals.iter().copied()));
         live.iter()
             .map(|&p| {
                 let votes = tables.votes(p)?;
