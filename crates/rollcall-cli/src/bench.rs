@@ -1401,24 +1401,41 @@ impl Grid<'_> {
                 // Rule: list (4 B), totals and 2 entries read, decision (16 B)
                 // and flag (4 B) written. Compaction: flags read, positions
                 // written. The calibrated rule's EM steps each read every
-                // prompt's totals and its cached evidence (52 log-evidences,
-                // a stamp, its pairwise agreement), the first step after new
+                // prompt's totals and its cached evidence (52 likelihoods, a
+                // stamp, its pairwise agreement), the first step after new
                 // votes also its 2 entries (writing the cache), and write and
                 // read back the 52 posteriors and 2 agreement sums per
-                // workgroup of 64 prompts.
-                let words = rollcall::voting::calibrated::COMPONENTS as u64 + 2;
+                // workgroup of 1024 prompts; its decisions also read the 52
+                // likelihoods, and the flags are copied (4 B read, 4 written).
+                let components = rollcall::voting::calibrated::COMPONENTS as u64;
+                let words = components + 2;
                 let (em_steps, cache) = if calibrated {
                     let steps = rollcall::voting::calibrated::LATER_EM_STEPS;
                     (u64::from(steps), words * 4)
                 } else {
                     (0, 0)
                 };
-                let sums = (p.div_ceil(64) * words * 4) * em_steps;
+                let decide_extra = if calibrated {
+                    (components + 1) * 4 * p
+                } else {
+                    0
+                };
+                let sums = (p.div_ceil(1024) * words * 4) * em_steps;
                 let em_read = em_steps.min(1) * 16 * p + em_steps * (32 + cache) * p;
-                let bytes_read =
-                    16 * p + 4 * votes + (32 + 16) * p + (4 + 32 + 16) * p + 4 * p + em_read + sums;
-                let bytes_written =
-                    (32 + 16) * p + (16 + 4) * p + 4 * p + em_steps.min(1) * cache * p + sums;
+                let bytes_read = 16 * p
+                    + 4 * votes
+                    + (32 + 16) * p
+                    + (4 + 32 + 16) * p
+                    + 4 * p
+                    + em_read
+                    + sums
+                    + decide_extra;
+                let bytes_written = (32 + 16) * p
+                    + (16 + 4) * p
+                    + 4 * p
+                    + em_steps.min(1) * cache * p
+                    + sums
+                    + if calibrated { 4 * p } else { 0 };
                 // Each timed round starts from empty tables (cleared untimed);
                 // the calibrated rule's weights carry over (a later round).
                 rows.push(read_once_row(

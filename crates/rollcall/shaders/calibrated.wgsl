@@ -4,8 +4,8 @@
 //
 // - races: the race table, one entry an invocation, once per budget.
 // - expect: every prompt's posterior over the components under the batch's
-//   weights and its pairwise agreement; each workgroup sums them in lane
-//   order.
+//   weights and its pairwise agreement; each lane sums LANE_PROMPTS prompts'
+//   in order, each workgroup its lanes' sums in lane order.
 // - maximise: one workgroup adds the workgroups' sums in a fixed order, adds
 //   the pseudo-counts and renormalises the weights (one EM step with expect),
 //   and writes the least risk at two votes from the batch's agreement.
@@ -43,9 +43,9 @@ struct CalibratedParams {
 @group(0) @binding(36) var<storage, read_write> group_sums: array<f32>;
 @group(0) @binding(37) var<storage, read> group_sums_in: array<f32>;
 @group(0) @binding(38) var<storage, read_write> cal_decisions: array<Decision>;
+// Also the next rollouts of a live prompt (1 or 0): the host copies it.
 @group(0) @binding(39) var<storage, read_write> cal_keep: array<u32>;
-@group(0) @binding(40) var<storage, read_write> cal_next: array<u32>;
-// Each prompt's 52 log-evidences, the stamp they were computed at (its vote
+// Each prompt's 52 scaled likelihoods, the stamp they were computed at (its vote
 // total + 1, as f32 bits; 0: none) and its pairwise agreement (negative below
 // two votes), over two bindings past the binding size limit.
 @group(0) @binding(41) var<storage, read_write> evidence_low: array<f32>;
@@ -54,15 +54,21 @@ struct CalibratedParams {
 const SMALLEST_NORMAL: f32 = 1.1754944e-38;
 const SIDE_LEADER: u32 = 0u;      // the leader is dominant
 const SIDE_COMPETITOR: u32 = 1u;  // the competitor is dominant
+const NO_RACE: u32 = 0xffffffffu;
 
 // Entries of the race blocks before votes-so-far n: Σ_{k < n} (k + 1)².
 fn races_before(n: u32) -> u32 {
     return n * (n + 1u) * (2u * n + 1u) / 6u;
 }
 
-fn race_index(g: u32, side: u32, tie: u32, n: u32, c_dom: u32, c_other: u32) -> u32 {
-    return RACES + ((g * 2u + side) * 2u + tie) * RACE_BLOCK + races_before(n)
-        + c_dom * (n + 1u) + c_other;
+// A race entry, the same for every component: the table holds the
+// components' values of one entry side by side (a prompt reads all of them).
+fn race_entry(side: u32, tie: u32, n: u32, c_dom: u32, c_other: u32) -> u32 {
+    return (side * 2u + tie) * RACE_BLOCK + races_before(n) + c_dom * (n + 1u) + c_other;
+}
+
+fn race_index(g: u32, entry: u32) -> u32 {
+    return RACES + entry * COMPONENTS + g;
 }
 
 // ---- The race table ----------------------------------------------------------
@@ -118,10 +124,11 @@ fn races(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) 
     if i >= cal.races {
         return;
     }
-    let block = i / RACE_BLOCK;
-    let within = i % RACE_BLOCK;
-    let g = block / 4u;
-    let side = (block / 2u) % 2u;
+    let g = i % COMPONENTS;
+    let entry = i / COMPONENTS;
+    let block = entry / RACE_BLOCK;
+    let within = entry % RACE_BLOCK;
+    let side = block / 2u;
     let tie = block % 2u;
     var n = 0u;
     while races_before(n + 1u) <= within {
@@ -188,92 +195,94 @@ fn unseen(counts: ptr<function, Counts>) -> f32 {
     return f32(CATEGORIES - min((*counts).m, CATEGORIES));
 }
 
-// A component's evidence: x = ln Σ_d exp(log-likelihood of choice d), and
-// y = Σ_d exp(choice - max) from the tables (0 after the exact path), so
-// that choice d's posterior is its scaled term / y.
-fn component_evidence(g: u32, counts: ptr<function, Counts>) -> vec2<f32> {
+// Under component g, the choices' terms exp(choice - max) (seen slots, then
+// the unseen ones together at slot m) and how to normalise them: x = their
+// sum, y = 0; or, when every term underflows in f32, x = 0 and y = the exact
+// ln Σ_d exp(choice d), read from the log table by `choice_probability`.
+struct ChoiceTerms {
+    term: array<f32, CAPACITY_AND_UNSEEN>,
+    norm: vec2<f32>,
+}
+
+const CAPACITY_AND_UNSEEN: u32 = CAPACITY + 1u;
+
+fn choice_terms(g: u32, counts: ptr<function, Counts>) -> ChoiceTerms {
     let n = (*counts).n;
-    let base = rest_base(g, counts);
+    let m = (*counts).m;
     let others = unseen(counts);
-    var sum = others * model[CHOICE_EXP + choice_at(g, n, 0u)];
-    for (var d = 0u; d < (*counts).m; d++) {
-        sum += model[CHOICE_EXP + choice_at(g, n, (*counts).c[d])];
+    var t: ChoiceTerms;
+    var sum = 0.0;
+    for (var d = 0u; d < m; d++) {
+        t.term[d] = model[CHOICE_EXP + choice_at(g, n, (*counts).c[d])];
+        sum += t.term[d];
     }
+    t.term[m] = others * model[CHOICE_EXP + choice_at(g, n, 0u)];
+    sum += t.term[m];
     if sum >= 1e-30 {
-        return vec2<f32>(base + model[CHOICE_MAX + g * (BUDGET + 1u) + n] + log(sum), sum);
+        t.norm = vec2<f32>(sum, 0.0);
+        return t;
     }
-    // Every term underflowed: the exact log-sum-exp.
     var top = -3.4028235e38;
-    for (var d = 0u; d < (*counts).m; d++) {
+    for (var d = 0u; d < m; d++) {
         top = max(top, model[CHOICE + choice_at(g, n, (*counts).c[d])]);
     }
     if others > 0.0 {
         top = max(top, log(others) + model[CHOICE + choice_at(g, n, 0u)]);
     }
     var exact = 0.0;
-    for (var d = 0u; d < (*counts).m; d++) {
+    for (var d = 0u; d < m; d++) {
         exact += exp(model[CHOICE + choice_at(g, n, (*counts).c[d])] - top);
     }
     if others > 0.0 {
         exact += exp(log(others) + model[CHOICE + choice_at(g, n, 0u)] - top);
     }
-    return vec2<f32>(base + top + log(exact), 0.0);
+    t.norm = vec2<f32>(0.0, top + log(exact));
+    return t;
 }
 
 // Posterior probability of choice d (a seen slot d < m, or the unseen ones
-// together at d == m) under component g, given its evidence.
-fn choice_probability(g: u32, counts: ptr<function, Counts>, d: u32, evidence: vec2<f32>) -> f32 {
-    let n = (*counts).n;
+// together at d == m) under component g.
+fn choice_probability(g: u32, counts: ptr<function, Counts>, d: u32,
+                      t: ptr<function, ChoiceTerms>) -> f32 {
+    if (*t).norm.x > 0.0 {
+        return (*t).term[d] / (*t).norm.x;
+    }
     var c = 0u;
     var times = unseen(counts);
     if d < (*counts).m {
         c = (*counts).c[d];
         times = 1.0;
     }
-    if evidence.y > 0.0 {
-        return times * model[CHOICE_EXP + choice_at(g, n, c)] / evidence.y;
-    }
-    return times * exp(rest_base(g, counts) + model[CHOICE + choice_at(g, n, c)] - evidence.x);
+    return times * exp(model[CHOICE + choice_at(g, (*counts).n, c)] - (*t).norm.y);
 }
 
-// From unnormalised log-posteriors to the posterior, in place.
-fn normalise(post: ptr<function, array<f32, COMPONENTS>>) {
-    var top = -3.4028235e38;
-    for (var g = 0u; g < COMPONENTS; g++) {
-        top = max(top, (*post)[g]);
+// A component's log-evidence: ln Σ_d exp(log-likelihood of choice d).
+fn component_evidence(g: u32, counts: ptr<function, Counts>) -> f32 {
+    var terms = choice_terms(g, counts);
+    var sum = terms.norm.y;
+    if terms.norm.x > 0.0 {
+        sum = model[CHOICE_MAX + g * (BUDGET + 1u) + (*counts).n] + log(terms.norm.x);
     }
-    var sum = 0.0;
-    for (var g = 0u; g < COMPONENTS; g++) {
-        (*post)[g] = exp((*post)[g] - top);
-        sum += (*post)[g];
-    }
-    for (var g = 0u; g < COMPONENTS; g++) {
-        (*post)[g] /= sum;
-    }
-}
-
-// The posterior over the components (into `post`) and each component's
-// evidence (into `evidence`), for a prompt with votes.
-fn posterior(counts: ptr<function, Counts>, post: ptr<function, array<f32, COMPONENTS>>,
-             evidence: ptr<function, array<vec2<f32>, COMPONENTS>>) {
-    for (var g = 0u; g < COMPONENTS; g++) {
-        (*evidence)[g] = component_evidence(g, counts);
-        (*post)[g] = model[LN_WEIGHTS + g] + (*evidence)[g].x;
-    }
-    normalise(post);
+    return rest_base(g, counts) + sum;
 }
 
 // ---- EM over the batch -------------------------------------------------------
 //
 // A prompt's evidence under each component depends on its table only: the
-// first EM step after its votes change computes it and caches it with a
-// stamp; later steps (and rounds, while the prompt is stopped) read it.
+// first EM step after its votes change computes it and caches it, as
+// likelihoods scaled by the largest (exp(x_g - max x): one that underflows
+// is over e^87 times less likely than the best, more than the weights'
+// pseudo-count floor can make up), with a stamp; later steps (and rounds,
+// while the prompt is stopped) and the decisions read it.
 
 const CACHE_WORDS: u32 = COMPONENTS + 2u;
 const STAMP: u32 = COMPONENTS;
 const AGREEMENT: u32 = COMPONENTS + 1u;
 // A workgroup's sums: the posteriors, then the agreements and their count.
 const SUM_WORDS: u32 = COMPONENTS + 2u;
+// Prompts an expect lane adds before its workgroup adds the lanes: fewer
+// workgroup sums to write and add.
+const LANE_PROMPTS: u32 = 16u;
 
 // Σ_k c_k (c_k - 1) / (n (n - 1)) over the table's counts and the prompt's
 // `total` votes n: the share of its vote pairs that agree (the twin's
@@ -312,32 +321,46 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
           @builtin(num_workgroups) groups: vec3<u32>,
           @builtin(local_invocation_index) lane: u32) {
     let group = wg.x + wg.y * groups.x;
-    let prompt = group * WG + lane;
-    var post: array<f32, COMPONENTS>;
-    var agreement = -1.0;
-    // A prompt has votes in its table once it has any (a first vote always
-    // finds a slot).
-    if prompt < cal.prompts && cal_votes[prompt].distinct > 0u {
+    var sums: array<f32, SUM_WORDS>;
+    for (var k = 0u; k < LANE_PROMPTS; k++) {
+        // Neighbouring lanes take neighbouring prompts.
+        let prompt = (group * LANE_PROMPTS + k) * WG + lane;
+        // A prompt has votes in its table once it has any (a first vote
+        // always finds a slot).
+        if prompt >= cal.prompts || cal_votes[prompt].distinct == 0u {
+            continue;
+        }
         let stamp = cal_votes[prompt].total + 1u;
         if bitcast<u32>(cached(prompt, STAMP)) != stamp {
             var counts = load_counts(prompt);
+            var evidence: array<f32, COMPONENTS>;
+            var top = -3.4028235e38;
             for (var g = 0u; g < COMPONENTS; g++) {
-                cache(prompt, g, component_evidence(g, &counts).x);
+                evidence[g] = component_evidence(g, &counts);
+                top = max(top, evidence[g]);
+            }
+            for (var g = 0u; g < COMPONENTS; g++) {
+                cache(prompt, g, exp(evidence[g] - top));
             }
             cache(prompt, STAMP, bitcast<f32>(stamp));
             cache(prompt, AGREEMENT, pair_agreement(&counts, cal_votes[prompt].total));
         }
+        var post: array<f32, COMPONENTS>;
+        var total = 0.0;
         for (var g = 0u; g < COMPONENTS; g++) {
-            post[g] = model[LN_WEIGHTS + g] + cached(prompt, g);
+            post[g] = model[WEIGHTS + g] * cached(prompt, g);
+            total += post[g];
         }
-        normalise(&post);
-        agreement = cached(prompt, AGREEMENT);
+        for (var g = 0u; g < COMPONENTS; g++) {
+            sums[g] += post[g] / total;
+        }
+        let agreement = cached(prompt, AGREEMENT);
+        if agreement >= 0.0 {
+            sums[COMPONENTS] += agreement;
+            sums[COMPONENTS + 1u] += 1.0;
+        }
     }
-    for (var g = 0u; g < COMPONENTS; g++) {
-        lane_sums[lane][g] = post[g];
-    }
-    lane_sums[lane][COMPONENTS] = max(agreement, 0.0);
-    lane_sums[lane][COMPONENTS + 1u] = select(0.0, 1.0, agreement >= 0.0);
+    lane_sums[lane] = sums;
     workgroupBarrier();
     if lane < SUM_WORDS && group < cal.groups {
         var sum = 0.0;
@@ -400,8 +423,9 @@ fn maximise(@builtin(local_invocation_index) lane: u32) {
 // ---- Deciding ----------------------------------------------------------------
 
 // P(the leader, slot `leader`, is not the majority at the budget) under the
-// batch's weights: the twin's `CalibratedModel::risk`.
-fn calibrated_risk(counts: ptr<function, Counts>, leader: u32) -> f32 {
+// batch's weights, the prompt's cached likelihoods current: the twin's
+// `CalibratedModel::risk`.
+fn calibrated_risk(prompt: u32, counts: ptr<function, Counts>, leader: u32) -> f32 {
     let n = (*counts).n;
     if n >= BUDGET {
         return 0.0;
@@ -410,39 +434,55 @@ fn calibrated_risk(counts: ptr<function, Counts>, leader: u32) -> f32 {
     let m = (*counts).m;
     let c_l = (*counts).c[leader];
     var post: array<f32, COMPONENTS>;
-    var evidence: array<vec2<f32>, COMPONENTS>;
-    posterior(counts, &post, &evidence);
+    var total = 0.0;
+    for (var g = 0u; g < COMPONENTS; g++) {
+        post[g] = model[WEIGHTS + g] * cached(prompt, g);
+        total += post[g];
+    }
     let choices = select(m, m + 1u, m < CATEGORIES);
+    // The races this prompt reads (NO_RACE: one that cannot be lost), by
+    // choice: the leader dominant against choice d, and choice d dominant.
+    var leader_races: array<u32, CAPACITY_AND_UNSEEN>;
+    var competitor_races: array<u32, CAPACITY_AND_UNSEEN>;
+    for (var d = 0u; d < choices; d++) {
+        var c_d = 0u;
+        if d < m {
+            c_d = (*counts).c[d];
+        }
+        let tie = select(0u, 1u, d < leader);
+        leader_races[d] = NO_RACE;
+        competitor_races[d] = NO_RACE;
+        if d != leader && c_d + remaining >= c_l {
+            leader_races[d] = race_entry(SIDE_LEADER, tie, n, c_l, c_d);
+            competitor_races[d] = race_entry(SIDE_COMPETITOR, tie, n, c_d, c_l);
+        }
+    }
+    // Each unseen category may pass the leader.
+    let unseen_times = select(1.0, unseen(counts), m < CATEGORIES);
     var risk = 0.0;
     for (var g = 0u; g < COMPONENTS; g++) {
-        if post[g] < 1e-12 {
+        let p = post[g] / total;
+        if p < 1e-12 {
             continue;
         }
+        var terms = choice_terms(g, counts);
         // The leader dominant: any competitor, seen or not, may pass it.
         var leader_dominant = 0.0;
-        for (var j = 0u; j < m; j++) {
-            if j != leader && (*counts).c[j] + remaining >= c_l {
-                leader_dominant += model[race_index(g, SIDE_LEADER, select(0u, 1u, j < leader), n,
-                                                    c_l, (*counts).c[j])];
+        for (var d = 0u; d < choices; d++) {
+            if leader_races[d] != NO_RACE {
+                leader_dominant += select(1.0, unseen_times, d == m)
+                    * model[race_index(g, leader_races[d])];
             }
         }
-        if m < CATEGORIES && remaining >= c_l {
-            leader_dominant += f32(CATEGORIES - m)
-                * model[race_index(g, SIDE_LEADER, 0u, n, c_l, 0u)];
-        }
-        var r = choice_probability(g, counts, leader, evidence[g]) * min(leader_dominant, 1.0);
+        var r = choice_probability(g, counts, leader, &terms) * min(leader_dominant, 1.0);
         // Another category dominant: it races the leader.
         for (var d = 0u; d < choices; d++) {
-            var c_d = 0u;
-            if d < m {
-                c_d = (*counts).c[d];
-            }
-            if d != leader && c_d + remaining >= c_l {
-                r += choice_probability(g, counts, d, evidence[g])
-                    * model[race_index(g, SIDE_COMPETITOR, select(0u, 1u, d < leader), n, c_d, c_l)];
+            if competitor_races[d] != NO_RACE {
+                r += choice_probability(g, counts, d, &terms)
+                    * model[race_index(g, competitor_races[d])];
             }
         }
-        risk += post[g] * r;
+        risk += p * r;
     }
     return min(risk, 1.0);
 }
@@ -473,7 +513,7 @@ fn calibrated_decide(@builtin(global_invocation_id) id: vec3<u32>,
     if !stopped {
         var risk = 1.0;
         if counts.m > 0u {
-            risk = calibrated_risk(&counts, leader);
+            risk = calibrated_risk(prompt, &counts, leader);
         }
         // A 2-0 start's risk is not identified by the batch: at least the
         // bound from its agreement.
@@ -485,5 +525,4 @@ fn calibrated_decide(@builtin(global_invocation_id) id: vec3<u32>,
     }
     cal_decisions[prompt] = Decision(select(0u, 1u, stopped), consensus, confidence, total);
     cal_keep[position] = select(1u, 0u, stopped);
-    cal_next[position] = select(1u, 0u, stopped);
 }

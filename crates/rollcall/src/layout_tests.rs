@@ -1143,6 +1143,7 @@ fn other_kernels_constants_match_the_shaders() {
             ("WG", crate::voting::gpu::WORKGROUP),
             ("CACHE_WORDS", cal::gpu::CACHE_WORDS as u32),
             ("SUM_WORDS", cal::gpu::SUM_WORDS as u32),
+            ("LANE_PROMPTS", cal::gpu::LANE_PROMPTS),
         ]
         .into_iter()
         .chain(layout.offsets())

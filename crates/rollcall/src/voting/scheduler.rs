@@ -176,8 +176,9 @@ impl Scheduler {
                 decision_bytes,
                 U::STORAGE | U::COPY_SRC,
             )?,
-            keep: buffer("rollcall keep flags", words, U::STORAGE)?,
-            next: buffer("rollcall next rollouts", words, U::STORAGE)?,
+            // The calibrated rule copies keep into next.
+            keep: buffer("rollcall keep flags", words, U::STORAGE | U::COPY_SRC)?,
+            next: buffer("rollcall next rollouts", words, U::STORAGE | U::COPY_DST)?,
             compacted_next: buffer(
                 "rollcall compacted next rollouts",
                 words,

@@ -4,10 +4,16 @@
 //! One model buffer holds, as f32: the batch's weights, each component's
 //! ln w, ln(1 − w) and β, the log rising factorials (from the f64 twin) and
 //! the race table, which the `races` kernel fills once per scheduler. A
-//! round records `steps` EM steps (`expect` over every prompt, each
-//! workgroup summing its posteriors; `maximise` adding those sums in a fixed
-//! order) and then `calibrated_decide` over the live list: a round's result
-//! does not depend on the adapter's scheduling.
+//! round records `steps` EM steps (`expect` over every prompt, each lane
+//! summing the posteriors of `LANE_PROMPTS` prompts and each workgroup its
+//! lanes'; `maximise` adding those sums in a fixed order) and then
+//! `calibrated_decide` over the live list: a round's result does not depend
+//! on the adapter's scheduling.
+//!
+//! A prompt's likelihood under each component changes only with its votes:
+//! `expect` caches it (scaled by the largest, with a stamp) the first step
+//! after they change, so later steps and the decisions multiply cached
+//! words by the weights instead of re-reading the tables.
 
 use super::{
     checked_delta, CalibratedModel, CATEGORIES, COMPONENTS, FIRST_EM_STEPS, LATER_EM_STEPS,
@@ -22,9 +28,12 @@ use std::sync::Arc;
 /// Invocations per workgroup (`WG` in voting.wgsl).
 const WORKGROUP: u32 = crate::voting::gpu::WORKGROUP;
 
-// `expect` keeps one posterior a lane in workgroup memory and sums a
-// component a lane.
+// `expect` and `maximise` keep one lane's sums a row of workgroup memory
+// and add a component a lane.
 const _: () = assert!(COMPONENTS as u32 <= WORKGROUP);
+// `calibrated_decide` reads the likelihoods the round's first `expect`
+// caches.
+const _: () = assert!(FIRST_EM_STEPS >= 1 && LATER_EM_STEPS >= 1);
 
 /// The kernels' uniform (`CalibratedParams` in the shader).
 #[repr(C)]
@@ -93,7 +102,8 @@ impl ModelLayout {
         }
     }
 
-    /// Race-table entries: a block per (component, side, tie).
+    /// Race-table entries: a block per (side, tie), each entry the
+    /// components' values side by side.
     pub(crate) fn race_entries(&self) -> u32 {
         4 * COMPONENTS as u32 * self.race_block
     }
@@ -115,11 +125,11 @@ impl ModelLayout {
         c_other: u32,
     ) -> u32 {
         let side = u32::from(!leader_dominant);
-        self.races
-            + ((g * 2 + side) * 2 + u32::from(tie)) * self.race_block
+        let entry = (side * 2 + u32::from(tie)) * self.race_block
             + races_before(n)
             + c_dom * (n + 1)
-            + c_other
+            + c_other;
+        self.races + entry * COMPONENTS as u32 + g
     }
 
     /// The constants prepended to the shader.
@@ -238,7 +248,8 @@ impl Pipelines {
                     (34, read),
                     (38, write),
                     (39, write),
-                    (40, write),
+                    (41, write),
+                    (42, write),
                 ],
                 &variants[3],
             ),
@@ -273,6 +284,15 @@ pub(crate) const CACHE_WORDS: u64 = COMPONENTS as u64 + 2;
 /// count (`SUM_WORDS` in the shader).
 pub(crate) const SUM_WORDS: u64 = COMPONENTS as u64 + 2;
 
+/// Prompts an `expect` lane adds before its workgroup adds the lanes
+/// (`LANE_PROMPTS` in the shader).
+pub(crate) const LANE_PROMPTS: u32 = 16;
+
+/// `expect`'s workgroups (each writes one sum) for `prompts` prompts.
+fn expect_groups(prompts: u32) -> u32 {
+    prompts.div_ceil(WORKGROUP * LANE_PROMPTS)
+}
+
 impl CalibratedGpu {
     /// Checks `config` as the twin does, uploads the model and records the
     /// race table's construction (submitted here, not waited on).
@@ -294,7 +314,7 @@ impl CalibratedGpu {
             layout.words() * 4,
             U::STORAGE | U::COPY_DST | U::COPY_SRC,
         )?;
-        let groups = prompts.div_ceil(WORKGROUP);
+        let groups = expect_groups(prompts);
         let group_sums = ctx.create_bound_buffer(
             "rollcall calibrated workgroup sums",
             u64::from(groups.max(1)) * SUM_WORDS * 4,
@@ -411,7 +431,7 @@ impl CalibratedGpu {
 
     /// The uniform for a round over `listed` live prompts.
     fn write_params(&self, listed: u32) {
-        let groups = self.prompts.div_ceil(WORKGROUP);
+        let groups = expect_groups(self.prompts);
         let params = CalibratedParams {
             prompts: self.prompts,
             groups,
@@ -513,7 +533,7 @@ impl CalibratedGpu {
                 encoder,
                 &self.built.expect.1,
                 &expect,
-                self.prompts.div_ceil(WORKGROUP),
+                expect_groups(self.prompts),
             );
             self.dispatch(encoder, &self.built.maximise.1, &maximise, 1);
         }
@@ -532,7 +552,8 @@ impl CalibratedGpu {
                 (34, &self.model),
                 (38, decisions),
                 (39, keep),
-                (40, next),
+                (41, &self.evidence[0]),
+                (42, &self.evidence[1]),
             ],
         );
         self.dispatch(
@@ -541,6 +562,8 @@ impl CalibratedGpu {
             &decide,
             listed.div_ceil(WORKGROUP),
         );
+        // A live prompt gets one more rollout: its next equals its keep flag.
+        encoder.copy_buffer_to_buffer(keep, 0, next, 0, u64::from(listed) * 4);
     }
 
     /// Records the clearing of the evidence cache: tables were cleared (a
