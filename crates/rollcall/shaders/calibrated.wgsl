@@ -10,12 +10,12 @@
 //   the pseudo-counts and renormalises the weights (one EM step with expect),
 //   and writes the least risk at two votes from the batch's agreement.
 // - calibrated_decide: a live prompt's risk that its leader is overtaken by
-//   the budget, from the posterior and the race table; decision, keep flag.
+//   the budget, from its cached likelihoods, the weights and the race table;
+//   decision, keep flag.
 //
 // Prepended by the host: CAPACITY, COMPONENTS, CATEGORIES, BUDGET,
-// MIN_VOTES, and the model buffer's offsets (WEIGHTS, LN_WEIGHTS,
-// PSEUDO_COUNTS, LN_SHARE, LN_REST_SHARE, CONCENTRATION, TWO_VOTE_RISK,
-// REST_ONE, CHOICE,
+// MIN_VOTES, and the model buffer's offsets (WEIGHTS, PSEUDO_COUNTS,
+// LN_SHARE, LN_REST_SHARE, CONCENTRATION, TWO_VOTE_RISK, REST_ONE, CHOICE,
 // CHOICE_EXP, CHOICE_MAX, RACES) and RACE_BLOCK (entries of one race block:
 // Σ_{n < BUDGET} (n + 1)²).
 
@@ -51,7 +51,6 @@ struct CalibratedParams {
 @group(0) @binding(41) var<storage, read_write> evidence_low: array<f32>;
 @group(0) @binding(42) var<storage, read_write> evidence_high: array<f32>;
 
-const SMALLEST_NORMAL: f32 = 1.1754944e-38;
 const SIDE_LEADER: u32 = 0u;      // the leader is dominant
 const SIDE_COMPETITOR: u32 = 1u;  // the competitor is dominant
 const NO_RACE: u32 = 0xffffffffu;
@@ -416,7 +415,6 @@ fn maximise(@builtin(local_invocation_index) lane: u32) {
         }
         let weight = component_totals[lane] / total;
         model_out[WEIGHTS + lane] = weight;
-        model_out[LN_WEIGHTS + lane] = log(max(weight, SMALLEST_NORMAL));
     }
 }
 

@@ -72,6 +72,8 @@ fn gpu_rounds_match_the_twin() {
         (300, 16, 40, 0.02, 1),
         (130, 1, 7, 0.1, 1),
         (70, 64, 64, 0.01, 1),
+        // Past one expect workgroup's 1 024 prompts, the last one partial.
+        (2500, 16, 40, 0.01, 2),
     ] {
         let config = config(delta, min_votes, budget);
         let mut gpu_tables = VoteTables::new(&ctx, prompts, capacity).unwrap();
@@ -260,4 +262,110 @@ fn bad_calibrated_settings_are_typed_errors_before_gpu_work() {
         matches!(err, Some(rollcall::Error::InvalidRule(_))),
         "{err:?}"
     );
+}
+
+/// Tables, as counted, to both sides: the GPU's and the twin's.
+fn counted(
+    ctx: &rollcall::GpuContext,
+    prompts: u32,
+    answers_of: impl Fn(u32) -> Vec<u32>,
+) -> (VoteTables, CpuVoteTables) {
+    let mut gpu = VoteTables::new(ctx, prompts, 16).unwrap();
+    let mut cpu = CpuVoteTables::new(prompts, 16).unwrap();
+    let (segments, answers) = segments_of(prompts, answers_of);
+    let votes = RoundVotes {
+        segments: &segments,
+        answers: &answers,
+        tokens: None,
+    };
+    gpu.count(&votes).unwrap();
+    cpu.count(&votes).unwrap();
+    (gpu, cpu)
+}
+
+fn segments_of(prompts: u32, answers_of: impl Fn(u32) -> Vec<u32>) -> (Vec<Segment>, Vec<u32>) {
+    let mut segments = Vec::new();
+    let mut answers = Vec::new();
+    for p in 0..prompts {
+        let own = answers_of(p);
+        segments.push(Segment {
+            prompt: p,
+            start: answers.len() as u32,
+            count: own.len() as u32,
+        });
+        answers.extend(own);
+    }
+    (segments, answers)
+}
+
+fn assert_rounds_agree(
+    gpu: &[rollcall::voting::PromptDecision],
+    twin: &[rollcall::voting::Decision],
+    at: &str,
+) {
+    for (p, (g, c)) in gpu.iter().zip(twin).enumerate() {
+        let (risk, twin_risk) = (1.0 - g.confidence, 1.0 - c.confidence);
+        assert!(
+            (risk - twin_risk).abs() <= RISK_TOLERANCE,
+            "{at}: prompt {p}: risk GPU {risk}, twin {twin_risk}"
+        );
+    }
+}
+
+/// The GPU caches each prompt's evidence by its vote total: a round on
+/// other tables, or on these tables reset and recounted to the same totals
+/// with other answers, must not decide from the last tables' evidence.
+#[test]
+fn other_or_reset_tables_are_read_afresh() {
+    let Some(ctx) = common::gpu() else { return };
+    let config = config(0.05, 1, 40);
+    let prompts = 300;
+    let live: Vec<u32> = (0..prompts).collect();
+    // Every prompt unanimous at 28 votes (a decisive batch); then every
+    // prompt at 15-13, the same total, where the risk depends on the
+    // posterior.
+    let unanimous = |p: u32| vec![p % 7; 28];
+    let skewed = |p: u32| {
+        (0..28)
+            .map(|i| p % 7 + u32::from(i >= 15))
+            .collect::<Vec<u32>>()
+    };
+    let (segments, answers) = segments_of(prompts, skewed);
+    let skewed_votes = RoundVotes {
+        segments: &segments,
+        answers: &answers,
+        tokens: None,
+    };
+    for reset in [false, true] {
+        let (mut gpu_a, cpu_a) = counted(&ctx, prompts, unanimous);
+        let (gpu_b, cpu_b) = counted(&ctx, prompts, skewed);
+        let mut gpu = CalibratedRoundsGpu::new(&gpu_a, &config).unwrap();
+        let mut twin = CalibratedRounds::new(&config).unwrap();
+        let (g, _) = gpu.decide_round(&gpu_a, &live).unwrap();
+        let c = twin.decide_round(&cpu_a, &live).unwrap();
+        assert_rounds_agree(&g, &c, "unanimous tables");
+        let (g, _) = if reset {
+            // These tables reset and recounted as the skewed ones.
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            gpu_a.encode_reset(&mut encoder);
+            ctx.submit(encoder.finish());
+            gpu_a.count(&skewed_votes).unwrap();
+            gpu.decide_round(&gpu_a, &live).unwrap()
+        } else {
+            gpu.decide_round(&gpu_b, &live).unwrap()
+        };
+        let c = twin.decide_round(&cpu_b, &live).unwrap();
+        // A risk the stale evidence would get wrong.
+        assert!(
+            c[0].confidence < 0.95,
+            "twin confidence {}",
+            c[0].confidence
+        );
+        let at = if reset {
+            "reset and recounted"
+        } else {
+            "other tables"
+        };
+        assert_rounds_agree(&g, &c, at);
+    }
 }

@@ -150,7 +150,14 @@ pub struct VoteTables {
     /// The adapter is a CPU (lavapipe): one invocation a segment (and a
     /// listed prompt) always.
     cpu_adapter: bool,
+    /// Which tables these are, and how many resets were recorded on them:
+    /// what the calibrated rule's evidence cache was taken from.
+    identity: u64,
+    resets: std::sync::atomic::AtomicU64,
 }
+
+/// The next `VoteTables::identity`.
+static NEXT_TABLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How a round's votes are counted (feature `internals`: for tests and
 /// benchmarks; results never depend on it).
@@ -391,7 +398,16 @@ impl VoteTables {
             decide_route: DecideRoute::Auto,
             reward_route: RewardRoute::Auto,
             cpu_adapter: ctx.adapter_info().device_type == wgpu::DeviceType::Cpu,
+            identity: NEXT_TABLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            resets: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// These tables' identity and the resets recorded on them so far: equal
+    /// generations hold the same votes or more.
+    pub(crate) fn generation(&self) -> (u64, u64) {
+        let resets = self.resets.load(std::sync::atomic::Ordering::Relaxed);
+        (self.identity, resets)
     }
 
     /// Forces how rounds are counted (same results either way).
@@ -585,6 +601,8 @@ impl VoteTables {
 
     /// Records the zeroing of every table (a fresh batch).
     pub fn encode_reset(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         encoder.clear_buffer(&self.votes, 0, None);
         encoder.clear_buffer(&self.tables, 0, None);
     }

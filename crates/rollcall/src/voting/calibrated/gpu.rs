@@ -54,7 +54,6 @@ pub(crate) struct CalibratedParams {
 pub(crate) struct ModelLayout {
     pub(crate) budget: u32,
     pub(crate) weights: u32,
-    pub(crate) ln_weights: u32,
     /// Each component's pseudo-count per EM step.
     pub(crate) pseudo_counts: u32,
     pub(crate) ln_share: u32,
@@ -80,19 +79,18 @@ impl ModelLayout {
     pub(crate) fn new(budget: u32) -> Self {
         let c = COMPONENTS as u32;
         let side = budget + 1;
-        let rest_one = 6 * c + 1;
+        let rest_one = 5 * c + 1;
         let choice = rest_one + c * side;
         let choice_exp = choice + c * side * side;
         let choice_max = choice_exp + c * side * side;
         Self {
             budget,
             weights: 0,
-            ln_weights: c,
-            pseudo_counts: 2 * c,
-            ln_share: 3 * c,
-            ln_rest_share: 4 * c,
-            concentration: 5 * c,
-            two_vote_risk: 6 * c,
+            pseudo_counts: c,
+            ln_share: 2 * c,
+            ln_rest_share: 3 * c,
+            concentration: 4 * c,
+            two_vote_risk: 5 * c,
             rest_one,
             choice,
             choice_exp,
@@ -148,10 +146,9 @@ impl ModelLayout {
     }
 
     /// The parts' offsets (and the race block's size) by their shader names.
-    pub(crate) fn offsets(&self) -> [(&'static str, u32); 13] {
+    pub(crate) fn offsets(&self) -> [(&'static str, u32); 12] {
         [
             ("WEIGHTS", self.weights),
-            ("LN_WEIGHTS", self.ln_weights),
             ("PSEUDO_COUNTS", self.pseudo_counts),
             ("LN_SHARE", self.ln_share),
             ("LN_REST_SHARE", self.ln_rest_share),
@@ -276,8 +273,9 @@ pub(crate) struct CalibratedGpu {
     evidence: [wgpu::Buffer; 2],
 }
 
-/// Words of a prompt's cached evidence: 52 log-evidences, a stamp and its
-/// pairwise agreement (`CACHE_WORDS` in the shader).
+/// Words of a prompt's cached evidence: 52 likelihoods (scaled by the
+/// largest), a stamp and its pairwise agreement (`CACHE_WORDS` in the
+/// shader).
 pub(crate) const CACHE_WORDS: u64 = COMPONENTS as u64 + 2;
 
 /// Words of a workgroup's sums: the posteriors, the agreements and their
@@ -375,8 +373,8 @@ impl CalibratedGpu {
         Ok(this)
     }
 
-    /// The model buffer up to the race table: the starting weights and
-    /// their logs, the pseudo-counts, the per-component constants, the
+    /// The model buffer up to the race table: the starting weights, the
+    /// pseudo-counts, the per-component constants, the
     /// two-vote bound, then the choice tables from the twin's f64 values.
     fn constants(&self) -> Vec<f32> {
         let twin = CalibratedModel::new(self.layout.budget);
@@ -421,12 +419,10 @@ impl CalibratedGpu {
     }
 
     /// The starting weights (the hyperprior, as the twin's
-    /// `BatchPrior::default`) and their logs: the first words of the model.
+    /// `BatchPrior::default`): the first words of the model.
     fn constants_head(&self) -> Vec<f32> {
         let start = super::BatchPrior::default();
-        let weights: Vec<f32> = start.weights().iter().map(|&w| w as f32).collect();
-        let logs = weights.iter().map(|&w| w.max(f32::MIN_POSITIVE).ln());
-        weights.iter().copied().chain(logs).collect()
+        start.weights().iter().map(|&w| w as f32).collect()
     }
 
     /// The uniform for a round over `listed` live prompts.
@@ -621,8 +617,9 @@ impl CalibratedGpu {
 /// The calibrated rule's rounds on the GPU over [`VoteTables`] the caller
 /// counts into (the [`crate::voting::Scheduler`] runs the same kernels in its
 /// rounds); the twin is [`super::CalibratedRounds`]. Each call is one submit
-/// and one readback. One per batch: it caches each prompt's evidence by its
-/// vote total, so tables cleared for a new batch need a new one.
+/// and one readback. Its weights carry over from call to call; the evidence
+/// it caches by each prompt's vote total is dropped when a call is given
+/// other tables, or tables reset since the last call.
 ///
 /// ```no_run
 /// use rollcall::voting::calibrated::CalibratedRoundsGpu;
@@ -644,6 +641,8 @@ pub struct CalibratedRoundsGpu {
     decisions: wgpu::Buffer,
     flags: [crate::gpu::buffer::GrowBuffer; 2],
     readback: crate::gpu::buffer::GrowBuffer,
+    /// The generation of the tables the cache was taken from.
+    cached_from: Option<(u64, u64)>,
 }
 
 impl CalibratedRoundsGpu {
@@ -672,15 +671,16 @@ impl CalibratedRoundsGpu {
                 "rollcall calibrated readback",
                 U::MAP_READ | U::COPY_DST,
             )?,
+            cached_from: None,
         })
     }
 
     /// Refits the weights on every prompt of `tables` (the first call from
     /// uniform weights, 50 EM steps; later calls 5) and decides the `live`
     /// prompts, as the twin's `decide_round`: the decisions in `live`'s
-    /// order and the weights after the round. `tables` must be the ones
-    /// given to [`Self::new`] (or as many prompts of the same capacity);
-    /// a prompt out of range is [`crate::Error::PromptOutOfRange`].
+    /// order and the weights after the round. `tables` must have as many
+    /// prompts of the same capacity as those given to [`Self::new`]; a
+    /// prompt out of range is [`crate::Error::PromptOutOfRange`].
     pub fn decide_round(
         &mut self,
         tables: &VoteTables,
@@ -715,6 +715,13 @@ impl CalibratedRoundsGpu {
             );
             let readback = self.readback.buffer();
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            // A prompt's cached evidence is keyed by its vote total: only
+            // valid for the tables (and batch) it was taken from.
+            let generation = tables.generation();
+            if self.cached_from != Some(generation) {
+                self.gpu.encode_clear_cache(&mut encoder);
+                self.cached_from = Some(generation);
+            }
             self.gpu.encode_round(
                 &mut encoder,
                 tables,
