@@ -499,6 +499,16 @@ fn request_round(
             "a round of {requested} rollouts: more than u32::MAX (fewer prompts or votes)"
         )));
     }
+    // Every rule stops a prompt at the budget and asks a live one for at
+    // least one rollout: a round asking none would repeat forever (the
+    // tables would not change), so it can only come from unwritten
+    // decisions.
+    if requested == 0 && !live.is_empty() {
+        return Err(Error::Device(format!(
+            "{} prompts were kept live without a rollout to ask for (decisions not written)",
+            live.len()
+        )));
+    }
     let rollouts = engine.generate(live, &counts)?;
     check_round_size(&rollouts, &counts)?;
     let mut segments = Vec::with_capacity(live.len());

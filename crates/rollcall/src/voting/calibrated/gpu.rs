@@ -619,7 +619,8 @@ impl CalibratedGpu {
 /// rounds); the twin is [`super::CalibratedRounds`]. Each call is one submit
 /// and one readback. Its weights carry over from call to call; the evidence
 /// it caches by each prompt's vote total is dropped when a call is given
-/// other tables, or tables reset since the last call.
+/// other tables, or tables reset (by [`VoteTables::encode_reset`]) since the
+/// last call: tables cleared any other way need a new `CalibratedRoundsGpu`.
 ///
 /// ```no_run
 /// use rollcall::voting::calibrated::CalibratedRoundsGpu;
