@@ -258,11 +258,11 @@ fn choice_probability(g: u32, counts: ptr<function, Counts>, d: u32,
 // A component's log-evidence: ln Σ_d exp(log-likelihood of choice d).
 fn component_evidence(g: u32, counts: ptr<function, Counts>) -> f32 {
     var terms = choice_terms(g, counts);
-    var sum = terms.norm.y;
+    var log_sum = terms.norm.y;
     if terms.norm.x > 0.0 {
-        sum = model[CHOICE_MAX + g * (BUDGET + 1u) + (*counts).n] + log(terms.norm.x);
+        log_sum = model[CHOICE_MAX + g * (BUDGET + 1u) + (*counts).n] + log(terms.norm.x);
     }
-    return rest_base(g, counts) + sum;
+    return rest_base(g, counts) + log_sum;
 }
 
 // ---- EM over the batch -------------------------------------------------------
@@ -313,6 +313,18 @@ fn cache(prompt: u32, i: u32, value: f32) {
     }
 }
 
+// Each component's weight times the prompt's cached likelihood, into
+// `post`; returns their sum (the posterior is post / sum; the best
+// component's likelihood is 1 and every weight is positive, so it is > 0).
+fn weighted_likelihoods(prompt: u32, post: ptr<function, array<f32, COMPONENTS>>) -> f32 {
+    var total = 0.0;
+    for (var g = 0u; g < COMPONENTS; g++) {
+        (*post)[g] = model[WEIGHTS + g] * cached(prompt, g);
+        total += (*post)[g];
+    }
+    return total;
+}
+
 var<workgroup> lane_sums: array<array<f32, SUM_WORDS>, WG>;
 
 @compute @workgroup_size(WG)
@@ -345,11 +357,7 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
             cache(prompt, AGREEMENT, pair_agreement(&counts, cal_votes[prompt].total));
         }
         var post: array<f32, COMPONENTS>;
-        var total = 0.0;
-        for (var g = 0u; g < COMPONENTS; g++) {
-            post[g] = model[WEIGHTS + g] * cached(prompt, g);
-            total += post[g];
-        }
+        let total = weighted_likelihoods(prompt, &post);
         for (var g = 0u; g < COMPONENTS; g++) {
             sums[g] += post[g] / total;
         }
@@ -432,11 +440,7 @@ fn calibrated_risk(prompt: u32, counts: ptr<function, Counts>, leader: u32) -> f
     let m = (*counts).m;
     let c_l = (*counts).c[leader];
     var post: array<f32, COMPONENTS>;
-    var total = 0.0;
-    for (var g = 0u; g < COMPONENTS; g++) {
-        post[g] = model[WEIGHTS + g] * cached(prompt, g);
-        total += post[g];
-    }
+    let total = weighted_likelihoods(prompt, &post);
     let choices = select(m, m + 1u, m < CATEGORIES);
     // The races this prompt reads (NO_RACE: one that cannot be lost), by
     // choice: the leader dominant against choice d, and choice d dominant.
