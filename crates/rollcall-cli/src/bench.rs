@@ -1400,13 +1400,19 @@ impl Grid<'_> {
                 // totals (32 B) and 2 table entries (8 B) read and written.
                 // Rule: list (4 B), totals and 2 entries read, decision (16 B)
                 // and flag (4 B) written. Compaction: flags read, positions
-                // written. The calibrated rule's EM steps each read every
-                // prompt's totals and its cached evidence (52 likelihoods, a
-                // stamp, its pairwise agreement), the first step after new
-                // votes also its 2 entries (writing the cache), and write and
-                // read back the 52 posteriors and 2 agreement sums per
-                // workgroup of 1024 prompts; its decisions also read the 52
-                // likelihoods, and the flags are copied (4 B read, 4 written).
+                // written. The calibrated rule: a pass before its EM steps
+                // reads each prompt's totals, cache stamp (4 B) and 2 entries
+                // and writes its agreement (4 B) and likelihood slot (4 B);
+                // the EM steps each read every prompt's totals and its cached
+                // evidence (52 likelihoods, a stamp, its agreement), the first
+                // also its slot (4 B; a multiset's likelihoods are computed
+                // once, by its first prompt) and writes the cache, and they
+                // write and read back the 52 posteriors and 2 agreement sums
+                // per workgroup of 1024 prompts; a states pass reads what the
+                // rule reads (list, totals, 2 entries) and writes each live
+                // prompt's state slot (4 B), which its decisions read with
+                // the state's risk (8 B; a state's first prompt computes it),
+                // and the flags are copied (4 B read, 4 written).
                 let components = rollcall::voting::calibrated::COMPONENTS as u64;
                 let words = components + 2;
                 let (em_steps, cache) = if calibrated {
@@ -1416,12 +1422,12 @@ impl Grid<'_> {
                     (0, 0)
                 };
                 let decide_extra = if calibrated {
-                    (components + 1) * 4 * p
+                    (4 + 32 + 16) * p + 8 * p + 4 * p
                 } else {
                     0
                 };
                 let sums = (p.div_ceil(1024) * words * 4) * em_steps;
-                let em_read = em_steps.min(1) * 16 * p + em_steps * (32 + cache) * p;
+                let em_read = em_steps.min(1) * (32 + 4 + 16 + 4) * p + em_steps * (32 + cache) * p;
                 let bytes_read = 16 * p
                     + 4 * votes
                     + (32 + 16) * p
@@ -1433,9 +1439,9 @@ impl Grid<'_> {
                 let bytes_written = (32 + 16) * p
                     + (16 + 4) * p
                     + 4 * p
-                    + em_steps.min(1) * cache * p
+                    + em_steps.min(1) * (cache + 4) * p
                     + sums
-                    + if calibrated { 4 * p } else { 0 };
+                    + if calibrated { 8 * p } else { 0 };
                 // Each timed round starts from empty tables (cleared untimed);
                 // the calibrated rule's weights carry over (a later round).
                 rows.push(read_once_row(

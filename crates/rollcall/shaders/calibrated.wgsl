@@ -3,15 +3,20 @@
 // src/voting/calibrated/gpu.rs).
 //
 // - races: the race table, one entry an invocation, once per budget.
+// - evidence_states: each prompt whose votes changed puts its counts (as a
+//   multiset) in a small table; the first prompt of a multiset computes its
+//   likelihoods under the components.
 // - expect: every prompt's posterior over the components under the batch's
 //   weights and its pairwise agreement; each lane sums LANE_PROMPTS prompts'
 //   in order, each workgroup its lanes' sums in lane order.
 // - maximise: one workgroup adds the workgroups' sums in a fixed order, adds
 //   the pseudo-counts and renormalises the weights (one EM step with expect),
 //   and writes the least risk at two votes from the batch's agreement.
-// - calibrated_decide: a live prompt's risk that its leader is overtaken by
-//   the budget, from its cached likelihoods, the weights and the race table;
-//   decision, keep flag.
+// - calibrated_states: each live prompt's count state in a small table; the
+//   first prompt of a state computes its risk that its leader is overtaken
+//   by the budget, from the weights and the race table.
+// - calibrated_decide: a live prompt's risk read from its state (or
+//   computed, when its state found no slot); decision, keep flag.
 //
 // Prepended by the host: CAPACITY, COMPONENTS, CATEGORIES, BUDGET,
 // MIN_VOTES, and the model buffer's offsets (WEIGHTS, PSEUDO_COUNTS,
@@ -30,6 +35,10 @@ struct CalibratedParams {
     min_votes: u32,   // the config's least votes before a stop
     races: u32,       // race-table entries
     cache_split: u32, // prompts in `evidence_low`; the rest in `evidence_high`
+    state_slots: u32, // slots of the state table (a power of two)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(30) var<uniform> cal: CalibratedParams;
@@ -50,6 +59,15 @@ struct CalibratedParams {
 // two votes), over two bindings past the binding size limit.
 @group(0) @binding(41) var<storage, read_write> evidence_low: array<f32>;
 @group(0) @binding(42) var<storage, read_write> evidence_high: array<f32>;
+// The state tables (risks in slots [0, state_slots), likelihoods in the next
+// state_slots): a slot's first prompt + 1 (0: free); a risk state's risk and
+// each live prompt's slot by position (NO_STATE: none); a multiset's scaled
+// likelihoods and each prompt's slot (read when its votes changed).
+@group(0) @binding(43) var<storage, read_write> state_owner: array<atomic<u32>>;
+@group(0) @binding(44) var<storage, read_write> state_risk: array<f32>;
+@group(0) @binding(45) var<storage, read_write> state_of: array<u32>;
+@group(0) @binding(46) var<storage, read_write> state_likelihoods: array<f32>;
+@group(0) @binding(47) var<storage, read_write> likelihood_state_of: array<u32>;
 
 const SIDE_LEADER: u32 = 0u;      // the leader is dominant
 const SIDE_COMPETITOR: u32 = 1u;  // the competitor is dominant
@@ -343,18 +361,23 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
         }
         let stamp = cal_votes[prompt].total + 1u;
         if bitcast<u32>(cached(prompt, STAMP)) != stamp {
-            var counts = load_counts(prompt);
-            var evidence: array<f32, COMPONENTS>;
-            var top = -3.4028235e38;
-            for (var g = 0u; g < COMPONENTS; g++) {
-                evidence[g] = component_evidence(g, &counts);
-                top = max(top, evidence[g]);
+            // evidence_states ran since the votes changed: the multiset's
+            // likelihoods, or none found and the prompt computes them.
+            let state = likelihood_state_of[prompt];
+            var scaled: array<f32, COMPONENTS>;
+            if state != NO_STATE {
+                for (var g = 0u; g < COMPONENTS; g++) {
+                    scaled[g] = state_likelihoods[state * COMPONENTS + g];
+                }
+            } else {
+                var counts = load_counts(prompt);
+                canonical(&counts, false);
+                scaled_likelihoods(&counts, &scaled);
             }
             for (var g = 0u; g < COMPONENTS; g++) {
-                cache(prompt, g, exp(evidence[g] - top));
+                cache(prompt, g, scaled[g]);
             }
             cache(prompt, STAMP, bitcast<f32>(stamp));
-            cache(prompt, AGREEMENT, pair_agreement(&counts, cal_votes[prompt].total));
         }
         var post: array<f32, COMPONENTS>;
         let total = weighted_likelihoods(prompt, &post);
@@ -426,12 +449,192 @@ fn maximise(@builtin(local_invocation_index) lane: u32) {
     }
 }
 
+// ---- Count states ------------------------------------------------------------
+//
+// A live prompt's risk depends on its table only through its count state:
+// the counts before its leader (in slot order) as a multiset, the leader's,
+// and those after it as a multiset (a final tie goes to an earlier slot). A
+// batch holds few states (a few hundred at 30 votes on real data), so
+// `calibrated_states` puts each in an open-addressed table: the prompt that
+// claims a free slot computes the state's risk, the others of the state
+// record the slot. The risk is computed from the canonical order (those
+// before and after the leader sorted, descending), so it is the same bits
+// whichever prompt claims the slot, or when a prompt whose state finds no
+// slot within STATE_PROBES computes it itself in `calibrated_decide`.
+
+const NO_STATE: u32 = 0xffffffffu;
+const STATE_PROBES: u32 = 32u;
+
+// Sorts counts [start, end) descending (at most CAPACITY: insertion sort).
+fn sort_descending(counts: ptr<function, Counts>, start: u32, end: u32) {
+    for (var i = start + 1u; i < end; i++) {
+        let v = (*counts).c[i];
+        var j = i;
+        while j > start && (*counts).c[j - 1u] < v {
+            (*counts).c[j] = (*counts).c[j - 1u];
+            j--;
+        }
+        (*counts).c[j] = v;
+    }
+}
+
+// The leader's slot: most votes, ties to the lower slot.
+fn leader_slot(counts: ptr<function, Counts>) -> u32 {
+    var leader = 0u;
+    for (var k = 1u; k < (*counts).m; k++) {
+        if (*counts).c[k] > (*counts).c[leader] {
+            leader = k;
+        }
+    }
+    return leader;
+}
+
+// Puts the counts in canonical order, by_leader: those before the leader
+// sorted descending, the leader, those after sorted descending; else all
+// sorted descending (a multiset, for the likelihoods). Returns the leader's
+// slot (by_leader: unchanged, as those before it have fewer votes).
+fn canonical(counts: ptr<function, Counts>, by_leader: bool) -> u32 {
+    if !by_leader {
+        sort_descending(counts, 0u, (*counts).m);
+        return 0u;
+    }
+    let leader = leader_slot(counts);
+    sort_descending(counts, 0u, leader);
+    sort_descending(counts, leader + 1u, (*counts).m);
+    return leader;
+}
+
+fn state_hash(counts: ptr<function, Counts>) -> u32 {
+    var h = (2166136261u ^ (*counts).m) * 16777619u;
+    for (var k = 0u; k < (*counts).m; k++) {
+        h = (h ^ (*counts).c[k]) * 16777619u;
+    }
+    h ^= h >> 15u;
+    h *= 0x2c1b3c6du;
+    return h ^ (h >> 12u);
+}
+
+// Whether `prompt`'s table is in the canonical state `counts`.
+fn in_state(prompt: u32, counts: ptr<function, Counts>, by_leader: bool) -> bool {
+    if min(cal_votes[prompt].distinct, CAPACITY) != (*counts).m {
+        return false;
+    }
+    var other = load_counts(prompt);
+    if other.n != (*counts).n {
+        return false;
+    }
+    canonical(&other, by_leader);
+    for (var k = 0u; k < (*counts).m; k++) {
+        if other.c[k] != (*counts).c[k] {
+            return false;
+        }
+    }
+    return true;
+}
+
+// The slot of `prompt`'s canonical state in the table at `base`, claimed
+// (`owned`: the prompt computes the state's value) or found with another
+// prompt of the state; NO_STATE when neither within STATE_PROBES.
+struct StateSlot {
+    slot: u32,
+    owned: bool,
+}
+
+fn find_state(prompt: u32, counts: ptr<function, Counts>, by_leader: bool, base: u32) -> StateSlot {
+    let mask = cal.state_slots - 1u;
+    var slot = state_hash(counts) & mask;
+    // A spurious compare-exchange failure retries its slot, counted.
+    for (var probe = 0u; probe < min(STATE_PROBES, cal.state_slots); probe++) {
+        var owner = atomicLoad(&state_owner[base + slot]);
+        if owner == 0u {
+            let claim = atomicCompareExchangeWeak(&state_owner[base + slot], 0u, prompt + 1u);
+            if claim.exchanged {
+                return StateSlot(slot, true);
+            }
+            owner = claim.old_value;
+            if owner == 0u {
+                continue;
+            }
+        }
+        if in_state(owner - 1u, counts, by_leader) {
+            return StateSlot(slot, false);
+        }
+        slot = (slot + 1u) & mask;
+    }
+    return StateSlot(NO_STATE, false);
+}
+
+// Under each component, the likelihood of `counts` scaled by the largest:
+// exp(x_g - max x) for log-evidences x.
+fn scaled_likelihoods(counts: ptr<function, Counts>, out: ptr<function, array<f32, COMPONENTS>>) {
+    var top = -3.4028235e38;
+    for (var g = 0u; g < COMPONENTS; g++) {
+        (*out)[g] = component_evidence(g, counts);
+        top = max(top, (*out)[g]);
+    }
+    for (var g = 0u; g < COMPONENTS; g++) {
+        (*out)[g] = exp((*out)[g] - top);
+    }
+}
+
+// Before a round's first `expect`: each prompt whose votes changed caches its
+// pairwise agreement and finds (or claims and fills) its multiset's
+// likelihoods.
+@compute @workgroup_size(WG)
+fn evidence_states(@builtin(global_invocation_id) id: vec3<u32>,
+                   @builtin(num_workgroups) groups: vec3<u32>) {
+    let prompt = id.x + id.y * groups.x * WG;
+    if prompt >= cal.prompts || cal_votes[prompt].distinct == 0u {
+        return;
+    }
+    let total = cal_votes[prompt].total;
+    if bitcast<u32>(cached(prompt, STAMP)) == total + 1u {
+        return;
+    }
+    var counts = load_counts(prompt);
+    cache(prompt, AGREEMENT, pair_agreement(&counts, total));
+    canonical(&counts, false);
+    let found = find_state(prompt, &counts, false, cal.state_slots);
+    if found.owned {
+        var scaled: array<f32, COMPONENTS>;
+        scaled_likelihoods(&counts, &scaled);
+        for (var g = 0u; g < COMPONENTS; g++) {
+            state_likelihoods[found.slot * COMPONENTS + g] = scaled[g];
+        }
+    }
+    likelihood_state_of[prompt] = found.slot;
+}
+
+@compute @workgroup_size(WG)
+fn calibrated_states(@builtin(global_invocation_id) id: vec3<u32>,
+                     @builtin(num_workgroups) groups: vec3<u32>) {
+    let position = id.x + id.y * groups.x * WG;
+    if position >= cal.listed {
+        return;
+    }
+    let prompt = cal_list[position];
+    var found = NO_STATE;
+    // Prompts at the budget or without votes need no risk.
+    if cal_votes[prompt].total < BUDGET && cal_votes[prompt].distinct > 0u {
+        var counts = load_counts(prompt);
+        let leader = canonical(&counts, true);
+        let state = find_state(prompt, &counts, true, 0u);
+        if state.owned {
+            state_risk[state.slot] = calibrated_risk(&counts, leader);
+        }
+        found = state.slot;
+    }
+    state_of[position] = found;
+}
+
 // ---- Deciding ----------------------------------------------------------------
 
 // P(the leader, slot `leader`, is not the majority at the budget) under the
-// batch's weights, the prompt's cached likelihoods current: the twin's
-// `CalibratedModel::risk`.
-fn calibrated_risk(prompt: u32, counts: ptr<function, Counts>, leader: u32) -> f32 {
+// batch's weights: the twin's `CalibratedModel::risk`. The prompt's
+// posterior over the components is computed from `counts`: given them in
+// canonical order, the result is the same whichever prompt of the state
+// computes it.
+fn calibrated_risk(counts: ptr<function, Counts>, leader: u32) -> f32 {
     let n = (*counts).n;
     if n >= BUDGET {
         return 0.0;
@@ -440,7 +643,12 @@ fn calibrated_risk(prompt: u32, counts: ptr<function, Counts>, leader: u32) -> f
     let m = (*counts).m;
     let c_l = (*counts).c[leader];
     var post: array<f32, COMPONENTS>;
-    let total = weighted_likelihoods(prompt, &post);
+    scaled_likelihoods(counts, &post);
+    var total = 0.0;
+    for (var g = 0u; g < COMPONENTS; g++) {
+        post[g] *= model[WEIGHTS + g];
+        total += post[g];
+    }
     let choices = select(m, m + 1u, m < CATEGORIES);
     // The races this prompt reads (NO_RACE: one that cannot be lost), by
     // choice: the leader dominant against choice d, and choice d dominant.
@@ -499,13 +707,7 @@ fn calibrated_decide(@builtin(global_invocation_id) id: vec3<u32>,
     let prompt = cal_list[position];
     var counts = load_counts(prompt);
     let total = cal_votes[prompt].total;
-    // Leader: most votes, ties to the lower slot.
-    var leader = 0u;
-    for (var k = 1u; k < counts.m; k++) {
-        if counts.c[k] > counts.c[leader] {
-            leader = k;
-        }
-    }
+    let leader = leader_slot(&counts);
     var consensus = NO_CONSENSUS;
     if counts.m > 0u {
         consensus = cal_tables[prompt * CAPACITY + leader].x;
@@ -514,8 +716,11 @@ fn calibrated_decide(@builtin(global_invocation_id) id: vec3<u32>,
     var confidence = 1.0;
     if !stopped {
         var risk = 1.0;
-        if counts.m > 0u {
-            risk = calibrated_risk(prompt, &counts, leader);
+        let state = state_of[position];
+        if state != NO_STATE {
+            risk = state_risk[state];
+        } else if counts.m > 0u {
+            risk = calibrated_risk(&counts, canonical(&counts, true));
         }
         // A 2-0 start's risk is not identified by the batch: at least the
         // bound from its agreement.

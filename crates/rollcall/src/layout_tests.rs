@@ -403,6 +403,10 @@ fn check_shared_struct(r: &Reflected, name: &str) -> bool {
                     field!("min_votes", P, min_votes),
                     field!("races", P, races),
                     field!("cache_split", P, cache_split),
+                    field!("state_slots", P, state_slots),
+                    field!("_pad0", P, _pad[0]),
+                    field!("_pad1", P, _pad[1]),
+                    field!("_pad2", P, _pad[2]),
                 ],
             )
         }

@@ -47,6 +47,8 @@ pub(crate) struct CalibratedParams {
     pub(crate) min_votes: u32,
     pub(crate) races: u32,
     pub(crate) cache_split: u32,
+    pub(crate) state_slots: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// Where each part of the model buffer starts (in f32 words), for a budget.
@@ -175,14 +177,21 @@ pub(crate) fn shader_variants(capacity: u32, budget: u32) -> Result<Vec<ShaderVa
         "calibrated.wgsl",
         &ModelLayout::new(budget).prelude(capacity),
     )?;
-    Ok(["races", "expect", "maximise", "calibrated_decide"]
-        .into_iter()
-        .map(|entry_point| ShaderVariant {
-            label: format!("calibrated/{entry_point}/{capacity}/{budget}"),
-            entry_point,
-            source: source.clone(),
-        })
-        .collect())
+    Ok([
+        "races",
+        "expect",
+        "maximise",
+        "calibrated_decide",
+        "calibrated_states",
+        "evidence_states",
+    ]
+    .into_iter()
+    .map(|entry_point| ShaderVariant {
+        label: format!("calibrated/{entry_point}/{capacity}/{budget}"),
+        entry_point,
+        source: source.clone(),
+    })
+    .collect())
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -200,6 +209,8 @@ struct Pipelines {
     expect: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
     maximise: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
     decide: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    states: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    evidence_states: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
 }
 
 impl Pipelines {
@@ -227,6 +238,8 @@ impl Pipelines {
                     (36, write),
                     (41, write),
                     (42, write),
+                    (46, write),
+                    (47, write),
                 ],
                 &variants[1],
             ),
@@ -245,10 +258,39 @@ impl Pipelines {
                     (34, read),
                     (38, write),
                     (39, write),
-                    (41, write),
-                    (42, write),
+                    (44, write),
+                    (45, write),
                 ],
                 &variants[3],
+            ),
+            states: build(
+                "rollcall calibrated states",
+                &[
+                    (30, uniform),
+                    (31, read),
+                    (32, read),
+                    (33, read),
+                    (34, read),
+                    (43, write),
+                    (44, write),
+                    (45, write),
+                ],
+                &variants[4],
+            ),
+            evidence_states: build(
+                "rollcall calibrated evidence states",
+                &[
+                    (30, uniform),
+                    (32, read),
+                    (33, read),
+                    (34, read),
+                    (41, write),
+                    (42, write),
+                    (43, write),
+                    (46, write),
+                    (47, write),
+                ],
+                &variants[5],
             ),
         })
     }
@@ -271,7 +313,26 @@ pub(crate) struct CalibratedGpu {
     /// `evidence[1]`.
     cache_split: u32,
     evidence: [wgpu::Buffer; 2],
+    /// Slots of each state table in use (`STATE_SLOTS`; fewer in tests).
+    state_slots: u32,
+    /// Each slot's first prompt + 1 (cleared each round; the risk table's
+    /// slots, then the likelihood table's), a risk state's risk, each live
+    /// prompt's risk slot by position, a multiset's likelihoods and each
+    /// prompt's likelihood slot.
+    state_owner: wgpu::Buffer,
+    state_risk: wgpu::Buffer,
+    state_of: wgpu::Buffer,
+    state_likelihoods: wgpu::Buffer,
+    likelihood_state_of: wgpu::Buffer,
 }
+
+/// Slots of each state table: a live prompt's risk is computed once per
+/// count state (a few hundred in a batch at 30 votes), and the likelihoods
+/// of prompts whose votes changed once per multiset of counts, by the
+/// state's first prompt. A prompt whose state finds no slot computes its
+/// own.
+pub(crate) const STATE_SLOTS: u32 = 4096;
+const _: () = assert!(STATE_SLOTS.is_power_of_two());
 
 /// Words of a prompt's cached evidence: 52 likelihoods (scaled by the
 /// largest), a stamp and its pairwise agreement (`CACHE_WORDS` in the
@@ -333,6 +394,25 @@ impl CalibratedGpu {
                 U::STORAGE | U::COPY_DST,
             )?,
         ];
+        let state_buffer =
+            |label, words: u64| ctx.create_bound_buffer(label, words * 4, U::STORAGE | U::COPY_DST);
+        let state_owner = state_buffer(
+            "rollcall calibrated state owners",
+            2 * u64::from(STATE_SLOTS),
+        )?;
+        let state_likelihoods = state_buffer(
+            "rollcall calibrated state likelihoods",
+            u64::from(STATE_SLOTS) * COMPONENTS as u64,
+        )?;
+        let likelihood_state_of = state_buffer(
+            "rollcall calibrated likelihood states of the prompts",
+            u64::from(prompts.max(1)),
+        )?;
+        let state_risk = state_buffer("rollcall calibrated state risks", STATE_SLOTS.into())?;
+        let state_of = state_buffer(
+            "rollcall calibrated states of the live prompts",
+            u64::from(prompts.max(1)),
+        )?;
         let params = ctx.create_buffer(
             "rollcall calibrated params",
             std::mem::size_of::<CalibratedParams>() as u64,
@@ -351,6 +431,12 @@ impl CalibratedGpu {
             group_sums,
             cache_split,
             evidence,
+            state_slots: STATE_SLOTS,
+            state_owner,
+            state_risk,
+            state_of,
+            state_likelihoods,
+            likelihood_state_of,
         };
         ctx.queue
             .write_buffer(&this.model, 0, bytemuck::cast_slice(&this.constants()));
@@ -437,6 +523,8 @@ impl CalibratedGpu {
             min_votes: self.min_votes,
             races: self.layout.race_entries(),
             cache_split: self.cache_split,
+            state_slots: self.state_slots,
+            _pad: [0; 3],
         };
         self.ctx
             .queue
@@ -507,6 +595,24 @@ impl CalibratedGpu {
                 (36, &self.group_sums),
                 (41, &self.evidence[0]),
                 (42, &self.evidence[1]),
+                (46, &self.state_likelihoods),
+                (47, &self.likelihood_state_of),
+            ],
+        );
+        let evidence_states = bind(
+            device,
+            "rollcall calibrated evidence states",
+            &self.built.evidence_states.0,
+            &[
+                (30, &self.params),
+                (32, tables.votes_buffer()),
+                (33, tables.tables_buffer()),
+                (34, &self.model),
+                (41, &self.evidence[0]),
+                (42, &self.evidence[1]),
+                (43, &self.state_owner),
+                (46, &self.state_likelihoods),
+                (47, &self.likelihood_state_of),
             ],
         );
         let maximise = bind(
@@ -524,6 +630,15 @@ impl CalibratedGpu {
         } else {
             LATER_EM_STEPS
         };
+        // The state tables start empty each round; prompts whose votes
+        // changed find their likelihoods before the first `expect`.
+        encoder.clear_buffer(&self.state_owner, 0, None);
+        self.dispatch(
+            encoder,
+            &self.built.evidence_states.1,
+            &evidence_states,
+            self.prompts.div_ceil(WORKGROUP),
+        );
         for _ in 0..steps {
             self.dispatch(
                 encoder,
@@ -536,6 +651,27 @@ impl CalibratedGpu {
         if listed == 0 {
             return;
         }
+        let states = bind(
+            device,
+            "rollcall calibrated states",
+            &self.built.states.0,
+            &[
+                (30, &self.params),
+                (31, list),
+                (32, tables.votes_buffer()),
+                (33, tables.tables_buffer()),
+                (34, &self.model),
+                (43, &self.state_owner),
+                (44, &self.state_risk),
+                (45, &self.state_of),
+            ],
+        );
+        self.dispatch(
+            encoder,
+            &self.built.states.1,
+            &states,
+            listed.div_ceil(WORKGROUP),
+        );
         let decide = bind(
             device,
             "rollcall calibrated decide",
@@ -548,8 +684,8 @@ impl CalibratedGpu {
                 (34, &self.model),
                 (38, decisions),
                 (39, keep),
-                (41, &self.evidence[0]),
-                (42, &self.evidence[1]),
+                (44, &self.state_risk),
+                (45, &self.state_of),
             ],
         );
         self.dispatch(
@@ -824,5 +960,131 @@ mod tests {
                 "{checked} entries checked at budget {budget}"
             );
         }
+    }
+
+    /// A prompt's count state as the shader keys it: the counts before its
+    /// leader (first seen) sorted descending, the leader's, those after
+    /// sorted descending.
+    fn state_of(votes: &[u32]) -> Vec<u32> {
+        let mut counts: Vec<(u32, u32)> = Vec::new();
+        for &v in votes {
+            match counts.iter_mut().find(|(a, _)| *a == v) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((v, 1)),
+            }
+        }
+        let mut c: Vec<u32> = counts.iter().map(|&(_, c)| c).collect();
+        let top = c.iter().copied().max().unwrap_or(0);
+        let leader = c.iter().position(|&x| x == top).unwrap_or(0);
+        c[..leader].sort_by(|a, b| b.cmp(a));
+        if leader < c.len() {
+            c[leader + 1..].sort_by(|a, b| b.cmp(a));
+        }
+        c
+    }
+
+    /// Risks and likelihoods read from the state tables equal, to the bit,
+    /// those computed by the prompts themselves when the tables have one or
+    /// two slots (most states find none): a state's values do not depend
+    /// on which prompt, with its counts in which slots, computes them.
+    /// Prompts of one state get the same bits.
+    #[test]
+    fn state_risks_do_not_depend_on_the_prompt_computing_them() {
+        use crate::voting::{RoundVotes, Segment};
+        let Some(ctx) = GpuContext::for_tests() else {
+            return;
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let prompts = 1500u32;
+        let budget = 40;
+        let mut config = config(budget);
+        config.min_votes = 2;
+        let mut runs = Vec::new();
+        let mut all_votes = vec![Vec::new(); prompts as usize];
+        // The same rounds of votes into three table sizes.
+        let rounds: Vec<Vec<Vec<u32>>> = (0..4)
+            .map(|_| {
+                (0..prompts)
+                    .map(|p| {
+                        // Few answers: states repeat, in permuted slot orders.
+                        let spread = 1 + p % 4;
+                        (0..rng.random_range(1..=5))
+                            .map(|_| rng.random_range(0..spread))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        for slots in [STATE_SLOTS, 1, 2] {
+            let mut tables = VoteTables::new(&ctx, prompts, 16).unwrap();
+            let mut rounds_gpu = CalibratedRoundsGpu::new(&tables, &config).unwrap();
+            rounds_gpu.gpu.state_slots = slots;
+            let mut decided = Vec::new();
+            for round in &rounds {
+                let mut segments = Vec::new();
+                let mut answers = Vec::new();
+                for (p, votes) in round.iter().enumerate() {
+                    segments.push(Segment {
+                        prompt: p as u32,
+                        start: answers.len() as u32,
+                        count: votes.len() as u32,
+                    });
+                    answers.extend(votes);
+                    if slots == STATE_SLOTS {
+                        all_votes[p].extend(votes);
+                    }
+                }
+                tables
+                    .count(&RoundVotes {
+                        segments: &segments,
+                        answers: &answers,
+                        tokens: None,
+                    })
+                    .unwrap();
+                let live: Vec<u32> = (0..prompts).rev().collect();
+                let (decisions, weights) = rounds_gpu.decide_round(&tables, &live).unwrap();
+                decided.push((decisions, weights));
+                if slots == STATE_SLOTS {
+                    // Prompts of one state (below the budget) share the bits.
+                    let mut by_state = std::collections::HashMap::new();
+                    for (d, &p) in decided.last().unwrap().0.iter().zip(&live) {
+                        let state = state_of(&all_votes[p as usize]);
+                        let bits = d.confidence.to_bits();
+                        assert_eq!(
+                            *by_state.entry(state.clone()).or_insert(bits),
+                            bits,
+                            "prompt {p}, state {state:?}"
+                        );
+                    }
+                    assert!(
+                        by_state.len() > 20 && by_state.len() < prompts as usize / 2,
+                        "{} states",
+                        by_state.len()
+                    );
+                }
+            }
+            runs.push(decided);
+        }
+        for run in &runs[1..] {
+            for (round, ((a, wa), (b, wb))) in runs[0].iter().zip(run).enumerate() {
+                let bits = |w: &[f32]| w.iter().map(|w| w.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(wa), bits(wb), "round {round}: weights");
+                for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                    assert_eq!(
+                        (a.stopped, a.consensus, a.votes, a.confidence.to_bits()),
+                        (b.stopped, b.consensus, b.votes, b.confidence.to_bits()),
+                        "round {round}, position {i}"
+                    );
+                }
+            }
+        }
+        let stops = runs[0]
+            .last()
+            .unwrap()
+            .0
+            .iter()
+            .filter(|d| d.stopped)
+            .count();
+        assert!(stops > 100, "{stops} stops");
     }
 }
