@@ -1408,11 +1408,14 @@ impl Grid<'_> {
                 // also its slot (4 B; a multiset's likelihoods are computed
                 // once, by its first prompt) and writes the cache, and they
                 // write and read back the 52 posteriors and 2 agreement sums
-                // per workgroup of 1024 prompts; a states pass reads what the
-                // rule reads (list, totals, 2 entries) and writes each live
-                // prompt's state slot (4 B), which its decisions read with
-                // the state's risk (8 B; a state's first prompt computes it),
-                // and the flags are copied (4 B read, 4 written).
+                // per workgroup (`CALIBRATED_SUM_PROMPTS` prompts); a states
+                // pass reads what the rule reads (list, totals, 2 entries)
+                // and writes each live prompt's state slot (4 B), which its
+                // decisions read (4 B), and the flags are copied (4 B read, 4
+                // written). Reads of the small state tables (a state's
+                // likelihoods or risk, its first prompt's table: shared by
+                // the prompts of the state, a state's first prompt computing
+                // its value) are not counted.
                 let components = rollcall::voting::calibrated::COMPONENTS as u64;
                 let words = components + 2;
                 let (em_steps, cache) = if calibrated {
@@ -1422,11 +1425,12 @@ impl Grid<'_> {
                     (0, 0)
                 };
                 let decide_extra = if calibrated {
-                    (4 + 32 + 16) * p + 8 * p + 4 * p
+                    (4 + 32 + 16) * p + 4 * p + 4 * p
                 } else {
                     0
                 };
-                let sums = (p.div_ceil(1024) * words * 4) * em_steps;
+                let per_sum = u64::from(rollcall::internals::CALIBRATED_SUM_PROMPTS);
+                let sums = (p.div_ceil(per_sum) * words * 4) * em_steps;
                 let em_read = em_steps.min(1) * (32 + 4 + 16 + 4) * p + em_steps * (32 + cache) * p;
                 let bytes_read = 16 * p
                     + 4 * votes

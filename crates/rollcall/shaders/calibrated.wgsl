@@ -60,9 +60,11 @@ struct CalibratedParams {
 @group(0) @binding(41) var<storage, read_write> evidence_low: array<f32>;
 @group(0) @binding(42) var<storage, read_write> evidence_high: array<f32>;
 // The state tables (risks in slots [0, state_slots), likelihoods in the next
-// state_slots): a slot's first prompt + 1 (0: free); a risk state's risk and
-// each live prompt's slot by position (NO_STATE: none); a multiset's scaled
-// likelihoods and each prompt's slot (read when its votes changed).
+// state_slots): a slot's first prompt + 1 (0: free); a risk state's risk
+// (past the table: the risks of live prompts whose state found no slot, by
+// position) and each live prompt's index into it (NO_STATE: no votes); a
+// multiset's scaled likelihoods and each prompt's slot (read when its
+// votes changed).
 @group(0) @binding(43) var<storage, read_write> state_owner: array<atomic<u32>>;
 @group(0) @binding(44) var<storage, read_write> state_risk: array<f32>;
 @group(0) @binding(45) var<storage, read_write> state_of: array<u32>;
@@ -286,11 +288,12 @@ fn component_evidence(g: u32, counts: ptr<function, Counts>) -> f32 {
 // ---- EM over the batch -------------------------------------------------------
 //
 // A prompt's evidence under each component depends on its table only: the
-// first EM step after its votes change computes it and caches it, as
+// first EM step after its votes change caches it, as
 // likelihoods scaled by the largest (exp(x_g - max x): one that underflows
 // is over e^87 times less likely than the best, more than the weights'
-// pseudo-count floor can make up), with a stamp; later steps (and rounds,
-// while the prompt is stopped) and the decisions read it.
+// pseudo-count floor can make up), with a stamp (copied from its multiset's
+// slot, filled by evidence_states); later steps, and rounds while the prompt
+// is stopped, read it.
 
 const CACHE_WORDS: u32 = COMPONENTS + 2u;
 const STAMP: u32 = COMPONENTS;
@@ -361,21 +364,11 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
         }
         let stamp = cal_votes[prompt].total + 1u;
         if bitcast<u32>(cached(prompt, STAMP)) != stamp {
-            // evidence_states ran since the votes changed: the multiset's
-            // likelihoods, or none found and the prompt computes them.
+            // evidence_states ran since the votes changed and found the
+            // prompt's multiset (one it found no slot for, it cached).
             let state = likelihood_state_of[prompt];
-            var scaled: array<f32, COMPONENTS>;
-            if state != NO_STATE {
-                for (var g = 0u; g < COMPONENTS; g++) {
-                    scaled[g] = state_likelihoods[state * COMPONENTS + g];
-                }
-            } else {
-                var counts = load_counts(prompt);
-                canonical(&counts, false);
-                scaled_likelihoods(&counts, &scaled);
-            }
             for (var g = 0u; g < COMPONENTS; g++) {
-                cache(prompt, g, scaled[g]);
+                cache(prompt, g, state_likelihoods[state * COMPONENTS + g]);
             }
             cache(prompt, STAMP, bitcast<f32>(stamp));
         }
@@ -453,14 +446,16 @@ fn maximise(@builtin(local_invocation_index) lane: u32) {
 //
 // A live prompt's risk depends on its table only through its count state:
 // the counts before its leader (in slot order) as a multiset, the leader's,
-// and those after it as a multiset (a final tie goes to an earlier slot). A
-// batch holds few states (a few hundred at 30 votes on real data), so
-// `calibrated_states` puts each in an open-addressed table: the prompt that
-// claims a free slot computes the state's risk, the others of the state
-// record the slot. The risk is computed from the canonical order (those
-// before and after the leader sorted, descending), so it is the same bits
-// whichever prompt claims the slot, or when a prompt whose state finds no
-// slot within STATE_PROBES computes it itself in `calibrated_decide`.
+// and those after it as a multiset (a final tie goes to an earlier slot);
+// its likelihoods only through the multiset of its counts. A batch holds
+// few of either (a few hundred states at 30 votes on real data), so
+// `evidence_states` and `calibrated_states` put them in open-addressed
+// tables: the prompt that claims a free slot computes the value, the others
+// of the state record the slot, and one whose state finds no slot within
+// STATE_PROBES computes its own, at the same place in the same kernel as a
+// claimer. Values are computed from the canonical order (sorted
+// descending; by_leader, on each side of the leader), so they are the same
+// bits whichever prompt computes them.
 
 const NO_STATE: u32 = 0xffffffffu;
 const STATE_PROBES: u32 = 32u;
@@ -579,7 +574,7 @@ fn scaled_likelihoods(counts: ptr<function, Counts>, out: ptr<function, array<f3
 
 // Before a round's first `expect`: each prompt whose votes changed caches its
 // pairwise agreement and finds (or claims and fills) its multiset's
-// likelihoods.
+// likelihoods; one that finds no slot caches its own.
 @compute @workgroup_size(WG)
 fn evidence_states(@builtin(global_invocation_id) id: vec3<u32>,
                    @builtin(num_workgroups) groups: vec3<u32>) {
@@ -595,14 +590,23 @@ fn evidence_states(@builtin(global_invocation_id) id: vec3<u32>,
     cache(prompt, AGREEMENT, pair_agreement(&counts, total));
     canonical(&counts, false);
     let found = find_state(prompt, &counts, false, cal.state_slots);
-    if found.owned {
+    likelihood_state_of[prompt] = found.slot;
+    // Computed at one place in one kernel, whoever stores them.
+    if found.owned || found.slot == NO_STATE {
         var scaled: array<f32, COMPONENTS>;
         scaled_likelihoods(&counts, &scaled);
-        for (var g = 0u; g < COMPONENTS; g++) {
-            state_likelihoods[found.slot * COMPONENTS + g] = scaled[g];
+        if found.owned {
+            for (var g = 0u; g < COMPONENTS; g++) {
+                state_likelihoods[found.slot * COMPONENTS + g] = scaled[g];
+            }
+        } else {
+            // No slot: the prompt caches its own (expect then reads them).
+            for (var g = 0u; g < COMPONENTS; g++) {
+                cache(prompt, g, scaled[g]);
+            }
+            cache(prompt, STAMP, bitcast<f32>(total + 1u));
         }
     }
-    likelihood_state_of[prompt] = found.slot;
 }
 
 @compute @workgroup_size(WG)
@@ -619,10 +623,13 @@ fn calibrated_states(@builtin(global_invocation_id) id: vec3<u32>,
         var counts = load_counts(prompt);
         let leader = canonical(&counts, true);
         let state = find_state(prompt, &counts, true, 0u);
-        if state.owned {
-            state_risk[state.slot] = calibrated_risk(&counts, leader);
+        // A prompt whose state has no slot keeps its risk past the table,
+        // at its position.
+        found = select(state.slot, cal.state_slots + position, state.slot == NO_STATE);
+        // Computed at one place in one kernel, whoever stores it.
+        if state.owned || state.slot == NO_STATE {
+            state_risk[found] = calibrated_risk(&counts, leader);
         }
-        found = state.slot;
     }
     state_of[position] = found;
 }
@@ -716,11 +723,10 @@ fn calibrated_decide(@builtin(global_invocation_id) id: vec3<u32>,
     var confidence = 1.0;
     if !stopped {
         var risk = 1.0;
+        // NO_STATE: a prompt without votes.
         let state = state_of[position];
         if state != NO_STATE {
             risk = state_risk[state];
-        } else if counts.m > 0u {
-            risk = calibrated_risk(&counts, canonical(&counts, true));
         }
         // A 2-0 start's risk is not identified by the batch: at least the
         // bound from its agreement.

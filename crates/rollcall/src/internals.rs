@@ -36,6 +36,11 @@ pub const TILE_TOKENS: u32 = crate::sampling::TILE_TOKENS;
 /// Flags one compaction workgroup handles.
 pub const COMPACT_BLOCK: u32 = crate::compact::BLOCK;
 
+/// Prompts whose posteriors one workgroup of the calibrated rule's EM step
+/// adds into one row of sums (workgroup size × prompts a lane).
+pub const CALIBRATED_SUM_PROMPTS: u32 =
+    crate::voting::gpu::WORKGROUP * crate::voting::calibrated::gpu::LANE_PROMPTS;
+
 /// Whether the sampler draws a row with `params` at `vocab` as filtered
 /// (top-k, top-p or min-p in force; never for greedy rows): the host's one
 /// copy of the rule, which picks the drawing kernel. Errors as

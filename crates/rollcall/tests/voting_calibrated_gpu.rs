@@ -312,9 +312,10 @@ fn assert_rounds_agree(
     }
 }
 
-/// The GPU caches each prompt's evidence by its vote total: a round on
+/// The GPU caches each prompt's likelihoods by its vote total: a round on
 /// other tables, or on these tables reset and recounted to the same totals
-/// with other answers, must not decide from the last tables' evidence.
+/// with other answers, must not refit the weights (and so decide) from the
+/// last tables' likelihoods.
 #[test]
 fn other_or_reset_tables_are_read_afresh() {
     let Some(ctx) = common::gpu() else { return };
@@ -367,5 +368,32 @@ fn other_or_reset_tables_are_read_afresh() {
             "other tables"
         };
         assert_rounds_agree(&g, &c, at);
+    }
+}
+
+/// A live list longer than the batch, prompts repeated (the twin takes it
+/// too), decides every position as the twin does.
+#[test]
+fn a_live_list_may_repeat_prompts() {
+    let Some(ctx) = common::gpu() else { return };
+    let config = config(0.01, 1, 40);
+    let prompts = 40;
+    // Unanimous (p mod 4 = 0) to split prompts, 2 to 10 votes.
+    let (gpu_tables, cpu_tables) = counted(&ctx, prompts, |p| {
+        (0..2 + p % 9)
+            .map(|i| if p % 4 == 0 { 1 } else { (p + i * (p % 4)) % 3 })
+            .collect()
+    });
+    let live: Vec<u32> = (0..5 * prompts).map(|i| i * 7 % prompts).collect();
+    let mut gpu = CalibratedRoundsGpu::new(&gpu_tables, &config).unwrap();
+    let mut twin = CalibratedRounds::new(&config).unwrap();
+    let (g, _) = gpu.decide_round(&gpu_tables, &live).unwrap();
+    let c = twin.decide_round(&cpu_tables, &live).unwrap();
+    assert_eq!(g.len(), live.len());
+    assert_rounds_agree(&g, &c, "200 positions over 40 prompts");
+    let stops = c.iter().filter(|d| d.stopped).count();
+    assert!(stops > 0 && stops < live.len(), "{stops} stops");
+    for (i, (g, c)) in g.iter().zip(&c).enumerate() {
+        assert_eq!(g.stopped, c.stopped, "position {i}");
     }
 }

@@ -11,14 +11,17 @@
 //! on the adapter's scheduling.
 //!
 //! A prompt's likelihood under each component changes only with its votes:
-//! `expect` caches it (scaled by the largest, with a stamp) the first step
-//! after they change, so later steps and the decisions multiply cached
-//! words by the weights instead of re-reading the tables.
+//! the first step after they change caches it (scaled by the largest, with
+//! a stamp), so later steps multiply cached words by the weights instead of
+//! re-reading the tables. Likelihoods and risks are computed once per count
+//! state (`evidence_states` and `calibrated_states` fill small tables of
+//! them each round; see the shader).
 
 use super::{
     checked_delta, CalibratedModel, CATEGORIES, COMPONENTS, FIRST_EM_STEPS, LATER_EM_STEPS,
     MIN_VOTES,
 };
+use crate::gpu::buffer::GrowBuffer;
 use crate::gpu::shader::{layout_and_pipelines, Binding, ShaderVariant};
 use crate::voting::rules::RuleConfig;
 use crate::voting::VoteTables;
@@ -31,8 +34,8 @@ const WORKGROUP: u32 = crate::voting::gpu::WORKGROUP;
 // `expect` and `maximise` keep one lane's sums a row of workgroup memory
 // and add a component a lane.
 const _: () = assert!(COMPONENTS as u32 <= WORKGROUP);
-// `calibrated_decide` reads the likelihoods the round's first `expect`
-// caches.
+// A round refits the weights, and its first `expect` completes the cache
+// `evidence_states` begins.
 const _: () = assert!(FIRST_EM_STEPS >= 1 && LATER_EM_STEPS >= 1);
 
 /// The kernels' uniform (`CalibratedParams` in the shader).
@@ -233,7 +236,6 @@ impl Pipelines {
                 &[
                     (30, uniform),
                     (32, read),
-                    (33, read),
                     (34, read),
                     (36, write),
                     (41, write),
@@ -316,12 +318,13 @@ pub(crate) struct CalibratedGpu {
     /// Slots of each state table in use (`STATE_SLOTS`; fewer in tests).
     state_slots: u32,
     /// Each slot's first prompt + 1 (cleared each round; the risk table's
-    /// slots, then the likelihood table's), a risk state's risk, each live
-    /// prompt's risk slot by position, a multiset's likelihoods and each
-    /// prompt's likelihood slot.
+    /// slots, then the likelihood table's), a risk state's risk (then one a
+    /// position, for prompts whose state found no slot), each live prompt's
+    /// index into it by position, a multiset's likelihoods and each
+    /// prompt's likelihood slot. The per-position ones grow with the list.
     state_owner: wgpu::Buffer,
-    state_risk: wgpu::Buffer,
-    state_of: wgpu::Buffer,
+    state_risk: GrowBuffer,
+    state_of: GrowBuffer,
     state_likelihoods: wgpu::Buffer,
     likelihood_state_of: wgpu::Buffer,
 }
@@ -408,10 +411,18 @@ impl CalibratedGpu {
             "rollcall calibrated likelihood states of the prompts",
             u64::from(prompts.max(1)),
         )?;
-        let state_risk = state_buffer("rollcall calibrated state risks", STATE_SLOTS.into())?;
-        let state_of = state_buffer(
+        let positions = u64::from(prompts.max(1));
+        let state_risk = GrowBuffer::with_size(
+            ctx,
+            "rollcall calibrated state risks",
+            U::STORAGE,
+            (u64::from(STATE_SLOTS) + positions) * 4,
+        )?;
+        let state_of = GrowBuffer::with_size(
+            ctx,
             "rollcall calibrated states of the live prompts",
-            u64::from(prompts.max(1)),
+            U::STORAGE,
+            positions * 4,
         )?;
         let params = ctx.create_buffer(
             "rollcall calibrated params",
@@ -556,12 +567,24 @@ impl CalibratedGpu {
         pass.dispatch_workgroups(groups.min(max_x), groups.div_ceil(max_x), 1);
     }
 
+    /// Makes room for a live list of `listed` positions (the scheduler's
+    /// lists are never longer than the batch; [`CalibratedRoundsGpu`]'s may
+    /// repeat prompts).
+    pub(crate) fn reserve_list(&mut self, listed: u32) -> Result<()> {
+        let positions = u64::from(listed.max(1));
+        self.state_of.reserve(&self.ctx, positions * 4)?;
+        self.state_risk
+            .reserve(&self.ctx, (u64::from(STATE_SLOTS) + positions) * 4)?;
+        Ok(())
+    }
+
     /// Records one round: `first` restarts the weights from the hyperprior and
     /// runs the first round's EM steps (else the later rounds'), then the
     /// decisions of the `listed` prompts of `list` into `decisions` (by
     /// prompt), `keep` and `next` (by position). The uniform and, on a
     /// first round, the weights are written with `queue.write_buffer`:
-    /// record one round per submit.
+    /// record one round per submit. A list longer than the batch needs
+    /// [`Self::reserve_list`] first.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn encode_round(
         &self,
@@ -574,6 +597,10 @@ impl CalibratedGpu {
         keep: &wgpu::Buffer,
         next: &wgpu::Buffer,
     ) {
+        debug_assert!(
+            u64::from(listed) * 4 <= self.state_of.buffer().size(),
+            "a list longer than the batch needs reserve_list"
+        );
         self.write_params(listed);
         if first {
             let uniform = &self.constants_head();
@@ -590,7 +617,6 @@ impl CalibratedGpu {
             &[
                 (30, &self.params),
                 (32, tables.votes_buffer()),
-                (33, tables.tables_buffer()),
                 (34, &self.model),
                 (36, &self.group_sums),
                 (41, &self.evidence[0]),
@@ -662,8 +688,8 @@ impl CalibratedGpu {
                 (33, tables.tables_buffer()),
                 (34, &self.model),
                 (43, &self.state_owner),
-                (44, &self.state_risk),
-                (45, &self.state_of),
+                (44, self.state_risk.buffer()),
+                (45, self.state_of.buffer()),
             ],
         );
         self.dispatch(
@@ -684,8 +710,8 @@ impl CalibratedGpu {
                 (34, &self.model),
                 (38, decisions),
                 (39, keep),
-                (44, &self.state_risk),
-                (45, &self.state_of),
+                (44, self.state_risk.buffer()),
+                (45, self.state_of.buffer()),
             ],
         );
         self.dispatch(
@@ -842,6 +868,7 @@ impl CalibratedRoundsGpu {
             self.list.write(&ctx, bytemuck::cast_slice(live))?;
             self.flags[0].reserve(&ctx, words)?;
             self.flags[1].reserve(&ctx, words)?;
+            self.gpu.reserve_list(n)?;
             let decision_bytes = u64::from(tables.prompts()) * crate::voting::gpu::DECISION_BYTES;
             let weight_bytes = COMPONENTS as u64 * 4;
             self.readback.reserve(&ctx, weight_bytes + decision_bytes)?;
@@ -987,7 +1014,9 @@ mod tests {
     /// those computed by the prompts themselves when the tables have one or
     /// two slots (most states find none): a state's values do not depend
     /// on which prompt, with its counts in which slots, computes them.
-    /// Prompts of one state get the same bits.
+    /// Prompts of one state get the same bits. (That the key is fine
+    /// enough, e.g. keeps which side of the leader a tie is on, is the twin
+    /// equivalence tests' job: tests/voting_calibrated_gpu.rs.)
     #[test]
     fn state_risks_do_not_depend_on_the_prompt_computing_them() {
         use crate::voting::{RoundVotes, Segment};
