@@ -5,7 +5,8 @@
 // - races: the race table, one entry an invocation, once per budget.
 // - evidence_states: each prompt whose votes changed puts its counts (as a
 //   multiset) in a small table; the first prompt of a multiset computes its
-//   likelihoods under the components.
+//   likelihoods under the components (one that finds no slot computes its
+//   own and caches them).
 // - expect: every prompt's posterior over the components under the batch's
 //   weights and its pairwise agreement; each lane sums LANE_PROMPTS prompts'
 //   in order, each workgroup its lanes' sums in lane order.
@@ -14,9 +15,10 @@
 //   and writes the least risk at two votes from the batch's agreement.
 // - calibrated_states: each live prompt's count state in a small table; the
 //   first prompt of a state computes its risk that its leader is overtaken
-//   by the budget, from the weights and the race table.
-// - calibrated_decide: a live prompt's risk read from its state (or
-//   computed, when its state found no slot); decision, keep flag.
+//   by the budget, from the weights and the race table (one that finds no
+//   slot computes its own, stored past the table at its position).
+// - calibrated_decide: a live prompt's risk read from where
+//   calibrated_states put it; decision, keep flag.
 //
 // Prepended by the host: CAPACITY, COMPONENTS, CATEGORIES, BUDGET,
 // MIN_VOTES, and the model buffer's offsets (WEIGHTS, PSEUDO_COUNTS,
@@ -287,13 +289,14 @@ fn component_evidence(g: u32, counts: ptr<function, Counts>) -> f32 {
 
 // ---- EM over the batch -------------------------------------------------------
 //
-// A prompt's evidence under each component depends on its table only: the
-// first EM step after its votes change caches it, as
-// likelihoods scaled by the largest (exp(x_g - max x): one that underflows
-// is over e^87 times less likely than the best, more than the weights'
-// pseudo-count floor can make up), with a stamp (copied from its multiset's
-// slot, filled by evidence_states); later steps, and rounds while the prompt
-// is stopped, read it.
+// A prompt's evidence under each component depends on its table only: it is
+// cached after its votes change, as likelihoods scaled by the largest
+// (exp(x_g - max x): one that underflows is over e^87 times less likely than
+// the best, more than the weights' pseudo-count floor can make up), with a
+// stamp (its vote total + 1); the first EM step copies them from its
+// multiset's slot, filled by evidence_states (which caches them itself for
+// a prompt whose multiset found no slot); later steps, and rounds while the
+// prompt is stopped, read it.
 
 const CACHE_WORDS: u32 = COMPONENTS + 2u;
 const STAMP: u32 = COMPONENTS;
@@ -365,12 +368,15 @@ fn expect(@builtin(workgroup_id) wg: vec3<u32>,
         let stamp = cal_votes[prompt].total + 1u;
         if bitcast<u32>(cached(prompt, STAMP)) != stamp {
             // evidence_states ran since the votes changed and found the
-            // prompt's multiset (one it found no slot for, it cached).
+            // prompt's multiset (one it found no slot for, it cached, with
+            // the stamp: the guard only keeps a lost stamp in bounds).
             let state = likelihood_state_of[prompt];
-            for (var g = 0u; g < COMPONENTS; g++) {
-                cache(prompt, g, state_likelihoods[state * COMPONENTS + g]);
+            if state != NO_STATE {
+                for (var g = 0u; g < COMPONENTS; g++) {
+                    cache(prompt, g, state_likelihoods[state * COMPONENTS + g]);
+                }
+                cache(prompt, STAMP, bitcast<f32>(stamp));
             }
-            cache(prompt, STAMP, bitcast<f32>(stamp));
         }
         var post: array<f32, COMPONENTS>;
         let total = weighted_likelihoods(prompt, &post);

@@ -11,11 +11,11 @@
 //! on the adapter's scheduling.
 //!
 //! A prompt's likelihood under each component changes only with its votes:
-//! the first step after they change caches it (scaled by the largest, with
-//! a stamp), so later steps multiply cached words by the weights instead of
-//! re-reading the tables. Likelihoods and risks are computed once per count
-//! state (`evidence_states` and `calibrated_states` fill small tables of
-//! them each round; see the shader).
+//! it is cached (scaled by the largest, with a stamp) once they change, so
+//! EM steps multiply cached words by the weights instead of re-reading the
+//! tables. Likelihoods and risks are computed once per count state
+//! (`evidence_states` and `calibrated_states` fill small tables of them
+//! each round; see the shader).
 
 use super::{
     checked_delta, CalibratedModel, CATEGORIES, COMPONENTS, FIRST_EM_STEPS, LATER_EM_STEPS,
@@ -598,7 +598,9 @@ impl CalibratedGpu {
         next: &wgpu::Buffer,
     ) {
         debug_assert!(
-            u64::from(listed) * 4 <= self.state_of.buffer().size(),
+            u64::from(listed) * 4 <= self.state_of.buffer().size()
+                && (u64::from(STATE_SLOTS) + u64::from(listed)) * 4
+                    <= self.state_risk.buffer().size(),
             "a list longer than the batch needs reserve_list"
         );
         self.write_params(listed);
@@ -1115,5 +1117,66 @@ mod tests {
             .filter(|d| d.stopped)
             .count();
         assert!(stops > 100, "{stops} stops");
+    }
+
+    /// A repeated live list longer than the batch, with a one-slot risk
+    /// table (most risks stored past the table, at their positions): each
+    /// position decides as its prompt does in a list of the batch with
+    /// the full table, to the bit.
+    #[test]
+    fn fallback_risks_past_the_batch_are_kept_by_position() {
+        use crate::voting::{RoundVotes, Segment};
+        let Some(ctx) = GpuContext::for_tests() else {
+            return;
+        };
+        let prompts = 30u32;
+        let mut segments = Vec::new();
+        let mut answers = Vec::new();
+        for p in 0..prompts {
+            // Unanimous to split, 2 to 12 votes: many states.
+            let votes: Vec<u32> = (0..2 + p % 11)
+                .map(|i| {
+                    if p % 5 == 0 {
+                        3
+                    } else {
+                        (i * (1 + p % 4) + p) % (2 + p % 3)
+                    }
+                })
+                .collect();
+            segments.push(Segment {
+                prompt: p,
+                start: answers.len() as u32,
+                count: votes.len() as u32,
+            });
+            answers.extend(votes);
+        }
+        let run = |slots: u32, live: &[u32]| {
+            let mut tables = VoteTables::new(&ctx, prompts, 16).unwrap();
+            tables
+                .count(&RoundVotes {
+                    segments: &segments,
+                    answers: &answers,
+                    tokens: None,
+                })
+                .unwrap();
+            let mut rounds = CalibratedRoundsGpu::new(&tables, &config(40)).unwrap();
+            rounds.gpu.state_slots = slots;
+            rounds.decide_round(&tables, live).unwrap().0
+        };
+        let short: Vec<u32> = (0..prompts).collect();
+        let long: Vec<u32> = (0..7 * prompts).map(|i| (i * 13 + 5) % prompts).collect();
+        let want = run(STATE_SLOTS, &short);
+        let got = run(1, &long);
+        assert_eq!(got.len(), long.len());
+        for (i, (d, &p)) in got.iter().zip(&long).enumerate() {
+            let w = &want[p as usize];
+            assert_eq!(
+                (d.stopped, d.consensus, d.votes, d.confidence.to_bits()),
+                (w.stopped, w.consensus, w.votes, w.confidence.to_bits()),
+                "position {i}, prompt {p}"
+            );
+        }
+        let stops = want.iter().filter(|d| d.stopped).count();
+        assert!(stops > 0 && stops < want.len(), "{stops} stops");
     }
 }
